@@ -1,0 +1,201 @@
+//! Packet creation, on the sender's side (client, or a mix building its own loop).
+//!
+//! The sender picks one random scalar `x`; hop `i` sees `α_i = x_i·G` with
+//! `x_{i+1} = x_i·b_i`, and the sender reaches every shared secret `s_i = x_i·pk_i`
+//! without ever computing `α_i` past the first. The header is then built back to front
+//! with the Sphinx filler, and the body is wrapped in one LIONESS layer per hop.
+
+use core::fmt;
+
+use curve25519_dalek::ristretto::RistrettoPoint;
+use rand_core::CryptoRng;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::command::Command;
+use crate::keys::{HopKeys, PublicKey, random_scalar};
+use crate::lioness;
+use crate::params::{
+    ALPHA_LEN, BETA_LEN, COMMAND_LEN, HEADER_LEN, MAX_HOPS, PAYLOAD_TAG_LEN, Params, ROUTING_LEN,
+};
+use crate::primitives::{aes_ctr_xor, compress, header_mac, mul};
+
+/// One hop of a path: whose key unwraps it, and what that hop is told to do.
+#[derive(Clone, Copy, Debug)]
+pub struct Hop {
+    /// The hop's public key.
+    pub key: PublicKey,
+    /// The routing command the hop will read.
+    pub command: Command,
+}
+
+/// Why a packet could not be built. All are the caller's mistakes, never the network's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildError {
+    /// Paths have 1 to [`MAX_HOPS`] hops.
+    PathLength { hops: usize },
+    /// Every hop but the last must relay or deliver, and the last must end the path.
+    PathShape { hop: usize },
+    /// The payload is longer than the network's payload size.
+    PayloadTooLong { len: usize, max: usize },
+    /// The output buffer is not exactly one packet long.
+    BufferLength { expected: usize, got: usize },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PathLength { hops } => write!(f, "path of {hops} hops; 1..={MAX_HOPS} allowed"),
+            Self::PathShape { hop } => write!(
+                f,
+                "hop {hop}: only the last hop may end the path (loop, drop, final), and it must"
+            ),
+            Self::PayloadTooLong { len, max } => {
+                write!(
+                    f,
+                    "payload of {len} bytes exceeds the {max}-byte packet payload"
+                )
+            }
+            Self::BufferLength { expected, got } => {
+                write!(f, "output buffer of {got} bytes; a packet is {expected}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Builds a packet into a new buffer. See [`build_into`].
+pub fn build<R: CryptoRng + ?Sized>(
+    params: &Params,
+    path: &[Hop],
+    payload: &[u8],
+    rng: &mut R,
+) -> Result<Vec<u8>, BuildError> {
+    let mut out = vec![0u8; params.packet_len()];
+    build_into(params, path, payload, rng, &mut out)?;
+    Ok(out)
+}
+
+/// Builds a packet that travels `path` and carries `payload` (zero-padded to the network's
+/// payload size) into `out`, which must be exactly one packet long.
+///
+/// All randomness comes from `rng`: the same seed gives the same packet.
+pub fn build_into<R: CryptoRng + ?Sized>(
+    params: &Params,
+    path: &[Hop],
+    payload: &[u8],
+    rng: &mut R,
+    out: &mut [u8],
+) -> Result<(), BuildError> {
+    check(params, path, payload, out.len())?;
+    let mut keys: [HopKeys; MAX_HOPS] = Default::default();
+    let alpha = derive_path_keys(path, &mut keys, rng);
+    let (header, body) = out.split_at_mut(HEADER_LEN);
+    header[..ALPHA_LEN].copy_from_slice(&alpha);
+    write_routing(path, &keys[..path.len()], rng, &mut header[ALPHA_LEN..]);
+    write_body(&keys[..path.len()], payload, body);
+    Ok(())
+}
+
+fn check(params: &Params, path: &[Hop], payload: &[u8], out_len: usize) -> Result<(), BuildError> {
+    if path.is_empty() || path.len() > MAX_HOPS {
+        return Err(BuildError::PathLength { hops: path.len() });
+    }
+    let last = path.len() - 1;
+    if let Some(hop) = (0..path.len()).find(|&i| path[i].command.is_terminal() != (i == last)) {
+        return Err(BuildError::PathShape { hop });
+    }
+    if payload.len() > params.payload_bytes() {
+        return Err(BuildError::PayloadTooLong {
+            len: payload.len(),
+            max: params.payload_bytes(),
+        });
+    }
+    if out_len != params.packet_len() {
+        return Err(BuildError::BufferLength {
+            expected: params.packet_len(),
+            got: out_len,
+        });
+    }
+    Ok(())
+}
+
+/// Fills `keys` with every hop's keys and returns the first hop's α.
+fn derive_path_keys<R: CryptoRng + ?Sized>(
+    path: &[Hop],
+    keys: &mut [HopKeys; MAX_HOPS],
+    rng: &mut R,
+) -> [u8; ALPHA_LEN] {
+    let mut x = random_scalar(rng);
+    let alpha = compress(&RistrettoPoint::mul_base(&x));
+    for (hop, k) in path.iter().zip(keys.iter_mut()) {
+        let secret = Zeroizing::new(compress(&mul(hop.key.point(), &x)));
+        *k = HopKeys::derive(&secret);
+        x *= k.blinding();
+    }
+    x.zeroize();
+    alpha
+}
+
+/// The header keystream of one hop: β's length plus the one routing slot a hop appends.
+fn header_keystream(k: &HopKeys) -> Zeroizing<[u8; BETA_LEN + ROUTING_LEN]> {
+    let mut stream = Zeroizing::new([0u8; BETA_LEN + ROUTING_LEN]);
+    aes_ctr_xor(&k.header_stream, &mut stream[..]);
+    stream
+}
+
+/// Writes β and γ for the first hop into `routing` (`BETA_LEN + MAC_LEN` bytes).
+fn write_routing<R: CryptoRng + ?Sized>(
+    path: &[Hop],
+    keys: &[HopKeys],
+    rng: &mut R,
+    routing: &mut [u8],
+) {
+    let n = path.len();
+    let filler_len = (n - 1) * ROUTING_LEN;
+    let head_len = BETA_LEN - filler_len;
+    let mut beta = [0u8; BETA_LEN];
+    beta[..COMMAND_LEN].copy_from_slice(&path[n - 1].command.encode());
+    rng.fill_bytes(&mut beta[ROUTING_LEN..head_len]);
+    xor(
+        &mut beta[..head_len],
+        &header_keystream(&keys[n - 1])[..head_len],
+    );
+    filler(&keys[..n - 1], &mut beta[head_len..]);
+    let mut gamma = header_mac(&keys[n - 1].header_mac, &beta);
+    for (hop, k) in path[..n - 1].iter().zip(&keys[..n - 1]).rev() {
+        beta.copy_within(..BETA_LEN - ROUTING_LEN, ROUTING_LEN);
+        beta[..COMMAND_LEN].copy_from_slice(&hop.command.encode());
+        beta[COMMAND_LEN..ROUTING_LEN].copy_from_slice(&gamma);
+        aes_ctr_xor(&k.header_stream, &mut beta);
+        gamma = header_mac(&k.header_mac, &beta);
+    }
+    routing[..BETA_LEN].copy_from_slice(&beta);
+    routing[BETA_LEN..].copy_from_slice(&gamma);
+}
+
+/// The Sphinx filler: the bytes the hops before the last will have appended to β by the
+/// time it reaches the last hop, so that its MAC can cover them. `out` is
+/// `keys.len() * ROUTING_LEN` bytes and starts zeroed.
+fn filler(keys: &[HopKeys], out: &mut [u8]) {
+    for (i, k) in keys.iter().enumerate() {
+        let len = (i + 1) * ROUTING_LEN;
+        let stream = header_keystream(k);
+        xor(&mut out[..len], &stream[stream.len() - len..]);
+    }
+}
+
+/// Zero tag, payload, zero padding; then one LIONESS layer per hop, last hop innermost.
+fn write_body(keys: &[HopKeys], payload: &[u8], body: &mut [u8]) {
+    body.fill(0);
+    body[PAYLOAD_TAG_LEN..PAYLOAD_TAG_LEN + payload.len()].copy_from_slice(payload);
+    for k in keys.iter().rev() {
+        lioness::encrypt(&k.payload, body);
+    }
+}
+
+pub(crate) fn xor(dst: &mut [u8], src: &[u8]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d ^= s;
+    }
+}

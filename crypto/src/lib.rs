@@ -1,0 +1,28 @@
+//! Sphinx packets with the Loopix routing commands.
+//!
+//! A packet is `α ‖ β ‖ γ ‖ body`: a Ristretto group element re-blinded at every hop, the
+//! onion-encrypted routing information (one 32-byte slot per hop, eight slots always), a
+//! truncated HMAC-SHA256 over β, and a LIONESS-encrypted body. Every packet has the same
+//! length at every hop and hides its hop count and position. The byte layout, the key
+//! derivation and the measurements behind the choice of curve arithmetic are in
+//! `SPEC.md` beside this crate.
+//!
+//! * [`build()`] / [`build_into`] make a packet; the caller passes the RNG.
+//! * [`Processor`] unwraps one (or a batch) in place on the caller's buffer and returns a
+//!   [`Processed`] (the [`Command`] and the [`ReplayTag`]) or a typed [`ProcessError`].
+//! * [`primitives`] exposes exactly the calls a hop makes, so `loopix speed` can measure the
+//!   crypto floor that processing is compared against.
+
+pub mod build;
+pub mod command;
+pub mod keys;
+pub mod lioness;
+pub mod params;
+pub mod primitives;
+pub mod process;
+
+pub use build::{BuildError, Hop, build, build_into};
+pub use command::{Address, Command, MalformedCommand};
+pub use keys::{HopKeys, InvalidKey, PublicKey, REPLAY_TAG_LEN, ReplayTag, SecretKey};
+pub use params::{DEFAULT_PAYLOAD_BYTES, HEADER_LEN, MAX_HOPS, Params, PayloadSizeError};
+pub use process::{ProcessError, Processed, Processor};
