@@ -181,6 +181,11 @@ impl HopKeys {
         Scalar::from_bytes_mod_order_wide(&wide)
     }
 
+    /// The payload's LIONESS key at this hop.
+    pub fn payload_key(&self) -> &LionessKey {
+        &self.payload
+    }
+
     pub(crate) fn tag(&self) -> ReplayTag {
         ReplayTag(self.replay_tag)
     }

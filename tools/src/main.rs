@@ -1,1 +1,34 @@
-fn main() {}
+//! `loopix`: the command-line front end of the loopix mix engine.
+
+mod measure;
+mod speed;
+
+use clap::{Parser, Subcommand};
+
+/// Loopix anonymity system: a thread-per-core mix engine.
+#[derive(Parser, Debug)]
+#[command(name = "loopix", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Measure the per-hop crypto floor, processing and build time on this machine.
+    Speed(speed::SpeedArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Cmd::Speed(args) => speed::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loopix: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

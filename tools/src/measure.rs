@@ -1,0 +1,90 @@
+//! A small timing harness for `loopix speed`: cases run round-robin, so drift in a noisy
+//! VM's speed touches every case alike, and each case reports its median round.
+
+use std::time::{Duration, Instant};
+
+/// One measured operation. `run(n)` performs the operation `n` times and returns the time
+/// spent in it, leaving out any per-round setup the case needs (such as refilling packets).
+pub struct Case<'a> {
+    pub name: &'static str,
+    run: Box<dyn FnMut(u64) -> Duration + 'a>,
+    iters: u64,
+    samples_ns: Vec<f64>,
+}
+
+impl<'a> Case<'a> {
+    /// A case whose every call is timed as it is.
+    pub fn simple(name: &'static str, mut op: impl FnMut() + 'a) -> Self {
+        Self::with_setup(name, move |n| {
+            let start = Instant::now();
+            for _ in 0..n {
+                op();
+            }
+            start.elapsed()
+        })
+    }
+
+    /// A case that times itself (see [`Case`]).
+    pub fn with_setup(name: &'static str, run: impl FnMut(u64) -> Duration + 'a) -> Self {
+        Self { name, run: Box::new(run), iters: 1, samples_ns: Vec::new() }
+    }
+
+    /// Doubles the iteration count until one round takes at least `round`.
+    fn calibrate(&mut self, round: Duration) {
+        while (self.run)(self.iters) < round && self.iters < 1 << 30 {
+            self.iters *= 2;
+        }
+    }
+
+    fn sample(&mut self) {
+        let spent = (self.run)(self.iters);
+        self.samples_ns.push(spent.as_nanos() as f64 / self.iters as f64);
+    }
+
+    /// Median nanoseconds per operation over the rounds run so far.
+    pub fn median_ns(&self) -> f64 {
+        let mut s = self.samples_ns.clone();
+        s.sort_by(f64::total_cmp);
+        match s.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => s[n / 2],
+            n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+        }
+    }
+}
+
+/// Calibrates every case, then runs `rounds` rounds of all of them in turn.
+pub fn run_round_robin(cases: &mut [Case<'_>], rounds: usize, round: Duration) {
+    for c in cases.iter_mut() {
+        c.calibrate(round);
+    }
+    for _ in 0..rounds {
+        for c in cases.iter_mut() {
+            c.sample();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_sample_counts() {
+        let mut c = Case::simple("noop", || {});
+        c.samples_ns = vec![3.0, 1.0, 2.0];
+        assert_eq!(c.median_ns(), 2.0);
+        c.samples_ns.push(10.0);
+        assert_eq!(c.median_ns(), 2.5);
+    }
+
+    #[test]
+    fn setup_time_is_left_out_of_the_measurement() {
+        let mut c = Case::with_setup("sleepy setup", |n| {
+            std::thread::sleep(Duration::from_millis(2));
+            Duration::from_nanos(5 * n)
+        });
+        run_round_robin(std::slice::from_mut(&mut c), 3, Duration::from_micros(1));
+        assert_eq!(c.median_ns(), 5.0);
+    }
+}

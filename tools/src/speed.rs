@@ -1,0 +1,313 @@
+//! `loopix speed`: what one core of this machine can do, like `openssl speed`.
+//!
+//! Measures, in one run, each primitive a hop uses, their sum (the per-hop crypto
+//! floor), the real per-hop processing time and the time to build a packet for the
+//! default Loopix path. Operators size hardware from `process_ns`; performance work
+//! tracks `process_ns / floor_ns`, which only means something within one run.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use curve25519_dalek::ristretto::RistrettoPoint;
+use curve25519_dalek::scalar::Scalar;
+use loopix_crypto::params::{ALPHA_LEN, BETA_LEN, HEADER_LEN, ROUTING_LEN};
+use loopix_crypto::primitives::{aes_ctr_xor, compress, decompress, header_mac, mul};
+use loopix_crypto::{Address, Command, Hop, HopKeys, Params, Processor, SecretKey, lioness};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use serde::Serialize;
+
+use crate::measure::{Case, run_round_robin};
+
+/// Hops of the default Loopix path: ingress provider, three mix layers, egress provider,
+/// recipient client.
+pub const DEFAULT_PATH_HOPS: usize = 6;
+
+/// Options of `loopix speed`.
+#[derive(Args, Debug)]
+pub struct SpeedArgs {
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Measurement rounds per case (the median round is reported).
+    #[arg(long, default_value_t = 15)]
+    rounds: usize,
+    /// Target length of one round, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    round_ms: u64,
+    /// Application bytes per packet (the network's payload size).
+    #[arg(long, default_value_t = loopix_crypto::DEFAULT_PAYLOAD_BYTES)]
+    payload_bytes: usize,
+    /// Hops of the path whose build time is measured.
+    #[arg(long, default_value_t = DEFAULT_PATH_HOPS as u8,
+          value_parser = clap::value_parser!(u8).range(1..=8))]
+    hops: u8,
+}
+
+/// What `--json` prints.
+#[derive(Serialize, Debug)]
+pub struct SpeedReport {
+    pub floor_ns: f64,
+    pub process_ns: f64,
+    pub build_ns: f64,
+    pub process_over_floor: f64,
+    pub packets_per_sec_per_core: f64,
+    pub floor_packets_per_sec_per_core: f64,
+    pub hops: usize,
+    pub packet_bytes: usize,
+    pub payload_bytes: usize,
+    /// Each primitive one hop uses, ns per call; `floor_ns` is their weighted sum.
+    pub primitives: BTreeMap<&'static str, f64>,
+    /// How often one hop calls each primitive.
+    pub calls_per_hop: BTreeMap<&'static str, u32>,
+    /// Alternatives measured for comparison, not used by the packet path.
+    pub reference: BTreeMap<&'static str, f64>,
+    pub curve_backend: &'static str,
+    pub rounds: usize,
+}
+
+/// The primitives of one relay hop, and how many times it calls each.
+const FLOOR: [(&str, u32); 7] = [
+    ("ristretto_decompress", 1),
+    ("ristretto_scalar_mul", 2),
+    ("ristretto_compress", 2),
+    ("kdf_sha256", 1),
+    ("header_mac_hmac_sha256", 1),
+    ("header_stream_aes_ctr", 1),
+    ("lioness_decrypt", 1),
+];
+
+/// Runs the measurement and prints it.
+pub fn run(args: &SpeedArgs) -> Result<(), String> {
+    let params = Params::new(args.payload_bytes).map_err(|e| e.to_string())?;
+    let report = measure(&params, usize::from(args.hops), args.rounds.max(1), Duration::from_millis(args.round_ms));
+    if args.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        println!("{json}");
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+/// Measures every case round-robin and assembles the report.
+pub fn measure(params: &Params, hops: usize, rounds: usize, round: Duration) -> SpeedReport {
+    let fx = Fixture::new(params, hops);
+    let mut cases = primitive_cases(&fx);
+    let n_floor = cases.len();
+    cases.extend(reference_cases(&fx));
+    let n_ref = cases.len();
+    cases.push(process_case(&fx));
+    cases.push(build_case(&fx));
+    run_round_robin(&mut cases, rounds, round);
+
+    let primitives: BTreeMap<_, _> = cases[..n_floor].iter().map(|c| (c.name, c.median_ns())).collect();
+    let floor_ns = FLOOR.iter().map(|(name, calls)| primitives[name] * f64::from(*calls)).sum();
+    let process_ns = cases[n_ref].median_ns();
+    SpeedReport {
+        floor_ns,
+        process_ns,
+        build_ns: cases[n_ref + 1].median_ns(),
+        process_over_floor: process_ns / floor_ns,
+        packets_per_sec_per_core: 1e9 / process_ns,
+        floor_packets_per_sec_per_core: 1e9 / floor_ns,
+        hops,
+        packet_bytes: params.packet_len(),
+        payload_bytes: params.payload_bytes(),
+        primitives,
+        calls_per_hop: FLOOR.iter().copied().collect(),
+        reference: cases[n_floor..n_ref].iter().map(|c| (c.name, c.median_ns())).collect(),
+        curve_backend: curve_backend(),
+        rounds,
+    }
+}
+
+/// Inputs shared by the cases: a node key, a point, a packet pool, a path.
+struct Fixture {
+    params: Params,
+    path: Vec<Hop>,
+    processor: Processor,
+    /// Fresh packets addressed to `processor`, restored before every round.
+    pool: Vec<Vec<u8>>,
+    point: RistrettoPoint,
+    scalar: Scalar,
+}
+
+/// Packets in the processing pool: distinct, so no cache holds one packet's answer.
+const POOL_PACKETS: usize = 32;
+
+impl Fixture {
+    fn new(params: &Params, hops: usize) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(0x5eed);
+        let secrets: Vec<SecretKey> = (0..hops).map(|_| SecretKey::generate(&mut rng)).collect();
+        let path: Vec<Hop> = secrets
+            .iter()
+            .enumerate()
+            .map(|(i, sk)| Hop { key: sk.public_key(), command: hop_command(i, hops) })
+            .collect();
+        let pool = (0..POOL_PACKETS)
+            .map(|_| loopix_crypto::build(params, &path, b"speed", &mut rng).expect("valid path"))
+            .collect();
+        let scalar = Scalar::from_bytes_mod_order([7u8; 32]);
+        let mut secrets = secrets;
+        Self {
+            params: *params,
+            path,
+            processor: Processor::new(secrets.swap_remove(0), *params),
+            pool,
+            point: RistrettoPoint::mul_base(&scalar),
+            scalar,
+        }
+    }
+}
+
+/// Relay through every hop but the last, which receives: the first hop always does the
+/// full relay work (two multiplications, blinding, payload layer).
+fn hop_command(i: usize, hops: usize) -> Command {
+    if i + 1 == hops {
+        Command::Final
+    } else {
+        Command::Relay { next: Address(i as u64 + 1), delay_us: 1000 }
+    }
+}
+
+fn primitive_cases(fx: &Fixture) -> Vec<Case<'_>> {
+    let alpha = compress(&fx.point);
+    let keys = HopKeys::derive(&alpha);
+    let mut beta = [0u8; BETA_LEN + ROUTING_LEN];
+    let mut body = vec![0u8; fx.params.body_len()];
+    let mac_key = [3u8; 32];
+    let stream_key = [4u8; 32];
+    vec![
+        Case::simple("ristretto_decompress", move || {
+            black_box(decompress(black_box(&alpha)));
+        }),
+        Case::simple("ristretto_scalar_mul", || {
+            black_box(mul(black_box(&fx.point), black_box(&fx.scalar)));
+        }),
+        Case::simple("ristretto_compress", || {
+            black_box(compress(black_box(&fx.point)));
+        }),
+        Case::simple("kdf_sha256", move || {
+            black_box(HopKeys::derive(black_box(&alpha)));
+        }),
+        Case::simple("header_mac_hmac_sha256", move || {
+            black_box(header_mac(&mac_key, black_box(&beta[..BETA_LEN])));
+        }),
+        Case::simple("header_stream_aes_ctr", move || {
+            aes_ctr_xor(&stream_key, black_box(&mut beta[..]));
+        }),
+        Case::simple("lioness_decrypt", move || {
+            lioness::decrypt(keys.payload_key(), black_box(&mut body[..]));
+        }),
+    ]
+}
+
+fn reference_cases(fx: &Fixture) -> Vec<Case<'_>> {
+    let x_secret = x25519_dalek::StaticSecret::from([9u8; 32]);
+    let x_public = x25519_dalek::PublicKey::from(&x_secret);
+    vec![
+        Case::simple("x25519_dalek_montgomery_ladder", move || {
+            black_box(x_secret.diffie_hellman(black_box(&x_public)));
+        }),
+        Case::simple("ristretto_fixed_base_mul", || {
+            black_box(RistrettoPoint::mul_base(black_box(&fx.scalar)));
+        }),
+    ]
+}
+
+/// Real processing of a relay hop, on a pool of distinct packets refilled (untimed)
+/// before each pass, since processing rewrites a packet in place.
+fn process_case(fx: &Fixture) -> Case<'_> {
+    let mut work = fx.pool.clone();
+    Case::with_setup("process", move |n| {
+        let mut spent = Duration::ZERO;
+        let mut done = 0;
+        while done < n {
+            for (w, p) in work.iter_mut().zip(&fx.pool) {
+                w.copy_from_slice(p);
+            }
+            let batch = (n - done).min(POOL_PACKETS as u64) as usize;
+            let start = Instant::now();
+            for w in &mut work[..batch] {
+                let _ = black_box(fx.processor.process(black_box(w)));
+            }
+            spent += start.elapsed();
+            done += batch as u64;
+        }
+        spent
+    })
+}
+
+fn build_case(fx: &Fixture) -> Case<'_> {
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let mut out = vec![0u8; fx.params.packet_len()];
+    Case::simple("build", move || {
+        let r = loopix_crypto::build_into(&fx.params, &fx.path, b"speed", &mut rng, &mut out);
+        let _ = black_box(r);
+    })
+}
+
+/// Which curve25519-dalek backend this CPU gets (dalek picks at run time on x86-64).
+fn curve_backend() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512ifma")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            return "avx512ifma";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return "avx2";
+        }
+    }
+    "serial"
+}
+
+fn print_table(r: &SpeedReport) {
+    println!(
+        "loopix speed: {} B packets ({} B payload), curve backend {}, {} rounds (median)\n",
+        r.packet_bytes, r.payload_bytes, r.curve_backend, r.rounds
+    );
+    println!("{:<34} {:>12} {:>8} {:>12}", "primitive (one hop)", "ns/call", "calls", "ops/s");
+    for (name, calls) in FLOOR {
+        let ns = r.primitives[name];
+        println!("{name:<34} {ns:>12.0} {calls:>8} {:>12.0}", 1e9 / ns);
+    }
+    println!("\n{:<34} {:>12} {:>8} {:>12}", "reference (not on the hop path)", "ns/call", "", "ops/s");
+    for (name, ns) in &r.reference {
+        println!("{name:<34} {ns:>12.0} {:>8} {:>12.0}", "", 1e9 / ns);
+    }
+    println!();
+    println!("{:<34} {:>12.0} ns  {:>10.0} packets/s/core", "per-hop crypto floor", r.floor_ns, r.floor_packets_per_sec_per_core);
+    println!("{:<34} {:>12.0} ns  {:>10.0} packets/s/core", "per-hop process (real)", r.process_ns, r.packets_per_sec_per_core);
+    println!("{:<34} {:>12.3}", "process / floor", r.process_over_floor);
+    println!("{:<34} {:>12.0} ns  ({} hops)", "build one packet", r.build_ns, r.hops);
+    let _ = (ALPHA_LEN, HEADER_LEN);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_has_every_floor_primitive_and_sums_them() {
+        let r = measure(&Params::new(64).unwrap(), 2, 1, Duration::from_micros(50));
+        assert_eq!(r.primitives.len(), FLOOR.len());
+        let sum: f64 = FLOOR.iter().map(|(n, c)| r.primitives[n] * f64::from(*c)).sum();
+        assert!((sum - r.floor_ns).abs() < 1e-6);
+        assert!(r.process_ns > 0.0 && r.build_ns > 0.0);
+        assert_eq!(r.packet_bytes, HEADER_LEN + 16 + 64);
+    }
+
+    #[test]
+    fn the_pool_packets_are_accepted_by_the_processor() {
+        let fx = Fixture::new(&Params::default(), DEFAULT_PATH_HOPS);
+        for p in &fx.pool {
+            let out = fx.processor.process(&mut p.clone()).expect("valid");
+            assert!(matches!(out.command, Command::Relay { .. }));
+        }
+    }
+}
