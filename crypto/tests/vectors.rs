@@ -32,7 +32,10 @@ fn render() -> String {
     for (seed, hops, last, deliver) in CASES {
         let (procs, mut path) = network(seed, hops, last);
         if deliver {
-            path[hops - 2].command = Command::Deliver { client: Address(0xc11e47), delay_us: 77 };
+            path[hops - 2].command = Command::Deliver {
+                client: Address(0xc11e47),
+                delay_us: 77,
+            };
         }
         let payload: Vec<u8> = (0..100u8).map(|i| i.wrapping_mul(seed as u8)).collect();
         let mut packet = build(&params, &path, &payload, &mut rng(seed + 1000)).unwrap();
@@ -45,7 +48,12 @@ fn render() -> String {
         for (i, proc) in procs.iter().enumerate() {
             let done = proc.process(&mut packet).unwrap();
             writeln!(out, "hop{i}.tag {}", hex(&done.tag.0)).unwrap();
-            writeln!(out, "hop{i}.output_sha256 {}", hex(&Sha256::digest(&packet))).unwrap();
+            writeln!(
+                out,
+                "hop{i}.output_sha256 {}",
+                hex(&Sha256::digest(&packet))
+            )
+            .unwrap();
         }
     }
     out

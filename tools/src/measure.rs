@@ -26,7 +26,12 @@ impl<'a> Case<'a> {
 
     /// A case that times itself (see [`Case`]).
     pub fn with_setup(name: &'static str, run: impl FnMut(u64) -> Duration + 'a) -> Self {
-        Self { name, run: Box::new(run), iters: 1, samples_ns: Vec::new() }
+        Self {
+            name,
+            run: Box::new(run),
+            iters: 1,
+            samples_ns: Vec::new(),
+        }
     }
 
     /// Doubles the iteration count until one round takes at least `round`.
@@ -38,7 +43,8 @@ impl<'a> Case<'a> {
 
     fn sample(&mut self) {
         let spent = (self.run)(self.iters);
-        self.samples_ns.push(spent.as_nanos() as f64 / self.iters as f64);
+        self.samples_ns
+            .push(spent.as_nanos() as f64 / self.iters as f64);
     }
 
     /// Median nanoseconds per operation over the rounds run so far.

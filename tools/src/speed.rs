@@ -7,12 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
-use loopix_crypto::params::{ALPHA_LEN, BETA_LEN, HEADER_LEN, ROUTING_LEN};
+use loopix_crypto::params::{BETA_LEN, ROUTING_LEN};
 use loopix_crypto::primitives::{aes_ctr_xor, compress, decompress, header_mac, mul};
 use loopix_crypto::{Address, Command, Hop, HopKeys, Params, Processor, SecretKey, lioness};
 use rand_chacha::ChaCha20Rng;
@@ -82,14 +83,24 @@ const FLOOR: [(&str, u32); 7] = [
 /// Runs the measurement and prints it.
 pub fn run(args: &SpeedArgs) -> Result<(), String> {
     let params = Params::new(args.payload_bytes).map_err(|e| e.to_string())?;
-    let report = measure(&params, usize::from(args.hops), args.rounds.max(1), Duration::from_millis(args.round_ms));
-    if args.json {
-        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        println!("{json}");
+    let report = measure(
+        &params,
+        usize::from(args.hops),
+        args.rounds.max(1),
+        Duration::from_millis(args.round_ms),
+    );
+    let mut out = io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)
+            .map_err(io::Error::from)
+            .and_then(|()| writeln!(out))
     } else {
-        print_table(&report);
+        print_table(&mut out, &report)
+    };
+    match written {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e.to_string()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Measures every case round-robin and assembles the report.
@@ -103,8 +114,14 @@ pub fn measure(params: &Params, hops: usize, rounds: usize, round: Duration) -> 
     cases.push(build_case(&fx));
     run_round_robin(&mut cases, rounds, round);
 
-    let primitives: BTreeMap<_, _> = cases[..n_floor].iter().map(|c| (c.name, c.median_ns())).collect();
-    let floor_ns = FLOOR.iter().map(|(name, calls)| primitives[name] * f64::from(*calls)).sum();
+    let primitives: BTreeMap<_, _> = cases[..n_floor]
+        .iter()
+        .map(|c| (c.name, c.median_ns()))
+        .collect();
+    let floor_ns = FLOOR
+        .iter()
+        .map(|(name, calls)| primitives[name] * f64::from(*calls))
+        .sum();
     let process_ns = cases[n_ref].median_ns();
     SpeedReport {
         floor_ns,
@@ -118,7 +135,10 @@ pub fn measure(params: &Params, hops: usize, rounds: usize, round: Duration) -> 
         payload_bytes: params.payload_bytes(),
         primitives,
         calls_per_hop: FLOOR.iter().copied().collect(),
-        reference: cases[n_floor..n_ref].iter().map(|c| (c.name, c.median_ns())).collect(),
+        reference: cases[n_floor..n_ref]
+            .iter()
+            .map(|c| (c.name, c.median_ns()))
+            .collect(),
         curve_backend: curve_backend(),
         rounds,
     }
@@ -145,7 +165,10 @@ impl Fixture {
         let path: Vec<Hop> = secrets
             .iter()
             .enumerate()
-            .map(|(i, sk)| Hop { key: sk.public_key(), command: hop_command(i, hops) })
+            .map(|(i, sk)| Hop {
+                key: sk.public_key(),
+                command: hop_command(i, hops),
+            })
             .collect();
         let pool = (0..POOL_PACKETS)
             .map(|_| loopix_crypto::build(params, &path, b"speed", &mut rng).expect("valid path"))
@@ -169,7 +192,10 @@ fn hop_command(i: usize, hops: usize) -> Command {
     if i + 1 == hops {
         Command::Final
     } else {
-        Command::Relay { next: Address(i as u64 + 1), delay_us: 1000 }
+        Command::Relay {
+            next: Address(i as u64 + 1),
+            delay_us: 1000,
+        }
     }
 }
 
@@ -250,53 +276,88 @@ fn build_case(fx: &Fixture) -> Case<'_> {
     })
 }
 
-/// Which curve25519-dalek backend this CPU gets (dalek picks at run time on x86-64).
+/// Which curve25519-dalek backend this binary uses on this CPU, and how it got it:
+/// compiled in for the build host's CPU, or picked at run time by dalek.
 fn curve_backend() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512ifma")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-        {
-            return "avx512ifma";
+        use std::arch::is_x86_feature_detected as has;
+        if cfg!(all(
+            target_feature = "avx512ifma",
+            target_feature = "avx512vl"
+        )) {
+            return "avx512ifma (compiled for this CPU)";
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return "avx2";
+        if cfg!(curve25519_dalek_backend = "avx512") && has!("avx512ifma") && has!("avx512vl") {
+            return "avx512ifma (picked at run time)";
+        }
+        if has!("avx2") {
+            return "avx2 (picked at run time)";
         }
     }
     "serial"
 }
 
-fn print_table(r: &SpeedReport) {
-    println!(
+fn print_table(out: &mut impl Write, r: &SpeedReport) -> io::Result<()> {
+    writeln!(
+        out,
         "loopix speed: {} B packets ({} B payload), curve backend {}, {} rounds (median)\n",
         r.packet_bytes, r.payload_bytes, r.curve_backend, r.rounds
-    );
-    println!("{:<34} {:>12} {:>8} {:>12}", "primitive (one hop)", "ns/call", "calls", "ops/s");
+    )?;
+    writeln!(
+        out,
+        "{:<34} {:>12} {:>8} {:>12}",
+        "primitive (one hop)", "ns/call", "calls", "ops/s"
+    )?;
     for (name, calls) in FLOOR {
         let ns = r.primitives[name];
-        println!("{name:<34} {ns:>12.0} {calls:>8} {:>12.0}", 1e9 / ns);
+        writeln!(out, "{name:<34} {ns:>12.0} {calls:>8} {:>12.0}", 1e9 / ns)?;
     }
-    println!("\n{:<34} {:>12} {:>8} {:>12}", "reference (not on the hop path)", "ns/call", "", "ops/s");
+    writeln!(
+        out,
+        "\n{:<34} {:>12} {:>8} {:>12}",
+        "reference (not on the hop path)", "ns/call", "", "ops/s"
+    )?;
     for (name, ns) in &r.reference {
-        println!("{name:<34} {ns:>12.0} {:>8} {:>12.0}", "", 1e9 / ns);
+        writeln!(out, "{name:<34} {ns:>12.0} {:>8} {:>12.0}", "", 1e9 / ns)?;
     }
-    println!();
-    println!("{:<34} {:>12.0} ns  {:>10.0} packets/s/core", "per-hop crypto floor", r.floor_ns, r.floor_packets_per_sec_per_core);
-    println!("{:<34} {:>12.0} ns  {:>10.0} packets/s/core", "per-hop process (real)", r.process_ns, r.packets_per_sec_per_core);
-    println!("{:<34} {:>12.3}", "process / floor", r.process_over_floor);
-    println!("{:<34} {:>12.0} ns  ({} hops)", "build one packet", r.build_ns, r.hops);
-    let _ = (ALPHA_LEN, HEADER_LEN);
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<34} {:>12.0} ns  {:>10.0} packets/s/core",
+        "per-hop crypto floor", r.floor_ns, r.floor_packets_per_sec_per_core
+    )?;
+    writeln!(
+        out,
+        "{:<34} {:>12.0} ns  {:>10.0} packets/s/core",
+        "per-hop process (real)", r.process_ns, r.packets_per_sec_per_core
+    )?;
+    writeln!(
+        out,
+        "{:<34} {:>12.3}",
+        "process / floor", r.process_over_floor
+    )?;
+    writeln!(
+        out,
+        "{:<34} {:>12.0} ns  ({} hops)",
+        "build one packet", r.build_ns, r.hops
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use loopix_crypto::params::HEADER_LEN;
 
     #[test]
     fn report_has_every_floor_primitive_and_sums_them() {
         let r = measure(&Params::new(64).unwrap(), 2, 1, Duration::from_micros(50));
         assert_eq!(r.primitives.len(), FLOOR.len());
-        let sum: f64 = FLOOR.iter().map(|(n, c)| r.primitives[n] * f64::from(*c)).sum();
+        let sum: f64 = FLOOR
+            .iter()
+            .map(|(n, c)| r.primitives[n] * f64::from(*c))
+            .sum();
         assert!((sum - r.floor_ns).abs() < 1e-6);
         assert!(r.process_ns > 0.0 && r.build_ns > 0.0);
         assert_eq!(r.packet_bytes, HEADER_LEN + 16 + 64);
