@@ -1,1 +1,1 @@
-
+//! Criterion suites live in `benches/`; this crate only hosts them.
