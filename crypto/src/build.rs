@@ -17,7 +17,7 @@ use crate::lioness;
 use crate::params::{
     ALPHA_LEN, BETA_LEN, COMMAND_LEN, HEADER_LEN, MAX_HOPS, PAYLOAD_TAG_LEN, Params, ROUTING_LEN,
 };
-use crate::primitives::{aes_ctr_xor, compress, header_mac, mul};
+use crate::primitives::{aes_ctr_xor, compress, header_mac, mul, xor};
 
 /// One hop of a path: whose key unwraps it, and what that hop is told to do.
 #[derive(Clone, Copy, Debug)]
@@ -191,11 +191,5 @@ fn write_body(keys: &[HopKeys], payload: &[u8], body: &mut [u8]) {
     body[PAYLOAD_TAG_LEN..PAYLOAD_TAG_LEN + payload.len()].copy_from_slice(payload);
     for k in keys.iter().rev() {
         lioness::encrypt(&k.payload, body);
-    }
-}
-
-pub(crate) fn xor(dst: &mut [u8], src: &[u8]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d ^= s;
     }
 }

@@ -12,6 +12,27 @@
 //!   [`Processed`] (the [`Command`] and the [`ReplayTag`]) or a typed [`ProcessError`].
 //! * [`primitives`] exposes exactly the calls a hop makes, so `loopix speed` can measure the
 //!   crypto floor that processing is compared against.
+//!
+//! ```
+//! use loopix_crypto::{build, Address, Command, Hop, Params, Processor, SecretKey};
+//! # use rand_core::SeedableRng;
+//! # let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+//!
+//! let params = Params::default();
+//! let (mix, bob) = (SecretKey::generate(&mut rng), SecretKey::generate(&mut rng));
+//! let bob_public = bob.public_key();
+//! let path = [
+//!     Hop { key: mix.public_key(), command: Command::Relay { next: Address(7), delay_us: 800 } },
+//!     Hop { key: bob_public, command: Command::Final },
+//! ];
+//! let mut packet = build(&params, &path, b"hello", &mut rng)?; // the caller's RNG
+//! let hop = Processor::new(mix, params).process(&mut packet)?; // in place
+//! assert_eq!(hop.command, Command::Relay { next: Address(7), delay_us: 800 });
+//! let last = Processor::new(bob, params).process(&mut packet)?;
+//! assert_eq!(last.command, Command::Final);
+//! assert_eq!(&params.payload(&packet).unwrap()[..5], b"hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod build;
 pub mod command;

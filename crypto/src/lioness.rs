@@ -17,7 +17,7 @@ use ctr::cipher::StreamCipher;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::params::LIONESS_LEFT_LEN;
-use crate::primitives::{hmac_sha256, stream_cipher};
+use crate::primitives::{hmac_sha256, stream_cipher, xor};
 
 /// The four round keys K1..K4.
 #[derive(Default, Clone, Zeroize, ZeroizeOnDrop)]
@@ -64,20 +64,14 @@ fn split(block: &mut [u8]) -> Option<(&mut [u8; LIONESS_LEFT_LEN], &mut [u8])> {
 /// `R ^= S(L ^ k)`.
 fn stream_round(k: &[u8; 32], left: &[u8; LIONESS_LEFT_LEN], right: &mut [u8]) {
     let mut round_key = *k;
-    xor_into(&mut round_key, left);
+    xor(&mut round_key, left);
     stream_cipher(&round_key).apply_keystream(right);
     round_key.zeroize();
 }
 
 /// `L ^= H(k, R)`.
 fn hash_round(k: &[u8; 32], left: &mut [u8; LIONESS_LEFT_LEN], right: &[u8]) {
-    xor_into(left, &hmac_sha256(k, right));
-}
-
-fn xor_into(dst: &mut [u8; 32], src: &[u8; 32]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d ^= s;
-    }
+    xor(left, &hmac_sha256(k, right));
 }
 
 #[cfg(test)]

@@ -51,6 +51,13 @@ pub fn header_mac(key: &[u8; 32], beta: &[u8]) -> [u8; MAC_LEN] {
     out
 }
 
+/// `dst ^= src` over the shorter of the two.
+pub fn xor(dst: &mut [u8], src: &[u8]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d ^= s;
+    }
+}
+
 /// SHA-256 of a domain label followed by a secret: one compression for labels up to
 /// 23 bytes. Distinct labels give independent keys from one shared secret.
 pub fn labelled_hash(label: &[u8], secret: &[u8; 32]) -> [u8; 32] {
