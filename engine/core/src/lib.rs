@@ -1,0 +1,5 @@
+//! The sans-IO core of loopix: every piece of Loopix behaviour as plain state machines and
+//! data structures that take time and randomness from their driver. No sockets, clocks,
+//! threads or ambient RNG in here; the glommio runtime and the simulator both drive it.
+
+pub mod timing_wheel;
