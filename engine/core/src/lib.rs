@@ -2,4 +2,5 @@
 //! data structures that take time and randomness from their driver. No sockets, clocks,
 //! threads or ambient RNG in here; the glommio runtime and the simulator both drive it.
 
+pub mod replay;
 pub mod timing_wheel;
