@@ -4,3 +4,4 @@
 
 pub mod replay;
 pub mod timing_wheel;
+pub mod topology;

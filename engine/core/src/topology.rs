@@ -1,0 +1,505 @@
+//! The directory: network parameters and every node and client, loaded from TOML.
+//!
+//! All parties of a network load the same file. It is parsed once into typed values
+//! ("parse, don't validate") and every problem is reported with the field it is in,
+//! e.g. `nodes[3].layer: a mix's layer must be in 1..=3`.
+//!
+//! ```toml
+//! [network]
+//! payload_bytes = 2048
+//! layers = 3
+//! mu_per_s = 20.0              # µ: mean per-hop delay is 1/µ seconds
+//! lambda_payload_per_s = 2.0   # λP, per client
+//! lambda_loop_per_s = 2.0      # λL, per client
+//! lambda_drop_per_s = 2.0      # λD, per client
+//! lambda_mix_loop_per_s = 2.0  # λM, per mix
+//! poll_size = 4                # N: packets in every poll answer
+//! poll_rate_per_s = 1.0        # how often each client polls
+//!
+//! [[nodes]]
+//! id = 1
+//! role = "mix"                 # or "provider" (which has no layer)
+//! layer = 1
+//! address = "127.0.0.1:9001"
+//! public_key = "<64 hex digits>"
+//!
+//! [[clients]]
+//! id = 1001
+//! provider = 100
+//! public_key = "<64 hex digits>"
+//! ```
+
+use core::fmt;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use loopix_crypto::{Address, Params, PublicKey};
+use serde::Deserialize;
+
+/// A validated network description.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    pub network: Network,
+    pub nodes: Vec<Node>,
+    pub clients: Vec<Client>,
+}
+
+/// Network-wide parameters (rates per second; a rate of 0 turns that stream off).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Network {
+    pub params: Params,
+    pub layers: u8,
+    pub mu_per_s: f64,
+    pub lambda_payload_per_s: f64,
+    pub lambda_loop_per_s: f64,
+    pub lambda_drop_per_s: f64,
+    pub lambda_mix_loop_per_s: f64,
+    pub poll_size: u16,
+    pub poll_rate_per_s: f64,
+}
+
+/// What a node does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A mix in layer `1..=layers`.
+    Mix { layer: u8 },
+    /// A provider: the door in and out for its clients.
+    Provider,
+}
+
+/// One mix or provider.
+#[derive(Clone, Copy, Debug)]
+pub struct Node {
+    pub id: Address,
+    pub role: Role,
+    pub address: SocketAddr,
+    pub public_key: PublicKey,
+}
+
+/// One client, registered at one provider.
+#[derive(Clone, Copy, Debug)]
+pub struct Client {
+    pub id: Address,
+    pub provider: Address,
+    pub public_key: PublicKey,
+}
+
+/// A topology problem, naming the field it is in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopologyError {
+    /// Where: `network.layers`, `nodes[3].public_key`, ... (empty for TOML syntax errors,
+    /// whose message gives line and column).
+    pub field: String,
+    pub problem: String,
+}
+
+impl fmt::Display for TopologyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.problem)
+        } else {
+            write!(f, "{}: {}", self.field, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for TopologyError {}
+
+fn err(field: impl Into<String>, problem: impl Into<String>) -> TopologyError {
+    TopologyError {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopology {
+    network: RawNetwork,
+    #[serde(default)]
+    nodes: Vec<RawNode>,
+    #[serde(default)]
+    clients: Vec<RawClient>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    #[serde(default = "default_payload_bytes")]
+    payload_bytes: usize,
+    layers: u8,
+    mu_per_s: f64,
+    lambda_payload_per_s: f64,
+    lambda_loop_per_s: f64,
+    lambda_drop_per_s: f64,
+    lambda_mix_loop_per_s: f64,
+    poll_size: u16,
+    poll_rate_per_s: f64,
+}
+
+fn default_payload_bytes() -> usize {
+    loopix_crypto::DEFAULT_PAYLOAD_BYTES
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: u64,
+    role: String,
+    layer: Option<u8>,
+    address: String,
+    public_key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    id: u64,
+    provider: u64,
+    public_key: String,
+}
+
+/// Most layers a path can cross: the path also needs two providers and the recipient.
+pub const MAX_LAYERS: u8 = loopix_crypto::MAX_HOPS as u8 - 3;
+
+impl Topology {
+    /// Parses and validates a TOML directory.
+    pub fn from_toml(text: &str) -> Result<Self, TopologyError> {
+        let raw: RawTopology = toml::from_str(text).map_err(|e| err("", e.to_string()))?;
+        let network = raw.network.validate()?;
+        let nodes = raw
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| n.validate(&format!("nodes[{i}]"), network.layers))
+            .collect::<Result<Vec<_>, _>>()?;
+        let clients = raw
+            .clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c.validate(&format!("clients[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let topology = Self {
+            network,
+            nodes,
+            clients,
+        };
+        topology.check_references()?;
+        Ok(topology)
+    }
+
+    /// Ids unique across nodes and clients, every client's provider a provider, every layer
+    /// and at least one provider present.
+    fn check_references(&self) -> Result<(), TopologyError> {
+        let mut ids = BTreeSet::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !ids.insert(n.id) {
+                return Err(err(
+                    format!("nodes[{i}].id"),
+                    format!("id {} is used twice", n.id.0),
+                ));
+            }
+        }
+        for (i, c) in self.clients.iter().enumerate() {
+            if !ids.insert(c.id) {
+                return Err(err(
+                    format!("clients[{i}].id"),
+                    format!("id {} is used twice", c.id.0),
+                ));
+            }
+            if self.node(c.provider).map(|n| n.role) != Some(Role::Provider) {
+                return Err(err(
+                    format!("clients[{i}].provider"),
+                    format!("{} is not a provider in this topology", c.provider.0),
+                ));
+            }
+        }
+        for layer in 1..=self.network.layers {
+            if self.mixes_in_layer(layer).next().is_none() {
+                return Err(err("nodes", format!("layer {layer} has no mix")));
+            }
+        }
+        if self.providers().next().is_none() {
+            return Err(err("nodes", "there is no provider"));
+        }
+        Ok(())
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: Address) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The client with this id.
+    pub fn client(&self, id: Address) -> Option<&Client> {
+        self.clients.iter().find(|c| c.id == id)
+    }
+
+    /// The mixes of one layer, in file order.
+    pub fn mixes_in_layer(&self, layer: u8) -> impl Iterator<Item = &Node> {
+        self.nodes
+            .iter()
+            .filter(move |n| n.role == Role::Mix { layer })
+    }
+
+    /// The providers, in file order.
+    pub fn providers(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.role == Role::Provider)
+    }
+
+    /// The clients registered at `provider`.
+    pub fn clients_of(&self, provider: Address) -> impl Iterator<Item = &Client> {
+        self.clients.iter().filter(move |c| c.provider == provider)
+    }
+
+    /// Every node's and client's public key by id.
+    pub fn public_keys(&self) -> BTreeMap<Address, PublicKey> {
+        let nodes = self.nodes.iter().map(|n| (n.id, n.public_key));
+        nodes
+            .chain(self.clients.iter().map(|c| (c.id, c.public_key)))
+            .collect()
+    }
+}
+
+impl RawNetwork {
+    fn validate(&self) -> Result<Network, TopologyError> {
+        let params = Params::new(self.payload_bytes)
+            .map_err(|e| err("network.payload_bytes", e.to_string()))?;
+        if !(1..=MAX_LAYERS).contains(&self.layers) {
+            return Err(err(
+                "network.layers",
+                format!("must be in 1..={MAX_LAYERS}"),
+            ));
+        }
+        positive("network.mu_per_s", self.mu_per_s)?;
+        for (field, rate) in [
+            ("network.lambda_payload_per_s", self.lambda_payload_per_s),
+            ("network.lambda_loop_per_s", self.lambda_loop_per_s),
+            ("network.lambda_drop_per_s", self.lambda_drop_per_s),
+            ("network.lambda_mix_loop_per_s", self.lambda_mix_loop_per_s),
+            ("network.poll_rate_per_s", self.poll_rate_per_s),
+        ] {
+            non_negative(field, rate)?;
+        }
+        if self.poll_size == 0 {
+            return Err(err("network.poll_size", "must be at least 1"));
+        }
+        Ok(Network {
+            params,
+            layers: self.layers,
+            mu_per_s: self.mu_per_s,
+            lambda_payload_per_s: self.lambda_payload_per_s,
+            lambda_loop_per_s: self.lambda_loop_per_s,
+            lambda_drop_per_s: self.lambda_drop_per_s,
+            lambda_mix_loop_per_s: self.lambda_mix_loop_per_s,
+            poll_size: self.poll_size,
+            poll_rate_per_s: self.poll_rate_per_s,
+        })
+    }
+}
+
+fn positive(field: &str, v: f64) -> Result<(), TopologyError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(err(field, "must be a positive number"))
+    }
+}
+
+fn non_negative(field: &str, v: f64) -> Result<(), TopologyError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(err(field, "must be a number >= 0"))
+    }
+}
+
+impl RawNode {
+    fn validate(&self, at: &str, layers: u8) -> Result<Node, TopologyError> {
+        let role = match (self.role.as_str(), self.layer) {
+            ("mix", Some(layer)) if (1..=layers).contains(&layer) => Role::Mix { layer },
+            ("mix", Some(_)) => {
+                return Err(err(
+                    format!("{at}.layer"),
+                    format!("must be in 1..={layers}"),
+                ));
+            }
+            ("mix", None) => return Err(err(format!("{at}.layer"), "a mix needs a layer")),
+            ("provider", None) => Role::Provider,
+            ("provider", Some(_)) => {
+                return Err(err(format!("{at}.layer"), "a provider has no layer"));
+            }
+            (other, _) => {
+                return Err(err(
+                    format!("{at}.role"),
+                    format!("`{other}` is not a role; use `mix` or `provider`"),
+                ));
+            }
+        };
+        let address = self
+            .address
+            .parse()
+            .map_err(|_| err(format!("{at}.address"), "not an IP:port socket address"))?;
+        let public_key = parse_public_key(&format!("{at}.public_key"), &self.public_key)?;
+        Ok(Node {
+            id: Address(self.id),
+            role,
+            address,
+            public_key,
+        })
+    }
+}
+
+impl RawClient {
+    fn validate(&self, at: &str) -> Result<Client, TopologyError> {
+        let public_key = parse_public_key(&format!("{at}.public_key"), &self.public_key)?;
+        Ok(Client {
+            id: Address(self.id),
+            provider: Address(self.provider),
+            public_key,
+        })
+    }
+}
+
+/// Parses 64 hex digits into a public key.
+pub fn parse_public_key(field: &str, text: &str) -> Result<PublicKey, TopologyError> {
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut bytes)
+        .map_err(|_| err(field, "must be 64 hex digits"))?;
+    PublicKey::from_bytes(bytes).map_err(|_| err(field, "not a valid public key"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loopix_crypto::SecretKey;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    fn key(seed: u64) -> String {
+        let pk = SecretKey::generate(&mut ChaCha20Rng::seed_from_u64(seed)).public_key();
+        hex::encode(pk.to_bytes())
+    }
+
+    fn sample() -> String {
+        format!(
+            r#"
+[network]
+layers = 2
+mu_per_s = 10.0
+lambda_payload_per_s = 1.0
+lambda_loop_per_s = 1.0
+lambda_drop_per_s = 1.0
+lambda_mix_loop_per_s = 1.0
+poll_size = 4
+poll_rate_per_s = 2.0
+
+[[nodes]]
+id = 1
+role = "mix"
+layer = 1
+address = "127.0.0.1:9001"
+public_key = "{}"
+
+[[nodes]]
+id = 2
+role = "mix"
+layer = 2
+address = "127.0.0.1:9002"
+public_key = "{}"
+
+[[nodes]]
+id = 100
+role = "provider"
+address = "127.0.0.1:9100"
+public_key = "{}"
+
+[[clients]]
+id = 1000
+provider = 100
+public_key = "{}"
+"#,
+            key(1),
+            key(2),
+            key(3),
+            key(4)
+        )
+    }
+
+    #[test]
+    fn a_valid_file_loads() {
+        let t = Topology::from_toml(&sample()).unwrap();
+        assert_eq!(t.network.layers, 2);
+        assert_eq!(t.network.params, Params::default());
+        assert_eq!(t.mixes_in_layer(2).count(), 1);
+        assert_eq!(t.clients_of(Address(100)).count(), 1);
+        assert_eq!(t.public_keys().len(), 4);
+    }
+
+    fn error_of(edit: impl Fn(String) -> String) -> TopologyError {
+        Topology::from_toml(&edit(sample())).expect_err("invalid")
+    }
+
+    #[test]
+    fn errors_name_the_offending_field() {
+        let cases: Vec<(Box<dyn Fn(String) -> String>, &str)> = vec![
+            (
+                Box::new(|s| s.replace("layers = 2", "layers = 0")),
+                "network.layers",
+            ),
+            (
+                Box::new(|s| s.replace("mu_per_s = 10.0", "mu_per_s = -1.0")),
+                "network.mu_per_s",
+            ),
+            (
+                Box::new(|s| s.replace("poll_size = 4", "poll_size = 0")),
+                "network.poll_size",
+            ),
+            (
+                Box::new(|s| s.replace("layer = 2", "layer = 3")),
+                "nodes[1].layer",
+            ),
+            (
+                Box::new(|s| s.replace("role = \"provider\"", "role = \"relay\"")),
+                "nodes[2].role",
+            ),
+            (
+                Box::new(|s| s.replace("127.0.0.1:9002", "localhost")),
+                "nodes[1].address",
+            ),
+            (
+                Box::new(|s| s.replace(&key(3), "abcd")),
+                "nodes[2].public_key",
+            ),
+            (
+                Box::new(|s| s.replace("provider = 100", "provider = 1")),
+                "clients[0].provider",
+            ),
+            (
+                Box::new(|s| s.replace("id = 2\n", "id = 1\n")),
+                "nodes[1].id",
+            ),
+            (
+                Box::new(|s| s.replace("layers = 2", "layers = 2\npayload_bytes = 1")),
+                "network.payload_bytes",
+            ),
+        ];
+        for (edit, field) in cases {
+            assert_eq!(error_of(edit).field, field);
+        }
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_fields_say_where() {
+        let e = error_of(|s| s.replace("poll_size = 4", "poll_size = 4\nspeed = 3"));
+        assert!(e.problem.contains("speed"), "{e}");
+        let e = error_of(|s| s.replace("[network]", "[network"));
+        assert!(e.problem.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn a_layer_without_a_mix_is_refused() {
+        let e = error_of(|s| s.replace("layer = 2", "layer = 1"));
+        assert_eq!(e.to_string(), "nodes: layer 2 has no mix");
+    }
+}
