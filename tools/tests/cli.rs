@@ -66,3 +66,34 @@ fn bad_options_are_reported_not_panicked() {
     let out = loopix(&["speed", "--hops", "9"]);
     assert_eq!(out.status.code(), Some(2), "clap usage error");
 }
+
+#[test]
+fn keygen_writes_an_owner_only_key_and_prints_the_public_key() {
+    let dir = std::env::temp_dir().join(format!("loopix-cli-keygen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("mix.key");
+    let key_arg = key.to_str().unwrap();
+    let out = loopix(&["keygen", "--out", key_arg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(public.trim().len(), 64);
+    assert!(public.trim().chars().all(|c| c.is_ascii_hexdigit()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let again = loopix(&["keygen", "--out", key_arg]);
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "must refuse to overwrite a key"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

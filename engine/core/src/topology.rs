@@ -442,50 +442,40 @@ public_key = "{}"
 
     #[test]
     fn errors_name_the_offending_field() {
-        let cases: Vec<(Box<dyn Fn(String) -> String>, &str)> = vec![
+        let cases = [
+            ("layers = 2", "layers = 0".to_string(), "network.layers"),
             (
-                Box::new(|s| s.replace("layers = 2", "layers = 0")),
-                "network.layers",
-            ),
-            (
-                Box::new(|s| s.replace("mu_per_s = 10.0", "mu_per_s = -1.0")),
+                "mu_per_s = 10.0",
+                "mu_per_s = -1.0".into(),
                 "network.mu_per_s",
             ),
+            ("poll_size = 4", "poll_size = 0".into(), "network.poll_size"),
+            ("layer = 2", "layer = 3".into(), "nodes[1].layer"),
             (
-                Box::new(|s| s.replace("poll_size = 4", "poll_size = 0")),
-                "network.poll_size",
-            ),
-            (
-                Box::new(|s| s.replace("layer = 2", "layer = 3")),
-                "nodes[1].layer",
-            ),
-            (
-                Box::new(|s| s.replace("role = \"provider\"", "role = \"relay\"")),
+                "role = \"provider\"",
+                "role = \"relay\"".into(),
                 "nodes[2].role",
             ),
+            ("127.0.0.1:9002", "localhost".into(), "nodes[1].address"),
+            (&key(3), "abcd".into(), "nodes[2].public_key"),
             (
-                Box::new(|s| s.replace("127.0.0.1:9002", "localhost")),
-                "nodes[1].address",
-            ),
-            (
-                Box::new(|s| s.replace(&key(3), "abcd")),
-                "nodes[2].public_key",
-            ),
-            (
-                Box::new(|s| s.replace("provider = 100", "provider = 1")),
+                "provider = 100",
+                "provider = 1".into(),
                 "clients[0].provider",
             ),
+            ("id = 2\n", "id = 1\n".into(), "nodes[1].id"),
             (
-                Box::new(|s| s.replace("id = 2\n", "id = 1\n")),
-                "nodes[1].id",
-            ),
-            (
-                Box::new(|s| s.replace("layers = 2", "layers = 2\npayload_bytes = 1")),
+                "layers = 2",
+                "layers = 2\npayload_bytes = 1".into(),
                 "network.payload_bytes",
             ),
         ];
-        for (edit, field) in cases {
-            assert_eq!(error_of(edit).field, field);
+        for (from, to, field) in cases {
+            assert_eq!(
+                error_of(|s| s.replacen(from, &to, 1)).field,
+                field,
+                "{from} -> {to}"
+            );
         }
     }
 
