@@ -97,6 +97,19 @@ pub fn build_into<R: CryptoRng + ?Sized>(
     Ok(())
 }
 
+/// Fills `out` with a dummy packet: a valid, random group element followed by random bytes.
+/// Without the keys of a hop it cannot be told from a real packet (both are a group element
+/// and uniformly random-looking bytes); with them, it fails the MAC check. Providers pad
+/// poll answers with these.
+pub fn fill_dummy<R: CryptoRng + ?Sized>(rng: &mut R, out: &mut [u8]) {
+    let mut x = random_scalar(rng);
+    let alpha = compress(&RistrettoPoint::mul_base(&x));
+    x.zeroize();
+    let n = out.len().min(ALPHA_LEN);
+    out[..n].copy_from_slice(&alpha[..n]);
+    rng.fill_bytes(&mut out[n..]);
+}
+
 fn check(params: &Params, path: &[Hop], payload: &[u8], out_len: usize) -> Result<(), BuildError> {
     if path.is_empty() || path.len() > MAX_HOPS {
         return Err(BuildError::PathLength { hops: path.len() });

@@ -286,3 +286,17 @@ fn the_payload_size_is_a_network_parameter() {
     let err = default_procs[0].process(&mut q).unwrap_err();
     assert!(matches!(err, ProcessError::WrongLength { .. }));
 }
+
+#[test]
+fn dummies_have_a_valid_group_element_and_fail_only_at_the_mac() {
+    let (procs, _) = network(39, 1, Command::Final);
+    let mut p = vec![0u8; Params::default().packet_len()];
+    let mut r = rng(40);
+    for _ in 0..20 {
+        loopix_crypto::fill_dummy(&mut r, &mut p);
+        assert_eq!(
+            procs[0].process(&mut p.clone()),
+            Err(ProcessError::MacMismatch)
+        );
+    }
+}

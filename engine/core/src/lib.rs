@@ -2,6 +2,19 @@
 //! data structures that take time and randomness from their driver. No sockets, clocks,
 //! threads or ambient RNG in here; the glommio runtime and the simulator both drive it.
 
+pub mod client;
+pub mod directory;
+pub mod drops;
+pub mod endpoint;
+pub mod hop;
+pub mod inbox;
+pub mod loops;
+pub mod mix;
+pub mod packet_pool;
+pub mod payload;
+pub mod provider;
+pub mod rate;
 pub mod replay;
 pub mod timing_wheel;
 pub mod topology;
+pub mod wire;

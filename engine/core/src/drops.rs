@@ -1,0 +1,121 @@
+//! Why a node dropped a packet, and how many times. Every drop is counted under one reason.
+
+use loopix_crypto::ProcessError;
+
+/// A drop reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DropReason {
+    /// Not a packet (wrong length) nor a message the role understands.
+    Malformed,
+    /// α is not a group element.
+    InvalidGroupElement,
+    /// Header MAC mismatch: tampered, or not for this node.
+    Mac,
+    /// MAC fine but unknown routing command.
+    MalformedCommand,
+    /// Seen before under this key.
+    Replay,
+    /// A command this role does not carry out (e.g. deliver at a mix).
+    UnexpectedCommand,
+    /// A final hop found the payload tampered with.
+    PayloadTampered,
+    /// No free packet buffer or replay-set room.
+    Overload,
+    /// The delay is beyond the timing wheel's horizon.
+    Horizon,
+    /// From, or to, a client this provider does not serve.
+    UnknownClient,
+    /// The recipient's inbox is full.
+    InboxFull,
+}
+
+impl DropReason {
+    /// Every reason, in a fixed order (the metrics order).
+    pub const ALL: [DropReason; 11] = [
+        Self::Malformed,
+        Self::InvalidGroupElement,
+        Self::Mac,
+        Self::MalformedCommand,
+        Self::Replay,
+        Self::UnexpectedCommand,
+        Self::PayloadTampered,
+        Self::Overload,
+        Self::Horizon,
+        Self::UnknownClient,
+        Self::InboxFull,
+    ];
+
+    /// A short stable name, for logs and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::InvalidGroupElement => "invalid_group_element",
+            Self::Mac => "mac",
+            Self::MalformedCommand => "malformed_command",
+            Self::Replay => "replay",
+            Self::UnexpectedCommand => "unexpected_command",
+            Self::PayloadTampered => "payload_tampered",
+            Self::Overload => "overload",
+            Self::Horizon => "horizon",
+            Self::UnknownClient => "unknown_client",
+            Self::InboxFull => "inbox_full",
+        }
+    }
+}
+
+impl From<ProcessError> for DropReason {
+    fn from(e: ProcessError) -> Self {
+        match e {
+            ProcessError::WrongLength { .. } => Self::Malformed,
+            ProcessError::InvalidGroupElement => Self::InvalidGroupElement,
+            ProcessError::MacMismatch => Self::Mac,
+            ProcessError::MalformedCommand => Self::MalformedCommand,
+            ProcessError::Replayed => Self::Replay,
+            ProcessError::PayloadTampered => Self::PayloadTampered,
+        }
+    }
+}
+
+/// One counter per reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropCounts([u64; DropReason::ALL.len()]);
+
+impl DropCounts {
+    /// Counts one drop.
+    pub fn add(&mut self, reason: DropReason) {
+        self.0[reason as usize] += 1;
+    }
+
+    /// Drops for one reason.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason as usize]
+    }
+
+    /// Drops for every reason.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// `(reason, count)` for every reason.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().map(|&r| (r, self.get(r)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_index_their_own_counter() {
+        let mut c = DropCounts::default();
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            for _ in 0..=i {
+                c.add(*r);
+            }
+        }
+        assert!(c.iter().enumerate().all(|(i, (_, n))| n == i as u64 + 1));
+        assert_eq!(c.total(), (1..=11).sum::<u64>());
+    }
+}

@@ -1,0 +1,30 @@
+//! The one shape every role has, so the runtime and the simulator drive mixes, providers
+//! and clients alike: events in (`handle_*`), polls out (`poll_*`) until empty.
+
+use loopix_crypto::Address;
+
+/// A datagram to send: `len` bytes written at the start of the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: Address,
+    pub len: usize,
+}
+
+/// Events in, polls out. Time is microseconds on the driver's clock; no role reads one.
+pub trait Endpoint {
+    /// This endpoint's id in the topology.
+    fn id(&self) -> Address;
+    /// A datagram from `from` arrived at `now_us`.
+    fn handle_datagram(&mut self, now_us: u64, from: Address, bytes: &[u8]);
+    /// The driver's timer fired; do what is due at `now_us`.
+    fn handle_timeout(&mut self, now_us: u64);
+    /// The next datagram to send, written into `buf` (at least
+    /// [`Endpoint::max_datagram_len`] bytes).
+    #[must_use]
+    fn poll_transmit(&mut self, now_us: u64, buf: &mut [u8]) -> Option<Transmit>;
+    /// When to call [`Endpoint::handle_timeout`] next.
+    #[must_use]
+    fn poll_timeout(&self) -> Option<u64>;
+    /// Largest datagram this endpoint sends.
+    fn max_datagram_len(&self) -> usize;
+}

@@ -1,0 +1,255 @@
+//! The packet path shared by mixes and providers: take a datagram into a pooled buffer,
+//! unwrap it in place with the replay check, hold it on the timing wheel for the delay
+//! its sender chose, and queue it for sending when the wheel fires.
+//!
+//! Nothing here allocates after construction: buffers come from the [`PacketPool`], the
+//! wheel and the ready queue carry pool indices, and every drop is counted.
+
+use std::collections::VecDeque;
+
+use loopix_crypto::{Address, Command, ProcessError, Processor, SecretKey};
+
+use crate::drops::{DropCounts, DropReason};
+use crate::packet_pool::PacketPool;
+use crate::replay::{ReplaySet, Seen};
+use crate::timing_wheel::{InsertError, TimingWheel, WheelConfig, WheelConfigError};
+
+/// Capacities of a hop's preallocated state.
+#[derive(Clone, Copy, Debug)]
+pub struct HopLimits {
+    /// Packets held at once (in the wheel or waiting to be sent).
+    pub pool_packets: u32,
+    /// Replay tags remembered in one key epoch.
+    pub replay_tags: usize,
+    /// Slot width and horizon of the delay wheel.
+    pub wheel: WheelConfig,
+}
+
+impl Default for HopLimits {
+    fn default() -> Self {
+        Self {
+            pool_packets: 65_536,
+            replay_tags: 1 << 20,
+            wheel: WheelConfig::default(),
+        }
+    }
+}
+
+/// Where a held packet goes when its delay is over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// Send to a node (or, from a provider, to a client).
+    Send(Address),
+    /// Provider: store in this client's inbox.
+    Store(Address),
+}
+
+/// What became of a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// Held on the wheel.
+    Held,
+    /// A path ended here (loop return, drop, final): the packet is in `slot` for the
+    /// caller to read, and the caller must [`HopEngine::release`] it.
+    Ended { command: Command, slot: u32 },
+    /// Dropped and counted.
+    Dropped(DropReason),
+}
+
+/// A held packet's due time and its holding time so far, for delay accuracy.
+#[derive(Clone, Copy, Debug, Default)]
+struct Held {
+    due: Option<Due>,
+    requested_us: u64,
+    since_us: u64,
+}
+
+/// Counters of one hop.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HopStats {
+    pub received: u64,
+    pub released: u64,
+    pub drops: DropCounts,
+    /// Sum over released packets of (actual hold - requested delay), in µs.
+    pub delay_error_us_sum: u64,
+}
+
+/// The shared hop pipeline. See the module docs.
+pub struct HopEngine {
+    processor: Processor,
+    replay: ReplaySet,
+    wheel: TimingWheel,
+    pool: PacketPool,
+    held: Box<[Held]>,
+    ready: VecDeque<u32>,
+    stats: HopStats,
+}
+
+impl HopEngine {
+    /// Allocates everything the hop will ever use.
+    pub fn new(
+        key: SecretKey,
+        params: loopix_crypto::Params,
+        limits: HopLimits,
+    ) -> Result<Self, WheelConfigError> {
+        let n = limits.pool_packets;
+        Ok(Self {
+            processor: Processor::new(key, params),
+            replay: ReplaySet::new(limits.replay_tags),
+            wheel: TimingWheel::new(limits.wheel, n as usize)?,
+            pool: PacketPool::new(n, params.packet_len()),
+            held: vec![Held::default(); n as usize].into_boxed_slice(),
+            ready: VecDeque::with_capacity(n as usize),
+            stats: HopStats::default(),
+        })
+    }
+
+    /// Unwraps `bytes` and holds, ends or drops it. `route` turns a relay/deliver command
+    /// into where the packet goes, or a drop reason (e.g. a client that is not ours).
+    pub fn receive(
+        &mut self,
+        now_us: u64,
+        bytes: &[u8],
+        route: impl FnOnce(Command) -> Result<Due, DropReason>,
+    ) -> Received {
+        self.stats.received += 1;
+        let Some(slot) = self.pool.alloc() else {
+            return self.drop(DropReason::Overload);
+        };
+        let buf = self.pool.get_mut(slot);
+        if buf.len() != bytes.len() {
+            self.pool.release(slot);
+            return self.drop(DropReason::Malformed);
+        }
+        buf.copy_from_slice(bytes);
+        let mut seen = Seen::Fresh;
+        let replay = &mut self.replay;
+        let result = self.processor.process_unless_replayed(buf, |tag| {
+            seen = replay.insert(*tag);
+            seen != Seen::Fresh
+        });
+        let outcome = match result {
+            Err(ProcessError::Replayed) if seen == Seen::Full => Err(DropReason::Overload),
+            Err(e) => Err(DropReason::from(e)),
+            Ok(p) if p.command.is_terminal() => {
+                return Received::Ended {
+                    command: p.command,
+                    slot,
+                };
+            }
+            Ok(p) => route(p.command).and_then(|due| self.hold(now_us, slot, p.command, due)),
+        };
+        match outcome {
+            Ok(()) => Received::Held,
+            Err(reason) => {
+                self.pool.release(slot);
+                self.drop(reason)
+            }
+        }
+    }
+
+    fn hold(
+        &mut self,
+        now_us: u64,
+        slot: u32,
+        command: Command,
+        due: Due,
+    ) -> Result<(), DropReason> {
+        let delay_us = match command {
+            Command::Relay { delay_us, .. } | Command::Deliver { delay_us, .. } => delay_us,
+            _ => 0,
+        };
+        let requested_us = u64::from(delay_us);
+        match self.wheel.insert(slot, now_us + requested_us, now_us) {
+            Ok(()) => {
+                self.held[slot as usize] = Held {
+                    due: Some(due),
+                    requested_us,
+                    since_us: now_us,
+                };
+                Ok(())
+            }
+            Err(InsertError::BeyondHorizon) => Err(DropReason::Horizon),
+            Err(InsertError::IndexOutOfRange) => Err(DropReason::Overload),
+        }
+    }
+
+    fn drop(&mut self, reason: DropReason) -> Received {
+        self.stats.drops.add(reason);
+        Received::Dropped(reason)
+    }
+
+    /// Counts a drop decided by the role (e.g. a poll from an unknown client).
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.drop(reason);
+    }
+
+    /// Queues a packet the role built itself (a mix's loop) for sending now.
+    pub fn send_own(&mut self, now_us: u64, to: Address, fill: impl FnOnce(&mut [u8])) -> bool {
+        let Some(slot) = self.pool.alloc() else {
+            self.stats.drops.add(DropReason::Overload);
+            return false;
+        };
+        fill(self.pool.get_mut(slot));
+        self.held[slot as usize] = Held {
+            due: Some(Due::Send(to)),
+            requested_us: 0,
+            since_us: now_us,
+        };
+        self.ready.push_back(slot);
+        true
+    }
+
+    /// Moves every packet whose delay is over to the ready queue.
+    pub fn handle_timeout(&mut self, now_us: u64) {
+        let ready = &mut self.ready;
+        self.wheel.poll(now_us, |slot| ready.push_back(slot));
+    }
+
+    /// The next ready packet: where it goes and its bytes, valid until [`Self::release`].
+    pub fn next_ready(&mut self, now_us: u64) -> Option<(Due, u32)> {
+        let slot = self.ready.pop_front()?;
+        let held = self.held[slot as usize];
+        let actual = now_us.saturating_sub(held.since_us);
+        self.stats.delay_error_us_sum += actual.saturating_sub(held.requested_us);
+        self.stats.released += 1;
+        held.due.map(|d| (d, slot))
+    }
+
+    /// The bytes in a pool slot.
+    pub fn packet(&self, slot: u32) -> &[u8] {
+        self.pool.get(slot)
+    }
+
+    /// Gives a slot back to the pool.
+    pub fn release(&mut self, slot: u32) {
+        self.held[slot as usize] = Held::default();
+        self.pool.release(slot);
+    }
+
+    /// When [`Self::handle_timeout`] has work next.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.wheel.next_deadline_us()
+    }
+
+    /// True if packets wait to be sent.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Packets held on the wheel (the Poisson mix's pool).
+    pub fn pending(&self) -> usize {
+        self.wheel.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &HopStats {
+        &self.stats
+    }
+
+    /// Starts a new key epoch: new key, empty replay set.
+    pub fn rotate_key(&mut self, key: SecretKey, epoch: u64) {
+        self.processor = Processor::new(key, *self.processor.params());
+        self.replay.rotate(epoch);
+    }
+}

@@ -1,0 +1,195 @@
+//! The mix node core: a Poisson mix. Unwraps every packet (MAC, then replay check), holds
+//! it for the delay its sender chose, forwards it; sends its own loop cover at rate λM
+//! through the layers after it, a provider and the layers before it, back to itself, and
+//! watches how many return.
+
+use loopix_crypto::{Address, Command, Params, SecretKey, build_into};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+use crate::directory::{Directory, Peer};
+use crate::drops::DropReason;
+use crate::endpoint::{Endpoint, Transmit};
+use crate::hop::{Due, HopEngine, HopLimits, HopStats, Received};
+use crate::loops::LoopMonitor;
+use crate::payload::{self, Content};
+use crate::rate::PoissonTimer;
+use crate::timing_wheel::WheelConfigError;
+use crate::topology::{Role, Topology};
+
+/// What a mix needs to start.
+pub struct MixConfig {
+    pub id: Address,
+    pub key: SecretKey,
+    pub limits: HopLimits,
+    /// Loops judged for the return fraction.
+    pub loop_window: usize,
+    /// How long a loop may take before it counts as lost, in µs.
+    pub loop_grace_us: u64,
+    /// Seeds every random choice the mix makes.
+    pub seed: [u8; 32],
+}
+
+/// Why a mix could not start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MixError {
+    NotAMix(Address),
+    Wheel(WheelConfigError),
+}
+
+/// Counters of a mix.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MixStats {
+    pub hop: HopStats,
+    pub sent: u64,
+    pub loops_sent: u64,
+    pub loops_returned: u64,
+}
+
+/// A mix node. See the module docs.
+pub struct Mix {
+    me: Peer,
+    layer: usize,
+    params: Params,
+    engine: HopEngine,
+    directory: Directory,
+    rng: ChaCha20Rng,
+    loop_timer: Option<PoissonTimer>,
+    lambda_loop_per_s: f64,
+    loops: LoopMonitor,
+    path: Vec<loopix_crypto::Hop>,
+    sent: u64,
+}
+
+impl Mix {
+    /// A mix as `topology` describes node `config.id`.
+    pub fn new(topology: &Topology, config: MixConfig) -> Result<Self, MixError> {
+        let node = topology
+            .node(config.id)
+            .ok_or(MixError::NotAMix(config.id))?;
+        let Role::Mix { layer } = node.role else {
+            return Err(MixError::NotAMix(config.id));
+        };
+        let params = topology.network.params;
+        let me = Peer {
+            id: node.id,
+            key: node.public_key,
+        };
+        Ok(Self {
+            me,
+            layer: usize::from(layer) - 1,
+            params,
+            engine: HopEngine::new(config.key, params, config.limits).map_err(MixError::Wheel)?,
+            directory: Directory::new(topology),
+            rng: ChaCha20Rng::from_seed(config.seed),
+            loop_timer: None,
+            lambda_loop_per_s: topology.network.lambda_mix_loop_per_s,
+            loops: LoopMonitor::new(config.loop_window, config.loop_grace_us),
+            path: Vec::with_capacity(loopix_crypto::MAX_HOPS),
+            sent: 0,
+        })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> MixStats {
+        MixStats {
+            hop: *self.engine.stats(),
+            sent: self.sent,
+            loops_sent: self.loops.sent_total,
+            loops_returned: self.loops.returned_total,
+        }
+    }
+
+    /// Packets held now: the Poisson mix's pool (λ/µ on average, by Lemma 1).
+    pub fn pool_size(&self) -> usize {
+        self.engine.pending()
+    }
+
+    /// Fraction of recent loops that came back (see [`LoopMonitor`]).
+    pub fn loop_return_fraction(&self, now_us: u64) -> Option<f64> {
+        self.loops.return_fraction(now_us)
+    }
+
+    fn send_loop(&mut self, now_us: u64) {
+        let first =
+            self.directory
+                .mix_loop_path(&mut self.rng, self.me, self.layer, &mut self.path);
+        let nonce = self.rng.next_u64();
+        let mut body = [0u8; 16];
+        payload::write_loop(&mut body, nonce);
+        let (params, path, rng) = (&self.params, &self.path, &mut self.rng);
+        let built = self.engine.send_own(now_us, first, |buf| {
+            // A directory path is always valid, and `buf` is exactly one packet long.
+            let _ = build_into(params, path, &body, rng, buf);
+        });
+        if built {
+            self.loops.sent(nonce, now_us);
+        }
+    }
+}
+
+impl Endpoint for Mix {
+    fn id(&self) -> Address {
+        self.me.id
+    }
+
+    fn handle_datagram(&mut self, now_us: u64, _from: Address, bytes: &[u8]) {
+        let received = self.engine.receive(now_us, bytes, |command| match command {
+            Command::Relay { next, .. } => Ok(Due::Send(next)),
+            _ => Err(DropReason::UnexpectedCommand),
+        });
+        if let Received::Ended { command, slot } = received {
+            let payload = self.params.payload(self.engine.packet(slot));
+            match (command, payload.and_then(payload::read)) {
+                (Command::LoopReturn, Some(Content::Loop { nonce })) => {
+                    self.loops.returned(nonce);
+                }
+                _ => self.engine.count_drop(DropReason::UnexpectedCommand),
+            }
+            self.engine.release(slot);
+        }
+    }
+
+    fn handle_timeout(&mut self, now_us: u64) {
+        self.engine.handle_timeout(now_us);
+        let timer = self.loop_timer.get_or_insert_with(|| {
+            PoissonTimer::start(&mut self.rng, self.lambda_loop_per_s, now_us)
+        });
+        let mut due = 0;
+        while timer.fire(&mut self.rng, now_us) {
+            due += 1;
+        }
+        for _ in 0..due {
+            self.send_loop(now_us);
+        }
+    }
+
+    fn poll_transmit(&mut self, now_us: u64, buf: &mut [u8]) -> Option<Transmit> {
+        let (due, slot) = self.engine.next_ready(now_us)?;
+        let packet = self.engine.packet(slot);
+        let len = packet.len();
+        buf[..len].copy_from_slice(packet);
+        self.engine.release(slot);
+        self.sent += 1;
+        let (Due::Send(to) | Due::Store(to)) = due;
+        Some(Transmit { to, len })
+    }
+
+    fn poll_timeout(&self) -> Option<u64> {
+        if self.engine.has_ready() {
+            return Some(0);
+        }
+        let loop_at = match &self.loop_timer {
+            None => Some(0),
+            Some(t) => t.next_us(),
+        };
+        [self.engine.poll_timeout(), loop_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn max_datagram_len(&self) -> usize {
+        self.params.packet_len()
+    }
+}

@@ -1,0 +1,206 @@
+//! What clients and mixes put inside a Sphinx payload, and message reassembly.
+//!
+//! ```text
+//! fragment:  1 | msg_id u64 | index u16 | count u16 | len u16 | data[len] | zeros
+//! loop:      2 | nonce u64 | zeros
+//! ```
+//! Little-endian. A message longer than one payload is split into `count` fragments that
+//! travel independently and are put back together by `msg_id` at the recipient.
+
+use std::collections::{BTreeMap, VecDeque};
+
+const FRAGMENT: u8 = 1;
+const LOOP: u8 = 2;
+/// Bytes of a fragment's header.
+pub const FRAGMENT_HEADER_LEN: usize = 15;
+
+/// A decoded payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Content<'a> {
+    Fragment {
+        msg_id: u64,
+        index: u16,
+        count: u16,
+        data: &'a [u8],
+    },
+    Loop {
+        nonce: u64,
+    },
+}
+
+/// Data bytes one fragment carries at this payload size.
+pub fn fragment_capacity(payload_bytes: usize) -> usize {
+    payload_bytes - FRAGMENT_HEADER_LEN
+}
+
+/// Writes a fragment into `out` (the whole payload, zero-padded).
+pub fn write_fragment(out: &mut [u8], msg_id: u64, index: u16, count: u16, data: &[u8]) {
+    out.fill(0);
+    out[0] = FRAGMENT;
+    out[1..9].copy_from_slice(&msg_id.to_le_bytes());
+    out[9..11].copy_from_slice(&index.to_le_bytes());
+    out[11..13].copy_from_slice(&count.to_le_bytes());
+    out[13..15].copy_from_slice(&(data.len() as u16).to_le_bytes());
+    out[FRAGMENT_HEADER_LEN..FRAGMENT_HEADER_LEN + data.len()].copy_from_slice(data);
+}
+
+/// Writes a loop marker into `out`.
+pub fn write_loop(out: &mut [u8], nonce: u64) {
+    out.fill(0);
+    out[0] = LOOP;
+    out[1..9].copy_from_slice(&nonce.to_le_bytes());
+}
+
+/// Decodes a payload; `None` for anything malformed.
+pub fn read(payload: &[u8]) -> Option<Content<'_>> {
+    let u16_at = |i: usize| Some(u16::from_le_bytes(payload.get(i..i + 2)?.try_into().ok()?));
+    let u64_at = |i: usize| Some(u64::from_le_bytes(payload.get(i..i + 8)?.try_into().ok()?));
+    match *payload.first()? {
+        FRAGMENT => {
+            let (index, count, len) = (u16_at(9)?, u16_at(11)?, usize::from(u16_at(13)?));
+            if index >= count {
+                return None;
+            }
+            let data = payload.get(FRAGMENT_HEADER_LEN..FRAGMENT_HEADER_LEN + len)?;
+            Some(Content::Fragment {
+                msg_id: u64_at(1)?,
+                index,
+                count,
+                data,
+            })
+        }
+        LOOP => Some(Content::Loop { nonce: u64_at(1)? }),
+        _ => None,
+    }
+}
+
+/// Puts fragments back together, delivering each message once.
+///
+/// Bounded: at most `max_partial` messages in progress (the oldest is abandoned when a
+/// new one would exceed it) and the ids of the last `max_done` delivered messages are
+/// remembered to drop duplicates.
+pub struct Reassembly {
+    partial: BTreeMap<u64, Partial>,
+    order: VecDeque<u64>,
+    done: VecDeque<u64>,
+    max_partial: usize,
+    max_done: usize,
+}
+
+struct Partial {
+    parts: Vec<Option<Vec<u8>>>,
+    have: usize,
+}
+
+impl Reassembly {
+    /// Empty, with the given bounds.
+    pub fn new(max_partial: usize, max_done: usize) -> Self {
+        Self {
+            partial: BTreeMap::new(),
+            order: VecDeque::new(),
+            done: VecDeque::new(),
+            max_partial,
+            max_done,
+        }
+    }
+
+    /// Adds a fragment; returns the message when it is complete and new.
+    pub fn add(&mut self, msg_id: u64, index: u16, count: u16, data: &[u8]) -> Option<Vec<u8>> {
+        if self.done.contains(&msg_id) {
+            return None;
+        }
+        if !self.partial.contains_key(&msg_id) {
+            self.start(msg_id, count);
+        }
+        let p = self.partial.get_mut(&msg_id)?;
+        let slot = p.parts.get_mut(usize::from(index))?;
+        if slot.is_none() {
+            *slot = Some(data.to_vec());
+            p.have += 1;
+        }
+        if p.have < p.parts.len() {
+            return None;
+        }
+        let p = self.partial.remove(&msg_id)?;
+        self.order.retain(|&id| id != msg_id);
+        self.remember_done(msg_id);
+        Some(p.parts.into_iter().flatten().flatten().collect())
+    }
+
+    fn start(&mut self, msg_id: u64, count: u16) {
+        if self.order.len() >= self.max_partial
+            && let Some(old) = self.order.pop_front()
+        {
+            self.partial.remove(&old);
+        }
+        self.order.push_back(msg_id);
+        self.partial.insert(
+            msg_id,
+            Partial {
+                parts: vec![None; usize::from(count)],
+                have: 0,
+            },
+        );
+    }
+
+    fn remember_done(&mut self, msg_id: u64) {
+        if self.done.len() >= self.max_done {
+            self.done.pop_front();
+        }
+        self.done.push_back(msg_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragments_and_loops_round_trip() {
+        let mut buf = [0xaau8; 64];
+        write_fragment(&mut buf, 7, 1, 3, b"abc");
+        assert_eq!(
+            read(&buf),
+            Some(Content::Fragment {
+                msg_id: 7,
+                index: 1,
+                count: 3,
+                data: b"abc"
+            })
+        );
+        write_loop(&mut buf, 99);
+        assert_eq!(read(&buf), Some(Content::Loop { nonce: 99 }));
+        assert_eq!(read(&[9u8; 64]), None);
+        assert_eq!(read(&[]), None);
+    }
+
+    #[test]
+    fn out_of_range_fragments_are_malformed() {
+        let mut buf = [0u8; 32];
+        write_fragment(&mut buf, 1, 0, 1, b"x");
+        buf[13] = 200; // len beyond the payload
+        assert_eq!(read(&buf), None);
+        write_fragment(&mut buf, 1, 2, 2, b"x");
+        assert_eq!(read(&buf), None);
+    }
+
+    #[test]
+    fn reassembles_in_any_order_once() {
+        let mut r = Reassembly::new(4, 4);
+        assert_eq!(r.add(5, 2, 3, b"ef"), None);
+        assert_eq!(r.add(5, 0, 3, b"ab"), None);
+        assert_eq!(r.add(5, 0, 3, b"ab"), None, "duplicate fragment");
+        assert_eq!(r.add(5, 1, 3, b"cd"), Some(b"abcdef".to_vec()));
+        assert_eq!(r.add(5, 1, 3, b"cd"), None, "message already delivered");
+    }
+
+    #[test]
+    fn partial_messages_are_bounded() {
+        let mut r = Reassembly::new(2, 2);
+        r.add(1, 0, 2, b"a");
+        r.add(2, 0, 2, b"b");
+        r.add(3, 0, 2, b"c"); // abandons message 1
+        assert_eq!(r.add(1, 1, 2, b"z"), None);
+        assert_eq!(r.add(3, 1, 2, b"d"), Some(b"cd".to_vec()));
+    }
+}

@@ -1,0 +1,265 @@
+//! The provider core: its clients' door in and out.
+//!
+//! Ingress: packets from its registered clients only (anyone else is dropped and counted),
+//! with per-client accounting, unwrapped and held like at a mix, then sent into layer 1.
+//! Egress: packets to deliver are held for their delay, then stored in the client's
+//! bounded inbox; drop cover is absorbed; mix loops passing through are relayed. Every
+//! poll is answered with exactly N items, padded with dummies that have a valid group
+//! element and random bytes, so they look like stored packets. A stored packet leaves the
+//! inbox only when the client acknowledges it in a later poll.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use loopix_crypto::{Address, Command, Params, SecretKey, fill_dummy};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+use crate::drops::DropReason;
+use crate::endpoint::{Endpoint, Transmit};
+use crate::hop::{Due, HopEngine, HopLimits, HopStats, Received};
+use crate::inbox::InboxStore;
+use crate::timing_wheel::WheelConfigError;
+use crate::topology::{Role, Topology};
+use crate::wire::{self, ITEM_ID_LEN};
+
+/// What a provider needs to start.
+pub struct ProviderConfig {
+    pub id: Address,
+    pub key: SecretKey,
+    pub limits: HopLimits,
+    /// Seeds every random choice (inbox ids, dummies).
+    pub seed: [u8; 32],
+}
+
+/// Why a provider could not start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProviderError {
+    NotAProvider(Address),
+    Wheel(WheelConfigError),
+}
+
+/// Counters of a provider.
+#[derive(Clone, Debug, Default)]
+pub struct ProviderStats {
+    pub hop: HopStats,
+    pub sent: u64,
+    pub stored: u64,
+    pub drop_cover_absorbed: u64,
+    pub polls_answered: u64,
+    pub dummies_sent: u64,
+    /// Packets accepted from each registered client.
+    pub per_client_in: BTreeMap<Address, u64>,
+}
+
+/// One item of a poll answer still to send.
+#[derive(Clone, Copy, Debug)]
+struct AnswerItem {
+    client: Address,
+    /// A stored packet's id, or `None` for a dummy.
+    id: Option<u64>,
+}
+
+/// A provider. See the module docs.
+pub struct Provider<S: InboxStore> {
+    id: Address,
+    params: Params,
+    engine: HopEngine,
+    inbox: S,
+    clients: BTreeSet<Address>,
+    nodes: BTreeSet<Address>,
+    poll_size: usize,
+    answers: VecDeque<AnswerItem>,
+    rng: ChaCha20Rng,
+    scratch_ids: Vec<u64>,
+    stats: ProviderStats,
+}
+
+impl<S: InboxStore> Provider<S> {
+    /// A provider as `topology` describes node `config.id`, storing into `inbox`.
+    pub fn new(
+        topology: &Topology,
+        config: ProviderConfig,
+        inbox: S,
+    ) -> Result<Self, ProviderError> {
+        let node = topology
+            .node(config.id)
+            .ok_or(ProviderError::NotAProvider(config.id))?;
+        if node.role != Role::Provider {
+            return Err(ProviderError::NotAProvider(config.id));
+        }
+        let params = topology.network.params;
+        let poll_size = usize::from(topology.network.poll_size);
+        Ok(Self {
+            id: config.id,
+            params,
+            engine: HopEngine::new(config.key, params, config.limits)
+                .map_err(ProviderError::Wheel)?,
+            inbox,
+            clients: topology.clients_of(config.id).map(|c| c.id).collect(),
+            nodes: topology.nodes.iter().map(|n| n.id).collect(),
+            poll_size,
+            answers: VecDeque::with_capacity(poll_size * 64),
+            rng: ChaCha20Rng::from_seed(config.seed),
+            scratch_ids: Vec::with_capacity(poll_size),
+            stats: ProviderStats::default(),
+        })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ProviderStats {
+        ProviderStats {
+            hop: *self.engine.stats(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// Packets waiting in `client`'s inbox.
+    pub fn inbox_len(&self, client: Address) -> usize {
+        self.inbox.len(client)
+    }
+
+    /// The inbox store (for the runtime to flush it).
+    pub fn inbox(&mut self) -> &mut S {
+        &mut self.inbox
+    }
+
+    fn handle_packet(&mut self, now_us: u64, from: Address, bytes: &[u8]) {
+        let from_client = self.clients.contains(&from);
+        if !from_client && !self.nodes.contains(&from) {
+            self.engine.count_drop(DropReason::UnknownClient);
+            return;
+        }
+        let clients = &self.clients;
+        let received = self.engine.receive(now_us, bytes, |command| match command {
+            Command::Relay { next, .. } => Ok(Due::Send(next)),
+            Command::Deliver { client, .. } if clients.contains(&client) => Ok(Due::Store(client)),
+            Command::Deliver { .. } => Err(DropReason::UnknownClient),
+            _ => Err(DropReason::UnexpectedCommand),
+        });
+        match received {
+            Received::Held if from_client => {
+                *self.stats.per_client_in.entry(from).or_default() += 1
+            }
+            Received::Ended {
+                command: Command::Drop,
+                slot,
+            } => {
+                self.stats.drop_cover_absorbed += 1;
+                self.engine.release(slot);
+            }
+            Received::Ended { slot, .. } => {
+                self.engine.count_drop(DropReason::UnexpectedCommand);
+                self.engine.release(slot);
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_poll(&mut self, from: Address, bytes: &[u8]) {
+        let Some((client, acks)) = wire::read_poll_request(bytes, self.poll_size) else {
+            self.engine.count_drop(DropReason::Malformed);
+            return;
+        };
+        if client != from || !self.clients.contains(&client) {
+            self.engine.count_drop(DropReason::UnknownClient);
+            return;
+        }
+        for id in acks {
+            self.inbox.ack(client, id);
+        }
+        self.scratch_ids.clear();
+        self.inbox
+            .oldest(client, self.poll_size, &mut self.scratch_ids);
+        for i in 0..self.poll_size {
+            let id = self.scratch_ids.get(i).copied();
+            self.answers.push_back(AnswerItem { client, id });
+        }
+        self.stats.polls_answered += 1;
+    }
+
+    /// Stores packets whose delay is over; returns the first packet to send, if any.
+    fn next_send(&mut self, now_us: u64, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some((due, slot)) = self.engine.next_ready(now_us) {
+            match due {
+                Due::Send(to) => {
+                    let packet = self.engine.packet(slot);
+                    buf[..packet.len()].copy_from_slice(packet);
+                    let len = packet.len();
+                    self.engine.release(slot);
+                    return Some(Transmit { to, len });
+                }
+                Due::Store(client) => self.store(client, slot),
+            }
+        }
+        None
+    }
+
+    fn store(&mut self, client: Address, slot: u32) {
+        let id = self.rng.next_u64();
+        match self.inbox.store(client, id, self.engine.packet(slot)) {
+            Ok(()) => self.stats.stored += 1,
+            Err(_) => self.engine.count_drop(DropReason::InboxFull),
+        }
+        self.engine.release(slot);
+    }
+
+    fn write_answer_item(&mut self, item: AnswerItem, buf: &mut [u8]) -> usize {
+        let len = ITEM_ID_LEN + self.params.packet_len();
+        let (id_bytes, packet) = buf[..len].split_at_mut(ITEM_ID_LEN);
+        let real = item
+            .id
+            .filter(|&id| self.inbox.read(item.client, id, packet));
+        let id = match real {
+            Some(id) => id,
+            None => {
+                fill_dummy(&mut self.rng, packet);
+                self.stats.dummies_sent += 1;
+                self.rng.next_u64()
+            }
+        };
+        id_bytes.copy_from_slice(&id.to_le_bytes());
+        len
+    }
+}
+
+impl<S: InboxStore> Endpoint for Provider<S> {
+    fn id(&self) -> Address {
+        self.id
+    }
+
+    fn handle_datagram(&mut self, now_us: u64, from: Address, bytes: &[u8]) {
+        if bytes.len() == self.params.packet_len() {
+            self.handle_packet(now_us, from, bytes);
+        } else {
+            self.handle_poll(from, bytes);
+        }
+    }
+
+    fn handle_timeout(&mut self, now_us: u64) {
+        self.engine.handle_timeout(now_us);
+    }
+
+    fn poll_transmit(&mut self, now_us: u64, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some(t) = self.next_send(now_us, buf) {
+            self.stats.sent += 1;
+            return Some(t);
+        }
+        let item = self.answers.pop_front()?;
+        let len = self.write_answer_item(item, buf);
+        Some(Transmit {
+            to: item.client,
+            len,
+        })
+    }
+
+    fn poll_timeout(&self) -> Option<u64> {
+        if self.engine.has_ready() || !self.answers.is_empty() {
+            return Some(0);
+        }
+        self.engine.poll_timeout()
+    }
+
+    fn max_datagram_len(&self) -> usize {
+        ITEM_ID_LEN + self.params.packet_len()
+    }
+}
