@@ -50,6 +50,13 @@ pub enum SendError {
 pub enum ClientEvent {
     /// A fragment of message `msg_id` went on the wire.
     FragmentSent { msg_id: u64, index: u16, at_us: u64 },
+    /// A fragment of message `msg_id` arrived in poll answer item `item_id`.
+    FragmentReceived {
+        msg_id: u64,
+        index: u16,
+        item_id: u64,
+        at_us: u64,
+    },
     /// A whole message arrived for this client.
     Delivered {
         msg_id: u64,
@@ -67,6 +74,8 @@ pub struct ClientStats {
     pub polls: u64,
     pub items_received: u64,
     pub dummies_received: u64,
+    /// Packets for this client whose payload failed its integrity check (tagging).
+    pub tampered_received: u64,
     pub loops_returned: u64,
     pub delivered: u64,
 }
@@ -235,7 +244,7 @@ impl Client {
         if ok.is_ok() && self.build(&body, buf) {
             self.stats.sent_real += 1;
             let (msg_id, index) = (f.msg_id, f.index);
-            self.events.push_back(ClientEvent::FragmentSent {
+            self.push_event(ClientEvent::FragmentSent {
                 msg_id,
                 index,
                 at_us: now_us,
@@ -286,6 +295,14 @@ impl Client {
         len
     }
 
+    /// Queues an event; beyond 4096 undrained events the oldest is discarded.
+    fn push_event(&mut self, event: ClientEvent) {
+        if self.events.len() >= 4096 {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
     fn receive_item(&mut self, now_us: u64, item: &[u8]) {
         let Some((id, packet)) = wire::read_item(item) else {
             return;
@@ -313,12 +330,15 @@ impl Client {
             ) => {
                 if let Some(message) = self.reassembly.add(msg_id, index, count, data) {
                     self.stats.delivered += 1;
-                    self.events.push_back(ClientEvent::Delivered {
+                    self.push_event(ClientEvent::Delivered {
                         msg_id,
                         message,
                         at_us: now_us,
                     });
                 }
+            }
+            (Err(loopix_crypto::ProcessError::PayloadTampered), _) => {
+                self.stats.tampered_received += 1;
             }
             _ => self.stats.dummies_received += 1,
         }

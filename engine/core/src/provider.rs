@@ -51,6 +51,20 @@ pub struct ProviderStats {
     pub per_client_in: BTreeMap<Address, u64>,
 }
 
+/// Something the provider's driver may want to know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProviderEvent {
+    /// A packet was stored in `client`'s inbox under `id`.
+    Stored {
+        client: Address,
+        id: u64,
+        at_us: u64,
+    },
+}
+
+/// Events kept for the driver before the oldest are discarded.
+const MAX_EVENTS: usize = 4096;
+
 /// One item of a poll answer still to send.
 #[derive(Clone, Copy, Debug)]
 struct AnswerItem {
@@ -71,6 +85,7 @@ pub struct Provider<S: InboxStore> {
     answers: VecDeque<AnswerItem>,
     rng: ChaCha20Rng,
     scratch_ids: Vec<u64>,
+    events: VecDeque<ProviderEvent>,
     stats: ProviderStats,
 }
 
@@ -101,6 +116,7 @@ impl<S: InboxStore> Provider<S> {
             answers: VecDeque::with_capacity(poll_size * 64),
             rng: ChaCha20Rng::from_seed(config.seed),
             scratch_ids: Vec::with_capacity(poll_size),
+            events: VecDeque::with_capacity(MAX_EVENTS),
             stats: ProviderStats::default(),
         })
     }
@@ -111,6 +127,11 @@ impl<S: InboxStore> Provider<S> {
             hop: *self.engine.stats(),
             ..self.stats.clone()
         }
+    }
+
+    /// The next event, if any. Bounded: undrained events beyond 4096 are discarded.
+    pub fn poll_event(&mut self) -> Option<ProviderEvent> {
+        self.events.pop_front()
     }
 
     /// Packets waiting in `client`'s inbox.
@@ -188,16 +209,26 @@ impl<S: InboxStore> Provider<S> {
                     self.engine.release(slot);
                     return Some(Transmit { to, len });
                 }
-                Due::Store(client) => self.store(client, slot),
+                Due::Store(client) => self.store(now_us, client, slot),
             }
         }
         None
     }
 
-    fn store(&mut self, client: Address, slot: u32) {
+    fn store(&mut self, now_us: u64, client: Address, slot: u32) {
         let id = self.rng.next_u64();
         match self.inbox.store(client, id, self.engine.packet(slot)) {
-            Ok(()) => self.stats.stored += 1,
+            Ok(()) => {
+                self.stats.stored += 1;
+                if self.events.len() >= MAX_EVENTS {
+                    self.events.pop_front();
+                }
+                self.events.push_back(ProviderEvent::Stored {
+                    client,
+                    id,
+                    at_us: now_us,
+                });
+            }
             Err(_) => self.engine.count_drop(DropReason::InboxFull),
         }
         self.engine.release(slot);

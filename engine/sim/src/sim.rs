@@ -1,0 +1,434 @@
+//! The discrete-event simulator: virtual time, one seed for everything, an event queue and
+//! a link model, driving the real core objects exactly as the runtime will (events in,
+//! polls out until empty, one timer per node re-armed to its next deadline).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use loopix_core::client::{Client, ClientConfig, ClientEvent};
+use loopix_core::endpoint::{Endpoint, Transmit};
+use loopix_core::hop::HopLimits;
+use loopix_core::inbox::MemoryInbox;
+use loopix_core::mix::{Mix, MixConfig};
+use loopix_core::provider::{Provider, ProviderConfig, ProviderEvent};
+use loopix_core::rate::exp_us;
+use loopix_core::topology::Role;
+use loopix_crypto::Address;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+use crate::network::Generated;
+
+/// How datagrams travel: a fixed latency plus optional exponential jitter, independent
+/// loss, and nodes whose traffic is blocked entirely (an (n-1)/blocking attacker).
+#[derive(Clone, Debug, Default)]
+pub struct LinkModel {
+    pub latency_us: u64,
+    pub jitter_mean_us: u64,
+    pub loss: f64,
+    pub blocked: BTreeSet<Address>,
+}
+
+/// Any role, as the simulator holds it.
+pub enum Node {
+    Mix(Box<Mix>),
+    Provider(Box<Provider<MemoryInbox>>),
+    Client(Box<Client>),
+}
+
+impl Node {
+    fn endpoint(&mut self) -> &mut dyn Endpoint {
+        match self {
+            Node::Mix(m) => m.as_mut(),
+            Node::Provider(p) => p.as_mut(),
+            Node::Client(c) => c.as_mut(),
+        }
+    }
+}
+
+/// One datagram as the wire saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WireRecord {
+    pub at_us: u64,
+    pub from: Address,
+    pub to: Address,
+    pub len: usize,
+}
+
+/// What the simulator observed.
+#[derive(Default)]
+pub struct Log {
+    /// Every datagram sent, if [`Sim::record_wire`] is on.
+    pub wire: Vec<WireRecord>,
+    pub client_events: Vec<(Address, ClientEvent)>,
+    pub provider_events: Vec<(Address, ProviderEvent)>,
+    /// Datagrams the link lost (loss or blocking).
+    pub lost: u64,
+    /// Datagrams to an id nobody has.
+    pub undeliverable: u64,
+}
+
+enum EventKind {
+    Datagram {
+        from: Address,
+        to: Address,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: Address,
+    },
+}
+
+struct Event {
+    at_us: u64,
+    seq: u64,
+    kind: EventKind,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at_us, self.seq) == (o.at_us, o.seq)
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Event {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at_us, self.seq).cmp(&(o.at_us, o.seq))
+    }
+}
+
+struct Slot {
+    node: Node,
+    armed_us: Option<u64>,
+}
+
+/// Steps a node may take at one instant before the simulator calls it a livelock.
+const MAX_STEPS_PER_INSTANT: usize = 1_000_000;
+
+/// The simulator. See the module docs.
+pub struct Sim {
+    seed: u64,
+    now_us: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<Event>>,
+    nodes: BTreeMap<Address, Slot>,
+    pub link: LinkModel,
+    rng: ChaCha20Rng,
+    buf: Vec<u8>,
+    record_wire: bool,
+    pub log: Log,
+}
+
+impl Sim {
+    /// Every node and client of `net`, with all randomness derived from `seed`.
+    pub fn new(net: Generated, seed: u64, link: LinkModel, limits: HopLimits) -> Self {
+        let mut sim = Self {
+            seed,
+            now_us: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            nodes: BTreeMap::new(),
+            link,
+            rng: ChaCha20Rng::seed_from_u64(seed),
+            buf: Vec::new(),
+            record_wire: false,
+            log: Log::default(),
+        };
+        let Generated {
+            topology,
+            mut secrets,
+        } = net;
+        for n in &topology.nodes {
+            let Some(key) = secrets.remove(&n.id) else {
+                continue;
+            };
+            let seed = sim.derive_seed();
+            let node = match n.role {
+                Role::Mix { .. } => {
+                    let config = MixConfig {
+                        id: n.id,
+                        key,
+                        limits,
+                        loop_window: 200,
+                        loop_grace_us: 5_000_000,
+                        seed,
+                    };
+                    Mix::new(&topology, config)
+                        .ok()
+                        .map(|m| Node::Mix(Box::new(m)))
+                }
+                Role::Provider => {
+                    let config = ProviderConfig {
+                        id: n.id,
+                        key,
+                        limits,
+                        seed,
+                    };
+                    let p = Provider::new(&topology, config, MemoryInbox::new(100_000));
+                    p.ok().map(|p| Node::Provider(Box::new(p)))
+                }
+            };
+            if let Some(node) = node {
+                sim.add(n.id, node);
+            }
+        }
+        for c in &topology.clients {
+            let Some(key) = secrets.remove(&c.id) else {
+                continue;
+            };
+            let config = ClientConfig {
+                id: c.id,
+                key,
+                max_buffered_fragments: 100_000,
+                seed: sim.derive_seed(),
+            };
+            if let Ok(client) = Client::new(&topology, config) {
+                sim.add(c.id, Node::Client(Box::new(client)));
+            }
+        }
+        let ids: Vec<Address> = sim.nodes.keys().copied().collect();
+        for id in ids {
+            sim.step(id);
+        }
+        sim
+    }
+
+    fn derive_seed(&mut self) -> [u8; 32] {
+        let mut s = [0u8; 32];
+        self.rng.fill_bytes(&mut s);
+        s
+    }
+
+    fn add(&mut self, id: Address, mut node: Node) {
+        let len = node.endpoint().max_datagram_len();
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+        self.nodes.insert(
+            id,
+            Slot {
+                node,
+                armed_us: None,
+            },
+        );
+    }
+
+    /// The seed this run derives everything from; print it with any failure.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Virtual time now.
+    pub fn now_us(&self) -> u64 {
+        self.now_us
+    }
+
+    /// Keeps a [`WireRecord`] of every datagram from now on.
+    pub fn record_wire(&mut self, on: bool) {
+        self.record_wire = on;
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: Address) -> Option<&Node> {
+        self.nodes.get(&id).map(|s| &s.node)
+    }
+
+    /// A mix.
+    pub fn mix(&self, id: Address) -> Option<&Mix> {
+        match self.node(id) {
+            Some(Node::Mix(m)) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// A provider.
+    pub fn provider(&self, id: Address) -> Option<&Provider<MemoryInbox>> {
+        match self.node(id) {
+            Some(Node::Provider(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// A client.
+    pub fn client(&self, id: Address) -> Option<&Client> {
+        match self.node(id) {
+            Some(Node::Client(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Ids of every node and client, in order.
+    pub fn ids(&self) -> impl Iterator<Item = Address> + '_ {
+        self.nodes.keys().copied()
+    }
+
+    /// Lets `f` act on a client (e.g. queue a message), then lets the client react.
+    pub fn with_client<T>(&mut self, id: Address, f: impl FnOnce(&mut Client) -> T) -> Option<T> {
+        let out = match self.nodes.get_mut(&id).map(|s| &mut s.node) {
+            Some(Node::Client(c)) => Some(f(c)),
+            _ => None,
+        };
+        self.step(id);
+        out
+    }
+
+    /// Puts a datagram on the wire from `from` to `to` now, as an attacker or a test would.
+    pub fn inject(&mut self, from: Address, to: Address, bytes: Vec<u8>) {
+        self.push(self.now_us, EventKind::Datagram { from, to, bytes });
+    }
+
+    /// Runs every event up to and including `until_us`.
+    pub fn run_until(&mut self, until_us: u64) {
+        while let Some(Reverse(e)) = self.queue.peek() {
+            if e.at_us > until_us {
+                break;
+            }
+            let Some(Reverse(e)) = self.queue.pop() else {
+                break;
+            };
+            self.now_us = e.at_us;
+            match e.kind {
+                EventKind::Datagram { from, to, bytes } => self.deliver(from, to, &bytes),
+                EventKind::Timer { node } => {
+                    let due = self.nodes.get(&node).and_then(|s| s.armed_us) == Some(e.at_us);
+                    if due {
+                        self.step(node);
+                    }
+                }
+            }
+        }
+        self.now_us = self.now_us.max(until_us);
+    }
+
+    fn deliver(&mut self, from: Address, to: Address, bytes: &[u8]) {
+        let now = self.now_us;
+        match self.nodes.get_mut(&to) {
+            Some(slot) => slot.node.endpoint().handle_datagram(now, from, bytes),
+            None => {
+                self.log.undeliverable += 1;
+                return;
+            }
+        }
+        self.step(to);
+    }
+
+    /// Drains a node's transmits and events and re-arms its timer, handling every timeout
+    /// that is already due.
+    fn step(&mut self, id: Address) {
+        let now = self.now_us;
+        for _ in 0..MAX_STEPS_PER_INSTANT {
+            let Some(slot) = self.nodes.get_mut(&id) else {
+                return;
+            };
+            let ep = slot.node.endpoint();
+            let mut sent = Vec::new();
+            while let Some(t) = ep.poll_transmit(now, &mut self.buf) {
+                sent.push((t, self.buf[..t.len].to_vec()));
+            }
+            let next = ep.poll_timeout();
+            self.drain_events(id);
+            for (t, bytes) in sent {
+                self.route(id, t, bytes);
+            }
+            let Some(slot) = self.nodes.get_mut(&id) else {
+                return;
+            };
+            match next {
+                Some(t) if t <= now => slot.node.endpoint().handle_timeout(now),
+                Some(t) => {
+                    if slot.armed_us != Some(t) {
+                        slot.armed_us = Some(t);
+                        self.push(t, EventKind::Timer { node: id });
+                    }
+                    return;
+                }
+                None => {
+                    slot.armed_us = None;
+                    return;
+                }
+            }
+        }
+        panic!(
+            "node {id:?} livelocked at {now} µs (simulation seed {})",
+            self.seed
+        );
+    }
+
+    fn drain_events(&mut self, id: Address) {
+        let Some(slot) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        match &mut slot.node {
+            Node::Client(c) => {
+                while let Some(e) = c.poll_event() {
+                    self.log.client_events.push((id, e));
+                }
+            }
+            Node::Provider(p) => {
+                while let Some(e) = p.poll_event() {
+                    self.log.provider_events.push((id, e));
+                }
+            }
+            Node::Mix(_) => {}
+        }
+    }
+
+    fn route(&mut self, from: Address, t: Transmit, bytes: Vec<u8>) {
+        if self.record_wire {
+            self.log.wire.push(WireRecord {
+                at_us: self.now_us,
+                from,
+                to: t.to,
+                len: t.len,
+            });
+        }
+        let blocked = self.link.blocked.contains(&from) || self.link.blocked.contains(&t.to);
+        let lost = self.link.loss > 0.0 && unit(&mut self.rng) < self.link.loss;
+        if blocked || lost {
+            self.log.lost += 1;
+            return;
+        }
+        let jitter = exp_us(&mut self.rng, 1e6 / self.link.jitter_mean_us.max(1) as f64)
+            .filter(|_| self.link.jitter_mean_us > 0)
+            .unwrap_or(0);
+        let at = self.now_us + self.link.latency_us + jitter;
+        self.push(
+            at,
+            EventKind::Datagram {
+                from,
+                to: t.to,
+                bytes,
+            },
+        );
+    }
+
+    fn push(&mut self, at_us: u64, kind: EventKind) {
+        self.seq += 1;
+        self.queue.push(Reverse(Event {
+            at_us,
+            seq: self.seq,
+            kind,
+        }));
+    }
+}
+
+/// A uniform draw in [0, 1).
+fn unit(rng: &mut ChaCha20Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The seed for a test run: `LOOPIX_SIM_SEED` if set, else `default`. Printed, so a failing
+/// run's output names the seed that reproduces it.
+pub fn seed_from_env(default: u64) -> u64 {
+    let seed = std::env::var("LOOPIX_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    println!("simulation seed: {seed} (rerun with LOOPIX_SIM_SEED={seed})");
+    seed
+}

@@ -1,0 +1,161 @@
+//! Whole-network behaviour in virtual time: delivery, cover traffic, polling.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{S, client, mixes, provider, sim};
+use loopix_core::client::ClientEvent;
+use loopix_core::drops::DropReason;
+use loopix_core::wire::ITEM_ID_LEN;
+use loopix_crypto::Address;
+use loopix_sim::{LinkModel, NetworkSpec, seed_from_env};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+/// 3 layers x 3 mixes, 2 providers, 50 clients, 10 simulated minutes.
+#[test]
+fn ten_minutes_of_a_full_network() {
+    let seed = seed_from_env(1);
+    let spec = NetworkSpec {
+        clients: 50,
+        lambda_payload_per_s: 0.2,
+        lambda_loop_per_s: 0.2,
+        lambda_drop_per_s: 0.2,
+        lambda_mix_loop_per_s: 0.2,
+        poll_size: 4,
+        poll_rate_per_s: 0.5,
+        ..NetworkSpec::default()
+    };
+    let link = LinkModel {
+        latency_us: 2_000,
+        jitter_mean_us: 500,
+        ..LinkModel::default()
+    };
+    let mut sim = sim(&spec, seed, link);
+    sim.record_wire(true);
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let mut sent: BTreeMap<u64, (Address, Vec<u8>)> = BTreeMap::new();
+    for round in 0..3u64 {
+        sim.run_until((10 + round * 190) * S);
+        for c in 0..u64::from(spec.clients) {
+            let to = client((c + 1 + rng.next_u64() % 49) % 50);
+            let mut message = vec![0u8; 1 + (rng.next_u64() % 1500) as usize];
+            rng.fill_bytes(&mut message);
+            let id = sim
+                .with_client(client(c), |cl| cl.send(to, &message))
+                .unwrap()
+                .unwrap();
+            sent.insert(id, (to, message));
+        }
+    }
+    sim.run_until(600 * S);
+
+    // Every real message delivered exactly once, to its recipient, intact.
+    let mut delivered: BTreeMap<u64, u32> = BTreeMap::new();
+    for (at, e) in &sim.log.client_events {
+        if let ClientEvent::Delivered {
+            msg_id, message, ..
+        } = e
+        {
+            let (to, original) = sent.get(msg_id).expect("only sent messages are delivered");
+            assert_eq!(
+                at, to,
+                "seed {seed}: message {msg_id} reached the wrong client"
+            );
+            assert_eq!(message, original, "seed {seed}: message {msg_id} altered");
+            *delivered.entry(*msg_id).or_default() += 1;
+        }
+    }
+    assert_eq!(delivered.len(), sent.len(), "seed {seed}: lost messages");
+    assert!(
+        delivered.values().all(|&n| n == 1),
+        "seed {seed}: duplicates"
+    );
+
+    // Loops come back; drop cover is absorbed; nothing honest is dropped.
+    let (mut loops_sent, mut loops_back, mut drops_sent) = (0, 0, 0);
+    for c in 0..50 {
+        let s = sim.client(client(c)).unwrap().stats();
+        loops_sent += s.sent_loop;
+        loops_back += s.loops_returned;
+        drops_sent += s.sent_drop;
+        assert_eq!(s.tampered_received, 0);
+    }
+    assert!(
+        loops_back as f64 >= 0.97 * loops_sent as f64,
+        "{loops_back}/{loops_sent}"
+    );
+    for m in mixes(&spec) {
+        let s = sim.mix(m).unwrap().stats();
+        assert!(s.loops_sent > 60, "mix {m:?} sent {} loops", s.loops_sent);
+        assert!(
+            s.loops_returned as f64 >= 0.95 * s.loops_sent as f64,
+            "mix {m:?}: {s:?}"
+        );
+        assert_eq!(
+            s.hop.drops.total(),
+            0,
+            "mix {m:?} dropped honest packets: {s:?}"
+        );
+    }
+    let mut absorbed = 0;
+    let mut answered = 0;
+    for p in 0..2 {
+        let s = sim.provider(provider(p)).unwrap().stats();
+        absorbed += s.drop_cover_absorbed;
+        answered += s.polls_answered;
+        assert_eq!(s.hop.drops.total(), 0, "provider {p}: {:?}", s.hop.drops);
+    }
+    assert!(absorbed <= drops_sent && absorbed as f64 >= 0.98 * drops_sent as f64);
+
+    // Every poll answer is exactly N items of one size.
+    let item_len = ITEM_ID_LEN + spec_packet_len(&spec);
+    let items: Vec<_> = sim
+        .log
+        .wire
+        .iter()
+        .filter(|w| w.from.0 >= 1_000 && w.from.0 < 10_000 && w.to.0 >= 10_000)
+        .collect();
+    assert!(items.iter().all(|w| w.len == item_len));
+    assert_eq!(items.len() as u64, answered * u64::from(spec.poll_size));
+    assert!(answered > 10_000, "{answered} polls");
+    assert_eq!(sim.log.undeliverable, 0);
+    let _ = DropReason::ALL;
+}
+
+fn spec_packet_len(spec: &NetworkSpec) -> usize {
+    loopix_crypto::Params::new(spec.payload_bytes)
+        .unwrap()
+        .packet_len()
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let spec = NetworkSpec {
+        layers: 2,
+        mixes_per_layer: 2,
+        clients: 4,
+        ..NetworkSpec::default()
+    };
+    let run = |seed| {
+        let mut s = common::sim(
+            &spec,
+            seed,
+            LinkModel {
+                latency_us: 1_000,
+                ..LinkModel::default()
+            },
+        );
+        s.record_wire(true);
+        s.with_client(client(0), |c| c.send(client(1), b"same"))
+            .unwrap()
+            .unwrap();
+        s.run_until(20 * S);
+        (s.log.wire.clone(), s.log.client_events.clone())
+    };
+    let (a, b, c) = (run(5), run(5), run(6));
+    assert!(a.0.len() > 100);
+    assert_eq!(a, b);
+    assert_ne!(a.0, c.0);
+}
