@@ -328,7 +328,15 @@ impl Client {
                     data,
                 }),
             ) => {
-                if let Some(message) = self.reassembly.add(msg_id, index, count, data) {
+                let complete = self.reassembly.add(msg_id, index, count, data);
+                let (at_us, item_id) = (now_us, id);
+                self.push_event(ClientEvent::FragmentReceived {
+                    msg_id,
+                    index,
+                    item_id,
+                    at_us,
+                });
+                if let Some(message) = complete {
                     self.stats.delivered += 1;
                     self.push_event(ClientEvent::Delivered {
                         msg_id,

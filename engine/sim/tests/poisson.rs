@@ -1,0 +1,203 @@
+//! The Poisson properties the paper's analysis rests on, checked in virtual time.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{S, client, mix, sim};
+use loopix_core::client::ClientEvent;
+use loopix_core::provider::ProviderEvent;
+use loopix_sim::stats::{erlang_cdf, exp_cdf, ks_critical_0_001, ks_statistic};
+use loopix_sim::{LinkModel, NetworkSpec, seed_from_env};
+
+fn packet_len(spec: &NetworkSpec) -> usize {
+    loopix_crypto::Params::new(spec.payload_bytes)
+        .unwrap()
+        .packet_len()
+}
+
+/// Inter-send times of a client's Sphinx packets (polls excluded) are Exp(λP+λL+λD),
+/// for a client with nothing to say and one with a full buffer alike.
+#[test]
+fn client_sends_are_poisson_whether_idle_or_busy() {
+    let seed = seed_from_env(2);
+    let spec = NetworkSpec {
+        layers: 2,
+        mixes_per_layer: 1,
+        providers: 1,
+        clients: 2,
+        lambda_payload_per_s: 1.5,
+        lambda_loop_per_s: 1.0,
+        lambda_drop_per_s: 0.5,
+        lambda_mix_loop_per_s: 0.0,
+        poll_size: 8,
+        poll_rate_per_s: 1.0,
+        ..NetworkSpec::default()
+    };
+    let mut sim = sim(&spec, seed, LinkModel::default());
+    sim.record_wire(true);
+    let (idle, busy) = (client(0), client(1));
+    let big = vec![7u8; 2_000 * 497];
+    sim.with_client(busy, |c| c.send(idle, &big))
+        .unwrap()
+        .unwrap();
+    sim.run_until(700 * S);
+    let rate = spec.lambda_payload_per_s + spec.lambda_loop_per_s + spec.lambda_drop_per_s;
+    for who in [idle, busy] {
+        let times: Vec<u64> = sim
+            .log
+            .wire
+            .iter()
+            .filter(|w| w.from == who && w.len == packet_len(&spec))
+            .map(|w| w.at_us)
+            .collect();
+        let mut gaps: Vec<f64> = times
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as f64 / 1e6)
+            .collect();
+        let d = ks_statistic(&mut gaps, exp_cdf(rate));
+        let crit = ks_critical_0_001(gaps.len());
+        assert!(gaps.len() > 1_500, "{} sends", gaps.len());
+        assert!(
+            d < crit,
+            "seed {seed}: client {who:?}: KS D = {d:.4} >= {crit:.4}"
+        );
+    }
+    let s = sim.client(busy).unwrap().stats();
+    assert!(
+        s.sent_real > 900,
+        "busy client sent {} real fragments",
+        s.sent_real
+    );
+    assert_eq!(sim.client(idle).unwrap().stats().sent_real, 0);
+}
+
+/// Lemma 1: the mean number of messages in a Poisson mix is λ/µ.
+#[test]
+fn mix_pool_size_converges_to_lambda_over_mu() {
+    let seed = seed_from_env(3);
+    let spec = NetworkSpec {
+        layers: 1,
+        mixes_per_layer: 1,
+        providers: 1,
+        clients: 10,
+        mu_per_s: 2.0,
+        lambda_payload_per_s: 0.0,
+        lambda_loop_per_s: 2.5,
+        lambda_drop_per_s: 2.5,
+        lambda_mix_loop_per_s: 0.0,
+        poll_size: 8,
+        poll_rate_per_s: 0.5,
+        ..NetworkSpec::default()
+    };
+    let mut sim = sim(&spec, seed, LinkModel::default());
+    let m = mix(&spec, 1, 0);
+    sim.run_until(20 * S);
+    let held = |sim: &loopix_sim::Sim| {
+        let s = sim.mix(m).unwrap().stats();
+        s.hop.received - s.hop.drops.total()
+    };
+    let held_before = held(&sim);
+    let (mut sum, mut samples) = (0u64, 0u64);
+    let window_us = 250 * S;
+    let mut t = sim.now_us();
+    let end = t + window_us;
+    while t < end {
+        t += 10_000;
+        sim.run_until(t);
+        sum += sim.mix(m).unwrap().pool_size() as u64;
+        samples += 1;
+    }
+    let lambda = (held(&sim) - held_before) as f64 / (window_us as f64 / 1e6);
+    let expected = lambda / spec.mu_per_s;
+    let mean = sum as f64 / samples as f64;
+    assert!(lambda > 40.0, "arrival rate {lambda}/s");
+    let err = (mean - expected).abs() / expected;
+    assert!(
+        err < 0.05,
+        "seed {seed}: mean pool {mean:.2}, λ/µ = {expected:.2} ({:.1} %)",
+        err * 100.0
+    );
+}
+
+/// With zero link latency, a message's time from its sender to its recipient's inbox is
+/// the sum of one Exp(µ) delay per delaying hop: Gamma(layers + 2, µ).
+#[test]
+fn end_to_end_delay_is_gamma_hops_mu() {
+    let seed = seed_from_env(4);
+    let spec = NetworkSpec {
+        layers: 3,
+        mixes_per_layer: 2,
+        providers: 2,
+        clients: 4,
+        mu_per_s: 10.0,
+        lambda_payload_per_s: 2.0,
+        lambda_loop_per_s: 0.1,
+        lambda_drop_per_s: 0.1,
+        lambda_mix_loop_per_s: 0.1,
+        poll_size: 8,
+        poll_rate_per_s: 2.0,
+        ..NetworkSpec::default()
+    };
+    let mut sim = sim(&spec, seed, LinkModel::default());
+    for c in 0..4 {
+        for k in 0..700u32 {
+            let to = client((c + 1 + u64::from(k) % 3) % 4);
+            sim.with_client(client(c), |cl| cl.send(to, &k.to_le_bytes()))
+                .unwrap()
+                .unwrap();
+        }
+    }
+    let horizon = 300 * S;
+    sim.run_until(horizon + 30 * S);
+    let mut sent_at = BTreeMap::new();
+    let mut stored_at = BTreeMap::new();
+    for (_, e) in &sim.log.provider_events {
+        let ProviderEvent::Stored { id, at_us, .. } = e;
+        stored_at.insert(*id, *at_us);
+    }
+    let mut delays = Vec::new();
+    for (_, e) in &sim.log.client_events {
+        match e {
+            ClientEvent::FragmentSent { msg_id, at_us, .. } if *at_us < horizon => {
+                sent_at.insert(*msg_id, *at_us);
+            }
+            ClientEvent::FragmentReceived {
+                msg_id, item_id, ..
+            } => {
+                if let (Some(s), Some(r)) = (sent_at.get(msg_id), stored_at.get(item_id)) {
+                    delays.push((r - s) as f64 / 1e6);
+                }
+            }
+            _ => {}
+        }
+    }
+    let kinds = sim.log.client_events.iter().fold([0; 3], |mut k, (_, e)| {
+        k[match e {
+            ClientEvent::FragmentSent { .. } => 0,
+            ClientEvent::FragmentReceived { .. } => 1,
+            ClientEvent::Delivered { .. } => 2,
+        }] += 1;
+        k
+    });
+    assert!(
+        delays.len() > 1_500,
+        "{} delays; events {kinds:?}, stored {}",
+        delays.len(),
+        stored_at.len()
+    );
+    let hops = u32::from(spec.layers) + 2;
+    let d = ks_statistic(&mut delays, erlang_cdf(hops, spec.mu_per_s));
+    let crit = ks_critical_0_001(delays.len());
+    assert!(
+        d < crit,
+        "seed {seed}: KS D = {d:.4} >= {crit:.4} against Gamma({hops}, µ)"
+    );
+    // And not just any distribution passes: one hop fewer is rejected.
+    let d_wrong = ks_statistic(&mut delays, erlang_cdf(hops - 1, spec.mu_per_s));
+    assert!(
+        d_wrong > crit,
+        "the test cannot tell Gamma({}) from Gamma({hops})",
+        hops - 1
+    );
+}
