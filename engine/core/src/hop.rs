@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use loopix_crypto::{Address, Command, ProcessError, Processor, SecretKey};
+use loopix_crypto::{Address, Command, ProcessError, Processed, Processor, SecretKey};
 
 use crate::drops::{DropCounts, DropReason};
 use crate::packet_pool::PacketPool;
@@ -44,16 +44,14 @@ pub enum Due {
     Store(Address),
 }
 
-/// What became of a datagram.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Received {
-    /// Held on the wheel.
-    Held,
-    /// A path ended here (loop return, drop, final): the packet is in `slot` for the
-    /// caller to read, and the caller must [`HopEngine::release`] it.
-    Ended { command: Command, slot: u32 },
-    /// Dropped and counted.
-    Dropped(DropReason),
+/// Datagrams unwrapped together through [`loopix_crypto::Processor::process_batch_unless_replayed`].
+pub const BATCH: usize = 32;
+
+/// Where a batch is unwrapped before its held packets move to pool slots. The copy costs
+/// ~0.1 µs per packet against ~50 µs of crypto, and keeps the batch call on one slice.
+struct Staging {
+    bufs: Box<[Box<[u8]>]>,
+    results: Box<[Result<Processed, ProcessError>]>,
 }
 
 /// A held packet's due time and its holding time so far, for delay accuracy.
@@ -82,6 +80,7 @@ pub struct HopEngine {
     pool: PacketPool,
     held: Box<[Held]>,
     ready: VecDeque<u32>,
+    staging: Staging,
     stats: HopStats,
 }
 
@@ -100,58 +99,100 @@ impl HopEngine {
             pool: PacketPool::new(n, params.packet_len()),
             held: vec![Held::default(); n as usize].into_boxed_slice(),
             ready: VecDeque::with_capacity(n as usize),
+            staging: Staging {
+                bufs: (0..BATCH)
+                    .map(|_| vec![0u8; params.packet_len()].into_boxed_slice())
+                    .collect(),
+                results: vec![Err(ProcessError::MacMismatch); BATCH].into_boxed_slice(),
+            },
             stats: HopStats::default(),
         })
     }
 
-    /// Unwraps `bytes` and holds, ends or drops it. `route` turns a relay/deliver command
-    /// into where the packet goes, or a drop reason (e.g. a client that is not ours).
-    pub fn receive(
+    /// Unwraps `datagrams` in batches of [`BATCH`] and holds, ends or drops each one;
+    /// returns how many were held. `route` turns a relay/deliver command into where the
+    /// packet goes, or a drop reason (e.g. a client that is not ours); `on_end` gets each
+    /// packet whose path ends here (loop return, drop, final), already unwrapped.
+    pub fn receive_batch(
         &mut self,
         now_us: u64,
-        bytes: &[u8],
-        route: impl FnOnce(Command) -> Result<Due, DropReason>,
-    ) -> Received {
-        self.stats.received += 1;
-        let Some(slot) = self.pool.alloc() else {
-            return self.drop(DropReason::Overload);
-        };
-        let buf = self.pool.get_mut(slot);
-        if buf.len() != bytes.len() {
-            self.pool.release(slot);
-            return self.drop(DropReason::Malformed);
-        }
-        buf.copy_from_slice(bytes);
-        let mut seen = Seen::Fresh;
-        let replay = &mut self.replay;
-        let result = self.processor.process_unless_replayed(buf, |tag| {
-            seen = replay.insert(*tag);
-            seen != Seen::Fresh
-        });
-        let outcome = match result {
-            Err(ProcessError::Replayed) if seen == Seen::Full => Err(DropReason::Overload),
-            Err(e) => Err(DropReason::from(e)),
-            Ok(p) if p.command.is_terminal() => {
-                return Received::Ended {
-                    command: p.command,
-                    slot,
-                };
-            }
-            Ok(p) => route(p.command).and_then(|due| self.hold(now_us, slot, p.command, due)),
-        };
-        match outcome {
-            Ok(()) => Received::Held,
-            Err(reason) => {
-                self.pool.release(slot);
-                self.drop(reason)
-            }
-        }
+        datagrams: &[&[u8]],
+        mut route: impl FnMut(Command) -> Result<Due, DropReason>,
+        mut on_end: impl FnMut(Command, &[u8]) -> Result<(), DropReason>,
+    ) -> usize {
+        datagrams
+            .chunks(BATCH)
+            .map(|c| self.receive_chunk(now_us, c, &mut route, &mut on_end))
+            .sum()
     }
 
+    fn receive_chunk(
+        &mut self,
+        now_us: u64,
+        datagrams: &[&[u8]],
+        route: &mut impl FnMut(Command) -> Result<Due, DropReason>,
+        on_end: &mut impl FnMut(Command, &[u8]) -> Result<(), DropReason>,
+    ) -> usize {
+        let n = self.stage(datagrams);
+        let mut full = [false; BATCH];
+        let mut refused = 0;
+        let replay = &mut self.replay;
+        let (bufs, results) = (&mut self.staging.bufs[..n], &mut self.staging.results[..n]);
+        self.processor
+            .process_batch_unless_replayed(bufs, results, |tag| {
+                let seen = replay.insert(*tag);
+                if seen != Seen::Fresh {
+                    full[refused] = seen == Seen::Full;
+                    refused += 1;
+                }
+                seen != Seen::Fresh
+            });
+        let (mut held, mut replays) = (0, 0);
+        for i in 0..n {
+            let outcome = match self.staging.results[i] {
+                Err(ProcessError::Replayed) => {
+                    replays += 1;
+                    Err(if full[replays - 1] {
+                        DropReason::Overload
+                    } else {
+                        DropReason::Replay
+                    })
+                }
+                Err(e) => Err(DropReason::from(e)),
+                Ok(p) if p.command.is_terminal() => on_end(p.command, &self.staging.bufs[i]),
+                Ok(p) => route(p.command).and_then(|due| self.hold(now_us, i, p.command, due)),
+            };
+            match outcome {
+                Ok(()) => {
+                    held +=
+                        usize::from(!self.staging.results[i].is_ok_and(|p| p.command.is_terminal()))
+                }
+                Err(reason) => self.stats.drops.add(reason),
+            }
+        }
+        held
+    }
+
+    /// Copies well-sized datagrams into the staging buffers; counts the rest as malformed.
+    fn stage(&mut self, datagrams: &[&[u8]]) -> usize {
+        let mut n = 0;
+        for d in datagrams {
+            self.stats.received += 1;
+            if d.len() == self.staging.bufs[n].len() {
+                self.staging.bufs[n].copy_from_slice(d);
+                n += 1;
+            } else {
+                self.stats.drops.add(DropReason::Malformed);
+            }
+        }
+        n
+    }
+
+    /// Moves staged packet `staged` to a pool slot and onto the wheel.
     fn hold(
         &mut self,
         now_us: u64,
-        slot: u32,
+        staged: usize,
         command: Command,
         due: Due,
     ) -> Result<(), DropReason> {
@@ -160,28 +201,29 @@ impl HopEngine {
             _ => 0,
         };
         let requested_us = u64::from(delay_us);
-        match self.wheel.insert(slot, now_us + requested_us, now_us) {
-            Ok(()) => {
-                self.held[slot as usize] = Held {
-                    due: Some(due),
-                    requested_us,
-                    since_us: now_us,
-                };
-                Ok(())
-            }
-            Err(InsertError::BeyondHorizon) => Err(DropReason::Horizon),
-            Err(InsertError::IndexOutOfRange) => Err(DropReason::Overload),
+        let slot = self.pool.alloc().ok_or(DropReason::Overload)?;
+        self.pool
+            .get_mut(slot)
+            .copy_from_slice(&self.staging.bufs[staged]);
+        let inserted = self.wheel.insert(slot, now_us + requested_us, now_us);
+        if let Err(e) = inserted {
+            self.pool.release(slot);
+            return Err(match e {
+                InsertError::BeyondHorizon => DropReason::Horizon,
+                InsertError::IndexOutOfRange => DropReason::Overload,
+            });
         }
-    }
-
-    fn drop(&mut self, reason: DropReason) -> Received {
-        self.stats.drops.add(reason);
-        Received::Dropped(reason)
+        self.held[slot as usize] = Held {
+            due: Some(due),
+            requested_us,
+            since_us: now_us,
+        };
+        Ok(())
     }
 
     /// Counts a drop decided by the role (e.g. a poll from an unknown client).
     pub fn count_drop(&mut self, reason: DropReason) {
-        self.drop(reason);
+        self.stats.drops.add(reason);
     }
 
     /// Queues a packet the role built itself (a mix's loop) for sending now.

@@ -10,7 +10,7 @@ use rand_core::{Rng, SeedableRng};
 use crate::directory::{Directory, Peer};
 use crate::drops::DropReason;
 use crate::endpoint::{Endpoint, Transmit};
-use crate::hop::{Due, HopEngine, HopLimits, HopStats, Received};
+use crate::hop::{Due, HopEngine, HopLimits, HopStats};
 use crate::loops::LoopMonitor;
 use crate::payload::{self, Content};
 use crate::rate::PoissonTimer;
@@ -110,6 +110,24 @@ impl Mix {
         self.loops.return_fraction(now_us)
     }
 
+    /// Handles a batch of datagrams (as a receive batch brings them): unwrapped together
+    /// through the crypto batch API.
+    pub fn handle_datagrams(&mut self, now_us: u64, datagrams: &[&[u8]]) {
+        let (params, loops) = (&self.params, &mut self.loops);
+        let route = |command| match command {
+            Command::Relay { next, .. } => Ok(Due::Send(next)),
+            _ => Err(DropReason::UnexpectedCommand),
+        };
+        let on_end = |command, packet: &[u8]| match (
+            command,
+            params.payload(packet).and_then(payload::read),
+        ) {
+            (Command::LoopReturn, Some(Content::Loop { nonce })) if loops.returned(nonce) => Ok(()),
+            _ => Err(DropReason::UnexpectedCommand),
+        };
+        self.engine.receive_batch(now_us, datagrams, route, on_end);
+    }
+
     fn send_loop(&mut self, now_us: u64) {
         let first =
             self.directory
@@ -134,20 +152,7 @@ impl Endpoint for Mix {
     }
 
     fn handle_datagram(&mut self, now_us: u64, _from: Address, bytes: &[u8]) {
-        let received = self.engine.receive(now_us, bytes, |command| match command {
-            Command::Relay { next, .. } => Ok(Due::Send(next)),
-            _ => Err(DropReason::UnexpectedCommand),
-        });
-        if let Received::Ended { command, slot } = received {
-            let payload = self.params.payload(self.engine.packet(slot));
-            match (command, payload.and_then(payload::read)) {
-                (Command::LoopReturn, Some(Content::Loop { nonce })) => {
-                    self.loops.returned(nonce);
-                }
-                _ => self.engine.count_drop(DropReason::UnexpectedCommand),
-            }
-            self.engine.release(slot);
-        }
+        self.handle_datagrams(now_us, &[bytes]);
     }
 
     fn handle_timeout(&mut self, now_us: u64) {

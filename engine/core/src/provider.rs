@@ -16,7 +16,7 @@ use rand_core::{Rng, SeedableRng};
 
 use crate::drops::DropReason;
 use crate::endpoint::{Endpoint, Transmit};
-use crate::hop::{Due, HopEngine, HopLimits, HopStats, Received};
+use crate::hop::{Due, HopEngine, HopLimits, HopStats};
 use crate::inbox::InboxStore;
 use crate::timing_wheel::WheelConfigError;
 use crate::topology::{Role, Topology};
@@ -150,29 +150,23 @@ impl<S: InboxStore> Provider<S> {
             self.engine.count_drop(DropReason::UnknownClient);
             return;
         }
-        let clients = &self.clients;
-        let received = self.engine.receive(now_us, bytes, |command| match command {
+        let (clients, stats) = (&self.clients, &mut self.stats);
+        let route = |command| match command {
             Command::Relay { next, .. } => Ok(Due::Send(next)),
             Command::Deliver { client, .. } if clients.contains(&client) => Ok(Due::Store(client)),
             Command::Deliver { .. } => Err(DropReason::UnknownClient),
             _ => Err(DropReason::UnexpectedCommand),
-        });
-        match received {
-            Received::Held if from_client => {
-                *self.stats.per_client_in.entry(from).or_default() += 1
+        };
+        let on_end = |command, _: &[u8]| match command {
+            Command::Drop => {
+                stats.drop_cover_absorbed += 1;
+                Ok(())
             }
-            Received::Ended {
-                command: Command::Drop,
-                slot,
-            } => {
-                self.stats.drop_cover_absorbed += 1;
-                self.engine.release(slot);
-            }
-            Received::Ended { slot, .. } => {
-                self.engine.count_drop(DropReason::UnexpectedCommand);
-                self.engine.release(slot);
-            }
-            _ => {}
+            _ => Err(DropReason::UnexpectedCommand),
+        };
+        let held = self.engine.receive_batch(now_us, &[bytes], route, on_end);
+        if from_client && held > 0 {
+            *self.stats.per_client_in.entry(from).or_default() += 1;
         }
     }
 

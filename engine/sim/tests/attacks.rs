@@ -1,0 +1,274 @@
+//! Active attacks in virtual time: replays, tagging, strangers, blocking.
+
+mod common;
+
+use common::{S, client, mix, mixes, provider, sim};
+use loopix_core::drops::DropReason;
+use loopix_core::topology::Topology;
+use loopix_crypto::params::{ALPHA_LEN, HEADER_LEN};
+use loopix_crypto::{Address, Command, Hop, Params, build};
+use loopix_sim::{LinkModel, NetworkSpec, Sim, generate, seed_from_env};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+/// No cover traffic and no polling: every datagram in the network is the test's.
+fn quiet() -> NetworkSpec {
+    NetworkSpec {
+        layers: 3,
+        mixes_per_layer: 1,
+        providers: 2,
+        clients: 2,
+        lambda_payload_per_s: 0.0,
+        lambda_loop_per_s: 0.0,
+        lambda_drop_per_s: 0.0,
+        lambda_mix_loop_per_s: 0.0,
+        poll_rate_per_s: 0.0,
+        ..NetworkSpec::default()
+    }
+}
+
+fn topology(spec: &NetworkSpec, seed: u64) -> Topology {
+    generate(spec, seed).unwrap().topology
+}
+
+fn hop(t: &Topology, id: Address, command: Command) -> Hop {
+    let key = t.public_keys()[&id];
+    Hop { key, command }
+}
+
+fn relay(next: Address) -> Command {
+    Command::Relay {
+        next,
+        delay_us: 1_000,
+    }
+}
+
+/// Mix 1 -> mix 2 -> mix 3 -> provider 0 (drop).
+fn drop_packet(spec: &NetworkSpec, t: &Topology, seed: u64) -> Vec<u8> {
+    let path = [
+        hop(t, mix(spec, 1, 0), relay(mix(spec, 2, 0))),
+        hop(t, mix(spec, 2, 0), relay(mix(spec, 3, 0))),
+        hop(t, mix(spec, 3, 0), relay(provider(0))),
+        hop(t, provider(0), Command::Drop),
+    ];
+    let params = Params::new(spec.payload_bytes).unwrap();
+    build(&params, &path, b"", &mut ChaCha20Rng::seed_from_u64(seed)).unwrap()
+}
+
+fn mix_drops(sim: &Sim, id: Address, reason: DropReason) -> u64 {
+    sim.mix(id).unwrap().stats().hop.drops.get(reason)
+}
+
+#[test]
+fn a_replayed_packet_is_forwarded_once_and_counted() {
+    let seed = seed_from_env(10);
+    let spec = quiet();
+    let t = topology(&spec, seed);
+    let mut sim = sim(
+        &spec,
+        seed,
+        LinkModel {
+            latency_us: 500,
+            ..LinkModel::default()
+        },
+    );
+    let p = drop_packet(&spec, &t, seed);
+    let first = mix(&spec, 1, 0);
+    sim.inject(provider(0), first, p.clone());
+    sim.inject(provider(1), first, p);
+    sim.run_until(5 * S);
+    let m = sim.mix(first).unwrap().stats();
+    assert_eq!((m.hop.received, m.sent), (2, 1), "seed {seed}: {m:?}");
+    assert_eq!(mix_drops(&sim, first, DropReason::Replay), 1);
+    assert_eq!(sim.mix(mix(&spec, 2, 0)).unwrap().stats().hop.received, 1);
+    assert_eq!(
+        sim.provider(provider(0))
+            .unwrap()
+            .stats()
+            .drop_cover_absorbed,
+        1
+    );
+}
+
+#[test]
+fn a_tagged_header_is_dropped_at_the_next_hop_and_never_forwarded() {
+    let seed = seed_from_env(11);
+    let spec = quiet();
+    let t = topology(&spec, seed);
+    let mut sim = sim(&spec, seed, LinkModel::default());
+    let first = mix(&spec, 1, 0);
+    for (i, bit) in [ALPHA_LEN * 8 + 3, 100 * 8, (HEADER_LEN - 1) * 8 + 7]
+        .into_iter()
+        .enumerate()
+    {
+        let mut p = drop_packet(&spec, &t, seed + i as u64);
+        p[bit / 8] ^= 1 << (bit % 8);
+        sim.inject(provider(0), first, p);
+    }
+    sim.run_until(5 * S);
+    assert_eq!(mix_drops(&sim, first, DropReason::Mac), 3);
+    assert_eq!(sim.mix(first).unwrap().stats().sent, 0, "seed {seed}");
+}
+
+#[test]
+fn a_tagged_payload_reaches_the_recipient_and_is_caught_there() {
+    let seed = seed_from_env(12);
+    let spec = NetworkSpec {
+        poll_rate_per_s: 5.0,
+        ..quiet()
+    };
+    let t = topology(&spec, seed);
+    let mut sim = sim(&spec, seed, LinkModel::default());
+    let (from, to) = (client(0), client(1));
+    let path = [
+        hop(&t, provider(0), relay(mix(&spec, 1, 0))),
+        hop(&t, mix(&spec, 1, 0), relay(mix(&spec, 2, 0))),
+        hop(&t, mix(&spec, 2, 0), relay(mix(&spec, 3, 0))),
+        hop(&t, mix(&spec, 3, 0), relay(provider(1))),
+        hop(
+            &t,
+            provider(1),
+            Command::Deliver {
+                client: to,
+                delay_us: 1_000,
+            },
+        ),
+        hop(&t, to, Command::Final),
+    ];
+    let params = Params::new(spec.payload_bytes).unwrap();
+    let mut p = build(&params, &path, b"hi", &mut ChaCha20Rng::seed_from_u64(seed)).unwrap();
+    p[HEADER_LEN + 40] ^= 0x01;
+    sim.inject(from, provider(0), p);
+    sim.run_until(10 * S);
+    let c = sim.client(to).unwrap().stats();
+    assert_eq!(
+        (c.tampered_received, c.delivered),
+        (1, 0),
+        "seed {seed}: {c:?}"
+    );
+}
+
+#[test]
+fn strangers_are_dropped_at_the_provider_and_counted() {
+    let seed = seed_from_env(13);
+    let spec = quiet();
+    let t = topology(&spec, seed);
+    let mut sim = sim(&spec, seed, LinkModel::default());
+    let p = drop_packet(&spec, &t, seed);
+    // A sender nobody knows, and client 1, who belongs to provider 1.
+    sim.inject(Address(77_777), provider(0), p.clone());
+    sim.inject(client(1), provider(0), p);
+    let mut poll = vec![0u8; loopix_core::wire::poll_request_len(usize::from(spec.poll_size))];
+    loopix_core::wire::write_poll_request(&mut poll, client(1), &[0; 4]);
+    sim.inject(client(1), provider(0), poll);
+    sim.run_until(5 * S);
+    let s = sim.provider(provider(0)).unwrap().stats();
+    assert_eq!(
+        s.hop.drops.get(DropReason::UnknownClient),
+        3,
+        "seed {seed}: {:?}",
+        s.hop.drops
+    );
+    assert_eq!((s.sent, s.polls_answered), (0, 0));
+    assert_eq!(sim.log.lost + sim.log.undeliverable, 0);
+}
+
+/// An attacker who blocks everything to and from one mix stops the loops that cross it:
+/// every mix outside its layer sees its loop-return fraction fall.
+#[test]
+fn blocking_a_mix_makes_the_others_loops_fail() {
+    let seed = seed_from_env(14);
+    let spec = NetworkSpec {
+        layers: 3,
+        mixes_per_layer: 2,
+        providers: 2,
+        clients: 2,
+        mu_per_s: 20.0,
+        lambda_payload_per_s: 0.0,
+        lambda_loop_per_s: 0.0,
+        lambda_drop_per_s: 0.0,
+        lambda_mix_loop_per_s: 2.0,
+        poll_rate_per_s: 0.0,
+        ..NetworkSpec::default()
+    };
+    let mut sim = sim(
+        &spec,
+        seed,
+        LinkModel {
+            latency_us: 1_000,
+            ..LinkModel::default()
+        },
+    );
+    let victim = mix(&spec, 2, 0);
+    let others: Vec<Address> = mixes(&spec)
+        .into_iter()
+        .filter(|m| m.0 != 3 && m.0 != 4)
+        .collect();
+    sim.run_until(110 * S);
+    let before: Vec<f64> = others.iter().map(|&m| fraction(&sim, m)).collect();
+    sim.link.blocked.insert(victim);
+    sim.run_until(260 * S);
+    for (m, b) in others.iter().zip(&before) {
+        let after = fraction(&sim, *m);
+        assert!(
+            *b >= 0.95,
+            "seed {seed}: mix {m:?} lost loops before the attack: {b}"
+        );
+        assert!(
+            after < b - 0.25,
+            "seed {seed}: mix {m:?}: {b:.2} -> {after:.2}"
+        );
+    }
+}
+
+fn fraction(sim: &Sim, m: Address) -> f64 {
+    sim.mix(m)
+        .unwrap()
+        .loop_return_fraction(sim.now_us())
+        .expect("loops old enough")
+}
+
+/// A batch through `Mix::handle_datagrams` ends exactly as the same datagrams one by one.
+#[test]
+fn a_batch_is_judged_like_single_datagrams() {
+    use loopix_core::endpoint::Endpoint;
+    use loopix_core::mix::{Mix, MixConfig};
+
+    let seed = seed_from_env(15);
+    let spec = quiet();
+    let make = || {
+        let mut net = generate(&spec, seed).unwrap();
+        let id = mix(&spec, 1, 0);
+        let key = net.secrets.remove(&id).unwrap();
+        let config = MixConfig {
+            id,
+            key,
+            limits: common::limits(),
+            loop_window: 10,
+            loop_grace_us: S,
+            seed: [1; 32],
+        };
+        Mix::new(&net.topology, config).unwrap()
+    };
+    let t = topology(&spec, seed);
+    let good: Vec<Vec<u8>> = (0..40).map(|i| drop_packet(&spec, &t, seed + i)).collect();
+    let mut tagged = good[3].clone();
+    tagged[ALPHA_LEN + 1] ^= 4;
+    let mut datagrams: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
+    datagrams.extend([good[0].as_slice(), &tagged, b"short", good[39].as_slice()]);
+    let (mut batched, mut single) = (make(), make());
+    batched.handle_datagrams(0, &datagrams);
+    for d in &datagrams {
+        single.handle_datagram(0, provider(0), d);
+    }
+    let (b, s) = (batched.stats().hop, single.stats().hop);
+    assert_eq!(b.drops, s.drops);
+    assert_eq!(
+        (b.received, batched.pool_size()),
+        (s.received, single.pool_size())
+    );
+    assert_eq!(b.drops.get(DropReason::Replay), 2);
+    assert_eq!(b.drops.get(DropReason::Mac), 1);
+    assert_eq!(b.drops.get(DropReason::Malformed), 1);
+    assert_eq!(batched.pool_size(), 40);
+}
