@@ -281,7 +281,7 @@ impl Client {
     }
 
     fn write_poll(&mut self, buf: &mut [u8]) -> usize {
-        let mut acks = [0u64; 256];
+        let mut acks = [0u64; crate::wire::MAX_POLL_SIZE as usize];
         let n = self.poll_size.min(acks.len());
         for a in acks.iter_mut().take(n) {
             *a = self

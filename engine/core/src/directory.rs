@@ -2,6 +2,8 @@
 //! providers, with every public key parsed once. Paths follow Loopix's stratified
 //! topology: one mix per layer, chosen uniformly, each hop's delay drawn from Exp(µ).
 
+use std::collections::BTreeMap;
+
 use loopix_crypto::{Address, Command, Hop, PublicKey};
 use rand_core::Rng;
 
@@ -20,7 +22,8 @@ pub struct Peer {
 pub struct Directory {
     layers: Vec<Vec<Peer>>,
     providers: Vec<Peer>,
-    clients: Vec<(Peer, Address)>,
+    /// Each client and its provider, by id: looked up for every packet a client sends.
+    clients: BTreeMap<Address, (Peer, Address)>,
     mu_per_s: f64,
 }
 
@@ -49,11 +52,14 @@ impl Directory {
             .iter()
             .map(|c| {
                 (
-                    Peer {
-                        id: c.id,
-                        key: c.public_key,
-                    },
-                    c.provider,
+                    c.id,
+                    (
+                        Peer {
+                            id: c.id,
+                            key: c.public_key,
+                        },
+                        c.provider,
+                    ),
                 )
             })
             .collect();
@@ -77,7 +83,7 @@ impl Directory {
 
     /// A client and its provider.
     pub fn client(&self, id: Address) -> Option<(Peer, Address)> {
-        self.clients.iter().copied().find(|(p, _)| p.id == id)
+        self.clients.get(&id).copied()
     }
 
     /// A uniformly chosen provider.

@@ -281,8 +281,9 @@ impl RawNetwork {
         ] {
             non_negative(field, rate)?;
         }
-        if self.poll_size == 0 {
-            return Err(err("network.poll_size", "must be at least 1"));
+        if !(1..=crate::wire::MAX_POLL_SIZE).contains(&self.poll_size) {
+            let max = crate::wire::MAX_POLL_SIZE;
+            return Err(err("network.poll_size", format!("must be in 1..={max}")));
         }
         Ok(Network {
             params,
@@ -450,6 +451,11 @@ public_key = "{}"
                 "network.mu_per_s",
             ),
             ("poll_size = 4", "poll_size = 0".into(), "network.poll_size"),
+            (
+                "poll_size = 4",
+                "poll_size = 257".into(),
+                "network.poll_size",
+            ),
             ("layer = 2", "layer = 3".into(), "nodes[1].layer"),
             (
                 "role = \"provider\"",

@@ -11,6 +11,8 @@
 use loopix_crypto::Address;
 
 const MAGIC: &[u8; 4] = b"LXPR";
+/// Largest N: a poll answer of N packets must stay a sane burst.
+pub const MAX_POLL_SIZE: u16 = 256;
 /// Bytes before the ack ids of a poll request.
 pub const POLL_HEADER_LEN: usize = 12;
 /// Bytes of an answer item's id prefix.
