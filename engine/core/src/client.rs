@@ -123,6 +123,7 @@ pub struct Client {
     events: VecDeque<ClientEvent>,
     path: Vec<Hop>,
     scratch: Vec<u8>,
+    body: Vec<u8>,
     stats: ClientStats,
 }
 
@@ -157,6 +158,7 @@ impl Client {
             events: VecDeque::new(),
             path: Vec::with_capacity(loopix_crypto::MAX_HOPS),
             scratch: vec![0u8; n.params.packet_len()],
+            body: vec![0u8; n.params.payload_bytes()],
             stats: ClientStats::default(),
         })
     }
@@ -235,13 +237,16 @@ impl Client {
     }
 
     fn write_fragment(&mut self, now_us: u64, f: &Fragment, buf: &mut [u8]) {
-        let mut body = vec![0u8; self.params.payload_bytes()];
+        // The body buffer is lent out for the call and put back: no allocation per packet.
+        let mut body = std::mem::take(&mut self.body);
         payload::write_fragment(&mut body, f.msg_id, f.index, f.count, &f.data);
         let (rng, path) = (&mut self.rng, &mut self.path);
         let ok = self
             .directory
             .client_path(rng, self.provider, f.recipient, Command::Final, path);
-        if ok.is_ok() && self.build(&body, buf) {
+        let built = ok.is_ok() && self.build(&body, buf);
+        self.body = body;
+        if built {
             self.stats.sent_real += 1;
             let (msg_id, index) = (f.msg_id, f.index);
             self.push_event(ClientEvent::FragmentSent {
