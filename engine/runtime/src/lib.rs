@@ -1,0 +1,3 @@
+//! The thread-per-core shell around `loopix-core`: glommio shards, steered UDP sockets.
+
+pub mod steering;
