@@ -1,3 +1,4 @@
 //! The thread-per-core shell around `loopix-core`: glommio shards, steered UDP sockets.
 
+pub mod batch_io;
 pub mod steering;

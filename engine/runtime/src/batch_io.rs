@@ -1,0 +1,183 @@
+//! Batched UDP I/O with recvmmsg/sendmmsg: one system call moves up to [`BATCH`] datagrams.
+//! Buffers, iovecs and headers are allocated once per shard; nothing per datagram.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+
+use socket2::SockAddr;
+
+/// Datagrams per system call.
+pub const BATCH: usize = 32;
+
+/// Preallocated buffers for one batch.
+pub struct Batch {
+    bufs: Vec<Box<[u8]>>,
+    lens: [usize; BATCH],
+    addrs: Vec<SockAddr>,
+    count: usize,
+}
+
+impl Batch {
+    /// A batch of [`BATCH`] buffers of `datagram_len` bytes.
+    pub fn new(datagram_len: usize) -> Self {
+        let any: SocketAddr = ([0, 0, 0, 0], 0).into();
+        Self {
+            bufs: (0..BATCH)
+                .map(|_| vec![0u8; datagram_len].into_boxed_slice())
+                .collect(),
+            lens: [0; BATCH],
+            addrs: (0..BATCH).map(|_| SockAddr::from(any)).collect(),
+            count: 0,
+        }
+    }
+
+    /// Datagrams in the batch.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True if the batch holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Empties the batch.
+    pub fn clear(&mut self) {
+        self.count = 0;
+    }
+
+    /// True if no more datagrams fit.
+    pub fn is_full(&self) -> bool {
+        self.count == BATCH
+    }
+
+    /// Datagram `i` and its peer.
+    pub fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
+        (&self.bufs[i][..self.lens[i]], self.addrs[i].as_socket())
+    }
+
+    /// The buffer the next datagram goes into, to be committed with [`Batch::push_len`].
+    pub fn next_buf(&mut self) -> &mut [u8] {
+        &mut self.bufs[self.count]
+    }
+
+    /// Commits `len` bytes written into [`Batch::next_buf`], to or from `addr`.
+    pub fn push_len(&mut self, len: usize, addr: SocketAddr) {
+        self.lens[self.count] = len;
+        self.addrs[self.count] = SockAddr::from(addr);
+        self.count += 1;
+    }
+
+    /// Receives as many datagrams as are waiting (without blocking) into the free part of
+    /// the batch; returns how many.
+    pub fn recv_waiting(&mut self, fd: RawFd) -> io::Result<usize> {
+        let start = self.count;
+        let n = BATCH - start;
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut hdr: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for i in 0..n {
+            let b = &mut self.bufs[start + i];
+            iov[i] = libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            };
+            hdr[i].msg_hdr.msg_iov = &mut iov[i];
+            hdr[i].msg_hdr.msg_iovlen = 1;
+            hdr[i].msg_hdr.msg_name = self.addrs[start + i].as_ptr() as *mut _;
+            hdr[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+        }
+        // SAFETY: every header points at a live buffer and address of this batch.
+        let rc = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdr.as_mut_ptr(),
+                n as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(0)
+            } else {
+                Err(e)
+            };
+        }
+        for (i, h) in hdr.iter().enumerate().take(rc as usize) {
+            self.lens[start + i] = h.msg_len as usize;
+            // SAFETY: the kernel wrote a sockaddr of `msg_namelen` bytes there.
+            unsafe { self.addrs[start + i].set_length(h.msg_hdr.msg_namelen) };
+        }
+        self.count += rc as usize;
+        Ok(rc as usize)
+    }
+
+    /// Sends datagrams `from..count` without blocking; returns how many went.
+    pub fn send_from(&self, fd: RawFd, from: usize) -> io::Result<usize> {
+        let n = self.count.saturating_sub(from);
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut hdr: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for i in 0..n {
+            let j = from + i;
+            iov[i] = libc::iovec {
+                iov_base: self.bufs[j].as_ptr() as *mut _,
+                iov_len: self.lens[j],
+            };
+            hdr[i].msg_hdr.msg_iov = &mut iov[i];
+            hdr[i].msg_hdr.msg_iovlen = 1;
+            hdr[i].msg_hdr.msg_name = self.addrs[j].as_ptr() as *mut _;
+            hdr[i].msg_hdr.msg_namelen = self.addrs[j].len();
+        }
+        // SAFETY: every header points at a live buffer and address of this batch.
+        let rc = unsafe { libc::sendmmsg(fd, hdr.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(0)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(rc as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_batch_goes_out_and_comes_back_in_one_call_each() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut out = Batch::new(64);
+        for i in 0..10u8 {
+            out.next_buf()[..3].copy_from_slice(&[i, i, i]);
+            out.push_len(3, rx.local_addr().unwrap());
+        }
+        assert_eq!(out.send_from(tx.as_raw_fd(), 0).unwrap(), 10);
+        let mut inb = Batch::new(64);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while inb.len() < 10 && Instant::now() < deadline {
+            inb.recv_waiting(rx.as_raw_fd()).unwrap();
+        }
+        assert_eq!(inb.len(), 10);
+        for i in 0..10 {
+            let (d, from) = inb.get(i);
+            assert_eq!(d, &[i as u8; 3]);
+            assert_eq!(from, Some(tx.local_addr().unwrap()));
+        }
+    }
+}
