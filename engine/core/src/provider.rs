@@ -134,6 +134,16 @@ impl<S: InboxStore> Provider<S> {
         self.events.pop_front()
     }
 
+    /// Packets held on the wheel.
+    pub fn pending(&self) -> usize {
+        self.engine.pending()
+    }
+
+    /// The client a datagram, if it is a well-formed poll request, says it is from.
+    pub fn poll_client(&self, bytes: &[u8]) -> Option<Address> {
+        wire::read_poll_request(bytes, self.poll_size).map(|(client, _)| client)
+    }
+
     /// Packets waiting in `client`'s inbox.
     pub fn inbox_len(&self, client: Address) -> usize {
         self.inbox.len(client)

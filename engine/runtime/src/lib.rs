@@ -1,4 +1,8 @@
 //! The thread-per-core shell around `loopix-core`: glommio shards, steered UDP sockets.
 
 pub mod batch_io;
+pub mod cores;
+pub mod node;
+pub mod peers;
+pub mod shard;
 pub mod steering;

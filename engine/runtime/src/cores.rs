@@ -1,0 +1,92 @@
+//! What a shard needs from a core beyond [`Endpoint`]: batch receive, a report for the
+//! metrics, and (for providers) who a datagram claims to be from.
+
+use loopix_core::drops::DropCounts;
+use loopix_core::endpoint::Endpoint;
+use loopix_core::inbox::InboxStore;
+use loopix_core::mix::Mix;
+use loopix_core::provider::Provider;
+use loopix_crypto::Address;
+
+use crate::batch_io::BATCH;
+
+/// A core's counters at one moment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CoreReport {
+    pub received: u64,
+    pub sent: u64,
+    pub drops: DropCounts,
+    /// Packets held on the wheel.
+    pub pending: u64,
+    /// Packets whose path ended here (loop returns, drop cover, stored).
+    pub ended: u64,
+    /// Mix loops: share of recent loops that returned.
+    pub loop_return_fraction: Option<f64>,
+    /// Sum of (actual hold - requested delay) over released packets, µs.
+    pub delay_error_us_sum: u64,
+    pub released: u64,
+}
+
+/// A core a shard can drive.
+pub trait ShardCore: Endpoint {
+    /// Handles up to [`BATCH`] datagrams at once.
+    fn receive_batch(&mut self, now_us: u64, datagrams: &[(Address, &[u8])]);
+    /// Counters now.
+    fn report(&self, now_us: u64) -> CoreReport;
+    /// The id a datagram says its sender has, for cores that learn peers from traffic.
+    fn claimed_sender(&self, _bytes: &[u8]) -> Option<Address> {
+        None
+    }
+}
+
+impl ShardCore for Mix {
+    fn receive_batch(&mut self, now_us: u64, datagrams: &[(Address, &[u8])]) {
+        let mut refs: [&[u8]; BATCH] = [&[]; BATCH];
+        for chunk in datagrams.chunks(BATCH) {
+            for (r, (_, d)) in refs.iter_mut().zip(chunk) {
+                *r = d;
+            }
+            self.handle_datagrams(now_us, &refs[..chunk.len()]);
+        }
+    }
+
+    fn report(&self, now_us: u64) -> CoreReport {
+        let s = self.stats();
+        CoreReport {
+            received: s.hop.received,
+            sent: s.sent,
+            drops: s.hop.drops,
+            pending: self.pool_size() as u64,
+            ended: s.loops_returned,
+            loop_return_fraction: self.loop_return_fraction(now_us),
+            delay_error_us_sum: s.hop.delay_error_us_sum,
+            released: s.hop.released,
+        }
+    }
+}
+
+impl<S: InboxStore> ShardCore for Provider<S> {
+    fn receive_batch(&mut self, now_us: u64, datagrams: &[(Address, &[u8])]) {
+        for (from, d) in datagrams {
+            self.handle_datagram(now_us, *from, d);
+        }
+    }
+
+    fn report(&self, _now_us: u64) -> CoreReport {
+        let s = self.stats();
+        CoreReport {
+            received: s.hop.received,
+            sent: s.sent,
+            drops: s.hop.drops,
+            pending: self.pending() as u64,
+            ended: s.drop_cover_absorbed + s.stored,
+            loop_return_fraction: None,
+            delay_error_us_sum: s.hop.delay_error_us_sum,
+            released: s.hop.released,
+        }
+    }
+
+    fn claimed_sender(&self, bytes: &[u8]) -> Option<Address> {
+        self.poll_client(bytes)
+    }
+}

@@ -1,0 +1,137 @@
+//! Starting a node's shards and talking to them: one glommio executor per shard, pinned
+//! to a core, its socket bound in shard order into the steered group; stats and shutdown
+//! over crossbeam channels, never on the packet path.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+use crate::cores::ShardCore;
+use crate::peers::Peers;
+use crate::shard::{Control, ShardReport, ShardSetup, Stray, run};
+use crate::steering::bind_group;
+
+/// How a node's shards are laid out.
+#[derive(Clone, Debug)]
+pub struct NodeLayout {
+    pub listen: SocketAddr,
+    pub shards: usize,
+    /// Pin shard `i` to CPU `cpus[i % cpus.len()]`; empty: leave placement to the OS.
+    pub cpus: Vec<usize>,
+    pub packet_len: usize,
+    pub datagram_len: usize,
+    pub recv_buffer_bytes: usize,
+}
+
+/// A running node.
+pub struct Node {
+    controls: Vec<Sender<Control>>,
+    reports: Receiver<ShardReport>,
+    latest: Vec<ShardReport>,
+    threads: Vec<ExecutorJoinHandle<()>>,
+    pub local_addr: SocketAddr,
+}
+
+impl Node {
+    /// Binds the group and starts one shard per core made by `make_core(shard_index)`.
+    pub fn start<C: ShardCore + Send + 'static>(
+        layout: &NodeLayout,
+        peers: &Peers,
+        mut make_core: impl FnMut(usize) -> C,
+    ) -> io::Result<Self> {
+        let sockets = bind_group(layout.listen, layout.shards, layout.recv_buffer_bytes)?;
+        let local_addr = sockets[0].local_addr()?;
+        let epoch = Instant::now();
+        let (report_tx, reports) = bounded(1024);
+        let strays: Vec<_> = (0..layout.shards).map(|_| bounded::<Stray>(4096)).collect();
+        let strays_out: Vec<Sender<Stray>> = strays.iter().map(|(tx, _)| tx.clone()).collect();
+        let mut controls = Vec::new();
+        let mut threads = Vec::new();
+        for (index, (socket, (_, strays_in))) in sockets.into_iter().zip(strays).enumerate() {
+            let (control_tx, control) = unbounded();
+            controls.push(control_tx);
+            let setup = ShardSetup {
+                index,
+                shards: layout.shards,
+                socket,
+                core: make_core(index),
+                peers: peers.clone(),
+                epoch,
+                packet_len: layout.packet_len,
+                datagram_len: layout.datagram_len,
+                control,
+                reports: report_tx.clone(),
+                strays_in,
+                strays_out: strays_out.clone(),
+            };
+            let placement = match layout.cpus.get(index % layout.cpus.len().max(1)) {
+                Some(&cpu) => Placement::Fixed(cpu),
+                None => Placement::Unbound,
+            };
+            let handle = LocalExecutorBuilder::new(placement)
+                .name(&format!("loopix-shard-{index}"))
+                .spawn(move || run(setup))
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            threads.push(handle);
+        }
+        let latest = (0..layout.shards)
+            .map(|shard| ShardReport {
+                shard,
+                ..Default::default()
+            })
+            .collect();
+        Ok(Self {
+            controls,
+            reports,
+            latest,
+            threads,
+            local_addr,
+        })
+    }
+
+    /// The newest report of every shard (collecting what has arrived).
+    pub fn reports(&mut self) -> &[ShardReport] {
+        while let Ok(r) = self.reports.try_recv() {
+            if let Some(slot) = self.latest.get_mut(r.shard) {
+                *slot = r;
+            }
+        }
+        &self.latest
+    }
+
+    /// Waits up to `timeout` for every shard to report once more; returns the reports.
+    pub fn fresh_reports(&mut self, timeout: Duration) -> &[ShardReport] {
+        let deadline = Instant::now() + timeout;
+        let mut seen = vec![false; self.latest.len()];
+        while !seen.iter().all(|&s| s) {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            match self.reports.recv_timeout(left) {
+                Ok(r) => {
+                    if let Some(slot) = self.latest.get_mut(r.shard) {
+                        seen[r.shard] = true;
+                        *slot = r;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        &self.latest
+    }
+
+    /// Stops receiving, lets every shard send what its wheel holds (for at most `grace`),
+    /// and waits for them; returns the final reports.
+    pub fn shutdown(mut self, grace: Duration) -> Vec<ShardReport> {
+        for c in &self.controls {
+            let _ = c.send(Control::Shutdown { grace });
+        }
+        for t in std::mem::take(&mut self.threads) {
+            let _ = t.join();
+        }
+        self.reports().to_vec()
+    }
+}

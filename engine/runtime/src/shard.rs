@@ -1,0 +1,305 @@
+//! One shard: a glommio executor pinned to a core, owning a steered socket and one core
+//! object (its replay set, timing wheel, packet pool and RNG with it). Nothing it touches
+//! on the packet path is shared or locked. Two tasks:
+//!
+//! - the receive loop awaits one datagram, drains what else is waiting with `recvmmsg`,
+//!   hands the batch to the core and sends what the core emits with `sendmmsg`;
+//! - the timer loop holds the shard's one glommio timer, re-armed to the core's next
+//!   deadline (and woken early by the receive loop when that moves); it also handles the
+//!   control channel, stray datagrams from other shards, and reports.
+
+use std::cell::{Cell, RefCell};
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::UdpSocket;
+use glommio::timer::Timer;
+use loopix_crypto::Address;
+
+use crate::batch_io::{BATCH, Batch};
+use crate::cores::{CoreReport, ShardCore};
+use crate::peers::Peers;
+use crate::steering::owner_shard;
+
+/// The longest the timer loop sleeps: bounds how late control messages and strays are seen.
+const TICK: Duration = Duration::from_millis(10);
+/// How often a shard reports its counters.
+const REPORT_EVERY: Duration = Duration::from_millis(100);
+
+/// Sent to a shard by the control thread.
+#[derive(Clone, Copy, Debug)]
+pub enum Control {
+    /// Stop receiving; send what the wheel holds when it is due, for at most `grace`; exit.
+    Shutdown { grace: Duration },
+}
+
+/// A datagram that reached the wrong shard, on its way to its owner.
+#[derive(Debug)]
+pub struct Stray {
+    pub from: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// A shard's counters, sent to the control thread.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShardReport {
+    pub shard: usize,
+    pub core: CoreReport,
+    pub strays_forwarded: u64,
+    pub unroutable: u64,
+    /// The last report, sent as the shard exits.
+    pub last: bool,
+}
+
+/// Everything a shard starts with.
+pub struct ShardSetup<C> {
+    pub index: usize,
+    pub shards: usize,
+    pub socket: StdUdpSocket,
+    pub core: C,
+    pub peers: Peers,
+    /// The node's clock origin: every shard measures `now_us` from it.
+    pub epoch: Instant,
+    /// Datagrams of exactly this length are Sphinx packets, steered by their first bytes.
+    pub packet_len: usize,
+    /// The largest datagram the node receives or sends.
+    pub datagram_len: usize,
+    pub control: Receiver<Control>,
+    pub reports: Sender<ShardReport>,
+    pub strays_in: Receiver<Stray>,
+    pub strays_out: Vec<Sender<Stray>>,
+}
+
+struct State<C> {
+    index: usize,
+    shards: usize,
+    core: C,
+    peers: Peers,
+    epoch: Instant,
+    packet_len: usize,
+    strays_out: Vec<Sender<Stray>>,
+    strays_forwarded: u64,
+    unroutable: u64,
+}
+
+impl<C: ShardCore> State<C> {
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// Hands a received batch to the core, after sending strays on to their owners.
+    fn receive(&mut self, batch: &Batch) {
+        let now = self.now_us();
+        let mut items: [(Address, &[u8]); BATCH] = [(Address(0), &[]); BATCH];
+        let mut n = 0;
+        for i in 0..batch.len() {
+            let (d, from) = batch.get(i);
+            let Some(from) = from else { continue };
+            if self.is_stray(d) {
+                self.forward_stray(from, d);
+                continue;
+            }
+            items[n] = (self.sender_id(from, d), d);
+            n += 1;
+        }
+        self.core.receive_batch(now, &items[..n]);
+    }
+
+    fn is_stray(&self, d: &[u8]) -> bool {
+        self.shards > 1 && d.len() == self.packet_len && owner_shard(d, self.shards) != self.index
+    }
+
+    fn forward_stray(&mut self, from: SocketAddr, d: &[u8]) {
+        let owner = owner_shard(d, self.shards);
+        if self.strays_out[owner]
+            .try_send(Stray {
+                from,
+                bytes: d.to_vec(),
+            })
+            .is_ok()
+        {
+            self.strays_forwarded += 1;
+        }
+    }
+
+    fn sender_id(&mut self, from: SocketAddr, d: &[u8]) -> Address {
+        if let Some(id) = self.core.claimed_sender(d) {
+            self.peers.learn(id, from);
+        }
+        self.peers.id_of(&from)
+    }
+
+    /// Moves the core's transmits into `out`, up to one batch; false when it had none.
+    fn fill(&mut self, out: &mut Batch) -> bool {
+        let now = self.now_us();
+        out.clear();
+        while !out.is_full() {
+            let Some(t) = self.core.poll_transmit(now, out.next_buf()) else {
+                break;
+            };
+            match self.peers.addr_of(t.to) {
+                Some(addr) => out.push_len(t.len, addr),
+                None => self.unroutable += 1,
+            }
+        }
+        !out.is_empty()
+    }
+
+    fn report(&self, last: bool) -> ShardReport {
+        ShardReport {
+            shard: self.index,
+            core: self.core.report(self.now_us()),
+            strays_forwarded: self.strays_forwarded,
+            unroutable: self.unroutable,
+            last,
+        }
+    }
+}
+
+/// Sends everything the core has to send: `sendmmsg` first, awaited sends for any rest.
+async fn flush<C: ShardCore>(st: &RefCell<State<C>>, socket: &UdpSocket, out: &mut Batch) {
+    while st.borrow_mut().fill(out) {
+        let mut sent = out.send_from(socket.as_raw_fd(), 0).unwrap_or(0);
+        while sent < out.len() {
+            let (d, to) = out.get(sent);
+            if let Some(to) = to {
+                let _ = socket.send_to(d, to).await;
+            }
+            sent += 1;
+        }
+    }
+}
+
+/// Runs the shard until a shutdown completes. Call inside a glommio executor.
+pub async fn run<C: ShardCore + 'static>(setup: ShardSetup<C>) {
+    // SAFETY: the fd comes from a socket this shard owns alone from here on.
+    let socket = Rc::new(unsafe { UdpSocket::from_raw_fd(setup.socket.into_raw_fd()) });
+    let st = Rc::new(RefCell::new(State {
+        index: setup.index,
+        shards: setup.shards,
+        core: setup.core,
+        peers: setup.peers,
+        epoch: setup.epoch,
+        packet_len: setup.packet_len,
+        strays_out: setup.strays_out,
+        strays_forwarded: 0,
+        unroutable: 0,
+    }));
+    let stopping = Rc::new(Cell::new(false));
+    let (wake_tx, wake_rx) = local_channel::new_bounded(1);
+    let len = setup.datagram_len;
+    glommio::spawn_local(receive_loop(
+        st.clone(),
+        socket.clone(),
+        wake_tx,
+        stopping.clone(),
+        len,
+    ))
+    .detach();
+    let channels = (setup.control, setup.reports, setup.strays_in);
+    timer_loop(st, socket, wake_rx, stopping, channels, len).await;
+}
+
+async fn receive_loop<C: ShardCore>(
+    st: Rc<RefCell<State<C>>>,
+    socket: Rc<UdpSocket>,
+    wake: LocalSender<()>,
+    stopping: Rc<Cell<bool>>,
+    datagram_len: usize,
+) {
+    let (mut inb, mut out) = (Batch::new(datagram_len), Batch::new(datagram_len));
+    loop {
+        inb.clear();
+        match socket.recv_from(inb.next_buf()).await {
+            Ok((n, from)) => inb.push_len(n, from),
+            Err(_) => continue,
+        }
+        let _ = inb.recv_waiting(socket.as_raw_fd());
+        if stopping.get() {
+            continue;
+        }
+        st.borrow_mut().receive(&inb);
+        flush(&st, &socket, &mut out).await;
+        let _ = wake.try_send(());
+    }
+}
+
+async fn timer_loop<C: ShardCore>(
+    st: Rc<RefCell<State<C>>>,
+    socket: Rc<UdpSocket>,
+    wake: LocalReceiver<()>,
+    stopping: Rc<Cell<bool>>,
+    (control, reports, strays): (Receiver<Control>, Sender<ShardReport>, Receiver<Stray>),
+    datagram_len: usize,
+) {
+    let mut out = Batch::new(datagram_len);
+    let mut stray_batch = Batch::new(datagram_len);
+    let mut timer = Timer::new(TICK);
+    let mut last_report = Instant::now();
+    let mut deadline: Option<Instant> = None;
+    loop {
+        take_strays(&st, &strays, &mut stray_batch);
+        let now = st.borrow().now_us();
+        st.borrow_mut().core.handle_timeout(now);
+        flush(&st, &socket, &mut out).await;
+        match control.try_recv() {
+            Ok(Control::Shutdown { grace }) => {
+                stopping.set(true);
+                deadline = Some(Instant::now() + grace);
+            }
+            Err(TryRecvError::Disconnected) if deadline.is_none() => {
+                stopping.set(true);
+                deadline = Some(Instant::now());
+            }
+            Err(_) => {}
+        }
+        if let Some(d) = deadline {
+            let idle = st.borrow().core.report(now).pending == 0;
+            if idle || Instant::now() >= d {
+                let _ = reports.send(st.borrow().report(true));
+                return;
+            }
+        }
+        if last_report.elapsed() >= REPORT_EVERY {
+            let _ = reports.try_send(st.borrow().report(false));
+            last_report = Instant::now();
+        }
+        let wait = st
+            .borrow()
+            .core
+            .poll_timeout()
+            .map(|t| t.saturating_sub(now));
+        let wait = wait.map_or(TICK, Duration::from_micros).min(TICK);
+        timer.reset(wait);
+        futures_lite::future::or(
+            async {
+                (&mut timer).await;
+            },
+            async {
+                wake.recv().await;
+            },
+        )
+        .await;
+    }
+}
+
+/// Processes datagrams other shards received for this one.
+fn take_strays<C: ShardCore>(st: &RefCell<State<C>>, strays: &Receiver<Stray>, batch: &mut Batch) {
+    loop {
+        batch.clear();
+        while !batch.is_full() {
+            let Ok(s) = strays.try_recv() else { break };
+            let n = s.bytes.len().min(batch.next_buf().len());
+            batch.next_buf()[..n].copy_from_slice(&s.bytes[..n]);
+            batch.push_len(n, s.from);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        st.borrow_mut().receive(batch);
+    }
+}
