@@ -22,6 +22,11 @@ pub trait InboxStore {
     fn ack(&mut self, client: Address, id: u64) -> bool;
     /// Packets waiting for `client`.
     fn len(&self, client: Address) -> usize;
+    /// Makes every store and ack so far durable. Stores that are not yet durable are not
+    /// handed out, so a crash can lose only packets no client has seen.
+    fn flush(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// One client's stored packets, oldest first, with their ids.

@@ -37,6 +37,8 @@ pub trait ShardCore: Endpoint {
     fn claimed_sender(&self, _bytes: &[u8]) -> Option<Address> {
         None
     }
+    /// Makes stored state durable (a provider's inboxes); called every timer tick.
+    fn flush_storage(&mut self) {}
 }
 
 impl ShardCore for Mix {
@@ -88,5 +90,11 @@ impl<S: InboxStore> ShardCore for Provider<S> {
 
     fn claimed_sender(&self, bytes: &[u8]) -> Option<Address> {
         self.poll_client(bytes)
+    }
+
+    fn flush_storage(&mut self) {
+        if let Err(e) = self.inbox().flush() {
+            tracing::error!(error = %e, "inbox flush failed");
+        }
     }
 }

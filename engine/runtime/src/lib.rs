@@ -1,7 +1,9 @@
 //! The thread-per-core shell around `loopix-core`: glommio shards, steered UDP sockets.
 
 pub mod batch_io;
+pub mod config;
 pub mod cores;
+pub mod durable_inbox;
 pub mod node;
 pub mod peers;
 pub mod shard;

@@ -246,6 +246,7 @@ async fn timer_loop<C: ShardCore>(
         let now = st.borrow().now_us();
         st.borrow_mut().core.handle_timeout(now);
         flush(&st, &socket, &mut out).await;
+        st.borrow_mut().core.flush_storage();
         match control.try_recv() {
             Ok(Control::Shutdown { grace }) => {
                 stopping.set(true);

@@ -1,0 +1,214 @@
+//! `node.toml`: what one `loopix node` process runs. Paths are relative to the file's own
+//! directory. Every problem is reported with its field, e.g. `shards: must be in 1..=64`.
+//!
+//! ```toml
+//! topology = "topology.toml"
+//! id = 1                       # this node's id in the topology
+//! key_file = "node-1.key"      # from `loopix keygen`
+//! shards = 2                   # one pinned executor each (providers: 1)
+//! cpus = [0, 1]                # optional: shard i runs on cpus[i % len]
+//! listen = "127.0.0.1:9001"    # optional: defaults to the topology's address
+//! metrics = "127.0.0.1:9101"   # optional: Prometheus text on GET /metrics
+//! grace_ms = 2000              # on SIGTERM: how long the wheel may still send
+//! inbox_path = "inbox.redb"    # providers: the durable inbox store
+//!
+//! [limits]                     # all optional
+//! pool_packets = 65536         # packets held at once, per shard
+//! replay_tags = 1048576        # replay tags per key epoch, per shard
+//! slot_us = 100                # timing wheel slot
+//! horizon_ms = 600000          # longest delay accepted
+//! inbox_per_client = 10000     # providers: packets kept per client
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use loopix_core::hop::HopLimits;
+use loopix_core::timing_wheel::WheelConfig;
+use loopix_core::topology::{Node, Role, Topology};
+use loopix_crypto::Address;
+use serde::Deserialize;
+
+/// A validated node configuration, with its topology loaded.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub topology: Topology,
+    pub node: Node,
+    pub key_file: PathBuf,
+    pub shards: usize,
+    pub cpus: Vec<usize>,
+    pub listen: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    pub grace_ms: u64,
+    pub inbox_path: Option<PathBuf>,
+    pub limits: HopLimits,
+    pub inbox_per_client: usize,
+}
+
+/// A configuration problem, naming the field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.problem)
+        } else {
+            write!(f, "{}: {}", self.field, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(field: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    topology: PathBuf,
+    id: u64,
+    key_file: PathBuf,
+    #[serde(default = "one")]
+    shards: usize,
+    #[serde(default)]
+    cpus: Vec<usize>,
+    listen: Option<String>,
+    metrics: Option<String>,
+    #[serde(default = "default_grace_ms")]
+    grace_ms: u64,
+    inbox_path: Option<PathBuf>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    pool_packets: u32,
+    replay_tags: usize,
+    slot_us: u64,
+    horizon_ms: u64,
+    inbox_per_client: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        let d = HopLimits::default();
+        Self {
+            pool_packets: d.pool_packets,
+            replay_tags: d.replay_tags,
+            slot_us: d.wheel.slot_us,
+            horizon_ms: d.wheel.horizon_us / 1000,
+            inbox_per_client: 10_000,
+        }
+    }
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_grace_ms() -> u64 {
+    2_000
+}
+
+/// Most shards a node may run.
+pub const MAX_SHARDS: usize = 64;
+
+impl NodeConfig {
+    /// Reads and validates `path` and the topology it names.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("", format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base)
+    }
+
+    /// Validates `text`, resolving relative paths against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| err("", e.to_string()))?;
+        let topology_path = base.join(&raw.topology);
+        let topology_text = std::fs::read_to_string(&topology_path)
+            .map_err(|e| err("topology", format!("{}: {e}", topology_path.display())))?;
+        let topology = Topology::from_toml(&topology_text)
+            .map_err(|e| err("topology", format!("{}: {e}", topology_path.display())))?;
+        let node = *topology
+            .node(Address(raw.id))
+            .ok_or_else(|| err("id", format!("{} is not a node of the topology", raw.id)))?;
+        if !(1..=MAX_SHARDS).contains(&raw.shards) {
+            return Err(err("shards", format!("must be in 1..={MAX_SHARDS}")));
+        }
+        if node.role == Role::Provider && raw.shards != 1 {
+            return Err(err(
+                "shards",
+                "a provider runs on 1 shard (its inboxes live there)",
+            ));
+        }
+        if node.role == Role::Provider && raw.inbox_path.is_none() {
+            return Err(err("inbox_path", "a provider needs a durable inbox store"));
+        }
+        let listen = match &raw.listen {
+            Some(s) => parse_addr("listen", s)?,
+            None => node.address,
+        };
+        let metrics = raw
+            .metrics
+            .as_deref()
+            .map(|s| parse_addr("metrics", s))
+            .transpose()?;
+        let limits = raw.limits.validate()?;
+        Ok(Self {
+            topology,
+            node,
+            key_file: base.join(raw.key_file),
+            shards: raw.shards,
+            cpus: raw.cpus,
+            listen,
+            metrics,
+            grace_ms: raw.grace_ms,
+            inbox_path: raw.inbox_path.map(|p| base.join(p)),
+            limits,
+            inbox_per_client: raw.limits.inbox_per_client,
+        })
+    }
+}
+
+impl RawLimits {
+    fn validate(&self) -> Result<HopLimits, ConfigError> {
+        if self.pool_packets == 0 {
+            return Err(err("limits.pool_packets", "must be at least 1"));
+        }
+        if self.replay_tags == 0 {
+            return Err(err("limits.replay_tags", "must be at least 1"));
+        }
+        if self.inbox_per_client == 0 {
+            return Err(err("limits.inbox_per_client", "must be at least 1"));
+        }
+        let wheel = WheelConfig {
+            slot_us: self.slot_us,
+            horizon_us: self.horizon_ms.saturating_mul(1000),
+        };
+        loopix_core::timing_wheel::TimingWheel::new(wheel, 0)
+            .map_err(|e| err("limits.slot_us", e.to_string()))?;
+        Ok(HopLimits {
+            pool_packets: self.pool_packets,
+            replay_tags: self.replay_tags,
+            wheel,
+        })
+    }
+}
+
+fn parse_addr(field: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse()
+        .map_err(|_| err(field, format!("`{s}` is not an IP:port socket address")))
+}
