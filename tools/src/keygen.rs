@@ -53,7 +53,6 @@ pub fn write_secret(path: &Path, key: &SecretKey) -> std::io::Result<()> {
 }
 
 /// Reads a secret key file written by [`write_secret`].
-#[allow(dead_code, reason = "`loopix node` (issue 4) loads keys with it")]
 pub fn read_secret(path: &Path) -> Result<SecretKey, String> {
     let text = Zeroizing::new(
         std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,

@@ -1,10 +1,17 @@
 //! `loopix`: the command-line front end of the loopix mix engine.
 
 mod keygen;
+mod logging;
 mod measure;
+mod metrics;
+mod node;
 mod speed;
+mod testnet;
 
 use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Loopix anonymity system: a thread-per-core mix engine.
 #[derive(Parser, Debug)]
@@ -20,6 +27,10 @@ enum Cmd {
     Speed(speed::SpeedArgs),
     /// Generate a key pair: secret key file (mode 0600), public key printed as hex.
     Keygen(keygen::KeygenArgs),
+    /// Run a mix or a provider from its configuration file.
+    Node(node::NodeArgs),
+    /// Run a whole network on loopback and report on it (the default main job).
+    Testnet(testnet::TestnetArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -27,6 +38,8 @@ fn main() -> std::process::ExitCode {
     let result = match &cli.command {
         Cmd::Speed(args) => speed::run(args),
         Cmd::Keygen(args) => keygen::run(args),
+        Cmd::Node(args) => node::run(args),
+        Cmd::Testnet(args) => testnet::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -204,6 +204,11 @@ impl Client {
         }
     }
 
+    /// The provider this client polls and sends through.
+    pub fn provider(&self) -> Address {
+        self.provider
+    }
+
     /// Fragments waiting in the send buffer.
     pub fn buffered(&self) -> usize {
         self.buffer.len()
@@ -220,6 +225,8 @@ impl Client {
             drop_cover: PoissonTimer::start(rng, r[2], now_us),
             poll: PoissonTimer::start(rng, r[3], now_us),
         });
+        // Announce ourselves before anything else, so the provider knows where we are.
+        self.emissions.push_back(Emission::Poll);
     }
 
     /// Writes the packet for `emission` into `buf`; returns its length.

@@ -1,6 +1,7 @@
 //! The thread-per-core shell around `loopix-core`: glommio shards, steered UDP sockets.
 
 pub mod batch_io;
+pub mod client_driver;
 pub mod config;
 pub mod cores;
 pub mod durable_inbox;

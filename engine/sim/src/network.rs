@@ -57,8 +57,22 @@ pub struct Generated {
 }
 
 /// Generates keys from `seed` and the topology `spec` describes. Clients are spread over
-/// providers round-robin.
+/// providers round-robin; node `id` listens on `127.0.0.1:(20000 + id)` (the simulator
+/// never binds them).
 pub fn generate(spec: &NetworkSpec, seed: u64) -> Result<Generated, TopologyError> {
+    let (toml, secrets) = generate_toml(spec, seed, |id| format!("127.0.0.1:{}", 20_000 + id.0));
+    Ok(Generated {
+        topology: Topology::from_toml(&toml)?,
+        secrets,
+    })
+}
+
+/// [`generate`]'s TOML text and keys, with node addresses from `address_of`.
+pub fn generate_toml(
+    spec: &NetworkSpec,
+    seed: u64,
+    address_of: impl Fn(Address) -> String,
+) -> (String, BTreeMap<Address, SecretKey>) {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let mut secrets = BTreeMap::new();
     let mut key = |id: u64| {
@@ -74,8 +88,8 @@ pub fn generate(spec: &NetworkSpec, seed: u64) -> Result<Generated, TopologyErro
             let pk = key(id);
             let _ = write!(
                 toml,
-                "\n[[nodes]]\nid = {id}\nrole = \"mix\"\nlayer = {layer}\naddress = \"127.0.0.1:{}\"\npublic_key = \"{pk}\"\n",
-                20_000 + id
+                "\n[[nodes]]\nid = {id}\nrole = \"mix\"\nlayer = {layer}\naddress = \"{}\"\npublic_key = \"{pk}\"\n",
+                address_of(Address(id))
             );
             id += 1;
         }
@@ -85,8 +99,8 @@ pub fn generate(spec: &NetworkSpec, seed: u64) -> Result<Generated, TopologyErro
         let pk = key(pid);
         let _ = write!(
             toml,
-            "\n[[nodes]]\nid = {pid}\nrole = \"provider\"\naddress = \"127.0.0.1:{}\"\npublic_key = \"{pk}\"\n",
-            20_000 + pid
+            "\n[[nodes]]\nid = {pid}\nrole = \"provider\"\naddress = \"{}\"\npublic_key = \"{pk}\"\n",
+            address_of(Address(pid))
         );
     }
     for c in 0..u64::from(spec.clients) {
@@ -98,10 +112,7 @@ pub fn generate(spec: &NetworkSpec, seed: u64) -> Result<Generated, TopologyErro
             FIRST_CLIENT + c
         );
     }
-    Ok(Generated {
-        topology: Topology::from_toml(&toml)?,
-        secrets,
-    })
+    (toml, secrets)
 }
 
 fn network_section(s: &NetworkSpec) -> String {

@@ -1,0 +1,129 @@
+//! Runs a client core over a plain UDP socket on a thread of its own: clients are many and
+//! light, so they need no executor. The thread sleeps in `recv` until the core's next
+//! deadline, feeds it datagrams and timeouts, sends what it emits to the provider, and
+//! passes its events out over a channel.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use loopix_core::client::{Client, ClientEvent, ClientStats};
+use loopix_core::endpoint::Endpoint;
+use loopix_crypto::Address;
+
+/// Asks a running client to do something.
+#[derive(Debug)]
+pub enum ClientCommand {
+    /// Queue `message` for `to`.
+    Send { to: Address, message: Vec<u8> },
+}
+
+/// What comes out of a running client.
+#[derive(Debug)]
+pub enum ClientOutput {
+    Event(ClientEvent),
+    /// A message was queued under this id (or refused).
+    Queued(Result<u64, loopix_core::client::SendError>),
+    /// Final counters, as the client stops.
+    Stopped(ClientStats),
+}
+
+/// A client running on its own thread.
+pub struct RunningClient {
+    pub id: Address,
+    pub local_addr: SocketAddr,
+    commands: Sender<ClientCommand>,
+    pub output: Receiver<ClientOutput>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The longest the client thread sleeps, so commands and stop are seen promptly.
+const MAX_WAIT: Duration = Duration::from_millis(5);
+
+impl RunningClient {
+    /// Binds a socket on `bind` and starts `client`, talking to its provider at `provider`.
+    pub fn start(client: Client, bind: SocketAddr, provider: SocketAddr) -> io::Result<Self> {
+        let socket = UdpSocket::bind(bind)?;
+        let local_addr = socket.local_addr()?;
+        let (commands, command_rx) = unbounded();
+        let (output_tx, output) = unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let id = client.id();
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name(format!("loopix-client-{}", id.0))
+            .spawn(move || drive(client, socket, provider, command_rx, output_tx, flag))?;
+        Ok(Self {
+            id,
+            local_addr,
+            commands,
+            output,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a message; the answer arrives on `output` as [`ClientOutput::Queued`].
+    pub fn send(&self, to: Address, message: Vec<u8>) {
+        let _ = self.commands.send(ClientCommand::Send { to, message });
+    }
+
+    /// Stops the thread; its last output is [`ClientOutput::Stopped`].
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RunningClient {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn drive(
+    mut client: Client,
+    socket: UdpSocket,
+    provider: SocketAddr,
+    commands: Receiver<ClientCommand>,
+    output: Sender<ClientOutput>,
+    stop: Arc<AtomicBool>,
+) {
+    let epoch = Instant::now();
+    let now_us = || epoch.elapsed().as_micros() as u64;
+    let mut buf = vec![0u8; client.max_datagram_len() + 1];
+    let mut inb = vec![0u8; 65_536];
+    while !stop.load(Ordering::SeqCst) {
+        while let Ok(ClientCommand::Send { to, message }) = commands.try_recv() {
+            let _ = output.send(ClientOutput::Queued(client.send(to, &message)));
+        }
+        let now = now_us();
+        if client.poll_timeout().is_some_and(|t| t <= now) {
+            client.handle_timeout(now);
+        }
+        while let Some(t) = client.poll_transmit(now, &mut buf) {
+            let _ = socket.send_to(&buf[..t.len], provider);
+        }
+        while let Some(e) = client.poll_event() {
+            let _ = output.send(ClientOutput::Event(e));
+        }
+        let wait = client.poll_timeout().map_or(MAX_WAIT, |t| {
+            Duration::from_micros(t.saturating_sub(now_us()))
+        });
+        let _ = socket.set_read_timeout(Some(wait.clamp(Duration::from_micros(100), MAX_WAIT)));
+        if let Ok((n, from)) = socket.recv_from(&mut inb)
+            && from == provider
+        {
+            let provider_id = client.provider();
+            client.handle_datagram(now_us(), provider_id, &inb[..n]);
+        }
+    }
+    let _ = output.send(ClientOutput::Stopped(client.stats()));
+}

@@ -1,0 +1,146 @@
+//! Prometheus text exposition of a node's shard reports, served on a loopback port by a
+//! plain thread: off the packet path, reading the latest reports the control thread keeps.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+
+use loopix_core::drops::DropReason;
+use loopix_runtime::shard::ShardReport;
+
+/// What the metrics thread serves: the latest reports and figures derived from them.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub reports: Vec<ShardReport>,
+    /// Measured arrival rate of packets held on the wheels, per second.
+    pub held_rate_per_s: f64,
+    /// µ from the topology: the expected pool is `held_rate_per_s / mu_per_s` (Lemma 1).
+    pub mu_per_s: f64,
+}
+
+/// Renders the Prometheus text format.
+pub fn render(s: &Snapshot) -> String {
+    let mut out = String::new();
+    let mut family =
+        |name: &str, kind: &str, help: &str, rows: &mut dyn Iterator<Item = (String, f64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in rows {
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        };
+    let shard = |r: &ShardReport| format!("shard=\"{}\"", r.shard);
+    family(
+        "loopix_packets_in_total",
+        "counter",
+        "Datagrams received.",
+        &mut s.reports.iter().map(|r| (shard(r), r.core.received as f64)),
+    );
+    family(
+        "loopix_packets_out_total",
+        "counter",
+        "Datagrams sent.",
+        &mut s.reports.iter().map(|r| (shard(r), r.core.sent as f64)),
+    );
+    family(
+        "loopix_packets_dropped_total",
+        "counter",
+        "Datagrams dropped, by reason.",
+        &mut s.reports.iter().flat_map(|r| {
+            DropReason::ALL.iter().map(move |&d| {
+                (
+                    format!("{},reason=\"{}\"", shard(r), d.name()),
+                    r.core.drops.get(d) as f64,
+                )
+            })
+        }),
+    );
+    family(
+        "loopix_packets_ended_total",
+        "counter",
+        "Packets whose path ended here (loops back, drop cover, stored).",
+        &mut s.reports.iter().map(|r| (shard(r), r.core.ended as f64)),
+    );
+    family(
+        "loopix_pool_packets",
+        "gauge",
+        "Packets held on the timing wheel (the Poisson mix pool, queue depth).",
+        &mut s.reports.iter().map(|r| (shard(r), r.core.pending as f64)),
+    );
+    let total: u64 = s.reports.iter().map(|r| r.core.pending).sum();
+    let expected = if s.mu_per_s > 0.0 {
+        s.held_rate_per_s / s.mu_per_s
+    } else {
+        0.0
+    };
+    family(
+        "loopix_pool_packets_node",
+        "gauge",
+        "Packets held on all shards' wheels.",
+        &mut std::iter::once((String::new(), total as f64)),
+    );
+    family(
+        "loopix_pool_packets_expected",
+        "gauge",
+        "lambda/mu from the measured arrival rate (Lemma 1).",
+        &mut std::iter::once((String::new(), expected)),
+    );
+    family(
+        "loopix_delay_error_us_mean",
+        "gauge",
+        "Mean (actual hold - requested delay) over released packets, microseconds.",
+        &mut s.reports.iter().map(|r| {
+            (
+                shard(r),
+                r.core.delay_error_us_sum as f64 / r.core.released.max(1) as f64,
+            )
+        }),
+    );
+    family(
+        "loopix_loop_return_fraction",
+        "gauge",
+        "Share of this node's recent loops that came back (mixes).",
+        &mut s
+            .reports
+            .iter()
+            .filter_map(|r| r.core.loop_return_fraction.map(|f| (shard(r), f))),
+    );
+    family(
+        "loopix_strays_forwarded_total",
+        "counter",
+        "Datagrams handed to their owner shard.",
+        &mut s
+            .reports
+            .iter()
+            .map(|r| (shard(r), r.strays_forwarded as f64)),
+    );
+    family(
+        "loopix_unroutable_total",
+        "counter",
+        "Packets for an id with no known address.",
+        &mut s.reports.iter().map(|r| (shard(r), r.unroutable as f64)),
+    );
+    out
+}
+
+/// Serves `GET /metrics` on `addr` from `shared`, on a thread of its own.
+pub fn serve(addr: SocketAddr, shared: Arc<Mutex<Snapshot>>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let local = listener.local_addr()?;
+    std::thread::Builder::new().name("loopix-metrics".into()).spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut line = String::new();
+            let _ = BufReader::new(&stream).read_line(&mut line);
+            let body = match line.split_whitespace().nth(1) {
+                Some("/metrics") => Some(render(&shared.lock().map(|s| s.clone()).unwrap_or_default())),
+                _ => None,
+            };
+            let mut stream = stream;
+            let _ = match body {
+                Some(b) => write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}", b.len()),
+                None => write!(stream, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            };
+        }
+    })?;
+    Ok(local)
+}

@@ -1,0 +1,638 @@
+//! `loopix testnet`: a whole Loopix network on loopback, from nothing.
+//!
+//! Generates keys and a topology in a fresh directory, starts every mix and provider as
+//! its own `loopix node` process, runs the clients (in this process, each on its own
+//! thread and socket) exchanging real messages under cover traffic, and ends with a
+//! summary: real messages sent, delivered, lost, duplicated; end-to-end latency; packets
+//! and drops per node. Ctrl-C stops everything; child nodes also die with this process
+//! (PR_SET_PDEATHSIG), so none is left behind.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use loopix_core::client::{Client, ClientConfig, ClientEvent};
+use loopix_core::topology::{Role, Topology};
+use loopix_crypto::Address;
+use loopix_runtime::client_driver::{ClientOutput, RunningClient};
+use loopix_sim::network::{NetworkSpec, generate_toml};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+use serde::Serialize;
+
+/// Options of `loopix testnet`.
+#[derive(Args, Debug, Clone)]
+pub struct TestnetArgs {
+    /// Mix layers.
+    #[arg(long, default_value_t = 3)]
+    layers: u8,
+    /// Mixes in each layer.
+    #[arg(long, default_value_t = 2)]
+    mixes_per_layer: u32,
+    #[arg(long, default_value_t = 2)]
+    providers: u32,
+    #[arg(long, default_value_t = 10)]
+    clients: u32,
+    /// How long clients send real messages, in seconds.
+    #[arg(long, default_value_t = 30)]
+    duration_s: u64,
+    /// How long to wait after that for the last messages to arrive, in seconds.
+    #[arg(long, default_value_t = 20)]
+    drain_s: u64,
+    /// Mean seconds between one client's real messages.
+    #[arg(long, default_value_t = 2.0)]
+    message_interval_s: f64,
+    /// Shards per mix process.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// µ: each hop's delay is Exp(µ), mean 1/µ seconds.
+    #[arg(long, default_value_t = 20.0)]
+    mu_per_s: f64,
+    /// λP = λL = λD for every client.
+    #[arg(long, default_value_t = 2.0)]
+    lambda_per_s: f64,
+    /// λM for every mix.
+    #[arg(long, default_value_t = 2.0)]
+    mix_loop_per_s: f64,
+    #[arg(long, default_value_t = 5.0)]
+    poll_rate_per_s: f64,
+    #[arg(long, default_value_t = 4)]
+    poll_size: u16,
+    #[arg(long, default_value_t = loopix_crypto::DEFAULT_PAYLOAD_BYTES)]
+    payload_bytes: usize,
+    /// Where to put keys, configs, stores and logs (default: a new temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The end-of-run summary (`--json` prints it).
+#[derive(Serialize, Debug)]
+pub struct Summary {
+    pub sent_real: u64,
+    pub delivered_real: u64,
+    pub lost_real: u64,
+    pub duplicates: u64,
+    pub misdelivered: u64,
+    pub latency_ms: Latency,
+    pub nodes: Vec<NodeSummary>,
+    pub dir: String,
+    pub duration_s: u64,
+}
+
+#[derive(Serialize, Debug, Default)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Serialize, Debug, Default)]
+pub struct NodeSummary {
+    pub id: u64,
+    pub role: String,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub drops: BTreeMap<String, u64>,
+    pub exit_ok: bool,
+}
+
+/// Runs the network and prints the summary. Fails if any real message was lost or
+/// delivered twice, so `loopix testnet` doubles as a smoke test.
+pub fn run(args: &TestnetArgs) -> Result<(), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
+    }
+    let summary = run_network(args, &stop)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?
+        );
+    } else {
+        print_summary(&summary);
+    }
+    if summary.lost_real > 0 || summary.duplicates > 0 || summary.misdelivered > 0 {
+        return Err(format!(
+            "{} lost, {} duplicated, {} misdelivered real messages",
+            summary.lost_real, summary.duplicates, summary.misdelivered
+        ));
+    }
+    Ok(())
+}
+
+struct Layout {
+    dir: PathBuf,
+    topology: Topology,
+    node_addrs: BTreeMap<Address, SocketAddr>,
+    metrics: BTreeMap<Address, SocketAddr>,
+    client_keys: BTreeMap<Address, loopix_crypto::SecretKey>,
+}
+
+fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String> {
+    let layout = prepare(args)?;
+    let mut nodes = Nodes::spawn(&layout)?;
+    nodes.wait_ready(&layout, Duration::from_secs(20))?;
+    progress(
+        args,
+        &format!(
+            "network up: {} nodes in {}",
+            layout.node_addrs.len(),
+            layout.dir.display()
+        ),
+    );
+    let mut clients = start_clients(args, &layout)?;
+    let mut traffic = Traffic::default();
+    drive(args, &layout, &mut clients, &mut traffic, stop);
+    let node_stats = nodes.scrape(&layout);
+    for c in &mut clients {
+        c.stop();
+    }
+    let exits = nodes.stop();
+    Ok(traffic.summary(args, &layout, node_stats, exits))
+}
+
+/// Picks free loopback ports, writes keys, topology and node configs.
+fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!(
+            "loopix-testnet-{}-{}",
+            std::process::id(),
+            unix_ms()
+        )),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let spec = NetworkSpec {
+        layers: args.layers,
+        mixes_per_layer: args.mixes_per_layer,
+        providers: args.providers,
+        clients: args.clients,
+        payload_bytes: args.payload_bytes,
+        mu_per_s: args.mu_per_s,
+        lambda_payload_per_s: args.lambda_per_s,
+        lambda_loop_per_s: args.lambda_per_s,
+        lambda_drop_per_s: args.lambda_per_s,
+        lambda_mix_loop_per_s: args.mix_loop_per_s,
+        poll_size: args.poll_size,
+        poll_rate_per_s: args.poll_rate_per_s,
+    };
+    let node_count = (u64::from(args.layers) * u64::from(args.mixes_per_layer)
+        + u64::from(args.providers)) as usize;
+    let ports = free_udp_ports(node_count)?;
+    let ids = node_ids(&spec);
+    let node_addrs: BTreeMap<Address, SocketAddr> = ids.iter().copied().zip(ports).collect();
+    let mut seed = [0u8; 8];
+    getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
+    let (toml, mut secrets) = generate_toml(&spec, u64::from_le_bytes(seed), |id| {
+        node_addrs[&id].to_string()
+    });
+    let topology = Topology::from_toml(&toml).map_err(|e| format!("generated topology: {e}"))?;
+    write(&dir.join("topology.toml"), &toml)?;
+    let mut metrics = BTreeMap::new();
+    for n in &topology.nodes {
+        let key = secrets.remove(&n.id).ok_or("every node has a key")?;
+        let key_path = dir.join(format!("node-{}.key", n.id.0));
+        let _ = std::fs::remove_file(&key_path);
+        crate::keygen::write_secret(&key_path, &key)
+            .map_err(|e| format!("{}: {e}", key_path.display()))?;
+        let metrics_addr = free_tcp_port()?;
+        metrics.insert(n.id, metrics_addr);
+        let (shards, extra) = match n.role {
+            Role::Mix { .. } => (args.shards, String::new()),
+            Role::Provider => (1, format!("inbox_path = \"node-{}.redb\"\n", n.id.0)),
+        };
+        let config = format!(
+            "topology = \"topology.toml\"\nid = {}\nkey_file = \"node-{}.key\"\nshards = {shards}\nmetrics = \"{metrics_addr}\"\ngrace_ms = 1000\n{extra}",
+            n.id.0, n.id.0
+        );
+        write(&dir.join(format!("node-{}.toml", n.id.0)), &config)?;
+    }
+    Ok(Layout {
+        dir,
+        topology,
+        node_addrs,
+        metrics,
+        client_keys: secrets,
+    })
+}
+
+fn node_ids(spec: &NetworkSpec) -> Vec<Address> {
+    let mixes = u64::from(spec.layers) * u64::from(spec.mixes_per_layer);
+    let providers =
+        (0..u64::from(spec.providers)).map(|p| Address(loopix_sim::network::FIRST_PROVIDER + p));
+    (1..=mixes).map(Address).chain(providers).collect()
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Ports the kernel hands out for port 0, released again for the nodes to bind.
+fn free_udp_ports(n: usize) -> Result<Vec<SocketAddr>, String> {
+    let sockets: Vec<UdpSocket> = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    sockets
+        .iter()
+        .map(|s| s.local_addr().map_err(|e| e.to_string()))
+        .collect()
+}
+
+fn free_tcp_port() -> Result<SocketAddr, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map_err(|e| e.to_string())
+}
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// The node processes; stopped (SIGTERM, then SIGKILL) when dropped.
+struct Nodes {
+    children: Vec<(Address, Child)>,
+}
+
+impl Nodes {
+    fn spawn(layout: &Layout) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut nodes = Self {
+            children: Vec::new(),
+        };
+        for id in layout.node_addrs.keys() {
+            let config = layout.dir.join(format!("node-{}.toml", id.0));
+            let log = std::fs::File::create(layout.dir.join(format!("node-{}.log", id.0)))
+                .map_err(|e| e.to_string())?;
+            let mut cmd = Command::new(&exe);
+            cmd.arg("node")
+                .arg("--config")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log);
+            // SAFETY: prctl is async-signal-safe; the child dies with this process.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+            let child = cmd
+                .spawn()
+                .map_err(|e| format!("starting node {}: {e}", id.0))?;
+            nodes.children.push((*id, child));
+        }
+        Ok(nodes)
+    }
+
+    /// Waits until every node answers on its metrics port.
+    fn wait_ready(&mut self, layout: &Layout, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        for (id, addr) in &layout.metrics {
+            while scrape(*addr).is_none() {
+                if let Some((_, c)) = self.children.iter_mut().find(|(i, _)| i == id)
+                    && let Ok(Some(status)) = c.try_wait()
+                {
+                    return Err(format!(
+                        "node {} exited: {status}; see {}",
+                        id.0,
+                        layout.dir.join(format!("node-{}.log", id.0)).display()
+                    ));
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("node {} did not come up", id.0));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    fn scrape(&self, layout: &Layout) -> BTreeMap<Address, NodeSummary> {
+        let mut out = BTreeMap::new();
+        for n in &layout.topology.nodes {
+            let role = match n.role {
+                Role::Mix { layer } => format!("mix-{layer}"),
+                Role::Provider => "provider".into(),
+            };
+            let mut s = NodeSummary {
+                id: n.id.0,
+                role,
+                ..Default::default()
+            };
+            if let Some(text) = layout.metrics.get(&n.id).and_then(|a| scrape(*a)) {
+                fill_from_metrics(&mut s, &text);
+            }
+            out.insert(n.id, s);
+        }
+        out
+    }
+
+    /// SIGTERM to all, then waits (SIGKILL after 10 s); returns who exited cleanly.
+    fn stop(&mut self) -> BTreeSet<Address> {
+        for (_, c) in &self.children {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut ok = BTreeSet::new();
+        for (id, c) in &mut self.children {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(status)) => {
+                        if status.success() {
+                            ok.insert(*id);
+                        }
+                        break;
+                    }
+                    _ if Instant::now() > deadline => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+        self.children.clear();
+        ok
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// GET /metrics, or `None` if the node does not answer.
+fn scrape(addr: SocketAddr) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: loopix\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let body = text.split_once("\r\n\r\n")?.1;
+    Some(body.to_string())
+}
+
+/// Sums a node's shard metrics into its summary.
+fn fill_from_metrics(s: &mut NodeSummary, text: &str) {
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name_labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let value = value.parse::<f64>().unwrap_or(0.0) as u64;
+        let (name, labels) = name_labels.split_once('{').unwrap_or((name_labels, ""));
+        match name {
+            "loopix_packets_in_total" => s.packets_in += value,
+            "loopix_packets_out_total" => s.packets_out += value,
+            "loopix_packets_dropped_total" if value > 0 => {
+                let reason = labels
+                    .split("reason=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or("?");
+                *s.drops.entry(reason.to_string()).or_default() += value;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn start_clients(args: &TestnetArgs, layout: &Layout) -> Result<Vec<RunningClient>, String> {
+    let mut out = Vec::new();
+    for (i, (id, key)) in layout.client_keys.iter().enumerate() {
+        let provider = layout
+            .topology
+            .client(*id)
+            .ok_or("client in topology")?
+            .provider;
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
+        let config = ClientConfig {
+            id: *id,
+            key: key.clone(),
+            max_buffered_fragments: 10_000,
+            seed,
+        };
+        let client = Client::new(&layout.topology, config).map_err(|e| format!("{e:?}"))?;
+        let bind: SocketAddr = "127.0.0.1:0".parse().map_err(|_| "addr")?;
+        let running = RunningClient::start(client, bind, layout.node_addrs[&provider])
+            .map_err(|e| e.to_string())?;
+        out.push(running);
+        let _ = (i, args);
+    }
+    Ok(out)
+}
+
+/// Real messages in flight and what became of them.
+#[derive(Default)]
+struct Traffic {
+    /// Queued messages: sender, recipient, queue time, content.
+    sent: BTreeMap<u64, (Address, Address, Instant, Vec<u8>)>,
+    delivered: BTreeMap<u64, u32>,
+    misdelivered: u64,
+    latencies_ms: Vec<f64>,
+    pending_queue: BTreeMap<Address, Vec<(Address, Instant, Vec<u8>)>>,
+}
+
+fn drive(
+    args: &TestnetArgs,
+    layout: &Layout,
+    clients: &mut [RunningClient],
+    t: &mut Traffic,
+    stop: &AtomicBool,
+) {
+    let mut rng = ChaCha20Rng::seed_from_u64(unix_ms() as u64);
+    let ids: Vec<Address> = clients.iter().map(|c| c.id).collect();
+    let start = Instant::now();
+    let send_until = start + Duration::from_secs(args.duration_s);
+    let drain_until = send_until + Duration::from_secs(args.drain_s);
+    let mut next_send: Vec<Instant> = ids
+        .iter()
+        .map(|_| start + exp(&mut rng, args.message_interval_s))
+        .collect();
+    let mut last_progress = start;
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        if now >= drain_until || (now >= send_until && t.delivered.len() == t.sent.len()) {
+            break;
+        }
+        for (i, c) in clients.iter().enumerate() {
+            if now < send_until && now >= next_send[i] {
+                let to =
+                    ids[(i + 1 + (rng.next_u64() as usize % (ids.len() - 1).max(1))) % ids.len()];
+                n += 1;
+                let message = format!("message {n} from {} to {}", c.id.0, to.0).into_bytes();
+                t.pending_queue
+                    .entry(c.id)
+                    .or_default()
+                    .push((to, now, message.clone()));
+                c.send(to, message);
+                next_send[i] = now + exp(&mut rng, args.message_interval_s);
+            }
+        }
+        for c in clients.iter() {
+            collect(c, t);
+        }
+        if now.duration_since(last_progress) >= Duration::from_secs(5) {
+            last_progress = now;
+            let phase = if now < send_until {
+                "sending"
+            } else {
+                "draining"
+            };
+            progress(
+                args,
+                &format!(
+                    "{:>4.0} s {phase}: {} real messages sent, {} delivered",
+                    now.duration_since(start).as_secs_f64(),
+                    t.sent.len(),
+                    t.delivered.len()
+                ),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = layout;
+}
+
+/// Takes a client's outputs: queue answers and deliveries.
+fn collect(c: &RunningClient, t: &mut Traffic) {
+    while let Ok(out) = c.output.try_recv() {
+        match out {
+            ClientOutput::Queued(Ok(msg_id)) => {
+                let q = t.pending_queue.entry(c.id).or_default();
+                if !q.is_empty() {
+                    let (to, at, content) = q.remove(0);
+                    t.sent.insert(msg_id, (c.id, to, at, content));
+                }
+            }
+            ClientOutput::Queued(Err(_)) => {
+                t.pending_queue.entry(c.id).or_default().remove(0);
+            }
+            ClientOutput::Event(ClientEvent::Delivered {
+                msg_id, message, ..
+            }) => match t.sent.get(&msg_id) {
+                Some((_, to, at, content)) if *to == c.id && *content == message => {
+                    if t.delivered.insert(msg_id, 1).is_none() {
+                        t.latencies_ms.push(at.elapsed().as_secs_f64() * 1e3);
+                    } else if let Some(n) = t.delivered.get_mut(&msg_id) {
+                        *n += 1;
+                    }
+                }
+                _ => t.misdelivered += 1,
+            },
+            _ => {}
+        }
+    }
+}
+
+impl Traffic {
+    fn summary(
+        mut self,
+        args: &TestnetArgs,
+        layout: &Layout,
+        nodes: BTreeMap<Address, NodeSummary>,
+        exits: BTreeSet<Address>,
+    ) -> Summary {
+        self.latencies_ms.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            let v = &self.latencies_ms;
+            if v.is_empty() {
+                0.0
+            } else {
+                v[((v.len() - 1) as f64 * p).round() as usize]
+            }
+        };
+        let nodes = nodes
+            .into_iter()
+            .map(|(id, mut s)| {
+                s.exit_ok = exits.contains(&id);
+                s
+            })
+            .collect();
+        let sent = self.sent.len() as u64;
+        let delivered = self.delivered.len() as u64;
+        Summary {
+            sent_real: sent,
+            delivered_real: delivered,
+            lost_real: sent - delivered,
+            duplicates: self.delivered.values().map(|&n| u64::from(n - 1)).sum(),
+            misdelivered: self.misdelivered,
+            latency_ms: Latency {
+                p50: pct(0.5),
+                p99: pct(0.99),
+                max: pct(1.0),
+            },
+            nodes,
+            dir: layout.dir.display().to_string(),
+            duration_s: args.duration_s,
+        }
+    }
+}
+
+fn exp(rng: &mut ChaCha20Rng, mean_s: f64) -> Duration {
+    let us = loopix_core::rate::exp_us(rng, 1.0 / mean_s.max(1e-6)).unwrap_or(0);
+    Duration::from_micros(us)
+}
+
+fn progress(args: &TestnetArgs, line: &str) {
+    let _ = args;
+    eprintln!("testnet: {line}");
+}
+
+fn print_summary(s: &Summary) {
+    println!(
+        "loopix testnet: {} s of traffic, files in {}",
+        s.duration_s, s.dir
+    );
+    println!(
+        "real messages: {} sent, {} delivered, {} lost, {} duplicated, {} misdelivered",
+        s.sent_real, s.delivered_real, s.lost_real, s.duplicates, s.misdelivered
+    );
+    println!(
+        "end-to-end latency (queued -> delivered): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        s.latency_ms.p50, s.latency_ms.p99, s.latency_ms.max
+    );
+    println!(
+        "\n{:>6} {:<9} {:>10} {:>10}  drops",
+        "node", "role", "in", "out"
+    );
+    for n in &s.nodes {
+        let drops: Vec<String> = n.drops.iter().map(|(r, c)| format!("{r}={c}")).collect();
+        let exit = if n.exit_ok {
+            ""
+        } else {
+            "  (did not exit cleanly)"
+        };
+        println!(
+            "{:>6} {:<9} {:>10} {:>10}  {}{exit}",
+            n.id,
+            n.role,
+            n.packets_in,
+            n.packets_out,
+            if drops.is_empty() {
+                "none".into()
+            } else {
+                drops.join(" ")
+            }
+        );
+    }
+}
