@@ -1,5 +1,6 @@
 //! `loopix`: the command-line front end of the loopix mix engine.
 
+mod client;
 mod keygen;
 mod logging;
 mod measure;
@@ -29,6 +30,8 @@ enum Cmd {
     Keygen(keygen::KeygenArgs),
     /// Run a mix or a provider from its configuration file.
     Node(node::NodeArgs),
+    /// Run clients: send messages, print what arrives, cover traffic always on.
+    Client(client::ClientArgs),
     /// Run a whole network on loopback and report on it (the default main job).
     Testnet(testnet::TestnetArgs),
 }
@@ -40,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Keygen(args) => keygen::run(args),
         Cmd::Node(args) => node::run(args),
         Cmd::Testnet(args) => testnet::run(args),
+        Cmd::Client(args) => client::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -106,6 +106,15 @@ pub fn render(s: &Snapshot) -> String {
             .filter_map(|r| r.core.loop_return_fraction.map(|f| (shard(r), f))),
     );
     family(
+        "loopix_inbox_packets",
+        "gauge",
+        "Providers: packets waiting in client inboxes (durable).",
+        &mut s
+            .reports
+            .iter()
+            .map(|r| (shard(r), r.core.inbox_packets as f64)),
+    );
+    family(
         "loopix_strays_forwarded_total",
         "counter",
         "Datagrams handed to their owner shard.",

@@ -138,7 +138,7 @@ fn serve_until_signal(cfg: &NodeConfig, mut node: Node) -> Result<(), String> {
     let (mut last_held, mut last_at) = (0u64, Instant::now());
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
-        let reports = node.reports().to_vec();
+        let reports = node.reports();
         let held: u64 = reports
             .iter()
             .map(|r| r.core.released + r.core.pending)

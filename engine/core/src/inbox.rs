@@ -22,6 +22,8 @@ pub trait InboxStore {
     fn ack(&mut self, client: Address, id: u64) -> bool;
     /// Packets waiting for `client`.
     fn len(&self, client: Address) -> usize;
+    /// Packets waiting in all inboxes.
+    fn total(&self) -> usize;
     /// Makes every store and ack so far durable. Stores that are not yet durable are not
     /// handed out, so a crash can lose only packets no client has seen.
     fn flush(&mut self) -> Result<(), String> {
@@ -90,6 +92,10 @@ impl InboxStore for MemoryInbox {
 
     fn len(&self, client: Address) -> usize {
         self.inboxes.get(&client).map_or(0, VecDeque::len)
+    }
+
+    fn total(&self) -> usize {
+        self.inboxes.values().map(VecDeque::len).sum()
     }
 }
 

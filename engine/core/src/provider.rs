@@ -149,6 +149,11 @@ impl<S: InboxStore> Provider<S> {
         self.inbox.len(client)
     }
 
+    /// Packets waiting in all inboxes.
+    pub fn inbox_total(&self) -> usize {
+        self.inbox.total()
+    }
+
     /// The inbox store (for the runtime to flush it).
     pub fn inbox(&mut self) -> &mut S {
         &mut self.inbox

@@ -25,6 +25,8 @@ pub struct CoreReport {
     /// Sum of (actual hold - requested delay) over released packets, µs.
     pub delay_error_us_sum: u64,
     pub released: u64,
+    /// Providers: packets waiting in inboxes.
+    pub inbox_packets: u64,
 }
 
 /// A core a shard can drive.
@@ -63,6 +65,7 @@ impl ShardCore for Mix {
             loop_return_fraction: self.loop_return_fraction(now_us),
             delay_error_us_sum: s.hop.delay_error_us_sum,
             released: s.hop.released,
+            inbox_packets: 0,
         }
     }
 }
@@ -85,6 +88,7 @@ impl<S: InboxStore> ShardCore for Provider<S> {
             loop_return_fraction: None,
             delay_error_us_sum: s.hop.delay_error_us_sum,
             released: s.hop.released,
+            inbox_packets: self.inbox_total() as u64,
         }
     }
 

@@ -6,6 +6,8 @@
 //! not per packet. Polls read only committed packets, so nothing is handed out before it is
 //! durable.
 //!
+//! Counts (`len`, `total`) are of committed packets only.
+//!
 //! Tables: `inbox` maps (client, sequence) to id ‖ packet, oldest first per client;
 //! `ids` maps (client, id) to its sequence, for reads and acks by id.
 
@@ -58,11 +60,6 @@ impl DurableInbox {
         })
     }
 
-    /// Packets stored in all inboxes (committed or not).
-    pub fn total(&self) -> usize {
-        self.counts.values().sum()
-    }
-
     fn commit(&mut self) -> Result<(), redb::Error> {
         let tx = self.db.begin_write()?;
         {
@@ -75,6 +72,7 @@ impl DurableInbox {
                 inbox.insert((client.0, self.next_seq), value.as_slice())?;
                 ids.insert((client.0, id), self.next_seq)?;
                 self.next_seq += 1;
+                *self.counts.entry(client).or_default() += 1;
             }
             for (client, id) in self.acks.drain(..) {
                 let seq = ids.remove((client.0, id))?.map(|g| g.value());
@@ -122,11 +120,10 @@ impl DurableInbox {
 
 impl InboxStore for DurableInbox {
     fn store(&mut self, client: Address, id: u64, packet: &[u8]) -> Result<(), InboxFull> {
-        let n = self.counts.entry(client).or_default();
-        if *n >= self.max_per_client {
+        let buffered = self.stores.iter().filter(|(c, _, _)| *c == client).count();
+        if self.len(client) + buffered >= self.max_per_client {
             return Err(InboxFull);
         }
-        *n += 1;
         self.stores.push((client, id, packet.into()));
         Ok(())
     }
@@ -158,6 +155,10 @@ impl InboxStore for DurableInbox {
 
     fn len(&self, client: Address) -> usize {
         self.counts.get(&client).copied().unwrap_or(0)
+    }
+
+    fn total(&self) -> usize {
+        self.counts.values().sum()
     }
 
     fn flush(&mut self) -> Result<(), String> {
@@ -195,6 +196,11 @@ mod tests {
             s.store(c, 102, b"lost!").unwrap(); // never flushed: as if killed now
         }
         let mut s = DurableInbox::open(&path, 10).unwrap();
+        assert_eq!(
+            (s.len(c), s.total()),
+            (2, 2),
+            "counts rebuilt from the store"
+        );
         let mut ids = Vec::new();
         s.oldest(c, 5, &mut ids);
         assert_eq!(ids, vec![100, 101]);

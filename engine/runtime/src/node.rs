@@ -30,7 +30,8 @@ pub struct NodeLayout {
 pub struct Node {
     controls: Vec<Sender<Control>>,
     reports: Receiver<ShardReport>,
-    latest: Vec<ShardReport>,
+    /// The newest report of each shard, once it has sent one.
+    latest: Vec<Option<ShardReport>>,
     threads: Vec<ExecutorJoinHandle<()>>,
     pub local_addr: SocketAddr,
 }
@@ -77,12 +78,7 @@ impl Node {
                 .map_err(|e| io::Error::other(e.to_string()))?;
             threads.push(handle);
         }
-        let latest = (0..layout.shards)
-            .map(|shard| ShardReport {
-                shard,
-                ..Default::default()
-            })
-            .collect();
+        let latest = vec![None; layout.shards];
         Ok(Self {
             controls,
             reports,
@@ -92,18 +88,18 @@ impl Node {
         })
     }
 
-    /// The newest report of every shard (collecting what has arrived).
-    pub fn reports(&mut self) -> &[ShardReport] {
+    /// The newest report of every shard that has reported (collecting what has arrived).
+    pub fn reports(&mut self) -> Vec<ShardReport> {
         while let Ok(r) = self.reports.try_recv() {
             if let Some(slot) = self.latest.get_mut(r.shard) {
-                *slot = r;
+                *slot = Some(r);
             }
         }
-        &self.latest
+        self.latest.iter().flatten().copied().collect()
     }
 
     /// Waits up to `timeout` for every shard to report once more; returns the reports.
-    pub fn fresh_reports(&mut self, timeout: Duration) -> &[ShardReport] {
+    pub fn fresh_reports(&mut self, timeout: Duration) -> Vec<ShardReport> {
         let deadline = Instant::now() + timeout;
         let mut seen = vec![false; self.latest.len()];
         while !seen.iter().all(|&s| s) {
@@ -114,13 +110,13 @@ impl Node {
                 Ok(r) => {
                     if let Some(slot) = self.latest.get_mut(r.shard) {
                         seen[r.shard] = true;
-                        *slot = r;
+                        *slot = Some(r);
                     }
                 }
                 Err(_) => break,
             }
         }
-        &self.latest
+        self.latest.iter().flatten().copied().collect()
     }
 
     /// Stops receiving, lets every shard send what its wheel holds (for at most `grace`),
@@ -132,6 +128,6 @@ impl Node {
         for t in std::mem::take(&mut self.threads) {
             let _ = t.join();
         }
-        self.reports().to_vec()
+        self.reports()
     }
 }

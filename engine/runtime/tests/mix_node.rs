@@ -164,7 +164,7 @@ impl Rig {
     fn totals(&mut self, received: u64) -> (Vec<ShardReport>, Totals) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let reports = self.node.fresh_reports(Duration::from_millis(300)).to_vec();
+            let reports = self.node.fresh_reports(Duration::from_millis(300));
             let t = Totals::of(&reports);
             if t.received >= received && t.pending == 0 || Instant::now() > deadline {
                 return (reports, t);

@@ -1,0 +1,160 @@
+//! `loopix client`: one or more clients against their provider, cover traffic always on.
+//! Sends the messages given (as arguments or lines on stdin) from the first client to a
+//! recipient, and prints every message the clients receive, one per line.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use loopix_core::client::{Client, ClientConfig, ClientEvent};
+use loopix_core::topology::Topology;
+use loopix_crypto::Address;
+use loopix_runtime::client_driver::{ClientOutput, RunningClient};
+
+use crate::keygen::read_secret;
+
+/// Options of `loopix client`.
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// The network's topology file.
+    #[arg(long)]
+    topology: PathBuf,
+    /// A client id from the topology (repeat for several clients).
+    #[arg(long = "id", required = true)]
+    ids: Vec<u64>,
+    /// The secret key file of each `--id`, in the same order.
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
+    /// Recipient of the messages sent by the first client.
+    #[arg(long)]
+    send_to: Option<u64>,
+    /// A message to send (repeat for several).
+    #[arg(long = "message")]
+    messages: Vec<String>,
+    /// Also send every line of standard input as a message.
+    #[arg(long)]
+    stdin: bool,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    duration_s: Option<u64>,
+    /// Stop once this many messages have been received.
+    #[arg(long)]
+    until_received: Option<usize>,
+    /// Print received messages as JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the clients.
+pub fn run(args: &ClientArgs) -> Result<(), String> {
+    if args.ids.len() != args.keys.len() {
+        return Err("give one --key per --id".into());
+    }
+    let text = std::fs::read_to_string(&args.topology)
+        .map_err(|e| format!("{}: {e}", args.topology.display()))?;
+    let topology =
+        Topology::from_toml(&text).map_err(|e| format!("{}: {e}", args.topology.display()))?;
+    let mut clients = start(args, &topology)?;
+    let mut to_send = args.messages.clone();
+    if args.stdin {
+        to_send.extend(std::io::stdin().lock().lines().map_while(Result::ok));
+    }
+    let mut unsent = Vec::new();
+    if let Some(to) = args.send_to {
+        for m in to_send {
+            clients[0].send(Address(to), m.into_bytes());
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
+    }
+    let deadline = args
+        .duration_s
+        .map(|s| Instant::now() + Duration::from_secs(s));
+    let mut received = 0;
+    while !stop.load(Ordering::SeqCst) {
+        if deadline.is_some_and(|d| Instant::now() >= d)
+            || args.until_received.is_some_and(|n| received >= n)
+        {
+            break;
+        }
+        for c in &clients {
+            while let Ok(out) = c.output.try_recv() {
+                match out {
+                    ClientOutput::Event(ClientEvent::Delivered {
+                        msg_id, message, ..
+                    }) => {
+                        received += 1;
+                        print_message(args.json, c.id, msg_id, &message);
+                    }
+                    ClientOutput::Queued(Err(e)) => unsent.push(format!("{e:?}")),
+                    _ => {}
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for c in &mut clients {
+        c.stop();
+    }
+    if unsent.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("not sent: {}", unsent.join(", ")))
+    }
+}
+
+fn start(args: &ClientArgs, topology: &Topology) -> Result<Vec<RunningClient>, String> {
+    let mut out = Vec::new();
+    for (id, key_path) in args.ids.iter().zip(&args.keys) {
+        let id = Address(*id);
+        let me = topology
+            .client(id)
+            .ok_or_else(|| format!("--id {}: not a client of the topology", id.0))?;
+        let key = read_secret(key_path)?;
+        if key.public_key() != me.public_key {
+            return Err(format!(
+                "--key {}: does not match client {}",
+                key_path.display(),
+                id.0
+            ));
+        }
+        let provider = topology
+            .node(me.provider)
+            .ok_or("client's provider")?
+            .address;
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
+        let config = ClientConfig {
+            id,
+            key,
+            max_buffered_fragments: 100_000,
+            seed,
+        };
+        let client = Client::new(topology, config).map_err(|e| format!("{e:?}"))?;
+        let bind: SocketAddr = if provider.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .map_err(|_| "addr")?;
+        out.push(RunningClient::start(client, bind, provider).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+fn print_message(json: bool, to: Address, msg_id: u64, message: &[u8]) {
+    let text = String::from_utf8_lossy(message);
+    if json {
+        let line = serde_json::json!({ "to": to.0, "msg_id": msg_id, "message": text });
+        println!("{line}");
+    } else {
+        println!("{}: {text}", to.0);
+    }
+}
