@@ -1,0 +1,69 @@
+//! End-to-end: Ctrl-C on `loopix testnet` stops every node it started; none is left over.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Dir, loopix};
+
+/// Pids of processes, other than `except`, whose command line mentions `needle`.
+fn processes_mentioning(needle: &str, except: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != except)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Kills the testnet if the test fails half-way, so a failure leaves nothing running.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ctrl_c_leaves_no_node_behind() {
+    let dir = Dir::new("interrupt");
+    let needle = format!("{}/node-", dir.0.to_str().unwrap());
+    let child = loopix()
+        .args(["testnet", "--duration-s", "60", "--dir"])
+        .arg(&dir.0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut testnet = Guard(child);
+    let pid = testnet.0.id();
+    let stderr = testnet.0.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    assert!(lines.any(|l| l.contains("network up")), "testnet came up");
+    assert_eq!(
+        processes_mentioning(&needle, pid).len(),
+        8,
+        "one process per node"
+    );
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while testnet.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "testnet did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        processes_mentioning(&needle, pid).is_empty(),
+        "orphaned nodes left behind"
+    );
+}
