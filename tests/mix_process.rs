@@ -1,0 +1,231 @@
+//! End-to-end: a mix as a `loopix node` process on 2 shards, fed over real UDP on 127.0.0.1
+//! by this test, which also plays the next hop (a socket named in the topology).
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::{Dir, NodeProcess, free_tcp, free_udp, metric, wait_metrics};
+use loopix_crypto::{Address, Command, Hop, Params, PublicKey, build};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+struct Rig {
+    _dir: Dir,
+    node: Option<NodeProcess>,
+    mix: SocketAddr,
+    metrics: SocketAddr,
+    sink: std::sync::mpsc::Receiver<Vec<u8>>,
+    keys: [PublicKey; 3],
+}
+
+fn pk(hex_text: &str) -> PublicKey {
+    let mut b = [0u8; 32];
+    hex::decode_to_slice(hex_text, &mut b).unwrap();
+    PublicKey::from_bytes(b).unwrap()
+}
+
+/// Mix 1 (2 shards) relays to mix 2, whose address is a socket of this test.
+fn rig(name: &str) -> Rig {
+    let dir = Dir::new(name);
+    let keys = ["m1.key", "m2.key", "p.key"].map(|k| dir.keygen(k));
+    let sink_socket = {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        s.set_recv_buffer_size(4 << 20).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        UdpSocket::from(s)
+    };
+    let (mix, metrics) = (free_udp(), free_tcp());
+    let topology = format!(
+        "[network]\nlayers = 2\nmu_per_s = 10.0\nlambda_payload_per_s = 0.0\nlambda_loop_per_s = 0.0\n\
+         lambda_drop_per_s = 0.0\nlambda_mix_loop_per_s = 0.0\npoll_size = 4\npoll_rate_per_s = 1.0\n\n\
+         [[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"{mix}\"\npublic_key = \"{}\"\n\n\
+         [[nodes]]\nid = 2\nrole = \"mix\"\nlayer = 2\naddress = \"{}\"\npublic_key = \"{}\"\n\n\
+         [[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"127.0.0.1:9\"\npublic_key = \"{}\"\n",
+        keys[0],
+        sink_socket.local_addr().unwrap(),
+        keys[1],
+        keys[2]
+    );
+    dir.write("topology.toml", &topology);
+    dir.write(
+        "mix.toml",
+        &format!("topology = \"topology.toml\"\nid = 1\nkey_file = \"m1.key\"\nshards = 2\nmetrics = \"{metrics}\"\n"),
+    );
+    let node = NodeProcess::start(&dir.path("mix.toml"), &dir.path("mix.log"));
+    assert!(
+        wait_metrics(metrics, Duration::from_secs(10), |t| t
+            .contains("shard=\"1\""))
+        .is_some()
+    );
+    let (tx, sink) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok(n) = sink_socket.recv(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    Rig {
+        _dir: dir,
+        node: Some(node),
+        mix,
+        metrics,
+        sink,
+        keys: keys.map(|k| pk(&k)),
+    }
+}
+
+impl Rig {
+    fn packet(&self, seed: u64) -> Vec<u8> {
+        let path = [
+            Hop {
+                key: self.keys[0],
+                command: Command::Relay {
+                    next: Address(2),
+                    delay_us: 1_000,
+                },
+            },
+            Hop {
+                key: self.keys[1],
+                command: Command::Relay {
+                    next: Address(1_000),
+                    delay_us: 0,
+                },
+            },
+            Hop {
+                key: self.keys[2],
+                command: Command::Drop,
+            },
+        ];
+        build(
+            &Params::default(),
+            &path,
+            b"",
+            &mut ChaCha20Rng::seed_from_u64(seed),
+        )
+        .unwrap()
+    }
+
+    /// Datagrams the next hop got within 5 s (stopping early at `n`), plus any that come
+    /// within 100 ms after.
+    fn forwarded(&self, n: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = 0;
+        while got < n {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            if self.sink.recv_timeout(left).is_err() {
+                break;
+            }
+            got += 1;
+        }
+        got + self.sink.try_iter().count()
+    }
+
+    /// The node's metrics once its shards together have received `n` datagrams.
+    fn metrics_after(&self, n: u64) -> String {
+        let seen = |t: &str| {
+            metric(t, "loopix_packets_in_total") >= n && metric(t, "loopix_pool_packets") == 0
+        };
+        wait_metrics(self.metrics, Duration::from_secs(10), seen)
+            .expect("the node accounts for every datagram")
+    }
+
+    fn stop(&mut self) {
+        assert!(self.node.take().unwrap().terminate(), "exit 0 on SIGTERM");
+    }
+}
+
+/// `loopix_packets_dropped_total` for one reason, over all shards.
+fn dropped(text: &str, reason: &str) -> u64 {
+    let tag = format!("reason=\"{reason}\"}}");
+    text.lines()
+        .filter(|l| l.starts_with("loopix_packets_dropped_total{") && l.contains(&tag))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn both_shards_work_and_the_counters_add_up() {
+    let mut rig = rig("mix-shards");
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let packets: Vec<Vec<u8>> = (0..300).map(|i| rig.packet(i)).collect();
+    for p in &packets {
+        sender.send_to(p, rig.mix).unwrap();
+    }
+    assert_eq!(rig.forwarded(300), 300);
+    let m = rig.metrics_after(300);
+    for shard in ["0", "1"] {
+        let line = format!("loopix_packets_in_total{{shard=\"{shard}\"}} ");
+        let n: f64 = m
+            .lines()
+            .find_map(|l| l.strip_prefix(&line)?.parse().ok())
+            .unwrap();
+        assert!(n > 50.0, "shard {shard} processed {n}");
+    }
+    let (inn, out) = (
+        metric(&m, "loopix_packets_in_total"),
+        metric(&m, "loopix_packets_out_total"),
+    );
+    let drops: u64 = ["malformed", "mac", "replay"]
+        .iter()
+        .map(|r| dropped(&m, r))
+        .sum();
+    assert_eq!(
+        (inn, out, drops),
+        (300, 300, 0),
+        "in = out + drops + pending (0)"
+    );
+    rig.stop();
+}
+
+#[test]
+fn a_packet_sent_from_two_ports_is_forwarded_once() {
+    let mut rig = rig("mix-replay");
+    let p = rig.packet(7);
+    for _ in 0..2 {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .send_to(&p, rig.mix)
+            .unwrap();
+    }
+    assert_eq!(rig.forwarded(1), 1);
+    let m = rig.metrics_after(2);
+    assert_eq!(
+        (
+            metric(&m, "loopix_packets_out_total"),
+            dropped(&m, "replay")
+        ),
+        (1, 1)
+    );
+    rig.stop();
+}
+
+#[test]
+fn random_datagrams_are_counted_and_valid_traffic_still_flows() {
+    let mut rig = rig("mix-garbage");
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    for burst in 1..=20u64 {
+        for _ in 0..500 {
+            let mut d = vec![0u8; 1 + (rng.next_u64() % 3_000) as usize];
+            rng.fill_bytes(&mut d);
+            sender.send_to(&d, rig.mix).unwrap();
+        }
+        rig.metrics_after(burst * 500); // paced, so no kernel buffer overflows
+    }
+    let m = rig.metrics_after(10_000);
+    let reasons = ["malformed", "invalid_group_element", "mac"];
+    assert_eq!(reasons.iter().map(|r| dropped(&m, r)).sum::<u64>(), 10_000);
+    assert_eq!(metric(&m, "loopix_packets_out_total"), 0);
+    for i in 0..50 {
+        sender.send_to(&rig.packet(100 + i), rig.mix).unwrap();
+    }
+    assert_eq!(rig.forwarded(50), 50);
+    rig.stop();
+}
