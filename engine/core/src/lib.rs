@@ -6,6 +6,7 @@ pub mod client;
 pub mod directory;
 pub mod drops;
 pub mod endpoint;
+pub mod field_error;
 pub mod hop;
 pub mod inbox;
 pub mod loops;

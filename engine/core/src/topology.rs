@@ -29,7 +29,6 @@
 //! public_key = "<64 hex digits>"
 //! ```
 
-use core::fmt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
@@ -85,31 +84,10 @@ pub struct Client {
 }
 
 /// A topology problem, naming the field it is in.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TopologyError {
-    /// Where: `network.layers`, `nodes[3].public_key`, ... (empty for TOML syntax errors,
-    /// whose message gives line and column).
-    pub field: String,
-    pub problem: String,
-}
-
-impl fmt::Display for TopologyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}", self.problem)
-        } else {
-            write!(f, "{}: {}", self.field, self.problem)
-        }
-    }
-}
-
-impl std::error::Error for TopologyError {}
+pub type TopologyError = crate::field_error::FieldError;
 
 fn err(field: impl Into<String>, problem: impl Into<String>) -> TopologyError {
-    TopologyError {
-        field: field.into(),
-        problem: problem.into(),
-    }
+    TopologyError::new(field, problem)
 }
 
 #[derive(Deserialize)]

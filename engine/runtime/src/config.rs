@@ -20,7 +20,6 @@
 //! inbox_per_client = 10000     # providers: packets kept per client
 //! ```
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -47,29 +46,10 @@ pub struct NodeConfig {
 }
 
 /// A configuration problem, naming the field.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    pub field: String,
-    pub problem: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}", self.problem)
-        } else {
-            write!(f, "{}: {}", self.field, self.problem)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
+pub type ConfigError = loopix_core::field_error::FieldError;
 
 fn err(field: &str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        problem: problem.into(),
-    }
+    ConfigError::new(field, problem)
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,35 @@
+//! The one error shape for configuration files: which field, and what is wrong with it.
+//! The topology and the node configuration both report through it, so an operator reads
+//! every problem the same way: `nodes[3].layer: must be in 1..=3`.
+
+use core::fmt;
+
+/// A problem in a configuration file, naming the offending field (empty for a syntax
+/// error, whose message carries line and column).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl FieldError {
+    /// A problem with `field`.
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.problem)
+        } else {
+            write!(f, "{}: {}", self.field, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for FieldError {}
