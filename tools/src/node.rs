@@ -121,11 +121,39 @@ fn start(cfg: &NodeConfig, key: SecretKey) -> Result<Node, String> {
     started.map_err(|e| format!("listen {}: {e}", cfg.listen))
 }
 
+/// SIGHUP: re-reads the key file (and the topology, for its key) and, if they agree,
+/// switches every shard to it. A mismatch is logged and the old key stays.
+fn reload_key(cfg: &NodeConfig, node: &Node, epoch: u64) {
+    let loaded = NodeConfig::load(&cfg.source).and_then(|fresh| {
+        let key = read_secret(&fresh.key_file)
+            .map_err(|e| loopix_core::field_error::FieldError::new("key_file", e))?;
+        if key.public_key() == fresh.node.public_key {
+            Ok(key)
+        } else {
+            Err(loopix_core::field_error::FieldError::new(
+                "key_file",
+                "does not match the topology's key",
+            ))
+        }
+    });
+    match loaded {
+        Ok(key) => {
+            node.rotate_key(&key, epoch);
+            tracing::info!(epoch, "key reloaded; replay sets start a new epoch");
+        }
+        Err(e) => tracing::error!(error = %e, "reload refused; keeping the current key"),
+    }
+}
+
 fn serve_until_signal(cfg: &NodeConfig, mut node: Node) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
     }
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .map_err(|e| e.to_string())?;
+    let mut epoch = 0;
     let shared = Arc::new(Mutex::new(Snapshot {
         mu_per_s: cfg.topology.network.mu_per_s,
         ..Snapshot::default()
@@ -138,6 +166,10 @@ fn serve_until_signal(cfg: &NodeConfig, mut node: Node) -> Result<(), String> {
     let (mut last_held, mut last_at) = (0u64, Instant::now());
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
+        if reload.swap(false, Ordering::SeqCst) {
+            epoch += 1;
+            reload_key(cfg, &node, epoch);
+        }
         let reports = node.reports();
         let held: u64 = reports
             .iter()

@@ -100,6 +100,12 @@ impl Mix {
         }
     }
 
+    /// Starts key epoch `epoch` under `key` (a new key published in the topology): later
+    /// packets are unwrapped with it and its replay set starts empty.
+    pub fn rotate_key(&mut self, key: SecretKey, epoch: u64) {
+        self.engine.rotate_key(key, epoch);
+    }
+
     /// Packets held now: the Poisson mix's pool (λ/µ on average, by Lemma 1).
     pub fn pool_size(&self) -> usize {
         self.engine.pending()

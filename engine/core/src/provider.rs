@@ -134,6 +134,11 @@ impl<S: InboxStore> Provider<S> {
         self.events.pop_front()
     }
 
+    /// Starts key epoch `epoch` under `key`; see [`crate::mix::Mix::rotate_key`].
+    pub fn rotate_key(&mut self, key: SecretKey, epoch: u64) {
+        self.engine.rotate_key(key, epoch);
+    }
+
     /// Packets held on the wheel.
     pub fn pending(&self) -> usize {
         self.engine.pending()

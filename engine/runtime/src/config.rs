@@ -32,6 +32,8 @@ use serde::Deserialize;
 /// A validated node configuration, with its topology loaded.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
+    /// The file this was loaded from (reloads read it again).
+    pub source: PathBuf,
     pub topology: Topology,
     pub node: Node,
     pub key_file: PathBuf,
@@ -111,7 +113,9 @@ impl NodeConfig {
         let text = std::fs::read_to_string(path)
             .map_err(|e| err("", format!("{}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, base)
+        let mut cfg = Self::parse(&text, base)?;
+        cfg.source = path.to_path_buf();
+        Ok(cfg)
     }
 
     /// Validates `text`, resolving relative paths against `base`.
@@ -148,6 +152,7 @@ impl NodeConfig {
             .transpose()?;
         let limits = raw.limits.validate()?;
         Ok(Self {
+            source: PathBuf::new(),
             topology,
             node,
             key_file: base.join(raw.key_file),

@@ -6,7 +6,7 @@ use loopix_core::endpoint::Endpoint;
 use loopix_core::inbox::InboxStore;
 use loopix_core::mix::Mix;
 use loopix_core::provider::Provider;
-use loopix_crypto::Address;
+use loopix_crypto::{Address, SecretKey};
 
 use crate::batch_io::BATCH;
 
@@ -41,6 +41,8 @@ pub trait ShardCore: Endpoint {
     }
     /// Makes stored state durable (a provider's inboxes); called every timer tick.
     fn flush_storage(&mut self) {}
+    /// Switches to a new key epoch.
+    fn rotate_key(&mut self, key: SecretKey, epoch: u64);
 }
 
 impl ShardCore for Mix {
@@ -52,6 +54,10 @@ impl ShardCore for Mix {
             }
             self.handle_datagrams(now_us, &refs[..chunk.len()]);
         }
+    }
+
+    fn rotate_key(&mut self, key: SecretKey, epoch: u64) {
+        Mix::rotate_key(self, key, epoch);
     }
 
     fn report(&self, now_us: u64) -> CoreReport {
@@ -94,6 +100,10 @@ impl<S: InboxStore> ShardCore for Provider<S> {
 
     fn claimed_sender(&self, bytes: &[u8]) -> Option<Address> {
         self.poll_client(bytes)
+    }
+
+    fn rotate_key(&mut self, key: SecretKey, epoch: u64) {
+        Provider::rotate_key(self, key, epoch);
     }
 
     fn flush_storage(&mut self) {

@@ -119,6 +119,16 @@ impl Node {
         self.latest.iter().flatten().copied().collect()
     }
 
+    /// Tells every shard to unwrap with `key` from now on (key epoch `epoch`).
+    pub fn rotate_key(&self, key: &loopix_crypto::SecretKey, epoch: u64) {
+        for c in &self.controls {
+            let _ = c.send(Control::RotateKey {
+                key: key.clone(),
+                epoch,
+            });
+        }
+    }
+
     /// Stops receiving, lets every shard send what its wheel holds (for at most `grace`),
     /// and waits for them; returns the final reports.
     pub fn shutdown(mut self, grace: Duration) -> Vec<ShardReport> {

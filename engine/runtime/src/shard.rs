@@ -18,7 +18,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::UdpSocket;
 use glommio::timer::Timer;
-use loopix_crypto::Address;
+use loopix_crypto::{Address, SecretKey};
 
 use crate::batch_io::{BATCH, Batch};
 use crate::cores::{CoreReport, ShardCore};
@@ -31,10 +31,12 @@ const TICK: Duration = Duration::from_millis(10);
 const REPORT_EVERY: Duration = Duration::from_millis(100);
 
 /// Sent to a shard by the control thread.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Control {
     /// Stop receiving; send what the wheel holds when it is due, for at most `grace`; exit.
     Shutdown { grace: Duration },
+    /// Reload: unwrap with `key` from now on (key epoch `epoch`, empty replay set).
+    RotateKey { key: SecretKey, epoch: u64 },
 }
 
 /// A datagram that reached the wrong shard, on its way to its owner.
@@ -51,6 +53,8 @@ pub struct ShardReport {
     pub core: CoreReport,
     pub strays_forwarded: u64,
     pub unroutable: u64,
+    /// The key epoch the shard unwraps under.
+    pub key_epoch: u64,
     /// The last report, sent as the shard exits.
     pub last: bool,
 }
@@ -84,6 +88,7 @@ struct State<C> {
     strays_out: Vec<Sender<Stray>>,
     strays_forwarded: u64,
     unroutable: u64,
+    key_epoch: u64,
 }
 
 impl<C: ShardCore> State<C> {
@@ -155,6 +160,7 @@ impl<C: ShardCore> State<C> {
             core: self.core.report(self.now_us()),
             strays_forwarded: self.strays_forwarded,
             unroutable: self.unroutable,
+            key_epoch: self.key_epoch,
             last,
         }
     }
@@ -188,6 +194,7 @@ pub async fn run<C: ShardCore + 'static>(setup: ShardSetup<C>) {
         strays_out: setup.strays_out,
         strays_forwarded: 0,
         unroutable: 0,
+        key_epoch: 0,
     }));
     let stopping = Rc::new(Cell::new(false));
     let (wake_tx, wake_rx) = local_channel::new_bounded(1);
@@ -248,6 +255,11 @@ async fn timer_loop<C: ShardCore>(
         flush(&st, &socket, &mut out).await;
         st.borrow_mut().core.flush_storage();
         match control.try_recv() {
+            Ok(Control::RotateKey { key, epoch }) => {
+                let mut st = st.borrow_mut();
+                st.core.rotate_key(key, epoch);
+                st.key_epoch = epoch;
+            }
             Ok(Control::Shutdown { grace }) => {
                 stopping.set(true);
                 deadline = Some(Instant::now() + grace);

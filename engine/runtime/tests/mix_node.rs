@@ -110,10 +110,14 @@ fn rig() -> Rig {
 
 impl Rig {
     fn packet(&self, seed: u64) -> Vec<u8> {
+        self.packet_for(self.topology.public_keys()[&MIX], seed)
+    }
+
+    fn packet_for(&self, mix_key: loopix_crypto::PublicKey, seed: u64) -> Vec<u8> {
         let keys = self.topology.public_keys();
         let path = [
             Hop {
-                key: keys[&MIX],
+                key: mix_key,
                 command: Command::Relay {
                     next: NEXT,
                     delay_us: 2_000,
@@ -268,5 +272,47 @@ fn random_datagrams_are_dropped_and_counted_and_valid_traffic_still_flows() {
             .unwrap();
     }
     assert_eq!(rig.collect(50).len(), 50);
+    rig.node.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn after_a_key_rotation_only_packets_for_the_new_key_pass() {
+    let mut rig = rig();
+    let new_key = SecretKey::generate(&mut ChaCha20Rng::seed_from_u64(77));
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender.send_to(&rig.packet(1), rig.node.local_addr).unwrap();
+    assert_eq!(rig.collect(1).len(), 1, "old key works before the rotation");
+    rig.node.rotate_key(&new_key, 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !rig
+        .node
+        .fresh_reports(Duration::from_millis(300))
+        .iter()
+        .all(|r| r.key_epoch == 1)
+    {
+        assert!(Instant::now() < deadline, "shards did not rotate");
+    }
+    for i in 0..20 {
+        sender
+            .send_to(&rig.packet(100 + i), rig.node.local_addr)
+            .unwrap();
+        sender
+            .send_to(
+                &rig.packet_for(new_key.public_key(), 200 + i),
+                rig.node.local_addr,
+            )
+            .unwrap();
+    }
+    assert_eq!(
+        rig.collect(20).len(),
+        20,
+        "only the new key's packets are forwarded"
+    );
+    let (reports, t) = rig.totals(41);
+    let macs: u64 = reports
+        .iter()
+        .map(|r| r.core.drops.get(DropReason::Mac))
+        .sum();
+    assert_eq!((t.sent, macs), (21, 20));
     rig.node.shutdown(Duration::from_secs(1));
 }
