@@ -15,7 +15,8 @@ use crate::command::Command;
 use crate::keys::{HopKeys, PublicKey, random_scalar};
 use crate::lioness;
 use crate::params::{
-    ALPHA_LEN, BETA_LEN, COMMAND_LEN, HEADER_LEN, MAX_HOPS, PAYLOAD_TAG_LEN, Params, ROUTING_LEN,
+    ALPHA_LEN, BETA_LEN, COMMAND_LEN, HEADER_LEN, MAC_LEN, MAX_HOPS, PAYLOAD_TAG_LEN, Params,
+    ROUTING_LEN,
 };
 use crate::primitives::{aes_ctr_xor, compress, header_mac, mul, xor};
 
@@ -87,14 +88,27 @@ pub fn build_into<R: CryptoRng + ?Sized>(
     rng: &mut R,
     out: &mut [u8],
 ) -> Result<(), BuildError> {
+    build_into_traced(params, path, payload, rng, out).map(|_| ())
+}
+
+/// [`build_into`], also returning the MAC the second hop will check. It is the last
+/// [`MAC_LEN`] bytes of the header the first hop forwards, so a load generator that plays
+/// the second hop recognises each of its packets without holding any key.
+pub fn build_into_traced<R: CryptoRng + ?Sized>(
+    params: &Params,
+    path: &[Hop],
+    payload: &[u8],
+    rng: &mut R,
+    out: &mut [u8],
+) -> Result<[u8; MAC_LEN], BuildError> {
     check(params, path, payload, out.len())?;
     let mut keys: [HopKeys; MAX_HOPS] = Default::default();
     let alpha = derive_path_keys(path, &mut keys, rng);
     let (header, body) = out.split_at_mut(HEADER_LEN);
     header[..ALPHA_LEN].copy_from_slice(&alpha);
-    write_routing(path, &keys[..path.len()], rng, &mut header[ALPHA_LEN..]);
+    let second_hop_mac = write_routing(path, &keys[..path.len()], rng, &mut header[ALPHA_LEN..]);
     write_body(&keys[..path.len()], payload, body);
-    Ok(())
+    Ok(second_hop_mac)
 }
 
 /// Fills `out` with a dummy packet: a valid, random group element followed by random bytes.
@@ -158,12 +172,13 @@ fn header_keystream(k: &HopKeys) -> Zeroizing<[u8; BETA_LEN + ROUTING_LEN]> {
 }
 
 /// Writes β and γ for the first hop into `routing` (`BETA_LEN + MAC_LEN` bytes).
+/// Returns the MAC the second hop will check (zeros for a one-hop path).
 fn write_routing<R: CryptoRng + ?Sized>(
     path: &[Hop],
     keys: &[HopKeys],
     rng: &mut R,
     routing: &mut [u8],
-) {
+) -> [u8; MAC_LEN] {
     let n = path.len();
     let filler_len = (n - 1) * ROUTING_LEN;
     let head_len = BETA_LEN - filler_len;
@@ -176,7 +191,9 @@ fn write_routing<R: CryptoRng + ?Sized>(
     );
     filler(&keys[..n - 1], &mut beta[head_len..]);
     let mut gamma = header_mac(&keys[n - 1].header_mac, &beta);
+    let mut second_hop_mac = [0u8; MAC_LEN];
     for (hop, k) in path[..n - 1].iter().zip(&keys[..n - 1]).rev() {
+        second_hop_mac = gamma;
         beta.copy_within(..BETA_LEN - ROUTING_LEN, ROUTING_LEN);
         beta[..COMMAND_LEN].copy_from_slice(&hop.command.encode());
         beta[COMMAND_LEN..ROUTING_LEN].copy_from_slice(&gamma);
@@ -185,6 +202,7 @@ fn write_routing<R: CryptoRng + ?Sized>(
     }
     routing[..BETA_LEN].copy_from_slice(&beta);
     routing[BETA_LEN..].copy_from_slice(&gamma);
+    second_hop_mac
 }
 
 /// The Sphinx filler: the bytes the hops before the last will have appended to β by the

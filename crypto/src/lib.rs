@@ -42,7 +42,7 @@ pub mod params;
 pub mod primitives;
 pub mod process;
 
-pub use build::{BuildError, Hop, build, build_into, fill_dummy};
+pub use build::{BuildError, Hop, build, build_into, build_into_traced, fill_dummy};
 pub use command::{Address, Command, MalformedCommand};
 pub use keys::{HopKeys, InvalidKey, PublicKey, REPLAY_TAG_LEN, ReplayTag, SecretKey};
 pub use params::{DEFAULT_PAYLOAD_BYTES, HEADER_LEN, MAX_HOPS, Params, PayloadSizeError};

@@ -300,3 +300,13 @@ fn dummies_have_a_valid_group_element_and_fail_only_at_the_mac() {
         );
     }
 }
+
+#[test]
+fn the_traced_mac_is_what_the_first_hop_forwards_last_in_its_header() {
+    let params = Params::default();
+    let (procs, path) = network(41, 3, Command::Final);
+    let mut p = vec![0u8; params.packet_len()];
+    let mac = loopix_crypto::build_into_traced(&params, &path, b"t", &mut rng(42), &mut p).unwrap();
+    procs[0].process(&mut p).unwrap();
+    assert_eq!(&p[HEADER_LEN - 16..HEADER_LEN], &mac);
+}
