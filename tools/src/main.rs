@@ -2,9 +2,11 @@
 
 mod client;
 mod keygen;
+mod loadgen;
 mod logging;
 mod measure;
 mod metrics;
+mod metrics_client;
 mod node;
 mod speed;
 mod testnet;
@@ -32,6 +34,8 @@ enum Cmd {
     Node(node::NodeArgs),
     /// Run clients: send messages, print what arrives, cover traffic always on.
     Client(client::ClientArgs),
+    /// Offer open-loop load to one node and measure its hop.
+    Loadgen(loadgen::LoadgenArgs),
     /// Run a whole network on loopback and report on it (the default main job).
     Testnet(testnet::TestnetArgs),
 }
@@ -44,6 +48,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Node(args) => node::run(args),
         Cmd::Testnet(args) => testnet::run(args),
         Cmd::Client(args) => client::run(args),
+        Cmd::Loadgen(args) => loadgen::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

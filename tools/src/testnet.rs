@@ -8,8 +8,7 @@
 //! (PR_SET_PDEATHSIG), so none is left behind.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -302,7 +301,7 @@ impl Nodes {
     fn wait_ready(&mut self, layout: &Layout, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
         for (id, addr) in &layout.metrics {
-            while scrape(*addr).is_none() {
+            while crate::metrics_client::scrape(*addr).is_none() {
                 if let Some((_, c)) = self.children.iter_mut().find(|(i, _)| i == id)
                     && let Ok(Some(status)) = c.try_wait()
                 {
@@ -333,7 +332,11 @@ impl Nodes {
                 role,
                 ..Default::default()
             };
-            if let Some(text) = layout.metrics.get(&n.id).and_then(|a| scrape(*a)) {
+            if let Some(text) = layout
+                .metrics
+                .get(&n.id)
+                .and_then(|a| crate::metrics_client::scrape(*a))
+            {
                 fill_from_metrics(&mut s, &text);
             }
             out.insert(n.id, s);
@@ -378,35 +381,16 @@ impl Drop for Nodes {
     }
 }
 
-/// GET /metrics, or `None` if the node does not answer.
-fn scrape(addr: SocketAddr) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: loopix\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let body = text.split_once("\r\n\r\n")?.1;
-    Some(body.to_string())
-}
-
 /// Sums a node's shard metrics into its summary.
 fn fill_from_metrics(s: &mut NodeSummary, text: &str) {
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((name_labels, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let value = value.parse::<f64>().unwrap_or(0.0) as u64;
-        let (name, labels) = name_labels.split_once('{').unwrap_or((name_labels, ""));
+    use crate::metrics_client::{label, samples};
+    for (name, labels, value) in samples(text) {
+        let value = value as u64;
         match name {
             "loopix_packets_in_total" => s.packets_in += value,
             "loopix_packets_out_total" => s.packets_out += value,
             "loopix_packets_dropped_total" if value > 0 => {
-                let reason = labels
-                    .split("reason=\"")
-                    .nth(1)
-                    .and_then(|r| r.split('"').next())
-                    .unwrap_or("?");
+                let reason = label(labels, "reason").unwrap_or("?");
                 *s.drops.entry(reason.to_string()).or_default() += value;
             }
             _ => {}

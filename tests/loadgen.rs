@@ -1,0 +1,68 @@
+//! End-to-end: `loopix loadgen` against a 2-shard mix process measures the hop.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Dir, NodeProcess, free_tcp, free_udp, loopix, wait_metrics};
+
+#[test]
+fn loadgen_measures_a_node_without_loss_at_a_modest_rate() {
+    let dir = Dir::new("loadgen");
+    let keys = ["mix.key", "gen.key", "p.key"].map(|k| dir.keygen(k));
+    let (mix, generator, metrics) = (free_udp(), free_udp(), free_tcp());
+    dir.write(
+        "topology.toml",
+        &format!(
+            "[network]\nlayers = 2\nmu_per_s = 10.0\nlambda_payload_per_s = 0.0\nlambda_loop_per_s = 0.0\n\
+             lambda_drop_per_s = 0.0\nlambda_mix_loop_per_s = 0.0\npoll_size = 4\npoll_rate_per_s = 1.0\n\n\
+             [[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"{mix}\"\npublic_key = \"{}\"\n\n\
+             [[nodes]]\nid = 2\nrole = \"mix\"\nlayer = 2\naddress = \"{generator}\"\npublic_key = \"{}\"\n\n\
+             [[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"127.0.0.1:9\"\npublic_key = \"{}\"\n",
+            keys[0], keys[1], keys[2]
+        ),
+    );
+    dir.write(
+        "mix.toml",
+        &format!("topology = \"topology.toml\"\nid = 1\nkey_file = \"mix.key\"\nshards = 2\nmetrics = \"{metrics}\"\n"),
+    );
+    let node = NodeProcess::start(&dir.path("mix.toml"), &dir.path("mix.log"));
+    assert!(
+        wait_metrics(metrics, Duration::from_secs(10), |t| t
+            .contains("shard=\"1\""))
+        .is_some()
+    );
+    let out = loopix()
+        .args(["loadgen", "--topology"])
+        .arg(dir.path("topology.toml"))
+        .args([
+            "--target",
+            "1",
+            "--as",
+            "2",
+            "--rate",
+            "1000",
+            "--duration-s",
+            "2",
+            "--poisson",
+            "--json",
+        ])
+        .args(["--metrics", &metrics.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sent"], 2000);
+    assert_eq!(v["forwarded"], 2000, "{v:#}");
+    assert_eq!(v["loss"].as_f64(), Some(0.0));
+    let p50 = v["latency_us"]["p50"].as_f64().unwrap();
+    let p99 = v["latency_us"]["p99"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p99 >= p50 && v["latency_us"]["p999"].as_f64().unwrap() >= p99);
+    assert!(v["offered_pps"].as_f64().unwrap() > 900.0);
+    assert!(v["node_drops"].as_object().unwrap().is_empty(), "{v:#}");
+    assert!(node.terminate());
+}

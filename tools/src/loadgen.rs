@@ -1,0 +1,347 @@
+//! `loopix loadgen`: open-loop load against one running node, measuring the hop.
+//!
+//! The load generator plays a node of the topology (`--as`): it binds that node's address,
+//! prebuilds a pool of distinct packets whose first hop is the target and whose second hop
+//! is itself (relay with zero delay, so what it measures is the node's processing, not a
+//! mixing delay), then sends them at a constant or Poisson rate from a pinned thread. The
+//! node forwards each one back; the generator recognises it by the MAC the second hop would
+//! check (known from building, no key needed) and records the per-hop latency in an HDR
+//! histogram. Every packet in the pool is sent once: a second copy would be a replay.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use hdrhistogram::Histogram;
+use loopix_core::topology::Topology;
+use loopix_crypto::params::{HEADER_LEN, MAC_LEN};
+use loopix_crypto::{Address, Command, Hop, Params, build_into_traced};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+use serde::Serialize;
+
+/// Options of `loopix loadgen`.
+#[derive(Args, Debug, Clone)]
+pub struct LoadgenArgs {
+    /// The network's topology file.
+    #[arg(long)]
+    topology: PathBuf,
+    /// The node under load.
+    #[arg(long)]
+    target: u64,
+    /// The topology node the generator plays (it binds that node's address).
+    #[arg(long = "as")]
+    as_node: u64,
+    /// Packets per second offered.
+    #[arg(long, default_value_t = 1_000.0)]
+    rate: f64,
+    /// Poisson arrivals instead of constant spacing.
+    #[arg(long)]
+    poisson: bool,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 5.0)]
+    duration_s: f64,
+    /// Pin the sending thread to this CPU.
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// The target's metrics address, to report its drop counters.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `--json` prints.
+#[derive(Serialize, Debug)]
+pub struct LoadReport {
+    pub offered_pps: f64,
+    pub sent: u64,
+    pub forwarded: u64,
+    pub forwarded_pps: f64,
+    pub loss: f64,
+    pub latency_us: Percentiles,
+    pub duration_s: f64,
+    pub poisson: bool,
+    /// The target's drop counters during the run by reason, if `--metrics` was given.
+    pub node_drops: BTreeMap<String, u64>,
+}
+
+/// Per-hop latency percentiles, µs.
+#[derive(Serialize, Debug, Default)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+/// Runs the load and prints the report.
+pub fn run(args: &LoadgenArgs) -> Result<(), String> {
+    let report = measure(args)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!(
+            "offered {:.0} packets/s ({}), forwarded {:.0} packets/s, loss {:.3} %\nper-hop latency: p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us",
+            report.offered_pps,
+            if report.poisson {
+                "Poisson"
+            } else {
+                "constant"
+            },
+            report.forwarded_pps,
+            report.loss * 100.0,
+            report.latency_us.p50,
+            report.latency_us.p99,
+            report.latency_us.p999,
+            report.latency_us.max
+        );
+        for (reason, n) in &report.node_drops {
+            println!("node dropped {n} ({reason})");
+        }
+    }
+    Ok(())
+}
+
+/// The prebuilt packets and how to recognise each after one hop.
+struct Pool {
+    packets: Vec<Vec<u8>>,
+    by_mac: HashMap<[u8; MAC_LEN], u32>,
+}
+
+/// Sets up, runs and measures one load run.
+pub fn measure(args: &LoadgenArgs) -> Result<LoadReport, String> {
+    let text = std::fs::read_to_string(&args.topology)
+        .map_err(|e| format!("{}: {e}", args.topology.display()))?;
+    let topology =
+        Topology::from_toml(&text).map_err(|e| format!("{}: {e}", args.topology.display()))?;
+    let target = topology
+        .node(Address(args.target))
+        .ok_or("--target: not a node of the topology")?;
+    let me = topology
+        .node(Address(args.as_node))
+        .ok_or("--as: not a node of the topology")?;
+    if !(args.rate > 0.0 && args.duration_s > 0.0) {
+        return Err("--rate and --duration-s must be positive".into());
+    }
+    let socket = UdpSocket::bind(me.address).map_err(|e| format!("--as {}: {e}", me.address))?;
+    let count = (args.rate * args.duration_s).ceil() as usize;
+    let path = [
+        Hop {
+            key: target.public_key,
+            command: Command::Relay {
+                next: me.id,
+                delay_us: 0,
+            },
+        },
+        Hop {
+            key: me.public_key,
+            command: Command::Final,
+        },
+    ];
+    eprintln!("loadgen: building {count} packets");
+    let pool = build_pool(&topology.network.params, &path, count)?;
+    let drops_before = args.metrics.and_then(crate::metrics_client::drops);
+    let (sent, forwarded, hist) = blast(args, &socket, target.address, &pool)?;
+    let drops_after = args.metrics.and_then(crate::metrics_client::drops);
+    let node_drops = match (drops_before, drops_after) {
+        (Some(b), Some(a)) => a
+            .into_iter()
+            .map(|(k, v)| (k.clone(), v - b.get(&k).copied().unwrap_or(0)))
+            .filter(|(_, v)| *v > 0)
+            .collect(),
+        _ => Default::default(),
+    };
+    let q = |p: f64| hist.value_at_quantile(p) as f64 / 1e3;
+    Ok(LoadReport {
+        offered_pps: sent as f64 / args.duration_s,
+        sent,
+        forwarded,
+        forwarded_pps: forwarded as f64 / args.duration_s,
+        loss: if sent == 0 {
+            0.0
+        } else {
+            1.0 - forwarded as f64 / sent as f64
+        },
+        latency_us: Percentiles {
+            p50: q(0.5),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: hist.max() as f64 / 1e3,
+        },
+        duration_s: args.duration_s,
+        poisson: args.poisson,
+        node_drops,
+    })
+}
+
+/// Builds `count` distinct packets on every core.
+fn build_pool(params: &Params, path: &[Hop], count: usize) -> Result<Pool, String> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = count.div_ceil(threads).max(1);
+    let parts: Vec<Vec<(Vec<u8>, [u8; MAC_LEN])>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut seed = [0u8; 32];
+                    let _ = getrandom::fill(&mut seed);
+                    seed[0] ^= t as u8;
+                    let mut rng = ChaCha20Rng::from_seed(seed);
+                    let n = chunk.min(count.saturating_sub(t * chunk));
+                    (0..n)
+                        .filter_map(|_| {
+                            let mut p = vec![0u8; params.packet_len()];
+                            build_into_traced(params, path, b"loadgen", &mut rng, &mut p)
+                                .ok()
+                                .map(|m| (p, m))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let mut pool = Pool {
+        packets: Vec::with_capacity(count),
+        by_mac: HashMap::with_capacity(count),
+    };
+    for (p, mac) in parts.into_iter().flatten() {
+        pool.by_mac.insert(mac, pool.packets.len() as u32);
+        pool.packets.push(p);
+    }
+    if pool.packets.len() < count {
+        return Err("could not build the packet pool".into());
+    }
+    Ok(pool)
+}
+
+/// Sends the pool open-loop while a receiver thread times what comes back.
+fn blast(
+    args: &LoadgenArgs,
+    socket: &UdpSocket,
+    target: SocketAddr,
+    pool: &Pool,
+) -> Result<(u64, u64, Histogram<u64>), String> {
+    let sent_at: Arc<Vec<AtomicU64>> =
+        Arc::new((0..pool.packets.len()).map(|_| AtomicU64::new(0)).collect());
+    let done = Arc::new(AtomicBool::new(false));
+    let rx = socket.try_clone().map_err(|e| e.to_string())?;
+    rx.set_read_timeout(Some(Duration::from_millis(50)))
+        .map_err(|e| e.to_string())?;
+    let epoch = Instant::now();
+    std::thread::scope(|s| {
+        let receiver = {
+            let (sent_at, done) = (Arc::clone(&sent_at), Arc::clone(&done));
+            s.spawn(move || receive(&rx, pool, &sent_at, &done, epoch))
+        };
+        let sent = send(args, socket, target, pool, &sent_at, epoch);
+        // Let the last packets come back (the hop adds no delay).
+        std::thread::sleep(Duration::from_millis(500));
+        done.store(true, Ordering::SeqCst);
+        let (forwarded, hist) = receiver
+            .join()
+            .map_err(|_| "receiver panicked".to_string())?;
+        Ok((sent, forwarded, hist))
+    })
+}
+
+fn send(
+    args: &LoadgenArgs,
+    socket: &UdpSocket,
+    target: SocketAddr,
+    pool: &Pool,
+    sent_at: &[AtomicU64],
+    epoch: Instant,
+) -> u64 {
+    if let Some(cpu) = args.cpu {
+        core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+    }
+    let mut rng = ChaCha20Rng::seed_from_u64(epoch.elapsed().as_nanos() as u64);
+    let gap_ns = 1e9 / args.rate;
+    let mut due_ns = 0.0;
+    let mut last_progress = Instant::now();
+    let mut sent = 0;
+    for (i, p) in pool.packets.iter().enumerate() {
+        due_ns += if args.poisson {
+            -((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+                .max(1e-12)
+                .ln()
+                * gap_ns
+        } else {
+            gap_ns
+        };
+        loop {
+            let now = epoch.elapsed().as_nanos() as f64;
+            if now >= due_ns {
+                break;
+            }
+            if due_ns - now > 200_000.0 {
+                std::thread::sleep(Duration::from_micros(100));
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        sent_at[i].store(epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if socket.send_to(p, target).is_ok() {
+            sent += 1;
+        }
+        if last_progress.elapsed() >= Duration::from_millis(500) {
+            last_progress = Instant::now();
+            eprint!(
+                "\rloadgen: {:>5.1} s, {sent} sent",
+                epoch.elapsed().as_secs_f64()
+            );
+        }
+    }
+    eprintln!(
+        "\rloadgen: {:>5.1} s, {sent} sent",
+        epoch.elapsed().as_secs_f64()
+    );
+    sent
+}
+
+fn receive(
+    rx: &UdpSocket,
+    pool: &Pool,
+    sent_at: &[AtomicU64],
+    done: &AtomicBool,
+    epoch: Instant,
+) -> (u64, Histogram<u64>) {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
+    let mut seen = vec![false; pool.packets.len()];
+    let mut forwarded = 0;
+    let mut buf = vec![0u8; 65_536];
+    while !done.load(Ordering::SeqCst) {
+        let Ok(n) = rx.recv(&mut buf) else { continue };
+        let Some(mac) = buf
+            .get(HEADER_LEN - MAC_LEN..HEADER_LEN)
+            .filter(|_| n >= HEADER_LEN)
+        else {
+            continue;
+        };
+        let Some(&i) = pool
+            .by_mac
+            .get(<&[u8; MAC_LEN]>::try_from(mac).expect("MAC_LEN bytes"))
+        else {
+            continue;
+        };
+        let i = i as usize;
+        if seen[i] {
+            continue;
+        }
+        seen[i] = true;
+        forwarded += 1;
+        let latency =
+            (epoch.elapsed().as_nanos() as u64).saturating_sub(sent_at[i].load(Ordering::Relaxed));
+        let _ = hist.record(latency.max(1));
+    }
+    (forwarded, hist)
+}
