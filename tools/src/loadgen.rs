@@ -132,7 +132,7 @@ pub fn measure(args: &LoadgenArgs) -> Result<LoadReport, String> {
     if !(args.rate > 0.0 && args.duration_s > 0.0) {
         return Err("--rate and --duration-s must be positive".into());
     }
-    let socket = UdpSocket::bind(me.address).map_err(|e| format!("--as {}: {e}", me.address))?;
+    let socket = bind_large(me.address).map_err(|e| format!("--as {}: {e}", me.address))?;
     let count = (args.rate * args.duration_s).ceil() as usize;
     let path = [
         Hop {
@@ -181,6 +181,20 @@ pub fn measure(args: &LoadgenArgs) -> Result<LoadReport, String> {
         poisson: args.poisson,
         node_drops,
     })
+}
+
+/// A UDP socket with a receive buffer big enough that bursts of forwarded packets are not
+/// lost in the generator's own kernel queue (which would be charged to the node).
+fn bind_large(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        None,
+    )?;
+    s.set_recv_buffer_size(8 << 20)?;
+    s.set_send_buffer_size(8 << 20)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
 }
 
 /// Builds `count` distinct packets on every core.
