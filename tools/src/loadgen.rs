@@ -267,6 +267,10 @@ fn blast(
     })
 }
 
+/// Sends each packet at its due time (open loop), sleeping in between: spinning would take
+/// a whole core from the node on a small machine and show up as scheduler stalls in the
+/// latency tail. Latency is timed from each packet's actual send, so late wake-ups do not
+/// bias it.
 fn send(
     args: &LoadgenArgs,
     socket: &UdpSocket,
@@ -292,16 +296,9 @@ fn send(
         } else {
             gap_ns
         };
-        loop {
-            let now = epoch.elapsed().as_nanos() as f64;
-            if now >= due_ns {
-                break;
-            }
-            if due_ns - now > 200_000.0 {
-                std::thread::sleep(Duration::from_micros(100));
-            } else {
-                std::hint::spin_loop();
-            }
+        let ahead_ns = due_ns - epoch.elapsed().as_nanos() as f64;
+        if ahead_ns > 0.0 {
+            std::thread::sleep(Duration::from_nanos(ahead_ns as u64));
         }
         sent_at[i].store(epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
         if socket.send_to(p, target).is_ok() {
