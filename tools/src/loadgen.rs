@@ -54,7 +54,47 @@ pub struct LoadgenArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Pause between building the pool (which uses every core) and sending, ms.
+    #[arg(long, default_value_t = 500)]
+    settle_ms: u64,
+    /// Ramp the rate and report the highest with loss < 0.1 % and p99 within the bound
+    /// (needs --metrics, to count the node's shards).
+    #[arg(long)]
+    find_capacity: bool,
+    /// Capacity mode: the p99 per-hop latency a rate must stay within, µs.
+    #[arg(long, default_value_t = 2_000.0)]
+    p99_bound_us: f64,
 }
+
+/// What `--find-capacity --json` prints.
+#[derive(Serialize, Debug)]
+pub struct CapacityReport {
+    pub capacity_pps: f64,
+    pub shards: usize,
+    /// `loopix speed`'s per-hop floor, measured in this run.
+    pub floor_ns: f64,
+    pub floor_pps: f64,
+    /// capacity_pps / (floor_pps x shards).
+    pub efficiency: f64,
+    pub p99_bound_us: f64,
+    /// A first, unjudged run: a node's first ~100 ms of traffic after start stalls (see
+    /// perf/README.md), which would otherwise fail the first step.
+    pub warmup: Step,
+    pub steps: Vec<Step>,
+}
+
+/// One rate tried.
+#[derive(Serialize, Debug)]
+pub struct Step {
+    pub offered_pps: f64,
+    pub forwarded_pps: f64,
+    pub loss: f64,
+    pub p99_us: f64,
+    pub passed: bool,
+}
+
+/// Largest loss a capacity step may show.
+const CAPACITY_MAX_LOSS: f64 = 0.001;
 
 /// What `--json` prints.
 #[derive(Serialize, Debug)]
@@ -69,6 +109,9 @@ pub struct LoadReport {
     pub poisson: bool,
     /// The target's drop counters during the run by reason, if `--metrics` was given.
     pub node_drops: BTreeMap<String, u64>,
+    /// The worst per-hop latency of the packets sent in each 100 ms of the run, µs: shows
+    /// whether a tail is a stall at one moment or spread over the run.
+    pub max_latency_us_per_window: Vec<f64>,
 }
 
 /// Per-hop latency percentiles, µs.
@@ -82,6 +125,25 @@ pub struct Percentiles {
 
 /// Runs the load and prints the report.
 pub fn run(args: &LoadgenArgs) -> Result<(), String> {
+    if args.find_capacity {
+        let report = find_capacity(args)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+            );
+        } else {
+            println!(
+                "capacity {:.0} packets/s on {} shard(s) (loss < 0.1 %, p99 <= {:.0} us); floor {:.0} packets/s per core; efficiency {:.2}",
+                report.capacity_pps,
+                report.shards,
+                report.p99_bound_us,
+                report.floor_pps,
+                report.efficiency
+            );
+        }
+        return Ok(());
+    }
     let report = measure(args)?;
     if args.json {
         println!(
@@ -117,70 +179,166 @@ struct Pool {
     by_mac: HashMap<[u8; MAC_LEN], u32>,
 }
 
+/// The generator's fixed part: its socket, the target and the path every packet takes.
+struct Setup {
+    params: Params,
+    path: [Hop; 2],
+    socket: UdpSocket,
+    target: SocketAddr,
+}
+
+impl Setup {
+    fn new(args: &LoadgenArgs) -> Result<Self, String> {
+        let text = std::fs::read_to_string(&args.topology)
+            .map_err(|e| format!("{}: {e}", args.topology.display()))?;
+        let topology =
+            Topology::from_toml(&text).map_err(|e| format!("{}: {e}", args.topology.display()))?;
+        let target = topology
+            .node(Address(args.target))
+            .ok_or("--target: not a node of the topology")?;
+        let me = topology
+            .node(Address(args.as_node))
+            .ok_or("--as: not a node of the topology")?;
+        if !(args.rate > 0.0 && args.duration_s > 0.0) {
+            return Err("--rate and --duration-s must be positive".into());
+        }
+        let socket = bind_large(me.address).map_err(|e| format!("--as {}: {e}", me.address))?;
+        let relay = Command::Relay {
+            next: me.id,
+            delay_us: 0,
+        };
+        let path = [
+            Hop {
+                key: target.public_key,
+                command: relay,
+            },
+            Hop {
+                key: me.public_key,
+                command: Command::Final,
+            },
+        ];
+        Ok(Self {
+            params: topology.network.params,
+            path,
+            socket,
+            target: target.address,
+        })
+    }
+
+    /// One run at `rate` for `duration_s`, with a fresh pool (a packet is never sent twice).
+    fn step(&self, args: &LoadgenArgs, rate: f64, duration_s: f64) -> Result<LoadReport, String> {
+        let count = (rate * duration_s).ceil() as usize;
+        eprintln!("loadgen: building {count} packets for {rate:.0} packets/s");
+        let pool = build_pool(&self.params, &self.path, count)?;
+        // Building saturates every core; start the load on a quiet machine.
+        std::thread::sleep(Duration::from_millis(args.settle_ms));
+        let drops_before = args.metrics.and_then(crate::metrics_client::drops);
+        let pace = Pace {
+            rate,
+            poisson: args.poisson,
+            cpu: args.cpu,
+        };
+        let (sent, forwarded, hist, window_max) = blast(&pace, &self.socket, self.target, &pool)?;
+        let drops_after = args.metrics.and_then(crate::metrics_client::drops);
+        let node_drops = match (drops_before, drops_after) {
+            (Some(b), Some(a)) => a
+                .into_iter()
+                .map(|(k, v)| (k.clone(), v - b.get(&k).copied().unwrap_or(0)))
+                .filter(|(_, v)| *v > 0)
+                .collect(),
+            _ => Default::default(),
+        };
+        let q = |p: f64| hist.value_at_quantile(p) as f64 / 1e3;
+        Ok(LoadReport {
+            offered_pps: sent as f64 / duration_s,
+            sent,
+            forwarded,
+            forwarded_pps: forwarded as f64 / duration_s,
+            loss: if sent == 0 {
+                0.0
+            } else {
+                1.0 - forwarded as f64 / sent as f64
+            },
+            latency_us: Percentiles {
+                p50: q(0.5),
+                p99: q(0.99),
+                p999: q(0.999),
+                max: hist.max() as f64 / 1e3,
+            },
+            duration_s,
+            poisson: args.poisson,
+            node_drops,
+            max_latency_us_per_window: window_max.iter().map(|&ns| ns as f64 / 1e3).collect(),
+        })
+    }
+}
+
+/// How the sender paces.
+struct Pace {
+    rate: f64,
+    poisson: bool,
+    cpu: Option<usize>,
+}
+
+/// Ramps the rate by 15 % from a quarter of the floor until a step fails, then tries once
+/// halfway between the last pass and the failure.
+pub fn find_capacity(args: &LoadgenArgs) -> Result<CapacityReport, String> {
+    let metrics = args
+        .metrics
+        .ok_or("--find-capacity needs --metrics, to count the node's shards")?;
+    let shards =
+        crate::metrics_client::shards(metrics).ok_or("the node's metrics do not answer")?;
+    let setup = Setup::new(args)?;
+    let floor_ns = crate::speed::measure(&setup.params, 2, 7, Duration::from_millis(20)).floor_ns;
+    let floor_pps = 1e9 / floor_ns;
+    let mut steps = Vec::new();
+    let try_rate = |rate: f64, steps: &mut Vec<Step>| -> Result<bool, String> {
+        let r = setup.step(args, rate, args.duration_s)?;
+        let passed = r.loss < CAPACITY_MAX_LOSS && r.latency_us.p99 <= args.p99_bound_us;
+        eprintln!(
+            "loadgen: {rate:.0}/s -> {:.0}/s, loss {:.3} %, p99 {:.0} us: {}",
+            r.forwarded_pps,
+            r.loss * 100.0,
+            r.latency_us.p99,
+            if passed { "pass" } else { "fail" }
+        );
+        steps.push(Step {
+            offered_pps: r.offered_pps,
+            forwarded_pps: r.forwarded_pps,
+            loss: r.loss,
+            p99_us: r.latency_us.p99,
+            passed,
+        });
+        std::thread::sleep(Duration::from_millis(300)); // let the node drain
+        Ok(passed)
+    };
+    let mut warmup = Vec::new();
+    let _ = try_rate(0.1 * floor_pps * shards as f64, &mut warmup)?;
+    let warmup = warmup.pop().ok_or("warm-up step ran")?;
+    let (mut best, mut rate) = (0.0, 0.25 * floor_pps * shards as f64);
+    let top = 2.0 * floor_pps * shards as f64;
+    while rate <= top && try_rate(rate, &mut steps)? {
+        best = rate;
+        rate *= 1.15;
+    }
+    if best > 0.0 && rate <= top && try_rate((best + rate) / 2.0, &mut steps)? {
+        best = (best + rate) / 2.0;
+    }
+    Ok(CapacityReport {
+        capacity_pps: best,
+        shards,
+        floor_ns,
+        floor_pps,
+        efficiency: best / (floor_pps * shards as f64),
+        p99_bound_us: args.p99_bound_us,
+        warmup,
+        steps,
+    })
+}
+
 /// Sets up, runs and measures one load run.
 pub fn measure(args: &LoadgenArgs) -> Result<LoadReport, String> {
-    let text = std::fs::read_to_string(&args.topology)
-        .map_err(|e| format!("{}: {e}", args.topology.display()))?;
-    let topology =
-        Topology::from_toml(&text).map_err(|e| format!("{}: {e}", args.topology.display()))?;
-    let target = topology
-        .node(Address(args.target))
-        .ok_or("--target: not a node of the topology")?;
-    let me = topology
-        .node(Address(args.as_node))
-        .ok_or("--as: not a node of the topology")?;
-    if !(args.rate > 0.0 && args.duration_s > 0.0) {
-        return Err("--rate and --duration-s must be positive".into());
-    }
-    let socket = bind_large(me.address).map_err(|e| format!("--as {}: {e}", me.address))?;
-    let count = (args.rate * args.duration_s).ceil() as usize;
-    let path = [
-        Hop {
-            key: target.public_key,
-            command: Command::Relay {
-                next: me.id,
-                delay_us: 0,
-            },
-        },
-        Hop {
-            key: me.public_key,
-            command: Command::Final,
-        },
-    ];
-    eprintln!("loadgen: building {count} packets");
-    let pool = build_pool(&topology.network.params, &path, count)?;
-    let drops_before = args.metrics.and_then(crate::metrics_client::drops);
-    let (sent, forwarded, hist) = blast(args, &socket, target.address, &pool)?;
-    let drops_after = args.metrics.and_then(crate::metrics_client::drops);
-    let node_drops = match (drops_before, drops_after) {
-        (Some(b), Some(a)) => a
-            .into_iter()
-            .map(|(k, v)| (k.clone(), v - b.get(&k).copied().unwrap_or(0)))
-            .filter(|(_, v)| *v > 0)
-            .collect(),
-        _ => Default::default(),
-    };
-    let q = |p: f64| hist.value_at_quantile(p) as f64 / 1e3;
-    Ok(LoadReport {
-        offered_pps: sent as f64 / args.duration_s,
-        sent,
-        forwarded,
-        forwarded_pps: forwarded as f64 / args.duration_s,
-        loss: if sent == 0 {
-            0.0
-        } else {
-            1.0 - forwarded as f64 / sent as f64
-        },
-        latency_us: Percentiles {
-            p50: q(0.5),
-            p99: q(0.99),
-            p999: q(0.999),
-            max: hist.max() as f64 / 1e3,
-        },
-        duration_s: args.duration_s,
-        poisson: args.poisson,
-        node_drops,
-    })
+    Setup::new(args)?.step(args, args.rate, args.duration_s)
 }
 
 /// A UDP socket with a receive buffer big enough that bursts of forwarded packets are not
@@ -239,11 +397,11 @@ fn build_pool(params: &Params, path: &[Hop], count: usize) -> Result<Pool, Strin
 
 /// Sends the pool open-loop while a receiver thread times what comes back.
 fn blast(
-    args: &LoadgenArgs,
+    pace: &Pace,
     socket: &UdpSocket,
     target: SocketAddr,
     pool: &Pool,
-) -> Result<(u64, u64, Histogram<u64>), String> {
+) -> Result<(u64, u64, Histogram<u64>, Vec<u64>), String> {
     let sent_at: Arc<Vec<AtomicU64>> =
         Arc::new((0..pool.packets.len()).map(|_| AtomicU64::new(0)).collect());
     let done = Arc::new(AtomicBool::new(false));
@@ -256,14 +414,14 @@ fn blast(
             let (sent_at, done) = (Arc::clone(&sent_at), Arc::clone(&done));
             s.spawn(move || receive(&rx, pool, &sent_at, &done, epoch))
         };
-        let sent = send(args, socket, target, pool, &sent_at, epoch);
+        let sent = send(pace, socket, target, pool, &sent_at, epoch);
         // Let the last packets come back (the hop adds no delay).
         std::thread::sleep(Duration::from_millis(500));
         done.store(true, Ordering::SeqCst);
-        let (forwarded, hist) = receiver
+        let (forwarded, hist, window_max) = receiver
             .join()
             .map_err(|_| "receiver panicked".to_string())?;
-        Ok((sent, forwarded, hist))
+        Ok((sent, forwarded, hist, window_max))
     })
 }
 
@@ -272,7 +430,7 @@ fn blast(
 /// latency tail. Latency is timed from each packet's actual send, so late wake-ups do not
 /// bias it.
 fn send(
-    args: &LoadgenArgs,
+    args: &Pace,
     socket: &UdpSocket,
     target: SocketAddr,
     pool: &Pool,
@@ -325,8 +483,9 @@ fn receive(
     sent_at: &[AtomicU64],
     done: &AtomicBool,
     epoch: Instant,
-) -> (u64, Histogram<u64>) {
+) -> (u64, Histogram<u64>, Vec<u64>) {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
+    let mut window_max = Vec::new();
     let mut seen = vec![false; pool.packets.len()];
     let mut forwarded = 0;
     let mut buf = vec![0u8; 65_536];
@@ -350,9 +509,17 @@ fn receive(
         }
         seen[i] = true;
         forwarded += 1;
-        let latency =
-            (epoch.elapsed().as_nanos() as u64).saturating_sub(sent_at[i].load(Ordering::Relaxed));
+        let sent = sent_at[i].load(Ordering::Relaxed);
+        let latency = (epoch.elapsed().as_nanos() as u64).saturating_sub(sent);
         let _ = hist.record(latency.max(1));
+        let w = (sent / WINDOW_NS) as usize;
+        if window_max.len() <= w {
+            window_max.resize(w + 1, 0);
+        }
+        window_max[w] = window_max[w].max(latency);
     }
-    (forwarded, hist)
+    (forwarded, hist, window_max)
 }
+
+/// Width of the windows of `max_latency_us_per_window`, by send time.
+const WINDOW_NS: u64 = 100_000_000;

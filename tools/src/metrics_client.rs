@@ -44,3 +44,12 @@ pub fn drops(addr: SocketAddr) -> Option<BTreeMap<String, u64>> {
     }
     Some(out)
 }
+
+/// How many shards report in the node's metrics.
+pub fn shards(addr: SocketAddr) -> Option<usize> {
+    let text = scrape(addr)?;
+    let n = samples(&text)
+        .filter(|(name, _, _)| *name == "loopix_packets_in_total")
+        .count();
+    (n > 0).then_some(n)
+}
