@@ -128,10 +128,7 @@ pub fn run(args: &LoadgenArgs) -> Result<(), String> {
     if args.find_capacity {
         let report = find_capacity(args)?;
         if args.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-            );
+            crate::json::print(&report)?;
         } else {
             println!(
                 "capacity {:.0} packets/s on {} shard(s) (loss < 0.1 %, p99 <= {:.0} us); floor {:.0} packets/s per core; efficiency {:.2}",
@@ -146,10 +143,7 @@ pub fn run(args: &LoadgenArgs) -> Result<(), String> {
     }
     let report = measure(args)?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-        );
+        crate::json::print(&report)?;
     } else {
         println!(
             "offered {:.0} packets/s ({}), forwarded {:.0} packets/s, loss {:.3} %\nper-hop latency: p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us",

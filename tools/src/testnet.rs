@@ -114,10 +114,7 @@ pub fn run(args: &TestnetArgs) -> Result<(), String> {
     }
     let summary = run_network(args, &stop)?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?
-        );
+        crate::json::print(&summary)?;
     } else {
         print_summary(&summary);
     }

@@ -98,39 +98,32 @@ fn keygen_writes_an_owner_only_key_and_prints_the_public_key() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `loopix node --check` on a config file holding `text`.
+fn node_check(dir: &std::path::Path, text: &str) -> std::process::Output {
+    let path = dir.join("node.toml");
+    std::fs::write(&path, text).unwrap();
+    loopix(&["node", "--check", "--config", path.to_str().unwrap()])
+}
+
 #[test]
 fn node_check_names_the_offending_field() {
     let dir = std::env::temp_dir().join(format!("loopix-cli-node-check-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("node.toml"),
+    let out = node_check(
+        &dir,
         "topology = \"missing.toml\"\nid = 1\nkey_file = \"k\"\n",
-    )
-    .unwrap();
-    let out = loopix(&[
-        "node",
-        "--check",
-        "--config",
-        dir.join("node.toml").to_str().unwrap(),
-    ]);
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("topology:") && err.contains("missing.toml"),
         "{err}"
     );
-    std::fs::write(
-        dir.join("node.toml"),
+    let out = node_check(
+        &dir,
         "topology = \"t.toml\"\nid = 1\nkey_file = \"k\"\nshardz = 2\n",
-    )
-    .unwrap();
-    let out = loopix(&[
-        "node",
-        "--check",
-        "--config",
-        dir.join("node.toml").to_str().unwrap(),
-    ]);
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("shardz"),
         "unknown keys are named"
