@@ -229,9 +229,19 @@ async fn receive_loop<C: ShardCore>(
         if stopping.get() {
             continue;
         }
-        st.borrow_mut().receive(&inb);
+        {
+            let mut st = st.borrow_mut();
+            st.receive(&inb);
+            // Whatever is due already (a zero or sub-slot delay) goes out with this batch
+            // rather than waiting for the timer loop's next turn.
+            let now = st.now_us();
+            st.core.handle_timeout(now);
+        }
         flush(&st, &socket, &mut out).await;
         let _ = wake.try_send(());
+        // While datagrams keep arriving, recv_from completes without ever suspending; yield
+        // so the timer loop still gets its turn to send what the wheel releases.
+        futures_lite::future::yield_now().await;
     }
 }
 
