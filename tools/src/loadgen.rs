@@ -280,8 +280,7 @@ pub fn find_capacity(args: &LoadgenArgs) -> Result<CapacityReport, String> {
     let metrics = args
         .metrics
         .ok_or("--find-capacity needs --metrics, to count the node's shards")?;
-    let shards =
-        crate::metrics_client::shards(metrics).ok_or("the node's metrics do not answer")?;
+    let shards = wait_for_shards(metrics).ok_or("the node's metrics report no shard")?;
     let setup = Setup::new(args)?;
     let floor_ns = crate::speed::measure(&setup.params, 2, 7, Duration::from_millis(20)).floor_ns;
     let floor_pps = 1e9 / floor_ns;
@@ -328,6 +327,21 @@ pub fn find_capacity(args: &LoadgenArgs) -> Result<CapacityReport, String> {
         warmup,
         steps,
     })
+}
+
+/// The node's shard count, once its shards have reported (a node that has just started
+/// has not yet); gives up after 5 s.
+fn wait_for_shards(metrics: SocketAddr) -> Option<usize> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(n) = crate::metrics_client::shards(metrics) {
+            return Some(n);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Sets up, runs and measures one load run.
