@@ -17,6 +17,8 @@ pub struct Snapshot {
     pub held_rate_per_s: f64,
     /// µ from the topology: the expected pool is `held_rate_per_s / mu_per_s` (Lemma 1).
     pub mu_per_s: f64,
+    /// Shards the node runs (all of them, whether or not each has reported yet).
+    pub shards: usize,
 }
 
 /// Renders the Prometheus text format.
@@ -30,6 +32,12 @@ pub fn render(s: &Snapshot) -> String {
             }
         };
     let shard = |r: &ShardReport| format!("shard=\"{}\"", r.shard);
+    family(
+        "loopix_shards",
+        "gauge",
+        "Shards this node runs.",
+        &mut std::iter::once((String::new(), s.shards as f64)),
+    );
     family(
         "loopix_packets_in_total",
         "counter",

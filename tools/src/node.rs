@@ -156,6 +156,7 @@ fn serve_until_signal(cfg: &NodeConfig, mut node: Node) -> Result<(), String> {
     let mut epoch = 0;
     let shared = Arc::new(Mutex::new(Snapshot {
         mu_per_s: cfg.topology.network.mu_per_s,
+        shards: cfg.shards,
         ..Snapshot::default()
     }));
     if let Some(addr) = cfg.metrics {

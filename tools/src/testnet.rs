@@ -209,7 +209,7 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
             Role::Provider => (1, format!("inbox_path = \"node-{}.redb\"\n", n.id.0)),
         };
         let config = format!(
-            "topology = \"topology.toml\"\nid = {}\nkey_file = \"node-{}.key\"\nshards = {shards}\nmetrics = \"{metrics_addr}\"\ngrace_ms = 1000\n{extra}",
+            "topology = \"topology.toml\"\nid = {}\nkey_file = \"node-{}.key\"\nshards = {shards}\nmetrics = \"{metrics_addr}\"\ngrace_ms = 1000\n{extra}[limits]\npool_packets = 16384\nreplay_tags = 262144\n",
             n.id.0, n.id.0
         );
         write(&dir.join(format!("node-{}.toml", n.id.0)), &config)?;

@@ -9,11 +9,14 @@ pub struct PacketPool {
 }
 
 impl PacketPool {
-    /// Allocates every buffer now.
+    /// Allocates every buffer now, and touches every page of them, so the kernel maps the
+    /// memory at start-up rather than under the first burst of traffic.
     pub fn new(capacity: u32, packet_len: usize) -> Self {
+        let mut bytes = vec![0u8; capacity as usize * packet_len].into_boxed_slice();
+        prefault(&mut bytes);
         Self {
             packet_len,
-            bytes: vec![0u8; capacity as usize * packet_len].into_boxed_slice(),
+            bytes,
             free: (0..capacity).rev().collect(),
         }
     }
@@ -49,6 +52,15 @@ impl PacketPool {
     /// Buffers in all.
     pub fn capacity(&self) -> usize {
         self.bytes.len() / self.packet_len.max(1)
+    }
+}
+
+/// Writes one byte per 4 KiB page. Volatile, because the memory is known to be zero and a
+/// plain store of zero could be optimised away, leaving the pages unmapped.
+pub fn prefault(bytes: &mut [u8]) {
+    for i in (0..bytes.len()).step_by(4096) {
+        // SAFETY: `i` is in bounds, and the pointer comes from a live mutable slice.
+        unsafe { std::ptr::write_volatile(bytes.as_mut_ptr().add(i), 0) };
     }
 }
 
