@@ -100,6 +100,17 @@ impl DurableInbox {
         Ok(value)
     }
 
+    fn is_committed(&self, client: Address, id: u64) -> bool {
+        let lookup = || -> Result<bool, redb::Error> {
+            let tx = self.db.begin_read()?;
+            Ok(tx.open_table(IDS)?.get((client.0, id))?.is_some())
+        };
+        lookup().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "inbox read failed");
+            false
+        })
+    }
+
     fn oldest_committed(
         &self,
         client: Address,
@@ -149,8 +160,13 @@ impl InboxStore for DurableInbox {
     }
 
     fn ack(&mut self, client: Address, id: u64) -> bool {
-        self.acks.push((client, id));
-        true
+        let buffered = self.stores.iter().any(|(c, i, _)| *c == client && *i == id);
+        let known = buffered || self.is_committed(client, id);
+        // Polls ack every id they got, dummies' random ones too: only real ones are queued.
+        if known {
+            self.acks.push((client, id));
+        }
+        known
     }
 
     fn len(&self, client: Address) -> usize {
@@ -207,7 +223,11 @@ mod tests {
         let mut buf = [0u8; 5];
         assert!(s.read(c, 101, &mut buf));
         assert_eq!(&buf, b"secnd");
-        s.ack(c, 100);
+        assert!(s.ack(c, 100));
+        assert!(
+            !s.ack(c, 999),
+            "an id that was never stored is not acknowledged"
+        );
         s.flush().unwrap();
         ids.clear();
         s.oldest(c, 5, &mut ids);
