@@ -80,15 +80,14 @@ impl Batch {
         let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         let mut hdr: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for i in 0..n {
-            let b = &mut self.bufs[start + i];
-            iov[i] = libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: b.len(),
-            };
-            hdr[i].msg_hdr.msg_iov = &mut iov[i];
-            hdr[i].msg_hdr.msg_iovlen = 1;
-            hdr[i].msg_hdr.msg_name = self.addrs[start + i].as_ptr() as *mut _;
-            hdr[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+            let (b, a) = (&mut self.bufs[start + i], &self.addrs[start + i]);
+            let storage_len = size_of::<libc::sockaddr_storage>() as u32;
+            point(
+                &mut hdr[i],
+                &mut iov[i],
+                (b.as_mut_ptr().cast(), b.len()),
+                (a.as_ptr() as *mut _, storage_len),
+            );
         }
         // SAFETY: every header points at a live buffer and address of this batch.
         let rc = unsafe {
@@ -100,21 +99,14 @@ impl Batch {
                 std::ptr::null_mut(),
             )
         };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock {
-                Ok(0)
-            } else {
-                Err(e)
-            };
-        }
-        for (i, h) in hdr.iter().enumerate().take(rc as usize) {
+        let rc = count_or_would_block(rc)?;
+        for (i, h) in hdr.iter().enumerate().take(rc) {
             self.lens[start + i] = h.msg_len as usize;
             // SAFETY: the kernel wrote a sockaddr of `msg_namelen` bytes there.
             unsafe { self.addrs[start + i].set_length(h.msg_hdr.msg_namelen) };
         }
-        self.count += rc as usize;
-        Ok(rc as usize)
+        self.count += rc;
+        Ok(rc)
     }
 
     /// Sends datagrams `from..count` without blocking; returns how many went.
@@ -126,27 +118,48 @@ impl Batch {
         let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         let mut hdr: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for i in 0..n {
-            let j = from + i;
-            iov[i] = libc::iovec {
-                iov_base: self.bufs[j].as_ptr() as *mut _,
-                iov_len: self.lens[j],
-            };
-            hdr[i].msg_hdr.msg_iov = &mut iov[i];
-            hdr[i].msg_hdr.msg_iovlen = 1;
-            hdr[i].msg_hdr.msg_name = self.addrs[j].as_ptr() as *mut _;
-            hdr[i].msg_hdr.msg_namelen = self.addrs[j].len();
+            let (j, a) = (from + i, &self.addrs[from + i]);
+            let buf = (self.bufs[j].as_ptr() as *mut _, self.lens[j]);
+            point(
+                &mut hdr[i],
+                &mut iov[i],
+                buf,
+                (a.as_ptr() as *mut _, a.len()),
+            );
         }
         // SAFETY: every header points at a live buffer and address of this batch.
         let rc = unsafe { libc::sendmmsg(fd, hdr.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock {
-                Ok(0)
-            } else {
-                Err(e)
-            };
-        }
-        Ok(rc as usize)
+        count_or_would_block(rc)
+    }
+}
+
+/// Points one message header at one buffer `(base, len)` and one address `(name, len)`.
+fn point(
+    hdr: &mut libc::mmsghdr,
+    iov: &mut libc::iovec,
+    (base, len): (*mut libc::c_void, usize),
+    (name, name_len): (*mut libc::c_void, u32),
+) {
+    *iov = libc::iovec {
+        iov_base: base,
+        iov_len: len,
+    };
+    hdr.msg_hdr.msg_iov = iov;
+    hdr.msg_hdr.msg_iovlen = 1;
+    hdr.msg_hdr.msg_name = name;
+    hdr.msg_hdr.msg_namelen = name_len;
+}
+
+/// A recvmmsg/sendmmsg result as a count; "would block" is zero datagrams, not an error.
+fn count_or_would_block(rc: libc::c_int) -> io::Result<usize> {
+    if rc >= 0 {
+        return Ok(rc as usize);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(0)
+    } else {
+        Err(e)
     }
 }
 
