@@ -35,6 +35,8 @@ pub trait ShardCore: Endpoint {
     fn receive_batch(&mut self, now_us: u64, datagrams: &[(Address, &[u8])]);
     /// Counters now.
     fn report(&self, now_us: u64) -> CoreReport;
+    /// Packets held on the wheel (what a shutdown waits for).
+    fn pending(&self) -> usize;
     /// The id a datagram says its sender has, for cores that learn peers from traffic.
     fn claimed_sender(&self, _bytes: &[u8]) -> Option<Address> {
         None
@@ -60,13 +62,17 @@ impl ShardCore for Mix {
         Mix::rotate_key(self, key, epoch);
     }
 
+    fn pending(&self) -> usize {
+        self.pool_size()
+    }
+
     fn report(&self, now_us: u64) -> CoreReport {
         let s = self.stats();
         CoreReport {
             received: s.hop.received,
             sent: s.sent,
             drops: s.hop.drops,
-            pending: self.pool_size() as u64,
+            pending: ShardCore::pending(self) as u64,
             ended: s.loops_returned,
             loop_return_fraction: self.loop_return_fraction(now_us),
             delay_error_us_sum: s.hop.delay_error_us_sum,
@@ -89,7 +95,7 @@ impl<S: InboxStore> ShardCore for Provider<S> {
             received: s.hop.received,
             sent: s.sent,
             drops: s.hop.drops,
-            pending: self.pending() as u64,
+            pending: ShardCore::pending(self) as u64,
             ended: s.drop_cover_absorbed + s.stored,
             loop_return_fraction: None,
             delay_error_us_sum: s.hop.delay_error_us_sum,
@@ -104,6 +110,10 @@ impl<S: InboxStore> ShardCore for Provider<S> {
 
     fn rotate_key(&mut self, key: SecretKey, epoch: u64) {
         Provider::rotate_key(self, key, epoch);
+    }
+
+    fn pending(&self) -> usize {
+        Provider::pending(self)
     }
 
     fn flush_storage(&mut self) {

@@ -281,7 +281,7 @@ async fn timer_loop<C: ShardCore>(
             Err(_) => {}
         }
         if let Some(d) = deadline {
-            let idle = st.borrow().core.report(now).pending == 0;
+            let idle = st.borrow().core.pending() == 0;
             if idle || Instant::now() >= d {
                 let _ = reports.send(st.borrow().report(true));
                 return;
