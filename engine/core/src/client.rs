@@ -7,7 +7,9 @@
 
 use std::collections::VecDeque;
 
-use loopix_crypto::{Address, Command, Hop, Params, Processor, SecretKey, build_into};
+use loopix_crypto::{Address, Command, Hop, Params, Processor, SecretKey};
+
+use crate::codec::Codec;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -104,11 +106,11 @@ struct Timers {
 }
 
 /// A client. See the module docs.
-pub struct Client {
+pub struct Client<C: Codec = Processor> {
     id: Address,
     provider: Address,
     params: Params,
-    processor: Processor,
+    processor: C,
     directory: Directory,
     rng: ChaCha20Rng,
     rates_per_s: [f64; 4],
@@ -127,7 +129,7 @@ pub struct Client {
     stats: ClientStats,
 }
 
-impl Client {
+impl<C: Codec> Client<C> {
     /// A client as `topology` describes `config.id`.
     pub fn new(topology: &Topology, config: ClientConfig) -> Result<Self, ClientError> {
         let me = topology
@@ -138,7 +140,7 @@ impl Client {
             id: me.id,
             provider: me.provider,
             params: n.params,
-            processor: Processor::new(config.key, n.params),
+            processor: C::new(config.key, n.params),
             directory: Directory::new(topology),
             rng: ChaCha20Rng::from_seed(config.seed),
             rates_per_s: [
@@ -289,7 +291,7 @@ impl Client {
 
     fn build(&mut self, body: &[u8], buf: &mut [u8]) -> bool {
         let out = &mut buf[..self.params.packet_len()];
-        build_into(&self.params, &self.path, body, &mut self.rng, out).is_ok()
+        C::build_into(&self.params, &self.path, body, &mut self.rng, out).is_ok()
     }
 
     fn write_poll(&mut self, buf: &mut [u8]) -> usize {
@@ -325,7 +327,7 @@ impl Client {
         self.stats.items_received += 1;
         self.pending_acks.push_back(id);
         self.scratch.copy_from_slice(packet);
-        let command = self.processor.process(&mut self.scratch).map(|p| p.command);
+        let command = self.processor.unwrap(&mut self.scratch, |_| false).map(|p| p.command);
         let content = self.params.payload(&self.scratch).and_then(payload::read);
         match (command, content) {
             (Ok(Command::LoopReturn), Some(Content::Loop { nonce })) => {
@@ -365,7 +367,7 @@ impl Client {
     }
 }
 
-impl Endpoint for Client {
+impl<C: Codec> Endpoint for Client<C> {
     fn id(&self) -> Address {
         self.id
     }

@@ -9,6 +9,8 @@ use std::collections::VecDeque;
 
 use loopix_crypto::{Address, Command, ProcessError, Processed, Processor, SecretKey};
 
+use crate::codec::Codec;
+
 use crate::drops::{DropCounts, DropReason};
 use crate::packet_pool::PacketPool;
 use crate::replay::{ReplaySet, Seen};
@@ -73,8 +75,8 @@ pub struct HopStats {
 }
 
 /// The shared hop pipeline. See the module docs.
-pub struct HopEngine {
-    processor: Processor,
+pub struct HopEngine<C: Codec = Processor> {
+    processor: C,
     replay: ReplaySet,
     wheel: TimingWheel,
     pool: PacketPool,
@@ -84,7 +86,7 @@ pub struct HopEngine {
     stats: HopStats,
 }
 
-impl HopEngine {
+impl<C: Codec> HopEngine<C> {
     /// Allocates everything the hop will ever use.
     pub fn new(
         key: SecretKey,
@@ -93,7 +95,7 @@ impl HopEngine {
     ) -> Result<Self, WheelConfigError> {
         let n = limits.pool_packets;
         Ok(Self {
-            processor: Processor::new(key, params),
+            processor: C::new(key, params),
             replay: ReplaySet::new(limits.replay_tags),
             wheel: TimingWheel::new(limits.wheel, n as usize)?,
             pool: PacketPool::new(n, params.packet_len()),
@@ -139,7 +141,7 @@ impl HopEngine {
         let replay = &mut self.replay;
         let (bufs, results) = (&mut self.staging.bufs[..n], &mut self.staging.results[..n]);
         self.processor
-            .process_batch_unless_replayed(bufs, results, |tag| {
+            .unwrap_batch(bufs, results, |tag| {
                 let seen = replay.insert(*tag);
                 if seen != Seen::Fresh {
                     full[refused] = seen == Seen::Full;
@@ -291,7 +293,7 @@ impl HopEngine {
 
     /// Starts a new key epoch: new key, empty replay set.
     pub fn rotate_key(&mut self, key: SecretKey, epoch: u64) {
-        self.processor = Processor::new(key, *self.processor.params());
+        self.processor = C::new(key, *self.processor.params());
         self.replay.rotate(epoch);
     }
 }

@@ -3,10 +3,11 @@
 //! through the layers after it, a provider and the layers before it, back to itself, and
 //! watches how many return.
 
-use loopix_crypto::{Address, Command, Params, SecretKey, build_into};
+use loopix_crypto::{Address, Command, Params, Processor, SecretKey};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
+use crate::codec::Codec;
 use crate::directory::{Directory, Peer};
 use crate::drops::DropReason;
 use crate::endpoint::{Endpoint, Transmit};
@@ -47,11 +48,11 @@ pub struct MixStats {
 }
 
 /// A mix node. See the module docs.
-pub struct Mix {
+pub struct Mix<C: Codec = Processor> {
     me: Peer,
     layer: usize,
     params: Params,
-    engine: HopEngine,
+    engine: HopEngine<C>,
     directory: Directory,
     rng: ChaCha20Rng,
     loop_timer: Option<PoissonTimer>,
@@ -61,7 +62,7 @@ pub struct Mix {
     sent: u64,
 }
 
-impl Mix {
+impl<C: Codec> Mix<C> {
     /// A mix as `topology` describes node `config.id`.
     pub fn new(topology: &Topology, config: MixConfig) -> Result<Self, MixError> {
         let node = topology
@@ -144,7 +145,7 @@ impl Mix {
         let (params, path, rng) = (&self.params, &self.path, &mut self.rng);
         let built = self.engine.send_own(now_us, first, |buf| {
             // A directory path is always valid, and `buf` is exactly one packet long.
-            let _ = build_into(params, path, &body, rng, buf);
+            let _ = C::build_into(params, path, &body, rng, buf);
         });
         if built {
             self.loops.sent(nonce, now_us);
@@ -152,7 +153,7 @@ impl Mix {
     }
 }
 
-impl Endpoint for Mix {
+impl<C: Codec> Endpoint for Mix<C> {
     fn id(&self) -> Address {
         self.me.id
     }

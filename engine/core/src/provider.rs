@@ -10,10 +10,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use loopix_crypto::{Address, Command, Params, SecretKey, fill_dummy};
+use loopix_crypto::{Address, Command, Params, Processor, SecretKey};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
+use crate::codec::Codec;
 use crate::drops::DropReason;
 use crate::endpoint::{Endpoint, Transmit};
 use crate::hop::{Due, HopEngine, HopLimits, HopStats};
@@ -74,10 +75,10 @@ struct AnswerItem {
 }
 
 /// A provider. See the module docs.
-pub struct Provider<S: InboxStore> {
+pub struct Provider<S: InboxStore, C: Codec = Processor> {
     id: Address,
     params: Params,
-    engine: HopEngine,
+    engine: HopEngine<C>,
     inbox: S,
     clients: BTreeSet<Address>,
     nodes: BTreeSet<Address>,
@@ -89,7 +90,7 @@ pub struct Provider<S: InboxStore> {
     stats: ProviderStats,
 }
 
-impl<S: InboxStore> Provider<S> {
+impl<S: InboxStore, C: Codec> Provider<S, C> {
     /// A provider as `topology` describes node `config.id`, storing into `inbox`.
     pub fn new(
         topology: &Topology,
@@ -257,7 +258,7 @@ impl<S: InboxStore> Provider<S> {
         let id = match real {
             Some(id) => id,
             None => {
-                fill_dummy(&mut self.rng, packet);
+                C::fill_dummy(&mut self.rng, packet);
                 self.stats.dummies_sent += 1;
                 self.rng.next_u64()
             }
@@ -267,7 +268,7 @@ impl<S: InboxStore> Provider<S> {
     }
 }
 
-impl<S: InboxStore> Endpoint for Provider<S> {
+impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
     fn id(&self) -> Address {
         self.id
     }

@@ -13,7 +13,8 @@ use loopix_core::mix::{Mix, MixConfig};
 use loopix_core::provider::{Provider, ProviderConfig, ProviderEvent};
 use loopix_core::rate::exp_us;
 use loopix_core::topology::Role;
-use loopix_crypto::Address;
+use loopix_core::codec::Codec;
+use loopix_crypto::{Address, Processor};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -30,13 +31,13 @@ pub struct LinkModel {
 }
 
 /// Any role, as the simulator holds it.
-pub enum Node {
-    Mix(Box<Mix>),
-    Provider(Box<Provider<MemoryInbox>>),
-    Client(Box<Client>),
+pub enum Node<C: Codec = Processor> {
+    Mix(Box<Mix<C>>),
+    Provider(Box<Provider<MemoryInbox, C>>),
+    Client(Box<Client<C>>),
 }
 
-impl Node {
+impl<C: Codec> Node<C> {
     fn endpoint(&mut self) -> &mut dyn Endpoint {
         match self {
             Node::Mix(m) => m.as_mut(),
@@ -102,8 +103,8 @@ impl Ord for Event {
     }
 }
 
-struct Slot {
-    node: Node,
+struct Slot<C: Codec> {
+    node: Node<C>,
     armed_us: Option<u64>,
 }
 
@@ -111,12 +112,12 @@ struct Slot {
 const MAX_STEPS_PER_INSTANT: usize = 1_000_000;
 
 /// The simulator. See the module docs.
-pub struct Sim {
+pub struct Sim<C: Codec = Processor> {
     seed: u64,
     now_us: u64,
     seq: u64,
     queue: BinaryHeap<Reverse<Event>>,
-    nodes: BTreeMap<Address, Slot>,
+    nodes: BTreeMap<Address, Slot<C>>,
     pub link: LinkModel,
     rng: ChaCha20Rng,
     buf: Vec<u8>,
@@ -125,8 +126,15 @@ pub struct Sim {
 }
 
 impl Sim {
-    /// Every node and client of `net`, with all randomness derived from `seed`.
+    /// Every node and client of `net` over Sphinx, with all randomness derived from `seed`.
     pub fn new(net: Generated, seed: u64, link: LinkModel, limits: HopLimits) -> Self {
+        Self::with_codec(net, seed, link, limits)
+    }
+}
+
+impl<C: Codec> Sim<C> {
+    /// [`Sim::new`] over any packet codec (see [`loopix_core::codec`]).
+    pub fn with_codec(net: Generated, seed: u64, link: LinkModel, limits: HopLimits) -> Self {
         let mut sim = Self {
             seed,
             now_us: 0,
@@ -204,7 +212,7 @@ impl Sim {
         s
     }
 
-    fn add(&mut self, id: Address, mut node: Node) {
+    fn add(&mut self, id: Address, mut node: Node<C>) {
         let len = node.endpoint().max_datagram_len();
         if self.buf.len() < len {
             self.buf.resize(len, 0);
@@ -234,12 +242,12 @@ impl Sim {
     }
 
     /// The node with this id.
-    pub fn node(&self, id: Address) -> Option<&Node> {
+    pub fn node(&self, id: Address) -> Option<&Node<C>> {
         self.nodes.get(&id).map(|s| &s.node)
     }
 
     /// A mix.
-    pub fn mix(&self, id: Address) -> Option<&Mix> {
+    pub fn mix(&self, id: Address) -> Option<&Mix<C>> {
         match self.node(id) {
             Some(Node::Mix(m)) => Some(m),
             _ => None,
@@ -247,7 +255,7 @@ impl Sim {
     }
 
     /// A provider.
-    pub fn provider(&self, id: Address) -> Option<&Provider<MemoryInbox>> {
+    pub fn provider(&self, id: Address) -> Option<&Provider<MemoryInbox, C>> {
         match self.node(id) {
             Some(Node::Provider(p)) => Some(p),
             _ => None,
@@ -255,7 +263,7 @@ impl Sim {
     }
 
     /// A client.
-    pub fn client(&self, id: Address) -> Option<&Client> {
+    pub fn client(&self, id: Address) -> Option<&Client<C>> {
         match self.node(id) {
             Some(Node::Client(c)) => Some(c),
             _ => None,
@@ -268,7 +276,7 @@ impl Sim {
     }
 
     /// Lets `f` act on a client (e.g. queue a message), then lets the client react.
-    pub fn with_client<T>(&mut self, id: Address, f: impl FnOnce(&mut Client) -> T) -> Option<T> {
+    pub fn with_client<T>(&mut self, id: Address, f: impl FnOnce(&mut Client<C>) -> T) -> Option<T> {
         let out = match self.nodes.get_mut(&id).map(|s| &mut s.node) {
             Some(Node::Client(c)) => Some(f(c)),
             _ => None,

@@ -253,7 +253,7 @@ fn a_batch_is_judged_like_single_datagrams() {
             loop_grace_us: S,
             seed: [1; 32],
         };
-        Mix::new(&net.topology, config).unwrap()
+        Mix::<loopix_crypto::Processor>::new(&net.topology, config).unwrap()
     };
     let t = topology(&spec, seed);
     let good: Vec<Vec<u8>> = (0..40).map(|i| drop_packet(&spec, &t, seed + i)).collect();
