@@ -327,7 +327,10 @@ impl<C: Codec> Client<C> {
         self.stats.items_received += 1;
         self.pending_acks.push_back(id);
         self.scratch.copy_from_slice(packet);
-        let command = self.processor.unwrap(&mut self.scratch, |_| false).map(|p| p.command);
+        let command = self
+            .processor
+            .unwrap(&mut self.scratch, |_| false)
+            .map(|p| p.command);
         let content = self.params.payload(&self.scratch).and_then(payload::read);
         match (command, content) {
             (Ok(Command::LoopReturn), Some(Content::Loop { nonce })) => {

@@ -227,7 +227,14 @@ mod tests {
         let key = SecretKey::generate(&mut rng);
         let params = Params::new(64).unwrap();
         let mut packet = vec![0u8; params.packet_len()];
-        C::build_into(&params, &path(key.public_key()), b"hello", &mut rng, &mut packet).unwrap();
+        C::build_into(
+            &params,
+            &path(key.public_key()),
+            b"hello",
+            &mut rng,
+            &mut packet,
+        )
+        .unwrap();
         let codec = C::new(key, params);
         let mut seen = std::collections::HashSet::new();
         let commands = (0..3)
@@ -252,7 +259,8 @@ mod tests {
         let key = SecretKey::generate(&mut rng);
         let params = Params::new(64).unwrap();
         let mut packet = vec![0u8; params.packet_len()];
-        Plaintext::build_into(&params, &path(key.public_key()), b"", &mut rng, &mut packet).unwrap();
+        Plaintext::build_into(&params, &path(key.public_key()), b"", &mut rng, &mut packet)
+            .unwrap();
         let copy = packet.clone();
         let codec = Plaintext::new(key, params);
         let first = codec.unwrap(&mut packet, |_| false).unwrap();

@@ -140,15 +140,14 @@ impl<C: Codec> HopEngine<C> {
         let mut refused = 0;
         let replay = &mut self.replay;
         let (bufs, results) = (&mut self.staging.bufs[..n], &mut self.staging.results[..n]);
-        self.processor
-            .unwrap_batch(bufs, results, |tag| {
-                let seen = replay.insert(*tag);
-                if seen != Seen::Fresh {
-                    full[refused] = seen == Seen::Full;
-                    refused += 1;
-                }
-                seen != Seen::Fresh
-            });
+        self.processor.unwrap_batch(bufs, results, |tag| {
+            let seen = replay.insert(*tag);
+            if seen != Seen::Fresh {
+                full[refused] = seen == Seen::Full;
+                refused += 1;
+            }
+            seen != Seen::Fresh
+        });
         let (mut held, mut replays) = (0, 0);
         for i in 0..n {
             let outcome = match self.staging.results[i] {

@@ -2,6 +2,7 @@
 //! everything, a link model, and the real mix, provider and client cores. The same seed
 //! gives the same run, event for event; tests print it so a failure can be replayed.
 
+pub mod anonymity;
 pub mod network;
 pub mod sim;
 pub mod stats;

@@ -6,6 +6,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use loopix_core::client::{Client, ClientConfig, ClientEvent};
+use loopix_core::codec::Codec;
 use loopix_core::endpoint::{Endpoint, Transmit};
 use loopix_core::hop::HopLimits;
 use loopix_core::inbox::MemoryInbox;
@@ -13,7 +14,6 @@ use loopix_core::mix::{Mix, MixConfig};
 use loopix_core::provider::{Provider, ProviderConfig, ProviderEvent};
 use loopix_core::rate::exp_us;
 use loopix_core::topology::Role;
-use loopix_core::codec::Codec;
 use loopix_crypto::{Address, Processor};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -276,7 +276,11 @@ impl<C: Codec> Sim<C> {
     }
 
     /// Lets `f` act on a client (e.g. queue a message), then lets the client react.
-    pub fn with_client<T>(&mut self, id: Address, f: impl FnOnce(&mut Client<C>) -> T) -> Option<T> {
+    pub fn with_client<T>(
+        &mut self,
+        id: Address,
+        f: impl FnOnce(&mut Client<C>) -> T,
+    ) -> Option<T> {
         let out = match self.nodes.get_mut(&id).map(|s| &mut s.node) {
             Some(Node::Client(c)) => Some(f(c)),
             _ => None,

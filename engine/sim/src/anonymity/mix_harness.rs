@@ -1,0 +1,241 @@
+//! One real [`Mix`] in virtual time, for single-mix experiments: the harness plays the
+//! senders (builds packets whose mix hop carries an Exp(µ) delay, as clients do) and the
+//! provider after the mix (unwraps what the mix sends with the provider's key, and holds
+//! the mix's loop cover for the delay written in it before handing it back). Everything
+//! that decides timing inside the mix (unwrap, wheel, loop cover timer) is the node's code.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use loopix_core::codec::Codec;
+use loopix_core::directory::Peer;
+use loopix_core::endpoint::Endpoint;
+use loopix_core::hop::HopLimits;
+use loopix_core::mix::{Mix, MixConfig};
+use loopix_core::rate::exp_us;
+use loopix_core::timing_wheel::WheelConfig;
+use loopix_crypto::{Address, Command, Hop, Params};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+use crate::network::{FIRST_PROVIDER, NetworkSpec, generate};
+
+/// What the adversary sees happen at the mix, one datagram at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// One of the mix's own loops came back in.
+    LoopReturned,
+    /// A sender's packet left; its index as given to [`MixHarness::inject`].
+    Real(u64),
+    /// A loop the mix made itself left.
+    LoopSent,
+}
+
+/// Parameters of a harness. Rates are per second of virtual time.
+#[derive(Clone, Copy, Debug)]
+pub struct HarnessConfig {
+    pub mu: f64,
+    /// The mix's own loop rate λM (0: no loops).
+    pub lambda_mix: f64,
+    /// Packets the mix's replay set must hold: every packet of the run.
+    pub max_packets: usize,
+    pub seed: u64,
+}
+
+/// See the module docs.
+pub struct MixHarness<C: Codec> {
+    mix: Mix<C>,
+    mix_peer: Peer,
+    provider: Peer,
+    provider_codec: C,
+    params: Params,
+    rng: ChaCha20Rng,
+    mu: f64,
+    now_us: u64,
+    returns: BinaryHeap<Reverse<(u64, u64)>>,
+    returning: std::collections::BTreeMap<u64, Vec<u8>>,
+    seq: u64,
+    buf: Vec<u8>,
+    pool_integral: f64,
+    integral_from_us: u64,
+}
+
+const MIX: Address = Address(1);
+
+impl<C: Codec> MixHarness<C> {
+    pub fn new(config: HarnessConfig) -> Self {
+        let spec = NetworkSpec {
+            layers: 1,
+            mixes_per_layer: 1,
+            providers: 1,
+            clients: 1,
+            payload_bytes: 64,
+            mu_per_s: config.mu,
+            lambda_mix_loop_per_s: config.lambda_mix,
+            ..NetworkSpec::default()
+        };
+        let mut net = generate(&spec, config.seed).expect("a one-mix network is valid");
+        let provider_id = Address(FIRST_PROVIDER);
+        let peer = |id| Peer {
+            id,
+            key: net.topology.node(id).expect("generated").public_key,
+        };
+        let (mix_peer, provider) = (peer(MIX), peer(provider_id));
+        let params = net.topology.network.params;
+        let mut seeds = ChaCha20Rng::seed_from_u64(config.seed ^ 0x6d69_7868);
+        let mut seed = [0u8; 32];
+        seeds.fill_bytes(&mut seed);
+        let limits = HopLimits {
+            pool_packets: 1 << 16,
+            replay_tags: config.max_packets.max(1024),
+            // 100 µs slots against delays of ~1 s: the wheel's own rounding is 1e-4 of a
+            // mean delay; finer slots only make the wheel walk more empty slots.
+            wheel: WheelConfig {
+                slot_us: 100,
+                horizon_us: 1 << 34,
+            },
+        };
+        let mix = Mix::new(
+            &net.topology,
+            MixConfig {
+                id: MIX,
+                key: net.secrets.remove(&MIX).expect("generated"),
+                limits,
+                loop_window: 1,
+                loop_grace_us: u64::MAX / 4,
+                seed,
+            },
+        )
+        .expect("node 1 is a mix");
+        let provider_key = net.secrets.remove(&provider_id).expect("generated");
+        Self {
+            mix,
+            mix_peer,
+            provider,
+            provider_codec: C::new(provider_key, params),
+            params,
+            rng: seeds,
+            mu: config.mu,
+            now_us: 0,
+            returns: BinaryHeap::new(),
+            returning: Default::default(),
+            seq: 0,
+            buf: vec![0; params.packet_len()],
+            pool_integral: 0.0,
+            integral_from_us: 0,
+        }
+    }
+
+    pub fn now_us(&self) -> u64 {
+        self.now_us
+    }
+
+    /// Packets the mix holds now (its pool).
+    pub fn pool_size(&self) -> usize {
+        self.mix.pool_size()
+    }
+
+    /// Restarts the time-average of the pool size from now.
+    pub fn reset_pool_average(&mut self) {
+        self.pool_integral = 0.0;
+        self.integral_from_us = self.now_us;
+    }
+
+    /// Time-average of the pool size since [`Self::reset_pool_average`].
+    pub fn mean_pool(&self) -> f64 {
+        let span = self.now_us.saturating_sub(self.integral_from_us);
+        if span == 0 {
+            return self.pool_size() as f64;
+        }
+        self.pool_integral / span as f64
+    }
+
+    fn advance_to(&mut self, t_us: u64) {
+        let t = t_us.max(self.now_us);
+        self.pool_integral += self.pool_size() as f64 * (t - self.now_us) as f64;
+        self.now_us = t;
+    }
+
+    /// A sender's packet (index `index`, delay Exp(µ) at the mix) enters the mix at
+    /// `at_us` (not before now).
+    pub fn inject(&mut self, at_us: u64, index: u64) {
+        self.advance_to(at_us);
+        let delay = exp_us(&mut self.rng, self.mu).unwrap_or(0);
+        let path = [
+            Hop {
+                key: self.mix_peer.key,
+                command: Command::Relay {
+                    next: self.provider.id,
+                    delay_us: delay.min(u64::from(u32::MAX)) as u32,
+                },
+            },
+            Hop {
+                key: self.provider.key,
+                command: Command::Deliver {
+                    client: Address(index),
+                    delay_us: 0,
+                },
+            },
+            Hop {
+                key: self.provider.key,
+                command: Command::Final,
+            },
+        ];
+        C::build_into(&self.params, &path, &[], &mut self.rng, &mut self.buf)
+            .expect("a three-hop path is valid");
+        self.mix.handle_datagram(self.now_us, Address(0), &self.buf);
+    }
+
+    /// When the next thing happens inside (a packet or loop due, a loop coming back);
+    /// `None` when nothing ever will.
+    pub fn next_event_us(&self) -> Option<u64> {
+        let back = self.returns.peek().map(|Reverse((t, _))| *t);
+        [self.mix.poll_timeout(), back]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| t.max(self.now_us))
+    }
+
+    /// Runs to the next observable datagram and returns it; `None` if nothing is
+    /// pending at all (possible only without loop cover).
+    pub fn next(&mut self) -> Option<Observed> {
+        loop {
+            if let Some(t) = self.mix.poll_transmit(self.now_us, &mut self.buf) {
+                return Some(self.leave(t.to));
+            }
+            let t = self.next_event_us()?;
+            self.advance_to(t);
+            if let Some(&Reverse((due, seq))) = self.returns.peek()
+                && due <= self.now_us
+            {
+                self.returns.pop();
+                let bytes = self.returning.remove(&seq).expect("scheduled");
+                self.mix
+                    .handle_datagram(self.now_us, self.provider.id, &bytes);
+                return Some(Observed::LoopReturned);
+            }
+            self.mix.handle_timeout(self.now_us);
+        }
+    }
+
+    /// A datagram the mix sent: a real packet (the provider hop delivers to its index) or
+    /// the mix's loop (the provider hop relays it back after its delay).
+    fn leave(&mut self, to: Address) -> Observed {
+        debug_assert_eq!(to, self.provider.id);
+        match self.provider_codec.unwrap(&mut self.buf, |_| false) {
+            Ok(p) => match p.command {
+                Command::Deliver { client, .. } => Observed::Real(client.0),
+                Command::Relay { delay_us, .. } => {
+                    self.seq += 1;
+                    let due = self.now_us + u64::from(delay_us);
+                    self.returns.push(Reverse((due, self.seq)));
+                    self.returning.insert(self.seq, self.buf.clone());
+                    Observed::LoopSent
+                }
+                _ => Observed::LoopSent,
+            },
+            Err(_) => Observed::LoopSent,
+        }
+    }
+}
