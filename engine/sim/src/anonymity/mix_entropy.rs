@@ -75,7 +75,7 @@ pub fn run<C: Codec>(cfg: &EntropyConfig) -> EntropyResult {
             next_arrival += exp_us(&mut arrivals, cfg.lambda).unwrap_or(u64::MAX / 2);
             continue;
         }
-        match mix.next() {
+        match mix.step() {
             Some(Observed::LoopReturned) => adversary.input(),
             Some(Observed::Real(_)) => {
                 let h = adversary.output();

@@ -199,7 +199,7 @@ impl<C: Codec> MixHarness<C> {
 
     /// Runs to the next observable datagram and returns it; `None` if nothing is
     /// pending at all (possible only without loop cover).
-    pub fn next(&mut self) -> Option<Observed> {
+    pub fn step(&mut self) -> Option<Observed> {
         loop {
             if let Some(t) = self.mix.poll_transmit(self.now_us, &mut self.buf) {
                 return Some(self.leave(t.to));

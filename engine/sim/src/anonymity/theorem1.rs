@@ -34,7 +34,7 @@ impl Theorem1Config {
         if self.n == 0 || self.k == 0 || self.k > self.n {
             return Err(ScenarioError("need 0 < k <= n"));
         }
-        if self.trials == 0 || !(self.mu > 0.0) {
+        if self.trials == 0 || self.mu.is_nan() || self.mu <= 0.0 {
             return Err(ScenarioError("need trials > 0 and mu > 0"));
         }
         Ok(())
@@ -77,18 +77,18 @@ pub fn run<C: Codec>(cfg: &Theorem1Config) -> Result<Theorem1Result, ScenarioErr
             mix.inject(now, base + i);
         }
         for _ in 0..cfg.n - cfg.k {
-            mix.next();
+            mix.step();
         }
         let now = mix.now_us();
         for i in 0..cfg.l {
             mix.inject(now, base + cfg.n + i);
         }
-        if let Some(Observed::Real(i)) = mix.next()
+        if let Some(Observed::Real(i)) = mix.step()
             && i < base + cfg.n
         {
             first_hits += 1;
         }
-        while mix.next().is_some() {}
+        while mix.step().is_some() {}
         next_index = base + cfg.n + cfg.l;
     }
     Ok(summarise::<C>(cfg, first_hits))
