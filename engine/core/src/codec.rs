@@ -57,6 +57,13 @@ pub trait Codec: Sized + 'static {
 
     /// Fills `out` with bytes no observer can tell from a packet of this codec.
     fn fill_dummy<R: CryptoRng + ?Sized>(rng: &mut R, out: &mut [u8]);
+
+    /// An id that stays the same on every hop of one packet's path, so a simulator can
+    /// tell an experiment which datagram is which (its ground truth). Sphinx makes every
+    /// hop's bytes unlinkable, so it has none.
+    fn trace_id(_packet: &[u8]) -> Option<u64> {
+        None
+    }
 }
 
 impl Codec for Processor {
@@ -105,6 +112,9 @@ impl Codec for Processor {
 /// Bytes one hop takes in a [`Plaintext`] header: its replay tag and its command.
 const SLOT_LEN: usize = REPLAY_TAG_LEN + loopix_crypto::params::COMMAND_LEN;
 const _: () = assert!(SLOT_LEN * MAX_HOPS <= HEADER_LEN);
+/// Bytes of a [`Plaintext`] packet's trace id, in the body's first (tag) bytes.
+const TRACE_LEN: usize = 8;
+const _: () = assert!(TRACE_LEN <= PAYLOAD_TAG_LEN);
 
 /// A stand-in codec for simulations: the header is the path's commands in the clear, each
 /// with a random replay tag, shifted one slot per hop; the body is the payload as is.
@@ -182,9 +192,16 @@ impl Codec for Plaintext {
             rng.fill_bytes(&mut slot[..REPLAY_TAG_LEN]);
             slot[REPLAY_TAG_LEN..].copy_from_slice(&hop.command.encode());
         }
+        // The bytes Sphinx keeps for its zero tag carry the trace id here.
+        rng.fill_bytes(&mut out[HEADER_LEN..HEADER_LEN + TRACE_LEN]);
         let body = HEADER_LEN + PAYLOAD_TAG_LEN;
         out[body..body + payload.len()].copy_from_slice(payload);
         Ok(())
+    }
+
+    fn trace_id(packet: &[u8]) -> Option<u64> {
+        let bytes = packet.get(HEADER_LEN..HEADER_LEN + TRACE_LEN)?;
+        Some(u64::from_le_bytes(bytes.try_into().ok()?))
     }
 
     fn fill_dummy<R: CryptoRng + ?Sized>(rng: &mut R, out: &mut [u8]) {
@@ -263,7 +280,10 @@ mod tests {
             .unwrap();
         let copy = packet.clone();
         let codec = Plaintext::new(key, params);
+        let trace = Plaintext::trace_id(&packet);
         let first = codec.unwrap(&mut packet, |_| false).unwrap();
+        assert!(trace.is_some() && Plaintext::trace_id(&packet) == trace);
+        assert_eq!(Processor::trace_id(&packet), None);
         let second = codec.unwrap(&mut packet, |_| false).unwrap();
         assert_ne!(first.tag, second.tag);
         let mut again = copy;

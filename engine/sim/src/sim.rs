@@ -54,6 +54,9 @@ pub struct WireRecord {
     pub from: Address,
     pub to: Address,
     pub len: usize,
+    /// The packet's [`Codec::trace_id`]: the same on every hop (ground truth for
+    /// experiments; `None` over Sphinx).
+    pub trace: Option<u64>,
 }
 
 /// What the simulator observed.
@@ -397,6 +400,7 @@ impl<C: Codec> Sim<C> {
                 from,
                 to: t.to,
                 len: t.len,
+                trace: C::trace_id(&bytes),
             });
         }
         let blocked = self.link.blocked.contains(&from) || self.link.blocked.contains(&t.to);

@@ -43,9 +43,29 @@ pub fn erlang_cdf(shape: u32, rate: f64) -> impl Fn(f64) -> f64 {
     }
 }
 
+/// The `q` quantile of an increasing `cdf` on [0, ∞), by bisection to 1e-9 relative.
+pub fn quantile(cdf: impl Fn(f64) -> f64, q: f64) -> f64 {
+    let mut hi = 1.0;
+    while cdf(hi) < q && hi < 1e300 {
+        hi *= 2.0;
+    }
+    let mut lo = 0.0;
+    while hi - lo > 1e-9 * hi {
+        let mid = 0.5 * (lo + hi);
+        if cdf(mid) < q { lo = mid } else { hi = mid }
+    }
+    hi
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantile_inverts_the_exponential() {
+        let median = quantile(exp_cdf(2.0), 0.5);
+        assert!((median - std::f64::consts::LN_2 / 2.0).abs() < 1e-8);
+    }
 
     #[test]
     fn erlang_of_shape_one_is_exponential() {

@@ -103,3 +103,30 @@ fn theorem1_runs_over_sphinx_and_refuses_bad_scenarios() {
     let bad = Theorem1Config { k: 5, ..cfg };
     assert!(theorem1::run::<Plaintext>(&bad).is_err());
 }
+
+use loopix_sim::anonymity::network_gpa::{self, NetworkConfig};
+
+#[test]
+fn network_experiment_small() {
+    let cfg = NetworkConfig {
+        burn_in_units: 100,
+        measure_units: 100,
+        seed: seed_from_env(16),
+        ..NetworkConfig::default()
+    };
+    let t = std::time::Instant::now();
+    let r = network_gpa::run::<Plaintext>(&cfg).unwrap();
+    eprintln!("{:?} {:?}", t.elapsed(), NetworkResultView(&r));
+}
+
+struct NetworkResultView<'a>(&'a network_gpa::NetworkResult);
+impl std::fmt::Debug for NetworkResultView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self.0;
+        write!(
+            f,
+            "n {} eps mean {:.3} med {:.3} p95 {:.3} acc {:.3}",
+            r.challenge_packets, r.epsilon_mean, r.epsilon_median, r.epsilon_p95, r.guess_accuracy
+        )
+    }
+}

@@ -3,5 +3,7 @@
 
 pub mod mix_entropy;
 pub mod mix_harness;
+pub mod network_gpa;
+pub mod params_calc;
 pub mod pool_model;
 pub mod theorem1;
