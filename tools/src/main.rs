@@ -9,6 +9,8 @@ mod measure;
 mod metrics;
 mod metrics_client;
 mod node;
+mod plot;
+mod sim_cli;
 mod speed;
 mod testnet;
 
@@ -39,6 +41,9 @@ enum Cmd {
     Loadgen(loadgen::LoadgenArgs),
     /// Run a whole network on loopback and report on it (the default main job).
     Testnet(testnet::TestnetArgs),
+    /// Anonymity experiments on the node's own mixing code (paper §4): entropy, Theorem 1,
+    /// the network challenge, and a parameter calculator.
+    Sim(sim_cli::SimArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +55,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Testnet(args) => testnet::run(args),
         Cmd::Client(args) => client::run(args),
         Cmd::Loadgen(args) => loadgen::run(args),
+        Cmd::Sim(args) => sim_cli::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

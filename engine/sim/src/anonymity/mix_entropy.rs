@@ -68,14 +68,7 @@ pub fn run<C: Codec>(cfg: &EntropyConfig) -> EntropyResult {
             measuring = true;
             mix.reset_pool_average();
         }
-        if mix.next_event_us().is_none_or(|t| next_arrival < t) {
-            mix.inject(next_arrival, index);
-            adversary.input();
-            index += 1;
-            next_arrival += exp_us(&mut arrivals, cfg.lambda).unwrap_or(u64::MAX / 2);
-            continue;
-        }
-        match mix.step() {
+        match mix.step_before(next_arrival.saturating_sub(1)) {
             Some(Observed::LoopReturned) => adversary.input(),
             Some(Observed::Real(_)) => {
                 let h = adversary.output();
@@ -87,7 +80,12 @@ pub fn run<C: Codec>(cfg: &EntropyConfig) -> EntropyResult {
             Some(Observed::LoopSent) => {
                 adversary.output();
             }
-            None => {}
+            None => {
+                mix.inject(next_arrival, index);
+                adversary.input();
+                index += 1;
+                next_arrival += exp_us(&mut arrivals, cfg.lambda).unwrap_or(u64::MAX / 2);
+            }
         }
     }
     EntropyResult {

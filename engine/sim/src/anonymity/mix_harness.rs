@@ -200,11 +200,17 @@ impl<C: Codec> MixHarness<C> {
     /// Runs to the next observable datagram and returns it; `None` if nothing is
     /// pending at all (possible only without loop cover).
     pub fn step(&mut self) -> Option<Observed> {
+        self.step_before(u64::MAX)
+    }
+
+    /// [`Self::step`], but `None` (time left where it was, at most `limit_us`) when
+    /// nothing observable happens up to `limit_us`: an arrival due then is not overtaken.
+    pub fn step_before(&mut self, limit_us: u64) -> Option<Observed> {
         loop {
             if let Some(t) = self.mix.poll_transmit(self.now_us, &mut self.buf) {
                 return Some(self.leave(t.to));
             }
-            let t = self.next_event_us()?;
+            let t = self.next_event_us().filter(|&t| t <= limit_us)?;
             self.advance_to(t);
             if let Some(&Reverse((due, seq))) = self.returns.peek()
                 && due <= self.now_us

@@ -240,12 +240,15 @@ pub fn run<C: Codec>(cfg: &NetworkConfig) -> Result<NetworkResult, NetworkError>
     Ok(summarise::<C>(cfg, observer.signed))
 }
 
-/// Tags a node must remember: every packet it may see in the run, with room to spare.
+/// Tags a node must remember: every packet it may see in the run, with room to spare. A
+/// provider sees its clients' packets going in and the packets delivered to them (and
+/// drops ending there, and mix loops passing); a mix its layer's share of everything.
 fn replay_capacity(cfg: &NetworkConfig, units: u64) -> usize {
-    let per_client = cfg.lambda_payload + 2.0 * cfg.cover;
-    let total = f64::from(cfg.senders) * per_client + cfg.cover * f64::from(cfg.mixes_per_layer);
-    let busiest = total / f64::from(cfg.mixes_per_layer.min(cfg.providers).max(1));
-    (busiest * units as f64 * 1.5) as usize + 4096
+    let client_rate = f64::from(cfg.senders) * (cfg.lambda_payload + 2.0 * cfg.cover);
+    let mix_loops = f64::from(cfg.layers) * f64::from(cfg.mixes_per_layer) * cfg.cover;
+    let provider = (2.0 * client_rate + mix_loops) / f64::from(cfg.providers.max(1));
+    let mix = client_rate / f64::from(cfg.mixes_per_layer.max(1)) + mix_loops;
+    (provider.max(mix) * units as f64 * 1.3) as usize + 4096
 }
 
 fn other_client(rng: &mut ChaCha20Rng, me: u64, clients: u32) -> Address {

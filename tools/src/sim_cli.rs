@@ -1,0 +1,582 @@
+//! `loopix sim`: the anonymity experiments of `loopix_sim::anonymity` from the command
+//! line. Each subcommand prints a table (or one JSON object with `--json`), and writes a
+//! CSV and an SVG plot into `--out`, saying where on stderr. Nothing in the output depends
+//! on the wall clock: the same seed gives byte-identical files.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand, ValueEnum};
+use loopix_core::codec::{Codec, Plaintext};
+use loopix_crypto::Processor;
+use loopix_sim::anonymity::mix_entropy::{self, EntropyConfig, EntropyResult};
+use loopix_sim::anonymity::network_gpa::{self, NetworkConfig, NetworkResult};
+use loopix_sim::anonymity::params_calc::{self, ParamsInput};
+use loopix_sim::anonymity::theorem1::{self, Theorem1Config, Theorem1Result};
+use loopix_sim::stats::erlang_cdf;
+use serde::Serialize;
+
+use crate::json;
+use crate::plot::{Labels, Series, line_chart};
+
+#[derive(Args, Debug, Clone)]
+pub struct SimArgs {
+    #[command(subcommand)]
+    which: SimCmd,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+enum SimCmd {
+    /// Entropy of one Poisson mix's outputs against λ and µ, with and without mix loops.
+    MixEntropy(MixEntropyArgs),
+    /// The observation o(n,k,l) of Theorem 1, simulated against the formula.
+    Theorem1(Theorem1Args),
+    /// The §4.3 experiment: can a global passive adversary tell S0's messages from S1's?
+    Network(NetworkArgs),
+    /// What given rates, µ, layers and clients buy: pool, latency, overhead, entropy.
+    Params(ParamsArgs),
+}
+
+/// The packet format the node code runs over.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum CodecChoice {
+    /// Cheap stand-in: same routing, no crypto (for long runs).
+    Plaintext,
+    /// Real Sphinx packets (~50 µs per hop).
+    Sphinx,
+}
+
+#[derive(Args, Debug, Clone)]
+struct Common {
+    /// Seed for every random choice; the same seed gives the same output.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Directory for the CSV and SVG files.
+    #[arg(long, default_value = "sim-out")]
+    out: PathBuf,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, value_enum, default_value_t = CodecChoice::Plaintext)]
+    codec: CodecChoice,
+}
+
+#[derive(Args, Debug, Clone)]
+struct MixEntropyArgs {
+    /// Incoming rates λ (packets/s), comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0])]
+    lambda: Vec<f64>,
+    /// Delay parameters µ (1/s; mean delay 1/µ), comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.5, 1.0, 2.0])]
+    mu: Vec<f64>,
+    /// The mix's own loop rate λM (packets/s) in the runs with loops.
+    #[arg(long, default_value_t = 5.0)]
+    lambda_mix: f64,
+    /// Outputs averaged per point after the burn-in.
+    #[arg(long, default_value_t = 20_000)]
+    outputs: u64,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug, Clone)]
+struct Theorem1Args {
+    #[arg(long, default_value_t = 10)]
+    n: u64,
+    #[arg(long, default_value_t = 4)]
+    k: u64,
+    #[arg(long, default_value_t = 6)]
+    l: u64,
+    /// Trials per point (the plot also runs every l' below l).
+    #[arg(long, default_value_t = 10_000)]
+    trials: u64,
+    #[arg(long, default_value_t = 1.0)]
+    mu: f64,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug, Clone)]
+struct NetworkArgs {
+    /// Delay parameters µ (per time unit), comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1.0, 4.0])]
+    mu: Vec<f64>,
+    /// Cover rates (client loop = client drop = mix loop rate), comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1.0])]
+    cover: Vec<f64>,
+    #[arg(long, default_value_t = 2.0)]
+    lambda_payload: f64,
+    #[arg(long, default_value_t = 100)]
+    senders: u32,
+    #[arg(long, default_value_t = 3)]
+    layers: u8,
+    #[arg(long, default_value_t = 2)]
+    mixes_per_layer: u32,
+    #[arg(long, default_value_t = 2)]
+    providers: u32,
+    /// Time units before S0 and S1 start sending.
+    #[arg(long, default_value_t = 2500)]
+    burn_in: u64,
+    /// Time units measured after the burn-in.
+    #[arg(long, default_value_t = 300)]
+    measure: u64,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ParamsArgs {
+    #[arg(long, default_value_t = 1000)]
+    clients: u32,
+    #[arg(long, default_value_t = 3)]
+    layers: u8,
+    #[arg(long, default_value_t = 3)]
+    mixes_per_layer: u32,
+    #[arg(long, default_value_t = 10.0)]
+    mu: f64,
+    #[arg(long, default_value_t = 1.0)]
+    lambda_payload: f64,
+    #[arg(long, default_value_t = 1.0)]
+    lambda_loop: f64,
+    #[arg(long, default_value_t = 1.0)]
+    lambda_drop: f64,
+    #[arg(long, default_value_t = 1.0)]
+    lambda_mix: f64,
+    #[arg(long, default_value_t = 2368)]
+    packet_bytes: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+pub fn run(args: &SimArgs) -> Result<(), String> {
+    match &args.which {
+        SimCmd::MixEntropy(a) => by_codec(
+            a.common.codec,
+            || mix_entropy_cmd::<Plaintext>(a),
+            || mix_entropy_cmd::<Processor>(a),
+        ),
+        SimCmd::Theorem1(a) => by_codec(
+            a.common.codec,
+            || theorem1_cmd::<Plaintext>(a),
+            || theorem1_cmd::<Processor>(a),
+        ),
+        SimCmd::Network(a) => by_codec(
+            a.common.codec,
+            || network_cmd::<Plaintext>(a),
+            || network_cmd::<Processor>(a),
+        ),
+        SimCmd::Params(a) => params_cmd(a),
+    }
+}
+
+fn by_codec<T>(c: CodecChoice, plain: impl FnOnce() -> T, sphinx: impl FnOnce() -> T) -> T {
+    match c {
+        CodecChoice::Plaintext => plain(),
+        CodecChoice::Sphinx => sphinx(),
+    }
+}
+
+#[derive(Serialize)]
+struct Sweep<T> {
+    codec: &'static str,
+    seed: u64,
+    results: Vec<T>,
+}
+
+fn mix_entropy_cmd<C: Codec>(a: &MixEntropyArgs) -> Result<(), String> {
+    let mut results = Vec::new();
+    for &mu in &a.mu {
+        for &lambda in &a.lambda {
+            for mix_loops in [false, true] {
+                if !(lambda > 0.0 && mu > 0.0) {
+                    return Err(format!("λ {lambda} and µ {mu} must be positive"));
+                }
+                results.push(mix_entropy::run::<C>(&EntropyConfig {
+                    lambda,
+                    mu,
+                    lambda_mix: a.lambda_mix,
+                    mix_loops,
+                    outputs: a.outputs,
+                    burn_in_delays: 20.0,
+                    seed: a.common.seed,
+                }));
+            }
+        }
+    }
+    let mut csv = String::from(
+        "lambda,mu,mix_loops,lambda_mix,mean_pool,expected_pool,entropy_bits,outputs,codec\n",
+    );
+    for r in &results {
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{:.6},{:.6},{:.6},{},{}",
+            r.lambda,
+            r.mu,
+            r.mix_loops,
+            r.lambda_mix,
+            r.mean_pool,
+            r.expected_pool,
+            r.entropy_bits,
+            r.outputs,
+            r.codec
+        );
+    }
+    let series = entropy_series(&results, &a.mu);
+    let labels = Labels {
+        caption: "Entropy of a Poisson mix's output vs incoming rate",
+        x: "incoming rate λ (packets/s)",
+        y: "entropy (bits)",
+    };
+    let files = write_outputs(&a.common.out, "mix-entropy", &csv, &labels, &series)?;
+    if a.common.json {
+        json::print(&Sweep {
+            codec: C::NAME,
+            seed: a.common.seed,
+            results,
+        })?;
+    } else {
+        println!("codec {}  seed {}", C::NAME, a.common.seed);
+        println!(
+            "{:>8} {:>6} {:>6} {:>10} {:>10} {:>12}",
+            "λ", "µ", "loops", "mean pool", "λ/µ", "entropy"
+        );
+        for r in &results {
+            println!(
+                "{:>8} {:>6} {:>6} {:>10.2} {:>10.2} {:>10.3} b",
+                r.lambda, r.mu, r.mix_loops, r.mean_pool, r.expected_pool, r.entropy_bits
+            );
+        }
+    }
+    eprintln!("wrote {files}");
+    Ok(())
+}
+
+fn entropy_series(results: &[EntropyResult], mus: &[f64]) -> Vec<Series> {
+    let mut out = Vec::new();
+    for &mu in mus {
+        for loops in [false, true] {
+            let points = results
+                .iter()
+                .filter(|r| r.mu == mu && r.mix_loops == loops)
+                .map(|r| (r.lambda, r.entropy_bits))
+                .collect();
+            let label = match loops {
+                false => format!("µ = {mu}, no mix loops"),
+                true => format!("µ = {mu}, mix loops"),
+            };
+            out.push(Series {
+                label,
+                points,
+                reference: false,
+            });
+        }
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct Theorem1Output {
+    #[serde(flatten)]
+    result: Theorem1Result,
+    seed: u64,
+    /// The same n and k for every l' from 0 to l (what the plot shows).
+    by_l: Vec<Theorem1Result>,
+}
+
+fn theorem1_cmd<C: Codec>(a: &Theorem1Args) -> Result<(), String> {
+    let run = |l| {
+        theorem1::run::<C>(&Theorem1Config {
+            n: a.n,
+            k: a.k,
+            l,
+            trials: a.trials,
+            mu: a.mu,
+            seed: a.common.seed,
+        })
+        .map_err(|e| format!("theorem1: {e}"))
+    };
+    let by_l = (0..=a.l).map(run).collect::<Result<Vec<_>, _>>()?;
+    let result = by_l.last().cloned().ok_or("no result")?;
+    let mut csv = String::from(
+        "n,k,l,trials,p_first_empirical,p_first_formula,p_first_stderr,p_later_empirical,p_later_formula,p_later_stderr,codec\n",
+    );
+    for r in &by_l {
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{}",
+            r.n,
+            r.k,
+            r.l,
+            r.trials,
+            r.p_first_empirical,
+            r.p_first_formula,
+            r.p_first_stderr,
+            r.p_later_empirical,
+            r.p_later_formula,
+            r.p_later_stderr,
+            r.codec
+        );
+    }
+    let pick = |f: fn(&Theorem1Result) -> f64, from: usize| -> Vec<(f64, f64)> {
+        by_l.iter().skip(from).map(|r| (r.l as f64, f(r))).collect()
+    };
+    let series = vec![
+        series(
+            "one of the first n (simulated)",
+            pick(|r| r.p_first_empirical, 0),
+            false,
+        ),
+        series(
+            "k / (n(l+k)) (Theorem 1)",
+            pick(|r| r.p_first_formula, 0),
+            true,
+        ),
+        series(
+            "one of the later l (simulated)",
+            pick(|r| r.p_later_empirical, 1),
+            false,
+        ),
+        series(
+            "1 / (l+k) (Theorem 1)",
+            pick(|r| r.p_later_formula, 1),
+            true,
+        ),
+    ];
+    let caption = format!(
+        "Theorem 1, n = {}, k = {}: which message leaves next",
+        a.n, a.k
+    );
+    let labels = Labels {
+        caption: &caption,
+        x: "messages arrived later (l)",
+        y: "probability, per message",
+    };
+    let files = write_outputs(&a.common.out, "theorem1", &csv, &labels, &series)?;
+    if a.common.json {
+        json::print(&Theorem1Output {
+            result,
+            seed: a.common.seed,
+            by_l,
+        })?;
+    } else {
+        let r = &result;
+        println!(
+            "o(n={}, k={}, l={}), {} trials, codec {}",
+            r.n, r.k, r.l, r.trials, r.codec
+        );
+        println!(
+            "  each of the first n: {:.5} ± {:.5} (theorem {:.5})",
+            r.p_first_empirical, r.p_first_stderr, r.p_first_formula
+        );
+        println!(
+            "  each of the later l: {:.5} ± {:.5} (theorem {:.5})",
+            r.p_later_empirical, r.p_later_stderr, r.p_later_formula
+        );
+    }
+    eprintln!("wrote {files}");
+    Ok(())
+}
+
+fn series(label: &str, points: Vec<(f64, f64)>, reference: bool) -> Series {
+    Series {
+        label: label.to_string(),
+        points,
+        reference,
+    }
+}
+
+fn network_cmd<C: Codec>(a: &NetworkArgs) -> Result<(), String> {
+    let mut results = Vec::new();
+    for &mu in &a.mu {
+        for &cover in &a.cover {
+            let cfg = NetworkConfig {
+                layers: a.layers,
+                mixes_per_layer: a.mixes_per_layer,
+                providers: a.providers,
+                senders: a.senders,
+                mu,
+                lambda_payload: a.lambda_payload,
+                cover,
+                burn_in_units: a.burn_in,
+                measure_units: a.measure,
+                seed: a.common.seed,
+            };
+            results.push(network_gpa::run::<C>(&cfg).map_err(|e| format!("network: {}", e.0))?);
+        }
+    }
+    let mut csv = String::from(
+        "mu,cover,lambda_payload,layers,mixes_per_layer,senders,challenge_packets,epsilon_mean,epsilon_median,epsilon_p95,guess_accuracy,advantage,codec\n",
+    );
+    for r in &results {
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{}",
+            r.mu,
+            r.cover,
+            r.lambda_payload,
+            r.layers,
+            r.mixes_per_layer,
+            r.senders,
+            r.challenge_packets,
+            r.epsilon_mean,
+            r.epsilon_median,
+            r.epsilon_p95,
+            r.guess_accuracy,
+            r.advantage,
+            r.codec
+        );
+    }
+    let series: Vec<Series> = results.iter().map(epsilon_cdf).collect();
+    let labels = Labels {
+        caption: "Adversary's likelihood ratio for challenge messages (CDF)",
+        x: "ε = |ln(p(S0) / p(S1))|",
+        y: "fraction of challenge messages",
+    };
+    let files = write_outputs(&a.common.out, "network", &csv, &labels, &series)?;
+    if a.common.json {
+        json::print(&Sweep {
+            codec: C::NAME,
+            seed: a.common.seed,
+            results,
+        })?;
+    } else {
+        println!("codec {}  seed {}", C::NAME, a.common.seed);
+        println!(
+            "{:>6} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9}",
+            "µ", "cover", "packets", "ε mean", "ε p95", "accuracy", "advantage"
+        );
+        for r in &results {
+            println!(
+                "{:>6} {:>6} {:>8} {:>9.4} {:>9.4} {:>9.3} {:>9.3}",
+                r.mu,
+                r.cover,
+                r.challenge_packets,
+                r.epsilon_mean + 0.0,
+                r.epsilon_p95,
+                r.guess_accuracy,
+                r.advantage
+            );
+        }
+    }
+    eprintln!("wrote {files}");
+    Ok(())
+}
+
+/// The empirical CDF of ε, thinned to at most ~200 points.
+fn epsilon_cdf(r: &NetworkResult) -> Series {
+    let n = r.epsilons.len();
+    let step = n.div_ceil(200).max(1);
+    let points = (0..n)
+        .step_by(step)
+        .chain((n > 0).then(|| n - 1))
+        .map(|i| (r.epsilons[i], (i + 1) as f64 / n as f64))
+        .collect();
+    series(&format!("µ = {}, cover = {}", r.mu, r.cover), points, false)
+}
+
+#[derive(Serialize)]
+struct ParamsOutput {
+    clients: u32,
+    layers: u8,
+    mixes_per_layer: u32,
+    mu: f64,
+    lambda_payload: f64,
+    lambda_loop: f64,
+    lambda_drop: f64,
+    lambda_mix: f64,
+    #[serde(flatten)]
+    report: params_calc::ParamsReport,
+}
+
+fn params_cmd(a: &ParamsArgs) -> Result<(), String> {
+    let input = ParamsInput {
+        clients: a.clients,
+        layers: a.layers,
+        mixes_per_layer: a.mixes_per_layer,
+        mu: a.mu,
+        lambda_payload: a.lambda_payload,
+        lambda_loop: a.lambda_loop,
+        lambda_drop: a.lambda_drop,
+        lambda_mix: a.lambda_mix,
+        packet_bytes: a.packet_bytes,
+        seed: a.common.seed,
+    };
+    let r = params_calc::calculate(&input).map_err(|e| format!("params: {}", e.0))?;
+    let rows = [
+        ("mix_input_pps", r.mix_input_pps),
+        ("expected_pool", r.expected_pool),
+        ("latency_mean_s", r.latency_mean_s),
+        ("latency_p99_s", r.latency_p99_s),
+        ("client_pps", r.client_pps),
+        ("client_cover_share", r.client_cover_share),
+        ("client_bytes_per_s", r.client_bytes_per_s),
+        ("overhead_factor", r.overhead_factor),
+        ("mix_entropy_bits", r.mix_entropy_bits),
+    ];
+    let mut csv = String::from("quantity,value\n");
+    for (k, v) in rows {
+        let _ = writeln!(csv, "{k},{v:.6}");
+    }
+    let shape = u32::from(a.layers) + 2;
+    let cdf = erlang_cdf(shape, a.mu);
+    let end = r.latency_p99_s * 1.3;
+    let curve = (0..=100)
+        .map(|i| end * f64::from(i) / 100.0)
+        .map(|x| (x, cdf(x)));
+    let series = vec![
+        series(
+            &format!("Gamma({shape}, µ = {})", a.mu),
+            curve.collect(),
+            false,
+        ),
+        series(
+            "mean and p99",
+            vec![
+                (r.latency_mean_s, cdf(r.latency_mean_s)),
+                (r.latency_p99_s, 0.99),
+            ],
+            true,
+        ),
+    ];
+    let labels = Labels {
+        caption: "End-to-end latency from the mixing delays (CDF)",
+        x: "seconds",
+        y: "fraction of messages delivered",
+    };
+    let files = write_outputs(&a.common.out, "params", &csv, &labels, &series)?;
+    if a.common.json {
+        json::print(&ParamsOutput {
+            clients: a.clients,
+            layers: a.layers,
+            mixes_per_layer: a.mixes_per_layer,
+            mu: a.mu,
+            lambda_payload: a.lambda_payload,
+            lambda_loop: a.lambda_loop,
+            lambda_drop: a.lambda_drop,
+            lambda_mix: a.lambda_mix,
+            report: r,
+        })?;
+    } else {
+        for (k, v) in rows {
+            println!("{k:>20}  {v:.4}");
+        }
+    }
+    eprintln!("wrote {files}");
+    Ok(())
+}
+
+/// Writes `<out>/<name>.csv` and `<out>/<name>.svg`; returns their paths for the user.
+fn write_outputs(
+    out: &Path,
+    name: &str,
+    csv: &str,
+    labels: &Labels,
+    series: &[Series],
+) -> Result<String, String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let csv_path = out.join(format!("{name}.csv"));
+    std::fs::write(&csv_path, csv).map_err(|e| format!("{}: {e}", csv_path.display()))?;
+    let svg_path = out.join(format!("{name}.svg"));
+    line_chart(&svg_path, labels, series)?;
+    Ok(format!("{} and {}", csv_path.display(), svg_path.display()))
+}
