@@ -4,7 +4,7 @@
 //! on the wall clock: the same seed gives byte-identical files.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 use loopix_core::codec::{Codec, Plaintext};
@@ -203,52 +203,40 @@ fn mix_entropy_cmd<C: Codec>(a: &MixEntropyArgs) -> Result<(), String> {
             }
         }
     }
-    let mut csv = String::from(
-        "lambda,mu,mix_loops,lambda_mix,mean_pool,expected_pool,entropy_bits,outputs,codec\n",
-    );
-    for r in &results {
-        let _ = writeln!(
-            csv,
-            "{},{},{},{},{:.6},{:.6},{:.6},{},{}",
-            r.lambda,
-            r.mu,
-            r.mix_loops,
-            r.lambda_mix,
-            r.mean_pool,
-            r.expected_pool,
-            r.entropy_bits,
-            r.outputs,
-            r.codec
-        );
-    }
+    let csv = to_csv(&results)?;
     let series = entropy_series(&results, &a.mu);
     let labels = Labels {
         caption: "Entropy of a Poisson mix's output vs incoming rate",
         x: "incoming rate λ (packets/s)",
         y: "entropy (bits)",
     };
-    let files = write_outputs(&a.common.out, "mix-entropy", &csv, &labels, &series)?;
-    if a.common.json {
-        json::print(&Sweep {
-            codec: C::NAME,
-            seed: a.common.seed,
-            results,
-        })?;
-    } else {
-        println!("codec {}  seed {}", C::NAME, a.common.seed);
-        println!(
-            "{:>8} {:>6} {:>6} {:>10} {:>10} {:>12}",
-            "λ", "µ", "loops", "mean pool", "λ/µ", "entropy"
+    let mut table = format!("codec {}  seed {}\n", C::NAME, a.common.seed);
+    let _ = writeln!(
+        table,
+        "{:>8} {:>6} {:>6} {:>10} {:>10} {:>12}",
+        "λ", "µ", "loops", "mean pool", "λ/µ", "entropy"
+    );
+    for r in &results {
+        let _ = writeln!(
+            table,
+            "{:>8} {:>6} {:>6} {:>10.2} {:>10.2} {:>10.3} b",
+            r.lambda, r.mu, r.mix_loops, r.mean_pool, r.expected_pool, r.entropy_bits
         );
-        for r in &results {
-            println!(
-                "{:>8} {:>6} {:>6} {:>10.2} {:>10.2} {:>10.3} b",
-                r.lambda, r.mu, r.mix_loops, r.mean_pool, r.expected_pool, r.entropy_bits
-            );
-        }
     }
-    eprintln!("wrote {files}");
-    Ok(())
+    let json = Sweep {
+        codec: C::NAME,
+        seed: a.common.seed,
+        results,
+    };
+    emit(
+        &a.common,
+        "mix-entropy",
+        &csv,
+        &labels,
+        &series,
+        &json,
+        &table,
+    )
 }
 
 fn entropy_series(results: &[EntropyResult], mus: &[f64]) -> Vec<Series> {
@@ -297,26 +285,7 @@ fn theorem1_cmd<C: Codec>(a: &Theorem1Args) -> Result<(), String> {
     };
     let by_l = (0..=a.l).map(run).collect::<Result<Vec<_>, _>>()?;
     let result = by_l.last().cloned().ok_or("no result")?;
-    let mut csv = String::from(
-        "n,k,l,trials,p_first_empirical,p_first_formula,p_first_stderr,p_later_empirical,p_later_formula,p_later_stderr,codec\n",
-    );
-    for r in &by_l {
-        let _ = writeln!(
-            csv,
-            "{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{}",
-            r.n,
-            r.k,
-            r.l,
-            r.trials,
-            r.p_first_empirical,
-            r.p_first_formula,
-            r.p_first_stderr,
-            r.p_later_empirical,
-            r.p_later_formula,
-            r.p_later_stderr,
-            r.codec
-        );
-    }
+    let csv = to_csv(&by_l)?;
     let pick = |f: fn(&Theorem1Result) -> f64, from: usize| -> Vec<(f64, f64)> {
         by_l.iter().skip(from).map(|r| (r.l as f64, f(r))).collect()
     };
@@ -351,30 +320,27 @@ fn theorem1_cmd<C: Codec>(a: &Theorem1Args) -> Result<(), String> {
         x: "messages arrived later (l)",
         y: "probability, per message",
     };
-    let files = write_outputs(&a.common.out, "theorem1", &csv, &labels, &series)?;
-    if a.common.json {
-        json::print(&Theorem1Output {
-            result,
-            seed: a.common.seed,
-            by_l,
-        })?;
-    } else {
-        let r = &result;
-        println!(
-            "o(n={}, k={}, l={}), {} trials, codec {}",
-            r.n, r.k, r.l, r.trials, r.codec
-        );
-        println!(
-            "  each of the first n: {:.5} ± {:.5} (theorem {:.5})",
-            r.p_first_empirical, r.p_first_stderr, r.p_first_formula
-        );
-        println!(
-            "  each of the later l: {:.5} ± {:.5} (theorem {:.5})",
-            r.p_later_empirical, r.p_later_stderr, r.p_later_formula
-        );
-    }
-    eprintln!("wrote {files}");
-    Ok(())
+    let r = &result;
+    let table = format!(
+        "o(n={}, k={}, l={}), {} trials, codec {}\n  each of the first n: {:.5} ± {:.5} (theorem {:.5})\n  each of the later l: {:.5} ± {:.5} (theorem {:.5})\n",
+        r.n,
+        r.k,
+        r.l,
+        r.trials,
+        r.codec,
+        r.p_first_empirical,
+        r.p_first_stderr,
+        r.p_first_formula,
+        r.p_later_empirical,
+        r.p_later_stderr,
+        r.p_later_formula
+    );
+    let json = Theorem1Output {
+        result,
+        seed: a.common.seed,
+        by_l,
+    };
+    emit(&a.common, "theorem1", &csv, &labels, &series, &json, &table)
 }
 
 fn series(label: &str, points: Vec<(f64, f64)>, reference: bool) -> Series {
@@ -404,62 +370,38 @@ fn network_cmd<C: Codec>(a: &NetworkArgs) -> Result<(), String> {
             results.push(network_gpa::run::<C>(&cfg).map_err(|e| format!("network: {}", e.0))?);
         }
     }
-    let mut csv = String::from(
-        "mu,cover,lambda_payload,layers,mixes_per_layer,senders,challenge_packets,epsilon_mean,epsilon_median,epsilon_p95,guess_accuracy,advantage,codec\n",
-    );
-    for r in &results {
-        let _ = writeln!(
-            csv,
-            "{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{}",
-            r.mu,
-            r.cover,
-            r.lambda_payload,
-            r.layers,
-            r.mixes_per_layer,
-            r.senders,
-            r.challenge_packets,
-            r.epsilon_mean,
-            r.epsilon_median,
-            r.epsilon_p95,
-            r.guess_accuracy,
-            r.advantage,
-            r.codec
-        );
-    }
+    let csv = to_csv(&results)?;
     let series: Vec<Series> = results.iter().map(epsilon_cdf).collect();
     let labels = Labels {
         caption: "Adversary's likelihood ratio for challenge messages (CDF)",
         x: "ε = |ln(p(S0) / p(S1))|",
         y: "fraction of challenge messages",
     };
-    let files = write_outputs(&a.common.out, "network", &csv, &labels, &series)?;
-    if a.common.json {
-        json::print(&Sweep {
-            codec: C::NAME,
-            seed: a.common.seed,
-            results,
-        })?;
-    } else {
-        println!("codec {}  seed {}", C::NAME, a.common.seed);
-        println!(
-            "{:>6} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9}",
-            "µ", "cover", "packets", "ε mean", "ε p95", "accuracy", "advantage"
+    let mut table = format!("codec {}  seed {}\n", C::NAME, a.common.seed);
+    let _ = writeln!(
+        table,
+        "{:>6} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "µ", "cover", "packets", "ε mean", "ε p95", "accuracy", "advantage"
+    );
+    for r in &results {
+        let _ = writeln!(
+            table,
+            "{:>6} {:>6} {:>8} {:>9.4} {:>9.4} {:>9.3} {:>9.3}",
+            r.mu,
+            r.cover,
+            r.challenge_packets,
+            r.epsilon_mean + 0.0,
+            r.epsilon_p95,
+            r.guess_accuracy,
+            r.advantage
         );
-        for r in &results {
-            println!(
-                "{:>6} {:>6} {:>8} {:>9.4} {:>9.4} {:>9.3} {:>9.3}",
-                r.mu,
-                r.cover,
-                r.challenge_packets,
-                r.epsilon_mean + 0.0,
-                r.epsilon_p95,
-                r.guess_accuracy,
-                r.advantage
-            );
-        }
     }
-    eprintln!("wrote {files}");
-    Ok(())
+    let json = Sweep {
+        codec: C::NAME,
+        seed: a.common.seed,
+        results,
+    };
+    emit(&a.common, "network", &csv, &labels, &series, &json, &table)
 }
 
 /// The empirical CDF of ε, thinned to at most ~200 points.
@@ -513,10 +455,7 @@ fn params_cmd(a: &ParamsArgs) -> Result<(), String> {
         ("overhead_factor", r.overhead_factor),
         ("mix_entropy_bits", r.mix_entropy_bits),
     ];
-    let mut csv = String::from("quantity,value\n");
-    for (k, v) in rows {
-        let _ = writeln!(csv, "{k},{v:.6}");
-    }
+    let csv = to_csv(&rows.map(|(quantity, value)| Quantity { quantity, value }))?;
     let shape = u32::from(a.layers) + 2;
     let cdf = erlang_cdf(shape, a.mu);
     let end = r.latency_p99_s * 1.3;
@@ -543,40 +482,63 @@ fn params_cmd(a: &ParamsArgs) -> Result<(), String> {
         x: "seconds",
         y: "fraction of messages delivered",
     };
-    let files = write_outputs(&a.common.out, "params", &csv, &labels, &series)?;
-    if a.common.json {
-        json::print(&ParamsOutput {
-            clients: a.clients,
-            layers: a.layers,
-            mixes_per_layer: a.mixes_per_layer,
-            mu: a.mu,
-            lambda_payload: a.lambda_payload,
-            lambda_loop: a.lambda_loop,
-            lambda_drop: a.lambda_drop,
-            lambda_mix: a.lambda_mix,
-            report: r,
-        })?;
-    } else {
-        for (k, v) in rows {
-            println!("{k:>20}  {v:.4}");
-        }
-    }
-    eprintln!("wrote {files}");
-    Ok(())
+    let table: String = rows
+        .iter()
+        .map(|(k, v)| format!("{k:>20}  {v:.4}\n"))
+        .collect();
+    let json = ParamsOutput {
+        clients: a.clients,
+        layers: a.layers,
+        mixes_per_layer: a.mixes_per_layer,
+        mu: a.mu,
+        lambda_payload: a.lambda_payload,
+        lambda_loop: a.lambda_loop,
+        lambda_drop: a.lambda_drop,
+        lambda_mix: a.lambda_mix,
+        report: r,
+    };
+    emit(&a.common, "params", &csv, &labels, &series, &json, &table)
 }
 
-/// Writes `<out>/<name>.csv` and `<out>/<name>.svg`; returns their paths for the user.
-fn write_outputs(
-    out: &Path,
+/// One CSV row of `params`.
+#[derive(Serialize)]
+struct Quantity {
+    quantity: &'static str,
+    value: f64,
+}
+
+/// Rows as CSV with a header from the field names.
+fn to_csv<T: Serialize>(rows: &[T]) -> Result<String, String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        w.serialize(r).map_err(|e| format!("csv: {e}"))?;
+    }
+    let bytes = w.into_inner().map_err(|e| format!("csv: {e}"))?;
+    String::from_utf8(bytes).map_err(|e| format!("csv: {e}"))
+}
+
+/// Writes `<out>/<name>.csv` and `<out>/<name>.svg`, prints `json` (with `--json`) or
+/// `table`, and says on stderr where the files went.
+fn emit(
+    common: &Common,
     name: &str,
     csv: &str,
     labels: &Labels,
     series: &[Series],
-) -> Result<String, String> {
+    json: &impl Serialize,
+    table: &str,
+) -> Result<(), String> {
+    let out = &common.out;
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let csv_path = out.join(format!("{name}.csv"));
     std::fs::write(&csv_path, csv).map_err(|e| format!("{}: {e}", csv_path.display()))?;
     let svg_path = out.join(format!("{name}.svg"));
     line_chart(&svg_path, labels, series)?;
-    Ok(format!("{} and {}", csv_path.display(), svg_path.display()))
+    if common.json {
+        json::print(json)?;
+    } else {
+        print!("{table}");
+    }
+    eprintln!("wrote {} and {}", csv_path.display(), svg_path.display());
+    Ok(())
 }
