@@ -102,7 +102,7 @@ struct NetworkArgs {
     #[arg(long, value_delimiter = ',', default_values_t = [1.0, 4.0])]
     mu: Vec<f64>,
     /// Cover rates (client loop = client drop = mix loop rate), comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = [1.0])]
+    #[arg(long, value_delimiter = ',', default_values_t = [0.5, 2.0])]
     cover: Vec<f64>,
     #[arg(long, default_value_t = 2.0)]
     lambda_payload: f64,
@@ -165,7 +165,11 @@ pub fn run(args: &SimArgs) -> Result<(), String> {
             || network_cmd::<Plaintext>(a),
             || network_cmd::<Processor>(a),
         ),
-        SimCmd::Params(a) => params_cmd(a),
+        SimCmd::Params(a) => by_codec(
+            a.common.codec,
+            || params_cmd::<Plaintext>(a),
+            || params_cmd::<Processor>(a),
+        ),
     }
 }
 
@@ -430,7 +434,7 @@ struct ParamsOutput {
     report: params_calc::ParamsReport,
 }
 
-fn params_cmd(a: &ParamsArgs) -> Result<(), String> {
+fn params_cmd<C: Codec>(a: &ParamsArgs) -> Result<(), String> {
     let input = ParamsInput {
         clients: a.clients,
         layers: a.layers,
@@ -443,7 +447,7 @@ fn params_cmd(a: &ParamsArgs) -> Result<(), String> {
         packet_bytes: a.packet_bytes,
         seed: a.common.seed,
     };
-    let r = params_calc::calculate(&input).map_err(|e| format!("params: {}", e.0))?;
+    let r = params_calc::calculate::<C>(&input).map_err(|e| format!("params: {}", e.0))?;
     let rows = [
         ("mix_input_pps", r.mix_input_pps),
         ("expected_pool", r.expected_pool),

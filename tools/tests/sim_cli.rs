@@ -129,10 +129,18 @@ fn network_and_params_run_over_real_packets_too() {
     let v = json(&sim(&dir, &net));
     assert_eq!(v["codec"], "sphinx");
     assert_eq!(v["results"].as_array().map(Vec::len), Some(2));
-    let v = json(&sim(
-        &dir,
-        &["params", "--clients", "50", "--mu", "2", "--json"],
-    ));
+    let params = [
+        "params",
+        "--clients",
+        "50",
+        "--mu",
+        "2",
+        "--codec",
+        "sphinx",
+        "--json",
+    ];
+    let v = json(&sim(&dir, &params));
+    assert_eq!(v["entropy_codec"], "sphinx");
     assert!((v["latency_mean_s"].as_f64().unwrap() - 2.5).abs() < 1e-9);
     assert!(v["mix_entropy_bits"].as_f64().unwrap() > 0.0);
     assert!(dir.join("params.svg").exists());

@@ -5,7 +5,7 @@
 //! provider: end-to-end latency is Gamma(layers + 2, µ) (the simulator's tests check this
 //! shape). A mix's own loop is held once in every other layer and ends at its sender.
 
-use loopix_core::codec::Plaintext;
+use loopix_core::codec::Codec;
 use serde::Serialize;
 
 use super::mix_entropy::{self, EntropyConfig};
@@ -42,7 +42,7 @@ pub struct ParamsReport {
     /// All packets the network carries per real payload packet (cover and mix loops).
     pub overhead_factor: f64,
     /// Entropy of one mix's output at `mix_input_pps`, with its own loops (from
-    /// `mix-entropy`, over the stand-in codec).
+    /// `mix-entropy`).
     pub mix_entropy_bits: f64,
     pub entropy_codec: &'static str,
 }
@@ -51,7 +51,8 @@ pub struct ParamsReport {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamsError(pub &'static str);
 
-pub fn calculate(p: &ParamsInput) -> Result<ParamsReport, ParamsError> {
+/// The figures for `p`; the entropy run goes over codec `C`.
+pub fn calculate<C: Codec>(p: &ParamsInput) -> Result<ParamsReport, ParamsError> {
     if p.clients == 0 || p.layers == 0 || p.mixes_per_layer == 0 {
         return Err(ParamsError(
             "clients, layers and mixes per layer must be at least 1",
@@ -72,7 +73,7 @@ pub fn calculate(p: &ParamsInput) -> Result<ParamsReport, ParamsError> {
     );
     let mix_input_pps = u * client_pps / w + (l - 1.0) * p.lambda_mix;
     let shape = u32::from(p.layers) + 2;
-    let entropy = mix_entropy::run::<Plaintext>(&EntropyConfig {
+    let entropy = mix_entropy::run::<C>(&EntropyConfig {
         lambda: mix_input_pps,
         mu: p.mu,
         lambda_mix: p.lambda_mix,
@@ -98,6 +99,7 @@ pub fn calculate(p: &ParamsInput) -> Result<ParamsReport, ParamsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use loopix_core::codec::Plaintext;
 
     fn input() -> ParamsInput {
         ParamsInput {
@@ -116,7 +118,7 @@ mod tests {
 
     #[test]
     fn figures_follow_from_the_rates() {
-        let r = calculate(&input()).unwrap();
+        let r = calculate::<Plaintext>(&input()).unwrap();
         assert!((r.mix_input_pps - (100.0 * 2.0 / 2.0 + 2.0)).abs() < 1e-9);
         assert!((r.expected_pool - 51.0).abs() < 1e-9);
         assert!((r.latency_mean_s - 2.5).abs() < 1e-12);
@@ -132,16 +134,16 @@ mod tests {
 
     #[test]
     fn refuses_impossible_parameters() {
-        assert!(calculate(&ParamsInput { mu: 0.0, ..input() }).is_err());
+        assert!(calculate::<Plaintext>(&ParamsInput { mu: 0.0, ..input() }).is_err());
         assert!(
-            calculate(&ParamsInput {
+            calculate::<Plaintext>(&ParamsInput {
                 clients: 0,
                 ..input()
             })
             .is_err()
         );
         assert!(
-            calculate(&ParamsInput {
+            calculate::<Plaintext>(&ParamsInput {
                 lambda_loop: -1.0,
                 ..input()
             })
