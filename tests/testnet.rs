@@ -38,6 +38,13 @@ fn a_twenty_second_testnet_delivers_every_message_exactly_once() {
         (Some(0), Some(0))
     );
     assert!(v["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    // Mix loops came back, and their round trip beyond the requested delays (routing,
+    // processing, loopback links) is positive and far below the mixing delays.
+    let overhead = v["loop_overhead_ms"].as_f64().expect("mix loops returned");
+    assert!(
+        overhead > 0.0 && overhead < 50.0,
+        "loop overhead {overhead} ms"
+    );
     let nodes = v["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 8, "3 layers x 2 mixes + 2 providers");
     for n in nodes {

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 
 use loopix_core::drops::DropReason;
+use loopix_core::latency_histogram::LatencyHistogram;
 use loopix_runtime::shard::ShardReport;
 
 /// What the metrics thread serves: the latest reports and figures derived from them.
@@ -94,17 +95,6 @@ pub fn render(s: &Snapshot) -> String {
         &mut std::iter::once((String::new(), expected)),
     );
     family(
-        "loopix_delay_error_us_mean",
-        "gauge",
-        "Mean (actual hold - requested delay) over released packets, microseconds.",
-        &mut s.reports.iter().map(|r| {
-            (
-                shard(r),
-                r.core.delay_error_us_sum as f64 / r.core.released.max(1) as f64,
-            )
-        }),
-    );
-    family(
         "loopix_loop_return_fraction",
         "gauge",
         "Share of this node's recent loops that came back (mixes).",
@@ -137,7 +127,35 @@ pub fn render(s: &Snapshot) -> String {
         "Packets for an id with no known address.",
         &mut s.reports.iter().map(|r| (shard(r), r.unroutable as f64)),
     );
+    let merged = |pick: fn(&ShardReport) -> &LatencyHistogram| {
+        let mut h = LatencyHistogram::default();
+        s.reports.iter().for_each(|r| h.merge(pick(r)));
+        h
+    };
+    histogram(
+        &mut out,
+        "loopix_delay_error_seconds",
+        "|actual hold - requested delay| of released packets (delay fidelity), all shards.",
+        &merged(|r| &r.core.delay_error),
+    );
+    histogram(
+        &mut out,
+        "loopix_loop_overhead_seconds",
+        "Mixes: loop round trip minus the delays it asked for (path overhead), all shards.",
+        &merged(|r| &r.core.loop_overhead),
+    );
     out
+}
+
+/// One Prometheus histogram family from a [`LatencyHistogram`] (µs, exposed in seconds).
+fn histogram(out: &mut String, name: &str, help: &str, h: &LatencyHistogram) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (bound, n) in h.cumulative() {
+        let le = bound.map_or("+Inf".to_string(), |us| format!("{}", us as f64 / 1e6));
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_sum {}", h.sum_us() as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {}", h.count());
 }
 
 /// Serves `GET /metrics` on `addr` from `shared`, on a thread of its own.

@@ -83,6 +83,8 @@ pub struct Summary {
     pub duplicates: u64,
     pub misdelivered: u64,
     pub latency_ms: Latency,
+    /// Mean over every returned mix loop of its overhead, ms (see [`NodeSummary`]).
+    pub loop_overhead_ms: Option<f64>,
     pub nodes: Vec<NodeSummary>,
     pub dir: String,
     pub duration_s: u64,
@@ -103,6 +105,13 @@ pub struct NodeSummary {
     pub packets_out: u64,
     pub drops: BTreeMap<String, u64>,
     pub exit_ok: bool,
+    /// Mixes: their loops' round trip minus requested delays, summed, and how many.
+    #[serde(skip)]
+    pub loop_overhead_s_sum: f64,
+    pub loops_back: u64,
+    /// Mixes: mean loop overhead, ms (routing, processing and links of one trip through
+    /// every layer and a provider).
+    pub loop_overhead_ms: Option<f64>,
 }
 
 /// Runs the network and prints the summary. Fails if any real message was lost or
@@ -381,8 +390,8 @@ impl Drop for Nodes {
 /// Sums a node's shard metrics into its summary.
 fn fill_from_metrics(s: &mut NodeSummary, text: &str) {
     use crate::metrics_client::{label, samples};
-    for (name, labels, value) in samples(text) {
-        let value = value as u64;
+    for (name, labels, raw) in samples(text) {
+        let value = raw as u64;
         match name {
             "loopix_packets_in_total" => s.packets_in += value,
             "loopix_packets_out_total" => s.packets_out += value,
@@ -390,9 +399,13 @@ fn fill_from_metrics(s: &mut NodeSummary, text: &str) {
                 let reason = label(labels, "reason").unwrap_or("?");
                 *s.drops.entry(reason.to_string()).or_default() += value;
             }
+            "loopix_loop_overhead_seconds_sum" => s.loop_overhead_s_sum = raw,
+            "loopix_loop_overhead_seconds_count" => s.loops_back = value,
             _ => {}
         }
     }
+    s.loop_overhead_ms =
+        (s.loops_back > 0).then(|| s.loop_overhead_s_sum * 1e3 / s.loops_back as f64);
 }
 
 fn start_clients(args: &TestnetArgs, layout: &Layout) -> Result<Vec<RunningClient>, String> {
@@ -542,13 +555,15 @@ impl Traffic {
                 v[((v.len() - 1) as f64 * p).round() as usize]
             }
         };
-        let nodes = nodes
+        let nodes: Vec<NodeSummary> = nodes
             .into_iter()
             .map(|(id, mut s)| {
                 s.exit_ok = exits.contains(&id);
                 s
             })
             .collect();
+        let loops: u64 = nodes.iter().map(|n| n.loops_back).sum();
+        let overhead_s: f64 = nodes.iter().map(|n| n.loop_overhead_s_sum).sum();
         let sent = self.sent.len() as u64;
         let delivered = self.delivered.len() as u64;
         Summary {
@@ -562,6 +577,7 @@ impl Traffic {
                 p99: pct(0.99),
                 max: pct(1.0),
             },
+            loop_overhead_ms: (loops > 0).then(|| overhead_s * 1e3 / loops as f64),
             nodes,
             dir: layout.dir.display().to_string(),
             duration_s: args.duration_s,
@@ -592,6 +608,9 @@ fn print_summary(s: &Summary) {
         "end-to-end latency (queued -> delivered): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         s.latency_ms.p50, s.latency_ms.p99, s.latency_ms.max
     );
+    if let Some(ms) = s.loop_overhead_ms {
+        println!("mix loop overhead (round trip minus requested delays): mean {ms:.2} ms");
+    }
     println!(
         "\n{:>6} {:<9} {:>10} {:>10}  drops",
         "node", "role", "in", "out"

@@ -122,13 +122,21 @@ fn network_and_params_run_over_real_packets_too() {
         "10",
         "--measure",
         "10",
+        "--mu",
+        "1,2",
+        "--cover",
+        "0.5",
         "--codec",
         "sphinx",
         "--json",
     ];
     let v = json(&sim(&dir, &net));
     assert_eq!(v["codec"], "sphinx");
-    assert_eq!(v["results"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        v["results"].as_array().map(Vec::len),
+        Some(2),
+        "two µ, one cover"
+    );
     let params = [
         "params",
         "--clients",

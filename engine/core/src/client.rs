@@ -13,7 +13,7 @@ use crate::codec::Codec;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::directory::Directory;
+use crate::directory::{Directory, requested_delay_us};
 use crate::endpoint::{Endpoint, Transmit};
 use crate::loops::LoopMonitor;
 use crate::payload::{self, Content, Reassembly};
@@ -275,7 +275,8 @@ impl<C: Codec> Client<C> {
             .directory
             .client_path(rng, self.provider, self.id, Command::LoopReturn, path);
         if ok.is_ok() && self.build(&body, buf) {
-            self.loops.sent(nonce, now_us);
+            self.loops
+                .sent(nonce, now_us, requested_delay_us(&self.path));
             self.stats.sent_loop += 1;
         }
     }
@@ -334,7 +335,7 @@ impl<C: Codec> Client<C> {
         let content = self.params.payload(&self.scratch).and_then(payload::read);
         match (command, content) {
             (Ok(Command::LoopReturn), Some(Content::Loop { nonce })) => {
-                self.loops.returned(nonce);
+                self.loops.returned(nonce, now_us);
             }
             (
                 Ok(Command::Final),

@@ -27,6 +27,18 @@ pub struct Directory {
     mu_per_s: f64,
 }
 
+/// The delays a path asks its hops to hold it, in all, µs.
+pub fn requested_delay_us(path: &[Hop]) -> u64 {
+    path.iter()
+        .map(|h| match h.command {
+            Command::Relay { delay_us, .. } | Command::Deliver { delay_us, .. } => {
+                u64::from(delay_us)
+            }
+            _ => 0,
+        })
+        .sum()
+}
+
 /// A path could not be made: a name not in the topology.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnknownPeer(pub Address);

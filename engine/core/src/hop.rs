@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use loopix_crypto::{Address, Command, ProcessError, Processed, Processor, SecretKey};
 
 use crate::codec::Codec;
+use crate::latency_histogram::LatencyHistogram;
 
 use crate::drops::{DropCounts, DropReason};
 use crate::packet_pool::PacketPool;
@@ -70,8 +71,8 @@ pub struct HopStats {
     pub received: u64,
     pub released: u64,
     pub drops: DropCounts,
-    /// Sum over released packets of (actual hold - requested delay), in µs.
-    pub delay_error_us_sum: u64,
+    /// |actual hold - requested delay| of every released packet, µs: delay fidelity.
+    pub delay_error: LatencyHistogram,
 }
 
 /// The shared hop pipeline. See the module docs.
@@ -254,7 +255,9 @@ impl<C: Codec> HopEngine<C> {
         let slot = self.ready.pop_front()?;
         let held = self.held[slot as usize];
         let actual = now_us.saturating_sub(held.since_us);
-        self.stats.delay_error_us_sum += actual.saturating_sub(held.requested_us);
+        self.stats
+            .delay_error
+            .record(actual.abs_diff(held.requested_us));
         self.stats.released += 1;
         held.due.map(|d| (d, slot))
     }

@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod field_error;
 pub mod hop;
 pub mod inbox;
+pub mod latency_histogram;
 pub mod loops;
 pub mod mix;
 pub mod packet_pool;

@@ -4,10 +4,14 @@
 
 use std::collections::VecDeque;
 
+use crate::latency_histogram::LatencyHistogram;
+
 #[derive(Clone, Copy, Debug)]
 struct Sent {
     nonce: u64,
     at_us: u64,
+    /// The delays written into the loop's hops, µs.
+    requested_us: u64,
     returned: bool,
 }
 
@@ -18,6 +22,9 @@ pub struct LoopMonitor {
     grace_us: u64,
     pub sent_total: u64,
     pub returned_total: u64,
+    /// Round trip minus the delays the loop asked for, µs: what the path's routing,
+    /// processing and links cost (the paper's latency overhead, Fig. 10).
+    pub overhead: LatencyHistogram,
 }
 
 impl LoopMonitor {
@@ -29,24 +36,27 @@ impl LoopMonitor {
             grace_us,
             sent_total: 0,
             returned_total: 0,
+            overhead: LatencyHistogram::default(),
         }
     }
 
-    /// Records a loop sent at `now_us`.
-    pub fn sent(&mut self, nonce: u64, now_us: u64) {
+    /// Records a loop sent at `now_us` whose hops hold it `requested_us` in all.
+    pub fn sent(&mut self, nonce: u64, now_us: u64, requested_us: u64) {
         if self.sent.len() >= self.window * 2 {
             self.sent.pop_front();
         }
         self.sent.push_back(Sent {
             nonce,
             at_us: now_us,
+            requested_us,
             returned: false,
         });
         self.sent_total += 1;
     }
 
-    /// Records a returned loop; false if it is not one of ours (or came back twice).
-    pub fn returned(&mut self, nonce: u64) -> bool {
+    /// Records a loop back at `now_us`; false if it is not one of ours (or came back
+    /// twice).
+    pub fn returned(&mut self, nonce: u64, now_us: u64) -> bool {
         match self
             .sent
             .iter_mut()
@@ -55,6 +65,8 @@ impl LoopMonitor {
             Some(s) => {
                 s.returned = true;
                 self.returned_total += 1;
+                let trip = now_us.saturating_sub(s.at_us);
+                self.overhead.record(trip.saturating_sub(s.requested_us));
                 true
             }
             None => false,
@@ -82,12 +94,13 @@ mod tests {
     #[test]
     fn fraction_counts_only_loops_past_their_grace() {
         let mut m = LoopMonitor::new(10, 100);
-        m.sent(1, 0);
-        m.sent(2, 0);
-        m.sent(3, 500);
-        assert!(m.returned(1));
-        assert!(!m.returned(1), "twice");
-        assert!(!m.returned(9), "not ours");
+        m.sent(1, 0, 30);
+        m.sent(2, 0, 0);
+        m.sent(3, 500, 0);
+        assert!(m.returned(1, 70));
+        assert!(!m.returned(1, 80), "twice");
+        assert!(!m.returned(9, 80), "not ours");
+        assert_eq!((m.overhead.count(), m.overhead.sum_us()), (1, 40));
         assert_eq!(m.return_fraction(50), None);
         assert_eq!(m.return_fraction(100), Some(0.5));
         assert_eq!(m.return_fraction(600), Some(1.0 / 3.0));

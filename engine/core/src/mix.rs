@@ -8,10 +8,11 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::codec::Codec;
-use crate::directory::{Directory, Peer};
+use crate::directory::{Directory, Peer, requested_delay_us};
 use crate::drops::DropReason;
 use crate::endpoint::{Endpoint, Transmit};
 use crate::hop::{Due, HopEngine, HopLimits, HopStats};
+use crate::latency_histogram::LatencyHistogram;
 use crate::loops::LoopMonitor;
 use crate::payload::{self, Content};
 use crate::rate::PoissonTimer;
@@ -45,6 +46,8 @@ pub struct MixStats {
     pub sent: u64,
     pub loops_sent: u64,
     pub loops_returned: u64,
+    /// Round trip minus requested delays of the loops that came back, µs.
+    pub loop_overhead: LatencyHistogram,
 }
 
 /// A mix node. See the module docs.
@@ -98,6 +101,7 @@ impl<C: Codec> Mix<C> {
             sent: self.sent,
             loops_sent: self.loops.sent_total,
             loops_returned: self.loops.returned_total,
+            loop_overhead: self.loops.overhead,
         }
     }
 
@@ -129,7 +133,11 @@ impl<C: Codec> Mix<C> {
             command,
             params.payload(packet).and_then(payload::read),
         ) {
-            (Command::LoopReturn, Some(Content::Loop { nonce })) if loops.returned(nonce) => Ok(()),
+            (Command::LoopReturn, Some(Content::Loop { nonce }))
+                if loops.returned(nonce, now_us) =>
+            {
+                Ok(())
+            }
             _ => Err(DropReason::UnexpectedCommand),
         };
         self.engine.receive_batch(now_us, datagrams, route, on_end);
@@ -148,7 +156,8 @@ impl<C: Codec> Mix<C> {
             let _ = C::build_into(params, path, &body, rng, buf);
         });
         if built {
-            self.loops.sent(nonce, now_us);
+            self.loops
+                .sent(nonce, now_us, requested_delay_us(&self.path));
         }
     }
 }

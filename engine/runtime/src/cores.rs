@@ -9,6 +9,7 @@ use loopix_core::provider::Provider;
 use loopix_crypto::{Address, SecretKey};
 
 use crate::batch_io::BATCH;
+use loopix_core::latency_histogram::LatencyHistogram;
 
 /// A core's counters at one moment.
 #[derive(Clone, Copy, Debug, Default)]
@@ -22,8 +23,10 @@ pub struct CoreReport {
     pub ended: u64,
     /// Mix loops: share of recent loops that returned.
     pub loop_return_fraction: Option<f64>,
-    /// Sum of (actual hold - requested delay) over released packets, µs.
-    pub delay_error_us_sum: u64,
+    /// |actual hold - requested delay| of released packets, µs.
+    pub delay_error: LatencyHistogram,
+    /// Mixes: round trip minus requested delays of returned loops, µs.
+    pub loop_overhead: LatencyHistogram,
     pub released: u64,
     /// Providers: packets waiting in inboxes.
     pub inbox_packets: u64,
@@ -75,7 +78,8 @@ impl ShardCore for Mix {
             pending: ShardCore::pending(self) as u64,
             ended: s.loops_returned,
             loop_return_fraction: self.loop_return_fraction(now_us),
-            delay_error_us_sum: s.hop.delay_error_us_sum,
+            delay_error: s.hop.delay_error,
+            loop_overhead: s.loop_overhead,
             released: s.hop.released,
             inbox_packets: 0,
         }
@@ -98,7 +102,8 @@ impl<S: InboxStore> ShardCore for Provider<S> {
             pending: ShardCore::pending(self) as u64,
             ended: s.drop_cover_absorbed + s.stored,
             loop_return_fraction: None,
-            delay_error_us_sum: s.hop.delay_error_us_sum,
+            delay_error: s.hop.delay_error,
+            loop_overhead: LatencyHistogram::default(),
             released: s.hop.released,
             inbox_packets: self.inbox_total() as u64,
         }
