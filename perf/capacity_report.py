@@ -5,36 +5,14 @@ summary object `perf/capacity.sh --json` prints. Standard library only."""
 import json
 import sys
 
+from svg_chart import line_chart
+
 
 def svg(runs, bound, path):
-    w, h, pad = 640, 360, 50
-    pts = [(s["offered_pps"], s["p99_us"]) for r in runs for s in r["steps"]]
-    xmax = max([x for x, _ in pts] + [1]) * 1.05
-    ymax = max([min(y, bound * 4) for _, y in pts] + [bound]) * 1.1
-    X = lambda x: pad + (w - 2 * pad) * x / xmax
-    Y = lambda y: h - pad - (h - 2 * pad) * min(y, ymax) / ymax
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
-           f'<rect width="{w}" height="{h}" fill="white"/>',
-           f'<line x1="{pad}" y1="{h-pad}" x2="{w-pad}" y2="{h-pad}" stroke="black"/>',
-           f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h-pad}" stroke="black"/>',
-           f'<line x1="{pad}" y1="{Y(bound):.1f}" x2="{w-pad}" y2="{Y(bound):.1f}" stroke="grey" stroke-dasharray="4"/>',
-           f'<text x="{w-pad-150}" y="{Y(bound)-4:.1f}" fill="grey">p99 bound {bound:.0f} us</text>',
-           f'<text x="{w/2-60}" y="{h-12}">offered packets/s</text>',
-           f'<text x="8" y="{pad-12}">p99 per-hop latency (us)</text>',
-           f'<text x="{pad-4}" y="{h-pad+14}" text-anchor="end">0</text>',
-           f'<text x="{w-pad}" y="{h-pad+14}" text-anchor="end">{xmax:.0f}</text>',
-           f'<text x="{pad-4}" y="{pad+4}" text-anchor="end">{ymax:.0f}</text>']
-    for r, colour in zip(runs, ["#1f77b4", "#d62728"]):
-        steps = sorted(r["steps"], key=lambda s: s["offered_pps"])
-        line = " ".join(f'{X(s["offered_pps"]):.1f},{Y(s["p99_us"]):.1f}' for s in steps)
-        out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        for s in steps:
-            fill = colour if s["passed"] else "white"
-            out.append(f'<circle cx="{X(s["offered_pps"]):.1f}" cy="{Y(s["p99_us"]):.1f}" r="4" fill="{fill}" stroke="{colour}"/>')
-        out.append(f'<text x="{w-pad-150}" y="{pad + 16 * runs.index(r)}" fill="{colour}">{r["shards"]} shard(s)</text>')
-    out.append("</svg>")
-    with open(path, "w") as f:
-        f.write("\n".join(out))
+    series = [(f'{r["shards"]} shard(s)', [(s["offered_pps"], s["p99_us"], s["passed"]) for s in r["steps"]])
+              for r in runs]
+    line_chart(path, series, "offered packets/s", "p99 per-hop latency (us)",
+               hline=(bound, f"p99 bound {bound:.0f} us"), y_cap=bound * 4)
 
 
 def p99_at_80pct(run):

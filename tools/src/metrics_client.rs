@@ -45,6 +45,40 @@ pub fn drops(addr: SocketAddr) -> Option<BTreeMap<String, u64>> {
     Some(out)
 }
 
+/// The cumulative `_bucket` counts of histogram `name`: (upper bound in seconds, count).
+pub fn buckets(addr: SocketAddr, name: &str) -> Option<Vec<(f64, f64)>> {
+    let text = scrape(addr)?;
+    let bucket = format!("{name}_bucket");
+    let out: Vec<(f64, f64)> = samples(&text)
+        .filter(|(n, _, _)| *n == bucket)
+        .filter_map(|(_, labels, v)| {
+            let le = label(labels, "le")?;
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((bound, v))
+        })
+        .collect();
+    (!out.is_empty()).then_some(out)
+}
+
+/// The bound under which a fraction `q` of what was recorded between two snapshots of
+/// one histogram's buckets fell; `None` if nothing was.
+pub fn quantile_bound(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .zip(before)
+        .map(|(&(bound, a), &(_, b))| (bound, a - b))
+        .collect();
+    let total = delta.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    delta.iter().find(|(_, n)| *n >= q * total).map(|(b, _)| *b)
+}
+
 /// How many shards report in the node's metrics.
 pub fn shards(addr: SocketAddr) -> Option<usize> {
     let text = scrape(addr)?;

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Latency of the engine: per-hop latency against offered load on one shard, delay fidelity
+# and memory per pending packet / replay tag, and end-to-end overhead against the number of
+# clients in a testnet (the paper's Fig. 10).
+#
+#   perf/latency.sh [--json] [--step-s S] [--runs N] [--clients "50 100 200 500"] [--testnet-s T]
+#
+# 1. `loopix speed` measures the crypto floor; one shard (pinned to core 0) then gets
+#    `loopix loadgen` at 10..90 % of it, N runs per rate (median reported).
+# 2. The same node at 50 % with every packet held 5 ms: |actual - requested hold| p99 from the
+#    node's loopix_delay_error_seconds histogram, against one wheel slot (100 µs).
+# 3. Memory: the node's resident size (prefaulted at start) with the pool and the replay
+#    table each doubled in turn; the differences give bytes per pending packet and per tag.
+# 4. `loopix testnet --clients C` for each C: the mixes' loop overhead (round trip minus the
+#    delays written into the loop, so routing, processing and links only).
+# Writes perf/reports/latency-<time>.md with two SVG plots and prints where; --json prints a
+# summary object instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+json=0; step_s=3; runs=3; clients="50 100 200 500"; testnet_s=20
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --json) json=1 ;;
+    --step-s) step_s=$2; shift ;;
+    --runs) runs=$2; shift ;;
+    --clients) clients=$2; shift ;;
+    --testnet-s) testnet_s=$2; shift ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+source perf/lib.sh
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+out=$work/results && mkdir -p "$out"
+
+"$bin" speed --json > "$out/speed.json"
+floor_pps=$(python3 -c "import json; print(1e9 / json.load(open('$out/speed.json'))['floor_ns'])")
+
+echo "latency: per-hop latency against load (floor $floor_pps packets/s)" >&2
+start_node 1
+for pct in 10 25 40 55 70 80 90; do
+  rate=$(python3 -c "print($floor_pps * $pct / 100)")
+  for run in $(seq "$runs"); do
+    loadgen --rate "$rate" --duration-s "$step_s" --json 2>> "$work/loadgen.log" > "$out/load-$pct-$run.json"
+    sleep 0.3
+  done
+done
+echo "latency: delay fidelity (5 ms holds at 50 %)" >&2
+rate=$(python3 -c "print($floor_pps * 0.5)")
+loadgen --rate "$rate" --duration-s "$step_s" --hold-us 5000 --json 2>> "$work/loadgen.log" > "$out/hold.json"
+stop_node
+
+echo "latency: memory per pending packet and per replay tag" >&2
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$node_pid/status"; }
+for cfg in "a 32768 1048576" "b 65536 1048576" "c 32768 2097152"; do
+  set -- $cfg
+  start_node 1 "$(printf '[limits]\npool_packets = %s\nreplay_tags = %s' "$2" "$3")"
+  sleep 1
+  echo "{\"pool_packets\": $2, \"replay_tags\": $3, \"rss_kb\": $(rss_kb)}" > "$out/mem-$1.json"
+  stop_node
+done
+
+for c in $clients; do
+  echo "latency: testnet with $c clients, $testnet_s s" >&2
+  "$bin" testnet --clients "$c" --duration-s "$testnet_s" --json 2>> "$work/testnet.log" > "$out/testnet-$c.json" || true
+done
+
+mkdir -p perf/reports
+report=perf/reports/latency-$stamp.md
+python3 perf/latency_report.py "$out" "$report" "$json"
+[ "$json" = 1 ] || echo "latency report: $report"

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Turns the results of perf/latency.sh into a markdown report with two SVG plots, and the
+summary `perf/latency.sh --json` prints. Standard library only."""
+import glob
+import json
+import os
+import re
+import sys
+
+from svg_chart import line_chart
+
+SLOT_US = 100  # the default wheel slot
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if xs else None
+
+
+def load_steps(d):
+    steps = {}
+    for path in glob.glob(os.path.join(d, "load-*-*.json")):
+        pct = int(re.search(r"load-(\d+)-", path).group(1))
+        steps.setdefault(pct, []).append(json.load(open(path)))
+    rows = []
+    for pct in sorted(steps):
+        runs = steps[pct]
+        rows.append({
+            "pct_of_floor": pct,
+            "offered_pps": median([r["offered_pps"] for r in runs]),
+            "loss": median([r["loss"] for r in runs]),
+            "p50_us": median([r["latency_us"]["p50"] for r in runs]),
+            "p99_us": median([r["latency_us"]["p99"] for r in runs]),
+            "p999_us": median([r["latency_us"]["p999"] for r in runs]),
+            "p99_us_runs": [r["latency_us"]["p99"] for r in runs],
+        })
+    return rows
+
+
+def memory(d):
+    m = {k: json.load(open(os.path.join(d, f"mem-{k}.json"))) for k in "abc"}
+    per_packet = (m["b"]["rss_kb"] - m["a"]["rss_kb"]) * 1024 / (m["b"]["pool_packets"] - m["a"]["pool_packets"])
+    per_tag = (m["c"]["rss_kb"] - m["a"]["rss_kb"]) * 1024 / (m["c"]["replay_tags"] - m["a"]["replay_tags"])
+    return m, per_packet, per_tag
+
+
+def testnets(d):
+    out = []
+    for path in glob.glob(os.path.join(d, "testnet-*.json")):
+        c = int(re.search(r"testnet-(\d+)", path).group(1))
+        try:
+            t = json.load(open(path))
+        except ValueError:
+            continue
+        out.append({"clients": c, "loop_overhead_ms": t.get("loop_overhead_ms"),
+                    "delivered": t["delivered_real"], "lost": t["lost_real"],
+                    "latency_p50_ms": t["latency_ms"]["p50"]})
+    return sorted(out, key=lambda r: r["clients"])
+
+
+def main():
+    d, report, as_json = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+    floor_pps = 1e9 / json.load(open(os.path.join(d, "speed.json")))["floor_ns"]
+    rows = load_steps(d)
+    hold = json.load(open(os.path.join(d, "hold.json")))
+    mem, per_packet, per_tag = memory(d)
+    nets = testnets(d)
+    at80 = next((r for r in rows if r["pct_of_floor"] == 80), None)
+    summary = {
+        "floor_pps": floor_pps,
+        "per_hop": rows,
+        "p99_us_at_80pct_of_floor": at80["p99_us"] if at80 else None,
+        "delay_error_p99_us": hold.get("node_delay_error_p99_us"),
+        "wheel_slot_us": SLOT_US,
+        "bytes_per_pending_packet": per_packet,
+        "bytes_per_replay_tag": per_tag,
+        "testnet": nets,
+        "report": report,
+    }
+    base = report[:-3]
+    load_svg, nets_svg = base + "-load.svg", base + "-clients.svg"
+    line_chart(load_svg, [(name, [(r["offered_pps"], r[key], r["loss"] < 0.001) for r in rows])
+                          for name, key in (("p50", "p50_us"), ("p99", "p99_us"), ("p99.9", "p999_us"))],
+               "offered packets/s (1 shard)", "per-hop latency (us)", hline=(500, "500 us"), y_cap=5000)
+    line_chart(nets_svg, [("mix loop overhead", [(n["clients"], n["loop_overhead_ms"] or 0, True) for n in nets])],
+               "clients in the testnet", "overhead per loop (ms)")
+    with open(report, "w") as f:
+        f.write("# Latency report\n\nProduced by `perf/latency.sh`.\n\n")
+        f.write(f"## Per-hop latency against load, 1 shard\n\nFloor (`loopix speed`, same run): {floor_pps:.0f} packets/s. "
+                "Median of the runs at each rate; hollow points lost >= 0.1 %.\n\n")
+        f.write("| % of floor | offered pps | loss | p50 us | p99 us | p99.9 us | p99 of each run |\n|---|---|---|---|---|---|---|\n")
+        for r in rows:
+            runs = ", ".join(f"{x:.0f}" for x in r["p99_us_runs"])
+            f.write(f"| {r['pct_of_floor']} | {r['offered_pps']:.0f} | {r['loss']:.4f} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['p999_us']:.0f} | {runs} |\n")
+        f.write(f"\n![latency against load]({os.path.basename(load_svg)})\n\n")
+        f.write(f"## Delay fidelity\n\n5 ms holds at {hold['offered_pps']:.0f} packets/s: 99 % of releases within "
+                f"{hold.get('node_delay_error_p99_us')} us of the requested time (wheel slot {SLOT_US} us; "
+                f"per-hop latency net of the hold p50 {hold['latency_us']['p50']:.0f} us, p99 {hold['latency_us']['p99']:.0f} us).\n\n")
+        f.write("## Memory\n\nResident size of a 1-shard node (pool and replay table are touched at start):\n\n"
+                "| pool packets | replay tags | RSS KiB |\n|---|---|---|\n")
+        for k in "abc":
+            f.write(f"| {mem[k]['pool_packets']} | {mem[k]['replay_tags']} | {mem[k]['rss_kb']} |\n")
+        f.write(f"\nBytes per pending packet: {per_packet:.0f}; per replay tag: {per_tag:.1f}.\n\n")
+        f.write("## End-to-end overhead against clients (Fig. 10 analogue)\n\n"
+                "`loopix testnet --clients C`: each mix loop's round trip minus the delays written into it "
+                "(a trip through every layer and a provider: routing, processing, loopback links).\n\n"
+                "| clients | loop overhead ms | real messages delivered | lost | e2e p50 ms |\n|---|---|---|---|---|\n")
+        for n in nets:
+            oh = "-" if n["loop_overhead_ms"] is None else f"{n['loop_overhead_ms']:.2f}"
+            f.write(f"| {n['clients']} | {oh} | {n['delivered']} | {n['lost']} | {n['latency_p50_ms']:.0f} |\n")
+        f.write(f"\n![overhead against clients]({os.path.basename(nets_svg)})\n")
+    if as_json:
+        print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
