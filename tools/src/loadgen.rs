@@ -45,7 +45,7 @@ pub struct LoadgenArgs {
     /// Seconds of load.
     #[arg(long, default_value_t = 5.0)]
     duration_s: f64,
-    /// Pin the sending thread to this CPU.
+    /// Pin the sending and receiving threads to this CPU.
     #[arg(long)]
     cpu: Option<usize>,
     /// The target's metrics address, to report its drop counters.
@@ -120,6 +120,9 @@ pub struct LoadReport {
     pub node_drops: BTreeMap<String, u64>,
     /// The hold each packet asked for at the target, µs (subtracted from the latency).
     pub hold_us: u32,
+    /// How late the sender was against each packet's due time: a generator that could not
+    /// keep pace sends bursts, and the node's queueing of them shows in the latency.
+    pub send_lateness_us: Lateness,
     /// Delay fidelity at the target during the run, from its metrics: the histogram bound
     /// under which 99 % of |actual - requested hold| fell, µs (`null`: above 100 ms or no
     /// metrics).
@@ -127,6 +130,24 @@ pub struct LoadReport {
     /// The worst per-hop latency of the packets sent in each 100 ms of the run, µs: shows
     /// whether a tail is a stall at one moment or spread over the run.
     pub max_latency_us_per_window: Vec<f64>,
+}
+
+/// The sender's lateness, µs.
+#[derive(Serialize, Debug, Default)]
+pub struct Lateness {
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// What one open-loop run saw.
+struct Blast {
+    sent: u64,
+    forwarded: u64,
+    /// Per-hop latency, ns.
+    latency: Histogram<u64>,
+    window_max: Vec<u64>,
+    /// Send time minus due time, ns.
+    lateness: Histogram<u64>,
 }
 
 /// Per-hop latency percentiles, µs.
@@ -252,7 +273,13 @@ impl Setup {
             cpu: args.cpu,
             hold_ns: u64::from(args.hold_us) * 1_000,
         };
-        let (sent, forwarded, hist, window_max) = blast(&pace, &self.socket, self.target, &pool)?;
+        let Blast {
+            sent,
+            forwarded,
+            latency: hist,
+            window_max,
+            lateness,
+        } = blast(&pace, &self.socket, self.target, &pool)?;
         let drops_after = args.metrics.and_then(crate::metrics_client::drops);
         let delays_after = args
             .metrics
@@ -293,6 +320,10 @@ impl Setup {
             node_drops,
             hold_us: args.hold_us,
             node_delay_error_p99_us,
+            send_lateness_us: Lateness {
+                p99: lateness.value_at_quantile(0.99) as f64 / 1e3,
+                max: lateness.max() as f64 / 1e3,
+            },
             max_latency_us_per_window: window_max.iter().map(|&ns| ns as f64 / 1e3).collect(),
         })
     }
@@ -451,28 +482,41 @@ fn blast(
     socket: &UdpSocket,
     target: SocketAddr,
     pool: &Pool,
-) -> Result<(u64, u64, Histogram<u64>, Vec<u64>), String> {
+) -> Result<Blast, String> {
     let sent_at: Arc<Vec<AtomicU64>> =
         Arc::new((0..pool.packets.len()).map(|_| AtomicU64::new(0)).collect());
     let done = Arc::new(AtomicBool::new(false));
     let rx = socket.try_clone().map_err(|e| e.to_string())?;
     rx.set_read_timeout(Some(Duration::from_millis(50)))
         .map_err(|e| e.to_string())?;
+    crate::rx_timestamp::enable(&rx).map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
     let epoch = Instant::now();
     std::thread::scope(|s| {
         let receiver = {
             let (sent_at, done) = (Arc::clone(&sent_at), Arc::clone(&done));
-            let hold_ns = pace.hold_ns;
-            s.spawn(move || receive(&rx, pool, &sent_at, &done, epoch, hold_ns))
+            let (hold_ns, cpu) = (pace.hold_ns, pace.cpu);
+            let epoch_ns = crate::rx_timestamp::now_ns();
+            s.spawn(move || {
+                if let Some(cpu) = cpu {
+                    core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+                }
+                receive(&rx, pool, &sent_at, &done, epoch_ns, hold_ns)
+            })
         };
-        let sent = send(pace, socket, target, pool, &sent_at, epoch);
+        let (sent, lateness) = send(pace, socket, target, pool, &sent_at, epoch);
         // Let the last packets come back.
         std::thread::sleep(Duration::from_millis(500) + Duration::from_nanos(pace.hold_ns));
         done.store(true, Ordering::SeqCst);
         let (forwarded, hist, window_max) = receiver
             .join()
             .map_err(|_| "receiver panicked".to_string())?;
-        Ok((sent, forwarded, hist, window_max))
+        Ok(Blast {
+            sent,
+            forwarded,
+            latency: hist,
+            window_max,
+            lateness,
+        })
     })
 }
 
@@ -487,7 +531,9 @@ fn send(
     pool: &Pool,
     sent_at: &[AtomicU64],
     epoch: Instant,
-) -> u64 {
+) -> (u64, Histogram<u64>) {
+    let mut lateness =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
     if let Some(cpu) = args.cpu {
         core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
     }
@@ -509,7 +555,9 @@ fn send(
         if ahead_ns > 0.0 {
             std::thread::sleep(Duration::from_nanos(ahead_ns as u64));
         }
-        sent_at[i].store(epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let late_ns = epoch.elapsed().as_nanos() as f64 - due_ns;
+        let _ = lateness.record((late_ns.max(0.0) as u64).max(1));
+        sent_at[i].store(crate::rx_timestamp::now_ns(), Ordering::Relaxed);
         if socket.send_to(p, target).is_ok() {
             sent += 1;
         }
@@ -525,7 +573,7 @@ fn send(
         "\rloadgen: {:>5.1} s, {sent} sent",
         epoch.elapsed().as_secs_f64()
     );
-    sent
+    (sent, lateness)
 }
 
 fn receive(
@@ -533,7 +581,7 @@ fn receive(
     pool: &Pool,
     sent_at: &[AtomicU64],
     done: &AtomicBool,
-    epoch: Instant,
+    epoch_ns: u64,
     hold_ns: u64,
 ) -> (u64, Histogram<u64>, Vec<u64>) {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
@@ -542,7 +590,9 @@ fn receive(
     let mut forwarded = 0;
     let mut buf = vec![0u8; 65_536];
     while !done.load(Ordering::SeqCst) {
-        let Ok(n) = rx.recv(&mut buf) else { continue };
+        let Ok((n, arrived_ns)) = crate::rx_timestamp::recv(rx, &mut buf) else {
+            continue;
+        };
         let Some(mac) = buf
             .get(HEADER_LEN - MAC_LEN..HEADER_LEN)
             .filter(|_| n >= HEADER_LEN)
@@ -562,11 +612,9 @@ fn receive(
         seen[i] = true;
         forwarded += 1;
         let sent = sent_at[i].load(Ordering::Relaxed);
-        let latency = (epoch.elapsed().as_nanos() as u64)
-            .saturating_sub(sent)
-            .saturating_sub(hold_ns);
+        let latency = arrived_ns.saturating_sub(sent).saturating_sub(hold_ns);
         let _ = hist.record(latency.max(1));
-        let w = (sent / WINDOW_NS) as usize;
+        let w = (sent.saturating_sub(epoch_ns) / WINDOW_NS) as usize;
         if window_max.len() <= w {
             window_max.resize(w + 1, 0);
         }

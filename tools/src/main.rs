@@ -10,6 +10,7 @@ mod metrics;
 mod metrics_client;
 mod node;
 mod plot;
+mod rx_timestamp;
 mod sim_cli;
 mod speed;
 mod testnet;
