@@ -21,6 +21,18 @@ pub struct PublicKey {
     point: RistrettoPoint,
 }
 
+/// 1/2 modulo the group order ℓ: (ℓ + 1) / 2, little-endian.
+const HALF_BYTES: [u8; 32] = [
+    0xf7, 0xe9, 0x7a, 0x2e, 0x8d, 0x31, 0x09, 0x2c, 0x6b, 0xce, 0x7b, 0x51, 0xef, 0x7c, 0x6f, 0x0a,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x08,
+];
+
+/// 1/2 modulo the group order (a constant: inverting a scalar per packet would cost more
+/// than the batching saves).
+fn half() -> Scalar {
+    Scalar::from_bytes_mod_order(HALF_BYTES)
+}
+
 /// Bytes that are not a valid key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InvalidKey;
@@ -64,6 +76,12 @@ impl SecretKey {
 
     pub(crate) fn scalar(&self) -> &Scalar {
         &self.0
+    }
+
+    /// The key times 1/2: multiplying by it and then doubling (which batched compression
+    /// does for free) gives the point the key itself would.
+    pub(crate) fn halved(&self) -> SecretKey {
+        SecretKey(self.0 * half())
     }
 }
 
@@ -173,6 +191,11 @@ impl HopKeys {
         }
     }
 
+    /// [`Self::blinding`] times 1/2, for batched compression (see [`SecretKey::halved`]).
+    pub(crate) fn half_blinding(&self) -> Scalar {
+        self.blinding() * half()
+    }
+
     /// The factor that re-blinds α for the next hop.
     pub(crate) fn blinding(&self) -> Scalar {
         let mut wide = Zeroizing::new([0u8; 64]);
@@ -194,6 +217,12 @@ impl HopKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn half_doubles_to_one() {
+        assert_eq!(half() + half(), Scalar::ONE);
+        assert_eq!(half(), Scalar::from(2u8).invert());
+    }
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
 

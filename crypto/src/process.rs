@@ -6,8 +6,11 @@
 use core::fmt;
 
 use ctr::cipher::StreamCipher;
+use curve25519_dalek::ristretto::RistrettoPoint;
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::Identity;
 use subtle::ConstantTimeEq;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::command::{Command, MalformedCommand};
 use crate::keys::{HopKeys, ReplayTag, SecretKey};
@@ -71,13 +74,32 @@ pub struct Processed {
 #[derive(Debug)]
 pub struct Processor {
     key: SecretKey,
+    /// `key` / 2, for the batched path.
+    halved: SecretKey,
     params: Params,
+}
+
+/// Packets per batched compression: the size of the stack arrays of one chunk.
+const CHUNK: usize = 32;
+/// Below this many packets a batch goes one by one: the batched path's one field inversion
+/// and its allocations inside curve25519-dalek only pay for themselves over a few packets.
+const BATCHED_FROM: usize = 4;
+
+/// What is left to do to a packet once its keys are known: nothing, or re-blind α.
+enum Rest {
+    Done(Processed),
+    Reblind(Processed, Scalar),
 }
 
 impl Processor {
     /// A processor for packets of `params` under `key`.
     pub fn new(key: SecretKey, params: Params) -> Self {
-        Self { key, params }
+        let halved = key.halved();
+        Self {
+            key,
+            halved,
+            params,
+        }
     }
 
     /// The network parameters this processor expects.
@@ -97,31 +119,79 @@ impl Processor {
         packet: &mut [u8],
         is_replay: impl FnOnce(&ReplayTag) -> bool,
     ) -> Result<Processed, ProcessError> {
+        let (header, body, alpha) = self.open(packet)?;
+        let secret = Zeroizing::new(compress(&mul(&alpha, self.key.scalar())));
+        let keys = HopKeys::derive(&secret);
+        match finish(&keys, header, body, is_replay)? {
+            Rest::Done(p) => Ok(p),
+            Rest::Reblind(p, _) => {
+                header[..ALPHA_LEN].copy_from_slice(&compress(&mul(&alpha, &keys.blinding())));
+                Ok(p)
+            }
+        }
+    }
+
+    /// The packet's header and body, and α, if its length is right and α is valid.
+    fn open<'a>(
+        &self,
+        packet: &'a mut [u8],
+    ) -> Result<(&'a mut [u8; HEADER_LEN], &'a mut [u8], RistrettoPoint), ProcessError> {
         let expected = self.params.packet_len();
         let got = packet.len();
         let (header, body) = match packet.split_first_chunk_mut::<HEADER_LEN>() {
             Some((h, b)) if got == expected => (h, b),
             _ => return Err(ProcessError::WrongLength { expected, got }),
         };
-        let alpha_bytes = alpha_of(header);
-        let alpha = decompress(&alpha_bytes).ok_or(ProcessError::InvalidGroupElement)?;
-        let secret = Zeroizing::new(compress(&mul(&alpha, self.key.scalar())));
-        let keys = HopKeys::derive(&secret);
-        check_mac(&keys, header)?;
-        let tag = keys.tag();
-        if is_replay(&tag) {
-            return Err(ProcessError::Replayed);
-        }
-        let command = unwrap_routing(&keys, header)?;
-        match command {
-            Command::Drop => {}
-            c if c.reads_payload() => open_body(&keys, body)?,
-            _ => {
-                header[..ALPHA_LEN].copy_from_slice(&compress(&mul(&alpha, &keys.blinding())));
-                lioness::decrypt(&keys.payload, body);
+        let alpha = decompress(&alpha_of(header)).ok_or(ProcessError::InvalidGroupElement)?;
+        Ok((header, body, alpha))
+    }
+
+    /// Up to [`CHUNK`] packets with their compressions batched: the shared secrets
+    /// `compress(key·α)` come out of one `double_and_compress_batch` over `(key/2)·α`,
+    /// and so do the re-blinded `compress(b·α)` over `(b/2)·α`. A batched compression needs
+    /// one field inversion for all the points instead of an inverse square root for each.
+    fn process_chunk<B: AsMut<[u8]>>(
+        &self,
+        packets: &mut [B],
+        results: &mut [Result<Processed, ProcessError>],
+        is_replay: &mut impl FnMut(&ReplayTag) -> bool,
+    ) {
+        let none = RistrettoPoint::identity();
+        let (mut alphas, mut halves, mut which) = ([none; CHUNK], [none; CHUNK], [0; CHUNK]);
+        let mut m = 0;
+        for (i, (p, r)) in packets.iter_mut().zip(results.iter_mut()).enumerate() {
+            match self.open(p.as_mut()) {
+                Ok((_, _, alpha)) => {
+                    alphas[i] = alpha;
+                    halves[m] = mul(&alpha, self.halved.scalar());
+                    which[m] = i;
+                    m += 1;
+                }
+                Err(e) => *r = Err(e),
             }
         }
-        Ok(Processed { command, tag })
+        let mut secrets = RistrettoPoint::double_and_compress_batch(&halves[..m]);
+        let (mut reblind, mut reblind_which, mut b) = ([none; CHUNK], [0; CHUNK], 0);
+        for (secret, &i) in secrets.iter_mut().zip(&which[..m]) {
+            let keys = HopKeys::derive(&secret.0);
+            secret.0.zeroize();
+            let (header, body) = packets[i].as_mut().split_at_mut(HEADER_LEN);
+            let header: &mut [u8; HEADER_LEN] = header.try_into().expect("opened above");
+            results[i] = match finish(&keys, header, body, &mut *is_replay) {
+                Ok(Rest::Done(p)) => Ok(p),
+                Ok(Rest::Reblind(p, half_blinding)) => {
+                    reblind[b] = mul(&alphas[i], &half_blinding);
+                    reblind_which[b] = i;
+                    b += 1;
+                    Ok(p)
+                }
+                Err(e) => Err(e),
+            };
+        }
+        let next = RistrettoPoint::double_and_compress_batch(&reblind[..b]);
+        for (alpha, &i) in next.iter().zip(&reblind_which[..b]) {
+            packets[i].as_mut()[..ALPHA_LEN].copy_from_slice(alpha.as_bytes());
+        }
     }
 
     /// Processes `packets[i]` into `results[i]` for every `i` both slices have, and returns
@@ -144,10 +214,42 @@ impl Processor {
         mut is_replay: impl FnMut(&ReplayTag) -> bool,
     ) -> usize {
         let n = packets.len().min(results.len());
-        for (p, r) in packets.iter_mut().zip(results.iter_mut()) {
-            *r = self.process_unless_replayed(p.as_mut(), &mut is_replay);
+        let (packets, results) = (&mut packets[..n], &mut results[..n]);
+        for (p, r) in packets.chunks_mut(CHUNK).zip(results.chunks_mut(CHUNK)) {
+            if p.len() < BATCHED_FROM {
+                for (p, r) in p.iter_mut().zip(r.iter_mut()) {
+                    *r = self.process_unless_replayed(p.as_mut(), &mut is_replay);
+                }
+            } else {
+                self.process_chunk(p, r, &mut is_replay);
+            }
         }
         n
+    }
+}
+
+/// Everything after the shared secret, common to the single and batched paths: MAC, replay
+/// check, routing, body. Re-blinding α is left to the caller, which may batch it.
+fn finish(
+    keys: &HopKeys,
+    header: &mut [u8; HEADER_LEN],
+    body: &mut [u8],
+    is_replay: impl FnOnce(&ReplayTag) -> bool,
+) -> Result<Rest, ProcessError> {
+    check_mac(keys, header)?;
+    let tag = keys.tag();
+    if is_replay(&tag) {
+        return Err(ProcessError::Replayed);
+    }
+    let command = unwrap_routing(keys, header)?;
+    let done = Processed { command, tag };
+    match command {
+        Command::Drop => Ok(Rest::Done(done)),
+        c if c.reads_payload() => open_body(keys, body).map(|()| Rest::Done(done)),
+        _ => {
+            lioness::decrypt(&keys.payload, body);
+            Ok(Rest::Reblind(done, keys.half_blinding()))
+        }
     }
 }
 

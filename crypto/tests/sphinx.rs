@@ -310,3 +310,46 @@ fn the_traced_mac_is_what_the_first_hop_forwards_last_in_its_header() {
     procs[0].process(&mut p).unwrap();
     assert_eq!(&p[HEADER_LEN - 16..HEADER_LEN], &mac);
 }
+
+/// Batches long enough for the batched compressions, over several chunks and a short
+/// tail, with relays, final hops, drops, bad packets and a replay check asked in order.
+#[test]
+fn batched_compression_matches_single_calls_across_chunks() {
+    let params = Params::default();
+    let (relays, relay_path) = network(41, 3, Command::Final);
+    let (_, final_path) = network(41, 1, Command::Final);
+    let (_, drop_path) = network(41, 1, Command::Drop);
+    let mut packets: Vec<Vec<u8>> = (0..70u64)
+        .map(|i| {
+            let path = match i % 5 {
+                0 => &final_path,
+                1 => &drop_path,
+                _ => &relay_path,
+            };
+            build(&params, path, &[i as u8; 5], &mut rng(100 + i)).unwrap()
+        })
+        .collect();
+    packets[10][ALPHA_LEN + 3] ^= 1;
+    packets[33][..ALPHA_LEN].fill(0xff);
+    packets[50] = packets[49].clone();
+    let mut singles = packets.clone();
+    let mut seen = std::collections::HashSet::new();
+    let expected: Vec<_> = singles
+        .iter_mut()
+        .map(|p| relays[0].process_unless_replayed(p, |t| !seen.insert(*t)))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut results = vec![Err(ProcessError::MacMismatch); packets.len()];
+    let n =
+        relays[0].process_batch_unless_replayed(&mut packets, &mut results, |t| !seen.insert(*t));
+    assert_eq!(n, 70);
+    assert_eq!(results, expected);
+    assert_eq!(results[50], Err(ProcessError::Replayed));
+    let command = |i: usize| results[i].map(|p| p.command);
+    assert_eq!(
+        (command(0), command(1)),
+        (Ok(Command::Final), Ok(Command::Drop))
+    );
+    assert!(matches!(command(2), Ok(Command::Relay { .. })));
+    assert_eq!(packets, singles);
+}
