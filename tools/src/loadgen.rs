@@ -346,7 +346,10 @@ pub fn find_capacity(args: &LoadgenArgs) -> Result<CapacityReport, String> {
         .ok_or("--find-capacity needs --metrics, to count the node's shards")?;
     let shards = wait_for_shards(metrics).ok_or("the node's metrics report no shard")?;
     let setup = Setup::new(args)?;
-    let floor_ns = crate::speed::measure(&setup.params, 2, 7, Duration::from_millis(20)).floor_ns;
+    // A node that has just started may still be touching its memory; let it settle so the
+    // floor is measured on a quiet machine, over enough rounds that one slow one is no median.
+    std::thread::sleep(Duration::from_secs(1));
+    let floor_ns = crate::speed::measure(&setup.params, 2, 15, Duration::from_millis(20)).floor_ns;
     let floor_pps = 1e9 / floor_ns;
     let mut steps = Vec::new();
     let try_rate = |rate: f64, steps: &mut Vec<Step>| -> Result<bool, String> {

@@ -79,11 +79,15 @@ pub fn quantile_bound(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Op
     delta.iter().find(|(_, n)| *n >= q * total).map(|(b, _)| *b)
 }
 
-/// How many shards report in the node's metrics.
+/// How many shards the node runs (its `loopix_shards` gauge), once every one of them has
+/// reported: a node that has just started lists only the shards heard from so far.
 pub fn shards(addr: SocketAddr) -> Option<usize> {
     let text = scrape(addr)?;
-    let n = samples(&text)
+    let runs = samples(&text)
+        .find(|(name, _, _)| *name == "loopix_shards")
+        .map(|(_, _, v)| v as usize)?;
+    let reported = samples(&text)
         .filter(|(name, _, _)| *name == "loopix_packets_in_total")
         .count();
-    (n > 0).then_some(n)
+    (runs > 0 && reported == runs).then_some(runs)
 }
