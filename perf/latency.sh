@@ -4,6 +4,7 @@
 # clients in a testnet (the paper's Fig. 10).
 #
 #   perf/latency.sh [--json] [--step-s S] [--runs N] [--clients "50 100 200 500"] [--testnet-s T]
+#                   [--spin-us U]
 #
 # 1. `loopix speed` measures the crypto floor; one shard (pinned to core 0) then gets
 #    `loopix loadgen` at 10..90 % of it, N runs per rate (median reported).
@@ -14,10 +15,10 @@
 # 4. `loopix testnet --clients C` for each C: the mixes' loop overhead (round trip minus the
 #    delays written into the loop, so routing, processing and links only).
 # Writes perf/reports/latency-<time>.md with two SVG plots and prints where; --json prints a
-# summary object instead.
+# summary object instead. --spin-us sets the node's spin_us (busy-poll before sleeping).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-json=0; step_s=3; runs=3; clients="50 100 200 500"; testnet_s=20
+json=0; step_s=3; runs=3; clients="50 100 200 500"; testnet_s=20; spin=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --json) json=1 ;;
@@ -25,6 +26,7 @@ while [ $# -gt 0 ]; do
     --runs) runs=$2; shift ;;
     --clients) clients=$2; shift ;;
     --testnet-s) testnet_s=$2; shift ;;
+    --spin-us) spin="spin_us = $2"; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -33,11 +35,12 @@ source perf/lib.sh
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out=$work/results && mkdir -p "$out"
 
+echo "{\"node_settings\": \"${spin:-spin_us = 0}\"}" > "$out/settings.json"
 "$bin" speed --json > "$out/speed.json"
 floor_pps=$(python3 -c "import json; print(1e9 / json.load(open('$out/speed.json'))['floor_ns'])")
 
 echo "latency: per-hop latency against load (floor $floor_pps packets/s)" >&2
-start_node 1
+start_node 1 "$spin"
 for pct in 10 25 40 55 70 80 90; do
   rate=$(python3 -c "print($floor_pps * $pct / 100)")
   for run in $(seq "$runs"); do
@@ -54,7 +57,7 @@ echo "latency: memory per pending packet and per replay tag" >&2
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$node_pid/status"; }
 for cfg in "a 32768 1048576" "b 65536 1048576" "c 32768 2097152"; do
   set -- $cfg
-  start_node 1 "$(printf '[limits]\npool_packets = %s\nreplay_tags = %s' "$2" "$3")"
+  start_node 1 "$(printf '%s\n[limits]\npool_packets = %s\nreplay_tags = %s' "$spin" "$2" "$3")"
   sleep 1
   echo "{\"pool_packets\": $2, \"replay_tags\": $3, \"rss_kb\": $(rss_kb)}" > "$out/mem-$1.json"
   stop_node

@@ -61,6 +61,7 @@ def testnets(d):
 def main():
     d, report, as_json = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
     floor_pps = 1e9 / json.load(open(os.path.join(d, "speed.json")))["floor_ns"]
+    settings = json.load(open(os.path.join(d, "settings.json")))["node_settings"]
     rows = load_steps(d)
     hold = json.load(open(os.path.join(d, "hold.json")))
     mem, per_packet, per_tag = memory(d)
@@ -68,6 +69,7 @@ def main():
     at80 = next((r for r in rows if r["pct_of_floor"] == 80), None)
     summary = {
         "floor_pps": floor_pps,
+        "node_settings": settings,
         "per_hop": rows,
         "p99_us_at_80pct_of_floor": at80["p99_us"] if at80 else None,
         "delay_error_p99_us": hold.get("node_delay_error_p99_us"),
@@ -86,6 +88,7 @@ def main():
                "clients in the testnet", "overhead per loop (ms)")
     with open(report, "w") as f:
         f.write("# Latency report\n\nProduced by `perf/latency.sh`.\n\n")
+        f.write(f"Node: 1 shard pinned to core 0, `{settings}`; generator unpinned.\n\n")
         f.write(f"## Per-hop latency against load, 1 shard\n\nFloor (`loopix speed`, same run): {floor_pps:.0f} packets/s. "
                 "Median of the runs at each rate; hollow points lost >= 0.1 %.\n\n")
         f.write("| % of floor | offered pps | loss | p50 us | p99 us | p99.9 us | p99 of each run |\n|---|---|---|---|---|---|---|\n")

@@ -71,6 +71,7 @@ fn start(cfg: &NodeConfig, key: SecretKey) -> Result<Node, String> {
         packet_len: params.packet_len(),
         datagram_len: 0,
         recv_buffer_bytes: 8 << 20,
+        spin: (cfg.spin_us > 0).then(|| Duration::from_micros(cfg.spin_us)),
     };
     let seed = |shard: usize| {
         let mut s = [0u8; 32];

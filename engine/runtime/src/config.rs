@@ -10,6 +10,7 @@
 //! listen = "127.0.0.1:9001"    # optional: defaults to the topology's address
 //! metrics = "127.0.0.1:9101"   # optional: Prometheus text on GET /metrics
 //! grace_ms = 2000              # on SIGTERM: how long the wheel may still send
+//! spin_us = 0                  # busy-poll this long before a shard sleeps (dedicated cores)
 //! inbox_path = "inbox.redb"    # providers: the durable inbox store
 //!
 //! [limits]                     # all optional
@@ -42,6 +43,8 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     pub metrics: Option<SocketAddr>,
     pub grace_ms: u64,
+    /// How long an idle shard busy-polls its socket and timers before sleeping, µs.
+    pub spin_us: u64,
     pub inbox_path: Option<PathBuf>,
     pub limits: HopLimits,
     pub inbox_per_client: usize,
@@ -68,6 +71,8 @@ struct Raw {
     metrics: Option<String>,
     #[serde(default = "default_grace_ms")]
     grace_ms: u64,
+    #[serde(default)]
+    spin_us: u64,
     inbox_path: Option<PathBuf>,
     #[serde(default)]
     limits: RawLimits,
@@ -99,6 +104,9 @@ impl Default for RawLimits {
 fn one() -> usize {
     1
 }
+
+/// Longest busy-poll accepted: beyond it a shard would in effect never sleep anyway.
+const MAX_SPIN_US: u64 = 100_000;
 
 fn default_grace_ms() -> u64 {
     2_000
@@ -138,6 +146,9 @@ impl NodeConfig {
                 "a provider runs on 1 shard (its inboxes live there)",
             ));
         }
+        if raw.spin_us > MAX_SPIN_US {
+            return Err(err("spin_us", format!("must be at most {MAX_SPIN_US}")));
+        }
         if node.role == Role::Provider && raw.inbox_path.is_none() {
             return Err(err("inbox_path", "a provider needs a durable inbox store"));
         }
@@ -161,6 +172,7 @@ impl NodeConfig {
             listen,
             metrics,
             grace_ms: raw.grace_ms,
+            spin_us: raw.spin_us,
             inbox_path: raw.inbox_path.map(|p| base.join(p)),
             limits,
             inbox_per_client: raw.limits.inbox_per_client,
@@ -196,4 +208,41 @@ impl RawLimits {
 fn parse_addr(field: &str, s: &str) -> Result<SocketAddr, ConfigError> {
     s.parse()
         .map_err(|_| err(field, format!("`{s}` is not an IP:port socket address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-mix topology next to a node.toml whose extra lines are `extra`.
+    fn parse_with(extra: &str) -> Result<NodeConfig, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("loopix-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        use rand_core::SeedableRng;
+        let key =
+            loopix_crypto::SecretKey::generate(&mut rand_chacha::ChaCha20Rng::from_seed([7; 32]));
+        let hex: String = key
+            .public_key()
+            .to_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let topology = format!(
+            "[network]\nlayers = 1\nmu_per_s = 10.0\nlambda_payload_per_s = 1.0\nlambda_loop_per_s = 1.0\nlambda_drop_per_s = 1.0\nlambda_mix_loop_per_s = 1.0\npoll_size = 4\npoll_rate_per_s = 1.0\n\n[[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"127.0.0.1:9\"\npublic_key = \"{}\"\n\n[[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"127.0.0.1:10\"\npublic_key = \"{}\"\n",
+            hex, hex
+        );
+        std::fs::write(dir.join("t.toml"), topology).unwrap();
+        NodeConfig::parse(
+            &format!("topology = \"t.toml\"\nid = 1\nkey_file = \"k\"\n{extra}"),
+            &dir,
+        )
+    }
+
+    #[test]
+    fn spin_is_optional_bounded_and_named_when_wrong() {
+        assert_eq!(parse_with("").unwrap().spin_us, 0);
+        assert_eq!(parse_with("spin_us = 500\n").unwrap().spin_us, 500);
+        let e = parse_with("spin_us = 1000000\n").unwrap_err();
+        assert!(e.to_string().starts_with("spin_us:"), "{e}");
+    }
 }

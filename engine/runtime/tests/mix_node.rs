@@ -97,6 +97,7 @@ fn rig() -> Rig {
         packet_len: params.packet_len(),
         datagram_len: probe.max_datagram_len() + 1,
         recv_buffer_bytes: 1 << 23,
+        spin: None,
     };
     let node = Node::start(&layout, &Peers::from_topology(&topology), make).unwrap();
     Rig {
