@@ -148,35 +148,22 @@ struct ParamsArgs {
     common: Common,
 }
 
-pub fn run(args: &SimArgs) -> Result<(), String> {
-    match &args.which {
-        SimCmd::MixEntropy(a) => by_codec(
-            a.common.codec,
-            || mix_entropy_cmd::<Plaintext>(a),
-            || mix_entropy_cmd::<Processor>(a),
-        ),
-        SimCmd::Theorem1(a) => by_codec(
-            a.common.codec,
-            || theorem1_cmd::<Plaintext>(a),
-            || theorem1_cmd::<Processor>(a),
-        ),
-        SimCmd::Network(a) => by_codec(
-            a.common.codec,
-            || network_cmd::<Plaintext>(a),
-            || network_cmd::<Processor>(a),
-        ),
-        SimCmd::Params(a) => by_codec(
-            a.common.codec,
-            || params_cmd::<Plaintext>(a),
-            || params_cmd::<Processor>(a),
-        ),
-    }
+/// Calls `$cmd::<C>($args)` with the codec `$args.common.codec` names.
+macro_rules! with_codec {
+    ($cmd:ident, $args:expr) => {
+        match $args.common.codec {
+            CodecChoice::Plaintext => $cmd::<Plaintext>($args),
+            CodecChoice::Sphinx => $cmd::<Processor>($args),
+        }
+    };
 }
 
-fn by_codec<T>(c: CodecChoice, plain: impl FnOnce() -> T, sphinx: impl FnOnce() -> T) -> T {
-    match c {
-        CodecChoice::Plaintext => plain(),
-        CodecChoice::Sphinx => sphinx(),
+pub fn run(args: &SimArgs) -> Result<(), String> {
+    match &args.which {
+        SimCmd::MixEntropy(a) => with_codec!(mix_entropy_cmd, a),
+        SimCmd::Theorem1(a) => with_codec!(theorem1_cmd, a),
+        SimCmd::Network(a) => with_codec!(network_cmd, a),
+        SimCmd::Params(a) => with_codec!(params_cmd, a),
     }
 }
 
