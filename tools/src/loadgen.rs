@@ -233,6 +233,8 @@ impl Setup {
             return Err("--rate and --duration-s must be positive".into());
         }
         let socket = bind_large(me.address).map_err(|e| format!("--as {}: {e}", me.address))?;
+        // Now, long before the first send: the kernel switches stamping on lazily.
+        crate::rx_timestamp::enable(&socket).map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
         let relay = Command::Relay {
             next: me.id,
             delay_us: args.hold_us,
@@ -492,7 +494,6 @@ fn blast(
     let rx = socket.try_clone().map_err(|e| e.to_string())?;
     rx.set_read_timeout(Some(Duration::from_millis(50)))
         .map_err(|e| e.to_string())?;
-    crate::rx_timestamp::enable(&rx).map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
     let epoch = Instant::now();
     std::thread::scope(|s| {
         let receiver = {

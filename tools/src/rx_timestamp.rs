@@ -78,21 +78,27 @@ fn stamp(msg: &libc::msghdr) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// The kernel turns receive timestamping on lazily (a deferred static key), so the
+    /// first datagrams after `enable` may be stamped when read; within a few tries one must
+    /// carry its arrival time, well before the read 20 ms later.
     #[test]
     fn arrival_is_stamped_by_the_kernel_before_we_read() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         enable(&rx).unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let before = now_ns();
-        tx.send_to(b"hello", rx.local_addr().unwrap()).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
         let mut buf = [0u8; 16];
-        let (n, at) = recv(&rx, &mut buf).unwrap();
-        let read = now_ns();
-        assert_eq!(&buf[..n], b"hello");
-        assert!(
-            at >= before && at + 40_000_000 < read,
-            "{before} {at} {read}"
-        );
+        for _ in 0..50 {
+            let before = now_ns();
+            tx.send_to(b"hello", rx.local_addr().unwrap()).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            let (n, at) = recv(&rx, &mut buf).unwrap();
+            let read = now_ns();
+            assert_eq!(&buf[..n], b"hello");
+            assert!(before <= at && at <= read, "{before} {at} {read}");
+            if read - at >= 15_000_000 {
+                return;
+            }
+        }
+        panic!("no datagram carried a kernel arrival time");
     }
 }
