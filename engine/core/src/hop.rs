@@ -5,7 +5,8 @@
 //! Nothing here allocates after construction: buffers come from the [`PacketPool`], the
 //! wheel and the ready queue carry pool indices, and every drop is counted.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 
 use loopix_crypto::{Address, Command, ProcessError, Processed, Processor, SecretKey};
 
@@ -83,6 +84,9 @@ pub struct HopEngine<C: Codec = Processor> {
     pool: PacketPool,
     held: Box<[Held]>,
     ready: VecDeque<u32>,
+    /// Packets the wheel has handed over up to one slot early, by exact due time: they
+    /// leave when that time comes, so a release is not rounded up to a slot boundary.
+    imminent: BinaryHeap<Reverse<(u64, u32)>>,
     staging: Staging,
     stats: HopStats,
 }
@@ -102,6 +106,7 @@ impl<C: Codec> HopEngine<C> {
             pool: PacketPool::new(n, params.packet_len()),
             held: vec![Held::default(); n as usize].into_boxed_slice(),
             ready: VecDeque::with_capacity(n as usize),
+            imminent: BinaryHeap::with_capacity(n as usize),
             staging: Staging {
                 bufs: (0..BATCH)
                     .map(|_| vec![0u8; params.packet_len()].into_boxed_slice())
@@ -207,7 +212,10 @@ impl<C: Codec> HopEngine<C> {
         self.pool
             .get_mut(slot)
             .copy_from_slice(&self.staging.bufs[staged]);
-        let inserted = self.wheel.insert(slot, now_us + requested_us, now_us);
+        // One slot early: the wheel rounds up to a slot boundary, the imminent heap then
+        // waits for the exact due time.
+        let early = (now_us + requested_us).saturating_sub(self.wheel.config().slot_us);
+        let inserted = self.wheel.insert(slot, early, now_us);
         if let Err(e) = inserted {
             self.pool.release(slot);
             return Err(match e {
@@ -246,8 +254,18 @@ impl<C: Codec> HopEngine<C> {
 
     /// Moves every packet whose delay is over to the ready queue.
     pub fn handle_timeout(&mut self, now_us: u64) {
-        let ready = &mut self.ready;
-        self.wheel.poll(now_us, |slot| ready.push_back(slot));
+        let (held, imminent) = (&self.held, &mut self.imminent);
+        self.wheel.poll(now_us, |slot| {
+            let h = held[slot as usize];
+            imminent.push(Reverse((h.since_us + h.requested_us, slot)));
+        });
+        while let Some(&Reverse((due, slot))) = self.imminent.peek() {
+            if due > now_us {
+                break;
+            }
+            self.imminent.pop();
+            self.ready.push_back(slot);
+        }
     }
 
     /// The next ready packet: where it goes and its bytes, valid until [`Self::release`].
@@ -275,7 +293,11 @@ impl<C: Codec> HopEngine<C> {
 
     /// When [`Self::handle_timeout`] has work next.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.wheel.next_deadline_us()
+        let next = self.imminent.peek().map(|Reverse((due, _))| *due);
+        [self.wheel.next_deadline_us(), next]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// True if packets wait to be sent.
@@ -285,7 +307,7 @@ impl<C: Codec> HopEngine<C> {
 
     /// Packets held on the wheel (the Poisson mix's pool).
     pub fn pending(&self) -> usize {
-        self.wheel.len()
+        self.wheel.len() + self.imminent.len()
     }
 
     /// Counters.
