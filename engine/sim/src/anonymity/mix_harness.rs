@@ -52,8 +52,9 @@ pub struct MixHarness<C: Codec> {
     rng: ChaCha20Rng,
     mu: f64,
     now_us: u64,
-    returns: BinaryHeap<Reverse<(u64, u64)>>,
-    returning: std::collections::BTreeMap<u64, Vec<u8>>,
+    /// The mix's loops held at the provider: (due time, sequence number, bytes). The
+    /// sequence number orders equal due times, so the bytes are never compared.
+    returns: BinaryHeap<Reverse<(u64, u64, Vec<u8>)>>,
     seq: u64,
     buf: Vec<u8>,
     pool_integral: f64,
@@ -118,7 +119,6 @@ impl<C: Codec> MixHarness<C> {
             mu: config.mu,
             now_us: 0,
             returns: BinaryHeap::new(),
-            returning: Default::default(),
             seq: 0,
             buf: vec![0; params.packet_len()],
             pool_integral: 0.0,
@@ -189,7 +189,7 @@ impl<C: Codec> MixHarness<C> {
     /// When the next thing happens inside (a packet or loop due, a loop coming back);
     /// `None` when nothing ever will.
     pub fn next_event_us(&self) -> Option<u64> {
-        let back = self.returns.peek().map(|Reverse((t, _))| *t);
+        let back = self.returns.peek().map(|Reverse((t, _, _))| *t);
         [self.mix.poll_timeout(), back]
             .into_iter()
             .flatten()
@@ -212,11 +212,10 @@ impl<C: Codec> MixHarness<C> {
             }
             let t = self.next_event_us().filter(|&t| t <= limit_us)?;
             self.advance_to(t);
-            if let Some(&Reverse((due, seq))) = self.returns.peek()
-                && due <= self.now_us
+            if let Some(Reverse((due, _, _))) = self.returns.peek()
+                && *due <= self.now_us
+                && let Some(Reverse((_, _, bytes))) = self.returns.pop()
             {
-                self.returns.pop();
-                let bytes = self.returning.remove(&seq).expect("scheduled");
                 self.mix
                     .handle_datagram(self.now_us, self.provider.id, &bytes);
                 return Some(Observed::LoopReturned);
@@ -235,8 +234,8 @@ impl<C: Codec> MixHarness<C> {
                 Command::Relay { delay_us, .. } => {
                     self.seq += 1;
                     let due = self.now_us + u64::from(delay_us);
-                    self.returns.push(Reverse((due, self.seq)));
-                    self.returning.insert(self.seq, self.buf.clone());
+                    self.returns
+                        .push(Reverse((due, self.seq, self.buf.clone())));
                     Observed::LoopSent
                 }
                 _ => Observed::LoopSent,
