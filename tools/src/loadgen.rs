@@ -264,11 +264,7 @@ impl Setup {
         let pool = build_pool(&self.params, &self.path, count)?;
         // Building saturates every core; start the load on a quiet machine.
         std::thread::sleep(Duration::from_millis(args.settle_ms));
-        let delay_name = "loopix_delay_error_seconds";
-        let delays_before = args
-            .metrics
-            .and_then(|m| crate::metrics_client::buckets(m, delay_name));
-        let drops_before = args.metrics.and_then(crate::metrics_client::drops);
+        let before = args.metrics.and_then(crate::metrics_client::scrape);
         let pace = Pace {
             rate,
             poisson: args.poisson,
@@ -282,23 +278,10 @@ impl Setup {
             window_max,
             lateness,
         } = blast(&pace, &self.socket, self.target, &pool)?;
-        let drops_after = args.metrics.and_then(crate::metrics_client::drops);
-        let delays_after = args
-            .metrics
-            .and_then(|m| crate::metrics_client::buckets(m, delay_name));
-        let node_delay_error_p99_us = match (delays_before, delays_after) {
-            (Some(b), Some(a)) => crate::metrics_client::quantile_bound(&b, &a, 0.99),
-            _ => None,
-        }
-        .filter(|s| s.is_finite())
-        .map(|s| s * 1e6);
-        let node_drops = match (drops_before, drops_after) {
-            (Some(b), Some(a)) => a
-                .into_iter()
-                .map(|(k, v)| (k.clone(), v - b.get(&k).copied().unwrap_or(0)))
-                .filter(|(_, v)| *v > 0)
-                .collect(),
-            _ => Default::default(),
+        let after = args.metrics.and_then(crate::metrics_client::scrape);
+        let (node_delay_error_p99_us, node_drops) = match (before, after) {
+            (Some(b), Some(a)) => (node_delay_error_p99_us(&b, &a), node_drops(&b, &a)),
+            _ => (None, BTreeMap::new()),
         };
         let q = |p: f64| hist.value_at_quantile(p) as f64 / 1e3;
         Ok(LoadReport {
@@ -329,6 +312,27 @@ impl Setup {
             max_latency_us_per_window: window_max.iter().map(|&ns| ns as f64 / 1e3).collect(),
         })
     }
+}
+
+/// The target's drops between two scrapes of its metrics, by reason (non-zero only).
+fn node_drops(before: &str, after: &str) -> BTreeMap<String, u64> {
+    let b = crate::metrics_client::drops(before);
+    crate::metrics_client::drops(after)
+        .into_iter()
+        .map(|(k, v)| (k.clone(), v - b.get(&k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+/// The target's delay fidelity between two scrapes: the bound, µs, under which 99 % of
+/// |actual - requested hold| fell; `None` if nothing was held or it lies above 100 ms.
+fn node_delay_error_p99_us(before: &str, after: &str) -> Option<f64> {
+    let name = "loopix_delay_error_seconds";
+    let b = crate::metrics_client::buckets(before, name)?;
+    let a = crate::metrics_client::buckets(after, name)?;
+    crate::metrics_client::quantile_bound(&b, &a, 0.99)
+        .filter(|s| s.is_finite())
+        .map(|s| s * 1e6)
 }
 
 /// How the sender paces.

@@ -32,24 +32,23 @@ pub fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
     labels.split(&format!("{key}=\"")).nth(1)?.split('"').next()
 }
 
-/// The node's drop counters summed over shards, by reason.
-pub fn drops(addr: SocketAddr) -> Option<BTreeMap<String, u64>> {
-    let text = scrape(addr)?;
+/// A scrape's drop counters summed over shards, by reason.
+pub fn drops(text: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    for (name, labels, v) in samples(&text) {
+    for (name, labels, v) in samples(text) {
         if name == "loopix_packets_dropped_total" {
             let reason = label(labels, "reason").unwrap_or("?").to_string();
             *out.entry(reason).or_default() += v as u64;
         }
     }
-    Some(out)
+    out
 }
 
-/// The cumulative `_bucket` counts of histogram `name`: (upper bound in seconds, count).
-pub fn buckets(addr: SocketAddr, name: &str) -> Option<Vec<(f64, f64)>> {
-    let text = scrape(addr)?;
+/// A scrape's cumulative `_bucket` counts of histogram `name`: (upper bound in seconds,
+/// count).
+pub fn buckets(text: &str, name: &str) -> Option<Vec<(f64, f64)>> {
     let bucket = format!("{name}_bucket");
-    let out: Vec<(f64, f64)> = samples(&text)
+    let out: Vec<(f64, f64)> = samples(text)
         .filter(|(n, _, _)| *n == bucket)
         .filter_map(|(_, labels, v)| {
             let le = label(labels, "le")?;
