@@ -41,6 +41,7 @@ pub mod lioness;
 pub mod params;
 pub mod primitives;
 pub mod process;
+pub mod stack_position;
 
 pub use build::{BuildError, Hop, build, build_into, build_into_traced, fill_dummy};
 pub use command::{Address, Command, MalformedCommand};

@@ -74,9 +74,10 @@ pub fn decompress(bytes: &[u8; 32]) -> Option<RistrettoPoint> {
     (point != RistrettoPoint::default()).then_some(point)
 }
 
-/// Variable-base, constant-time scalar multiplication.
+/// Variable-base, constant-time scalar multiplication, at the stack position that
+/// [`crate::stack_position::calibrate`] chose for this build.
 pub fn mul(point: &RistrettoPoint, scalar: &Scalar) -> RistrettoPoint {
-    point * scalar
+    crate::stack_position::mul(point, scalar)
 }
 
 /// Canonical 32-byte encoding of a point.

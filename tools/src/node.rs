@@ -58,6 +58,13 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     crate::logging::init();
     let node = start(&cfg, key)?;
     tracing::info!(id = cfg.node.id.0, %role, shards = cfg.shards, listen = %node.local_addr, "node started");
+    let stack = loopix_crypto::stack_position::calibrate();
+    tracing::info!(
+        position = stack.position,
+        mul_ns = stack.chosen_ns as u64,
+        slowest_ns = stack.worst_ns as u64,
+        "scalar multiplication placed on the stack"
+    );
     serve_until_signal(&cfg, node)
 }
 

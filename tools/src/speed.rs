@@ -67,6 +67,11 @@ pub struct SpeedReport {
     pub reference: BTreeMap<&'static str, f64>,
     pub curve_backend: &'static str,
     pub rounds: usize,
+    /// The stack position the multiplication runs at (`stack_position::calibrate`), and its
+    /// cost there and at the slowest position, ns.
+    pub mul_stack_position: usize,
+    pub mul_ns_at_position: f64,
+    pub mul_ns_worst_position: f64,
 }
 
 /// The primitives of one relay hop, and how many times it calls each.
@@ -105,6 +110,7 @@ pub fn run(args: &SpeedArgs) -> Result<(), String> {
 
 /// Measures every case round-robin and assembles the report.
 pub fn measure(params: &Params, hops: usize, rounds: usize, round: Duration) -> SpeedReport {
+    let stack = loopix_crypto::stack_position::calibrate();
     let fx = Fixture::new(params, hops);
     let mut cases = primitive_cases(&fx);
     let n_floor = cases.len();
@@ -141,6 +147,9 @@ pub fn measure(params: &Params, hops: usize, rounds: usize, round: Duration) -> 
             .collect(),
         curve_backend: curve_backend(),
         rounds,
+        mul_stack_position: stack.position,
+        mul_ns_at_position: stack.chosen_ns,
+        mul_ns_worst_position: stack.worst_ns,
     }
 }
 
@@ -341,6 +350,14 @@ fn print_table(out: &mut impl Write, r: &SpeedReport) -> io::Result<()> {
         out,
         "{:<34} {:>12.0} ns  ({} hops)",
         "build one packet", r.build_ns, r.hops
+    )?;
+    writeln!(
+        out,
+        "{:<34} {:>12.0} ns  (stack position {}; {:.0} ns at the slowest)",
+        "scalar mul, calibration sweep",
+        r.mul_ns_at_position,
+        r.mul_stack_position,
+        r.mul_ns_worst_position
     )?;
     Ok(())
 }
