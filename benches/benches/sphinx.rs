@@ -2,7 +2,8 @@
 //! packet for the default path, and processing one (and a batch). Processing rewrites the
 //! packet in place, so every iteration gets a fresh copy made in untimed batched setup.
 //!
-//! Run: `cargo bench -p loopix-benches --bench sphinx`.
+//! Run: `cargo bench -p loopix-benches --bench sphinx`. The stack position group runs first
+//! and calibrates, so every later group multiplies where a `loopix` command would.
 
 use std::hint::black_box;
 
@@ -113,5 +114,24 @@ fn packet(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, primitives, packet);
+/// The multiplication at the calibrated stack position and at the slowest one the
+/// calibration sweep found (crypto/src/stack_position.rs).
+fn stack_position(c: &mut Criterion) {
+    let chosen = loopix_crypto::stack_position::calibrate().position;
+    let sweep = loopix_crypto::stack_position::measure_positions(3);
+    let slowest = (0..sweep.len())
+        .max_by(|&a, &b| sweep[a].total_cmp(&sweep[b]))
+        .unwrap_or(0);
+    let scalar = Scalar::from_bytes_mod_order([5u8; 32]);
+    let point = RistrettoPoint::mul_base(&scalar);
+    let mut g = c.benchmark_group("stack_position");
+    for (name, position) in [("mul_at_calibrated", chosen), ("mul_at_slowest", slowest)] {
+        g.bench_function(name, |b| {
+            b.iter(|| loopix_crypto::stack_position::mul_at(position, black_box(&point), &scalar))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, stack_position, primitives, packet);
 criterion_main!(benches);

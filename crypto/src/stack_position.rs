@@ -46,10 +46,11 @@ pub fn mul(point: &RistrettoPoint, scalar: &Scalar) -> RistrettoPoint {
     }
 }
 
-/// The multiplication at `position`. One function, never inlined, for both calibration and
-/// use: where `run_at` measures the stack from depends on the frame it is inlined into.
+/// The multiplication at `position` (of [`POSITIONS`]). One function, never inlined, for
+/// calibration, use and benches: where `run_at` measures the stack from depends on the
+/// frame it is inlined into.
 #[inline(never)]
-fn mul_at(position: usize, point: &RistrettoPoint, scalar: &Scalar) -> RistrettoPoint {
+pub fn mul_at(position: usize, point: &RistrettoPoint, scalar: &Scalar) -> RistrettoPoint {
     run_at(position, || point * scalar)
 }
 
