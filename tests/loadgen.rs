@@ -64,5 +64,11 @@ fn loadgen_measures_a_node_without_loss_at_a_modest_rate() {
     assert!(p50 > 0.0 && p99 >= p50 && v["latency_us"]["p999"].as_f64().unwrap() >= p99);
     assert!(v["offered_pps"].as_f64().unwrap() > 900.0);
     assert!(v["node_drops"].as_object().unwrap().is_empty(), "{v:#}");
+    // The node timed its receive work: every packet costs at least the microseconds of its
+    // two multiplications, and far less than a second.
+    let per_packet = v["node_receive_us_per_packet"]
+        .as_f64()
+        .expect("timed by the node");
+    assert!((1.0..1e6).contains(&per_packet), "{per_packet}");
     assert!(node.terminate());
 }

@@ -127,6 +127,10 @@ pub struct LoadReport {
     /// under which 99 % of |actual - requested hold| fell, µs (`null`: above 100 ms or no
     /// metrics).
     pub node_delay_error_p99_us: Option<f64>,
+    /// The target's time on received batches per packet received during the run, µs (its
+    /// `loopix_receive_seconds_total` over `loopix_packets_in_total`): the engine's cost
+    /// per hop, to set against `floor_ns`.
+    pub node_receive_us_per_packet: Option<f64>,
     /// The worst per-hop latency of the packets sent in each 100 ms of the run, µs: shows
     /// whether a tail is a stall at one moment or spread over the run.
     pub max_latency_us_per_window: Vec<f64>,
@@ -196,6 +200,9 @@ pub fn run(args: &LoadgenArgs) -> Result<(), String> {
             report.latency_us.p999,
             report.latency_us.max
         );
+        if let Some(us) = report.node_receive_us_per_packet {
+            println!("node spent {us:.1} us per packet received (unwrap, replay check, hold)");
+        }
         for (reason, n) in &report.node_drops {
             println!("node dropped {n} ({reason})");
         }
@@ -279,10 +286,15 @@ impl Setup {
             lateness,
         } = blast(&pace, &self.socket, self.target, &pool)?;
         let after = args.metrics.and_then(crate::metrics_client::scrape);
-        let (node_delay_error_p99_us, node_drops) = match (before, after) {
-            (Some(b), Some(a)) => (node_delay_error_p99_us(&b, &a), node_drops(&b, &a)),
-            _ => (None, BTreeMap::new()),
-        };
+        let (node_delay_error_p99_us, node_receive_us_per_packet, node_drops) =
+            match (before, after) {
+                (Some(b), Some(a)) => (
+                    node_delay_error_p99_us(&b, &a),
+                    node_receive_us_per_packet(&b, &a),
+                    node_drops(&b, &a),
+                ),
+                _ => (None, None, BTreeMap::new()),
+            };
         let q = |p: f64| hist.value_at_quantile(p) as f64 / 1e3;
         Ok(LoadReport {
             offered_pps: sent as f64 / duration_s,
@@ -305,6 +317,7 @@ impl Setup {
             node_drops,
             hold_us: args.hold_us,
             node_delay_error_p99_us,
+            node_receive_us_per_packet,
             send_lateness_us: Lateness {
                 p99: lateness.value_at_quantile(0.99) as f64 / 1e3,
                 max: lateness.max() as f64 / 1e3,
@@ -333,6 +346,14 @@ fn node_delay_error_p99_us(before: &str, after: &str) -> Option<f64> {
     crate::metrics_client::quantile_bound(&b, &a, 0.99)
         .filter(|s| s.is_finite())
         .map(|s| s * 1e6)
+}
+
+/// The target's receive time per packet received between two scrapes, µs.
+fn node_receive_us_per_packet(before: &str, after: &str) -> Option<f64> {
+    use crate::metrics_client::sum;
+    let delta = |name| Some(sum(after, name)? - sum(before, name)?);
+    let packets = delta("loopix_packets_in_total")?;
+    (packets > 0.0).then(|| delta("loopix_receive_seconds_total").map(|s| s * 1e6 / packets))?
 }
 
 /// How the sender paces.

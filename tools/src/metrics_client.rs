@@ -32,6 +32,14 @@ pub fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
     labels.split(&format!("{key}=\"")).nth(1)?.split('"').next()
 }
 
+/// A family's samples summed over every label set; `None` if the scrape has none.
+pub fn sum(text: &str, name: &str) -> Option<f64> {
+    samples(text)
+        .filter(|(n, _, _)| *n == name)
+        .map(|(_, _, v)| v)
+        .reduce(|a, b| a + b)
+}
+
 /// A scrape's drop counters summed over shards, by reason.
 pub fn drops(text: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
