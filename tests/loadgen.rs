@@ -70,5 +70,34 @@ fn loadgen_measures_a_node_without_loss_at_a_modest_rate() {
         .as_f64()
         .expect("timed by the node");
     assert!((1.0..1e6).contains(&per_packet), "{per_packet}");
+    // Bursts: the same packets counted, every one sent and forwarded.
+    let out = loopix()
+        .args(["loadgen", "--topology"])
+        .arg(dir.path("topology.toml"))
+        .args([
+            "--target",
+            "1",
+            "--as",
+            "2",
+            "--rate",
+            "2000",
+            "--duration-s",
+            "1",
+        ])
+        .args(["--send-quantum-us", "1000", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["sent"].as_u64(), v["forwarded"].as_u64()),
+        (Some(2000), Some(2000)),
+        "{v:#}"
+    );
+    assert_eq!(v["send_quantum_us"], 1000);
     assert!(node.terminate());
 }

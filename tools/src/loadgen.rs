@@ -72,6 +72,14 @@ pub struct LoadgenArgs {
     /// net of it; the node's delay fidelity is read from its metrics.
     #[arg(long, default_value_t = 0)]
     hold_us: u32,
+    /// Send in bursts: a packet due less than this far ahead goes at once rather than after
+    /// a sleep, so the sender wakes about once per quantum instead of once per packet
+    /// (packets leave up to this much early; latency is still timed from each real send).
+    /// 0 keeps exact spacing. On cores shared with the node a wake-up per packet costs the
+    /// node: at 22 k packets/s on 2 shards, 300 µs cut the node's time per packet from 69
+    /// to 52 µs and the generator's CPU from 0.37 to 0.21 cores.
+    #[arg(long, default_value_t = 0)]
+    send_quantum_us: u32,
 }
 
 /// What `--find-capacity --json` prints.
@@ -120,6 +128,8 @@ pub struct LoadReport {
     pub node_drops: BTreeMap<String, u64>,
     /// The hold each packet asked for at the target, µs (subtracted from the latency).
     pub hold_us: u32,
+    /// `--send-quantum-us`: 0 for exact spacing.
+    pub send_quantum_us: u32,
     /// How late the sender was against each packet's due time: a generator that could not
     /// keep pace sends bursts, and the node's queueing of them shows in the latency.
     pub send_lateness_us: Lateness,
@@ -277,6 +287,7 @@ impl Setup {
             poisson: args.poisson,
             cpu: args.cpu,
             hold_ns: u64::from(args.hold_us) * 1_000,
+            quantum_ns: f64::from(args.send_quantum_us) * 1e3,
         };
         let Blast {
             sent,
@@ -316,6 +327,7 @@ impl Setup {
             poisson: args.poisson,
             node_drops,
             hold_us: args.hold_us,
+            send_quantum_us: args.send_quantum_us,
             node_delay_error_p99_us,
             node_receive_us_per_packet,
             send_lateness_us: Lateness {
@@ -363,6 +375,8 @@ struct Pace {
     cpu: Option<usize>,
     /// Subtracted from every latency: the hold the packets asked for.
     hold_ns: u64,
+    /// Packets due within this of now go without a sleep (`--send-quantum-us`).
+    quantum_ns: f64,
 }
 
 /// Ramps the rate by 15 % from a quarter of the floor until a step fails, then tries once
@@ -581,7 +595,7 @@ fn send(
             gap_ns
         };
         let ahead_ns = due_ns - epoch.elapsed().as_nanos() as f64;
-        if ahead_ns > 0.0 {
+        if ahead_ns > args.quantum_ns {
             std::thread::sleep(Duration::from_nanos(ahead_ns as u64));
         }
         let late_ns = epoch.elapsed().as_nanos() as f64 - due_ns;
