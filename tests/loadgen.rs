@@ -32,30 +32,18 @@ fn loadgen_measures_a_node_without_loss_at_a_modest_rate() {
             .contains("shard=\"1\""))
         .is_some()
     );
-    let out = loopix()
-        .args(["loadgen", "--topology"])
-        .arg(dir.path("topology.toml"))
-        .args([
-            "--target",
-            "1",
-            "--as",
-            "2",
+    let v = loadgen(
+        &dir.path("topology.toml"),
+        &[
             "--rate",
             "1000",
             "--duration-s",
             "2",
             "--poisson",
-            "--json",
-        ])
-        .args(["--metrics", &metrics.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            "--metrics",
+            &metrics.to_string(),
+        ],
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["sent"], 2000);
     assert_eq!(v["forwarded"], 2000, "{v:#}");
     assert_eq!(v["loss"].as_f64(), Some(0.0));
@@ -71,28 +59,17 @@ fn loadgen_measures_a_node_without_loss_at_a_modest_rate() {
         .expect("timed by the node");
     assert!((1.0..1e6).contains(&per_packet), "{per_packet}");
     // Bursts: the same packets counted, every one sent and forwarded.
-    let out = loopix()
-        .args(["loadgen", "--topology"])
-        .arg(dir.path("topology.toml"))
-        .args([
-            "--target",
-            "1",
-            "--as",
-            "2",
+    let v = loadgen(
+        &dir.path("topology.toml"),
+        &[
             "--rate",
             "2000",
             "--duration-s",
             "1",
-        ])
-        .args(["--send-quantum-us", "1000", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            "--send-quantum-us",
+            "1000",
+        ],
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (v["sent"].as_u64(), v["forwarded"].as_u64()),
         (Some(2000), Some(2000)),
@@ -100,4 +77,21 @@ fn loadgen_measures_a_node_without_loss_at_a_modest_rate() {
     );
     assert_eq!(v["send_quantum_us"], 1000);
     assert!(node.terminate());
+}
+
+/// `loopix loadgen --json` against node 1 as node 2, with `args`; its report.
+fn loadgen(topology: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = loopix()
+        .args(["loadgen", "--topology"])
+        .arg(topology)
+        .args(["--target", "1", "--as", "2", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
