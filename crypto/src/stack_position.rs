@@ -10,11 +10,11 @@
 //! the binary right after stores to the stack.
 //!
 //! The page offset of the binary's constants is fixed per build, so the remedy is to pick
-//! the frame's page offset rather than let call depth decide it: [`run`] pads the stack so
-//! that `f` always starts at one position modulo 4096, whatever the caller's depth or
-//! thread, and [`calibrate`] measures the multiplication at every position (16-byte steps)
-//! once per process and keeps the middle of the fastest stretch. Until it has run, [`run`]
-//! calls `f` where it stands.
+//! the frame's page offset rather than let call depth decide it: [`mul`] pads the stack so
+//! that the multiplication always starts at one position modulo 4096, whatever the caller's
+//! depth or thread, and [`calibrate`] measures it at every position (16-byte steps) once per
+//! process and keeps the middle of the fastest stretch. Until that has run, [`mul`]
+//! multiplies where it stands.
 
 use std::hint::black_box;
 use std::mem::MaybeUninit;
