@@ -117,11 +117,8 @@ fn packet(c: &mut Criterion) {
 /// The multiplication at the calibrated stack position and at the slowest one the
 /// calibration sweep found (crypto/src/stack_position.rs).
 fn stack_position(c: &mut Criterion) {
-    let chosen = loopix_crypto::stack_position::calibrate().position;
-    let sweep = loopix_crypto::stack_position::measure_positions(3);
-    let slowest = (0..sweep.len())
-        .max_by(|&a, &b| sweep[a].total_cmp(&sweep[b]))
-        .unwrap_or(0);
+    let calibration = loopix_crypto::stack_position::calibrate();
+    let (chosen, slowest) = (calibration.position, calibration.worst_position);
     let scalar = Scalar::from_bytes_mod_order([5u8; 32]);
     let point = RistrettoPoint::mul_base(&scalar);
     let mut g = c.benchmark_group("stack_position");

@@ -107,12 +107,13 @@ fn fine<R>(j: usize, f: impl FnOnce() -> R) -> R {
     pad_by!(j, FINE, f)
 }
 
-/// What a calibration found: nanoseconds per multiplication at the chosen position and at
-/// the slowest one.
+/// What a calibration found: the chosen position and the slowest one, and nanoseconds per
+/// multiplication at each.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Calibration {
     pub position: usize,
     pub chosen_ns: f64,
+    pub worst_position: usize,
     pub worst_ns: f64,
 }
 
@@ -154,10 +155,12 @@ fn choose(ns: &[f64]) -> Calibration {
     let position = (0..n)
         .min_by(|&a, &b| around(a).total_cmp(&around(b)))
         .unwrap_or(0);
+    let worst_position = (0..n).max_by(|&a, &b| ns[a].total_cmp(&ns[b])).unwrap_or(0);
     Calibration {
         position,
         chosen_ns: ns[position],
-        worst_ns: ns.iter().copied().fold(0.0, f64::max),
+        worst_position,
+        worst_ns: ns[worst_position],
     }
 }
 
@@ -211,9 +214,13 @@ mod tests {
             *x = 47.0;
         }
         ns[40] = 40.0; // a lone fast position next to slow ones is not trusted
+        ns[200] = 61.0;
         let c = choose(&ns);
         assert!((103..=116).contains(&c.position), "{c:?}");
-        assert_eq!((c.chosen_ns, c.worst_ns), (47.0, 60.0));
+        assert_eq!(
+            (c.chosen_ns, c.worst_position, c.worst_ns),
+            (47.0, 200, 61.0)
+        );
     }
 
     #[test]
