@@ -8,8 +8,11 @@
 #
 # 1. `loopix speed` measures the crypto floor; one shard (pinned to core 0) then gets
 #    `loopix loadgen` at 10..90 % of it, N runs per rate (median reported).
-# 2. The same node at 50 % with every packet held 5 ms: |actual - requested hold| p99 from the
-#    node's loopix_delay_error_seconds histogram, against one wheel slot (100 µs).
+#    Before it, perf/stalls.sh (5 s) measures the CPUs' own pauses and the per-hop p99 a
+#    perfect engine on core 0 would have had on them: the platform's share of the tail.
+# 2. The same node at 50 % with every packet held 5 ms, N runs: |actual - requested hold|
+#    p99 from the node's loopix_delay_error_seconds histogram (median of the runs), against
+#    one wheel slot (100 µs).
 # 3. Memory: the node's resident size (prefaulted at start) with the pool and the replay
 #    table each doubled in turn; the differences give bytes per pending packet and per tag.
 # 4. `loopix testnet --clients C` for each C: the mixes' loop overhead (round trip minus the
@@ -39,6 +42,9 @@ echo "{\"node_settings\": \"${spin:-spin_us = 0}\"}" > "$out/settings.json"
 "$bin" speed --json > "$out/speed.json"
 floor_pps=$(python3 -c "import json; print(1e9 / json.load(open('$out/speed.json'))['floor_ns'])")
 
+echo "latency: the CPUs' own pauses, 5 s (perf/stalls.sh)" >&2
+floor_us=$(python3 -c "print(1e6 / $floor_pps)")
+perf/stalls.sh --json --seconds 5 --service-us "$floor_us" > "$out/stalls.json"
 echo "latency: per-hop latency against load (floor $floor_pps packets/s)" >&2
 start_node 1 "$spin"
 for pct in 10 25 40 55 70 80 90; do
@@ -50,7 +56,9 @@ for pct in 10 25 40 55 70 80 90; do
 done
 echo "latency: delay fidelity (5 ms holds at 50 %)" >&2
 rate=$(python3 -c "print($floor_pps * 0.5)")
-loadgen --rate "$rate" --duration-s "$step_s" --hold-us 5000 --json 2>> "$work/loadgen.log" > "$out/hold.json"
+for run in $(seq "$runs"); do
+  loadgen --rate "$rate" --duration-s "$step_s" --hold-us 5000 --json 2>> "$work/loadgen.log" > "$out/hold-$run.json"
+done
 stop_node
 
 echo "latency: memory per pending packet and per replay tag" >&2

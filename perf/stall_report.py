@@ -96,7 +96,8 @@ def other_tasks(switches_path, probe_comm="python3"):
         if not m:
             continue
         cpu, t, prev, nxt = int(m[1]), float(m[2]), m[3], m[4]
-        if cpu in since and since[cpu][1] == prev and prev != probe_comm:
+        # swapper is the idle task: the probe was not there to be paused (start and end).
+        if cpu in since and since[cpu][1] == prev and prev != probe_comm and not prev.startswith("swapper/"):
             runs[(cpu, prev)].append((t - since[cpu][0]) * 1e6)
         since[cpu] = (t, nxt)
     out = collections.defaultdict(list)
