@@ -99,18 +99,21 @@ fn packet(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    let batch: Vec<Vec<u8>> = (0..32)
-        .map(|_| build(&params, &path, b"bench", &mut rng).expect("valid"))
-        .collect();
-    g.throughput(criterion::Throughput::Elements(batch.len() as u64));
-    g.bench_function("process_batch_32", |b| {
-        let mut results = vec![Err(ProcessError::MacMismatch); batch.len()];
-        b.iter_batched_ref(
-            || batch.clone(),
-            |ps| first.process_batch(black_box(ps), &mut results),
-            BatchSize::SmallInput,
-        )
-    });
+    // Small batches too: where batching starts to pay decides BATCHED_FROM (process.rs).
+    for n in [2, 3, 4, 8, 32] {
+        let batch: Vec<Vec<u8>> = (0..n)
+            .map(|_| build(&params, &path, b"bench", &mut rng).expect("valid"))
+            .collect();
+        g.throughput(criterion::Throughput::Elements(n as u64));
+        g.bench_function(format!("process_batch_{n}"), |b| {
+            let mut results = vec![Err(ProcessError::MacMismatch); n];
+            b.iter_batched_ref(
+                || batch.clone(),
+                |ps| first.process_batch(black_box(ps), &mut results),
+                BatchSize::SmallInput,
+            )
+        });
+    }
     g.finish();
 }
 

@@ -81,9 +81,11 @@ pub struct Processor {
 
 /// Packets per batched compression: the size of the stack arrays of one chunk.
 const CHUNK: usize = 32;
-/// Below this many packets a batch goes one by one: the batched path's one field inversion
-/// and its allocations inside curve25519-dalek only pay for themselves over a few packets.
-const BATCHED_FROM: usize = 4;
+/// A lone packet goes the single way; from two on the batched path is cheaper per packet
+/// (`cargo bench -p loopix-benches --bench sphinx -- packet/process`: 48.0 µs alone, 45.7 /
+/// 43.6 / 42.6 / 41.0 µs per packet in batches of 2 / 3 / 4 / 32). A shard's batches are
+/// small exactly when it is lightly loaded or one of several sharing the traffic.
+const BATCHED_FROM: usize = 2;
 
 /// What is left to do to a packet once its keys are known: nothing, or re-blind α.
 enum Rest {

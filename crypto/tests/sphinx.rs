@@ -353,3 +353,29 @@ fn batched_compression_matches_single_calls_across_chunks() {
     assert!(matches!(command(2), Ok(Command::Relay { .. })));
     assert_eq!(packets, singles);
 }
+
+/// Batches of one to three packets (one alone goes the single way, two or more the batched
+/// way), a bad one among them: the same results and buffers as single calls.
+#[test]
+fn small_batches_match_single_calls() {
+    let params = Params::default();
+    let (relays, path) = network(43, 3, Command::Final);
+    for n in 1..=3u64 {
+        let mut packets: Vec<Vec<u8>> = (0..n)
+            .map(|i| build(&params, &path, &[i as u8; 3], &mut rng(200 + i)).unwrap())
+            .collect();
+        if n == 3 {
+            packets[1][ALPHA_LEN + 1] ^= 1;
+        }
+        let mut singles = packets.clone();
+        let expected: Vec<_> = singles.iter_mut().map(|p| relays[0].process(p)).collect();
+        let mut results = vec![Err(ProcessError::MacMismatch); packets.len()];
+        assert_eq!(
+            relays[0].process_batch(&mut packets, &mut results),
+            n as usize
+        );
+        assert_eq!(results, expected, "batch of {n}");
+        assert_eq!(packets, singles, "batch of {n}");
+        assert!(results[0].is_ok());
+    }
+}
