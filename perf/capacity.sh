@@ -8,7 +8,10 @@
 # against it with 1 shard, then with all cores. Writes perf/reports/capacity-<time>.md (with
 # the per-step JSON and an SVG plot of p99 against offered load) and prints where it went;
 # with --json prints one object instead: floor_pps, capacity_pps_1, capacity_pps_all, shards,
-# p99_us_at_80pct (the 1-shard p99 of the step nearest 80 % of its capacity).
+# p99_us_at_80pct (the 1-shard p99 of the step nearest 80 % of its capacity), and
+# perfect_engine_max_load: per CPU, the highest load at which an engine costing exactly the
+# floor per packet would keep its p99 within the bound on the CPU pauses perf/stalls.sh
+# measured just before (the efficiency this machine allows at that bound).
 #
 # The generator is unpinned and shares the cores with the shards; it sends in bursts of up
 # to Q µs (default 300, `loopix loadgen --send-quantum-us`) so that it wakes once per burst
@@ -37,9 +40,15 @@ run_capacity() { # $1 = shards
     2> "$work/loadgen-$1.log" > "$work/capacity-$1.json"
   stop_node
 }
+# The platform's share first: the load at which a perfect engine (the crypto floor a packet,
+# nothing else) would stay within the bound on this machine's own CPU pauses.
+floor_us=$("$bin" speed --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["floor_ns"] / 1000)')
+perf/stalls.sh --json --seconds 5 --service-us "$floor_us" --p99-bound-us "$bound" \
+  --send-quantum-us "$quantum" > "$work/stalls.json"
 run_capacity 1
 run_capacity "$cores"
 mkdir -p perf/reports
 report=perf/reports/capacity-$stamp.md
-python3 perf/capacity_report.py "$work/capacity-1.json" "$work/capacity-$cores.json" "$report" "$json"
+python3 perf/capacity_report.py "$work/capacity-1.json" "$work/capacity-$cores.json" "$report" "$json" \
+  "$work/stalls.json"
 [ "$json" = 1 ] || echo "capacity report: $report"

@@ -38,17 +38,32 @@ def finish(start, work, gaps, gi):
         t = end
 
 
-def sojourns(gaps, seconds, service_us, load):
-    """Sojourn time (wait + service) of every packet of a constant-rate stream."""
+def sojourns(gaps, seconds, service_us, load, quantum_us=0.0):
+    """Sojourn time (wait + service) of every packet of a constant-rate stream; with a
+    quantum, packets arrive in bursts at its start, as `loopix loadgen --send-quantum-us`
+    sends them."""
     spacing = service_us / load
     free, gi, out = 0.0, 0, []
     n = int(seconds * 1e6 / spacing)
     for i in range(n):
-        arrival = i * spacing
+        due = i * spacing
+        arrival = due - due % quantum_us if quantum_us else due
         done, gi = finish(max(arrival, free), service_us, gaps, gi)
         free = done
         out.append(done - arrival)
     return out
+
+
+def max_load(gaps, seconds, service_us, bound_us, quantum_us=0.0):
+    """The highest load (to 0.5 %) at which the perfect engine's p99 stays within
+    `bound_us`: the efficiency a capacity search with that bound can find on these pauses."""
+    def p99(load):
+        return percentile(sorted(sojourns(gaps, seconds, service_us, load, quantum_us)), 0.99)
+    lo, hi = 0.0, 1.0
+    while hi - lo > 0.005:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if p99(mid) <= bound_us else (lo, mid)
+    return lo
 
 
 def percentile(sorted_values, q):
@@ -57,7 +72,7 @@ def percentile(sorted_values, q):
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def summarise(probe, service_us):
+def summarise(probe, service_us, bound_us=None, quantum_us=0.0):
     gaps = [(s, s + d) for s, d in probe["gaps"]]
     lengths = sorted(d for _, d in probe["gaps"])
     counts = [sum(1 for d in lengths if lo <= d < hi)
@@ -79,6 +94,10 @@ def summarise(probe, service_us):
         "gaps_over_1ms_per_s": len(long_starts) / probe["seconds"],
         "median_ms_between_1ms_gaps": percentile(intervals, 0.5) / 1000 if intervals else None,
         "model_us": model,
+        "p99_bound_us": bound_us,
+        "quantum_us": quantum_us,
+        "max_load_within_bound": None if bound_us is None
+        else max_load(gaps, probe["seconds"], service_us, bound_us, quantum_us),
     }
 
 
@@ -128,6 +147,11 @@ def write_markdown(rows, service_us, path, tasks=None):
         for r in rows:
             for load, m in r["model_us"].items():
                 f.write(f"| {r['cpu']} | {float(load):.0%} | {m['p50']:.0f} | {m['p99']:.0f} | {m['p999']:.0f} |\n")
+        for r in rows:
+            if r["max_load_within_bound"] is not None:
+                f.write(f"\nCPU {r['cpu']}: the perfect engine keeps p99 within {r['p99_bound_us']:.0f} µs up to "
+                        f"**{r['max_load_within_bound']:.0%}** of its capacity (arrivals in bursts of "
+                        f"{r['quantum_us']:.0f} µs).\n")
         if tasks is None:
             return
         f.write("\n## What ran instead\n\nOther tasks on each CPU while the probes spun "
@@ -152,6 +176,13 @@ def self_test():
     assert 2000 <= max(soj) <= 2100, max(soj)
     slow = [i for i, s in enumerate(soj) if s > 60]
     assert 9_000 <= (slow[-1] - slow[0]) * 62.5 <= 10_500, (slow[0], slow[-1])
+    # Without pauses any load below 1 keeps p99 at the service time; one long pause per
+    # 20 ms caps the load a 2 ms bound allows.
+    assert max_load([], 0.02, 50, 100) >= 0.99
+    capped = max_load([(t, t + 2500) for t in range(5000, 1_000_000, 100_000)], 1.0, 50, 2000)
+    assert 0.05 < capped < 0.95, capped
+    # Bursts: with a 300 µs quantum the burst's last packet waits behind the rest.
+    assert max(sojourns([], 0.01, 50, 0.9, 300)) >= 250
     print("stall_report: self-test passed")
 
 
@@ -160,8 +191,10 @@ def main():
         self_test()
         return
     d, service_us, out, as_json = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+    bound_us = float(sys.argv[5]) if len(sys.argv) > 5 else None
+    quantum_us = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
     probes = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(d, "probe-*.json")))]
-    rows = [summarise(p, service_us) for p in probes]
+    rows = [summarise(p, service_us, bound_us, quantum_us) for p in probes]
     switches = os.path.join(d, "switches.txt")
     tasks = other_tasks(switches) if os.path.exists(switches) else None
     for r in rows:

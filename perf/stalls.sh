@@ -2,24 +2,28 @@
 # How long this machine's CPUs pause under a thread that never yields, and what those pauses
 # alone cost a perfect engine's per-hop latency: the platform's share of the tail.
 #
-#   perf/stalls.sh [--json] [--seconds S] [--service-us U]
+#   perf/stalls.sh [--json] [--seconds S] [--service-us U] [--p99-bound-us B [--send-quantum-us Q]]
 #
 # Spins one probe (perf/stall_probe.py) on every CPU at once for S seconds (default 10),
 # recording each gap over 20 µs between two clock reads, then models a FIFO server that
 # costs exactly U µs a packet (default 50, about one unwrap here: `loopix speed`'s floor)
 # fed at 50/80/90 % of its capacity and stopped during the recorded gaps; with `perf`,
-# also which other tasks ran on each CPU meanwhile
+# also which other tasks ran on each CPU meanwhile. With a p99 bound, also the highest load
+# at which that perfect engine stays within it (arrivals in bursts of Q µs, as
+# `perf/capacity.sh` sends them): the efficiency a capacity search could find here.
 # (perf/stall_report.py). Writes perf/reports/stalls-<time>.md and prints where; --json
 # prints the summary object instead. Needs no build: run it before trusting any tail
 # figure from a machine, with nothing else running on it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-json=0; seconds=10; service_us=50
+json=0; seconds=10; service_us=50; bound=""; quantum=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --json) json=1 ;;
     --seconds) seconds=$2; shift ;;
     --service-us) service_us=$2; shift ;;
+    --p99-bound-us) bound=$2; shift ;;
+    --send-quantum-us) quantum=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -49,5 +53,5 @@ fi
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p perf/reports
 report=perf/reports/stalls-$stamp.md
-python3 perf/stall_report.py "$work" "$service_us" "$report" "$json"
+python3 perf/stall_report.py "$work" "$service_us" "$report" "$json" $bound ${bound:+$quantum}
 [ "$json" = 1 ] || echo "stalls report: $report"
