@@ -76,7 +76,73 @@ fn loadgen_measures_a_node_without_loss_at_a_modest_rate() {
         "{v:#}"
     );
     assert_eq!(v["send_quantum_us"], 1000);
+    capacity_mode_agrees_with_its_own_steps(&dir.path("topology.toml"), &metrics.to_string());
     assert!(node.terminate());
+}
+
+/// `--find-capacity` with short single runs and a loose bound. The capacity depends on the
+/// machine; what must hold anywhere is that the report agrees with its own steps: a ramp of
+/// passes up to the first failure, at most `--refine` bisection steps strictly between the
+/// last pass and that failure, the capacity the best rate that passed, and the efficiency
+/// that capacity over floor x shards.
+fn capacity_mode_agrees_with_its_own_steps(topology: &std::path::Path, metrics: &str) {
+    let bound = 50_000.0;
+    let c = loadgen(
+        topology,
+        &[
+            "--find-capacity",
+            "--metrics",
+            metrics,
+            "--duration-s",
+            "0.3",
+            "--repeats",
+            "1",
+            "--refine",
+            "2",
+            "--p99-bound-us",
+            "50000",
+            "--settle-ms",
+            "100",
+        ],
+    );
+    let f = |v: &serde_json::Value| v.as_f64().unwrap();
+    let (capacity, floor_pps) = (f(&c["capacity_pps"]), f(&c["floor_pps"]));
+    assert_eq!(c["shards"], 2, "{c:#}");
+    assert!((floor_pps * f(&c["floor_ns"]) / 1e9 - 1.0).abs() < 1e-9);
+    assert!((f(&c["efficiency"]) - capacity / (floor_pps * 2.0)).abs() < 1e-9);
+    let steps = c["steps"].as_array().unwrap();
+    for s in steps {
+        let judged = f(&s["loss"]) < 0.001 && f(&s["p99_us"]) <= bound;
+        assert_eq!(s["passed"].as_bool(), Some(judged), "{s:#}");
+    }
+    let first_fail = steps.iter().position(|s| s["passed"] == false);
+    let ramp = &steps[..first_fail.unwrap_or(steps.len())];
+    assert!(
+        ramp.windows(2)
+            .all(|w| f(&w[1]["offered_pps"]) > f(&w[0]["offered_pps"]))
+    );
+    let Some(first_fail) = first_fail else {
+        return; // Passed up to the ramp's top: nothing to bisect.
+    };
+    let refinements = &steps[first_fail + 1..];
+    assert!(refinements.len() <= 2, "{c:#}");
+    let low = ramp.last().map_or(0.0, |s| f(&s["offered_pps"]));
+    let high = f(&steps[first_fail]["offered_pps"]);
+    let near = |a: f64, b: f64| (a - b).abs() <= 0.05 * b;
+    for s in refinements {
+        let rate = f(&s["offered_pps"]);
+        assert!(rate > low * 0.95 && rate < high * 1.05, "{c:#}");
+    }
+    if capacity > 0.0 {
+        let best = steps
+            .iter()
+            .filter(|s| s["passed"] == true)
+            .map(|s| f(&s["offered_pps"]))
+            .fold(0.0, f64::max);
+        assert!(near(best, capacity), "best passed {best} vs {capacity}");
+    } else {
+        assert!(ramp.is_empty() && refinements.is_empty(), "{c:#}");
+    }
 }
 
 /// `loopix loadgen --json` against node 1 as node 2, with `args`; its report.
