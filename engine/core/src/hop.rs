@@ -257,12 +257,18 @@ impl<C: Codec> HopEngine<C> {
         self.release_due_by(now_us);
     }
 
-    /// Moves every packet due by `horizon_us` to the ready queue: with a horizon past now,
-    /// ahead of time. A shell about to spend `d` unwrapping a batch on the thread that sends
-    /// releases what falls due in the first half of it, so those packets leave up to d/2
-    /// early instead of up to d late. The error is recorded when a packet is taken, against
-    /// the time then.
-    pub fn release_due_by(&mut self, horizon_us: u64) {
+    /// Readies what falls due within `ahead_us` of now, ahead of time, but never more than
+    /// half a wheel slot ahead: the early side of the delay error stays within the slot
+    /// whatever the configured width. A shell about to spend `d` unwrapping a batch on the
+    /// thread that sends asks for d/2, so those packets leave up to d/2 early instead of up
+    /// to d late. The error is recorded when a packet is taken, against the time then.
+    pub fn release_ahead(&mut self, now_us: u64, ahead_us: u64) {
+        let most = self.wheel.config().slot_us / 2;
+        self.release_due_by(now_us + ahead_us.min(most));
+    }
+
+    /// Moves every packet due by `horizon_us` to the ready queue.
+    fn release_due_by(&mut self, horizon_us: u64) {
         let (held, imminent) = (&self.held, &mut self.imminent);
         self.wheel.poll(horizon_us, |slot| {
             let h = held[slot as usize];
@@ -340,6 +346,10 @@ mod tests {
 
     /// An engine holding one packet for `delay_us`, received at time 0.
     fn holding_one(delay_us: u32) -> HopEngine {
+        holding_one_with(delay_us, HopLimits::default())
+    }
+
+    fn holding_one_with(delay_us: u32, limits: HopLimits) -> HopEngine {
         let mut rng = ChaCha20Rng::seed_from_u64(3);
         let (key, next) = (SecretKey::generate(&mut rng), SecretKey::generate(&mut rng));
         let path = [
@@ -357,7 +367,7 @@ mod tests {
         ];
         let params = Params::default();
         let packet = build(&params, &path, b"x", &mut rng).expect("valid path");
-        let mut engine = HopEngine::new(key, params, HopLimits::default()).expect("limits");
+        let mut engine = HopEngine::new(key, params, limits).expect("limits");
         let route = |c| match c {
             Command::Relay { next, .. } => Ok(Due::Send(next)),
             _ => Err(DropReason::UnexpectedCommand),
@@ -370,10 +380,15 @@ mod tests {
     #[test]
     fn a_packet_readied_ahead_of_its_time_records_how_early_it_left() {
         let mut engine = holding_one(5_000);
-        engine.release_due_by(4_900);
-        assert!(!engine.has_ready(), "due at 5,000: not by 4,900");
-        engine.release_due_by(5_040);
-        assert!(engine.has_ready(), "due by 5,040");
+        engine.release_ahead(4_900, 50);
+        assert!(!engine.has_ready(), "due at 5,000: not by 4,950");
+        engine.release_ahead(4_940, 100);
+        assert!(
+            !engine.has_ready(),
+            "at most half the 100 µs slot ahead: 4,990"
+        );
+        engine.release_ahead(4_970, 70);
+        assert!(engine.has_ready(), "due by 5,020");
         let (due, slot) = engine.next_ready(4_970).expect("ready");
         assert_eq!(due, Due::Send(Address(2)));
         engine.release(slot);
@@ -384,6 +399,22 @@ mod tests {
             (30..=50).contains(&error.quantile_bound_us(1.0).unwrap()),
             "{error:?}"
         );
+    }
+
+    #[test]
+    fn early_release_is_capped_at_half_the_configured_slot() {
+        let limits = HopLimits {
+            wheel: crate::timing_wheel::WheelConfig {
+                slot_us: 20,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut engine = holding_one_with(5_000, limits);
+        engine.release_ahead(4_985, 50);
+        assert!(!engine.has_ready(), "10 µs ahead at most: 4,995");
+        engine.release_ahead(4_990, 50);
+        assert!(engine.has_ready(), "due by 5,000");
     }
 
     #[test]

@@ -143,10 +143,11 @@ impl<C: Codec> Mix<C> {
         self.engine.receive_batch(now_us, datagrams, route, on_end);
     }
 
-    /// Readies the held packets due by `horizon_us` (see [`HopEngine::release_due_by`]);
-    /// unlike [`Endpoint::handle_timeout`] it fires no loop timer.
-    pub fn release_due_by(&mut self, horizon_us: u64) {
-        self.engine.release_due_by(horizon_us);
+    /// Readies the held packets due within `ahead_us` of now, at most half a slot (see
+    /// [`HopEngine::release_ahead`]); unlike [`Endpoint::handle_timeout`] it fires no loop
+    /// timer.
+    pub fn release_ahead(&mut self, now_us: u64, ahead_us: u64) {
+        self.engine.release_ahead(now_us, ahead_us);
     }
 
     fn send_loop(&mut self, now_us: u64) {

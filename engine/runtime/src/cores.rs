@@ -40,9 +40,9 @@ pub trait ShardCore: Endpoint {
     fn report(&self, now_us: u64) -> CoreReport;
     /// Packets held on the wheel (what a shutdown waits for).
     fn pending(&self) -> usize;
-    /// Readies held packets due by `horizon_us`, ahead of time (a mix; others wait for
-    /// their timeout).
-    fn release_due_by(&mut self, _horizon_us: u64) {}
+    /// Readies held packets due within `ahead_us` of now, up to half a wheel slot ahead of
+    /// time (a mix; others wait for their timeout).
+    fn release_ahead(&mut self, _now_us: u64, _ahead_us: u64) {}
     /// The id a datagram says its sender has, for cores that learn peers from traffic.
     fn claimed_sender(&self, _bytes: &[u8]) -> Option<Address> {
         None
@@ -72,8 +72,8 @@ impl ShardCore for Mix {
         self.pool_size()
     }
 
-    fn release_due_by(&mut self, horizon_us: u64) {
-        Mix::release_due_by(self, horizon_us);
+    fn release_ahead(&mut self, now_us: u64, ahead_us: u64) {
+        Mix::release_ahead(self, now_us, ahead_us);
     }
 
     fn report(&self, now_us: u64) -> CoreReport {

@@ -29,9 +29,6 @@ use crate::steering::owner_shard;
 const TICK: Duration = Duration::from_millis(10);
 /// How often a shard reports its counters.
 const REPORT_EVERY: Duration = Duration::from_millis(100);
-/// The most a held packet leaves early because a batch is about to occupy the shard: half
-/// the default wheel slot, so the early side of the delay error stays within it.
-const MAX_EARLY_US: u64 = 50;
 
 /// Sent to a shard by the control thread.
 #[derive(Clone, Debug)]
@@ -128,14 +125,14 @@ impl<C: ShardCore> State<C> {
     }
 
     /// Before unwrapping `n` datagrams: readies what falls due in the first half of the
-    /// time that will take (at most [`MAX_EARLY_US`]), so it leaves a little early rather
-    /// than waiting the whole batch out.
+    /// time that will take (the core caps it at half a wheel slot), so it leaves a little
+    /// early rather than waiting the whole batch out.
     fn release_ahead_of(&mut self, n: usize) {
         let per_ns = self.receive_ns.checked_div(self.handed).unwrap_or(0);
-        let ahead_us = (per_ns * n as u64 / 2_000).min(MAX_EARLY_US);
+        let ahead_us = per_ns * n as u64 / 2_000;
         if ahead_us > 0 {
             let now = self.now_us();
-            self.core.release_due_by(now + ahead_us);
+            self.core.release_ahead(now, ahead_us);
         }
     }
 
