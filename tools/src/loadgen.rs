@@ -97,6 +97,8 @@ pub struct CapacityReport {
     /// capacity_pps / (floor_pps x shards).
     pub efficiency: f64,
     pub p99_bound_us: f64,
+    /// Bisection steps after the first failure (`--refine`).
+    pub refine: usize,
     /// A first, unjudged run: a node's first ~100 ms of traffic after start stalls (see
     /// perf/README.md), which would otherwise fail the first step.
     pub warmup: Step,
@@ -454,6 +456,7 @@ pub fn find_capacity(args: &LoadgenArgs) -> Result<CapacityReport, String> {
         floor_pps,
         efficiency: best / (floor_pps * shards as f64),
         p99_bound_us: args.p99_bound_us,
+        refine: args.refine,
         warmup,
         steps,
     })
