@@ -58,10 +58,15 @@ def main():
                     f"p99 within {r1['p99_bound_us']:.0f} us up to {loads} of its capacity.\n\n")
         f.write(f"![p99 against offered load]({plot.split('/')[-1]})\n\n")
         for r in (r1, rn):
-            f.write(f"## {r['shards']} shard(s): steps\n\n| offered | forwarded | loss | p99 us | pass |\n|---|---|---|---|---|\n")
+            f.write(f"## {r['shards']} shard(s): steps\n\n| offered | forwarded | loss | p99 us | node us/packet | pass |\n"
+                    "|---|---|---|---|---|---|\n")
             for s in [r["warmup"]] + r["steps"]:
-                f.write(f"| {s['offered_pps']:.0f} | {s['forwarded_pps']:.0f} | {s['loss']:.4f} | {s['p99_us']:.0f} | {s['passed']} |\n")
-            f.write("\n(the first row is the unjudged warm-up)\n\n")
+                node = s.get("node_receive_us_per_packet")
+                node = "-" if node is None else f"{node:.1f}"
+                f.write(f"| {s['offered_pps']:.0f} | {s['forwarded_pps']:.0f} | {s['loss']:.4f} | {s['p99_us']:.0f} | "
+                        f"{node} | {s['passed']} |\n")
+            f.write(f"\n(the first row is the unjudged warm-up; node us/packet is the time in the core's "
+                    f"receive_batch per packet, the floor being {r['floor_ns'] / 1000:.1f} us)\n\n")
     if as_json:
         print(json.dumps(summary, indent=2))
 

@@ -118,6 +118,8 @@ fn capacity_mode_agrees_with_its_own_steps(topology: &std::path::Path, metrics: 
     for s in steps {
         let judged = f(&s["loss"]) < 0.001 && f(&s["p99_us"]) <= bound;
         assert_eq!(s["passed"].as_bool(), Some(judged), "{s:#}");
+        let node_us = s["node_receive_us_per_packet"].as_f64();
+        assert!(node_us.is_some_and(|us| us > 1.0), "{s:#}");
     }
     let first_fail = steps.iter().position(|s| s["passed"] == false);
     let ramp = &steps[..first_fail.unwrap_or(steps.len())];

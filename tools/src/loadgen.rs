@@ -113,6 +113,9 @@ pub struct Step {
     pub loss: f64,
     pub p99_us: f64,
     pub p99_us_runs: Vec<f64>,
+    /// Median time the node spent unwrapping and holding a packet at this rate (its
+    /// metrics), to set against the floor: batches grow with the load.
+    pub node_receive_us_per_packet: Option<f64>,
     pub passed: bool,
 }
 
@@ -413,6 +416,11 @@ pub fn find_capacity(args: &LoadgenArgs) -> Result<CapacityReport, String> {
         let (loss, p99) = (median(|r| r.loss), median(|r| r.latency_us.p99));
         let passed = loss < CAPACITY_MAX_LOSS && p99 <= args.p99_bound_us;
         let p99_us_runs: Vec<f64> = runs.iter().map(|r| r.latency_us.p99).collect();
+        let mut node_us: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.node_receive_us_per_packet)
+            .collect();
+        node_us.sort_by(f64::total_cmp);
         eprintln!(
             "loadgen: {rate:.0}/s, median loss {:.3} %, median p99 {p99:.0} us (runs {p99_us_runs:.0?}): {}",
             loss * 100.0,
@@ -424,6 +432,7 @@ pub fn find_capacity(args: &LoadgenArgs) -> Result<CapacityReport, String> {
             loss,
             p99_us: p99,
             p99_us_runs,
+            node_receive_us_per_packet: node_us.get(node_us.len() / 2).copied(),
             passed,
         });
         Ok(passed)
