@@ -122,6 +122,15 @@ pub fn render(s: &Snapshot) -> String {
             .map(|r| (shard(r), r.strays_forwarded as f64)),
     );
     family(
+        "loopix_strays_dropped_total",
+        "counter",
+        "Datagrams for another shard dropped: every stray buffer in flight, or the owner's queue full.",
+        &mut s
+            .reports
+            .iter()
+            .map(|r| (shard(r), r.strays_dropped as f64)),
+    );
+    family(
         "loopix_receive_seconds_total",
         "counter",
         "Time the core spent on received batches (unwrap, replay check, hold); over loopix_packets_in_total, the per-packet cost to compare with the crypto floor of loopix speed.",

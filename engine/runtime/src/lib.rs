@@ -9,3 +9,4 @@ pub mod node;
 pub mod peers;
 pub mod shard;
 pub mod steering;
+pub mod stray_buffers;

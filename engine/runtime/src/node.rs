@@ -12,6 +12,12 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use crate::cores::ShardCore;
 use crate::peers::Peers;
 use crate::shard::{Control, ShardReport, ShardSetup, Stray, run};
+use crate::stray_buffers::StrayBuffers;
+
+/// Stray buffers per shard: enough for a steering misfire on half the traffic of a busy
+/// shard between two turns of its owner's timer loop (10 ms); 2.4 MB of reserve a shard
+/// at the default packet size, touched only when used.
+const STRAY_BUFFERS_PER_SHARD: usize = 1024;
 use crate::steering::bind_group;
 
 /// How a node's shards are laid out.
@@ -53,6 +59,8 @@ impl Node {
         let (report_tx, reports) = bounded(1024);
         let strays: Vec<_> = (0..layout.shards).map(|_| bounded::<Stray>(4096)).collect();
         let strays_out: Vec<Sender<Stray>> = strays.iter().map(|(tx, _)| tx.clone()).collect();
+        let stray_buffers =
+            StrayBuffers::new(STRAY_BUFFERS_PER_SHARD * layout.shards, layout.datagram_len);
         let mut controls = Vec::new();
         let mut threads = Vec::new();
         for (index, (socket, (_, strays_in))) in sockets.into_iter().zip(strays).enumerate() {
@@ -71,6 +79,7 @@ impl Node {
                 reports: report_tx.clone(),
                 strays_in,
                 strays_out: strays_out.clone(),
+                stray_buffers: stray_buffers.clone(),
             };
             let placement = match layout.cpus.get(index % layout.cpus.len().max(1)) {
                 Some(&cpu) => Placement::Fixed(cpu),

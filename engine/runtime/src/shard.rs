@@ -24,6 +24,7 @@ use crate::batch_io::{BATCH, Batch};
 use crate::cores::{CoreReport, ShardCore};
 use crate::peers::Peers;
 use crate::steering::owner_shard;
+use crate::stray_buffers::StrayBuffers;
 
 /// The longest the timer loop sleeps: bounds how late control messages and strays are seen.
 const TICK: Duration = Duration::from_millis(10);
@@ -52,6 +53,8 @@ pub struct ShardReport {
     pub shard: usize,
     pub core: CoreReport,
     pub strays_forwarded: u64,
+    /// Strays dropped: no free buffer, or the owner's queue full.
+    pub strays_dropped: u64,
     pub unroutable: u64,
     /// Nanoseconds the core spent on received batches (unwrap, replay check, hold): per
     /// packet, the engine's cost to set against `loopix speed`'s crypto floor. It is how a
@@ -80,6 +83,8 @@ pub struct ShardSetup<C> {
     pub reports: Sender<ShardReport>,
     pub strays_in: Receiver<Stray>,
     pub strays_out: Vec<Sender<Stray>>,
+    /// The node's stray buffers, shared by every shard.
+    pub stray_buffers: StrayBuffers,
 }
 
 struct State<C> {
@@ -90,7 +95,9 @@ struct State<C> {
     epoch: Instant,
     packet_len: usize,
     strays_out: Vec<Sender<Stray>>,
+    stray_buffers: StrayBuffers,
     strays_forwarded: u64,
+    strays_dropped: u64,
     unroutable: u64,
     receive_ns: u64,
     /// Datagrams handed to the core, for the mean cost per datagram of `receive_ns`.
@@ -142,14 +149,16 @@ impl<C: ShardCore> State<C> {
 
     fn forward_stray(&mut self, from: SocketAddr, d: &[u8]) {
         let owner = owner_shard(d, self.shards);
-        if self.strays_out[owner]
-            .try_send(Stray {
-                from,
-                bytes: d.to_vec(),
-            })
-            .is_ok()
-        {
-            self.strays_forwarded += 1;
+        let Some(bytes) = self.stray_buffers.copy_of(d) else {
+            self.strays_dropped += 1;
+            return;
+        };
+        match self.strays_out[owner].try_send(Stray { from, bytes }) {
+            Ok(()) => self.strays_forwarded += 1,
+            Err(e) => {
+                self.stray_buffers.give_back(e.into_inner().bytes);
+                self.strays_dropped += 1;
+            }
         }
     }
 
@@ -181,6 +190,7 @@ impl<C: ShardCore> State<C> {
             shard: self.index,
             core: self.core.report(self.now_us()),
             strays_forwarded: self.strays_forwarded,
+            strays_dropped: self.strays_dropped,
             unroutable: self.unroutable,
             receive_ns: self.receive_ns,
             key_epoch: self.key_epoch,
@@ -215,7 +225,9 @@ pub async fn run<C: ShardCore + 'static>(setup: ShardSetup<C>) {
         epoch: setup.epoch,
         packet_len: setup.packet_len,
         strays_out: setup.strays_out,
+        stray_buffers: setup.stray_buffers,
         strays_forwarded: 0,
+        strays_dropped: 0,
         unroutable: 0,
         receive_ns: 0,
         handed: 0,
@@ -346,6 +358,7 @@ fn take_strays<C: ShardCore>(st: &RefCell<State<C>>, strays: &Receiver<Stray>, b
             let n = s.bytes.len().min(batch.next_buf().len());
             batch.next_buf()[..n].copy_from_slice(&s.bytes[..n]);
             batch.push_len(n, s.from);
+            st.borrow().stray_buffers.give_back(s.bytes);
         }
         if batch.is_empty() {
             return;
