@@ -369,6 +369,12 @@ fn node_delay_error_p99_us(before: &str, after: &str) -> Option<f64> {
         .map(|s| s * 1e6)
 }
 
+/// The middle value of `v` (the upper median of an even count); `None` when empty.
+fn middle(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
 /// The target's receive time per packet received between two scrapes, µs.
 fn node_receive_us_per_packet(before: &str, after: &str) -> Option<f64> {
     use crate::metrics_client::sum;
@@ -408,19 +414,12 @@ pub fn find_capacity(args: &LoadgenArgs) -> Result<CapacityReport, String> {
             runs.push(setup.step(args, rate, args.duration_s)?);
             std::thread::sleep(Duration::from_millis(300)); // let the node drain
         }
-        let median = |f: fn(&LoadReport) -> f64| {
-            let mut v: Vec<f64> = runs.iter().map(f).collect();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
+        // At least one run, so every median exists; NaN would fail the step, not pass it.
+        let median =
+            |f: fn(&LoadReport) -> f64| middle(runs.iter().map(f).collect()).unwrap_or(f64::NAN);
         let (loss, p99) = (median(|r| r.loss), median(|r| r.latency_us.p99));
         let passed = loss < CAPACITY_MAX_LOSS && p99 <= args.p99_bound_us;
         let p99_us_runs: Vec<f64> = runs.iter().map(|r| r.latency_us.p99).collect();
-        let mut node_us: Vec<f64> = runs
-            .iter()
-            .filter_map(|r| r.node_receive_us_per_packet)
-            .collect();
-        node_us.sort_by(f64::total_cmp);
         eprintln!(
             "loadgen: {rate:.0}/s, median loss {:.3} %, median p99 {p99:.0} us (runs {p99_us_runs:.0?}): {}",
             loss * 100.0,
@@ -432,7 +431,11 @@ pub fn find_capacity(args: &LoadgenArgs) -> Result<CapacityReport, String> {
             loss,
             p99_us: p99,
             p99_us_runs,
-            node_receive_us_per_packet: node_us.get(node_us.len() / 2).copied(),
+            node_receive_us_per_packet: middle(
+                runs.iter()
+                    .filter_map(|r| r.node_receive_us_per_packet)
+                    .collect(),
+            ),
             passed,
         });
         Ok(passed)
