@@ -6,7 +6,7 @@ on the machine whatever the engine does. Standard library only.
 
     stall_probe.py CPU SECONDS OUT.json [THRESHOLD_US]
 
-Writes {"cpu", "seconds", "threshold_us", "loops", "gaps": [[start_us, length_us], ...]}.
+Writes {"cpu", "seconds", "threshold_us", "loop_ns", "gaps": [[start_us, length_us], ...]}.
 """
 import json
 import os

@@ -8,7 +8,7 @@ CPU paused. Its sojourn-time percentiles are a lower bound for the per-hop laten
 engine pinned to that CPU can reach at that load: the real engine also pays its own
 overheads, and a generator on a paused CPU sends late and then in a burst.
 
-    stall_report.py DIR SERVICE_US OUT.md JSON(0|1)
+    stall_report.py DIR SERVICE_US OUT.md JSON(0|1) [P99_BOUND_US [QUANTUM_US]]
     stall_report.py --self-test
 Standard library only.
 """

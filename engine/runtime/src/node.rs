@@ -12,13 +12,13 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use crate::cores::ShardCore;
 use crate::peers::Peers;
 use crate::shard::{Control, ShardReport, ShardSetup, Stray, run};
+use crate::steering::bind_group;
 use crate::stray_buffers::StrayBuffers;
 
 /// Stray buffers per shard: enough for a steering misfire on half the traffic of a busy
 /// shard between two turns of its owner's timer loop (10 ms); 2.4 MB of reserve a shard
 /// at the default packet size, touched only when used.
 const STRAY_BUFFERS_PER_SHARD: usize = 1024;
-use crate::steering::bind_group;
 
 /// How a node's shards are laid out.
 #[derive(Clone, Debug)]
