@@ -82,24 +82,21 @@ fn rig(name: &str) -> Rig {
 impl Rig {
     fn packet(&self, seed: u64) -> Vec<u8> {
         let path = [
-            Hop {
-                key: self.keys[0],
-                command: Command::Relay {
+            Hop::new(
+                self.keys[0],
+                Command::Relay {
                     next: Address(2),
                     delay_us: 1_000,
                 },
-            },
-            Hop {
-                key: self.keys[1],
-                command: Command::Relay {
+            ),
+            Hop::new(
+                self.keys[1],
+                Command::Relay {
                     next: Address(1_000),
                     delay_us: 0,
                 },
-            },
-            Hop {
-                key: self.keys[2],
-                command: Command::Drop,
-            },
+            ),
+            Hop::new(self.keys[2], Command::Drop),
         ];
         build(
             &Params::default(),

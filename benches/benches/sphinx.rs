@@ -29,16 +29,18 @@ fn path_and_first_hop(params: Params) -> (Vec<Hop>, Processor) {
     let path = keys
         .iter()
         .enumerate()
-        .map(|(i, k)| Hop {
-            key: k.public_key(),
-            command: if i + 1 == DEFAULT_PATH_HOPS {
-                Command::Final
-            } else {
-                Command::Relay {
-                    next: Address(i as u64),
-                    delay_us: 500,
-                }
-            },
+        .map(|(i, k)| {
+            Hop::new(
+                k.public_key(),
+                if i + 1 == DEFAULT_PATH_HOPS {
+                    Command::Final
+                } else {
+                    Command::Relay {
+                        next: Address(i as u64),
+                        delay_us: 500,
+                    }
+                },
+            )
         })
         .collect();
     (path, Processor::new(keys.swap_remove(0), params))

@@ -12,6 +12,7 @@ use rand_core::CryptoRng;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::command::Command;
+use crate::key_phase::KeyPhase;
 use crate::keys::{HopKeys, PublicKey, random_scalar};
 use crate::lioness;
 use crate::params::{
@@ -25,8 +26,22 @@ use crate::primitives::{aes_ctr_xor, compress, header_mac, mul, xor};
 pub struct Hop {
     /// The hop's public key.
     pub key: PublicKey,
+    /// The parity of the epoch `key` belongs to, which the α reaching this hop carries
+    /// (see [`KeyPhase`]); [`KeyPhase::Even`] for keys without epochs (clients).
+    pub phase: KeyPhase,
     /// The routing command the hop will read.
     pub command: Command,
+}
+
+impl Hop {
+    /// A hop under a key without epochs (or of an even epoch).
+    pub fn new(key: PublicKey, command: Command) -> Self {
+        Self {
+            key,
+            phase: KeyPhase::Even,
+            command,
+        }
+    }
 }
 
 /// Why a packet could not be built. All are the caller's mistakes, never the network's.
@@ -106,6 +121,7 @@ pub fn build_into_traced<R: CryptoRng + ?Sized>(
     let alpha = derive_path_keys(path, &mut keys, rng);
     let (header, body) = out.split_at_mut(HEADER_LEN);
     header[..ALPHA_LEN].copy_from_slice(&alpha);
+    path[0].phase.mark(&mut header[..ALPHA_LEN]);
     let second_hop_mac = write_routing(path, &keys[..path.len()], rng, &mut header[ALPHA_LEN..]);
     write_body(&keys[..path.len()], payload, body);
     Ok(second_hop_mac)
@@ -192,10 +208,10 @@ fn write_routing<R: CryptoRng + ?Sized>(
     filler(&keys[..n - 1], &mut beta[head_len..]);
     let mut gamma = header_mac(&keys[n - 1].header_mac, &beta);
     let mut second_hop_mac = [0u8; MAC_LEN];
-    for (hop, k) in path[..n - 1].iter().zip(&keys[..n - 1]).rev() {
+    for ((hop, next), k) in path.iter().zip(&path[1..]).zip(&keys[..n - 1]).rev() {
         second_hop_mac = gamma;
         beta.copy_within(..BETA_LEN - ROUTING_LEN, ROUTING_LEN);
-        beta[..COMMAND_LEN].copy_from_slice(&hop.command.encode());
+        beta[..COMMAND_LEN].copy_from_slice(&hop.command.encode_routed(next.phase));
         beta[COMMAND_LEN..ROUTING_LEN].copy_from_slice(&gamma);
         aes_ctr_xor(&k.header_stream, &mut beta);
         gamma = header_mac(&k.header_mac, &beta);

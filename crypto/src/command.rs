@@ -1,10 +1,13 @@
 //! The Loopix routing command each hop finds in its slice of the header.
 //!
-//! Layout (16 bytes): `flag u8 | reserved [u8; 3] = 0 | delay_us u32 LE | address u64 LE`.
-//! Parsed once into [`Command`]; anything that does not fit is [`MalformedCommand`].
+//! Layout (16 bytes): `flag u8 | next_phase u8 | reserved [u8; 2] = 0 | delay_us u32 LE |
+//! address u64 LE`. `next_phase` is the [`KeyPhase`] of the key the next node unwraps the
+//! packet with (0 even, 1 odd); only a relay has one. Parsed once into [`Command`] and
+//! that phase; anything that does not fit is [`MalformedCommand`].
 
 use core::fmt;
 
+use crate::key_phase::KeyPhase;
 use crate::params::COMMAND_LEN;
 
 /// A node or client identifier from the topology. Fixed width, so the header length
@@ -58,8 +61,14 @@ impl Command {
         matches!(self, Self::LoopReturn | Self::Final)
     }
 
-    /// The 16-byte wire form.
+    /// The 16-byte wire form, with an even next phase.
     pub fn encode(&self) -> [u8; COMMAND_LEN] {
+        self.encode_routed(KeyPhase::Even)
+    }
+
+    /// The 16-byte wire form telling a relay which key phase the next node's α carries.
+    /// Other commands have no next node: their phase byte stays zero.
+    pub fn encode_routed(&self, next_phase: KeyPhase) -> [u8; COMMAND_LEN] {
         let (f, delay_us, address) = match *self {
             Self::Relay { next, delay_us } => (flag::RELAY, delay_us, next.0),
             Self::Deliver { client, delay_us } => (flag::DELIVER, delay_us, client.0),
@@ -69,16 +78,28 @@ impl Command {
         };
         let mut out = [0u8; COMMAND_LEN];
         out[0] = f;
+        if let Self::Relay { .. } = self {
+            out[1] = next_phase.byte();
+        }
         out[4..8].copy_from_slice(&delay_us.to_le_bytes());
         out[8..16].copy_from_slice(&address.to_le_bytes());
         out
     }
 
-    /// Parses the wire form. Reserved bytes must be zero, and terminal commands carry
-    /// neither delay nor address: a canonical encoding leaves no room for hidden bits.
+    /// Parses the wire form of a command with an even (or no) next phase.
     pub fn decode(bytes: &[u8; COMMAND_LEN]) -> Result<Self, MalformedCommand> {
-        let [f, r0, r1, r2, d0, d1, d2, d3, a @ ..] = *bytes;
-        if [r0, r1, r2] != [0; 3] {
+        match Self::decode_routed(bytes)? {
+            (command, KeyPhase::Even) => Ok(command),
+            (_, KeyPhase::Odd) => Err(MalformedCommand),
+        }
+    }
+
+    /// Parses the wire form and the next node's key phase. Reserved bytes must be zero,
+    /// only a relay has a phase (0 or 1), and terminal commands carry neither delay nor
+    /// address: a canonical encoding leaves no room for hidden bits.
+    pub fn decode_routed(bytes: &[u8; COMMAND_LEN]) -> Result<(Self, KeyPhase), MalformedCommand> {
+        let [f, phase, r1, r2, d0, d1, d2, d3, a @ ..] = *bytes;
+        if [r1, r2] != [0; 2] || phase > 1 || (phase == 1 && f != flag::RELAY) {
             return Err(MalformedCommand);
         }
         let delay_us = u32::from_le_bytes([d0, d1, d2, d3]);
@@ -100,7 +121,7 @@ impl Command {
         if command.is_terminal() && (delay_us != 0 || address.0 != 0) {
             return Err(MalformedCommand);
         }
-        Ok(command)
+        Ok((command, KeyPhase::from_bit(phase == 1)))
     }
 }
 
@@ -132,9 +153,21 @@ mod tests {
         }
 
         #[test]
+        fn routed_encode_then_decode_is_identity(c in any_command(), odd in any::<bool>()) {
+            let phase = match c {
+                Command::Relay { .. } => KeyPhase::from_bit(odd),
+                _ => KeyPhase::Even,
+            };
+            prop_assert_eq!(Command::decode_routed(&c.encode_routed(phase)), Ok((c, phase)));
+        }
+
+        #[test]
         fn decode_never_panics_and_accepts_only_canonical_bytes(b in any::<[u8; 16]>()) {
             if let Ok(c) = Command::decode(&b) {
                 prop_assert_eq!(c.encode(), b);
+            }
+            if let Ok((c, phase)) = Command::decode_routed(&b) {
+                prop_assert_eq!(c.encode_routed(phase), b);
             }
         }
     }
@@ -151,6 +184,30 @@ mod tests {
         .encode();
         b[2] = 1;
         assert_eq!(Command::decode(&b), Err(MalformedCommand));
+        let mut b = Command::Deliver {
+            client: Address(1),
+            delay_us: 2,
+        }
+        .encode();
+        b[1] = 1;
+        assert_eq!(
+            Command::decode_routed(&b),
+            Err(MalformedCommand),
+            "a deliver has no next phase"
+        );
+        let mut b = Command::Relay {
+            next: Address(1),
+            delay_us: 2,
+        }
+        .encode();
+        b[1] = 2;
+        assert_eq!(Command::decode_routed(&b), Err(MalformedCommand));
+        b[1] = 1;
+        assert_eq!(
+            Command::decode(&b),
+            Err(MalformedCommand),
+            "odd needs decode_routed"
+        );
         let mut b = Command::Final.encode();
         b[9] = 1;
         assert_eq!(Command::decode(&b), Err(MalformedCommand));

@@ -74,6 +74,10 @@ impl SecretKey {
         }
     }
 
+    pub(crate) fn from_scalar(scalar: Scalar) -> Self {
+        Self(scalar)
+    }
+
     pub(crate) fn scalar(&self) -> &Scalar {
         &self.0
     }

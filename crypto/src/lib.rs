@@ -22,8 +22,8 @@
 //! let (mix, bob) = (SecretKey::generate(&mut rng), SecretKey::generate(&mut rng));
 //! let bob_public = bob.public_key();
 //! let path = [
-//!     Hop { key: mix.public_key(), command: Command::Relay { next: Address(7), delay_us: 800 } },
-//!     Hop { key: bob_public, command: Command::Final },
+//!     Hop::new(mix.public_key(), Command::Relay { next: Address(7), delay_us: 800 }),
+//!     Hop::new(bob_public, Command::Final),
 //! ];
 //! let mut packet = build(&params, &path, b"hello", &mut rng)?; // the caller's RNG
 //! let hop = Processor::new(mix, params).process(&mut packet)?; // in place
@@ -36,6 +36,8 @@
 
 pub mod build;
 pub mod command;
+pub mod epoch_seed;
+pub mod key_phase;
 pub mod keys;
 pub mod lioness;
 pub mod params;
@@ -45,6 +47,8 @@ pub mod stack_position;
 
 pub use build::{BuildError, Hop, build, build_into, build_into_traced, fill_dummy};
 pub use command::{Address, Command, MalformedCommand};
+pub use epoch_seed::EpochSeed;
+pub use key_phase::KeyPhase;
 pub use keys::{HopKeys, InvalidKey, PublicKey, REPLAY_TAG_LEN, ReplayTag, SecretKey};
 pub use params::{DEFAULT_PAYLOAD_BYTES, HEADER_LEN, MAX_HOPS, Params, PayloadSizeError};
 pub use process::{ProcessError, Processed, Processor};

@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::command::{Command, MalformedCommand};
+use crate::key_phase::KeyPhase;
 use crate::keys::{HopKeys, ReplayTag, SecretKey};
 use crate::lioness;
 use crate::params::{
@@ -87,10 +88,11 @@ const CHUNK: usize = 32;
 /// small exactly when it is lightly loaded or one of several sharing the traffic.
 const BATCHED_FROM: usize = 2;
 
-/// What is left to do to a packet once its keys are known: nothing, or re-blind α.
+/// What is left to do to a packet once its keys are known: nothing, or re-blind α (by
+/// this factor, marking it with the next node's key phase).
 enum Rest {
     Done(Processed),
-    Reblind(Processed, Scalar),
+    Reblind(Processed, Scalar, KeyPhase),
 }
 
 impl Processor {
@@ -126,14 +128,16 @@ impl Processor {
         let keys = HopKeys::derive(&secret);
         match finish(&keys, header, body, is_replay)? {
             Rest::Done(p) => Ok(p),
-            Rest::Reblind(p, _) => {
+            Rest::Reblind(p, _, phase) => {
                 header[..ALPHA_LEN].copy_from_slice(&compress(&mul(&alpha, &keys.blinding())));
+                phase.mark(&mut header[..ALPHA_LEN]);
                 Ok(p)
             }
         }
     }
 
-    /// The packet's header and body, and α, if its length is right and α is valid.
+    /// The packet's header and body, and α, if its length is right and α is valid. α's
+    /// key phase bit is ignored: choosing the key by it is the caller's business.
     fn open<'a>(
         &self,
         packet: &'a mut [u8],
@@ -144,7 +148,9 @@ impl Processor {
             Some((h, b)) if got == expected => (h, b),
             _ => return Err(ProcessError::WrongLength { expected, got }),
         };
-        let alpha = decompress(&alpha_of(header)).ok_or(ProcessError::InvalidGroupElement)?;
+        let mut encoded = alpha_of(header);
+        KeyPhase::clear(&mut encoded);
+        let alpha = decompress(&encoded).ok_or(ProcessError::InvalidGroupElement)?;
         Ok((header, body, alpha))
     }
 
@@ -173,7 +179,8 @@ impl Processor {
             }
         }
         let mut secrets = RistrettoPoint::double_and_compress_batch(&halves[..m]);
-        let (mut reblind, mut reblind_which, mut b) = ([none; CHUNK], [0; CHUNK], 0);
+        let (mut reblind, mut reblind_which, mut b) =
+            ([none; CHUNK], [(0, KeyPhase::Even); CHUNK], 0);
         for (secret, &i) in secrets.iter_mut().zip(&which[..m]) {
             let keys = HopKeys::derive(&secret.0);
             secret.0.zeroize();
@@ -181,9 +188,9 @@ impl Processor {
             let header: &mut [u8; HEADER_LEN] = header.try_into().expect("opened above");
             results[i] = match finish(&keys, header, body, &mut *is_replay) {
                 Ok(Rest::Done(p)) => Ok(p),
-                Ok(Rest::Reblind(p, half_blinding)) => {
+                Ok(Rest::Reblind(p, half_blinding, phase)) => {
                     reblind[b] = mul(&alphas[i], &half_blinding);
-                    reblind_which[b] = i;
+                    reblind_which[b] = (i, phase);
                     b += 1;
                     Ok(p)
                 }
@@ -191,8 +198,10 @@ impl Processor {
             };
         }
         let next = RistrettoPoint::double_and_compress_batch(&reblind[..b]);
-        for (alpha, &i) in next.iter().zip(&reblind_which[..b]) {
-            packets[i].as_mut()[..ALPHA_LEN].copy_from_slice(alpha.as_bytes());
+        for (alpha, &(i, phase)) in next.iter().zip(&reblind_which[..b]) {
+            let out = &mut packets[i].as_mut()[..ALPHA_LEN];
+            out.copy_from_slice(alpha.as_bytes());
+            phase.mark(out);
         }
     }
 
@@ -243,14 +252,14 @@ fn finish(
     if is_replay(&tag) {
         return Err(ProcessError::Replayed);
     }
-    let command = unwrap_routing(keys, header)?;
+    let (command, next_phase) = unwrap_routing(keys, header)?;
     let done = Processed { command, tag };
     match command {
         Command::Drop => Ok(Rest::Done(done)),
         c if c.reads_payload() => open_body(keys, body).map(|()| Rest::Done(done)),
         _ => {
             lioness::decrypt(&keys.payload, body);
-            Ok(Rest::Reblind(done, keys.half_blinding()))
+            Ok(Rest::Reblind(done, keys.half_blinding(), next_phase))
         }
     }
 }
@@ -276,7 +285,7 @@ fn check_mac(keys: &HopKeys, header: &[u8; HEADER_LEN]) -> Result<(), ProcessErr
 fn unwrap_routing(
     keys: &HopKeys,
     header: &mut [u8; HEADER_LEN],
-) -> Result<Command, MalformedCommand> {
+) -> Result<(Command, KeyPhase), MalformedCommand> {
     let mut cipher = stream_cipher(&keys.header_stream);
     let (beta, gamma) = header[ALPHA_LEN..].split_at_mut(BETA_LEN);
     cipher.apply_keystream(beta);
@@ -288,7 +297,7 @@ fn unwrap_routing(
     appended.fill(0);
     cipher.apply_keystream(appended);
     debug_assert_eq!(gamma.len(), MAC_LEN);
-    Command::decode(&command)
+    Command::decode_routed(&command)
 }
 
 /// Removes the last LIONESS layer and checks the zero tag the sender put in front.

@@ -5,7 +5,8 @@ mod common;
 use common::{network, network_with, rng};
 use loopix_crypto::params::{ALPHA_LEN, HEADER_LEN};
 use loopix_crypto::{
-    Address, BuildError, Command, Params, ProcessError, Processed, Processor, SecretKey, build,
+    Address, BuildError, Command, KeyPhase, Params, ProcessError, Processed, Processor, SecretKey,
+    build,
 };
 use proptest::prelude::*;
 
@@ -69,7 +70,10 @@ fn deliver_then_final_reaches_the_recipient() {
 fn every_flipped_header_bit_is_rejected_by_the_next_hop() {
     let (procs, path) = network(11, 3, Command::Final);
     let packet = build(&Params::default(), &path, b"x", &mut rng(12)).unwrap();
-    for bit in 0..HEADER_LEN * 8 {
+    // The top bit of α is the key phase, which picks the key and is not authenticated
+    // itself: see `each_hop_reads_the_key_phase_its_sender_chose`.
+    let phase_bit = ALPHA_LEN * 8 - 1;
+    for bit in (0..HEADER_LEN * 8).filter(|&b| b != phase_bit) {
         let mut p = packet.clone();
         p[bit / 8] ^= 1 << (bit % 8);
         let err = procs[0]
@@ -82,6 +86,36 @@ fn every_flipped_header_bit_is_rejected_by_the_next_hop() {
         };
         assert!(expected.contains(&err), "bit {bit}: {err:?}");
     }
+}
+
+#[test]
+fn each_hop_reads_the_key_phase_its_sender_chose() {
+    let (procs, mut path) = network(15, 4, Command::Final);
+    let phases = [KeyPhase::Odd, KeyPhase::Odd, KeyPhase::Even, KeyPhase::Odd];
+    for (hop, phase) in path.iter_mut().zip(phases) {
+        hop.phase = phase;
+    }
+    let params = Params::default();
+    let packet = build(&params, &path, b"phased", &mut rng(16)).unwrap();
+    // Alone and in a batch, every hop finds its own phase in the α it receives.
+    let mut single = packet.clone();
+    let mut batch = vec![packet.clone(), packet.clone()];
+    for (i, proc) in procs.iter().enumerate() {
+        assert_eq!(KeyPhase::of_packet(&single), Some(phases[i]), "hop {i}");
+        assert_eq!(KeyPhase::of_packet(&batch[1]), Some(phases[i]), "hop {i}");
+        proc.process(&mut single).unwrap();
+        let mut results = [Err(ProcessError::MacMismatch); 2];
+        proc.process_batch(&mut batch, &mut results);
+        assert!(results.iter().all(|r| r.is_ok()), "hop {i}: {results:?}");
+    }
+    assert_eq!(&params.payload(&single).unwrap()[..6], b"phased");
+    assert_eq!(batch[0], single);
+    // A flipped phase bit does not change the shared secret: the node picks its key by it,
+    // so the packet meets the other epoch's key and fails there (engine tests show it).
+    let mut flipped = packet.clone();
+    flipped[ALPHA_LEN - 1] ^= 0x80;
+    assert_eq!(KeyPhase::of_packet(&flipped), Some(KeyPhase::Even));
+    assert!(procs[0].process(&mut flipped).is_ok());
 }
 
 #[test]

@@ -266,14 +266,8 @@ impl Setup {
             delay_us: args.hold_us,
         };
         let path = [
-            Hop {
-                key: target.public_key,
-                command: relay,
-            },
-            Hop {
-                key: me.public_key,
-                command: Command::Final,
-            },
+            Hop::new(target.public_key, relay),
+            Hop::new(me.public_key, Command::Final),
         ];
         Ok(Self {
             params: topology.network.params,

@@ -174,10 +174,7 @@ impl Fixture {
         let path: Vec<Hop> = secrets
             .iter()
             .enumerate()
-            .map(|(i, sk)| Hop {
-                key: sk.public_key(),
-                command: hop_command(i, hops),
-            })
+            .map(|(i, sk)| Hop::new(sk.public_key(), hop_command(i, hops)))
             .collect();
         let pool = (0..POOL_PACKETS)
             .map(|_| loopix_crypto::build(params, &path, b"speed", &mut rng).expect("valid path"))

@@ -23,16 +23,18 @@ pub fn network_with(
     let path = secrets
         .iter()
         .enumerate()
-        .map(|(i, sk)| Hop {
-            key: sk.public_key(),
-            command: if i + 1 == hops {
-                last
-            } else {
-                Command::Relay {
-                    next: Address(i as u64 + 1),
-                    delay_us: i as u32 * 1000,
-                }
-            },
+        .map(|(i, sk)| {
+            Hop::new(
+                sk.public_key(),
+                if i + 1 == hops {
+                    last
+                } else {
+                    Command::Relay {
+                        next: Address(i as u64 + 1),
+                        delay_us: i as u32 * 1000,
+                    }
+                },
+            )
         })
         .collect();
     let procs = secrets

@@ -222,18 +222,9 @@ mod tests {
             delay_us: 7,
         };
         [
-            Hop {
-                key,
-                command: relay(2),
-            },
-            Hop {
-                key,
-                command: relay(3),
-            },
-            Hop {
-                key,
-                command: Command::Final,
-            },
+            Hop::new(key, relay(2)),
+            Hop::new(key, relay(3)),
+            Hop::new(key, Command::Final),
         ]
     }
 

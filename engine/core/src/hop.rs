@@ -353,17 +353,14 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(3);
         let (key, next) = (SecretKey::generate(&mut rng), SecretKey::generate(&mut rng));
         let path = [
-            Hop {
-                key: key.public_key(),
-                command: Command::Relay {
+            Hop::new(
+                key.public_key(),
+                Command::Relay {
                     next: Address(2),
                     delay_us,
                 },
-            },
-            Hop {
-                key: next.public_key(),
-                command: Command::Final,
-            },
+            ),
+            Hop::new(next.public_key(), Command::Final),
         ];
         let params = Params::default();
         let packet = build(&params, &path, b"x", &mut rng).expect("valid path");

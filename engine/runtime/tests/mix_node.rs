@@ -117,24 +117,21 @@ impl Rig {
     fn packet_for(&self, mix_key: loopix_crypto::PublicKey, seed: u64) -> Vec<u8> {
         let keys = self.topology.public_keys();
         let path = [
-            Hop {
-                key: mix_key,
-                command: Command::Relay {
+            Hop::new(
+                mix_key,
+                Command::Relay {
                     next: NEXT,
                     delay_us: 2_000,
                 },
-            },
-            Hop {
-                key: keys[&NEXT],
-                command: Command::Relay {
+            ),
+            Hop::new(
+                keys[&NEXT],
+                Command::Relay {
                     next: Address(1_000),
                     delay_us: 0,
                 },
-            },
-            Hop {
-                key: keys[&Address(1_000)],
-                command: Command::Drop,
-            },
+            ),
+            Hop::new(keys[&Address(1_000)], Command::Drop),
         ];
         build(
             &self.params,

@@ -33,7 +33,7 @@ fn topology(spec: &NetworkSpec, seed: u64) -> Topology {
 
 fn hop(t: &Topology, id: Address, command: Command) -> Hop {
     let key = t.public_keys()[&id];
-    Hop { key, command }
+    Hop::new(key, command)
 }
 
 fn relay(next: Address) -> Command {

@@ -162,24 +162,21 @@ impl<C: Codec> MixHarness<C> {
         self.advance_to(at_us);
         let delay = exp_us(&mut self.rng, self.mu).unwrap_or(0);
         let path = [
-            Hop {
-                key: self.mix_peer.key,
-                command: Command::Relay {
+            Hop::new(
+                self.mix_peer.key,
+                Command::Relay {
                     next: self.provider.id,
                     delay_us: delay.min(u64::from(u32::MAX)) as u32,
                 },
-            },
-            Hop {
-                key: self.provider.key,
-                command: Command::Deliver {
+            ),
+            Hop::new(
+                self.provider.key,
+                Command::Deliver {
                     client: Address(index),
                     delay_us: 0,
                 },
-            },
-            Hop {
-                key: self.provider.key,
-                command: Command::Final,
-            },
+            ),
+            Hop::new(self.provider.key, Command::Final),
         ];
         C::build_into(&self.params, &path, &[], &mut self.rng, &mut self.buf)
             .expect("a three-hop path is valid");
