@@ -13,7 +13,7 @@ use crate::codec::Codec;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::directory::{Directory, requested_delay_us};
+use crate::directory::{Directory, PathError, requested_delay_us};
 use crate::endpoint::{Endpoint, Transmit};
 use crate::loops::LoopMonitor;
 use crate::payload::{self, Content, Reassembly};
@@ -80,6 +80,9 @@ pub struct ClientStats {
     pub tampered_received: u64,
     pub loops_returned: u64,
     pub delivered: u64,
+    /// Packets that could not be built (no path: e.g. the topology lists no key for an
+    /// epoch the path falls in); the send slot went out with the previous bytes.
+    pub build_failed: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -237,10 +240,10 @@ impl<C: Codec> Client<C> {
             Emission::Poll => return self.write_poll(buf),
             Emission::Payload => match self.buffer.pop_front() {
                 Some(f) => self.write_fragment(now_us, &f, buf),
-                None => self.write_drop(buf),
+                None => self.write_drop(now_us, buf),
             },
             Emission::Loop => self.write_loop(now_us, buf),
-            Emission::Drop => self.write_drop(buf),
+            Emission::Drop => self.write_drop(now_us, buf),
         }
         self.params.packet_len()
     }
@@ -250,10 +253,15 @@ impl<C: Codec> Client<C> {
         let mut body = std::mem::take(&mut self.body);
         payload::write_fragment(&mut body, f.msg_id, f.index, f.count, &f.data);
         let (rng, path) = (&mut self.rng, &mut self.path);
-        let ok = self
-            .directory
-            .client_path(rng, self.provider, f.recipient, Command::Final, path);
-        let built = ok.is_ok() && self.build(&body, buf);
+        let ok = self.directory.client_path(
+            rng,
+            now_us,
+            self.provider,
+            f.recipient,
+            Command::Final,
+            path,
+        );
+        let built = self.build_on(ok, &body, buf);
         self.body = body;
         if built {
             self.stats.sent_real += 1;
@@ -271,28 +279,38 @@ impl<C: Codec> Client<C> {
         let mut body = [0u8; 16];
         payload::write_loop(&mut body, nonce);
         let (rng, path) = (&mut self.rng, &mut self.path);
-        let ok = self
-            .directory
-            .client_path(rng, self.provider, self.id, Command::LoopReturn, path);
-        if ok.is_ok() && self.build(&body, buf) {
+        let ok = self.directory.client_path(
+            rng,
+            now_us,
+            self.provider,
+            self.id,
+            Command::LoopReturn,
+            path,
+        );
+        if self.build_on(ok, &body, buf) {
             self.loops
                 .sent(nonce, now_us, requested_delay_us(&self.path));
             self.stats.sent_loop += 1;
         }
     }
 
-    fn write_drop(&mut self, buf: &mut [u8]) {
+    fn write_drop(&mut self, now_us: u64, buf: &mut [u8]) {
         let ok = self
             .directory
-            .drop_path(&mut self.rng, self.provider, &mut self.path);
-        if ok.is_ok() && self.build(&[], buf) {
+            .drop_path(&mut self.rng, now_us, self.provider, &mut self.path);
+        if self.build_on(ok, &[], buf) {
             self.stats.sent_drop += 1;
         }
     }
 
-    fn build(&mut self, body: &[u8], buf: &mut [u8]) -> bool {
+    /// Builds along `self.path` when the path could be made; counts a failure (e.g. the
+    /// topology has no key yet for an epoch the path falls in).
+    fn build_on(&mut self, path: Result<Address, PathError>, body: &[u8], buf: &mut [u8]) -> bool {
         let out = &mut buf[..self.params.packet_len()];
-        C::build_into(&self.params, &self.path, body, &mut self.rng, out).is_ok()
+        let built = path.is_ok()
+            && C::build_into(&self.params, &self.path, body, &mut self.rng, out).is_ok();
+        self.stats.build_failed += u64::from(!built);
+        built
     }
 
     fn write_poll(&mut self, buf: &mut [u8]) -> usize {

@@ -9,7 +9,7 @@
 
 use loopix_crypto::params::{HEADER_LEN, MAX_HOPS, PAYLOAD_TAG_LEN};
 use loopix_crypto::{
-    BuildError, Command, Hop, Params, ProcessError, Processed, Processor, REPLAY_TAG_LEN,
+    BuildError, Command, Hop, KeyPhase, Params, ProcessError, Processed, Processor, REPLAY_TAG_LEN,
     ReplayTag, SecretKey,
 };
 use rand_core::CryptoRng;
@@ -54,6 +54,11 @@ pub trait Codec: Sized + 'static {
         rng: &mut R,
         out: &mut [u8],
     ) -> Result<(), BuildError>;
+
+    /// The key phase a packet was built for, read before any crypto (see [`KeyPhase`]).
+    fn key_phase(packet: &[u8]) -> KeyPhase {
+        KeyPhase::of_packet(packet).unwrap_or_default()
+    }
 
     /// Fills `out` with bytes no observer can tell from a packet of this codec.
     fn fill_dummy<R: CryptoRng + ?Sized>(rng: &mut R, out: &mut [u8]);
@@ -112,6 +117,9 @@ impl Codec for Processor {
 /// Bytes one hop takes in a [`Plaintext`] header: its replay tag and its command.
 const SLOT_LEN: usize = REPLAY_TAG_LEN + loopix_crypto::params::COMMAND_LEN;
 const _: () = assert!(SLOT_LEN * MAX_HOPS <= HEADER_LEN);
+/// Where a [`Plaintext`] header keeps the phase of the key its next hop unwraps it with.
+const PHASE_AT: usize = SLOT_LEN * MAX_HOPS;
+const _: () = assert!(PHASE_AT < HEADER_LEN);
 /// Bytes of a [`Plaintext`] packet's trace id, in the body's first (tag) bytes.
 const TRACE_LEN: usize = 8;
 const _: () = assert!(TRACE_LEN <= PAYLOAD_TAG_LEN);
@@ -152,13 +160,15 @@ impl Codec for Plaintext {
         let command_bytes = packet[REPLAY_TAG_LEN..SLOT_LEN]
             .try_into()
             .expect("command length");
-        let command = Command::decode(command_bytes).map_err(|_| ProcessError::MalformedCommand)?;
+        let (command, next_phase) =
+            Command::decode_routed(command_bytes).map_err(|_| ProcessError::MalformedCommand)?;
         if is_replay(&tag) {
             return Err(ProcessError::Replayed);
         }
         let header = &mut packet[..SLOT_LEN * MAX_HOPS];
         header.copy_within(SLOT_LEN.., 0);
         header[SLOT_LEN * (MAX_HOPS - 1)..].fill(0);
+        packet[PHASE_AT] = next_phase.index() as u8;
         Ok(Processed { command, tag })
     }
 
@@ -185,18 +195,28 @@ impl Codec for Plaintext {
             });
         }
         out.fill(0);
-        for (slot, hop) in out[..SLOT_LEN * MAX_HOPS]
+        let next_phases = path[1..].iter().map(|h| h.phase).chain([KeyPhase::Even]);
+        for ((slot, hop), next_phase) in out[..SLOT_LEN * MAX_HOPS]
             .chunks_exact_mut(SLOT_LEN)
             .zip(path)
+            .zip(next_phases)
         {
             rng.fill_bytes(&mut slot[..REPLAY_TAG_LEN]);
-            slot[REPLAY_TAG_LEN..].copy_from_slice(&hop.command.encode());
+            slot[REPLAY_TAG_LEN..].copy_from_slice(&hop.command.encode_routed(next_phase));
         }
+        out[PHASE_AT] = path[0].phase.index() as u8;
         // The bytes Sphinx keeps for its zero tag carry the trace id here.
         rng.fill_bytes(&mut out[HEADER_LEN..HEADER_LEN + TRACE_LEN]);
         let body = HEADER_LEN + PAYLOAD_TAG_LEN;
         out[body..body + payload.len()].copy_from_slice(payload);
         Ok(())
+    }
+
+    fn key_phase(packet: &[u8]) -> KeyPhase {
+        match packet.get(PHASE_AT) {
+            Some(1) => KeyPhase::Odd,
+            _ => KeyPhase::Even,
+        }
     }
 
     fn trace_id(packet: &[u8]) -> Option<u64> {

@@ -1,20 +1,23 @@
 //! Who is where, for building paths: the mixes of each layer, the providers, the clients'
 //! providers, with every public key parsed once. Paths follow Loopix's stratified
-//! topology: one mix per layer, chosen uniformly, each hop's delay drawn from Exp(µ).
+//! topology: one mix per layer, chosen uniformly, each hop's delay drawn from Exp(µ), and
+//! each node hop under its key for the epoch that hop will fall in.
 
 use std::collections::BTreeMap;
 
-use loopix_crypto::{Address, Command, Hop, PublicKey};
+use loopix_crypto::{Address, Command, Hop, KeyPhase, PublicKey};
 use rand_core::Rng;
 
+use crate::epoch::EpochSchedule;
 use crate::rate::exp_us;
-use crate::topology::{Role, Topology};
+use crate::topology::{EpochKeys, Topology};
 
-/// A node as a path hop.
-#[derive(Clone, Copy, Debug)]
+/// A path hop's owner: a node (keys per epoch) or a client (one key for good).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer {
     pub id: Address,
-    pub key: PublicKey,
+    /// Index into the directory's key table.
+    keys: usize,
 }
 
 /// The path-building view of a topology.
@@ -24,61 +27,75 @@ pub struct Directory {
     providers: Vec<Peer>,
     /// Each client and its provider, by id: looked up for every packet a client sends.
     clients: BTreeMap<Address, (Peer, Address)>,
+    /// Every peer's keys: nodes' per epoch, clients' one key.
+    keys: Vec<PeerKeys>,
+    epochs: EpochSchedule,
     mu_per_s: f64,
+}
+
+#[derive(Clone, Debug)]
+enum PeerKeys {
+    Epochs(EpochKeys),
+    Fixed(PublicKey),
 }
 
 /// The delays a path asks its hops to hold it, in all, µs.
 pub fn requested_delay_us(path: &[Hop]) -> u64 {
-    path.iter()
-        .map(|h| match h.command {
-            Command::Relay { delay_us, .. } | Command::Deliver { delay_us, .. } => {
-                u64::from(delay_us)
-            }
-            _ => 0,
-        })
-        .sum()
+    path.iter().map(|h| hop_delay_us(h.command)).sum()
 }
 
-/// A path could not be made: a name not in the topology.
+fn hop_delay_us(command: Command) -> u64 {
+    match command {
+        Command::Relay { delay_us, .. } | Command::Deliver { delay_us, .. } => u64::from(delay_us),
+        _ => 0,
+    }
+}
+
+/// Why a path could not be made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UnknownPeer(pub Address);
+pub enum PathError {
+    /// A name not in the topology.
+    UnknownPeer(Address),
+    /// The topology lists no key of `node` for the epoch a hop falls in: it must publish
+    /// keys further ahead.
+    NoKey { node: Address, epoch: u64 },
+}
 
 impl Directory {
     /// Indexes `topology`.
     pub fn new(topology: &Topology) -> Self {
-        let peer = |n: &crate::topology::Node| Peer {
-            id: n.id,
-            key: n.public_key,
+        let mut keys = Vec::new();
+        let mut peer = |id, k| {
+            keys.push(k);
+            Peer {
+                id,
+                keys: keys.len() - 1,
+            }
         };
-        let layers = (1..=topology.network.layers)
-            .map(|l| topology.mixes_in_layer(l).map(peer).collect())
-            .collect();
-        let providers = topology
-            .nodes
-            .iter()
-            .filter(|n| n.role == Role::Provider)
-            .map(peer)
-            .collect();
+        let mut nodes = BTreeMap::new();
+        for n in &topology.nodes {
+            nodes.insert(n.id, peer(n.id, PeerKeys::Epochs(n.epoch_keys.clone())));
+        }
         let clients = topology
             .clients
             .iter()
             .map(|c| {
                 (
                     c.id,
-                    (
-                        Peer {
-                            id: c.id,
-                            key: c.public_key,
-                        },
-                        c.provider,
-                    ),
+                    (peer(c.id, PeerKeys::Fixed(c.public_key)), c.provider),
                 )
             })
             .collect();
+        let layers = (1..=topology.network.layers)
+            .map(|l| topology.mixes_in_layer(l).map(|n| nodes[&n.id]).collect())
+            .collect();
+        let providers = topology.providers().map(|n| nodes[&n.id]).collect();
         Self {
             layers,
             providers,
             clients,
+            keys,
+            epochs: topology.network.epochs,
             mu_per_s: topology.network.mu_per_s,
         }
     }
@@ -86,6 +103,16 @@ impl Directory {
     /// Number of mix layers.
     pub fn layers(&self) -> usize {
         self.layers.len()
+    }
+
+    /// A node by id (a mix or a provider).
+    pub fn node(&self, id: Address) -> Option<Peer> {
+        self.layers
+            .iter()
+            .flatten()
+            .chain(&self.providers)
+            .copied()
+            .find(|p| p.id == id)
     }
 
     /// A provider by id.
@@ -108,60 +135,86 @@ impl Directory {
         pick(rng, &self.layers[layer])
     }
 
-    /// A client's path to `recipient`: its provider, one mix per layer, the recipient's
-    /// provider (deliver), the recipient (`last`: final, or loop return for its own loop).
-    /// Returns the first hop's id.
+    /// The key `peer` unwraps with at `at_us`, and its phase.
+    pub fn key_at(&self, peer: Peer, at_us: u64) -> Result<(PublicKey, KeyPhase), PathError> {
+        match &self.keys[peer.keys] {
+            PeerKeys::Fixed(key) => Ok((*key, KeyPhase::Even)),
+            PeerKeys::Epochs(keys) => {
+                let epoch = self.epochs.epoch_at(at_us);
+                keys.get(epoch)
+                    .map(|k| (k, KeyPhase::of_epoch(epoch)))
+                    .ok_or(PathError::NoKey {
+                        node: peer.id,
+                        epoch,
+                    })
+            }
+        }
+    }
+
+    /// A client's path to `recipient` for a packet sent at `now_us`: its provider, one mix
+    /// per layer, the recipient's provider (deliver), the recipient (`last`: final, or loop
+    /// return for its own loop). Returns the first hop's id.
     pub fn client_path<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
+        now_us: u64,
         own_provider: Address,
         recipient: Address,
         last: Command,
         out: &mut Vec<Hop>,
-    ) -> Result<Address, UnknownPeer> {
+    ) -> Result<Address, PathError> {
         let ingress = self
             .provider(own_provider)
-            .ok_or(UnknownPeer(own_provider))?;
-        let (to, egress_id) = self.client(recipient).ok_or(UnknownPeer(recipient))?;
-        let egress = self.provider(egress_id).ok_or(UnknownPeer(egress_id))?;
+            .ok_or(PathError::UnknownPeer(own_provider))?;
+        let (to, egress_id) = self
+            .client(recipient)
+            .ok_or(PathError::UnknownPeer(recipient))?;
+        let egress = self
+            .provider(egress_id)
+            .ok_or(PathError::UnknownPeer(egress_id))?;
         let mut peers = [ingress; loopix_crypto::MAX_HOPS];
         let n = self.fill_layers(rng, &mut peers, 1);
         peers[n] = egress;
         peers[n + 1] = to;
-        self.chain(rng, &peers[..n + 2], last, out, |d| Command::Deliver {
-            client: to.id,
-            delay_us: d,
-        });
+        self.chain(rng, now_us, &peers[..n + 2], last, out, |d| {
+            Command::Deliver {
+                client: to.id,
+                delay_us: d,
+            }
+        })?;
         Ok(ingress.id)
     }
 
-    /// A drop cover path: the client's provider, one mix per layer, a random provider that
-    /// discards it. Returns the first hop's id.
+    /// A drop cover path sent at `now_us`: the client's provider, one mix per layer, a
+    /// random provider that discards it. Returns the first hop's id.
     pub fn drop_path<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
+        now_us: u64,
         own_provider: Address,
         out: &mut Vec<Hop>,
-    ) -> Result<Address, UnknownPeer> {
+    ) -> Result<Address, PathError> {
         let ingress = self
             .provider(own_provider)
-            .ok_or(UnknownPeer(own_provider))?;
+            .ok_or(PathError::UnknownPeer(own_provider))?;
         let mut peers = [ingress; loopix_crypto::MAX_HOPS];
         let n = self.fill_layers(rng, &mut peers, 1);
         peers[n] = self.random_provider(rng);
-        self.chain_relays(rng, &peers[..n + 1], Command::Drop, out);
+        self.chain_relays(rng, now_us, &peers[..n + 1], Command::Drop, out)?;
         Ok(ingress.id)
     }
 
-    /// A mix's loop: the mixes of the layers after its own, a random provider, the layers
-    /// before its own, then itself (loop return). Returns the first hop's id.
+    /// A mix's loop sent at `now_us`: the mixes of the layers after its own, a random
+    /// provider, the layers before its own, then itself (loop return). Returns the first
+    /// hop's id.
     pub fn mix_loop_path<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
+        now_us: u64,
         me: Peer,
         my_layer: usize,
         out: &mut Vec<Hop>,
-    ) -> Address {
+    ) -> Result<Address, PathError> {
         let mut peers = [me; loopix_crypto::MAX_HOPS];
         let mut n = 0;
         for l in my_layer + 1..self.layers.len() {
@@ -175,8 +228,8 @@ impl Directory {
             n += 1;
         }
         peers[n] = me;
-        self.chain_relays(rng, &peers[..n + 1], Command::LoopReturn, out);
-        peers[0].id
+        self.chain_relays(rng, now_us, &peers[..n + 1], Command::LoopReturn, out)?;
+        Ok(peers[0].id)
     }
 
     /// Writes one random mix per layer into `peers[from..]`; returns the next free index.
@@ -191,29 +244,35 @@ impl Directory {
     fn chain_relays<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
+        now_us: u64,
         peers: &[Peer],
         last: Command,
         out: &mut Vec<Hop>,
-    ) {
+    ) -> Result<(), PathError> {
         let last_id = peers[peers.len() - 1].id;
-        self.chain(rng, peers, last, out, |d| Command::Relay {
+        self.chain(rng, now_us, peers, last, out, |d| Command::Relay {
             next: last_id,
             delay_us: d,
-        });
+        })
     }
 
     /// Builds the hop list: hop `i < n-2` relays to `peers[i+1]`; hop `n-2` gets
-    /// `penultimate(delay)`; hop `n-1` gets `last`.
+    /// `penultimate(delay)`; hop `n-1` gets `last`. Each hop is built under the key of the
+    /// epoch it will unwrap the packet in, reckoned as `now_us` plus the delays of the hops
+    /// before it: the earliest it can arrive, so it can only be later than reckoned, by
+    /// its links, which the nodes' grace period covers (see [`crate::epoch`]).
     fn chain<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
+        now_us: u64,
         peers: &[Peer],
         last: Command,
         out: &mut Vec<Hop>,
         penultimate: impl Fn(u32) -> Command,
-    ) {
+    ) -> Result<(), PathError> {
         out.clear();
         let n = peers.len();
+        let mut at_us = now_us;
         for (i, p) in peers.iter().enumerate() {
             let command = if i + 1 == n {
                 last
@@ -228,11 +287,15 @@ impl Directory {
                     }
                 }
             };
+            let (key, phase) = self.key_at(*p, at_us)?;
             out.push(Hop {
-                key: p.key,
+                key,
+                phase,
                 command,
             });
+            at_us += hop_delay_us(command);
         }
+        Ok(())
     }
 
     /// One hop's delay: Exp(µ), in µs, capped to what the header can carry.

@@ -15,11 +15,17 @@ pub enum DropReason {
     MalformedCommand,
     /// Seen before under this key.
     Replay,
+    /// Not seen, but the replay filter had no room for its tag (the shard unwrapped more
+    /// than the filter was sized for).
+    ReplayFull,
+    /// Built for a key phase the node holds no key for: an epoch whose grace is over, or
+    /// that has not begun.
+    ExpiredKey,
     /// A command this role does not carry out (e.g. deliver at a mix).
     UnexpectedCommand,
     /// A final hop found the payload tampered with.
     PayloadTampered,
-    /// No free packet buffer or replay-set room.
+    /// No free packet buffer.
     Overload,
     /// The delay is beyond the timing wheel's horizon.
     Horizon,
@@ -31,12 +37,14 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in a fixed order (the metrics order).
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 13] = [
         Self::Malformed,
         Self::InvalidGroupElement,
         Self::Mac,
         Self::MalformedCommand,
         Self::Replay,
+        Self::ReplayFull,
+        Self::ExpiredKey,
         Self::UnexpectedCommand,
         Self::PayloadTampered,
         Self::Overload,
@@ -53,6 +61,8 @@ impl DropReason {
             Self::Mac => "mac",
             Self::MalformedCommand => "malformed_command",
             Self::Replay => "replay",
+            Self::ReplayFull => "replay_full",
+            Self::ExpiredKey => "expired_key",
             Self::UnexpectedCommand => "unexpected_command",
             Self::PayloadTampered => "payload_tampered",
             Self::Overload => "overload",
@@ -116,6 +126,6 @@ mod tests {
             }
         }
         assert!(c.iter().enumerate().all(|(i, (_, n))| n == i as u64 + 1));
-        assert_eq!(c.total(), (1..=11).sum::<u64>());
+        assert_eq!(c.total(), (1..=DropReason::ALL.len() as u64).sum::<u64>());
     }
 }

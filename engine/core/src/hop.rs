@@ -1,21 +1,34 @@
 //! The packet path shared by mixes and providers: take a datagram into a pooled buffer,
-//! unwrap it in place with the replay check, hold it on the timing wheel for the delay
-//! its sender chose, and queue it for sending when the wheel fires.
+//! unwrap it in place under the key of its epoch with that epoch's replay check, hold it on
+//! the timing wheel for the delay its sender chose, and queue it for sending when the wheel
+//! fires.
+//!
+//! Keys change by themselves: the engine follows the [`EpochSchedule`] from the `now` it is
+//! given, derives each epoch's key from the node's [`EpochSeed`] when the key comes into
+//! use, and drops it (the key is wiped) when its grace ends. It holds at most two keys,
+//! one per [`KeyPhase`], each with its own [`ReplayFilter`]; a packet's phase bit says
+//! which one it was built for, so no packet is ever tried under two keys.
 //!
 //! Nothing here allocates after construction: buffers come from the [`PacketPool`], the
-//! wheel and the ready queue carry pool indices, and every drop is counted.
+//! wheel and the ready queue carry pool indices, filters are reset in place, and every
+//! drop is counted.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::ops::Range;
 
-use loopix_crypto::{Address, Command, ProcessError, Processed, Processor, SecretKey};
+use loopix_crypto::{
+    Address, Command, EpochSeed, KeyPhase, ProcessError, Processed, Processor, PublicKey,
+};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
 
 use crate::codec::Codec;
-use crate::latency_histogram::LatencyHistogram;
-
 use crate::drops::{DropCounts, DropReason};
+use crate::epoch::EpochSchedule;
+use crate::latency_histogram::LatencyHistogram;
 use crate::packet_pool::PacketPool;
-use crate::replay::{ReplaySet, Seen};
+use crate::replay::{FilterKey, ReplayFilter, Seen};
 use crate::timing_wheel::{InsertError, TimingWheel, WheelConfig, WheelConfigError};
 
 /// Capacities of a hop's preallocated state.
@@ -23,8 +36,12 @@ use crate::timing_wheel::{InsertError, TimingWheel, WheelConfig, WheelConfigErro
 pub struct HopLimits {
     /// Packets held at once (in the wheel or waiting to be sent).
     pub pool_packets: u32,
-    /// Replay tags remembered in one key epoch.
-    pub replay_tags: usize,
+    /// The most packets per second this hop can unwrap. Each of its two replay filters is
+    /// sized for this rate over a key's whole lifetime, so that no load can fill it.
+    pub max_packets_per_s: u32,
+    /// Replay-filter hashes kept for the driver to persist between two
+    /// [`HopEngine::drain_journal`] calls; 0 keeps no journal.
+    pub journal_tags: usize,
     /// Slot width and horizon of the delay wheel.
     pub wheel: WheelConfig,
 }
@@ -33,9 +50,18 @@ impl Default for HopLimits {
     fn default() -> Self {
         Self {
             pool_packets: 65_536,
-            replay_tags: 1 << 20,
+            max_packets_per_s: 25_000,
+            journal_tags: 0,
             wheel: WheelConfig::default(),
         }
+    }
+}
+
+impl HopLimits {
+    /// Tags each replay filter is sized for under `epochs`.
+    pub fn replay_tags(&self, epochs: &EpochSchedule) -> usize {
+        let lifetime_s = epochs.key_lifetime_us().div_ceil(1_000_000);
+        (u64::from(self.max_packets_per_s) * lifetime_s) as usize
     }
 }
 
@@ -76,10 +102,75 @@ pub struct HopStats {
     pub delay_error: LatencyHistogram,
 }
 
+/// The state of one key in use.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EpochStats {
+    pub epoch: u64,
+    /// Tags recorded in its replay filter, and how many the filter is rated for.
+    pub tags: usize,
+    pub rated_tags: usize,
+    pub filter_bytes: usize,
+    /// Packets dropped as replays under this key.
+    pub replays: u64,
+    /// Packets dropped because their filter buckets were full (see [`Seen::Full`]).
+    pub full: u64,
+    /// Tags recorded but not kept for the journal because it was not drained in time.
+    pub journal_lost: u64,
+}
+
+/// What the driver must write down so that a restart keeps refusing replays.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JournalRecord<'a> {
+    /// A key came into use with an empty filter hashing under `key`: start its journal.
+    Opened { epoch: u64, key: FilterKey },
+    /// Hashes newly recorded under `epoch` (see [`ReplayFilter::hash`]): append them.
+    Tags { epoch: u64, hashes: &'a [u64] },
+    /// The key of `epoch` is no longer in use: its journal can go.
+    Retired { epoch: u64 },
+}
+
+/// The lifecycle events of [`JournalRecord`], in order, until drained.
+#[derive(Clone, Copy, Debug)]
+enum JournalEvent {
+    Opened(u64, FilterKey),
+    Retired(u64),
+}
+
+/// Journal events kept before the oldest are forgotten (a change of keys makes at most
+/// four; a driver drains them every loop).
+const MAX_JOURNAL_EVENTS: usize = 16;
+
+/// One key phase: the key in use for it, if any, and its replay filter.
+struct EpochSlot<C> {
+    /// The epoch, its key's public half and its unwrapping side.
+    key: Option<(u64, PublicKey, C)>,
+    filter: ReplayFilter,
+    journal: Vec<u64>,
+    stats: EpochStats,
+}
+
+/// Why journalled tags could not be restored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreError {
+    /// The node's seed has moved past this epoch: its key is gone, and so is every packet
+    /// that could be replayed under it.
+    KeyGone,
+    /// Restoring is for before the first packet or timeout.
+    AlreadyStarted,
+}
+
 /// The shared hop pipeline. See the module docs.
 pub struct HopEngine<C: Codec = Processor> {
-    processor: C,
-    replay: ReplaySet,
+    params: loopix_crypto::Params,
+    seed: EpochSeed,
+    schedule: EpochSchedule,
+    slots: [EpochSlot<C>; 2],
+    /// When the keys in use change next; 0 before the first call.
+    next_change_us: u64,
+    journal_tags: usize,
+    journal_events: VecDeque<JournalEvent>,
+    /// Draws the replay filters' hash keys.
+    rng: ChaCha20Rng,
     wheel: TimingWheel,
     pool: PacketPool,
     held: Box<[Held]>,
@@ -92,16 +183,37 @@ pub struct HopEngine<C: Codec = Processor> {
 }
 
 impl<C: Codec> HopEngine<C> {
-    /// Allocates everything the hop will ever use.
+    /// Allocates everything the hop will ever use. Keys come from `seed` as `schedule`
+    /// brings their epochs into use; `rng_seed` seeds the replay filters' hash keys.
     pub fn new(
-        key: SecretKey,
+        seed: EpochSeed,
+        schedule: EpochSchedule,
         params: loopix_crypto::Params,
         limits: HopLimits,
+        rng_seed: [u8; 32],
     ) -> Result<Self, WheelConfigError> {
         let n = limits.pool_packets;
+        let tags = limits.replay_tags(&schedule);
+        let slot = || EpochSlot {
+            key: None,
+            filter: ReplayFilter::new(tags, [0; 16]),
+            journal: Vec::with_capacity(limits.journal_tags),
+            stats: EpochStats::default(),
+        };
         Ok(Self {
-            processor: C::new(key, params),
-            replay: ReplaySet::new(limits.replay_tags),
+            params,
+            seed,
+            schedule,
+            slots: [slot(), slot()],
+            next_change_us: 0,
+            journal_tags: limits.journal_tags,
+            journal_events: VecDeque::with_capacity(MAX_JOURNAL_EVENTS),
+            rng: {
+                // Its own stream, so the role can seed its own choices with the same seed.
+                let mut rng = ChaCha20Rng::from_seed(rng_seed);
+                rng.set_stream(1);
+                rng
+            },
             wheel: TimingWheel::new(limits.wheel, n as usize)?,
             pool: PacketPool::new(n, params.packet_len()),
             held: vec![Held::default(); n as usize].into_boxed_slice(),
@@ -117,6 +229,152 @@ impl<C: Codec> HopEngine<C> {
         })
     }
 
+    /// Brings the keys in use up to `now_us`: retires (and wipes) keys whose grace is over,
+    /// derives the keys whose epochs have come into use, each with an empty filter, and
+    /// moves the seed past every epoch no longer needed.
+    pub fn advance(&mut self, now_us: u64) {
+        if now_us < self.next_change_us {
+            return;
+        }
+        self.next_change_us = self.schedule.next_change_us(now_us);
+        let live = self.schedule.live(now_us);
+        for (phase, want) in live.into_iter().enumerate() {
+            let have = self.slots[phase].key.as_ref().map(|(e, _, _)| *e);
+            if have == want {
+                continue;
+            }
+            if let Some(old) = have {
+                self.retire(phase, old);
+            }
+            if let Some(epoch) = want {
+                self.install(phase, epoch);
+            }
+        }
+        self.seed.advance_to(self.schedule.oldest_live(now_us));
+    }
+
+    fn retire(&mut self, phase: usize, epoch: u64) {
+        let slot = &mut self.slots[phase];
+        slot.key = None;
+        slot.journal.clear();
+        self.push_journal_event(JournalEvent::Retired(epoch));
+    }
+
+    /// Puts `epoch`'s key in `phase` with an empty filter; if the seed cannot give the key
+    /// (it has moved past it), the phase stays without one.
+    fn install(&mut self, phase: usize, epoch: u64) {
+        let Some(secret) = self.seed.secret_key(epoch) else {
+            return;
+        };
+        let mut key = [0u8; 16];
+        self.rng.fill_bytes(&mut key);
+        let slot = &mut self.slots[phase];
+        let public = secret.public_key();
+        slot.key = Some((epoch, public, C::new(secret, self.params)));
+        slot.filter.reset(key);
+        slot.journal.clear();
+        slot.stats = EpochStats {
+            epoch,
+            ..Default::default()
+        };
+        self.push_journal_event(JournalEvent::Opened(epoch, key));
+    }
+
+    fn push_journal_event(&mut self, event: JournalEvent) {
+        if self.journal_tags == 0 {
+            return;
+        }
+        if self.journal_events.len() == MAX_JOURNAL_EVENTS {
+            self.journal_events.pop_front();
+        }
+        self.journal_events.push_back(event);
+    }
+
+    /// Refills epoch `epoch`'s filter from a journal (hash key and hashes) written before
+    /// a restart, so the packets it recorded stay refused. Call before the first packet
+    /// or timeout; returns how many hashes were recorded.
+    pub fn restore(
+        &mut self,
+        epoch: u64,
+        key: FilterKey,
+        hashes: impl IntoIterator<Item = u64>,
+    ) -> Result<usize, RestoreError> {
+        if self.next_change_us != 0 {
+            return Err(RestoreError::AlreadyStarted);
+        }
+        let secret = self.seed.secret_key(epoch).ok_or(RestoreError::KeyGone)?;
+        let slot = &mut self.slots[KeyPhase::of_epoch(epoch).index()];
+        slot.key = Some((epoch, secret.public_key(), C::new(secret, self.params)));
+        slot.filter.reset(key);
+        slot.stats = EpochStats {
+            epoch,
+            ..Default::default()
+        };
+        let mut restored = 0;
+        for h in hashes {
+            if slot.filter.insert_hash(h) == Seen::Fresh {
+                restored += 1;
+            }
+        }
+        Ok(restored)
+    }
+
+    /// Takes a new seed (a key file re-read): a key in use whose epoch the new seed gives
+    /// a different key for is replaced, with an empty filter; a key that did not change
+    /// keeps its filter untouched.
+    pub fn replace_seed(&mut self, seed: EpochSeed) {
+        self.seed = seed;
+        for phase in 0..2 {
+            let Some((epoch, public, _)) = &self.slots[phase].key else {
+                continue;
+            };
+            let epoch = *epoch;
+            let same = self.seed.secret_key(epoch).map(|k| k.public_key()) == Some(*public);
+            if !same {
+                self.retire(phase, epoch);
+                self.install(phase, epoch);
+            }
+        }
+    }
+
+    /// Hands the driver what it must persist (see [`JournalRecord`]), in order.
+    pub fn drain_journal(&mut self, mut write: impl FnMut(JournalRecord<'_>)) {
+        while let Some(event) = self.journal_events.pop_front() {
+            write(match event {
+                JournalEvent::Opened(epoch, key) => JournalRecord::Opened { epoch, key },
+                JournalEvent::Retired(epoch) => JournalRecord::Retired { epoch },
+            });
+        }
+        for slot in &mut self.slots {
+            if let Some((epoch, _, _)) = slot.key
+                && !slot.journal.is_empty()
+            {
+                write(JournalRecord::Tags {
+                    epoch,
+                    hashes: &slot.journal,
+                });
+            }
+            slot.journal.clear();
+        }
+    }
+
+    /// The keys in use, by phase.
+    pub fn epochs(&self) -> [Option<EpochStats>; 2] {
+        self.slots.each_ref().map(|s| {
+            s.key.as_ref().map(|_| EpochStats {
+                tags: s.filter.len(),
+                rated_tags: s.filter.rated_capacity(),
+                filter_bytes: s.filter.bytes(),
+                ..s.stats
+            })
+        })
+    }
+
+    /// The epoch timetable the engine follows.
+    pub fn schedule(&self) -> &EpochSchedule {
+        &self.schedule
+    }
+
     /// Unwraps `datagrams` in batches of [`BATCH`] and holds, ends or drops each one;
     /// returns how many were held. `route` turns a relay/deliver command into where the
     /// packet goes, or a drop reason (e.g. a client that is not ours); `on_end` gets each
@@ -128,6 +386,7 @@ impl<C: Codec> HopEngine<C> {
         mut route: impl FnMut(Command) -> Result<Due, DropReason>,
         mut on_end: impl FnMut(Command, &[u8]) -> Result<(), DropReason>,
     ) -> usize {
+        self.advance(now_us);
         datagrams
             .chunks(BATCH)
             .map(|c| self.receive_chunk(now_us, c, &mut route, &mut on_end))
@@ -141,26 +400,59 @@ impl<C: Codec> HopEngine<C> {
         route: &mut impl FnMut(Command) -> Result<Due, DropReason>,
         on_end: &mut impl FnMut(Command, &[u8]) -> Result<(), DropReason>,
     ) -> usize {
-        let n = self.stage(datagrams);
+        let (even, n) = self.stage(datagrams);
+        self.unwrap_phase(now_us, KeyPhase::Even, 0..even, route, on_end)
+            + self.unwrap_phase(now_us, KeyPhase::Odd, even..n, route, on_end)
+    }
+
+    /// Unwraps the staged packets `range`, all of `phase`, under that phase's key.
+    fn unwrap_phase(
+        &mut self,
+        now_us: u64,
+        phase: KeyPhase,
+        range: Range<usize>,
+        route: &mut impl FnMut(Command) -> Result<Due, DropReason>,
+        on_end: &mut impl FnMut(Command, &[u8]) -> Result<(), DropReason>,
+    ) -> usize {
+        if range.is_empty() {
+            return 0;
+        }
+        let slot = &mut self.slots[phase.index()];
+        let Some((_, _, codec)) = &slot.key else {
+            for _ in range {
+                self.stats.drops.add(DropReason::ExpiredKey);
+            }
+            return 0;
+        };
         let mut full = [false; BATCH];
-        let mut refused = 0;
-        let replay = &mut self.replay;
-        let (bufs, results) = (&mut self.staging.bufs[..n], &mut self.staging.results[..n]);
-        self.processor.unwrap_batch(bufs, results, |tag| {
-            let seen = replay.insert(*tag);
-            if seen != Seen::Fresh {
+        let (mut refused, mut lost) = (0, 0);
+        let (filter, journal, journal_tags) =
+            (&mut slot.filter, &mut slot.journal, self.journal_tags);
+        let bufs = &mut self.staging.bufs[range.clone()];
+        let results = &mut self.staging.results[range.clone()];
+        codec.unwrap_batch(bufs, results, |tag| {
+            let (seen, hash) = filter.insert(tag);
+            if seen == Seen::Fresh {
+                if journal.len() < journal_tags {
+                    journal.push(hash);
+                } else if journal_tags > 0 {
+                    lost += 1;
+                }
+                false
+            } else {
                 full[refused] = seen == Seen::Full;
                 refused += 1;
+                true
             }
-            seen != Seen::Fresh
         });
+        slot.stats.journal_lost += lost;
         let (mut held, mut replays) = (0, 0);
-        for i in 0..n {
+        for i in range {
             let outcome = match self.staging.results[i] {
                 Err(ProcessError::Replayed) => {
                     replays += 1;
                     Err(if full[replays - 1] {
-                        DropReason::Overload
+                        DropReason::ReplayFull
                     } else {
                         DropReason::Replay
                     })
@@ -174,25 +466,42 @@ impl<C: Codec> HopEngine<C> {
                     held +=
                         usize::from(!self.staging.results[i].is_ok_and(|p| p.command.is_terminal()))
                 }
-                Err(reason) => self.stats.drops.add(reason),
+                Err(reason) => {
+                    let stats = &mut self.slots[phase.index()].stats;
+                    match reason {
+                        DropReason::Replay => stats.replays += 1,
+                        DropReason::ReplayFull => stats.full += 1,
+                        _ => {}
+                    }
+                    self.stats.drops.add(reason)
+                }
             }
         }
         held
     }
 
-    /// Copies well-sized datagrams into the staging buffers; counts the rest as malformed.
-    fn stage(&mut self, datagrams: &[&[u8]]) -> usize {
-        let mut n = 0;
-        for d in datagrams {
-            self.stats.received += 1;
-            if d.len() == self.staging.bufs[n].len() {
-                self.staging.bufs[n].copy_from_slice(d);
-                n += 1;
-            } else {
-                self.stats.drops.add(DropReason::Malformed);
+    /// Copies well-sized datagrams into the staging buffers, those of the even phase first,
+    /// in arrival order within each phase; counts the rest as malformed. Returns how many
+    /// even ones there are, and how many in all.
+    fn stage(&mut self, datagrams: &[&[u8]]) -> (usize, usize) {
+        let len = self.staging.bufs[0].len();
+        let (mut even, mut n) = (0, 0);
+        for phase in [KeyPhase::Even, KeyPhase::Odd] {
+            for d in datagrams {
+                if d.len() == len && C::key_phase(d) == phase {
+                    self.staging.bufs[n].copy_from_slice(d);
+                    n += 1;
+                }
+            }
+            if phase == KeyPhase::Even {
+                even = n;
             }
         }
-        n
+        self.stats.received += datagrams.len() as u64;
+        for _ in n..datagrams.len() {
+            self.stats.drops.add(DropReason::Malformed);
+        }
+        (even, n)
     }
 
     /// Moves staged packet `staged` to a pool slot and onto the wheel.
@@ -236,13 +545,22 @@ impl<C: Codec> HopEngine<C> {
         self.stats.drops.add(reason);
     }
 
-    /// Queues a packet the role built itself (a mix's loop) for sending now.
-    pub fn send_own(&mut self, now_us: u64, to: Address, fill: impl FnOnce(&mut [u8])) -> bool {
+    /// Queues a packet the role built itself (a mix's loop) for sending now; `fill` writes
+    /// it and says whether it could.
+    pub fn send_own(
+        &mut self,
+        now_us: u64,
+        to: Address,
+        fill: impl FnOnce(&mut [u8]) -> bool,
+    ) -> bool {
         let Some(slot) = self.pool.alloc() else {
             self.stats.drops.add(DropReason::Overload);
             return false;
         };
-        fill(self.pool.get_mut(slot));
+        if !fill(self.pool.get_mut(slot)) {
+            self.pool.release(slot);
+            return false;
+        }
         self.held[slot as usize] = Held {
             due: Some(Due::Send(to)),
             requested_us: 0,
@@ -252,8 +570,10 @@ impl<C: Codec> HopEngine<C> {
         true
     }
 
-    /// Moves every packet whose delay is over to the ready queue.
+    /// Changes keys if their time has come, and moves every packet whose delay is over to
+    /// the ready queue.
     pub fn handle_timeout(&mut self, now_us: u64) {
+        self.advance(now_us);
         self.release_due_by(now_us);
     }
 
@@ -309,10 +629,14 @@ impl<C: Codec> HopEngine<C> {
     /// When [`Self::handle_timeout`] has work next.
     pub fn poll_timeout(&self) -> Option<u64> {
         let next = self.imminent.peek().map(|Reverse((due, _))| *due);
-        [self.wheel.next_deadline_us(), next]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.wheel.next_deadline_us(),
+            next,
+            Some(self.next_change_us),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// True if packets wait to be sent.
@@ -330,19 +654,81 @@ impl<C: Codec> HopEngine<C> {
         &self.stats
     }
 
-    /// Starts a new key epoch: new key, empty replay set.
-    pub fn rotate_key(&mut self, key: SecretKey, epoch: u64) {
-        self.processor = C::new(key, *self.processor.params());
-        self.replay.rotate(epoch);
+    /// When [`Self::advance`] has work next (the next change of keys).
+    pub fn next_key_change_us(&self) -> u64 {
+        self.next_change_us
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loopix_crypto::{Hop, Params, build};
-    use rand_chacha::ChaCha20Rng;
-    use rand_core::SeedableRng;
+    use loopix_crypto::{Hop, Params, SecretKey, build};
+
+    const S: u64 = 1_000_000;
+
+    fn rng(seed: u64) -> ChaCha20Rng {
+        ChaCha20Rng::seed_from_u64(seed)
+    }
+
+    /// Epochs of 60 s from time 0, 5 s of grace.
+    fn schedule() -> EpochSchedule {
+        EpochSchedule::new(0, 60 * S, 5 * S).unwrap()
+    }
+
+    fn seed() -> EpochSeed {
+        EpochSeed::generate(&mut rng(1), 0)
+    }
+
+    fn engine_with(limits: HopLimits) -> HopEngine {
+        HopEngine::new(seed(), schedule(), Params::default(), limits, [7; 32]).expect("limits")
+    }
+
+    fn engine() -> HopEngine {
+        engine_with(HopLimits {
+            max_packets_per_s: 100,
+            ..Default::default()
+        })
+    }
+
+    /// A packet this node relays to node 2 after `delay_us`, built under its key of
+    /// `epoch`; random bytes come from `n`.
+    fn packet(epoch: u64, delay_us: u32, n: u64) -> Vec<u8> {
+        let mut rng = rng(100 + n);
+        let key = seed().secret_key(epoch).unwrap().public_key();
+        let next = SecretKey::generate(&mut rng).public_key();
+        let mut first = Hop::new(
+            key,
+            Command::Relay {
+                next: Address(2),
+                delay_us,
+            },
+        );
+        first.phase = KeyPhase::of_epoch(epoch);
+        let path = [first, Hop::new(next, Command::Final)];
+        build(&Params::default(), &path, b"x", &mut rng).expect("valid path")
+    }
+
+    fn route(c: Command) -> Result<Due, DropReason> {
+        match c {
+            Command::Relay { next, .. } => Ok(Due::Send(next)),
+            _ => Err(DropReason::UnexpectedCommand),
+        }
+    }
+
+    /// Offers `packet` at `now_us`: Ok if held, else the reason it was dropped.
+    fn offer(engine: &mut HopEngine, now_us: u64, packet: &[u8]) -> Result<(), DropReason> {
+        let before = engine.stats().drops;
+        let held = engine.receive_batch(now_us, &[packet], route, |_, _| Ok(()));
+        if held == 1 {
+            return Ok(());
+        }
+        let after = engine.stats().drops;
+        Err(DropReason::ALL
+            .into_iter()
+            .find(|r| after.get(*r) > before.get(*r))
+            .expect("a drop was counted"))
+    }
 
     /// An engine holding one packet for `delay_us`, received at time 0.
     fn holding_one(delay_us: u32) -> HopEngine {
@@ -350,27 +736,11 @@ mod tests {
     }
 
     fn holding_one_with(delay_us: u32, limits: HopLimits) -> HopEngine {
-        let mut rng = ChaCha20Rng::seed_from_u64(3);
-        let (key, next) = (SecretKey::generate(&mut rng), SecretKey::generate(&mut rng));
-        let path = [
-            Hop::new(
-                key.public_key(),
-                Command::Relay {
-                    next: Address(2),
-                    delay_us,
-                },
-            ),
-            Hop::new(next.public_key(), Command::Final),
-        ];
-        let params = Params::default();
-        let packet = build(&params, &path, b"x", &mut rng).expect("valid path");
-        let mut engine = HopEngine::new(key, params, limits).expect("limits");
-        let route = |c| match c {
-            Command::Relay { next, .. } => Ok(Due::Send(next)),
-            _ => Err(DropReason::UnexpectedCommand),
-        };
-        let held = engine.receive_batch(0, &[&packet], route, |_, _| Ok(()));
-        assert_eq!(held, 1);
+        let mut engine = engine_with(HopLimits {
+            max_packets_per_s: 100,
+            ..limits
+        });
+        assert_eq!(offer(&mut engine, 0, &packet(0, delay_us, 0)), Ok(()));
         engine
     }
 
@@ -421,5 +791,173 @@ mod tests {
         assert!(!engine.has_ready());
         engine.handle_timeout(5_000);
         assert!(engine.has_ready());
+    }
+
+    #[test]
+    fn keys_come_and_go_with_their_epochs_and_grace() {
+        // Epoch 1 runs 60..120 s; its key is in use from 55 s to 125 s.
+        let cases = [
+            (0, 10 * S, Ok(())),
+            (0, 64 * S, Ok(())),
+            (0, 65 * S, Err(DropReason::ExpiredKey)),
+            (1, 54 * S, Err(DropReason::ExpiredKey)),
+            (1, 55 * S, Ok(())),
+            (1, 124 * S, Ok(())),
+            (1, 125 * S, Err(DropReason::ExpiredKey)),
+            (2, 125 * S, Ok(())),
+        ];
+        for (i, (epoch, at, expected)) in cases.into_iter().enumerate() {
+            let mut engine = engine();
+            let got = offer(&mut engine, at, &packet(epoch, 0, i as u64));
+            assert_eq!(got, expected, "epoch {epoch} key at {} s", at / S);
+        }
+    }
+
+    #[test]
+    fn the_keys_change_by_themselves_and_say_when() {
+        let mut engine = engine();
+        engine.handle_timeout(30 * S);
+        let epochs = |e: &HopEngine| e.epochs().map(|s| s.map(|s| s.epoch));
+        assert_eq!(epochs(&engine), [Some(0), None]);
+        assert_eq!(
+            engine.poll_timeout(),
+            Some(55 * S),
+            "epoch 1's key comes in"
+        );
+        engine.handle_timeout(55 * S);
+        assert_eq!(epochs(&engine), [Some(0), Some(1)]);
+        engine.handle_timeout(65 * S);
+        assert_eq!(epochs(&engine), [None, Some(1)]);
+        engine.handle_timeout(116 * S);
+        assert_eq!(epochs(&engine), [Some(2), Some(1)]);
+    }
+
+    /// A replay is refused within its epoch, in the grace after it, and after the grace
+    /// (when its key is gone; later, when the phase's key belongs to another epoch, the
+    /// MAC fails under that key).
+    #[test]
+    fn a_replay_is_refused_in_its_epoch_in_the_grace_and_after() {
+        let mut engine = engine();
+        let p = packet(0, 0, 1);
+        assert_eq!(offer(&mut engine, 10 * S, &p), Ok(()));
+        assert_eq!(offer(&mut engine, 30 * S, &p), Err(DropReason::Replay));
+        assert_eq!(offer(&mut engine, 62 * S, &p), Err(DropReason::Replay));
+        assert_eq!(offer(&mut engine, 70 * S, &p), Err(DropReason::ExpiredKey));
+        assert_eq!(offer(&mut engine, 130 * S, &p), Err(DropReason::Mac));
+        let epoch0 = engine.epochs()[0].expect("epoch 2 uses the even phase");
+        assert_eq!((epoch0.epoch, epoch0.replays), (2, 0));
+    }
+
+    #[test]
+    fn a_flipped_phase_bit_meets_the_other_key_and_fails() {
+        let mut engine = engine();
+        let mut p = packet(0, 0, 2);
+        p[31] ^= 0x80;
+        assert_eq!(offer(&mut engine, 62 * S, &p), Err(DropReason::Mac));
+        let mut engine = self::engine();
+        assert_eq!(offer(&mut engine, 30 * S, &p), Err(DropReason::ExpiredKey));
+    }
+
+    #[test]
+    fn a_batch_of_both_phases_is_judged_packet_by_packet() {
+        let mut engine = engine();
+        let (old, new) = (packet(0, 1_000, 3), packet(1, 1_000, 4));
+        let batch: [&[u8]; 4] = [&new, &old, &old, &new];
+        let held = engine.receive_batch(62 * S, &batch, route, |_, _| Ok(()));
+        assert_eq!(held, 2);
+        assert_eq!(engine.stats().drops.get(DropReason::Replay), 2);
+        let [even, odd] = engine.epochs().map(|s| s.expect("both live"));
+        assert_eq!(
+            (even.tags, even.replays, odd.tags, odd.replays),
+            (1, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn a_journal_restores_the_filter_after_a_restart() {
+        let limits = HopLimits {
+            max_packets_per_s: 100,
+            journal_tags: 16,
+            ..Default::default()
+        };
+        let mut first = engine_with(limits);
+        let p = packet(0, 0, 5);
+        assert_eq!(offer(&mut first, 10 * S, &p), Ok(()));
+        let (mut key, mut hashes) = (None, Vec::new());
+        first.drain_journal(|r| match r {
+            JournalRecord::Opened { epoch: 0, key: k } => key = Some(k),
+            JournalRecord::Tags {
+                epoch: 0,
+                hashes: h,
+            } => hashes.extend_from_slice(h),
+            other => panic!("{other:?}"),
+        });
+        assert_eq!(hashes.len(), 1);
+        let key = key.expect("the epoch's journal was opened");
+
+        let mut again = engine_with(limits);
+        assert_eq!(again.restore(0, key, hashes.iter().copied()), Ok(1));
+        assert_eq!(offer(&mut again, 20 * S, &p), Err(DropReason::Replay));
+        assert_eq!(again.restore(0, key, []), Err(RestoreError::AlreadyStarted));
+        let mut none_recorded = true;
+        again.drain_journal(|_| none_recorded = false);
+        assert!(
+            none_recorded,
+            "a restored epoch's journal goes on as it was"
+        );
+    }
+
+    #[test]
+    fn the_journal_is_bounded_and_counts_what_it_could_not_keep() {
+        let mut engine = engine_with(HopLimits {
+            max_packets_per_s: 100,
+            journal_tags: 2,
+            ..Default::default()
+        });
+        let batch: Vec<Vec<u8>> = (0..5).map(|i| packet(0, 0, 10 + i)).collect();
+        let refs: Vec<&[u8]> = batch.iter().map(|p| &p[..]).collect();
+        engine.receive_batch(S, &refs, route, |_, _| Ok(()));
+        assert_eq!(engine.epochs()[0].unwrap().journal_lost, 3);
+    }
+
+    #[test]
+    fn a_seed_re_read_unchanged_keeps_the_filter_and_a_new_one_resets_it() {
+        let mut engine = engine();
+        let p = packet(0, 0, 6);
+        assert_eq!(offer(&mut engine, 10 * S, &p), Ok(()));
+        engine.replace_seed(seed());
+        assert_eq!(offer(&mut engine, 11 * S, &p), Err(DropReason::Replay));
+        engine.replace_seed(EpochSeed::generate(&mut rng(99), 0));
+        assert_eq!(engine.epochs()[0].unwrap().tags, 0);
+        assert_eq!(offer(&mut engine, 12 * S, &p), Err(DropReason::Mac));
+    }
+
+    #[test]
+    fn a_past_epochs_key_cannot_be_restored_once_the_seed_moved_on() {
+        let mut engine = HopEngine::<Processor>::new(
+            EpochSeed::generate(&mut rng(1), 3),
+            schedule(),
+            Params::default(),
+            HopLimits::default(),
+            [0; 32],
+        )
+        .unwrap();
+        assert_eq!(engine.restore(2, [0; 16], []), Err(RestoreError::KeyGone));
+    }
+
+    #[test]
+    fn filters_are_sized_for_the_top_rate_over_a_keys_lifetime() {
+        let limits = HopLimits {
+            max_packets_per_s: 1_000,
+            ..Default::default()
+        };
+        // 60 s epochs with 5 s of grace on each side: a key is used for 70 s.
+        assert_eq!(limits.replay_tags(&schedule()), 70_000);
+        let engine = engine_with(limits);
+        let mut engine = engine;
+        engine.handle_timeout(0);
+        let slot = engine.epochs()[0].unwrap();
+        assert!(slot.rated_tags >= 70_000);
+        assert!(slot.filter_bytes as f64 / 70_000.0 <= 4.8);
     }
 }

@@ -7,6 +7,7 @@ pub mod codec;
 pub mod directory;
 pub mod drops;
 pub mod endpoint;
+pub mod epoch;
 pub mod field_error;
 pub mod hop;
 pub mod inbox;

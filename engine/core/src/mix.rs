@@ -3,7 +3,7 @@
 //! through the layers after it, a provider and the layers before it, back to itself, and
 //! watches how many return.
 
-use loopix_crypto::{Address, Command, Params, Processor, SecretKey};
+use loopix_crypto::{Address, Command, EpochSeed, Params, Processor};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -22,7 +22,8 @@ use crate::topology::{Role, Topology};
 /// What a mix needs to start.
 pub struct MixConfig {
     pub id: Address,
-    pub key: SecretKey,
+    /// Where the mix's key for every epoch comes from.
+    pub epoch_seed: EpochSeed,
     pub limits: HopLimits,
     /// Loops judged for the return fraction.
     pub loop_window: usize,
@@ -46,6 +47,9 @@ pub struct MixStats {
     pub sent: u64,
     pub loops_sent: u64,
     pub loops_returned: u64,
+    /// Loops due that could not be built (no key published for an epoch on their path, or
+    /// no free buffer).
+    pub loops_failed: u64,
     /// Round trip minus requested delays of the loops that came back, µs.
     pub loop_overhead: LatencyHistogram,
 }
@@ -63,6 +67,7 @@ pub struct Mix<C: Codec = Processor> {
     loops: LoopMonitor,
     path: Vec<loopix_crypto::Hop>,
     sent: u64,
+    loops_failed: u64,
 }
 
 impl<C: Codec> Mix<C> {
@@ -75,22 +80,31 @@ impl<C: Codec> Mix<C> {
             return Err(MixError::NotAMix(config.id));
         };
         let params = topology.network.params;
-        let me = Peer {
-            id: node.id,
-            key: node.public_key,
-        };
+        let directory = Directory::new(topology);
+        let me = directory
+            .node(node.id)
+            .ok_or(MixError::NotAMix(config.id))?;
+        let engine = HopEngine::new(
+            config.epoch_seed,
+            topology.network.epochs,
+            params,
+            config.limits,
+            config.seed,
+        )
+        .map_err(MixError::Wheel)?;
         Ok(Self {
             me,
             layer: usize::from(layer) - 1,
             params,
-            engine: HopEngine::new(config.key, params, config.limits).map_err(MixError::Wheel)?,
-            directory: Directory::new(topology),
+            engine,
+            directory,
             rng: ChaCha20Rng::from_seed(config.seed),
             loop_timer: None,
             lambda_loop_per_s: topology.network.lambda_mix_loop_per_s,
             loops: LoopMonitor::new(config.loop_window, config.loop_grace_us),
             path: Vec::with_capacity(loopix_crypto::MAX_HOPS),
             sent: 0,
+            loops_failed: 0,
         })
     }
 
@@ -101,14 +115,24 @@ impl<C: Codec> Mix<C> {
             sent: self.sent,
             loops_sent: self.loops.sent_total,
             loops_returned: self.loops.returned_total,
+            loops_failed: self.loops_failed,
             loop_overhead: self.loops.overhead,
         }
     }
 
-    /// Starts key epoch `epoch` under `key` (a new key published in the topology): later
-    /// packets are unwrapped with it and its replay set starts empty.
-    pub fn rotate_key(&mut self, key: SecretKey, epoch: u64) {
-        self.engine.rotate_key(key, epoch);
+    /// Takes a re-read topology (new epoch keys of other nodes) and key seed; a key in use
+    /// that did not change keeps its replay filter (see [`HopEngine::replace_seed`]).
+    pub fn reload(&mut self, topology: &Topology, epoch_seed: EpochSeed) {
+        self.directory = Directory::new(topology);
+        if let Some(me) = self.directory.node(self.me.id) {
+            self.me = me;
+        }
+        self.engine.replace_seed(epoch_seed);
+    }
+
+    /// The hop pipeline: keys in use, journal, restore.
+    pub fn engine(&mut self) -> &mut HopEngine<C> {
+        &mut self.engine
     }
 
     /// Packets held now: the Poisson mix's pool (λ/µ on average, by Lemma 1).
@@ -151,17 +175,23 @@ impl<C: Codec> Mix<C> {
     }
 
     fn send_loop(&mut self, now_us: u64) {
-        let first =
-            self.directory
-                .mix_loop_path(&mut self.rng, self.me, self.layer, &mut self.path);
+        let first = self.directory.mix_loop_path(
+            &mut self.rng,
+            now_us,
+            self.me,
+            self.layer,
+            &mut self.path,
+        );
         let nonce = self.rng.next_u64();
         let mut body = [0u8; 16];
         payload::write_loop(&mut body, nonce);
         let (params, path, rng) = (&self.params, &self.path, &mut self.rng);
-        let built = self.engine.send_own(now_us, first, |buf| {
-            // A directory path is always valid, and `buf` is exactly one packet long.
-            let _ = C::build_into(params, path, &body, rng, buf);
+        let built = first.is_ok_and(|first| {
+            self.engine.send_own(now_us, first, |buf| {
+                C::build_into(params, path, &body, rng, buf).is_ok()
+            })
         });
+        self.loops_failed += u64::from(!built);
         if built {
             self.loops
                 .sent(nonce, now_us, requested_delay_us(&self.path));

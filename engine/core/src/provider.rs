@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use loopix_crypto::{Address, Command, Params, Processor, SecretKey};
+use loopix_crypto::{Address, Command, EpochSeed, Params, Processor};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -26,7 +26,8 @@ use crate::wire::{self, ITEM_ID_LEN};
 /// What a provider needs to start.
 pub struct ProviderConfig {
     pub id: Address,
-    pub key: SecretKey,
+    /// Where the provider's key for every epoch comes from.
+    pub epoch_seed: EpochSeed,
     pub limits: HopLimits,
     /// Seeds every random choice (inbox ids, dummies).
     pub seed: [u8; 32],
@@ -108,8 +109,14 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         Ok(Self {
             id: config.id,
             params,
-            engine: HopEngine::new(config.key, params, config.limits)
-                .map_err(ProviderError::Wheel)?,
+            engine: HopEngine::new(
+                config.epoch_seed,
+                topology.network.epochs,
+                params,
+                config.limits,
+                config.seed,
+            )
+            .map_err(ProviderError::Wheel)?,
             inbox,
             clients: topology.clients_of(config.id).map(|c| c.id).collect(),
             nodes: topology.nodes.iter().map(|n| n.id).collect(),
@@ -135,9 +142,17 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         self.events.pop_front()
     }
 
-    /// Starts key epoch `epoch` under `key`; see [`crate::mix::Mix::rotate_key`].
-    pub fn rotate_key(&mut self, key: SecretKey, epoch: u64) {
-        self.engine.rotate_key(key, epoch);
+    /// Takes a re-read topology and key seed; see [`crate::mix::Mix::reload`]. Clients
+    /// added to the topology are served from now on, clients removed no longer.
+    pub fn reload(&mut self, topology: &Topology, epoch_seed: EpochSeed) {
+        self.clients = topology.clients_of(self.id).map(|c| c.id).collect();
+        self.nodes = topology.nodes.iter().map(|n| n.id).collect();
+        self.engine.replace_seed(epoch_seed);
+    }
+
+    /// The hop pipeline: keys in use, journal, restore.
+    pub fn engine(&mut self) -> &mut HopEngine<C> {
+        &mut self.engine
     }
 
     /// Packets held on the wheel.

@@ -15,13 +15,17 @@
 //! lambda_mix_loop_per_s = 2.0  # λM, per mix
 //! poll_size = 4                # N: packets in every poll answer
 //! poll_rate_per_s = 1.0        # how often each client polls
+//! epoch_s = 1200               # key epochs: length, seconds
+//! epoch_start = 0              # unix time (s) at which epoch 0 starts
+//! epoch_grace_s = 60           # a key is in use this long before and after its epoch
 //!
 //! [[nodes]]
 //! id = 1
 //! role = "mix"                 # or "provider" (which has no layer)
 //! layer = 1
 //! address = "127.0.0.1:9001"
-//! public_key = "<64 hex digits>"
+//! first_epoch = 1474000        # the epoch of epoch_keys[0]; the rest follow in order
+//! epoch_keys = ["<64 hex digits>", "<64 hex digits>"]
 //!
 //! [[clients]]
 //! id = 1001
@@ -34,6 +38,8 @@ use std::net::SocketAddr;
 
 use loopix_crypto::{Address, Params, PublicKey};
 use serde::Deserialize;
+
+use crate::epoch::{EpochSchedule, ScheduleError};
 
 /// A validated network description.
 #[derive(Clone, Debug)]
@@ -55,6 +61,8 @@ pub struct Network {
     pub lambda_mix_loop_per_s: f64,
     pub poll_size: u16,
     pub poll_rate_per_s: f64,
+    /// When each node key is in use.
+    pub epochs: EpochSchedule,
 }
 
 /// What a node does.
@@ -67,12 +75,44 @@ pub enum Role {
 }
 
 /// One mix or provider.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Node {
     pub id: Address,
     pub role: Role,
     pub address: SocketAddr,
-    pub public_key: PublicKey,
+    /// The node's public key for each epoch it has published.
+    pub epoch_keys: EpochKeys,
+}
+
+/// A node's public keys for consecutive epochs, published ahead so that senders can build
+/// packets across a boundary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EpochKeys {
+    first: u64,
+    keys: Vec<PublicKey>,
+}
+
+impl EpochKeys {
+    /// Keys for epochs `first`, `first + 1`, ...
+    pub fn new(first: u64, keys: Vec<PublicKey>) -> Self {
+        Self { first, keys }
+    }
+
+    /// The key of `epoch`, if published.
+    pub fn get(&self, epoch: u64) -> Option<PublicKey> {
+        let i = usize::try_from(epoch.checked_sub(self.first)?).ok()?;
+        self.keys.get(i).copied()
+    }
+
+    /// The first epoch with a key.
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// Every published (epoch, key), in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, PublicKey)> + '_ {
+        (self.first..).zip(self.keys.iter().copied())
+    }
 }
 
 /// One client, registered at one provider.
@@ -113,6 +153,23 @@ struct RawNetwork {
     lambda_mix_loop_per_s: f64,
     poll_size: u16,
     poll_rate_per_s: f64,
+    #[serde(default = "default_epoch_s")]
+    epoch_s: u64,
+    #[serde(default)]
+    epoch_start: u64,
+    #[serde(default = "default_epoch_grace_s")]
+    epoch_grace_s: u64,
+}
+
+/// Twenty minutes, as Katzenpost: long enough that the two keys live around a boundary
+/// are a small share of the time, short enough that a seized key opens little.
+fn default_epoch_s() -> u64 {
+    1200
+}
+
+/// See [`crate::epoch`] for what the grace must cover.
+fn default_epoch_grace_s() -> u64 {
+    60
 }
 
 fn default_payload_bytes() -> usize {
@@ -126,7 +183,8 @@ struct RawNode {
     role: String,
     layer: Option<u8>,
     address: String,
-    public_key: String,
+    first_epoch: u64,
+    epoch_keys: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -230,12 +288,9 @@ impl Topology {
         self.clients.iter().filter(move |c| c.provider == provider)
     }
 
-    /// Every node's and client's public key by id.
-    pub fn public_keys(&self) -> BTreeMap<Address, PublicKey> {
-        let nodes = self.nodes.iter().map(|n| (n.id, n.public_key));
-        nodes
-            .chain(self.clients.iter().map(|c| (c.id, c.public_key)))
-            .collect()
+    /// Every client's public key by id.
+    pub fn client_keys(&self) -> BTreeMap<Address, PublicKey> {
+        self.clients.iter().map(|c| (c.id, c.public_key)).collect()
     }
 }
 
@@ -263,7 +318,21 @@ impl RawNetwork {
             let max = crate::wire::MAX_POLL_SIZE;
             return Err(err("network.poll_size", format!("must be in 1..={max}")));
         }
+        const S: u64 = 1_000_000;
+        let epochs = EpochSchedule::new(
+            self.epoch_start.saturating_mul(S),
+            self.epoch_s.saturating_mul(S),
+            self.epoch_grace_s.saturating_mul(S),
+        )
+        .map_err(|e| match e {
+            ScheduleError::TooShort => err("network.epoch_s", "must be at least 1"),
+            ScheduleError::GraceTooLong => err(
+                "network.epoch_grace_s",
+                "must be less than half of network.epoch_s",
+            ),
+        })?;
         Ok(Network {
+            epochs,
             params,
             layers: self.layers,
             mu_per_s: self.mu_per_s,
@@ -319,12 +388,23 @@ impl RawNode {
             .address
             .parse()
             .map_err(|_| err(format!("{at}.address"), "not an IP:port socket address"))?;
-        let public_key = parse_public_key(&format!("{at}.public_key"), &self.public_key)?;
+        if self.epoch_keys.is_empty() {
+            return Err(err(
+                format!("{at}.epoch_keys"),
+                "a node needs at least one epoch key",
+            ));
+        }
+        let keys = self
+            .epoch_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| parse_public_key(&format!("{at}.epoch_keys[{i}]"), k))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Node {
             id: Address(self.id),
             role,
             address,
-            public_key,
+            epoch_keys: EpochKeys::new(self.first_epoch, keys),
         })
     }
 }
@@ -378,20 +458,23 @@ id = 1
 role = "mix"
 layer = 1
 address = "127.0.0.1:9001"
-public_key = "{}"
+first_epoch = 0
+epoch_keys = ["{}"]
 
 [[nodes]]
 id = 2
 role = "mix"
 layer = 2
 address = "127.0.0.1:9002"
-public_key = "{}"
+first_epoch = 0
+epoch_keys = ["{}"]
 
 [[nodes]]
 id = 100
 role = "provider"
 address = "127.0.0.1:9100"
-public_key = "{}"
+first_epoch = 5
+epoch_keys = ["{}", "{}"]
 
 [[clients]]
 id = 1000
@@ -401,6 +484,7 @@ public_key = "{}"
             key(1),
             key(2),
             key(3),
+            key(5),
             key(4)
         )
     }
@@ -412,7 +496,15 @@ public_key = "{}"
         assert_eq!(t.network.params, Params::default());
         assert_eq!(t.mixes_in_layer(2).count(), 1);
         assert_eq!(t.clients_of(Address(100)).count(), 1);
-        assert_eq!(t.public_keys().len(), 4);
+        assert_eq!(t.client_keys().len(), 1);
+        let provider = &t.node(Address(100)).unwrap().epoch_keys;
+        assert_eq!(provider.get(4), None);
+        assert_eq!(
+            provider.get(6).map(|k| hex::encode(k.to_bytes())),
+            Some(key(5))
+        );
+        assert_eq!(provider.get(7), None);
+        assert_eq!(t.network.epochs.length_us, 1_200_000_000, "the default");
     }
 
     fn error_of(edit: impl Fn(String) -> String) -> TopologyError {
@@ -441,7 +533,12 @@ public_key = "{}"
                 "nodes[2].role",
             ),
             ("127.0.0.1:9002", "localhost".into(), "nodes[1].address"),
-            (&key(3), "abcd".into(), "nodes[2].public_key"),
+            (&key(3), "abcd".into(), "nodes[2].epoch_keys[0]"),
+            (
+                "poll_rate_per_s = 2.0",
+                "poll_rate_per_s = 2.0\nepoch_s = 60\nepoch_grace_s = 30".into(),
+                "network.epoch_grace_s",
+            ),
             (
                 "provider = 100",
                 "provider = 1".into(),
