@@ -36,9 +36,10 @@ use crate::timing_wheel::{InsertError, TimingWheel, WheelConfig, WheelConfigErro
 pub struct HopLimits {
     /// Packets held at once (in the wheel or waiting to be sent).
     pub pool_packets: u32,
-    /// The most packets per second this hop can unwrap. Each of its two replay filters is
-    /// sized for this rate over a key's whole lifetime, so that no load can fill it.
-    pub max_packets_per_s: u32,
+    /// Tags each of the two replay filters (one per key in use) is rated for. A node sizes
+    /// it with [`HopLimits::replay_tags_for`] from the most packets it can unwrap per
+    /// second, so that no load can fill a filter while its key is in use.
+    pub replay_tags: usize,
     /// Replay-filter hashes kept for the driver to persist between two
     /// [`HopEngine::drain_journal`] calls; 0 keeps no journal.
     pub journal_tags: usize,
@@ -50,7 +51,7 @@ impl Default for HopLimits {
     fn default() -> Self {
         Self {
             pool_packets: 65_536,
-            max_packets_per_s: 25_000,
+            replay_tags: 1 << 20,
             journal_tags: 0,
             wheel: WheelConfig::default(),
         }
@@ -58,10 +59,13 @@ impl Default for HopLimits {
 }
 
 impl HopLimits {
-    /// Tags each replay filter is sized for under `epochs`.
-    pub fn replay_tags(&self, epochs: &EpochSchedule) -> usize {
+    /// The tags a replay filter needs so that a hop unwrapping `max_packets_per_s` for
+    /// a key's whole lifetime under `epochs` (its epoch and a grace either side) cannot
+    /// fill it.
+    pub fn replay_tags_for(max_packets_per_s: u32, epochs: &EpochSchedule) -> usize {
         let lifetime_s = epochs.key_lifetime_us().div_ceil(1_000_000);
-        (u64::from(self.max_packets_per_s) * lifetime_s) as usize
+        usize::try_from(u64::from(max_packets_per_s).saturating_mul(lifetime_s))
+            .unwrap_or(usize::MAX)
     }
 }
 
@@ -193,7 +197,7 @@ impl<C: Codec> HopEngine<C> {
         rng_seed: [u8; 32],
     ) -> Result<Self, WheelConfigError> {
         let n = limits.pool_packets;
-        let tags = limits.replay_tags(&schedule);
+        let tags = limits.replay_tags;
         let slot = || EpochSlot {
             key: None,
             filter: ReplayFilter::new(tags, [0; 16]),
@@ -686,7 +690,7 @@ mod tests {
 
     fn engine() -> HopEngine {
         engine_with(HopLimits {
-            max_packets_per_s: 100,
+            replay_tags: 1_000,
             ..Default::default()
         })
     }
@@ -737,7 +741,7 @@ mod tests {
 
     fn holding_one_with(delay_us: u32, limits: HopLimits) -> HopEngine {
         let mut engine = engine_with(HopLimits {
-            max_packets_per_s: 100,
+            replay_tags: 1_000,
             ..limits
         });
         assert_eq!(offer(&mut engine, 0, &packet(0, delay_us, 0)), Ok(()));
@@ -876,7 +880,7 @@ mod tests {
     #[test]
     fn a_journal_restores_the_filter_after_a_restart() {
         let limits = HopLimits {
-            max_packets_per_s: 100,
+            replay_tags: 1_000,
             journal_tags: 16,
             ..Default::default()
         };
@@ -910,7 +914,7 @@ mod tests {
     #[test]
     fn the_journal_is_bounded_and_counts_what_it_could_not_keep() {
         let mut engine = engine_with(HopLimits {
-            max_packets_per_s: 100,
+            replay_tags: 1_000,
             journal_tags: 2,
             ..Default::default()
         });
@@ -947,14 +951,13 @@ mod tests {
 
     #[test]
     fn filters_are_sized_for_the_top_rate_over_a_keys_lifetime() {
-        let limits = HopLimits {
-            max_packets_per_s: 1_000,
-            ..Default::default()
-        };
         // 60 s epochs with 5 s of grace on each side: a key is used for 70 s.
-        assert_eq!(limits.replay_tags(&schedule()), 70_000);
-        let engine = engine_with(limits);
-        let mut engine = engine;
+        let tags = HopLimits::replay_tags_for(1_000, &schedule());
+        assert_eq!(tags, 70_000);
+        let mut engine = engine_with(HopLimits {
+            replay_tags: tags,
+            ..Default::default()
+        });
         engine.handle_timeout(0);
         let slot = engine.epochs()[0].unwrap();
         assert!(slot.rated_tags >= 70_000);

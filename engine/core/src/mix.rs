@@ -11,7 +11,7 @@ use crate::codec::Codec;
 use crate::directory::{Directory, Peer, requested_delay_us};
 use crate::drops::DropReason;
 use crate::endpoint::{Endpoint, Transmit};
-use crate::hop::{Due, HopEngine, HopLimits, HopStats};
+use crate::hop::{Due, EpochStats, HopEngine, HopLimits, HopStats};
 use crate::latency_histogram::LatencyHistogram;
 use crate::loops::LoopMonitor;
 use crate::payload::{self, Content};
@@ -128,6 +128,11 @@ impl<C: Codec> Mix<C> {
             self.me = me;
         }
         self.engine.replace_seed(epoch_seed);
+    }
+
+    /// The keys in use, by phase, with their replay filters' state.
+    pub fn epochs(&self) -> [Option<EpochStats>; 2] {
+        self.engine.epochs()
     }
 
     /// The hop pipeline: keys in use, journal, restore.

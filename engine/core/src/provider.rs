@@ -17,7 +17,7 @@ use rand_core::{Rng, SeedableRng};
 use crate::codec::Codec;
 use crate::drops::DropReason;
 use crate::endpoint::{Endpoint, Transmit};
-use crate::hop::{Due, HopEngine, HopLimits, HopStats};
+use crate::hop::{Due, EpochStats, HopEngine, HopLimits, HopStats};
 use crate::inbox::InboxStore;
 use crate::timing_wheel::WheelConfigError;
 use crate::topology::{Role, Topology};
@@ -148,6 +148,11 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         self.clients = topology.clients_of(self.id).map(|c| c.id).collect();
         self.nodes = topology.nodes.iter().map(|n| n.id).collect();
         self.engine.replace_seed(epoch_seed);
+    }
+
+    /// The keys in use, by phase, with their replay filters' state.
+    pub fn epochs(&self) -> [Option<EpochStats>; 2] {
+        self.engine.epochs()
     }
 
     /// The hop pipeline: keys in use, journal, restore.

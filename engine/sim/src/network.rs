@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use loopix_core::topology::{Topology, TopologyError};
-use loopix_crypto::{Address, SecretKey};
+use loopix_crypto::{Address, EpochSeed, SecretKey};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -24,6 +24,14 @@ pub struct NetworkSpec {
     pub lambda_mix_loop_per_s: f64,
     pub poll_size: u16,
     pub poll_rate_per_s: f64,
+    /// Key epochs: length, start (on the network's clock, s) and grace, as in the
+    /// topology's `[network]`.
+    pub epoch_s: u64,
+    pub epoch_start_s: u64,
+    pub epoch_grace_s: u64,
+    /// The epochs each node publishes keys for: `first_epoch` and the next ones.
+    pub first_epoch: u64,
+    pub published_epochs: u32,
 }
 
 impl Default for NetworkSpec {
@@ -41,6 +49,11 @@ impl Default for NetworkSpec {
             lambda_mix_loop_per_s: 0.5,
             poll_size: 4,
             poll_rate_per_s: 1.0,
+            epoch_s: 1200,
+            epoch_start_s: 0,
+            epoch_grace_s: 60,
+            first_epoch: 0,
+            published_epochs: 4,
         }
     }
 }
@@ -50,20 +63,27 @@ pub const FIRST_PROVIDER: u64 = 1_000;
 /// See [`FIRST_PROVIDER`].
 pub const FIRST_CLIENT: u64 = 10_000;
 
-/// A generated network: its topology and every party's secret key.
+/// A generated network: its topology and every party's secrets.
 pub struct Generated {
     pub topology: Topology,
-    pub secrets: BTreeMap<Address, SecretKey>,
+    pub keys: Keys,
+}
+
+/// Every party's secrets: each node's epoch seed, each client's key.
+#[derive(Default)]
+pub struct Keys {
+    pub nodes: BTreeMap<Address, EpochSeed>,
+    pub clients: BTreeMap<Address, SecretKey>,
 }
 
 /// Generates keys from `seed` and the topology `spec` describes. Clients are spread over
 /// providers round-robin; node `id` listens on `127.0.0.1:(20000 + id)` (the simulator
 /// never binds them).
 pub fn generate(spec: &NetworkSpec, seed: u64) -> Result<Generated, TopologyError> {
-    let (toml, secrets) = generate_toml(spec, seed, |id| format!("127.0.0.1:{}", 20_000 + id.0));
+    let (toml, keys) = generate_toml(spec, seed, |id| format!("127.0.0.1:{}", 20_000 + id.0));
     Ok(Generated {
         topology: Topology::from_toml(&toml)?,
-        secrets,
+        keys,
     })
 }
 
@@ -72,23 +92,30 @@ pub fn generate_toml(
     spec: &NetworkSpec,
     seed: u64,
     address_of: impl Fn(Address) -> String,
-) -> (String, BTreeMap<Address, SecretKey>) {
+) -> (String, Keys) {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let mut secrets = BTreeMap::new();
-    let mut key = |id: u64| {
-        let sk = SecretKey::generate(&mut rng);
+    let mut keys = Keys::default();
+    let mut node_keys = |id: u64, rng: &mut ChaCha20Rng| {
+        let seed = EpochSeed::generate(rng, spec.first_epoch);
+        let line = epoch_keys_toml(&seed, spec.first_epoch, spec.published_epochs);
+        keys.nodes.insert(Address(id), seed);
+        line
+    };
+    let mut clients = BTreeMap::new();
+    let mut key = |id: u64, rng: &mut ChaCha20Rng| {
+        let sk = SecretKey::generate(rng);
         let pk = hex::encode(sk.public_key().to_bytes());
-        secrets.insert(Address(id), sk);
+        clients.insert(Address(id), sk);
         pk
     };
     let mut toml = network_section(spec);
     let mut id = 1;
     for layer in 1..=spec.layers {
         for _ in 0..spec.mixes_per_layer {
-            let pk = key(id);
+            let keys = node_keys(id, &mut rng);
             let _ = write!(
                 toml,
-                "\n[[nodes]]\nid = {id}\nrole = \"mix\"\nlayer = {layer}\naddress = \"{}\"\npublic_key = \"{pk}\"\n",
+                "\n[[nodes]]\nid = {id}\nrole = \"mix\"\nlayer = {layer}\naddress = \"{}\"\n{keys}",
                 address_of(Address(id))
             );
             id += 1;
@@ -96,30 +123,44 @@ pub fn generate_toml(
     }
     for p in 0..u64::from(spec.providers) {
         let pid = FIRST_PROVIDER + p;
-        let pk = key(pid);
+        let keys = node_keys(pid, &mut rng);
         let _ = write!(
             toml,
-            "\n[[nodes]]\nid = {pid}\nrole = \"provider\"\naddress = \"{}\"\npublic_key = \"{pk}\"\n",
+            "\n[[nodes]]\nid = {pid}\nrole = \"provider\"\naddress = \"{}\"\n{keys}",
             address_of(Address(pid))
         );
     }
     for c in 0..u64::from(spec.clients) {
         let provider = FIRST_PROVIDER + c % u64::from(spec.providers.max(1));
-        let pk = key(FIRST_CLIENT + c);
+        let pk = key(FIRST_CLIENT + c, &mut rng);
         let _ = write!(
             toml,
             "\n[[clients]]\nid = {}\nprovider = {provider}\npublic_key = \"{pk}\"\n",
             FIRST_CLIENT + c
         );
     }
-    (toml, secrets)
+    keys.clients = clients;
+    (toml, keys)
+}
+
+/// The topology lines that publish `count` epoch keys from `first` (`first_epoch` and
+/// `epoch_keys`), derived from `seed`.
+pub fn epoch_keys_toml(seed: &EpochSeed, first: u64, count: u32) -> String {
+    let keys: Vec<String> = (first..first + u64::from(count))
+        .filter_map(|e| seed.secret_key(e))
+        .map(|k| format!("\"{}\"", hex::encode(k.public_key().to_bytes())))
+        .collect();
+    format!(
+        "first_epoch = {first}\nepoch_keys = [{}]\n",
+        keys.join(", ")
+    )
 }
 
 fn network_section(s: &NetworkSpec) -> String {
     format!(
         "[network]\npayload_bytes = {}\nlayers = {}\nmu_per_s = {:?}\nlambda_payload_per_s = {:?}\n\
          lambda_loop_per_s = {:?}\nlambda_drop_per_s = {:?}\nlambda_mix_loop_per_s = {:?}\n\
-         poll_size = {}\npoll_rate_per_s = {:?}\n",
+         poll_size = {}\npoll_rate_per_s = {:?}\nepoch_s = {}\nepoch_start = {}\nepoch_grace_s = {}\n",
         s.payload_bytes,
         s.layers,
         s.mu_per_s,
@@ -128,6 +169,9 @@ fn network_section(s: &NetworkSpec) -> String {
         s.lambda_drop_per_s,
         s.lambda_mix_loop_per_s,
         s.poll_size,
-        s.poll_rate_per_s
+        s.poll_rate_per_s,
+        s.epoch_s,
+        s.epoch_start_s,
+        s.epoch_grace_s
     )
 }

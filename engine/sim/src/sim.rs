@@ -151,11 +151,10 @@ impl<C: Codec> Sim<C> {
             log: Log::default(),
         };
         let Generated {
-            topology,
-            mut secrets,
+            topology, mut keys, ..
         } = net;
         for n in &topology.nodes {
-            let Some(key) = secrets.remove(&n.id) else {
+            let Some(epoch_seed) = keys.nodes.remove(&n.id) else {
                 continue;
             };
             let seed = sim.derive_seed();
@@ -163,7 +162,7 @@ impl<C: Codec> Sim<C> {
                 Role::Mix { .. } => {
                     let config = MixConfig {
                         id: n.id,
-                        key,
+                        epoch_seed,
                         limits,
                         loop_window: 200,
                         loop_grace_us: 5_000_000,
@@ -176,7 +175,7 @@ impl<C: Codec> Sim<C> {
                 Role::Provider => {
                     let config = ProviderConfig {
                         id: n.id,
-                        key,
+                        epoch_seed,
                         limits,
                         seed,
                     };
@@ -189,7 +188,7 @@ impl<C: Codec> Sim<C> {
             }
         }
         for c in &topology.clients {
-            let Some(key) = secrets.remove(&c.id) else {
+            let Some(key) = keys.clients.remove(&c.id) else {
                 continue;
             };
             let config = ClientConfig {

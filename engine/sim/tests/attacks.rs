@@ -31,8 +31,13 @@ fn topology(spec: &NetworkSpec, seed: u64) -> Topology {
     generate(spec, seed).unwrap().topology
 }
 
+/// A hop under `id`'s key of epoch 0 (the simulations here start at time 0).
 fn hop(t: &Topology, id: Address, command: Command) -> Hop {
-    let key = t.public_keys()[&id];
+    let key = t
+        .node(id)
+        .and_then(|n| n.epoch_keys.get(0))
+        .or_else(|| t.client(id).map(|c| c.public_key))
+        .expect("in the topology");
     Hop::new(key, command)
 }
 
@@ -244,10 +249,9 @@ fn a_batch_is_judged_like_single_datagrams() {
     let make = || {
         let mut net = generate(&spec, seed).unwrap();
         let id = mix(&spec, 1, 0);
-        let key = net.secrets.remove(&id).unwrap();
         let config = MixConfig {
             id,
-            key,
+            epoch_seed: net.keys.nodes.remove(&id).unwrap(),
             limits: common::limits(),
             loop_window: 10,
             loop_grace_us: S,

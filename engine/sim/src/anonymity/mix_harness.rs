@@ -8,13 +8,12 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use loopix_core::codec::Codec;
-use loopix_core::directory::Peer;
 use loopix_core::endpoint::Endpoint;
 use loopix_core::hop::HopLimits;
 use loopix_core::mix::{Mix, MixConfig};
 use loopix_core::rate::exp_us;
 use loopix_core::timing_wheel::WheelConfig;
-use loopix_crypto::{Address, Command, Hop, Params};
+use loopix_crypto::{Address, Command, Hop, Params, PublicKey};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -45,8 +44,8 @@ pub struct HarnessConfig {
 /// See the module docs.
 pub struct MixHarness<C: Codec> {
     mix: Mix<C>,
-    mix_peer: Peer,
-    provider: Peer,
+    mix_key: PublicKey,
+    provider_key: PublicKey,
     provider_codec: C,
     params: Params,
     rng: ChaCha20Rng,
@@ -62,6 +61,10 @@ pub struct MixHarness<C: Codec> {
 }
 
 const MIX: Address = Address(1);
+/// The one epoch a run lives in (35,000 years): the mix's timer for the end of it is not
+/// an event of the experiment, and "nothing pending" ignores it.
+const EPOCH_S: u64 = 1 << 40;
+const PROVIDER: Address = Address(FIRST_PROVIDER);
 
 impl<C: Codec> MixHarness<C> {
     pub fn new(config: HarnessConfig) -> Self {
@@ -73,15 +76,20 @@ impl<C: Codec> MixHarness<C> {
             payload_bytes: 64,
             mu_per_s: config.mu,
             lambda_mix_loop_per_s: config.lambda_mix,
+            // One key for the whole run, however long: this harness is about mixing.
+            epoch_s: EPOCH_S,
+            epoch_grace_s: 0,
+            published_epochs: 1,
             ..NetworkSpec::default()
         };
         let mut net = generate(&spec, config.seed).expect("a one-mix network is valid");
-        let provider_id = Address(FIRST_PROVIDER);
-        let peer = |id| Peer {
-            id,
-            key: net.topology.node(id).expect("generated").public_key,
+        let peer = |id| {
+            net.topology
+                .node(id)
+                .and_then(|n| n.epoch_keys.get(0))
+                .expect("generated")
         };
-        let (mix_peer, provider) = (peer(MIX), peer(provider_id));
+        let (mix_key, provider_key) = (peer(MIX), peer(PROVIDER));
         let params = net.topology.network.params;
         let mut seeds = ChaCha20Rng::seed_from_u64(config.seed ^ 0x6d69_7868);
         let mut seed = [0u8; 32];
@@ -95,12 +103,13 @@ impl<C: Codec> MixHarness<C> {
                 slot_us: 100,
                 horizon_us: 1 << 34,
             },
+            journal_tags: 0,
         };
         let mix = Mix::new(
             &net.topology,
             MixConfig {
                 id: MIX,
-                key: net.secrets.remove(&MIX).expect("generated"),
+                epoch_seed: net.keys.nodes.remove(&MIX).expect("generated"),
                 limits,
                 loop_window: 1,
                 loop_grace_us: u64::MAX / 4,
@@ -108,12 +117,12 @@ impl<C: Codec> MixHarness<C> {
             },
         )
         .expect("node 1 is a mix");
-        let provider_key = net.secrets.remove(&provider_id).expect("generated");
+        let provider_secret = net.keys.nodes[&PROVIDER].secret_key(0).expect("epoch 0");
         Self {
             mix,
-            mix_peer,
-            provider,
-            provider_codec: C::new(provider_key, params),
+            mix_key,
+            provider_key,
+            provider_codec: C::new(provider_secret, params),
             params,
             rng: seeds,
             mu: config.mu,
@@ -163,20 +172,20 @@ impl<C: Codec> MixHarness<C> {
         let delay = exp_us(&mut self.rng, self.mu).unwrap_or(0);
         let path = [
             Hop::new(
-                self.mix_peer.key,
+                self.mix_key,
                 Command::Relay {
-                    next: self.provider.id,
+                    next: PROVIDER,
                     delay_us: delay.min(u64::from(u32::MAX)) as u32,
                 },
             ),
             Hop::new(
-                self.provider.key,
+                self.provider_key,
                 Command::Deliver {
                     client: Address(index),
                     delay_us: 0,
                 },
             ),
-            Hop::new(self.provider.key, Command::Final),
+            Hop::new(self.provider_key, Command::Final),
         ];
         C::build_into(&self.params, &path, &[], &mut self.rng, &mut self.buf)
             .expect("a three-hop path is valid");
@@ -190,6 +199,7 @@ impl<C: Codec> MixHarness<C> {
         [self.mix.poll_timeout(), back]
             .into_iter()
             .flatten()
+            .filter(|&t| t < EPOCH_S * 1_000_000)
             .min()
             .map(|t| t.max(self.now_us))
     }
@@ -213,8 +223,7 @@ impl<C: Codec> MixHarness<C> {
                 && *due <= self.now_us
                 && let Some(Reverse((_, _, bytes))) = self.returns.pop()
             {
-                self.mix
-                    .handle_datagram(self.now_us, self.provider.id, &bytes);
+                self.mix.handle_datagram(self.now_us, PROVIDER, &bytes);
                 return Some(Observed::LoopReturned);
             }
             self.mix.handle_timeout(self.now_us);
@@ -224,7 +233,7 @@ impl<C: Codec> MixHarness<C> {
     /// A datagram the mix sent: a real packet (the provider hop delivers to its index) or
     /// the mix's loop (the provider hop relays it back after its delay).
     fn leave(&mut self, to: Address) -> Observed {
-        debug_assert_eq!(to, self.provider.id);
+        debug_assert_eq!(to, PROVIDER);
         match self.provider_codec.unwrap(&mut self.buf, |_| false) {
             Ok(p) => match p.command {
                 Command::Deliver { client, .. } => Observed::Real(client.0),

@@ -189,6 +189,9 @@ pub fn run<C: Codec>(cfg: &NetworkConfig) -> Result<NetworkResult, NetworkError>
         lambda_mix_loop_per_s: cfg.cover,
         poll_size: 2,
         poll_rate_per_s: 0.5,
+        // Keys published for every epoch the run crosses (a time unit is a second).
+        published_epochs: ((cfg.burn_in_units + cfg.measure_units) / 1200 + 2) as u32,
+        ..NetworkSpec::default()
     };
     let net = generate(&spec, cfg.seed).map_err(|e| NetworkError(e.to_string()))?;
     let packet_len = net.topology.network.params.packet_len();

@@ -16,6 +16,7 @@ pub fn limits() -> HopLimits {
             slot_us: 100,
             horizon_us: 600_000_000,
         },
+        journal_tags: 0,
     }
 }
 
