@@ -159,6 +159,12 @@ impl TimingWheel {
         if due_us.saturating_sub(now_us) > self.config.horizon_us {
             return Err(InsertError::BeyondHorizon);
         }
+        if self.len == 0 {
+            // Nothing waits: the wheel may start from now. Drivers count time from an
+            // arbitrary origin (unix time on a node), and the wheel spans only 2^36 ticks
+            // from where it stands.
+            self.elapsed = self.elapsed.max(now_us / self.config.slot_us);
+        }
         // Rounding up is what keeps an entry from firing before its due time.
         let tick = due_us.div_ceil(self.config.slot_us).max(self.elapsed);
         self.due[index as usize] = tick;
@@ -257,6 +263,18 @@ fn level_for(elapsed: u64, due: u64) -> usize {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn a_wheel_first_used_at_unix_time_fires_on_time() {
+        let mut w = TimingWheel::new(WheelConfig::default(), 4).unwrap();
+        let now = 1_795_885_245_846_445;
+        w.insert(0, now + 5_000, now).unwrap();
+        let mut fired = Vec::new();
+        w.poll(now + 4_999, |i| fired.push(i));
+        assert!(fired.is_empty());
+        w.poll(now + 5_100, |i| fired.push(i));
+        assert_eq!(fired, [0]);
+    }
 
     use rand_chacha::ChaCha20Rng;
     use rand_core::{Rng, SeedableRng};

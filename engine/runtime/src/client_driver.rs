@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use loopix_core::client::{Client, ClientEvent, ClientStats};
@@ -96,8 +96,8 @@ fn drive(
     output: Sender<ClientOutput>,
     stop: Arc<AtomicBool>,
 ) {
-    let epoch = Instant::now();
-    let now_us = || epoch.elapsed().as_micros() as u64;
+    let clock = crate::clock::NetworkClock::start();
+    let now_us = || clock.now_us();
     let mut buf = vec![0u8; client.max_datagram_len() + 1];
     let mut inb = vec![0u8; 65_536];
     while !stop.load(Ordering::SeqCst) {

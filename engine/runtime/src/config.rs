@@ -4,7 +4,7 @@
 //! ```toml
 //! topology = "topology.toml"
 //! id = 1                       # this node's id in the topology
-//! key_file = "node-1.key"      # from `loopix keygen`
+//! key_file = "node-1.key"      # from `loopix keygen --epochs` (mode 0600)
 //! shards = 2                   # one pinned executor each (providers: 1)
 //! cpus = [0, 1]                # optional: shard i runs on cpus[i % len]
 //! listen = "127.0.0.1:9001"    # optional: defaults to the topology's address
@@ -12,10 +12,13 @@
 //! grace_ms = 2000              # on SIGTERM: how long the wheel may still send
 //! spin_us = 0                  # busy-poll this long before a shard sleeps (dedicated cores)
 //! inbox_path = "inbox.redb"    # providers: the durable inbox store
+//! replay_dir = "replay-1"      # replay journals (default: replay-<id> beside this file)
+//! replay_sync_ms = 1000        # how often the journals are synced to disk
 //!
 //! [limits]                     # all optional
 //! pool_packets = 65536         # packets held at once, per shard
-//! replay_tags = 1048576        # replay tags per key epoch, per shard
+//! max_packets_per_s = 25000    # most a shard can unwrap: sizes its replay filters
+//! journal_tags = 65536         # replay hashes a shard buffers between two writes
 //! slot_us = 100                # timing wheel slot
 //! horizon_ms = 600000          # longest delay accepted
 //! inbox_per_client = 10000     # providers: packets kept per client
@@ -46,6 +49,12 @@ pub struct NodeConfig {
     /// How long an idle shard busy-polls its socket and timers before sleeping, µs.
     pub spin_us: u64,
     pub inbox_path: Option<PathBuf>,
+    /// Where each shard journals its replay filters.
+    pub replay_dir: PathBuf,
+    /// How often the journals are synced to disk, ms.
+    pub replay_sync_ms: u64,
+    /// The most packets a shard unwraps per second, which sizes its replay filters.
+    pub max_packets_per_s: u32,
     pub limits: HopLimits,
     pub inbox_per_client: usize,
 }
@@ -74,6 +83,9 @@ struct Raw {
     #[serde(default)]
     spin_us: u64,
     inbox_path: Option<PathBuf>,
+    replay_dir: Option<PathBuf>,
+    #[serde(default = "default_replay_sync_ms")]
+    replay_sync_ms: u64,
     #[serde(default)]
     limits: RawLimits,
 }
@@ -82,7 +94,8 @@ struct Raw {
 #[serde(deny_unknown_fields, default)]
 struct RawLimits {
     pool_packets: u32,
-    replay_tags: usize,
+    max_packets_per_s: u32,
+    journal_tags: usize,
     slot_us: u64,
     horizon_ms: u64,
     inbox_per_client: usize,
@@ -93,7 +106,8 @@ impl Default for RawLimits {
         let d = HopLimits::default();
         Self {
             pool_packets: d.pool_packets,
-            replay_tags: d.replay_tags,
+            max_packets_per_s: DEFAULT_MAX_PACKETS_PER_S,
+            journal_tags: 65_536,
             slot_us: d.wheel.slot_us,
             horizon_ms: d.wheel.horizon_us / 1000,
             inbox_per_client: 10_000,
@@ -103,6 +117,15 @@ impl Default for RawLimits {
 
 fn one() -> usize {
     1
+}
+
+/// A little above what one core unwraps at the crypto floor on the machines measured
+/// (~20,000 packets/s; `loopix speed`): with the default epochs, two filters of ~155 MB
+/// a shard. Set it from `loopix speed` on the node's own hardware.
+pub const DEFAULT_MAX_PACKETS_PER_S: u32 = 25_000;
+
+fn default_replay_sync_ms() -> u64 {
+    1_000
 }
 
 /// Longest busy-poll accepted: beyond it a shard would in effect never sleep anyway.
@@ -134,8 +157,9 @@ impl NodeConfig {
             .map_err(|e| err("topology", format!("{}: {e}", topology_path.display())))?;
         let topology = Topology::from_toml(&topology_text)
             .map_err(|e| err("topology", format!("{}: {e}", topology_path.display())))?;
-        let node = *topology
+        let node = topology
             .node(Address(raw.id))
+            .cloned()
             .ok_or_else(|| err("id", format!("{} is not a node of the topology", raw.id)))?;
         if !(1..=MAX_SHARDS).contains(&raw.shards) {
             return Err(err("shards", format!("must be in 1..={MAX_SHARDS}")));
@@ -161,7 +185,13 @@ impl NodeConfig {
             .as_deref()
             .map(|s| parse_addr("metrics", s))
             .transpose()?;
-        let limits = raw.limits.validate()?;
+        let limits = raw.limits.validate(&topology)?;
+        if raw.replay_sync_ms == 0 {
+            return Err(err("replay_sync_ms", "must be at least 1"));
+        }
+        let replay_dir = raw
+            .replay_dir
+            .unwrap_or_else(|| PathBuf::from(format!("replay-{}", raw.id)));
         Ok(Self {
             source: PathBuf::new(),
             topology,
@@ -174,6 +204,9 @@ impl NodeConfig {
             grace_ms: raw.grace_ms,
             spin_us: raw.spin_us,
             inbox_path: raw.inbox_path.map(|p| base.join(p)),
+            replay_dir: base.join(replay_dir),
+            replay_sync_ms: raw.replay_sync_ms,
+            max_packets_per_s: raw.limits.max_packets_per_s,
             limits,
             inbox_per_client: raw.limits.inbox_per_client,
         })
@@ -181,12 +214,12 @@ impl NodeConfig {
 }
 
 impl RawLimits {
-    fn validate(&self) -> Result<HopLimits, ConfigError> {
+    fn validate(&self, topology: &Topology) -> Result<HopLimits, ConfigError> {
         if self.pool_packets == 0 {
             return Err(err("limits.pool_packets", "must be at least 1"));
         }
-        if self.replay_tags == 0 {
-            return Err(err("limits.replay_tags", "must be at least 1"));
+        if self.max_packets_per_s == 0 {
+            return Err(err("limits.max_packets_per_s", "must be at least 1"));
         }
         if self.inbox_per_client == 0 {
             return Err(err("limits.inbox_per_client", "must be at least 1"));
@@ -199,7 +232,11 @@ impl RawLimits {
             .map_err(|e| err("limits.slot_us", e.to_string()))?;
         Ok(HopLimits {
             pool_packets: self.pool_packets,
-            replay_tags: self.replay_tags,
+            replay_tags: HopLimits::replay_tags_for(
+                self.max_packets_per_s,
+                &topology.network.epochs,
+            ),
+            journal_tags: self.journal_tags,
             wheel,
         })
     }
@@ -228,7 +265,7 @@ mod tests {
             .map(|b| format!("{b:02x}"))
             .collect();
         let topology = format!(
-            "[network]\nlayers = 1\nmu_per_s = 10.0\nlambda_payload_per_s = 1.0\nlambda_loop_per_s = 1.0\nlambda_drop_per_s = 1.0\nlambda_mix_loop_per_s = 1.0\npoll_size = 4\npoll_rate_per_s = 1.0\n\n[[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"127.0.0.1:9\"\npublic_key = \"{}\"\n\n[[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"127.0.0.1:10\"\npublic_key = \"{}\"\n",
+            "[network]\nlayers = 1\nmu_per_s = 10.0\nlambda_payload_per_s = 1.0\nlambda_loop_per_s = 1.0\nlambda_drop_per_s = 1.0\nlambda_mix_loop_per_s = 1.0\npoll_size = 4\npoll_rate_per_s = 1.0\n\n[[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"127.0.0.1:9\"\nfirst_epoch = 0\nepoch_keys = [\"{}\"]\n\n[[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"127.0.0.1:10\"\nfirst_epoch = 0\nepoch_keys = [\"{}\"]\n",
             hex, hex
         );
         std::fs::write(dir.join("t.toml"), topology).unwrap();
@@ -244,5 +281,20 @@ mod tests {
         assert_eq!(parse_with("spin_us = 500\n").unwrap().spin_us, 500);
         let e = parse_with("spin_us = 1000000\n").unwrap_err();
         assert!(e.to_string().starts_with("spin_us:"), "{e}");
+    }
+
+    #[test]
+    fn replay_filters_are_sized_from_the_top_rate_over_a_keys_lifetime() {
+        let cfg = parse_with("[limits]\nmax_packets_per_s = 1000\n").unwrap();
+        // Default epochs: 1,200 s and 60 s of grace either side.
+        assert_eq!(cfg.limits.replay_tags, 1_000 * 1_320);
+        assert!(cfg.replay_dir.ends_with("replay-1"));
+        let e = parse_with("[limits]\nmax_packets_per_s = 0\n").unwrap_err();
+        assert_eq!(e.field, "limits.max_packets_per_s");
+        let e = parse_with("[limits]\nreplay_tags = 5\n").unwrap_err();
+        assert!(
+            e.problem.contains("replay_tags"),
+            "the old knob is refused: {e}"
+        );
     }
 }

@@ -3,10 +3,12 @@
 
 use loopix_core::drops::DropCounts;
 use loopix_core::endpoint::Endpoint;
+use loopix_core::hop::{EpochStats, HopEngine};
 use loopix_core::inbox::InboxStore;
 use loopix_core::mix::Mix;
 use loopix_core::provider::Provider;
-use loopix_crypto::{Address, SecretKey};
+use loopix_core::topology::Topology;
+use loopix_crypto::{Address, EpochSeed};
 
 use crate::batch_io::BATCH;
 use loopix_core::latency_histogram::LatencyHistogram;
@@ -30,6 +32,8 @@ pub struct CoreReport {
     pub released: u64,
     /// Providers: packets waiting in inboxes.
     pub inbox_packets: u64,
+    /// The keys in use, by phase, and their replay filters.
+    pub epochs: [Option<EpochStats>; 2],
 }
 
 /// A core a shard can drive.
@@ -49,8 +53,11 @@ pub trait ShardCore: Endpoint {
     }
     /// Makes stored state durable (a provider's inboxes); called every timer tick.
     fn flush_storage(&mut self) {}
-    /// Switches to a new key epoch.
-    fn rotate_key(&mut self, key: SecretKey, epoch: u64);
+    /// Takes a re-read topology and key seed (SIGHUP); keys that did not change keep
+    /// their replay filters.
+    fn reload(&mut self, topology: &Topology, seed: EpochSeed);
+    /// The hop pipeline, for its replay journal.
+    fn hop(&mut self) -> &mut HopEngine;
 }
 
 impl ShardCore for Mix {
@@ -64,8 +71,12 @@ impl ShardCore for Mix {
         }
     }
 
-    fn rotate_key(&mut self, key: SecretKey, epoch: u64) {
-        Mix::rotate_key(self, key, epoch);
+    fn reload(&mut self, topology: &Topology, seed: EpochSeed) {
+        Mix::reload(self, topology, seed);
+    }
+
+    fn hop(&mut self) -> &mut HopEngine {
+        self.engine()
     }
 
     fn pending(&self) -> usize {
@@ -89,6 +100,7 @@ impl ShardCore for Mix {
             loop_overhead: s.loop_overhead,
             released: s.hop.released,
             inbox_packets: 0,
+            epochs: self.epochs(),
         }
     }
 }
@@ -113,6 +125,7 @@ impl<S: InboxStore> ShardCore for Provider<S> {
             loop_overhead: LatencyHistogram::default(),
             released: s.hop.released,
             inbox_packets: self.inbox_total() as u64,
+            epochs: self.epochs(),
         }
     }
 
@@ -120,8 +133,12 @@ impl<S: InboxStore> ShardCore for Provider<S> {
         self.poll_client(bytes)
     }
 
-    fn rotate_key(&mut self, key: SecretKey, epoch: u64) {
-        Provider::rotate_key(self, key, epoch);
+    fn reload(&mut self, topology: &Topology, seed: EpochSeed) {
+        Provider::reload(self, topology, seed);
+    }
+
+    fn hop(&mut self) -> &mut HopEngine {
+        self.engine()
     }
 
     fn pending(&self) -> usize {

@@ -2,11 +2,14 @@
 
 pub mod batch_io;
 pub mod client_driver;
+pub mod clock;
 pub mod config;
 pub mod cores;
 pub mod durable_inbox;
+pub mod key_file;
 pub mod node;
 pub mod peers;
+pub mod replay_journal;
 pub mod shard;
 pub mod steering;
 pub mod stray_buffers;

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
+use crate::clock::NetworkClock;
 use crate::cores::ShardCore;
 use crate::peers::Peers;
+use crate::replay_journal::ReplayJournal;
 use crate::shard::{Control, ShardReport, ShardSetup, Stray, run};
 use crate::steering::bind_group;
 use crate::stray_buffers::StrayBuffers;
@@ -47,15 +49,16 @@ pub struct Node {
 }
 
 impl Node {
-    /// Binds the group and starts one shard per core made by `make_core(shard_index)`.
+    /// Binds the group and starts one shard per core made by `make_core(shard_index)`,
+    /// with the replay journal it has restored its filters from, if it keeps one.
     pub fn start<C: ShardCore + Send + 'static>(
         layout: &NodeLayout,
         peers: &Peers,
-        mut make_core: impl FnMut(usize) -> C,
+        mut make_core: impl FnMut(usize) -> (C, Option<ReplayJournal>),
     ) -> io::Result<Self> {
         let sockets = bind_group(layout.listen, layout.shards, layout.recv_buffer_bytes)?;
         let local_addr = sockets[0].local_addr()?;
-        let epoch = Instant::now();
+        let clock = NetworkClock::start();
         let (report_tx, reports) = bounded(1024);
         let strays: Vec<_> = (0..layout.shards).map(|_| bounded::<Stray>(4096)).collect();
         let strays_out: Vec<Sender<Stray>> = strays.iter().map(|(tx, _)| tx.clone()).collect();
@@ -66,13 +69,15 @@ impl Node {
         for (index, (socket, (_, strays_in))) in sockets.into_iter().zip(strays).enumerate() {
             let (control_tx, control) = unbounded();
             controls.push(control_tx);
+            let (core, journal) = make_core(index);
             let setup = ShardSetup {
                 index,
                 shards: layout.shards,
                 socket,
-                core: make_core(index),
+                core,
                 peers: peers.clone(),
-                epoch,
+                clock,
+                journal,
                 packet_len: layout.packet_len,
                 datagram_len: layout.datagram_len,
                 control,
@@ -136,12 +141,16 @@ impl Node {
         self.latest.iter().flatten().copied().collect()
     }
 
-    /// Tells every shard to unwrap with `key` from now on (key epoch `epoch`).
-    pub fn rotate_key(&self, key: &loopix_crypto::SecretKey, epoch: u64) {
+    /// Hands every shard a re-read topology and key seed (see [`Control::Reload`]).
+    pub fn reload(
+        &self,
+        topology: &loopix_core::topology::Topology,
+        seed: &loopix_crypto::EpochSeed,
+    ) {
         for c in &self.controls {
-            let _ = c.send(Control::RotateKey {
-                key: key.clone(),
-                epoch,
+            let _ = c.send(Control::Reload {
+                topology: Box::new(topology.clone()),
+                seed: seed.clone(),
             });
         }
     }

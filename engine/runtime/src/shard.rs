@@ -18,11 +18,14 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::UdpSocket;
 use glommio::timer::Timer;
-use loopix_crypto::{Address, SecretKey};
+use loopix_core::topology::Topology;
+use loopix_crypto::{Address, EpochSeed};
 
 use crate::batch_io::{BATCH, Batch};
+use crate::clock::NetworkClock;
 use crate::cores::{CoreReport, ShardCore};
 use crate::peers::Peers;
+use crate::replay_journal::ReplayJournal;
 use crate::steering::owner_shard;
 use crate::stray_buffers::StrayBuffers;
 
@@ -36,8 +39,12 @@ const REPORT_EVERY: Duration = Duration::from_millis(100);
 pub enum Control {
     /// Stop receiving; send what the wheel holds when it is due, for at most `grace`; exit.
     Shutdown { grace: Duration },
-    /// Reload: unwrap with `key` from now on (key epoch `epoch`, empty replay set).
-    RotateKey { key: SecretKey, epoch: u64 },
+    /// Reload (SIGHUP): a re-read topology and key seed. Keys that did not change keep
+    /// their replay filters.
+    Reload {
+        topology: Box<Topology>,
+        seed: EpochSeed,
+    },
 }
 
 /// A datagram that reached the wrong shard, on its way to its owner.
@@ -60,8 +67,8 @@ pub struct ShardReport {
     /// packet, the engine's cost to set against `loopix speed`'s crypto floor. It is how a
     /// 25 % loss to stack placement was found (crypto/src/stack_position.rs).
     pub receive_ns: u64,
-    /// The key epoch the shard unwraps under.
-    pub key_epoch: u64,
+    /// Replay journal writes that failed (each logged).
+    pub journal_errors: u64,
     /// The last report, sent as the shard exits.
     pub last: bool,
 }
@@ -73,8 +80,10 @@ pub struct ShardSetup<C> {
     pub socket: StdUdpSocket,
     pub core: C,
     pub peers: Peers,
-    /// The node's clock origin: every shard measures `now_us` from it.
-    pub epoch: Instant,
+    /// The clock every shard of the node reads `now_us` from.
+    pub clock: NetworkClock,
+    /// Where the shard writes down its replay filters (already restored from).
+    pub journal: Option<ReplayJournal>,
     /// Datagrams of exactly this length are Sphinx packets, steered by their first bytes.
     pub packet_len: usize,
     /// The largest datagram the node receives or sends.
@@ -92,7 +101,8 @@ struct State<C> {
     shards: usize,
     core: C,
     peers: Peers,
-    epoch: Instant,
+    clock: NetworkClock,
+    journal: Option<ReplayJournal>,
     packet_len: usize,
     strays_out: Vec<Sender<Stray>>,
     stray_buffers: StrayBuffers,
@@ -102,12 +112,19 @@ struct State<C> {
     receive_ns: u64,
     /// Datagrams handed to the core, for the mean cost per datagram of `receive_ns`.
     handed: u64,
-    key_epoch: u64,
 }
 
 impl<C: ShardCore> State<C> {
     fn now_us(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64
+        self.clock.now_us()
+    }
+
+    /// Writes down what the core's replay filters recorded: called before anything that
+    /// the same work released is sent, so every packet that leaves has its tag journaled.
+    fn write_journal(&mut self) {
+        if let Some(journal) = &mut self.journal {
+            journal.write(self.core.hop());
+        }
     }
 
     /// Hands a received batch to the core, after sending strays on to their owners.
@@ -193,7 +210,7 @@ impl<C: ShardCore> State<C> {
             strays_dropped: self.strays_dropped,
             unroutable: self.unroutable,
             receive_ns: self.receive_ns,
-            key_epoch: self.key_epoch,
+            journal_errors: self.journal.as_ref().map_or(0, |j| j.errors),
             last,
         }
     }
@@ -222,7 +239,8 @@ pub async fn run<C: ShardCore + 'static>(setup: ShardSetup<C>) {
         shards: setup.shards,
         core: setup.core,
         peers: setup.peers,
-        epoch: setup.epoch,
+        clock: setup.clock,
+        journal: setup.journal,
         packet_len: setup.packet_len,
         strays_out: setup.strays_out,
         stray_buffers: setup.stray_buffers,
@@ -231,7 +249,6 @@ pub async fn run<C: ShardCore + 'static>(setup: ShardSetup<C>) {
         unroutable: 0,
         receive_ns: 0,
         handed: 0,
-        key_epoch: 0,
     }));
     let stopping = Rc::new(Cell::new(false));
     let (wake_tx, wake_rx) = local_channel::new_bounded(1);
@@ -271,6 +288,7 @@ async fn receive_loop<C: ShardCore>(
         {
             let mut st = st.borrow_mut();
             st.receive(&inb);
+            st.write_journal();
             // Whatever is due already (a zero or sub-slot delay) goes out with this batch
             // rather than waiting for the timer loop's next turn.
             let now = st.now_us();
@@ -301,13 +319,14 @@ async fn timer_loop<C: ShardCore>(
         take_strays(&st, &strays, &mut stray_batch);
         let now = st.borrow().now_us();
         st.borrow_mut().core.handle_timeout(now);
+        st.borrow_mut().write_journal();
         flush(&st, &socket, &mut out).await;
         st.borrow_mut().core.flush_storage();
         match control.try_recv() {
-            Ok(Control::RotateKey { key, epoch }) => {
+            Ok(Control::Reload { topology, seed }) => {
                 let mut st = st.borrow_mut();
-                st.core.rotate_key(key, epoch);
-                st.key_epoch = epoch;
+                st.core.reload(&topology, seed);
+                st.write_journal();
             }
             Ok(Control::Shutdown { grace }) => {
                 stopping.set(true);
