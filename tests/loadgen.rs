@@ -9,22 +9,23 @@ use common::{Dir, NodeProcess, free_tcp, free_udp, loopix, wait_metrics};
 #[test]
 fn loadgen_measures_a_node_without_loss_at_a_modest_rate() {
     let dir = Dir::new("loadgen");
-    let keys = ["mix.key", "gen.key", "p.key"].map(|k| dir.keygen(k));
+    let keys = ["mix.key", "gen.key", "p.key"].map(|k| dir.node_keygen(k).0);
     let (mix, generator, metrics) = (free_udp(), free_udp(), free_tcp());
     dir.write(
         "topology.toml",
         &format!(
             "[network]\nlayers = 2\nmu_per_s = 10.0\nlambda_payload_per_s = 0.0\nlambda_loop_per_s = 0.0\n\
-             lambda_drop_per_s = 0.0\nlambda_mix_loop_per_s = 0.0\npoll_size = 4\npoll_rate_per_s = 1.0\n\n\
-             [[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"{mix}\"\npublic_key = \"{}\"\n\n\
-             [[nodes]]\nid = 2\nrole = \"mix\"\nlayer = 2\naddress = \"{generator}\"\npublic_key = \"{}\"\n\n\
-             [[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"127.0.0.1:9\"\npublic_key = \"{}\"\n",
-            keys[0], keys[1], keys[2]
+             lambda_drop_per_s = 0.0\nlambda_mix_loop_per_s = 0.0\npoll_size = 4\npoll_rate_per_s = 1.0\n\
+             epoch_start = {}\n\n\
+             [[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"{mix}\"\n{}\n\
+             [[nodes]]\nid = 2\nrole = \"mix\"\nlayer = 2\naddress = \"{generator}\"\n{}\n\
+             [[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"127.0.0.1:9\"\n{}",
+            common::now_s(), keys[0], keys[1], keys[2]
         ),
     );
     dir.write(
         "mix.toml",
-        &format!("topology = \"topology.toml\"\nid = 1\nkey_file = \"mix.key\"\nshards = 2\nmetrics = \"{metrics}\"\n"),
+        &format!("topology = \"topology.toml\"\nid = 1\nkey_file = \"mix.key\"\nshards = 2\nmetrics = \"{metrics}\"\n[limits]\nmax_packets_per_s = 30000\n"),
     );
     let node = NodeProcess::start(&dir.path("mix.toml"), &dir.path("mix.log"));
     assert!(

@@ -29,7 +29,7 @@ fn pk(hex_text: &str) -> PublicKey {
 /// Mix 1 (2 shards) relays to mix 2, whose address is a socket of this test.
 fn rig(name: &str) -> Rig {
     let dir = Dir::new(name);
-    let keys = ["m1.key", "m2.key", "p.key"].map(|k| dir.keygen(k));
+    let keys = ["m1.key", "m2.key", "p.key"].map(|k| dir.node_keygen(k));
     let sink_socket = {
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
         s.set_recv_buffer_size(4 << 20).unwrap();
@@ -40,26 +40,23 @@ fn rig(name: &str) -> Rig {
     let (mix, metrics) = (free_udp(), free_tcp());
     let topology = format!(
         "[network]\nlayers = 2\nmu_per_s = 10.0\nlambda_payload_per_s = 0.0\nlambda_loop_per_s = 0.0\n\
-         lambda_drop_per_s = 0.0\nlambda_mix_loop_per_s = 0.0\npoll_size = 4\npoll_rate_per_s = 1.0\n\n\
-         [[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"{mix}\"\npublic_key = \"{}\"\n\n\
-         [[nodes]]\nid = 2\nrole = \"mix\"\nlayer = 2\naddress = \"{}\"\npublic_key = \"{}\"\n\n\
-         [[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"127.0.0.1:9\"\npublic_key = \"{}\"\n",
-        keys[0],
+         lambda_drop_per_s = 0.0\nlambda_mix_loop_per_s = 0.0\npoll_size = 4\npoll_rate_per_s = 1.0\n\
+         epoch_start = {}\n\n\
+         [[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"{mix}\"\n{}\n\
+         [[nodes]]\nid = 2\nrole = \"mix\"\nlayer = 2\naddress = \"{}\"\n{}\n\
+         [[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"127.0.0.1:9\"\n{}",
+        common::now_s(),
+        keys[0].0,
         sink_socket.local_addr().unwrap(),
-        keys[1],
-        keys[2]
+        keys[1].0,
+        keys[2].0
     );
     dir.write("topology.toml", &topology);
     dir.write(
         "mix.toml",
-        &format!("topology = \"topology.toml\"\nid = 1\nkey_file = \"m1.key\"\nshards = 2\nmetrics = \"{metrics}\"\n"),
+        &format!("topology = \"topology.toml\"\nid = 1\nkey_file = \"m1.key\"\nshards = 2\nmetrics = \"{metrics}\"\n[limits]\nmax_packets_per_s = 2000\n"),
     );
-    let node = NodeProcess::start(&dir.path("mix.toml"), &dir.path("mix.log"));
-    assert!(
-        wait_metrics(metrics, Duration::from_secs(10), |t| t
-            .contains("shard=\"1\""))
-        .is_some()
-    );
+    let node = start_node(&dir, metrics);
     let (tx, sink) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 65_536];
@@ -75,8 +72,21 @@ fn rig(name: &str) -> Rig {
         mix,
         metrics,
         sink,
-        keys: keys.map(|k| pk(&k)),
+        keys: keys.map(|k| pk(&k.1)),
     }
+}
+
+/// Starts the mix of `dir` and waits until both its shards report.
+fn start_node(dir: &Dir, metrics: SocketAddr) -> NodeProcess {
+    let node = NodeProcess::start(&dir.path("mix.toml"), &dir.path("mix.log"));
+    assert!(
+        wait_metrics(metrics, Duration::from_secs(10), |t| t
+            .contains("shard=\"1\""))
+        .is_some(),
+        "the mix started: {}",
+        std::fs::read_to_string(dir.path("mix.log")).unwrap_or_default()
+    );
+    node
 }
 
 impl Rig {
@@ -224,5 +234,40 @@ fn random_datagrams_are_counted_and_valid_traffic_still_flows() {
         sender.send_to(&rig.packet(100 + i), rig.mix).unwrap();
     }
     assert_eq!(rig.forwarded(50), 50);
+    rig.stop();
+}
+
+/// A packet forwarded before the node is killed with SIGKILL stays refused after it starts
+/// again (its tag was journaled before it left), and after a SIGHUP with the same key.
+#[test]
+fn a_replay_is_refused_after_a_sigkill_and_restart_and_after_a_sighup() {
+    let mut rig = rig("mix-restart");
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (p, fresh) = (rig.packet(11), rig.packet(12));
+    sender.send_to(&p, rig.mix).unwrap();
+    assert_eq!(rig.forwarded(1), 1);
+    rig.node.take().unwrap().kill();
+
+    rig.node = Some(start_node(&rig._dir, rig.metrics));
+    sender.send_to(&p, rig.mix).unwrap();
+    sender.send_to(&fresh, rig.mix).unwrap();
+    assert_eq!(rig.forwarded(2), 1, "only the fresh packet");
+    let m = rig.metrics_after(2);
+    assert_eq!(
+        (
+            dropped(&m, "replay"),
+            metric(&m, "loopix_packets_out_total")
+        ),
+        (1, 1)
+    );
+
+    rig.node.as_ref().unwrap().hangup();
+    std::thread::sleep(Duration::from_millis(500));
+    for q in [&p, &fresh] {
+        sender.send_to(q, rig.mix).unwrap();
+    }
+    assert_eq!(rig.forwarded(1), 0, "both are replays after the reload");
+    let m = rig.metrics_after(4);
+    assert_eq!(dropped(&m, "replay"), 3);
     rig.stop();
 }

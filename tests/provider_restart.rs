@@ -10,7 +10,11 @@ use common::{Dir, NodeProcess, free_tcp, free_udp, loopix, metric, wait_metrics}
 #[test]
 fn a_killed_provider_keeps_every_stored_message() {
     let dir = Dir::new("provider-restart");
-    let (mix_pk, provider_pk) = (dir.keygen("mix.key"), dir.keygen("provider.key"));
+    let (mix_keys, provider_keys) = (
+        dir.node_keygen("mix.key").0,
+        dir.node_keygen("provider.key").0,
+    );
+    let epoch_start = common::now_s();
     let (alice_pk, bob_pk) = (dir.keygen("alice.key"), dir.keygen("bob.key"));
     let (mix_addr, provider_addr) = (free_udp(), free_udp());
     let (mix_metrics, provider_metrics) = (free_tcp(), free_tcp());
@@ -26,20 +30,19 @@ lambda_drop_per_s = 0.5
 lambda_mix_loop_per_s = 0.0
 poll_size = 4
 poll_rate_per_s = 2.0
+epoch_start = {epoch_start}
 
 [[nodes]]
 id = 1
 role = "mix"
 layer = 1
 address = "{mix_addr}"
-public_key = "{mix_pk}"
-
+{mix_keys}
 [[nodes]]
 id = 1000
 role = "provider"
 address = "{provider_addr}"
-public_key = "{provider_pk}"
-
+{provider_keys}
 [[clients]]
 id = 10000
 provider = 1000
@@ -54,7 +57,7 @@ public_key = "{bob_pk}"
     );
     let node = |id: u32, key: &str, metrics: std::net::SocketAddr, extra: &str| {
         format!(
-            "topology = \"topology.toml\"\nid = {id}\nkey_file = \"{key}\"\nmetrics = \"{metrics}\"\n{extra}"
+            "topology = \"topology.toml\"\nid = {id}\nkey_file = \"{key}\"\nmetrics = \"{metrics}\"\n{extra}[limits]\nmax_packets_per_s = 2000\n"
         )
     };
     dir.write("mix.toml", &node(1, "mix.key", mix_metrics, ""));

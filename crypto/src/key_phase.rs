@@ -32,7 +32,7 @@ pub enum KeyPhase {
 impl KeyPhase {
     /// The phase of epoch `epoch`.
     pub fn of_epoch(epoch: u64) -> Self {
-        if epoch % 2 == 0 {
+        if epoch.is_multiple_of(2) {
             Self::Even
         } else {
             Self::Odd

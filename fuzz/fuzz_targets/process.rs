@@ -23,8 +23,8 @@ fn fixture() -> &'static Fixture {
         let a = SecretKey::generate(&mut rng);
         let b = SecretKey::generate(&mut rng);
         let path = [
-            Hop { key: a.public_key(), command: Command::Relay { next: Address(2), delay_us: 9 } },
-            Hop { key: b.public_key(), command: Command::Final },
+            Hop::new(a.public_key(), Command::Relay { next: Address(2), delay_us: 9 }),
+            Hop::new(b.public_key(), Command::Final),
         ];
         let valid = build(&params, &path, b"fuzz", &mut rng).expect("valid path");
         Fixture { processor: Processor::new(a, params), valid }

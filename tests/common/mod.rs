@@ -27,7 +27,21 @@ impl Dir {
         self.0.join(file)
     }
 
-    /// `loopix keygen` into `file`; returns the public key.
+    /// `loopix keygen --epochs 2 --first-epoch 0` into `file`: a node's seed. Returns the
+    /// topology lines that publish its keys (epochs 0 and 1) and its key of epoch 0.
+    pub fn node_keygen(&self, file: &str) -> (String, String) {
+        let out = loopix()
+            .args(["keygen", "--epochs", "2", "--first-epoch", "0", "--out"])
+            .arg(self.path(file))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let lines = String::from_utf8(out.stdout).unwrap();
+        let first = lines.split('"').nth(1).expect("a quoted key").to_string();
+        (lines, first)
+    }
+
+    /// `loopix keygen` into `file`: a client's key; returns the public key.
     pub fn keygen(&self, file: &str) -> String {
         let out = loopix()
             .args(["keygen", "--out"])
@@ -49,6 +63,14 @@ impl Drop for Dir {
     }
 }
 
+/// Unix time now, s: tests start epoch 0 here (`epoch_start`), so it outlasts them.
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 pub fn free_udp() -> SocketAddr {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -68,7 +90,11 @@ pub struct NodeProcess(pub Child);
 
 impl NodeProcess {
     pub fn start(config: &Path, log: &Path) -> Self {
-        let log = std::fs::File::create(log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
         let child = loopix()
             .arg("node")
             .arg("--config")
@@ -92,6 +118,19 @@ impl NodeProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+}
+
+impl NodeProcess {
+    /// SIGKILL, as a crash or the OOM killer would, and wait for it to be gone.
+    pub fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGHUP: reload.
+    pub fn hangup(&self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGHUP) };
     }
 }
 

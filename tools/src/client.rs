@@ -15,7 +15,7 @@ use loopix_core::topology::Topology;
 use loopix_crypto::Address;
 use loopix_runtime::client_driver::{ClientOutput, RunningClient};
 
-use crate::keygen::read_secret;
+use loopix_runtime::key_file::read_client_key as read_secret;
 
 /// Options of `loopix client`.
 #[derive(Args, Debug)]

@@ -1,15 +1,25 @@
-//! `loopix keygen`: a node's or client's key pair.
+//! `loopix keygen`: keys for a client, or a node's seed of epoch keys.
 //!
-//! The secret key file holds 64 hex digits and a newline, and is created with mode 0600
-//! before any secret byte is written; an existing file is never overwritten. The public
-//! key is printed (and optionally written) for the topology file.
+//! - `loopix keygen --out client.key` writes a client's secret key and prints its public
+//!   key for the topology's `[[clients]]` entry.
+//! - `loopix keygen --epochs N --out node.key [--first-epoch E]` writes a node's epoch
+//!   seed (see `loopix_crypto::EpochSeed`) and prints the `first_epoch` and `epoch_keys`
+//!   lines that publish its public keys for epochs E..E+N in the topology's `[[nodes]]`
+//!   entry. E defaults to the current epoch of `--epoch-s`/`--epoch-start` (the
+//!   topology defaults) on this machine's clock.
+//! - `loopix keygen --epochs N --publish node.key [--first-epoch E]` prints those lines
+//!   again, for more epochs, from an existing seed file (which it does not change).
+//!
+//! Secret files are created with mode 0600 before any secret byte is written, and an
+//! existing file is never overwritten.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
-use loopix_crypto::SecretKey;
+use loopix_crypto::{EpochSeed, SecretKey};
+use loopix_runtime::clock::NetworkClock;
+use loopix_runtime::key_file::{read_seed, write_client_key, write_seed};
+use loopix_sim::network::epoch_keys_toml;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use zeroize::Zeroizing;
@@ -17,89 +27,77 @@ use zeroize::Zeroizing;
 /// Options of `loopix keygen`.
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
-    /// Where to write the secret key (created with mode 0600; must not exist).
-    #[arg(long)]
-    out: PathBuf,
-    /// Also write the public key (hex) to this file.
-    #[arg(long)]
+    /// Where to write the new secret key or seed (created with mode 0600; must not exist).
+    #[arg(long, required_unless_present = "publish", conflicts_with = "publish")]
+    out: Option<PathBuf>,
+    /// Also write the public key (hex) to this file (client keys).
+    #[arg(long, conflicts_with = "epochs")]
     public_out: Option<PathBuf>,
+    /// A node key: publish this many epochs' public keys.
+    #[arg(long)]
+    epochs: Option<u32>,
+    /// Print the epoch keys of this existing node key file instead of making one.
+    #[arg(long, requires = "epochs")]
+    publish: Option<PathBuf>,
+    /// The first epoch to publish (and, for a new seed, the seed's epoch).
+    #[arg(long)]
+    first_epoch: Option<u64>,
+    /// Epoch length the topology uses, s (to find the current epoch).
+    #[arg(long, default_value_t = 1200)]
+    epoch_s: u64,
+    /// The topology's `epoch_start` (unix s).
+    #[arg(long, default_value_t = 0)]
+    epoch_start: u64,
 }
 
-/// Generates a key pair from OS randomness and writes it.
+/// Makes the key (or prints the published keys) `args` asks for.
 pub fn run(args: &KeygenArgs) -> Result<(), String> {
-    let mut seed = Zeroizing::new([0u8; 32]);
-    getrandom::fill(&mut seed[..]).map_err(|e| format!("no OS randomness: {e}"))?;
-    let key = SecretKey::generate(&mut ChaCha20Rng::from_seed(*seed));
-    write_secret(&args.out, &key).map_err(|e| format!("{}: {e}", args.out.display()))?;
-    let public = hex::encode(key.public_key().to_bytes());
-    if let Some(p) = &args.public_out {
-        std::fs::write(p, format!("{public}\n")).map_err(|e| format!("{}: {e}", p.display()))?;
+    let first = match args.first_epoch {
+        Some(e) => e,
+        None => {
+            let now_s = NetworkClock::start().now_us() / 1_000_000;
+            now_s.saturating_sub(args.epoch_start) / args.epoch_s.max(1)
+        }
+    };
+    if let Some(path) = &args.publish {
+        let seed = read_seed(path)?;
+        if first < seed.epoch() {
+            return Err(format!(
+                "{}: the seed is at epoch {}; keys before it are gone",
+                path.display(),
+                seed.epoch()
+            ));
+        }
+        print!(
+            "{}",
+            epoch_keys_toml(&seed, first, args.epochs.unwrap_or(1))
+        );
+        return Ok(());
     }
-    println!("{public}");
+    let out = args.out.as_ref().ok_or("--out: where to write the key")?;
+    let mut rng = os_rng()?;
+    match args.epochs {
+        Some(n) => {
+            let seed = EpochSeed::generate(&mut rng, first);
+            write_seed(out, &seed).map_err(|e| format!("{}: {e}", out.display()))?;
+            print!("{}", epoch_keys_toml(&seed, first, n));
+        }
+        None => {
+            let key = SecretKey::generate(&mut rng);
+            write_client_key(out, &key).map_err(|e| format!("{}: {e}", out.display()))?;
+            let public = hex::encode(key.public_key().to_bytes());
+            if let Some(p) = &args.public_out {
+                std::fs::write(p, format!("{public}\n"))
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
+            }
+            println!("{public}");
+        }
+    }
     Ok(())
 }
 
-/// Writes `key` as hex to a new file readable by its owner only.
-pub fn write_secret(path: &Path, key: &SecretKey) -> std::io::Result<()> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    let mut text = Zeroizing::new(hex::encode(&key.to_bytes()[..]));
-    text.push('\n');
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
-}
-
-/// Reads a secret key file written by [`write_secret`].
-pub fn read_secret(path: &Path) -> Result<SecretKey, String> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
-    );
-    let mut bytes = Zeroizing::new([0u8; 32]);
-    hex::decode_to_slice(text.trim(), &mut bytes[..])
-        .map_err(|_| format!("{}: not 64 hex digits", path.display()))?;
-    SecretKey::from_bytes(*bytes).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secret_file_is_owner_only_round_trips_and_is_never_overwritten() {
-        let dir = std::env::temp_dir().join(format!("loopix-keygen-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("node.key");
-        let _ = std::fs::remove_file(&path);
-        let key = SecretKey::generate(&mut ChaCha20Rng::seed_from_u64(3));
-        write_secret(&path, &key).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        assert_eq!(read_secret(&path).unwrap().public_key(), key.public_key());
-        assert!(
-            write_secret(&path, &key).is_err(),
-            "existing key file must not be replaced"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn garbage_key_files_are_reported() {
-        let dir = std::env::temp_dir().join(format!("loopix-keygen-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("bad.key");
-        std::fs::write(&path, "not hex\n").unwrap();
-        assert!(
-            read_secret(&path)
-                .unwrap_err()
-                .contains("not 64 hex digits")
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
+fn os_rng() -> Result<ChaCha20Rng, String> {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut seed[..]).map_err(|e| format!("no OS randomness: {e}"))?;
+    Ok(ChaCha20Rng::from_seed(*seed))
 }

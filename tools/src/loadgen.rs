@@ -265,10 +265,23 @@ impl Setup {
             next: me.id,
             delay_us: args.hold_us,
         };
-        let path = [
-            Hop::new(target.public_key, relay),
-            Hop::new(me.public_key, Command::Final),
-        ];
+        // Both hops under their keys of the epoch now (the network's clock is unix time).
+        let epochs = topology.network.epochs;
+        let epoch = epochs.epoch_at(loopix_runtime::clock::NetworkClock::start().now_us());
+        let key = |n: &loopix_core::topology::Node| {
+            n.epoch_keys.get(epoch).map(|k| {
+                let mut hop = Hop::new(k, Command::Final);
+                hop.phase = loopix_crypto::KeyPhase::of_epoch(epoch);
+                hop
+            })
+        };
+        let (Some(mut first), Some(second)) = (key(target), key(me)) else {
+            return Err(format!(
+                "the topology publishes no key for epoch {epoch} (now) of --target or --as"
+            ));
+        };
+        first.command = relay;
+        let path = [first, second];
         Ok(Self {
             params: topology.network.params,
             path,

@@ -7,6 +7,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 
 use loopix_core::drops::DropReason;
+use loopix_core::epoch::EpochSchedule;
+use loopix_core::hop::EpochStats;
 use loopix_core::latency_histogram::LatencyHistogram;
 use loopix_runtime::shard::ShardReport;
 
@@ -20,6 +22,9 @@ pub struct Snapshot {
     pub mu_per_s: f64,
     /// Shards the node runs (all of them, whether or not each has reported yet).
     pub shards: usize,
+    /// The network's key epochs, and the node's clock when the reports were taken.
+    pub epochs: Option<EpochSchedule>,
+    pub now_us: u64,
 }
 
 /// Renders the Prometheus text format.
@@ -144,6 +149,68 @@ pub fn render(s: &Snapshot) -> String {
         "counter",
         "Packets for an id with no known address.",
         &mut s.reports.iter().map(|r| (shard(r), r.unroutable as f64)),
+    );
+    if let Some(epochs) = &s.epochs {
+        family(
+            "loopix_epoch",
+            "gauge",
+            "The key epoch now.",
+            &mut std::iter::once((String::new(), epochs.epoch_at(s.now_us) as f64)),
+        );
+        family(
+            "loopix_epoch_seconds_to_next",
+            "gauge",
+            "Seconds until the next key epoch starts.",
+            &mut std::iter::once((String::new(), epochs.until_next_us(s.now_us) as f64 / 1e6)),
+        );
+    }
+    let per_key = |pick: fn(&EpochStats) -> f64| {
+        s.reports.iter().flat_map(move |r| {
+            r.core
+                .epochs
+                .iter()
+                .flatten()
+                .map(move |e| (format!("{},epoch=\"{}\"", shard(r), e.epoch), pick(e)))
+        })
+    };
+    family(
+        "loopix_replay_filter_tags",
+        "gauge",
+        "Tags recorded in the replay filter of each key in use.",
+        &mut per_key(|e| e.tags as f64),
+    );
+    family(
+        "loopix_replay_filter_fill",
+        "gauge",
+        "Share of its rated capacity a key's replay filter holds (sized never to reach 1 under the configured top rate).",
+        &mut per_key(|e| e.tags as f64 / e.rated_tags.max(1) as f64),
+    );
+    family(
+        "loopix_replay_filter_bytes",
+        "gauge",
+        "Memory of each key's replay filter.",
+        &mut per_key(|e| e.filter_bytes as f64),
+    );
+    family(
+        "loopix_replay_drops_total",
+        "counter",
+        "Replays dropped under each key in use.",
+        &mut per_key(|e| e.replays as f64),
+    );
+    family(
+        "loopix_replay_journal_lost_total",
+        "counter",
+        "Tags recorded under each key that the replay journal could not keep (not written in time): a restart would not know them.",
+        &mut per_key(|e| e.journal_lost as f64),
+    );
+    family(
+        "loopix_replay_journal_errors_total",
+        "counter",
+        "Replay journal writes that failed.",
+        &mut s
+            .reports
+            .iter()
+            .map(|r| (shard(r), r.journal_errors as f64)),
     );
     let merged = |pick: fn(&ShardReport) -> &LatencyHistogram| {
         let mut h = LatencyHistogram::default();

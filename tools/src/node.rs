@@ -2,6 +2,7 @@
 //! until SIGINT or SIGTERM, then stops receiving, sends what its wheels hold (within the
 //! grace period), flushes its store and exits 0.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,14 +12,17 @@ use clap::Args;
 use loopix_core::endpoint::Endpoint;
 use loopix_core::mix::{Mix, MixConfig};
 use loopix_core::provider::{Provider, ProviderConfig};
+use loopix_core::replay::ReplayFilter;
 use loopix_core::topology::Role;
-use loopix_crypto::SecretKey;
+use loopix_crypto::EpochSeed;
+use loopix_runtime::clock::NetworkClock;
 use loopix_runtime::config::NodeConfig;
 use loopix_runtime::durable_inbox::DurableInbox;
+use loopix_runtime::key_file::{self, read_seed};
 use loopix_runtime::node::{Node, NodeLayout};
 use loopix_runtime::peers::Peers;
+use loopix_runtime::replay_journal::{ReplayJournal, Syncer};
 
-use crate::keygen::read_secret;
 use crate::metrics::{self, Snapshot};
 
 /// Options of `loopix node`.
@@ -36,28 +40,49 @@ pub struct NodeArgs {
 pub fn run(args: &NodeArgs) -> Result<(), String> {
     let cfg =
         NodeConfig::load(&args.config).map_err(|e| format!("{}: {e}", args.config.display()))?;
-    let key = read_secret(&cfg.key_file)?;
-    if key.public_key() != cfg.node.public_key {
-        return Err(format!(
-            "key_file: {} does not match the topology's key for node {}",
-            cfg.key_file.display(),
-            cfg.node.id.0
-        ));
-    }
+    let seed = read_seed(&cfg.key_file)?;
+    let clock = NetworkClock::start();
+    let keys = cfg
+        .check_keys(&seed, clock.now_us())
+        .map_err(|e| format!("{}: {e}", args.config.display()))?;
     let role = match cfg.node.role {
         Role::Mix { layer } => format!("mix, layer {layer}"),
         Role::Provider => "provider".to_string(),
     };
     if args.check {
+        let per_filter = ReplayFilter::bytes_for(cfg.limits.replay_tags);
         println!(
             "ok: node {} ({role}), {} shard(s), listening on {}",
             cfg.node.id.0, cfg.shards, cfg.listen
         );
+        println!(
+            "epoch {} ({} s to the next); keys published up to epoch {}; key file at epoch {}",
+            keys.current,
+            keys.until_next_us / 1_000_000,
+            keys.last_published,
+            seed.epoch()
+        );
+        println!(
+            "replay filters: 2 a shard of {} tags ({} packets/s over a key's {} s), {:.1} MB each, {:.1} MB for the node",
+            cfg.limits.replay_tags,
+            cfg.max_packets_per_s,
+            cfg.topology.network.epochs.key_lifetime_us() / 1_000_000,
+            per_filter as f64 / 1e6,
+            (2 * cfg.shards * per_filter) as f64 / 1e6
+        );
+        for w in &keys.warnings {
+            println!("warning: {w}");
+        }
         return Ok(());
     }
     crate::logging::init();
-    let node = start(&cfg, key)?;
-    tracing::info!(id = cfg.node.id.0, %role, shards = cfg.shards, listen = %node.local_addr, "node started");
+    for w in &keys.warnings {
+        tracing::warn!("{w}");
+    }
+    let (syncer, sync_thread) = Syncer::start(Duration::from_millis(cfg.replay_sync_ms))
+        .map_err(|e| format!("replay journal sync thread: {e}"))?;
+    let node = start(&cfg, &seed, &syncer)?;
+    tracing::info!(id = cfg.node.id.0, %role, shards = cfg.shards, listen = %node.local_addr, epoch = keys.current, "node started");
     let stack = loopix_crypto::stack_position::calibrate();
     tracing::info!(
         position = stack.position,
@@ -65,10 +90,22 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         slowest_ns = stack.worst_ns as u64,
         "scalar multiplication placed on the stack"
     );
-    serve_until_signal(&cfg, node)
+    let served = serve_until_signal(&cfg, node, clock, seed.epoch());
+    drop(sync_thread);
+    served
 }
 
-fn start(cfg: &NodeConfig, key: SecretKey) -> Result<Node, String> {
+/// A new seed for the RNG of one core.
+fn rng_seed(shard: usize) -> Result<[u8; 32], String> {
+    let mut s = [0u8; 32];
+    getrandom::fill(&mut s).map_err(|e| format!("no OS randomness: {e}"))?;
+    s[0] ^= shard as u8;
+    Ok(s)
+}
+
+/// Builds every shard's core, refills its replay filters from its journal, and starts
+/// the shards.
+fn start(cfg: &NodeConfig, seed: &EpochSeed, syncer: &Syncer) -> Result<Node, String> {
     let params = cfg.topology.network.params;
     let peers = Peers::from_topology(&cfg.topology);
     let mut layout = NodeLayout {
@@ -80,28 +117,43 @@ fn start(cfg: &NodeConfig, key: SecretKey) -> Result<Node, String> {
         recv_buffer_bytes: 8 << 20,
         spin: (cfg.spin_us > 0).then(|| Duration::from_micros(cfg.spin_us)),
     };
-    let seed = |shard: usize| {
-        let mut s = [0u8; 32];
-        let _ = getrandom::fill(&mut s);
-        s[0] ^= shard as u8;
-        s
+    let journal = |shard: usize, hop: &mut loopix_core::hop::HopEngine| {
+        let mut journal = ReplayJournal::open(&cfg.replay_dir, shard, cfg.shards, syncer.clone())
+            .map_err(|e| format!("replay_dir: {}: {e}", cfg.replay_dir.display()))?;
+        let restored = journal
+            .restore(hop)
+            .map_err(|e| format!("replay_dir: {}: {e}", cfg.replay_dir.display()))?;
+        tracing::info!(
+            shard,
+            epochs = restored.epochs,
+            tags = restored.tags,
+            expired_files = restored.expired_files,
+            set_aside = restored.set_aside,
+            "replay filters restored"
+        );
+        Ok::<_, String>(Some(journal))
     };
     let started = match cfg.node.role {
         Role::Mix { .. } => {
-            let make = |shard| {
+            let mut cores = VecDeque::new();
+            for shard in 0..cfg.shards {
                 let config = MixConfig {
                     id: cfg.node.id,
-                    key: key.clone(),
+                    epoch_seed: seed.clone(),
                     limits: cfg.limits,
                     loop_window: 200,
                     loop_grace_us: 10_000_000,
-                    seed: seed(shard),
+                    seed: rng_seed(shard)?,
                 };
-                Mix::new(&cfg.topology, config)
-                    .expect("the config was checked against the topology")
-            };
+                let mut mix: Mix = Mix::new(&cfg.topology, config)
+                    .map_err(|e| format!("node {}: {e:?}", cfg.node.id.0))?;
+                let journal = journal(shard, mix.engine())?;
+                cores.push_back((mix, journal));
+            }
             layout.datagram_len = params.packet_len() + 1;
-            Node::start(&layout, &peers, make)
+            Node::start(&layout, &peers, |_| {
+                cores.pop_front().expect("one core per shard")
+            })
         }
         Role::Provider => {
             let path = cfg
@@ -110,50 +162,70 @@ fn start(cfg: &NodeConfig, key: SecretKey) -> Result<Node, String> {
                 .ok_or("inbox_path: a provider needs a store")?;
             let inbox = DurableInbox::open(&path, cfg.inbox_per_client)
                 .map_err(|e| format!("inbox_path: {}: {e}", path.display()))?;
-            let mut inbox = Some(inbox);
             let config = ProviderConfig {
                 id: cfg.node.id,
-                key: key.clone(),
+                epoch_seed: seed.clone(),
                 limits: cfg.limits,
-                seed: seed(0),
+                seed: rng_seed(0)?,
             };
-            let provider = Provider::new(&cfg.topology, config, inbox.take().ok_or("one shard")?)
-                .map_err(|e| format!("{e:?}"))?;
+            let mut provider: Provider<DurableInbox> =
+                Provider::new(&cfg.topology, config, inbox).map_err(|e| format!("{e:?}"))?;
+            let journal = journal(0, provider.engine())?;
             layout.datagram_len = provider.max_datagram_len() + 1;
-            let mut provider = Some(provider);
+            let mut core = Some((provider, journal));
             Node::start(&layout, &peers, move |_| {
-                provider.take().expect("providers run one shard")
+                core.take().expect("providers run one shard")
             })
         }
     };
     started.map_err(|e| format!("listen {}: {e}", cfg.listen))
 }
 
-/// SIGHUP: re-reads the key file (and the topology, for its key) and, if they agree,
-/// switches every shard to it. A mismatch is logged and the old key stays.
-fn reload_key(cfg: &NodeConfig, node: &Node, epoch: u64) {
+/// SIGHUP: re-reads the configuration's topology and the key file and, if they agree,
+/// hands them to every shard: keys that did not change keep their replay filters, other
+/// nodes' new epoch keys are used for loops from now on. A problem is logged and nothing
+/// changes.
+fn reload_config(cfg: &NodeConfig, node: &Node, now_us: u64) {
     let loaded = NodeConfig::load(&cfg.source).and_then(|fresh| {
-        let key = read_secret(&fresh.key_file)
+        let seed = read_seed(&fresh.key_file)
             .map_err(|e| loopix_core::field_error::FieldError::new("key_file", e))?;
-        if key.public_key() == fresh.node.public_key {
-            Ok(key)
-        } else {
-            Err(loopix_core::field_error::FieldError::new(
-                "key_file",
-                "does not match the topology's key",
-            ))
-        }
+        fresh.check_keys(&seed, now_us)?;
+        Ok((fresh, seed))
     });
     match loaded {
-        Ok(key) => {
-            node.rotate_key(&key, epoch);
-            tracing::info!(epoch, "key reloaded; replay sets start a new epoch");
+        Ok((fresh, seed)) => {
+            node.reload(&fresh.topology, &seed);
+            tracing::info!("topology and key file reloaded");
         }
-        Err(e) => tracing::error!(error = %e, "reload refused; keeping the current key"),
+        Err(e) => tracing::error!(error = %e, "reload refused; nothing changed"),
     }
 }
 
-fn serve_until_signal(cfg: &NodeConfig, mut node: Node) -> Result<(), String> {
+/// Moves the key file's seed past every epoch no longer in use (deleting their keys) once
+/// the file is behind; `at` is the epoch the file is known to be at.
+fn ratchet_key_file(cfg: &NodeConfig, now_us: u64, at: &mut u64) {
+    let oldest = cfg.topology.network.epochs.oldest_live(now_us);
+    if oldest <= *at {
+        return;
+    }
+    match key_file::ratchet(&cfg.key_file, oldest) {
+        Ok(seed) => {
+            tracing::info!(
+                epoch = seed.epoch(),
+                "key file moved forward; earlier epochs' keys deleted"
+            );
+        }
+        Err(e) => tracing::error!(error = %e, "could not move the key file forward"),
+    }
+    *at = oldest;
+}
+
+fn serve_until_signal(
+    cfg: &NodeConfig,
+    mut node: Node,
+    clock: NetworkClock,
+    mut key_file_epoch: u64,
+) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
@@ -161,10 +233,10 @@ fn serve_until_signal(cfg: &NodeConfig, mut node: Node) -> Result<(), String> {
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| e.to_string())?;
-    let mut epoch = 0;
     let shared = Arc::new(Mutex::new(Snapshot {
         mu_per_s: cfg.topology.network.mu_per_s,
         shards: cfg.shards,
+        epochs: Some(cfg.topology.network.epochs),
         ..Snapshot::default()
     }));
     if let Some(addr) = cfg.metrics {
@@ -176,9 +248,9 @@ fn serve_until_signal(cfg: &NodeConfig, mut node: Node) -> Result<(), String> {
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
         if reload.swap(false, Ordering::SeqCst) {
-            epoch += 1;
-            reload_key(cfg, &node, epoch);
+            reload_config(cfg, &node, clock.now_us());
         }
+        ratchet_key_file(cfg, clock.now_us(), &mut key_file_epoch);
         let reports = node.reports();
         let held: u64 = reports
             .iter()
@@ -191,6 +263,7 @@ fn serve_until_signal(cfg: &NodeConfig, mut node: Node) -> Result<(), String> {
                 (last_held, last_at) = (held, Instant::now());
             }
             s.reports = reports;
+            s.now_us = clock.now_us();
         }
     }
     tracing::info!(

@@ -191,6 +191,10 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
         lambda_mix_loop_per_s: args.mix_loop_per_s,
         poll_size: args.poll_size,
         poll_rate_per_s: args.poll_rate_per_s,
+        // Epoch 0 starts now; keys are published for every epoch the run can reach.
+        epoch_start_s: (unix_ms() / 1000) as u64,
+        published_epochs: (args.duration_s / 1200 + 3) as u32,
+        ..NetworkSpec::default()
     };
     let node_count = (u64::from(args.layers) * u64::from(args.mixes_per_layer)
         + u64::from(args.providers)) as usize;
@@ -199,17 +203,17 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
     let node_addrs: BTreeMap<Address, SocketAddr> = ids.iter().copied().zip(ports).collect();
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
-    let (toml, mut secrets) = generate_toml(&spec, u64::from_le_bytes(seed), |id| {
+    let (toml, mut keys) = generate_toml(&spec, u64::from_le_bytes(seed), |id| {
         node_addrs[&id].to_string()
     });
     let topology = Topology::from_toml(&toml).map_err(|e| format!("generated topology: {e}"))?;
     write(&dir.join("topology.toml"), &toml)?;
     let mut metrics = BTreeMap::new();
     for n in &topology.nodes {
-        let key = secrets.remove(&n.id).ok_or("every node has a key")?;
+        let seed = keys.nodes.remove(&n.id).ok_or("every node has a key")?;
         let key_path = dir.join(format!("node-{}.key", n.id.0));
         let _ = std::fs::remove_file(&key_path);
-        crate::keygen::write_secret(&key_path, &key)
+        loopix_runtime::key_file::write_seed(&key_path, &seed)
             .map_err(|e| format!("{}: {e}", key_path.display()))?;
         let metrics_addr = free_tcp_port()?;
         metrics.insert(n.id, metrics_addr);
@@ -218,7 +222,7 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
             Role::Provider => (1, format!("inbox_path = \"node-{}.redb\"\n", n.id.0)),
         };
         let config = format!(
-            "topology = \"topology.toml\"\nid = {}\nkey_file = \"node-{}.key\"\nshards = {shards}\nmetrics = \"{metrics_addr}\"\ngrace_ms = 1000\n{extra}[limits]\npool_packets = 16384\nreplay_tags = 262144\n",
+            "topology = \"topology.toml\"\nid = {}\nkey_file = \"node-{}.key\"\nshards = {shards}\nmetrics = \"{metrics_addr}\"\ngrace_ms = 1000\n{extra}[limits]\npool_packets = 16384\nmax_packets_per_s = 500\n",
             n.id.0, n.id.0
         );
         write(&dir.join(format!("node-{}.toml", n.id.0)), &config)?;
@@ -228,7 +232,7 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
         topology,
         node_addrs,
         metrics,
-        client_keys: secrets,
+        client_keys: keys.clients,
     })
 }
 

@@ -130,3 +130,85 @@ fn node_check_names_the_offending_field() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `loopix keygen --epochs` makes a node's seed whose printed keys a topology publishes;
+/// `loopix node --check` accepts it, reports the epoch and the replay filters' memory, and
+/// refuses a seed whose keys the topology does not publish, and one others can read.
+#[test]
+fn node_check_verifies_the_epoch_keys_the_topology_publishes() {
+    let dir = std::env::temp_dir().join(format!("loopix-cli-epochs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let keygen = |file: &str| {
+        let path = dir.join(file);
+        let out = loopix(&[
+            "keygen",
+            "--epochs",
+            "3",
+            "--first-epoch",
+            "0",
+            "--out",
+            path.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (mix, provider) = (keygen("mix.key"), keygen("provider.key"));
+    assert!(
+        mix.starts_with("first_epoch = 0\nepoch_keys = [\""),
+        "{mix}"
+    );
+    assert_eq!(mix.matches('"').count(), 6, "three keys: {mix}");
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let topology = |mix_keys: &str| {
+        format!(
+            "[network]\nlayers = 1\nmu_per_s = 10.0\nlambda_payload_per_s = 1.0\nlambda_loop_per_s = 1.0\n\
+             lambda_drop_per_s = 1.0\nlambda_mix_loop_per_s = 1.0\npoll_size = 4\npoll_rate_per_s = 1.0\n\
+             epoch_s = 600\nepoch_start = {now_s}\n\n\
+             [[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"127.0.0.1:9\"\n{mix_keys}\n\
+             [[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"127.0.0.1:10\"\n{provider}"
+        )
+    };
+    std::fs::write(dir.join("t.toml"), topology(&mix)).unwrap();
+    let config = "topology = \"t.toml\"\nid = 1\nkey_file = \"mix.key\"\n[limits]\nmax_packets_per_s = 1000\n";
+    let out = node_check(&dir, config);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("epoch 0 ("), "{text}");
+    // 1,000 packets/s over 600 + 2 x 60 s: 720,000 tags, ~3.4 MB a filter.
+    assert!(text.contains("of 720000 tags"), "{text}");
+
+    // Another seed's keys: the topology does not publish them.
+    keygen("other.key");
+    let out = node_check(&dir, &config.replace("mix.key", "other.key"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("key_file:") && err.contains("epoch 0"),
+        "{err}"
+    );
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("mix.key"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let out = node_check(&dir, config);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("readable by others"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -90,6 +90,11 @@ impl ReplayFilter {
         }
     }
 
+    /// The table memory of a filter for `rated_tags` (what [`Self::new`] will allocate).
+    pub fn bytes_for(rated_tags: usize) -> usize {
+        buckets_for(rated_tags) * core::mem::size_of::<Bucket>()
+    }
+
     /// Forgets every tag and takes a new hash key, keeping the memory.
     pub fn reset(&mut self, key: FilterKey) {
         self.buckets.fill(Bucket([0; BUCKET]));
@@ -177,6 +182,12 @@ impl ReplayFilter {
     pub fn bytes_per_tag(&self) -> f64 {
         self.bytes() as f64 / self.rated as f64
     }
+}
+
+fn buckets_for(rated_tags: usize) -> usize {
+    (rated_tags as f64 / (BUCKET as f64 * RATED_LOAD))
+        .ceil()
+        .max(1.0) as usize
 }
 
 /// Whether `fp` is in the bucket, and the index of its first free slot (slots fill from

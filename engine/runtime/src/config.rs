@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use loopix_core::hop::HopLimits;
 use loopix_core::timing_wheel::WheelConfig;
 use loopix_core::topology::{Node, Role, Topology};
-use loopix_crypto::Address;
+use loopix_crypto::{Address, EpochSeed};
 use serde::Deserialize;
 
 /// A validated node configuration, with its topology loaded.
@@ -238,6 +238,69 @@ impl RawLimits {
             ),
             journal_tags: self.journal_tags,
             wheel,
+        })
+    }
+}
+
+/// What [`NodeConfig::check_keys`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyCheck {
+    /// The epoch now, and how long until the next starts.
+    pub current: u64,
+    pub until_next_us: u64,
+    /// The last epoch the topology publishes a key of this node for.
+    pub last_published: u64,
+    /// Things an operator must act on soon (keys about to run out).
+    pub warnings: Vec<String>,
+}
+
+impl NodeConfig {
+    /// Checks that `seed` gives every key the topology publishes for this node from the
+    /// seed's epoch on, and that it still holds the keys in use at `now_us`.
+    pub fn check_keys(&self, seed: &EpochSeed, now_us: u64) -> Result<KeyCheck, ConfigError> {
+        let epochs = &self.topology.network.epochs;
+        let id = self.node.id.0;
+        let oldest = epochs.oldest_live(now_us);
+        if seed.epoch() > oldest {
+            return Err(err(
+                "key_file",
+                format!(
+                    "the key file starts at epoch {}, after epoch {oldest}, which is in use: its key is gone",
+                    seed.epoch()
+                ),
+            ));
+        }
+        let mut last_published = 0;
+        for (epoch, published) in self.node.epoch_keys.iter() {
+            last_published = epoch;
+            let Some(held) = seed.secret_key(epoch) else {
+                continue;
+            };
+            if held.public_key() != published {
+                return Err(err(
+                    "key_file",
+                    format!(
+                        "{}: its key for epoch {epoch} is not the one the topology publishes for node {id}",
+                        self.key_file.display()
+                    ),
+                ));
+            }
+        }
+        let current = epochs.epoch_at(now_us);
+        let mut warnings = Vec::new();
+        for (epoch, what) in [(current, "the current"), (current + 1, "the next")] {
+            if self.node.epoch_keys.get(epoch).is_none() {
+                warnings.push(format!(
+                    "the topology publishes no key of node {id} for {what} epoch ({epoch}): \
+                     senders cannot reach it then; publish more with `loopix keygen --publish`"
+                ));
+            }
+        }
+        Ok(KeyCheck {
+            current,
+            until_next_us: epochs.until_next_us(now_us),
+            last_published,
+            warnings,
         })
     }
 }
