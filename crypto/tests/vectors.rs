@@ -9,18 +9,21 @@ mod common;
 use std::fmt::Write as _;
 
 use common::{network, rng};
-use loopix_crypto::{Address, Command, Params, build};
+use loopix_crypto::{Address, Command, KeyPhase, Params, build};
 use sha2::{Digest, Sha256};
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/sphinx-v1.txt");
 
-/// One vector per path shape: seed, hop count, last command, middle deliver or not.
-const CASES: [(u64, usize, Command, bool); 4] = [
+/// One vector per path shape: seed, hop count, last command, middle deliver or not. The
+/// last one also gives its node hops odd key phases (every other one).
+const CASES: [(u64, usize, Command, bool); 5] = [
     (1, 1, Command::Final, false),
     (2, 3, Command::LoopReturn, false),
     (3, 6, Command::Final, true),
     (4, 8, Command::Drop, false),
+    (5, 5, Command::Final, false),
 ];
+const PHASED: u64 = 5;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -37,12 +40,21 @@ fn render() -> String {
                 delay_us: 77,
             };
         }
+        if seed == PHASED {
+            for (i, hop) in path[..hops - 1].iter_mut().enumerate() {
+                hop.phase = KeyPhase::of_epoch(i as u64 + 1);
+            }
+        }
         let payload: Vec<u8> = (0..100u8).map(|i| i.wrapping_mul(seed as u8)).collect();
         let mut packet = build(&params, &path, &payload, &mut rng(seed + 1000)).unwrap();
         writeln!(out, "\n[vector seed={seed} hops={hops}]").unwrap();
         for (i, h) in path.iter().enumerate() {
             writeln!(out, "hop{i}.public_key {}", hex(&h.key.to_bytes())).unwrap();
-            writeln!(out, "hop{i}.command {}", hex(&h.command.encode())).unwrap();
+            let command = match path.get(i + 1) {
+                Some(next) => h.command.encode_routed(next.phase),
+                None => h.command.encode(),
+            };
+            writeln!(out, "hop{i}.command {}", hex(&command)).unwrap();
         }
         writeln!(out, "packet {}", hex(&packet)).unwrap();
         for (i, proc) in procs.iter().enumerate() {
