@@ -63,11 +63,14 @@ stop_node
 
 echo "latency: memory per pending packet and per replay tag" >&2
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$node_pid/status"; }
-for cfg in "a 32768 1048576" "b 65536 1048576" "c 32768 2097152"; do
+# A shard has two replay filters, each sized for max_packets_per_s over a key's lifetime
+# (epoch_s + 2 x epoch_grace_s): "replay_tags" is what both hold at their rated capacity.
+lifetime_s=$(( epoch_s + 2 * epoch_grace_s ))
+for cfg in "a 32768 800" "b 65536 800" "c 32768 1600"; do
   set -- $cfg
-  start_node 1 "$(printf '%s\n[limits]\npool_packets = %s\nreplay_tags = %s' "$spin" "$2" "$3")"
+  start_node 1 "$(printf '%s\n[limits]\npool_packets = %s\nmax_packets_per_s = %s' "$spin" "$2" "$3")"
   sleep 1
-  echo "{\"pool_packets\": $2, \"replay_tags\": $3, \"rss_kb\": $(rss_kb)}" > "$out/mem-$1.json"
+  echo "{\"pool_packets\": $2, \"replay_tags\": $(( 2 * $3 * lifetime_s )), \"rss_kb\": $(rss_kb)}" > "$out/mem-$1.json"
   stop_node
 done
 

@@ -11,7 +11,11 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mix_port=$(free_port); gen_port=$(free_port); metrics_port=$(free_port)
-k1=$("$bin" keygen --out "$work/mix.key"); k2=$("$bin" keygen --out "$work/gen.key"); k3=$("$bin" keygen --out "$work/p.key")
+# Epoch 0 starts now; each node publishes its keys for epochs 0..${epochs_published:-8}-1
+# (${epoch_s:-1200} s each, so a run of the defaults has keys for 2 h 40 min).
+epoch_s=${epoch_s:-1200}; epoch_grace_s=${epoch_grace_s:-60}; epoch_start=$(date +%s)
+node_keys() { "$bin" keygen --epochs "${epochs_published:-8}" --first-epoch 0 --out "$work/$1"; }
+k1=$(node_keys mix.key); k2=$(node_keys gen.key); k3=$(node_keys p.key)
 cat > "$work/topology.toml" <<TOML
 [network]
 layers = 2
@@ -22,26 +26,29 @@ lambda_drop_per_s = 0.0
 lambda_mix_loop_per_s = 0.0
 poll_size = 4
 poll_rate_per_s = 1.0
+epoch_s = $epoch_s
+epoch_grace_s = $epoch_grace_s
+epoch_start = $epoch_start
 
 [[nodes]]
 id = 1
 role = "mix"
 layer = 1
 address = "127.0.0.1:$mix_port"
-public_key = "$k1"
+$k1
 
 [[nodes]]
 id = 2
 role = "mix"
 layer = 2
 address = "127.0.0.1:$gen_port"
-public_key = "$k2"
+$k2
 
 [[nodes]]
 id = 1000
 role = "provider"
 address = "127.0.0.1:9"
-public_key = "$k3"
+$k3
 TOML
 
 node_pid=

@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use hdrhistogram::Histogram;
-use loopix_core::topology::Topology;
+use loopix_core::epoch::EpochSchedule;
+use loopix_core::topology::{Node, Topology};
 use loopix_crypto::params::{HEADER_LEN, MAC_LEN};
-use loopix_crypto::{Address, Command, Hop, Params, build_into_traced};
+use loopix_crypto::{Address, Command, Hop, KeyPhase, Params, build_into_traced};
+use loopix_runtime::clock::NetworkClock;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use serde::Serialize;
@@ -230,71 +232,94 @@ pub fn run(args: &LoadgenArgs) -> Result<(), String> {
 }
 
 /// The prebuilt packets and how to recognise each after one hop.
-struct Pool {
-    packets: Vec<Vec<u8>>,
-    by_mac: HashMap<[u8; MAC_LEN], u32>,
+pub(crate) struct Pool {
+    pub packets: Vec<Vec<u8>>,
+    pub by_mac: HashMap<[u8; MAC_LEN], u32>,
 }
 
-/// The generator's fixed part: its socket, the target and the path every packet takes.
-struct Setup {
-    params: Params,
-    path: [Hop; 2],
-    socket: UdpSocket,
-    target: SocketAddr,
+/// The generator's fixed part: its socket, the target, and the path every packet takes
+/// (target, then the generator itself), under the keys of the epoch it is sent in.
+pub(crate) struct Setup {
+    pub params: Params,
+    pub epochs: EpochSchedule,
+    target_node: Node,
+    me: Node,
+    relay: Command,
+    pub socket: UdpSocket,
+    pub target: SocketAddr,
 }
 
 impl Setup {
     fn new(args: &LoadgenArgs) -> Result<Self, String> {
-        let text = std::fs::read_to_string(&args.topology)
-            .map_err(|e| format!("{}: {e}", args.topology.display()))?;
-        let topology =
-            Topology::from_toml(&text).map_err(|e| format!("{}: {e}", args.topology.display()))?;
-        let target = topology
-            .node(Address(args.target))
-            .ok_or("--target: not a node of the topology")?;
-        let me = topology
-            .node(Address(args.as_node))
-            .ok_or("--as: not a node of the topology")?;
         if !(args.rate > 0.0 && args.duration_s > 0.0) {
             return Err("--rate and --duration-s must be positive".into());
         }
+        Self::for_nodes(&args.topology, args.target, args.as_node, args.hold_us)
+    }
+
+    /// The generator as node `as_node` of `topology`, loading node `target`, which holds
+    /// each packet `hold_us`.
+    pub fn for_nodes(
+        topology: &std::path::Path,
+        target: u64,
+        as_node: u64,
+        hold_us: u32,
+    ) -> Result<Self, String> {
+        let text = std::fs::read_to_string(topology)
+            .map_err(|e| format!("{}: {e}", topology.display()))?;
+        let topology =
+            Topology::from_toml(&text).map_err(|e| format!("{}: {e}", topology.display()))?;
+        let target = topology
+            .node(Address(target))
+            .ok_or("--target: not a node of the topology")?;
+        let me = topology
+            .node(Address(as_node))
+            .ok_or("--as: not a node of the topology")?;
         let socket = bind_large(me.address).map_err(|e| format!("--as {}: {e}", me.address))?;
         // Now, long before the first send: the kernel switches stamping on lazily.
         crate::rx_timestamp::enable(&socket).map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
-        let relay = Command::Relay {
-            next: me.id,
-            delay_us: args.hold_us,
-        };
-        // Both hops under their keys of the epoch now (the network's clock is unix time).
-        let epochs = topology.network.epochs;
-        let epoch = epochs.epoch_at(loopix_runtime::clock::NetworkClock::start().now_us());
-        let key = |n: &loopix_core::topology::Node| {
-            n.epoch_keys.get(epoch).map(|k| {
-                let mut hop = Hop::new(k, Command::Final);
-                hop.phase = loopix_crypto::KeyPhase::of_epoch(epoch);
-                hop
-            })
-        };
-        let (Some(mut first), Some(second)) = (key(target), key(me)) else {
-            return Err(format!(
-                "the topology publishes no key for epoch {epoch} (now) of --target or --as"
-            ));
-        };
-        first.command = relay;
-        let path = [first, second];
         Ok(Self {
             params: topology.network.params,
-            path,
+            epochs: topology.network.epochs,
+            target_node: target.clone(),
+            me: me.clone(),
+            relay: Command::Relay {
+                next: me.id,
+                delay_us: hold_us,
+            },
             socket,
             target: target.address,
         })
+    }
+
+    /// The path of a packet sent at `at_us` (unix): both hops under their keys of the
+    /// epoch then.
+    pub fn path_at(&self, at_us: u64) -> Result<[Hop; 2], String> {
+        let epoch = self.epochs.epoch_at(at_us);
+        let hop = |n: &Node, command| {
+            n.epoch_keys.get(epoch).map(|k| Hop {
+                key: k,
+                phase: KeyPhase::of_epoch(epoch),
+                command,
+            })
+        };
+        match (
+            hop(&self.target_node, self.relay),
+            hop(&self.me, Command::Final),
+        ) {
+            (Some(first), Some(second)) => Ok([first, second]),
+            _ => Err(format!(
+                "the topology publishes no key of --target or --as for epoch {epoch}"
+            )),
+        }
     }
 
     /// One run at `rate` for `duration_s`, with a fresh pool (a packet is never sent twice).
     fn step(&self, args: &LoadgenArgs, rate: f64, duration_s: f64) -> Result<LoadReport, String> {
         let count = (rate * duration_s).ceil() as usize;
         eprintln!("loadgen: building {count} packets for {rate:.0} packets/s");
-        let pool = build_pool(&self.params, &self.path, count)?;
+        let path = self.path_at(NetworkClock::start().now_us())?;
+        let pool = build_pool(&self.params, &|_| path, count)?;
         // Building saturates every core; start the load on a quiet machine.
         std::thread::sleep(Duration::from_millis(args.settle_ms));
         let before = args.metrics.and_then(crate::metrics_client::scrape);
@@ -503,7 +528,7 @@ pub fn measure(args: &LoadgenArgs) -> Result<LoadReport, String> {
 
 /// A UDP socket with a receive buffer big enough that bursts of forwarded packets are not
 /// lost in the generator's own kernel queue (which would be charged to the node).
-fn bind_large(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+pub(crate) fn bind_large(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let s = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
@@ -515,8 +540,12 @@ fn bind_large(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     Ok(s.into())
 }
 
-/// Builds `count` distinct packets on every core.
-fn build_pool(params: &Params, path: &[Hop], count: usize) -> Result<Pool, String> {
+/// Builds `count` distinct packets on every core, packet `i` along `path_of(i)`.
+pub(crate) fn build_pool(
+    params: &Params,
+    path_of: &(dyn Fn(usize) -> [Hop; 2] + Sync),
+    count: usize,
+) -> Result<Pool, String> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = count.div_ceil(threads).max(1);
     let parts: Vec<Vec<(Vec<u8>, [u8; MAC_LEN])>> = std::thread::scope(|s| {
@@ -527,11 +556,13 @@ fn build_pool(params: &Params, path: &[Hop], count: usize) -> Result<Pool, Strin
                     let _ = getrandom::fill(&mut seed);
                     seed[0] ^= t as u8;
                     let mut rng = ChaCha20Rng::from_seed(seed);
-                    let n = chunk.min(count.saturating_sub(t * chunk));
-                    (0..n)
-                        .filter_map(|_| {
+                    let first = t * chunk;
+                    let n = chunk.min(count.saturating_sub(first));
+                    (first..first + n)
+                        .filter_map(|i| {
                             let mut p = vec![0u8; params.packet_len()];
-                            build_into_traced(params, path, b"loadgen", &mut rng, &mut p)
+                            let path = path_of(i);
+                            build_into_traced(params, &path, b"loadgen", &mut rng, &mut p)
                                 .ok()
                                 .map(|m| (p, m))
                         })

@@ -12,6 +12,7 @@ mod node;
 mod plot;
 mod rx_timestamp;
 mod sim_cli;
+mod soak;
 mod speed;
 mod testnet;
 
@@ -32,7 +33,8 @@ struct Cli {
 enum Cmd {
     /// Measure the per-hop crypto floor, processing and build time on this machine.
     Speed(speed::SpeedArgs),
-    /// Generate a key pair: secret key file (mode 0600), public key printed as hex.
+    /// Generate a client key, or a node's seed of epoch keys (mode 0600), and print what
+    /// the topology publishes.
     Keygen(keygen::KeygenArgs),
     /// Run a mix or a provider from its configuration file.
     Node(node::NodeArgs),
@@ -40,6 +42,8 @@ enum Cmd {
     Client(client::ClientArgs),
     /// Offer open-loop load to one node and measure its hop.
     Loadgen(loadgen::LoadgenArgs),
+    /// Offer load to one node across key epochs, with replays (perf/soak.sh drives it).
+    Soak(soak::SoakArgs),
     /// Run a whole network on loopback and report on it (the default main job).
     Testnet(testnet::TestnetArgs),
     /// Anonymity experiments on the node's own mixing code (paper §4): entropy, Theorem 1,
@@ -63,6 +67,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Client(args) => client::run(args),
         Cmd::Loadgen(args) => loadgen::run(args),
         Cmd::Sim(args) => sim_cli::run(args),
+        Cmd::Soak(args) => soak::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -186,6 +186,12 @@ pub fn render(s: &Snapshot) -> String {
         &mut per_key(|e| e.tags as f64 / e.rated_tags.max(1) as f64),
     );
     family(
+        "loopix_replay_filter_rated_tags",
+        "gauge",
+        "Tags each key's replay filter is rated for (a shard's top rate over the key's lifetime).",
+        &mut per_key(|e| e.rated_tags as f64),
+    );
+    family(
         "loopix_replay_filter_bytes",
         "gauge",
         "Memory of each key's replay filter.",

@@ -121,7 +121,7 @@ fn start(cfg: &NodeConfig, seed: &EpochSeed, syncer: &Syncer) -> Result<Node, St
         let mut journal = ReplayJournal::open(&cfg.replay_dir, shard, cfg.shards, syncer.clone())
             .map_err(|e| format!("replay_dir: {}: {e}", cfg.replay_dir.display()))?;
         let restored = journal
-            .restore(hop)
+            .restore(hop, NetworkClock::start().now_us())
             .map_err(|e| format!("replay_dir: {}: {e}", cfg.replay_dir.display()))?;
         tracing::info!(
             shard,

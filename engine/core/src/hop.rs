@@ -161,6 +161,8 @@ pub enum RestoreError {
     KeyGone,
     /// Restoring is for before the first packet or timeout.
     AlreadyStarted,
+    /// The epoch's key is not in use now (its grace is over, or a stale file).
+    NotInUse,
 }
 
 /// The shared hop pipeline. See the module docs.
@@ -296,15 +298,19 @@ impl<C: Codec> HopEngine<C> {
 
     /// Refills epoch `epoch`'s filter from a journal (hash key and hashes) written before
     /// a restart, so the packets it recorded stay refused. Call before the first packet
-    /// or timeout; returns how many hashes were recorded.
+    /// or timeout, for epochs in use at `now_us`; returns how many hashes were recorded.
     pub fn restore(
         &mut self,
+        now_us: u64,
         epoch: u64,
         key: FilterKey,
         hashes: impl IntoIterator<Item = u64>,
     ) -> Result<usize, RestoreError> {
         if self.next_change_us != 0 {
             return Err(RestoreError::AlreadyStarted);
+        }
+        if !self.schedule.live(now_us).contains(&Some(epoch)) {
+            return Err(RestoreError::NotInUse);
         }
         let secret = self.seed.secret_key(epoch).ok_or(RestoreError::KeyGone)?;
         let slot = &mut self.slots[KeyPhase::of_epoch(epoch).index()];
@@ -900,9 +906,17 @@ mod tests {
         let key = key.expect("the epoch's journal was opened");
 
         let mut again = engine_with(limits);
-        assert_eq!(again.restore(0, key, hashes.iter().copied()), Ok(1));
+        assert_eq!(
+            again.restore(20 * S, 2, key, []),
+            Err(RestoreError::NotInUse),
+            "a stale journal is not loaded"
+        );
+        assert_eq!(again.restore(20 * S, 0, key, hashes.iter().copied()), Ok(1));
         assert_eq!(offer(&mut again, 20 * S, &p), Err(DropReason::Replay));
-        assert_eq!(again.restore(0, key, []), Err(RestoreError::AlreadyStarted));
+        assert_eq!(
+            again.restore(20 * S, 0, key, []),
+            Err(RestoreError::AlreadyStarted)
+        );
         let mut none_recorded = true;
         again.drain_journal(|_| none_recorded = false);
         assert!(
@@ -946,7 +960,10 @@ mod tests {
             [0; 32],
         )
         .unwrap();
-        assert_eq!(engine.restore(2, [0; 16], []), Err(RestoreError::KeyGone));
+        assert_eq!(
+            engine.restore(125 * S, 2, [0; 16], []),
+            Err(RestoreError::KeyGone)
+        );
     }
 
     #[test]

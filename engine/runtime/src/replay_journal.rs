@@ -48,7 +48,7 @@ pub struct ReplayJournal {
 pub struct Restored {
     pub epochs: usize,
     pub tags: usize,
-    /// Files of epochs whose keys are gone: deleted.
+    /// Files of epochs whose keys are no longer in use (or gone): deleted.
     pub expired_files: usize,
     /// Files written under another shard count: set aside.
     pub set_aside: usize,
@@ -81,8 +81,13 @@ impl ReplayJournal {
         ))
     }
 
-    /// Refills `engine`'s filters from this shard's files (call before its first packet).
-    pub fn restore<C: Codec>(&mut self, engine: &mut HopEngine<C>) -> std::io::Result<Restored> {
+    /// Refills `engine`'s filters from this shard's files of the epochs in use at `now_us`
+    /// (call before its first packet); deletes the files of other epochs.
+    pub fn restore<C: Codec>(
+        &mut self,
+        engine: &mut HopEngine<C>,
+        now_us: u64,
+    ) -> std::io::Result<Restored> {
         let mut restored = Restored::default();
         let suffix = format!(".shard-{}-of-{}.tags", self.shard, self.shards);
         let other_count = format!(".shard-{}-of-", self.shard);
@@ -102,7 +107,7 @@ impl ReplayJournal {
                 tracing::warn!(file = %path.display(), "not a replay journal; ignored");
                 continue;
             };
-            match engine.restore(epoch, key, hashes.iter().copied()) {
+            match engine.restore(now_us, epoch, key, hashes.iter().copied()) {
                 Ok(n) => {
                     let file = Arc::new(OpenOptions::new().append(true).open(&path)?);
                     self.syncer.register(&file);
