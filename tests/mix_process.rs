@@ -7,7 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::{Dir, NodeProcess, free_tcp, free_udp, metric, wait_metrics};
-use loopix_crypto::{Address, Command, Hop, Params, PublicKey, build};
+use loopix_crypto::{Address, Command, Hop, KeyPhase, Params, PublicKey, build};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -18,6 +18,10 @@ struct Rig {
     metrics: SocketAddr,
     sink: std::sync::mpsc::Receiver<Vec<u8>>,
     keys: [PublicKey; 3],
+    /// Each node's published keys of epoch 1.
+    next_keys: [PublicKey; 3],
+    /// When epoch 0 started, unix s.
+    epoch_start: u64,
 }
 
 fn pk(hex_text: &str) -> PublicKey {
@@ -28,6 +32,11 @@ fn pk(hex_text: &str) -> PublicKey {
 
 /// Mix 1 (2 shards) relays to mix 2, whose address is a socket of this test.
 fn rig(name: &str) -> Rig {
+    rig_with(name, "")
+}
+
+/// [`rig`] with more `[network]` lines (e.g. the epoch schedule).
+fn rig_with(name: &str, network: &str) -> Rig {
     let dir = Dir::new(name);
     let keys = ["m1.key", "m2.key", "p.key"].map(|k| dir.node_keygen(k));
     let sink_socket = {
@@ -38,14 +47,15 @@ fn rig(name: &str) -> Rig {
         UdpSocket::from(s)
     };
     let (mix, metrics) = (free_udp(), free_tcp());
+    let epoch_start = common::now_s();
     let topology = format!(
         "[network]\nlayers = 2\nmu_per_s = 10.0\nlambda_payload_per_s = 0.0\nlambda_loop_per_s = 0.0\n\
          lambda_drop_per_s = 0.0\nlambda_mix_loop_per_s = 0.0\npoll_size = 4\npoll_rate_per_s = 1.0\n\
-         epoch_start = {}\n\n\
+         epoch_start = {}\n{network}\n\
          [[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"{mix}\"\n{}\n\
          [[nodes]]\nid = 2\nrole = \"mix\"\nlayer = 2\naddress = \"{}\"\n{}\n\
          [[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"127.0.0.1:9\"\n{}",
-        common::now_s(),
+        epoch_start,
         keys[0].0,
         sink_socket.local_addr().unwrap(),
         keys[1].0,
@@ -72,6 +82,10 @@ fn rig(name: &str) -> Rig {
         mix,
         metrics,
         sink,
+        epoch_start,
+        next_keys: keys
+            .clone()
+            .map(|k| pk(k.0.split('"').nth(3).expect("a second key"))),
         keys: keys.map(|k| pk(&k.1)),
     }
 }
@@ -91,23 +105,31 @@ fn start_node(dir: &Dir, metrics: SocketAddr) -> NodeProcess {
 
 impl Rig {
     fn packet(&self, seed: u64) -> Vec<u8> {
-        let path = [
+        self.packet_under(&self.keys, KeyPhase::Even, seed)
+    }
+
+    /// A packet under `keys`, all of one epoch whose parity is `phase`.
+    fn packet_under(&self, keys: &[PublicKey; 3], phase: KeyPhase, seed: u64) -> Vec<u8> {
+        let mut path = [
             Hop::new(
-                self.keys[0],
+                keys[0],
                 Command::Relay {
                     next: Address(2),
                     delay_us: 1_000,
                 },
             ),
             Hop::new(
-                self.keys[1],
+                keys[1],
                 Command::Relay {
                     next: Address(1_000),
                     delay_us: 0,
                 },
             ),
-            Hop::new(self.keys[2], Command::Drop),
+            Hop::new(keys[2], Command::Drop),
         ];
+        for hop in &mut path {
+            hop.phase = phase;
+        }
         build(
             &Params::default(),
             &path,
@@ -271,5 +293,46 @@ fn a_replay_is_refused_after_a_sigkill_and_restart_and_after_a_sighup() {
     assert_eq!(rig.forwarded(1), 0, "both are replays after the reload");
     let m = rig.metrics_after(4);
     assert_eq!(dropped(&m, "replay"), 3);
+    rig.stop();
+}
+
+/// With 10 s epochs the node changes keys by itself: epoch 1's packets pass once epoch 1's key
+/// is in use, epoch 0's are refused once its grace is over, and the key file has moved past
+/// epoch 0 (its key deleted).
+#[test]
+fn the_node_changes_keys_at_the_boundary_and_deletes_the_old_one() {
+    let mut rig = rig_with("mix-epochs", "epoch_s = 10\nepoch_grace_s = 1\n");
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let seed_epoch = |rig: &Rig| {
+        let text = std::fs::read_to_string(rig._dir.path("m1.key")).unwrap();
+        text.lines().nth(1).unwrap().to_string()
+    };
+    assert_eq!(seed_epoch(&rig), "epoch 0");
+    sender.send_to(&rig.packet(1), rig.mix).unwrap();
+    assert_eq!(rig.forwarded(1), 1, "epoch 0's key now");
+    // Epoch 1 runs from 10 s to 20 s after epoch_start; its key is in use from 9 s to 21 s,
+    // epoch 0's until 11 s. Wait until 12 s.
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(rig.epoch_start + 12);
+    if let Ok(left) = at.duration_since(std::time::SystemTime::now()) {
+        std::thread::sleep(left);
+    }
+    let next = rig.next_keys;
+    sender
+        .send_to(&rig.packet_under(&next, KeyPhase::Odd, 2), rig.mix)
+        .unwrap();
+    sender.send_to(&rig.packet(3), rig.mix).unwrap();
+    assert_eq!(rig.forwarded(1), 1, "only epoch 1's packet");
+    let m = rig.metrics_after(3);
+    assert_eq!(dropped(&m, "expired_key"), 1);
+    let epoch: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("loopix_epoch{} ")?.parse().ok())
+        .expect("the epoch gauge");
+    assert!(epoch >= 1.0, "the node moved on: epoch {epoch}");
+    assert_ne!(
+        seed_epoch(&rig),
+        "epoch 0",
+        "epoch 0's key is gone from the file"
+    );
     rig.stop();
 }

@@ -316,7 +316,10 @@ mod tests {
 
     /// A one-mix topology next to a node.toml whose extra lines are `extra`.
     fn parse_with(extra: &str) -> Result<NodeConfig, ConfigError> {
-        let dir = std::env::temp_dir().join(format!("loopix-config-{}", std::process::id()));
+        // A directory per call: the tests run in parallel.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("loopix-config-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         use rand_core::SeedableRng;
         let key =
