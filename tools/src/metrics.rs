@@ -109,6 +109,15 @@ pub fn render(s: &Snapshot) -> String {
             .filter_map(|r| r.core.loop_return_fraction.map(|f| (shard(r), f))),
     );
     family(
+        "loopix_loops_failed_total",
+        "counter",
+        "Mixes: loops that fell due but could not be built (no published key for an epoch on their path, or no free buffer).",
+        &mut s
+            .reports
+            .iter()
+            .map(|r| (shard(r), r.core.loops_failed as f64)),
+    );
+    family(
         "loopix_inbox_packets",
         "gauge",
         "Providers: packets waiting in client inboxes (durable).",

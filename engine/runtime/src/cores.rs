@@ -34,6 +34,9 @@ pub struct CoreReport {
     pub inbox_packets: u64,
     /// The keys in use, by phase, and their replay filters.
     pub epochs: [Option<EpochStats>; 2],
+    /// Mixes: loops that fell due but could not be built (no published key for an epoch
+    /// on their path, or no free buffer).
+    pub loops_failed: u64,
 }
 
 /// A core a shard can drive.
@@ -101,6 +104,7 @@ impl ShardCore for Mix {
             released: s.hop.released,
             inbox_packets: 0,
             epochs: self.epochs(),
+            loops_failed: s.loops_failed,
         }
     }
 }
@@ -126,6 +130,7 @@ impl<S: InboxStore> ShardCore for Provider<S> {
             released: s.hop.released,
             inbox_packets: self.inbox_total() as u64,
             epochs: self.epochs(),
+            loops_failed: 0,
         }
     }
 
