@@ -78,6 +78,31 @@ public_key = "{bob_pk}"
         "nodes did not start"
     );
 
+    // An outsider with no keys polls the provider, claiming to be the mix, all the while
+    // Alice sends: the provider must not send the mix's traffic to it (nor anything else).
+    let attacker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    attacker
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spoofer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut poll = vec![0u8; loopix_core::wire::poll_request_len(4)];
+            loopix_core::wire::write_poll_request(&mut poll, loopix_crypto::Address(1), &[]);
+            let (mut sent, mut drawn) = (0u64, 0u64);
+            let mut buf = [0u8; 65_536];
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                attacker.send_to(&poll, provider_addr).unwrap();
+                sent += 1;
+                while let Ok(n) = attacker.recv(&mut buf) {
+                    drawn += n as u64;
+                }
+            }
+            (sent, drawn)
+        })
+    };
+
     // Alice sends five messages to Bob, who is offline.
     let messages: Vec<String> = (1..=5).map(|i| format!("note {i} for bob")).collect();
     let mut alice = loopix();
@@ -102,6 +127,17 @@ public_key = "{bob_pk}"
     let stored = wait_metrics(provider_metrics, Duration::from_secs(10), |t| {
         metric(t, "loopix_inbox_packets") >= 5
     });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (spoofed, drawn) = spoofer.join().unwrap();
+    assert!(spoofed > 50, "{spoofed} spoofed polls");
+    assert_eq!(drawn, 0, "bytes drawn by polls claiming the mix's id");
+    let refused = common::scrape(provider_metrics)
+        .map(|t| metric(&t, "loopix_claims_refused_total"))
+        .unwrap_or(0);
+    assert!(
+        refused >= spoofed / 2,
+        "{refused} of {spoofed} claims refused"
+    );
     assert!(
         stored.is_some(),
         "the provider never stored the five messages\nprovider:\n{}\nmix:\n{}",

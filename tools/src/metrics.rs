@@ -154,6 +154,15 @@ pub fn render(s: &Snapshot) -> String {
             .map(|r| (shard(r), r.receive_ns as f64 / 1e9)),
     );
     family(
+        "loopix_claims_refused_total",
+        "counter",
+        "Providers: polls claiming a sender the node will not bind (a node's id, from a node's address, or the address book full).",
+        &mut s
+            .reports
+            .iter()
+            .map(|r| (shard(r), r.claims_refused as f64)),
+    );
+    family(
         "loopix_unroutable_total",
         "counter",
         "Packets for an id with no known address.",

@@ -69,6 +69,9 @@ pub struct ShardReport {
     pub receive_ns: u64,
     /// Replay journal writes that failed (each logged).
     pub journal_errors: u64,
+    /// Polls whose claimed sender was refused: a node's id, from a node's address, or the
+    /// address book full.
+    pub claims_refused: u64,
     /// The last report, sent as the shard exits.
     pub last: bool,
 }
@@ -109,6 +112,7 @@ struct State<C> {
     strays_forwarded: u64,
     strays_dropped: u64,
     unroutable: u64,
+    claims_refused: u64,
     receive_ns: u64,
     /// Datagrams handed to the core, for the mean cost per datagram of `receive_ns`.
     handed: u64,
@@ -180,8 +184,10 @@ impl<C: ShardCore> State<C> {
     }
 
     fn sender_id(&mut self, from: SocketAddr, d: &[u8]) -> Address {
-        if let Some(id) = self.core.claimed_sender(d) {
-            self.peers.learn(id, from);
+        if let Some(id) = self.core.claimed_sender(d)
+            && !self.peers.learn(id, from)
+        {
+            self.claims_refused += 1;
         }
         self.peers.id_of(&from)
     }
@@ -211,6 +217,7 @@ impl<C: ShardCore> State<C> {
             unroutable: self.unroutable,
             receive_ns: self.receive_ns,
             journal_errors: self.journal.as_ref().map_or(0, |j| j.errors),
+            claims_refused: self.claims_refused,
             last,
         }
     }
@@ -247,6 +254,7 @@ pub async fn run<C: ShardCore + 'static>(setup: ShardSetup<C>) {
         strays_forwarded: 0,
         strays_dropped: 0,
         unroutable: 0,
+        claims_refused: 0,
         receive_ns: 0,
         handed: 0,
     }));
