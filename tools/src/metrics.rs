@@ -267,14 +267,23 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &LatencyHistogram) {
     let _ = writeln!(out, "{name}_count {}", h.count());
 }
 
-/// Serves `GET /metrics` on `addr` from `shared`, on a thread of its own.
+/// How long a scraper may take to send its request line, and to take the answer: the
+/// endpoint serves one connection at a time, so a silent one must not hold it.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// The most of a request line read; a longer one is answered 404.
+const MAX_REQUEST_LINE: u64 = 1024;
+
+/// Serves `GET /metrics` on `addr` from `shared`, on a thread of its own, one connection at
+/// a time, each bounded in time and size.
 pub fn serve(addr: SocketAddr, shared: Arc<Mutex<Snapshot>>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
     std::thread::Builder::new().name("loopix-metrics".into()).spawn(move || {
         for stream in listener.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
+            let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
             let mut line = String::new();
-            let _ = BufReader::new(&stream).read_line(&mut line);
+            let _ = BufReader::new(std::io::Read::take(&stream, MAX_REQUEST_LINE)).read_line(&mut line);
             let body = match line.split_whitespace().nth(1) {
                 Some("/metrics") => Some(render(&shared.lock().map(|s| s.clone()).unwrap_or_default())),
                 _ => None,
@@ -287,4 +296,47 @@ pub fn serve(addr: SocketAddr, shared: Arc<Mutex<Snapshot>>) -> std::io::Result<
         }
     })?;
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    fn get(addr: SocketAddr, request: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(request);
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text
+    }
+
+    /// A scraper that connects and says nothing, or sends an endless line, holds the
+    /// endpoint for at most the timeout: the next scrape is still answered.
+    #[test]
+    fn silent_and_oversized_requests_cannot_hold_the_endpoint() {
+        let addr = serve("127.0.0.1:0".parse().unwrap(), Arc::default()).unwrap();
+        let _silent = TcpStream::connect(addr).unwrap();
+        let start = Instant::now();
+        let answer = get(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            start.elapsed()
+        );
+        // A line with no end: read up to the bound, answered, closed (the answer itself may
+        // be lost to the reset that closing on unread bytes sends).
+        let _ = get(addr, &vec![b'A'; 1 << 20]);
+        let start = Instant::now();
+        assert!(get(addr, b"GET /metrics HTTP/1.1\r\n\r\n").contains("loopix_shards"));
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            start.elapsed()
+        );
+    }
 }
