@@ -31,6 +31,7 @@ pub struct Directory {
     keys: Vec<PeerKeys>,
     epochs: EpochSchedule,
     mu_per_s: f64,
+    delay_horizon_us: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -97,6 +98,7 @@ impl Directory {
             keys,
             epochs: topology.network.epochs,
             mu_per_s: topology.network.mu_per_s,
+            delay_horizon_us: topology.network.delay_horizon_us(),
         }
     }
 
@@ -298,10 +300,12 @@ impl Directory {
         Ok(())
     }
 
-    /// One hop's delay: Exp(µ), in µs, capped to what the header can carry.
+    /// One hop's delay: Exp(µ), in µs, capped at the network's delay horizon (which nodes
+    /// enforce; a draw beyond it has probability 1e-9) and what the header can carry.
     fn delay_us<R: Rng + ?Sized>(&self, rng: &mut R) -> u32 {
         exp_us(rng, self.mu_per_s)
             .unwrap_or(0)
+            .min(self.delay_horizon_us)
             .min(u64::from(u32::MAX)) as u32
     }
 }

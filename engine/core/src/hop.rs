@@ -45,6 +45,10 @@ pub struct HopLimits {
     pub journal_tags: usize,
     /// Slot width and horizon of the delay wheel.
     pub wheel: WheelConfig,
+    /// The longest delay a packet may ask this hop for; longer: dropped as `horizon`.
+    /// Mixes and providers set it to the network's delay horizon (see
+    /// [`crate::topology::Network::delay_horizon_us`]) when that is shorter.
+    pub max_delay_us: u64,
 }
 
 impl Default for HopLimits {
@@ -54,11 +58,21 @@ impl Default for HopLimits {
             replay_tags: 1 << 20,
             journal_tags: 0,
             wheel: WheelConfig::default(),
+            max_delay_us: u64::MAX,
         }
     }
 }
 
 impl HopLimits {
+    /// These limits with the network's delay horizon applied (see
+    /// [`crate::topology::Network::delay_horizon_us`]).
+    pub fn within(self, network: &crate::topology::Network) -> Self {
+        Self {
+            max_delay_us: self.max_delay_us.min(network.delay_horizon_us()),
+            ..self
+        }
+    }
+
     /// The tags a replay filter needs so that a hop unwrapping `max_packets_per_s` for
     /// a key's whole lifetime under `epochs` (its epoch and a grace either side) cannot
     /// fill it.
@@ -174,6 +188,7 @@ pub struct HopEngine<C: Codec = Processor> {
     /// When the keys in use change next; 0 before the first call.
     next_change_us: u64,
     journal_tags: usize,
+    max_delay_us: u64,
     journal_events: VecDeque<JournalEvent>,
     /// Draws the replay filters' hash keys.
     rng: ChaCha20Rng,
@@ -213,6 +228,7 @@ impl<C: Codec> HopEngine<C> {
             slots: [slot(), slot()],
             next_change_us: 0,
             journal_tags: limits.journal_tags,
+            max_delay_us: limits.max_delay_us,
             journal_events: VecDeque::with_capacity(MAX_JOURNAL_EVENTS),
             rng: {
                 // Its own stream, so the role can seed its own choices with the same seed.
@@ -527,6 +543,9 @@ impl<C: Codec> HopEngine<C> {
             _ => 0,
         };
         let requested_us = u64::from(delay_us);
+        if requested_us > self.max_delay_us {
+            return Err(DropReason::Horizon);
+        }
         let slot = self.pool.alloc().ok_or(DropReason::Overload)?;
         self.pool
             .get_mut(slot)
@@ -792,6 +811,21 @@ mod tests {
         assert!(!engine.has_ready(), "10 µs ahead at most: 4,995");
         engine.release_ahead(4_990, 50);
         assert!(engine.has_ready(), "due by 5,000");
+    }
+
+    #[test]
+    fn a_delay_beyond_the_admission_horizon_is_dropped_before_it_takes_a_buffer() {
+        let mut engine = engine_with(HopLimits {
+            replay_tags: 1_000,
+            max_delay_us: 1_000_000,
+            ..Default::default()
+        });
+        assert_eq!(offer(&mut engine, S, &packet(0, 1_000_000, 20)), Ok(()));
+        assert_eq!(
+            offer(&mut engine, S, &packet(0, 1_000_001, 21)),
+            Err(DropReason::Horizon)
+        );
+        assert_eq!(engine.pending(), 1);
     }
 
     #[test]

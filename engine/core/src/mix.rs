@@ -88,7 +88,7 @@ impl<C: Codec> Mix<C> {
             config.epoch_seed,
             topology.network.epochs,
             params,
-            config.limits,
+            config.limits.within(&topology.network),
             config.seed,
         )
         .map_err(MixError::Wheel)?;

@@ -113,7 +113,7 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
                 config.epoch_seed,
                 topology.network.epochs,
                 params,
-                config.limits,
+                config.limits.within(&topology.network),
                 config.seed,
             )
             .map_err(ProviderError::Wheel)?,

@@ -65,6 +65,19 @@ pub struct Network {
     pub epochs: EpochSchedule,
 }
 
+/// The share of honest per-hop delays allowed to exceed [`Network::delay_horizon_us`].
+pub const HONEST_DELAY_TAIL: f64 = 1e-9;
+
+impl Network {
+    /// The longest per-hop delay a node accepts: the delay an honest sender, drawing
+    /// Exp(µ), exceeds with probability [`HONEST_DELAY_TAIL`] (20.7 / µ seconds). Senders
+    /// never ask for more (their draws are capped there), so only a packet built to hold a
+    /// node's memory for long asks for more, and it is dropped as `horizon`.
+    pub fn delay_horizon_us(&self) -> u64 {
+        (-HONEST_DELAY_TAIL.ln() / self.mu_per_s * 1e6).ceil() as u64
+    }
+}
+
 /// What a node does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {

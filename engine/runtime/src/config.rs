@@ -238,6 +238,8 @@ impl RawLimits {
             ),
             journal_tags: self.journal_tags,
             wheel,
+            // The network's delay horizon applies too; the core takes the shorter.
+            max_delay_us: wheel.horizon_us,
         })
     }
 }

@@ -281,3 +281,49 @@ fn a_batch_is_judged_like_single_datagrams() {
     assert_eq!(b.drops.get(DropReason::Malformed), 1);
     assert_eq!(batched.pool_size(), 40);
 }
+
+/// A sender asking a mix to hold its packet for ten minutes (to fill the mix's pool with a
+/// few packets a second) is refused at once: beyond the network's delay horizon (20.7/µ s,
+/// a delay an honest sender draws with probability 1e-9), dropped as `horizon`, never held.
+#[test]
+fn a_delay_beyond_the_horizon_is_dropped_and_never_held() {
+    let seed = seed_from_env(16);
+    let spec = quiet();
+    let t = topology(&spec, seed);
+    let horizon = t.network.delay_horizon_us();
+    assert_eq!(horizon, 2_072_327, "20.7 / µ with µ = 10");
+    let mut sim = sim(&spec, seed, LinkModel::default());
+    let first = mix(&spec, 1, 0);
+    let packet = |delay_us: u32, n: u64| {
+        let path = [
+            hop(
+                &t,
+                first,
+                Command::Relay {
+                    next: mix(&spec, 2, 0),
+                    delay_us,
+                },
+            ),
+            hop(&t, mix(&spec, 2, 0), relay(mix(&spec, 3, 0))),
+            hop(&t, mix(&spec, 3, 0), relay(provider(0))),
+            hop(&t, provider(0), Command::Drop),
+        ];
+        let params = Params::new(spec.payload_bytes).unwrap();
+        build(&params, &path, b"", &mut ChaCha20Rng::seed_from_u64(n)).unwrap()
+    };
+    sim.inject(provider(0), first, packet(590_000_000, 1));
+    sim.inject(provider(0), first, packet(horizon as u32, 2));
+    sim.run_until(S);
+    assert_eq!(
+        mix_drops(&sim, first, DropReason::Horizon),
+        1,
+        "seed {seed}"
+    );
+    assert_eq!(
+        sim.mix(first).unwrap().pool_size(),
+        1,
+        "only the honest one is held"
+    );
+    sim.run_until(5 * S);
+    assert_eq!(sim.mix(first).unwrap().stats().sent, 1);
+}

@@ -45,6 +45,8 @@ pub struct HarnessConfig {
 pub struct MixHarness<C: Codec> {
     mix: Mix<C>,
     mix_key: PublicKey,
+    /// The network's delay horizon: the most a sender asks a hop to hold a packet.
+    delay_horizon_us: u64,
     provider_key: PublicKey,
     provider_codec: C,
     params: Params,
@@ -104,7 +106,9 @@ impl<C: Codec> MixHarness<C> {
                 horizon_us: 1 << 34,
             },
             journal_tags: 0,
+            max_delay_us: u64::MAX,
         };
+        let delay_horizon_us = net.topology.network.delay_horizon_us();
         let mix = Mix::new(
             &net.topology,
             MixConfig {
@@ -122,6 +126,7 @@ impl<C: Codec> MixHarness<C> {
             mix,
             mix_key,
             provider_key,
+            delay_horizon_us,
             provider_codec: C::new(provider_secret, params),
             params,
             rng: seeds,
@@ -169,7 +174,10 @@ impl<C: Codec> MixHarness<C> {
     /// `at_us` (not before now).
     pub fn inject(&mut self, at_us: u64, index: u64) {
         self.advance_to(at_us);
-        let delay = exp_us(&mut self.rng, self.mu).unwrap_or(0);
+        // Capped like every sender's draw (probability 1e-9), or the mix would drop it.
+        let delay = exp_us(&mut self.rng, self.mu)
+            .unwrap_or(0)
+            .min(self.delay_horizon_us);
         let path = [
             Hop::new(
                 self.mix_key,

@@ -17,6 +17,7 @@ pub fn limits() -> HopLimits {
             horizon_us: 600_000_000,
         },
         journal_tags: 0,
+        max_delay_us: u64::MAX,
     }
 }
 
