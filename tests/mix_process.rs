@@ -210,6 +210,8 @@ fn both_shards_work_and_the_counters_add_up() {
         (300, 300, 0),
         "in = out + drops + pending (0)"
     );
+    assert_eq!(metric(&m, "loopix_kernel_drops_total"), 0, "{m}");
+    assert!(m.contains("loopix_kernel_drops_total{shard=\"1\"}"));
     rig.stop();
 }
 

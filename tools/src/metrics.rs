@@ -154,6 +154,12 @@ pub fn render(s: &Snapshot) -> String {
             .map(|r| (shard(r), r.receive_ns as f64 / 1e9)),
     );
     family(
+        "loopix_kernel_drops_total",
+        "counter",
+        "Datagrams the kernel dropped at the shard's socket because its receive buffer was full: offered load the node never saw.",
+        &mut s.reports.iter().map(|r| (shard(r), r.kernel_drops as f64)),
+    );
+    family(
         "loopix_claims_refused_total",
         "counter",
         "Providers: polls claiming a sender the node will not bind (a node's id, from a node's address, or the address book full).",

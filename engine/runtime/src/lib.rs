@@ -11,5 +11,6 @@ pub mod node;
 pub mod peers;
 pub mod replay_journal;
 pub mod shard;
+pub mod socket_stats;
 pub mod steering;
 pub mod stray_buffers;

@@ -72,6 +72,9 @@ pub struct ShardReport {
     /// Polls whose claimed sender was refused: a node's id, from a node's address, or the
     /// address book full.
     pub claims_refused: u64,
+    /// Datagrams the kernel dropped at this shard's socket (receive buffer full): load the
+    /// shard never saw.
+    pub kernel_drops: u64,
     /// The last report, sent as the shard exits.
     pub last: bool,
 }
@@ -106,6 +109,8 @@ struct State<C> {
     peers: Peers,
     clock: NetworkClock,
     journal: Option<ReplayJournal>,
+    /// The shard's socket, for the kernel's counters.
+    fd: std::os::fd::RawFd,
     packet_len: usize,
     strays_out: Vec<Sender<Stray>>,
     stray_buffers: StrayBuffers,
@@ -218,6 +223,7 @@ impl<C: ShardCore> State<C> {
             receive_ns: self.receive_ns,
             journal_errors: self.journal.as_ref().map_or(0, |j| j.errors),
             claims_refused: self.claims_refused,
+            kernel_drops: crate::socket_stats::kernel_drops(self.fd).unwrap_or(0),
             last,
         }
     }
@@ -248,6 +254,7 @@ pub async fn run<C: ShardCore + 'static>(setup: ShardSetup<C>) {
         peers: setup.peers,
         clock: setup.clock,
         journal: setup.journal,
+        fd: socket.as_raw_fd(),
         packet_len: setup.packet_len,
         strays_out: setup.strays_out,
         stray_buffers: setup.stray_buffers,

@@ -34,7 +34,15 @@ pub fn bind_group(
         let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
         s.set_reuse_port(true)?;
         s.set_nonblocking(true)?;
-        let _ = s.set_recv_buffer_size(recv_buffer_bytes);
+        let granted = crate::socket_stats::request_receive_buffer(&s, recv_buffer_bytes)?;
+        if granted < recv_buffer_bytes && sockets.is_empty() {
+            tracing::warn!(
+                asked = recv_buffer_bytes,
+                granted,
+                "receive buffer capped by net.core.rmem_max: raise it (sysctl) or run with \
+                 CAP_NET_ADMIN, or bursts are dropped in the kernel (loopix_kernel_drops_total)"
+            );
+        }
         s.bind(&addr.into())?;
         // With port 0, the first bind picks the port and the others must share it.
         if let Some(local) = s.local_addr()?.as_socket() {
