@@ -83,7 +83,13 @@ pub struct ClientStats {
     /// Packets that could not be built (no path: e.g. the topology lists no key for an
     /// epoch the path falls in); the send slot went out with the previous bytes.
     pub build_failed: u64,
+    /// Fragments refused because their message would not fit the reassembly bound.
+    pub fragments_refused: u64,
 }
+
+/// The most a client holds for messages it is still putting together: 2,000 default-size
+/// fragments' worth.
+const REASSEMBLY_BYTES: usize = 4 << 20;
 
 #[derive(Clone, Copy, Debug)]
 enum Emission {
@@ -158,7 +164,7 @@ impl<C: Codec> Client<C> {
             emissions: VecDeque::new(),
             pending_acks: VecDeque::new(),
             poll_size: usize::from(n.poll_size),
-            reassembly: Reassembly::new(1024, 4096),
+            reassembly: Reassembly::new(1024, 4096, REASSEMBLY_BYTES),
             loops: LoopMonitor::new(256, 60_000_000),
             events: VecDeque::new(),
             path: Vec::with_capacity(loopix_crypto::MAX_HOPS),
@@ -205,6 +211,7 @@ impl<C: Codec> Client<C> {
     pub fn stats(&self) -> ClientStats {
         ClientStats {
             loops_returned: self.loops.returned_total,
+            fragments_refused: self.reassembly.refused(),
             ..self.stats
         }
     }

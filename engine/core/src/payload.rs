@@ -77,15 +77,25 @@ pub fn read(payload: &[u8]) -> Option<Content<'_>> {
 /// Puts fragments back together, delivering each message once.
 ///
 /// Bounded: at most `max_partial` messages in progress (the oldest is abandoned when a
-/// new one would exceed it) and the ids of the last `max_done` delivered messages are
-/// remembered to drop duplicates.
+/// new one would exceed it), at most `max_bytes` held for them (a fragment's bytes and a
+/// slot per announced fragment; the oldest other messages are abandoned to make room, and a
+/// message that cannot fit alone is refused and counted), and the ids of the last
+/// `max_done` delivered messages are remembered to drop duplicates. Anyone who has a
+/// client's public key can send it fragments, so without the byte bound one packet
+/// announcing 65,535 fragments would reserve 1.5 MB, and a thousand of them 1.5 GB.
 pub struct Reassembly {
     partial: BTreeMap<u64, Partial>,
     order: VecDeque<u64>,
     done: VecDeque<u64>,
     max_partial: usize,
     max_done: usize,
+    max_bytes: usize,
+    bytes: usize,
+    refused: u64,
 }
+
+/// What one announced fragment's slot costs before its bytes arrive.
+const SLOT_BYTES: usize = std::mem::size_of::<Option<Vec<u8>>>();
 
 struct Partial {
     parts: Vec<Option<Vec<u8>>>,
@@ -94,14 +104,27 @@ struct Partial {
 
 impl Reassembly {
     /// Empty, with the given bounds.
-    pub fn new(max_partial: usize, max_done: usize) -> Self {
+    pub fn new(max_partial: usize, max_done: usize, max_bytes: usize) -> Self {
         Self {
             partial: BTreeMap::new(),
             order: VecDeque::new(),
             done: VecDeque::new(),
             max_partial,
             max_done,
+            max_bytes,
+            bytes: 0,
+            refused: 0,
         }
+    }
+
+    /// Fragments refused because their message could not fit in `max_bytes`.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Bytes held for messages in progress.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Adds a fragment; returns the message when it is complete and new.
@@ -109,30 +132,69 @@ impl Reassembly {
         if self.done.contains(&msg_id) {
             return None;
         }
-        if !self.partial.contains_key(&msg_id) {
+        let new = !self.partial.contains_key(&msg_id);
+        let fresh_slot = new
+            || self.partial[&msg_id]
+                .parts
+                .get(usize::from(index))
+                .is_some_and(Option::is_none);
+        if !fresh_slot {
+            return None;
+        }
+        let needed = data.len()
+            + if new {
+                usize::from(count) * SLOT_BYTES
+            } else {
+                0
+            };
+        if !self.make_room(msg_id, needed) {
+            self.refused += 1;
+            return None;
+        }
+        if new {
             self.start(msg_id, count);
         }
         let p = self.partial.get_mut(&msg_id)?;
         let slot = p.parts.get_mut(usize::from(index))?;
-        if slot.is_none() {
-            *slot = Some(data.to_vec());
-            p.have += 1;
-        }
+        *slot = Some(data.to_vec());
+        p.have += 1;
+        self.bytes += data.len();
         if p.have < p.parts.len() {
             return None;
         }
-        let p = self.partial.remove(&msg_id)?;
-        self.order.retain(|&id| id != msg_id);
+        let p = self.remove(msg_id)?;
         self.remember_done(msg_id);
         Some(p.parts.into_iter().flatten().flatten().collect())
     }
 
+    /// Abandons the oldest other messages until `needed` more bytes fit; false if even
+    /// with every other message gone they would not.
+    fn make_room(&mut self, keep: u64, needed: usize) -> bool {
+        while self.bytes + needed > self.max_bytes {
+            let Some(&oldest) = self.order.iter().find(|&&id| id != keep) else {
+                return false;
+            };
+            self.remove(oldest);
+        }
+        true
+    }
+
+    /// Forgets a message in progress, giving its bytes back.
+    fn remove(&mut self, msg_id: u64) -> Option<Partial> {
+        let p = self.partial.remove(&msg_id)?;
+        self.order.retain(|&id| id != msg_id);
+        self.bytes -=
+            p.parts.len() * SLOT_BYTES + p.parts.iter().flatten().map(Vec::len).sum::<usize>();
+        Some(p)
+    }
+
     fn start(&mut self, msg_id: u64, count: u16) {
         if self.order.len() >= self.max_partial
-            && let Some(old) = self.order.pop_front()
+            && let Some(&old) = self.order.front()
         {
-            self.partial.remove(&old);
+            self.remove(old);
         }
+        self.bytes += usize::from(count) * SLOT_BYTES;
         self.order.push_back(msg_id);
         self.partial.insert(
             msg_id,
@@ -186,7 +248,7 @@ mod tests {
 
     #[test]
     fn reassembles_in_any_order_once() {
-        let mut r = Reassembly::new(4, 4);
+        let mut r = Reassembly::new(4, 4, 1 << 20);
         assert_eq!(r.add(5, 2, 3, b"ef"), None);
         assert_eq!(r.add(5, 0, 3, b"ab"), None);
         assert_eq!(r.add(5, 0, 3, b"ab"), None, "duplicate fragment");
@@ -195,8 +257,25 @@ mod tests {
     }
 
     #[test]
+    fn a_message_announcing_more_than_fits_is_refused_and_memory_stays_bounded() {
+        let mut r = Reassembly::new(1024, 16, 100_000);
+        // 65,535 announced fragments would take 1.5 MB of slots alone.
+        assert_eq!(r.add(1, 0, u16::MAX, b"x"), None);
+        assert_eq!((r.refused(), r.bytes()), (1, 0));
+        // Many small partial messages: the oldest go to make room, the bound holds.
+        for id in 10..2_000 {
+            r.add(id, 0, 100, &[0u8; 500]);
+            assert!(r.bytes() <= 100_000, "{}", r.bytes());
+        }
+        // And a message that fits still completes.
+        assert_eq!(r.add(5_000, 1, 2, b"cd"), None);
+        assert_eq!(r.add(5_000, 0, 2, b"ab"), Some(b"abcd".to_vec()));
+        assert!(r.bytes() <= 100_000);
+    }
+
+    #[test]
     fn partial_messages_are_bounded() {
-        let mut r = Reassembly::new(2, 2);
+        let mut r = Reassembly::new(2, 2, 1 << 20);
         r.add(1, 0, 2, b"a");
         r.add(2, 0, 2, b"b");
         r.add(3, 0, 2, b"c"); // abandons message 1
