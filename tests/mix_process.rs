@@ -338,3 +338,23 @@ fn the_node_changes_keys_at_the_boundary_and_deletes_the_old_one() {
     );
     rig.stop();
 }
+
+/// A second `loopix node` for the same node (same key) refuses to start while the first
+/// runs, naming it; the first keeps forwarding.
+#[test]
+fn a_second_copy_of_a_running_node_refuses_to_start() {
+    let mut rig = rig("mix-twice");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loopix"))
+        .arg("node")
+        .arg("--config")
+        .arg(rig._dir.path("mix.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("node 1 is already running (pid "), "{err}");
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender.send_to(&rig.packet(21), rig.mix).unwrap();
+    assert_eq!(rig.forwarded(1), 1);
+    rig.stop();
+}

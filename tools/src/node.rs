@@ -20,6 +20,7 @@ use loopix_runtime::config::NodeConfig;
 use loopix_runtime::durable_inbox::DurableInbox;
 use loopix_runtime::key_file::{self, read_seed};
 use loopix_runtime::node::{Node, NodeLayout};
+use loopix_runtime::node_lock::NodeLock;
 use loopix_runtime::peers::Peers;
 use loopix_runtime::replay_journal::{ReplayJournal, Syncer};
 
@@ -81,8 +82,9 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     }
     let (syncer, sync_thread) = Syncer::start(Duration::from_millis(cfg.replay_sync_ms))
         .map_err(|e| format!("replay journal sync thread: {e}"))?;
+    // Before anything is bound: a second process of this node must not start at all.
+    let lock = NodeLock::acquire(&cfg.key_file, cfg.node.id.0)?;
     let node = start(&cfg, &seed, &syncer)?;
-    tracing::info!(id = cfg.node.id.0, %role, shards = cfg.shards, listen = %node.local_addr, epoch = keys.current, "node started");
     let stack = loopix_crypto::stack_position::calibrate();
     tracing::info!(
         position = stack.position,
@@ -90,7 +92,12 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         slowest_ns = stack.worst_ns as u64,
         "scalar multiplication placed on the stack"
     );
-    let served = serve_until_signal(&cfg, node, clock, seed.epoch());
+    let started = Started {
+        role,
+        epoch: keys.current,
+    };
+    let served = serve_until_signal(&cfg, node, clock, seed.epoch(), started);
+    drop(lock);
     drop(sync_thread);
     served
 }
@@ -220,11 +227,18 @@ fn ratchet_key_file(cfg: &NodeConfig, now_us: u64, at: &mut u64) {
     *at = oldest;
 }
 
+/// What "node started" reports, once every listener is bound.
+struct Started {
+    role: String,
+    epoch: u64,
+}
+
 fn serve_until_signal(
     cfg: &NodeConfig,
     mut node: Node,
     clock: NetworkClock,
     mut key_file_epoch: u64,
+    started: Started,
 ) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -244,6 +258,8 @@ fn serve_until_signal(
             .map_err(|e| format!("metrics {addr}: {e}"))?;
         tracing::info!(%local, "metrics on http://{local}/metrics");
     }
+    let Started { role, epoch } = started;
+    tracing::info!(id = cfg.node.id.0, %role, shards = cfg.shards, listen = %node.local_addr, epoch, "node started");
     let (mut last_held, mut last_at) = (0u64, Instant::now());
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
