@@ -50,6 +50,7 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         Role::Mix { layer } => format!("mix, layer {layer}"),
         Role::Provider => "provider".to_string(),
     };
+    check_host(&cfg, args.check).map_err(|e| format!("{}: {e}", args.config.display()))?;
     if args.check {
         let per_filter = ReplayFilter::bytes_for(cfg.limits.replay_tags);
         println!(
@@ -100,6 +101,29 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     drop(lock);
     drop(sync_thread);
     served
+}
+
+/// What the configuration asks of this host: its CPUs exist, and (for `--check`) its
+/// listen and metrics addresses can be bound now.
+fn check_host(cfg: &NodeConfig, try_bind: bool) -> Result<(), String> {
+    let host: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    if let Some(cpu) = cfg.cpus.iter().find(|c| !host.contains(c)) {
+        return Err(format!(
+            "cpus: CPU {cpu} is not one this process may run on {host:?}"
+        ));
+    }
+    if try_bind {
+        std::net::UdpSocket::bind(cfg.listen)
+            .map_err(|e| format!("listen: {}: {e} (is the node already running?)", cfg.listen))?;
+        if let Some(m) = cfg.metrics {
+            std::net::TcpListener::bind(m).map_err(|e| format!("metrics: {m}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// A new seed for the RNG of one core.

@@ -189,6 +189,19 @@ fn node_check_verifies_the_epoch_keys_the_topology_publishes() {
     // 1,000 packets/s over 600 + 2 x 60 s: 720,000 tags, ~3.4 MB a filter.
     assert!(text.contains("of 720000 tags"), "{text}");
 
+    // The host: a CPU it does not have, a listen port already taken.
+    let out = node_check(&dir, &config.replace("[limits]", "cpus = [99]\n[limits]"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cpus: CPU 99"),
+        "{err}"
+    );
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let listen = format!("listen = \"{}\"\n", taken.local_addr().unwrap());
+    let out = node_check(&dir, &format!("{listen}{config}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("listen: "), "{err}");
+
     // Another seed's keys: the topology does not publish them.
     keygen("other.key");
     let out = node_check(&dir, &config.replace("mix.key", "other.key"));

@@ -241,6 +241,8 @@ impl Topology {
     /// and at least one provider present.
     fn check_references(&self) -> Result<(), TopologyError> {
         let mut ids = BTreeSet::new();
+        let mut addresses = BTreeMap::new();
+        let mut keys = BTreeMap::new();
         for (i, n) in self.nodes.iter().enumerate() {
             if !ids.insert(n.id) {
                 return Err(err(
@@ -248,8 +250,30 @@ impl Topology {
                     format!("id {} is used twice", n.id.0),
                 ));
             }
+            if let Some(j) = addresses.insert(n.address, i) {
+                return Err(err(
+                    format!("nodes[{i}].address"),
+                    format!("{} is also nodes[{j}]'s address", n.address),
+                ));
+            }
+            for (k, (_, key)) in n.epoch_keys.iter().enumerate() {
+                if let Some(other) =
+                    keys.insert(key.to_bytes(), format!("nodes[{i}].epoch_keys[{k}]"))
+                {
+                    return Err(err(
+                        format!("nodes[{i}].epoch_keys[{k}]"),
+                        format!("the same key as {other}"),
+                    ));
+                }
+            }
         }
         for (i, c) in self.clients.iter().enumerate() {
+            if let Some(other) = keys.insert(c.public_key.to_bytes(), format!("clients[{i}]")) {
+                return Err(err(
+                    format!("clients[{i}].public_key"),
+                    format!("the same key as {other}"),
+                ));
+            }
             if !ids.insert(c.id) {
                 return Err(err(
                     format!("clients[{i}].id"),
@@ -558,6 +582,13 @@ public_key = "{}"
                 "clients[0].provider",
             ),
             ("id = 2\n", "id = 1\n".into(), "nodes[1].id"),
+            (
+                "127.0.0.1:9002",
+                "127.0.0.1:9001".into(),
+                "nodes[1].address",
+            ),
+            (&key(2), key(1), "nodes[1].epoch_keys[0]"),
+            (&key(4), key(5), "clients[0].public_key"),
             (
                 "layers = 2",
                 "layers = 2\npayload_bytes = 1".into(),
