@@ -41,7 +41,8 @@ pub struct NodeArgs {
 pub fn run(args: &NodeArgs) -> Result<(), String> {
     let cfg =
         NodeConfig::load(&args.config).map_err(|e| format!("{}: {e}", args.config.display()))?;
-    let seed = read_seed(&cfg.key_file)?;
+    let seed = read_seed(&cfg.key_file)
+        .map_err(|e| format!("{}: key_file: {e}", args.config.display()))?;
     let clock = NetworkClock::start();
     let keys = cfg
         .check_keys(&seed, clock.now_us())
@@ -217,6 +218,7 @@ fn start(cfg: &NodeConfig, seed: &EpochSeed, syncer: &Syncer) -> Result<Node, St
 /// nodes' new epoch keys are used for loops from now on. A problem is logged and nothing
 /// changes.
 fn reload_config(cfg: &NodeConfig, node: &Node, now_us: u64) {
+    let file = cfg.source.display();
     let loaded = NodeConfig::load(&cfg.source).and_then(|fresh| {
         let seed = read_seed(&fresh.key_file)
             .map_err(|e| loopix_core::field_error::FieldError::new("key_file", e))?;
@@ -226,9 +228,18 @@ fn reload_config(cfg: &NodeConfig, node: &Node, now_us: u64) {
     match loaded {
         Ok((fresh, seed)) => {
             node.reload(&fresh.topology, &seed);
-            tracing::info!("topology and key file reloaded");
+            let restart = cfg.needs_restart(&fresh);
+            if restart.is_empty() {
+                tracing::info!(%file, "reloaded: topology and key file");
+            } else {
+                tracing::warn!(
+                    %file,
+                    needs_restart = %restart.join(", "),
+                    "reloaded topology and key file; these changes wait for a restart"
+                );
+            }
         }
-        Err(e) => tracing::error!(error = %e, "reload refused; nothing changed"),
+        Err(e) => tracing::error!(%file, error = %e, "reload refused; nothing changed"),
     }
 }
 

@@ -32,7 +32,7 @@ use crate::replay::{FilterKey, ReplayFilter, Seen};
 use crate::timing_wheel::{InsertError, TimingWheel, WheelConfig, WheelConfigError};
 
 /// Capacities of a hop's preallocated state.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HopLimits {
     /// Packets held at once (in the wheel or waiting to be sent).
     pub pool_packets: u32,

@@ -244,6 +244,46 @@ impl RawLimits {
     }
 }
 
+impl NodeConfig {
+    /// The settings that differ in `fresh` (a re-read of this file) and that only a restart
+    /// applies: a SIGHUP takes the topology's keys and clients and the key file, nothing else.
+    pub fn needs_restart(&self, fresh: &NodeConfig) -> Vec<&'static str> {
+        let (a, b) = (self, fresh);
+        let (na, nb) = (&a.topology.network, &b.topology.network);
+        let shape = |n: &loopix_core::topology::Network| {
+            (n.layers, n.mu_per_s, n.lambda_mix_loop_per_s, n.poll_size)
+        };
+        [
+            ("id", a.node.id != b.node.id),
+            ("shards", a.shards != b.shards),
+            ("cpus", a.cpus != b.cpus),
+            ("listen", a.listen != b.listen),
+            ("metrics", a.metrics != b.metrics),
+            ("spin_us", a.spin_us != b.spin_us),
+            ("grace_ms", a.grace_ms != b.grace_ms),
+            ("inbox_path", a.inbox_path != b.inbox_path),
+            ("replay_dir", a.replay_dir != b.replay_dir),
+            ("replay_sync_ms", a.replay_sync_ms != b.replay_sync_ms),
+            (
+                "limits",
+                a.limits != b.limits || a.inbox_per_client != b.inbox_per_client,
+            ),
+            (
+                "network.epoch_s/epoch_start/epoch_grace_s",
+                na.epochs != nb.epochs,
+            ),
+            ("network.payload_bytes", na.params != nb.params),
+            (
+                "network.layers/mu_per_s/lambda_mix_loop_per_s/poll_size",
+                shape(na) != shape(nb),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+    }
+}
+
 /// What [`NodeConfig::check_keys`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyCheck {
@@ -324,22 +364,30 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("loopix-config-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         use rand_core::SeedableRng;
-        let key =
-            loopix_crypto::SecretKey::generate(&mut rand_chacha::ChaCha20Rng::from_seed([7; 32]));
-        let hex: String = key
-            .public_key()
-            .to_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = |seed: u8| -> String {
+            let key = loopix_crypto::SecretKey::generate(&mut rand_chacha::ChaCha20Rng::from_seed(
+                [seed; 32],
+            ));
+            key.public_key()
+                .to_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
         let topology = format!(
             "[network]\nlayers = 1\nmu_per_s = 10.0\nlambda_payload_per_s = 1.0\nlambda_loop_per_s = 1.0\nlambda_drop_per_s = 1.0\nlambda_mix_loop_per_s = 1.0\npoll_size = 4\npoll_rate_per_s = 1.0\n\n[[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"127.0.0.1:9\"\nfirst_epoch = 0\nepoch_keys = [\"{}\"]\n\n[[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"127.0.0.1:10\"\nfirst_epoch = 0\nepoch_keys = [\"{}\"]\n",
-            hex, hex
+            hex(7),
+            hex(8)
         );
         std::fs::write(dir.join("t.toml"), topology).unwrap();
+        parse_in(&dir, extra)
+    }
+
+    /// A node.toml of `extra` lines beside the topology `parse_with` wrote into `dir`.
+    fn parse_in(dir: &Path, extra: &str) -> Result<NodeConfig, ConfigError> {
         NodeConfig::parse(
             &format!("topology = \"t.toml\"\nid = 1\nkey_file = \"k\"\n{extra}"),
-            &dir,
+            dir,
         )
     }
 
@@ -349,6 +397,23 @@ mod tests {
         assert_eq!(parse_with("spin_us = 500\n").unwrap().spin_us, 500);
         let e = parse_with("spin_us = 1000000\n").unwrap_err();
         assert!(e.to_string().starts_with("spin_us:"), "{e}");
+    }
+
+    #[test]
+    fn a_reload_names_what_only_a_restart_applies() {
+        let running = parse_with("shards = 2\n").unwrap();
+        let dir = running.replay_dir.parent().unwrap();
+        let same = parse_in(dir, "shards = 2\n").unwrap();
+        assert!(running.needs_restart(&same).is_empty());
+        let fresh = parse_in(
+            dir,
+            "shards = 1\nspin_us = 10\n[limits]\npool_packets = 5\n",
+        )
+        .unwrap();
+        assert_eq!(
+            running.needs_restart(&fresh),
+            ["shards", "spin_us", "limits"]
+        );
     }
 
     #[test]
