@@ -103,6 +103,27 @@ public_key = "{bob_pk}"
         })
     };
 
+    // Mistakes are refused before anything is sent, with what is wrong.
+    let refused = |args: &[&str]| {
+        let out = loopix()
+            .arg("client")
+            .arg("--topology")
+            .arg(dir.path("topology.toml"))
+            .args(["--id", "10000", "--key"])
+            .arg(dir.path("alice.key"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    assert!(refused(&["--message", "hi"]).contains("need --send-to"));
+    let e = refused(&["--send-to", "424242", "--message", "hi"]);
+    assert!(
+        e.contains("--send-to 424242: not a client of the topology"),
+        "{e}"
+    );
+
     // Alice sends five messages to Bob, who is offline.
     let messages: Vec<String> = (1..=5).map(|i| format!("note {i} for bob")).collect();
     let mut alice = loopix();
@@ -117,13 +138,14 @@ public_key = "{bob_pk}"
     for m in &messages {
         alice.args(["--message", m]);
     }
-    assert!(
-        alice
-            .args(["--duration-s", "5"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let out = alice
+        .args(["--until-sent", "--duration-s", "20"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(log.matches("queued message").count(), 5, "{log}");
+    assert_eq!(log.matches("sent message").count(), 5, "{log}");
     let stored = wait_metrics(provider_metrics, Duration::from_secs(10), |t| {
         metric(t, "loopix_inbox_packets") >= 5
     });

@@ -2,6 +2,7 @@
 //! Sends the messages given (as arguments or lines on stdin) from the first client to a
 //! recipient, and prints every message the clients receive, one per line.
 
+use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,6 +45,9 @@ pub struct ClientArgs {
     /// Stop once this many messages have been received.
     #[arg(long)]
     until_received: Option<usize>,
+    /// Stop once every message given has left (all its fragments sent).
+    #[arg(long)]
+    until_sent: bool,
     /// Print received messages as JSON lines.
     #[arg(long)]
     json: bool,
@@ -58,17 +62,31 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", args.topology.display()))?;
     let topology =
         Topology::from_toml(&text).map_err(|e| format!("{}: {e}", args.topology.display()))?;
+    let sending = !args.messages.is_empty() || args.stdin;
+    if sending != args.send_to.is_some() {
+        return Err("--message and --stdin need --send-to, and --send-to needs a message".into());
+    }
+    if let Some(to) = args.send_to
+        && topology.client(Address(to)).is_none()
+    {
+        return Err(format!("--send-to {to}: not a client of the topology"));
+    }
     let mut clients = start(args, &topology)?;
     let mut to_send = args.messages.clone();
     if args.stdin {
         to_send.extend(std::io::stdin().lock().lines().map_while(Result::ok));
     }
     let mut unsent = Vec::new();
+    // Messages queued at the first client and not yet all sent: id -> fragments still due.
+    let mut leaving: BTreeMap<u64, u16> = BTreeMap::new();
+    let mut queued_total = 0;
     if let Some(to) = args.send_to {
         for m in to_send {
             clients[0].send(Address(to), m.into_bytes());
+            queued_total += 1;
         }
     }
+    let mut sent_total = 0;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
@@ -78,8 +96,10 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
         .map(|s| Instant::now() + Duration::from_secs(s));
     let mut received = 0;
     while !stop.load(Ordering::SeqCst) {
+        let all_sent = sent_total + unsent.len() == queued_total;
         if deadline.is_some_and(|d| Instant::now() >= d)
             || args.until_received.is_some_and(|n| received >= n)
+            || (args.until_sent && all_sent)
         {
             break;
         }
@@ -90,9 +110,23 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
                         msg_id, message, ..
                     }) => {
                         received += 1;
+                        eprintln!("client {}: delivered message {msg_id:016x}", c.id.0);
                         print_message(args.json, c.id, msg_id, &message);
                     }
-                    ClientOutput::Queued(Err(e)) => unsent.push(format!("{e:?}")),
+                    ClientOutput::Queued(Ok(msg_id)) => {
+                        eprintln!("client {}: queued message {msg_id:016x}", c.id.0);
+                        leaving.insert(msg_id, 0);
+                    }
+                    ClientOutput::Event(ClientEvent::FragmentSent { msg_id, count, .. }) => {
+                        let due = leaving.entry(msg_id).or_insert(0);
+                        *due += 1;
+                        if *due == count {
+                            leaving.remove(&msg_id);
+                            sent_total += 1;
+                            eprintln!("client {}: sent message {msg_id:016x}", c.id.0);
+                        }
+                    }
+                    ClientOutput::Queued(Err(e)) => unsent.push(e.to_string()),
                     _ => {}
                 }
             }
@@ -102,10 +136,16 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
     for c in &mut clients {
         c.stop();
     }
+    let still_queued = queued_total - sent_total - unsent.len();
+    if still_queued > 0 {
+        unsent.push(format!(
+            "{still_queued} message(s) still queued at exit (not all fragments sent)"
+        ));
+    }
     if unsent.is_empty() {
         Ok(())
     } else {
-        Err(format!("not sent: {}", unsent.join(", ")))
+        Err(format!("not sent: {}", unsent.join("; ")))
     }
 }
 

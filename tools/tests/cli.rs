@@ -225,3 +225,70 @@ fn node_check_verifies_the_epoch_keys_the_topology_publishes() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A sender that stops with messages still queued says how many and exits non-zero.
+#[test]
+fn a_client_stopping_with_messages_queued_says_so_and_fails() {
+    let dir = std::env::temp_dir().join(format!("loopix-cli-client-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let node = |f: &str| {
+        let out = loopix(&[
+            "keygen",
+            "--epochs",
+            "2",
+            "--first-epoch",
+            "0",
+            "--out",
+            &path(f),
+        ]);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let client = |f: &str| {
+        let out = loopix(&["keygen", "--out", &path(f)]);
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (mix, provider) = (node("m.key"), node("p.key"));
+    let (alice, bob) = (client("a.key"), client("b.key"));
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::fs::write(
+        dir.join("t.toml"),
+        format!(
+            "[network]\nlayers = 1\nmu_per_s = 10.0\nlambda_payload_per_s = 1.0\nlambda_loop_per_s = 0.0\n\
+             lambda_drop_per_s = 0.0\nlambda_mix_loop_per_s = 0.0\npoll_size = 4\npoll_rate_per_s = 1.0\n\
+             epoch_start = {now_s}\n\n\
+             [[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"127.0.0.1:9\"\n{mix}\n\
+             [[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"127.0.0.1:19\"\n{provider}\n\
+             [[clients]]\nid = 10000\nprovider = 1000\npublic_key = \"{alice}\"\n\n\
+             [[clients]]\nid = 10001\nprovider = 1000\npublic_key = \"{bob}\"\n"
+        )
+
+    )
+    .unwrap();
+    let mut args = vec![
+        "client".to_string(),
+        "--topology".into(),
+        path("t.toml"),
+        "--id".into(),
+        "10000".into(),
+        "--key".into(),
+        path("a.key"),
+        "--send-to".into(),
+        "10001".into(),
+        "--duration-s".into(),
+        "1".into(),
+    ];
+    for i in 0..20 {
+        args.extend(["--message".to_string(), format!("m{i}")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = loopix(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("still queued at exit"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -47,11 +47,29 @@ pub enum SendError {
     TooLong,
 }
 
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownRecipient(a) => write!(f, "{} is not a client of the topology", a.0),
+            Self::BufferFull => f.write_str("the send buffer is full"),
+            Self::TooLong => f.write_str("the message needs more than 65,535 fragments"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
 /// Something the user of a client may want to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientEvent {
     /// A fragment of message `msg_id` went on the wire.
-    FragmentSent { msg_id: u64, index: u16, at_us: u64 },
+    FragmentSent {
+        msg_id: u64,
+        index: u16,
+        /// Fragments the message has.
+        count: u16,
+        at_us: u64,
+    },
     /// A fragment of message `msg_id` arrived in poll answer item `item_id`.
     FragmentReceived {
         msg_id: u64,
@@ -272,10 +290,11 @@ impl<C: Codec> Client<C> {
         self.body = body;
         if built {
             self.stats.sent_real += 1;
-            let (msg_id, index) = (f.msg_id, f.index);
+            let (msg_id, index, count) = (f.msg_id, f.index, f.count);
             self.push_event(ClientEvent::FragmentSent {
                 msg_id,
                 index,
+                count,
                 at_us: now_us,
             });
         }
