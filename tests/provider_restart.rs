@@ -92,7 +92,8 @@ public_key = "{bob_pk}"
             loopix_core::wire::write_poll_request(&mut poll, loopix_crypto::Address(1), &[]);
             let (mut sent, mut drawn) = (0u64, 0u64);
             let mut buf = [0u8; 65_536];
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            // Until Alice is done, and at least 100 polls in all.
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) || sent < 100 {
                 attacker.send_to(&poll, provider_addr).unwrap();
                 sent += 1;
                 while let Ok(n) = attacker.recv(&mut buf) {
@@ -151,7 +152,7 @@ public_key = "{bob_pk}"
     });
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (spoofed, drawn) = spoofer.join().unwrap();
-    assert!(spoofed > 50, "{spoofed} spoofed polls");
+    assert!(spoofed >= 100, "{spoofed} spoofed polls");
     assert_eq!(drawn, 0, "bytes drawn by polls claiming the mix's id");
     let refused = common::scrape(provider_metrics)
         .map(|t| metric(&t, "loopix_claims_refused_total"))

@@ -78,7 +78,7 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         }
         return Ok(());
     }
-    crate::logging::init();
+    crate::logging::init()?;
     for w in &keys.warnings {
         tracing::warn!("{w}");
     }

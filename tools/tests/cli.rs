@@ -189,6 +189,33 @@ fn node_check_verifies_the_epoch_keys_the_topology_publishes() {
     // 1,000 packets/s over 600 + 2 x 60 s: 720,000 tags, ~3.4 MB a filter.
     assert!(text.contains("of 720000 tags"), "{text}");
 
+    // A misspelt log filter is an error, not silence (the node would otherwise run on).
+    let path = dir.join("node.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_loopix"))
+        .args(["node", "--config", path.to_str().unwrap()])
+        .env("LOOPIX_LOG", "info,loopix=loud")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = node.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            node.kill().unwrap();
+            panic!("the node started despite LOOPIX_LOG");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        !status.success() && err.contains("LOOPIX_LOG: `info,loopix=loud`"),
+        "{err}"
+    );
+
     // The host: a CPU it does not have, a listen port already taken.
     let out = node_check(&dir, &config.replace("[limits]", "cpus = [99]\n[limits]"));
     let err = String::from_utf8_lossy(&out.stderr);
