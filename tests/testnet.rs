@@ -34,6 +34,10 @@ fn a_twenty_second_testnet_delivers_every_message_exactly_once() {
     );
     assert_eq!(v["delivered_real"].as_u64(), Some(sent));
     assert_eq!(
+        (v["in_flight_real"].as_u64(), v["unsent_real"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(
         (v["lost_real"].as_u64(), v["duplicates"].as_u64()),
         (Some(0), Some(0))
     );

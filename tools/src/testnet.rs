@@ -79,7 +79,15 @@ pub struct TestnetArgs {
 pub struct Summary {
     pub sent_real: u64,
     pub delivered_real: u64,
+    /// Left their senders in time to arrive before the end, and never did.
     pub lost_real: u64,
+    /// Left their senders too late to be judged: within `late_window_s` of the end.
+    pub in_flight_real: u64,
+    /// Never (completely) left their senders: the clients could not keep up.
+    pub unsent_real: u64,
+    /// How long before the end a message must have left to count as lost when missing:
+    /// four mean path delays ((layers + 2) / µ) and two poll intervals.
+    pub late_window_s: f64,
     pub duplicates: u64,
     pub misdelivered: u64,
     pub latency_ms: Latency,
@@ -447,6 +455,10 @@ struct Traffic {
     misdelivered: u64,
     latencies_ms: Vec<f64>,
     pending_queue: BTreeMap<Address, Vec<(Address, Instant, Vec<u8>)>>,
+    /// Fragments of each message that have left their sender, and when the last did.
+    left: BTreeMap<u64, (u16, u16, Instant)>,
+    /// When the run stopped waiting for deliveries.
+    ended: Option<Instant>,
 }
 
 fn drive(
@@ -508,6 +520,7 @@ fn drive(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    t.ended = Some(Instant::now());
     let _ = layout;
 }
 
@@ -524,6 +537,11 @@ fn collect(c: &RunningClient, t: &mut Traffic) {
             }
             ClientOutput::Queued(Err(_)) => {
                 t.pending_queue.entry(c.id).or_default().remove(0);
+            }
+            ClientOutput::Event(ClientEvent::FragmentSent { msg_id, count, .. }) => {
+                let entry = t.left.entry(msg_id).or_insert((0, count, Instant::now()));
+                entry.0 += 1;
+                entry.2 = Instant::now();
             }
             ClientOutput::Event(ClientEvent::Delivered {
                 msg_id, message, ..
@@ -570,10 +588,21 @@ impl Traffic {
         let overhead_s: f64 = nodes.iter().map(|n| n.loop_overhead_s_sum).sum();
         let sent = self.sent.len() as u64;
         let delivered = self.delivered.len() as u64;
+        let window_s = 4.0 * (f64::from(args.layers) + 2.0) / args.mu_per_s
+            + 2.0 / args.poll_rate_per_s.max(1e-3);
+        let ended = self.ended.unwrap_or_else(Instant::now);
+        let missing = self
+            .sent
+            .keys()
+            .filter(|id| !self.delivered.contains_key(id));
+        let (in_flight, unsent) = late_or_unsent(missing, &self.left, ended, window_s);
         Summary {
             sent_real: sent,
             delivered_real: delivered,
-            lost_real: sent - delivered,
+            lost_real: sent - delivered - in_flight - unsent,
+            in_flight_real: in_flight,
+            unsent_real: unsent,
+            late_window_s: window_s,
             duplicates: self.delivered.values().map(|&n| u64::from(n - 1)).sum(),
             misdelivered: self.misdelivered,
             latency_ms: Latency {
@@ -587,6 +616,26 @@ impl Traffic {
             duration_s: args.duration_s,
         }
     }
+}
+
+/// Of the messages never delivered: how many left their senders (every fragment) less
+/// than `window_s` before `ended` (still in flight), and how many never left.
+fn late_or_unsent<'a>(
+    missing: impl Iterator<Item = &'a u64>,
+    left: &BTreeMap<u64, (u16, u16, Instant)>,
+    ended: Instant,
+    window_s: f64,
+) -> (u64, u64) {
+    let (mut in_flight, mut unsent) = (0, 0);
+    for id in missing {
+        match left.get(id) {
+            Some(&(n, count, last)) if n >= count => {
+                in_flight += u64::from(ended.duration_since(last).as_secs_f64() < window_s);
+            }
+            _ => unsent += 1,
+        }
+    }
+    (in_flight, unsent)
 }
 
 fn exp(rng: &mut ChaCha20Rng, mean_s: f64) -> Duration {
@@ -608,6 +657,14 @@ fn print_summary(s: &Summary) {
         "real messages: {} sent, {} delivered, {} lost, {} duplicated, {} misdelivered",
         s.sent_real, s.delivered_real, s.lost_real, s.duplicates, s.misdelivered
     );
+    if s.in_flight_real + s.unsent_real > 0 {
+        println!(
+            "not judged: {} still in flight (left their senders less than {:.1} s before the end), \
+             {} never left their senders (the clients fell behind: the machine is saturated, \
+             or the drain was too short)",
+            s.in_flight_real, s.late_window_s, s.unsent_real
+        );
+    }
     println!(
         "end-to-end latency (queued -> delivered): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         s.latency_ms.p50, s.latency_ms.p99, s.latency_ms.max
@@ -638,5 +695,22 @@ fn print_summary(s: &Summary) {
                 drops.join(" ")
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_messages_are_told_apart_by_when_they_left() {
+        let end = Instant::now() + Duration::from_secs(100);
+        let left = BTreeMap::from([
+            (1, (2, 2, end - Duration::from_secs(30))), // left long ago: lost
+            (2, (1, 1, end - Duration::from_secs(1))),  // left just before the end: late
+            (3, (1, 2, end - Duration::from_secs(50))), // a fragment never left: unsent
+        ]);
+        let missing = [1u64, 2, 3, 4]; // 4: nothing left at all
+        assert_eq!(late_or_unsent(missing.iter(), &left, end, 5.0), (1, 2));
     }
 }
