@@ -2,6 +2,14 @@
 
 use std::process::Command;
 
+/// A new, empty directory for one test.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("loopix-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn loopix(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_loopix"))
         .args(args)
@@ -69,9 +77,7 @@ fn bad_options_are_reported_not_panicked() {
 
 #[test]
 fn keygen_writes_an_owner_only_key_and_prints_the_public_key() {
-    let dir = std::env::temp_dir().join(format!("loopix-cli-keygen-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("keygen");
     let key = dir.join("mix.key");
     let key_arg = key.to_str().unwrap();
     let out = loopix(&["keygen", "--out", key_arg]);
@@ -107,9 +113,7 @@ fn node_check(dir: &std::path::Path, text: &str) -> std::process::Output {
 
 #[test]
 fn node_check_names_the_offending_field() {
-    let dir = std::env::temp_dir().join(format!("loopix-cli-node-check-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("node-check");
     let out = node_check(
         &dir,
         "topology = \"missing.toml\"\nid = 1\nkey_file = \"k\"\n",
@@ -136,9 +140,7 @@ fn node_check_names_the_offending_field() {
 /// refuses a seed whose keys the topology does not publish, and one others can read.
 #[test]
 fn node_check_verifies_the_epoch_keys_the_topology_publishes() {
-    let dir = std::env::temp_dir().join(format!("loopix-cli-epochs-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("epochs");
     let keygen = |file: &str| {
         let path = dir.join(file);
         let out = loopix(&[
@@ -256,9 +258,7 @@ fn node_check_verifies_the_epoch_keys_the_topology_publishes() {
 /// A sender that stops with messages still queued says how many and exits non-zero.
 #[test]
 fn a_client_stopping_with_messages_queued_says_so_and_fails() {
-    let dir = std::env::temp_dir().join(format!("loopix-cli-client-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("client");
     let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
     let node = |f: &str| {
         let out = loopix(&[

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{S, client, mix, mixes, provider, sim};
+use common::{S, client, drop_packet_at, hop_at, mix, mixes, provider, relay, sim};
 use loopix_core::drops::DropReason;
 use loopix_core::topology::Topology;
 use loopix_crypto::params::{ALPHA_LEN, HEADER_LEN};
@@ -33,31 +33,12 @@ fn topology(spec: &NetworkSpec, seed: u64) -> Topology {
 
 /// A hop under `id`'s key of epoch 0 (the simulations here start at time 0).
 fn hop(t: &Topology, id: Address, command: Command) -> Hop {
-    let key = t
-        .node(id)
-        .and_then(|n| n.epoch_keys.get(0))
-        .or_else(|| t.client(id).map(|c| c.public_key))
-        .expect("in the topology");
-    Hop::new(key, command)
-}
-
-fn relay(next: Address) -> Command {
-    Command::Relay {
-        next,
-        delay_us: 1_000,
-    }
+    hop_at(t, id, 0, command)
 }
 
 /// Mix 1 -> mix 2 -> mix 3 -> provider 0 (drop).
 fn drop_packet(spec: &NetworkSpec, t: &Topology, seed: u64) -> Vec<u8> {
-    let path = [
-        hop(t, mix(spec, 1, 0), relay(mix(spec, 2, 0))),
-        hop(t, mix(spec, 2, 0), relay(mix(spec, 3, 0))),
-        hop(t, mix(spec, 3, 0), relay(provider(0))),
-        hop(t, provider(0), Command::Drop),
-    ];
-    let params = Params::new(spec.payload_bytes).unwrap();
-    build(&params, &path, b"", &mut ChaCha20Rng::seed_from_u64(seed)).unwrap()
+    drop_packet_at(spec, t, 0, seed)
 }
 
 fn mix_drops(sim: &Sim, id: Address, reason: DropReason) -> u64 {

@@ -5,10 +5,10 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{S, client, mix, mixes, provider, sim};
+use common::{S, client, drop_packet_at, mix, mixes, provider, sim};
 use loopix_core::client::ClientEvent;
 use loopix_core::drops::DropReason;
-use loopix_crypto::{Address, Command, Hop, KeyPhase, Params, build};
+use loopix_crypto::Address;
 use loopix_sim::{LinkModel, NetworkSpec, Sim, seed_from_env};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -33,33 +33,6 @@ fn spec() -> NetworkSpec {
     }
 }
 
-/// A packet `target` (a layer-1 mix) relays on through the other layers to provider 0,
-/// which drops it; every hop under its key for `epoch`.
-fn packet_for(sim_spec: &NetworkSpec, net_seed: u64, epoch: u64, n: u64) -> Vec<u8> {
-    let topology = loopix_sim::generate(sim_spec, net_seed).unwrap().topology;
-    let key = |id: Address| {
-        let k = topology.node(id).unwrap().epoch_keys.get(epoch).unwrap();
-        let mut hop = Hop::new(k, Command::Drop);
-        hop.phase = KeyPhase::of_epoch(epoch);
-        hop
-    };
-    let relay = |next| Command::Relay {
-        next,
-        delay_us: 1_000,
-    };
-    let mut path = [
-        key(mix(sim_spec, 1, 0)),
-        key(mix(sim_spec, 2, 0)),
-        key(mix(sim_spec, 3, 0)),
-        key(provider(0)),
-    ];
-    path[0].command = relay(mix(sim_spec, 2, 0));
-    path[1].command = relay(mix(sim_spec, 3, 0));
-    path[2].command = relay(provider(0));
-    let params = Params::new(sim_spec.payload_bytes).unwrap();
-    build(&params, &path, b"", &mut ChaCha20Rng::seed_from_u64(n)).unwrap()
-}
-
 fn drops(sim: &Sim, id: Address, reason: DropReason) -> u64 {
     sim.mix(id).unwrap().stats().hop.drops.get(reason)
 }
@@ -79,7 +52,8 @@ fn five_epochs_under_load_lose_nothing_and_refuse_every_replay() {
 
     // The replay probe: one packet under epoch 1's key (60..120 s, in use 58..122 s), first
     // seen at 90 s, replayed in its epoch, in the grace after it, and after the grace.
-    let probe = packet_for(&spec, seed, 1, 7);
+    let topology = loopix_sim::generate(&spec, seed).unwrap().topology;
+    let probe = drop_packet_at(&spec, &topology, 1, 7);
     let target = mix(&spec, 1, 0);
     let probe_times = [90, 100, 121, 130];
 

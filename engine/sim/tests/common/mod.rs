@@ -3,9 +3,12 @@
 
 use loopix_core::hop::HopLimits;
 use loopix_core::timing_wheel::WheelConfig;
-use loopix_crypto::Address;
+use loopix_core::topology::Topology;
+use loopix_crypto::{Address, Command, Hop, KeyPhase, Params, build};
 use loopix_sim::network::{FIRST_CLIENT, FIRST_PROVIDER};
 use loopix_sim::{LinkModel, NetworkSpec, Sim, generate};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
 
 /// Smaller pools than a production node: the simulated load is light.
 pub fn limits() -> HopLimits {
@@ -47,4 +50,36 @@ pub fn mixes(spec: &NetworkSpec) -> Vec<Address> {
     (1..=spec.layers)
         .flat_map(|l| (0..spec.mixes_per_layer).map(move |i| mix(spec, l, i)))
         .collect()
+}
+
+/// A hop under `id`'s key of `epoch` (a node's; a client's one key for any epoch).
+pub fn hop_at(t: &Topology, id: Address, epoch: u64, command: Command) -> Hop {
+    match t.node(id) {
+        Some(n) => Hop {
+            key: n.epoch_keys.get(epoch).expect("a published epoch key"),
+            phase: KeyPhase::of_epoch(epoch),
+            command,
+        },
+        None => Hop::new(t.client(id).expect("in the topology").public_key, command),
+    }
+}
+
+/// Relay to `next` after 1 ms.
+pub fn relay(next: Address) -> Command {
+    Command::Relay {
+        next,
+        delay_us: 1_000,
+    }
+}
+
+/// Mix 1 -> mix 2 -> mix 3 -> provider 0 (drop), every hop under its key of `epoch`.
+pub fn drop_packet_at(spec: &NetworkSpec, t: &Topology, epoch: u64, seed: u64) -> Vec<u8> {
+    let path = [
+        hop_at(t, mix(spec, 1, 0), epoch, relay(mix(spec, 2, 0))),
+        hop_at(t, mix(spec, 2, 0), epoch, relay(mix(spec, 3, 0))),
+        hop_at(t, mix(spec, 3, 0), epoch, relay(provider(0))),
+        hop_at(t, provider(0), epoch, Command::Drop),
+    ];
+    let params = Params::new(spec.payload_bytes).unwrap();
+    build(&params, &path, b"", &mut ChaCha20Rng::seed_from_u64(seed)).unwrap()
 }
