@@ -57,20 +57,25 @@ struct Common {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// The packet format the node code runs over in the experiment.
     #[arg(long, value_enum, default_value_t = CodecChoice::Plaintext)]
     codec: CodecChoice,
 }
 
 #[derive(Args, Debug, Clone)]
 struct MixEntropyArgs {
-    /// Incoming rates λ (packets/s), comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0])]
+    /// Incoming rates λ (packets/s), comma-separated [default: 1,2,5,10,20,50,100].
+    #[arg(long = "lambda-per-s", alias = "lambda", value_delimiter = ',', default_values_t = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0], hide_default_value = true)]
     lambda: Vec<f64>,
-    /// Delay parameters µ (1/s; mean delay 1/µ), comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = [0.5, 1.0, 2.0])]
+    /// Delay parameters µ (1/s; mean delay 1/µ), comma-separated [default: 0.5,1,2].
+    #[arg(long = "mu-per-s", alias = "mu", value_delimiter = ',', default_values_t = [0.5, 1.0, 2.0], hide_default_value = true)]
     mu: Vec<f64>,
     /// The mix's own loop rate λM (packets/s) in the runs with loops.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(
+        long = "lambda-mix-loop-per-s",
+        alias = "lambda-mix",
+        default_value_t = 5.0
+    )]
     lambda_mix: f64,
     /// Outputs averaged per point after the burn-in.
     #[arg(long, default_value_t = 20_000)]
@@ -81,16 +86,20 @@ struct MixEntropyArgs {
 
 #[derive(Args, Debug, Clone)]
 struct Theorem1Args {
+    /// Packets that enter the mix together at first.
     #[arg(long, default_value_t = 10)]
     n: u64,
+    /// Of those, how many are still inside when the later ones arrive.
     #[arg(long, default_value_t = 4)]
     k: u64,
+    /// Packets that arrive after n - k have left.
     #[arg(long, default_value_t = 6)]
     l: u64,
     /// Trials per point (the plot also runs every l' below l).
     #[arg(long, default_value_t = 10_000)]
     trials: u64,
-    #[arg(long, default_value_t = 1.0)]
+    /// µ (1/s): each packet's delay is Exp(µ).
+    #[arg(long = "mu-per-s", alias = "mu", default_value_t = 1.0)]
     mu: f64,
     #[command(flatten)]
     common: Common,
@@ -98,20 +107,30 @@ struct Theorem1Args {
 
 #[derive(Args, Debug, Clone)]
 struct NetworkArgs {
-    /// Delay parameters µ (per time unit), comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = [1.0, 4.0])]
+    /// Delay parameters µ (per time unit), comma-separated [default: 1,4].
+    #[arg(long = "mu-per-s", alias = "mu", value_delimiter = ',', default_values_t = [1.0, 4.0], hide_default_value = true)]
     mu: Vec<f64>,
-    /// Cover rates (client loop = client drop = mix loop rate), comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = [0.5, 2.0])]
+    /// Cover rates (client loop = client drop = mix loop rate), comma-separated
+    /// [default: 0.5,2].
+    #[arg(long = "cover-per-s", alias = "cover", value_delimiter = ',', default_values_t = [0.5, 2.0], hide_default_value = true)]
     cover: Vec<f64>,
-    #[arg(long, default_value_t = 2.0)]
+    /// λP: each client's payload rate.
+    #[arg(
+        long = "lambda-payload-per-s",
+        alias = "lambda-payload",
+        default_value_t = 2.0
+    )]
     lambda_payload: f64,
+    /// Clients (S0 and S1 among them).
     #[arg(long, default_value_t = 100)]
     senders: u32,
+    /// Mix layers.
     #[arg(long, default_value_t = 3)]
     layers: u8,
+    /// Mixes in each layer.
     #[arg(long, default_value_t = 2)]
     mixes_per_layer: u32,
+    /// Providers.
     #[arg(long, default_value_t = 2)]
     providers: u32,
     /// Time units before S0 and S1 start sending.
@@ -126,22 +145,47 @@ struct NetworkArgs {
 
 #[derive(Args, Debug, Clone)]
 struct ParamsArgs {
+    /// Clients of the network.
     #[arg(long, default_value_t = 1000)]
     clients: u32,
+    /// Mix layers.
     #[arg(long, default_value_t = 3)]
     layers: u8,
+    /// Mixes in each layer.
     #[arg(long, default_value_t = 3)]
     mixes_per_layer: u32,
-    #[arg(long, default_value_t = 10.0)]
+    /// µ (1/s): each hop's delay is Exp(µ), mean 1/µ.
+    #[arg(long = "mu-per-s", alias = "mu", default_value_t = 10.0)]
     mu: f64,
-    #[arg(long, default_value_t = 1.0)]
+    /// λP: each client's payload rate.
+    #[arg(
+        long = "lambda-payload-per-s",
+        alias = "lambda-payload",
+        default_value_t = 1.0
+    )]
     lambda_payload: f64,
-    #[arg(long, default_value_t = 1.0)]
+    /// λL: each client's loop rate.
+    #[arg(
+        long = "lambda-loop-per-s",
+        alias = "lambda-loop",
+        default_value_t = 1.0
+    )]
     lambda_loop: f64,
-    #[arg(long, default_value_t = 1.0)]
+    /// λD: each client's drop rate.
+    #[arg(
+        long = "lambda-drop-per-s",
+        alias = "lambda-drop",
+        default_value_t = 1.0
+    )]
     lambda_drop: f64,
-    #[arg(long, default_value_t = 1.0)]
+    /// λM: each mix's loop rate.
+    #[arg(
+        long = "lambda-mix-loop-per-s",
+        alias = "lambda-mix",
+        default_value_t = 1.0
+    )]
     lambda_mix: f64,
+    /// Bytes of one packet on the wire.
     #[arg(long, default_value_t = 2368)]
     packet_bytes: usize,
     #[command(flatten)]

@@ -35,8 +35,10 @@ pub struct TestnetArgs {
     /// Mixes in each layer.
     #[arg(long, default_value_t = 2)]
     mixes_per_layer: u32,
+    /// Providers (the clients are spread over them).
     #[arg(long, default_value_t = 2)]
     providers: u32,
+    /// Clients, run in this process.
     #[arg(long, default_value_t = 10)]
     clients: u32,
     /// How long clients send real messages, in seconds.
@@ -58,12 +60,19 @@ pub struct TestnetArgs {
     #[arg(long, default_value_t = 2.0)]
     lambda_per_s: f64,
     /// λM for every mix.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(
+        long = "lambda-mix-loop-per-s",
+        alias = "mix-loop-per-s",
+        default_value_t = 2.0
+    )]
     mix_loop_per_s: f64,
+    /// How often each client polls its provider.
     #[arg(long, default_value_t = 5.0)]
     poll_rate_per_s: f64,
+    /// N: items in every poll answer.
     #[arg(long, default_value_t = 4)]
     poll_size: u16,
+    /// Application bytes per packet.
     #[arg(long, default_value_t = loopix_crypto::DEFAULT_PAYLOAD_BYTES)]
     payload_bytes: usize,
     /// Where to put keys, configs, stores and logs (default: a new temporary directory).
