@@ -41,7 +41,7 @@ pub struct ClientArgs {
     stdin: bool,
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
-    duration_s: Option<u64>,
+    duration_s: Option<f64>,
     /// Stop once this many messages have been received.
     #[arg(long)]
     until_received: Option<usize>,
@@ -62,6 +62,13 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", args.topology.display()))?;
     let topology =
         Topology::from_toml(&text).map_err(|e| format!("{}: {e}", args.topology.display()))?;
+    let run_for = args
+        .duration_s
+        .map(|s| {
+            Duration::try_from_secs_f64(s)
+                .map_err(|_| format!("--duration-s: {s} is not a number of seconds"))
+        })
+        .transpose()?;
     let sending = !args.messages.is_empty() || args.stdin;
     if sending != args.send_to.is_some() {
         return Err("--message and --stdin need --send-to, and --send-to needs a message".into());
@@ -91,9 +98,7 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
     }
-    let deadline = args
-        .duration_s
-        .map(|s| Instant::now() + Duration::from_secs(s));
+    let deadline = run_for.map(|d| Instant::now() + d);
     let mut received = 0;
     while !stop.load(Ordering::SeqCst) {
         let all_sent = sent_total + unsent.len() == queued_total;

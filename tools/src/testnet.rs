@@ -42,11 +42,11 @@ pub struct TestnetArgs {
     #[arg(long, default_value_t = 10)]
     clients: u32,
     /// How long clients send real messages, in seconds.
-    #[arg(long, default_value_t = 30)]
-    duration_s: u64,
+    #[arg(long, default_value_t = 30.0)]
+    duration_s: f64,
     /// How long to wait after that for the last messages to arrive, in seconds.
-    #[arg(long, default_value_t = 20)]
-    drain_s: u64,
+    #[arg(long, default_value_t = 20.0)]
+    drain_s: f64,
     /// Mean seconds between one client's real messages.
     #[arg(long, default_value_t = 2.0)]
     message_interval_s: f64,
@@ -104,7 +104,7 @@ pub struct Summary {
     pub loop_overhead_ms: Option<f64>,
     pub nodes: Vec<NodeSummary>,
     pub dir: String,
-    pub duration_s: u64,
+    pub duration_s: f64,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -134,6 +134,14 @@ pub struct NodeSummary {
 /// Runs the network and prints the summary. Fails if any real message was lost or
 /// delivered twice, so `loopix testnet` doubles as a smoke test.
 pub fn run(args: &TestnetArgs) -> Result<(), String> {
+    for (flag, s) in [
+        ("--duration-s", args.duration_s),
+        ("--drain-s", args.drain_s),
+    ] {
+        if Duration::try_from_secs_f64(s).is_err() {
+            return Err(format!("{flag}: {s} is not a number of seconds"));
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
@@ -210,7 +218,7 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
         poll_rate_per_s: args.poll_rate_per_s,
         // Epoch 0 starts now; keys are published for every epoch the run can reach.
         epoch_start_s: (unix_ms() / 1000) as u64,
-        published_epochs: (args.duration_s / 1200 + 3) as u32,
+        published_epochs: (args.duration_s / 1200.0) as u32 + 3,
         ..NetworkSpec::default()
     };
     let node_count = (u64::from(args.layers) * u64::from(args.mixes_per_layer)
@@ -480,8 +488,9 @@ fn drive(
     let mut rng = ChaCha20Rng::seed_from_u64(unix_ms() as u64);
     let ids: Vec<Address> = clients.iter().map(|c| c.id).collect();
     let start = Instant::now();
-    let send_until = start + Duration::from_secs(args.duration_s);
-    let drain_until = send_until + Duration::from_secs(args.drain_s);
+    // Both checked in `run` (finite, not negative).
+    let send_until = start + Duration::from_secs_f64(args.duration_s);
+    let drain_until = send_until + Duration::from_secs_f64(args.drain_s);
     let mut next_send: Vec<Instant> = ids
         .iter()
         .map(|_| start + exp(&mut rng, args.message_interval_s))

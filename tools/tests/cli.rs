@@ -307,7 +307,7 @@ fn a_client_stopping_with_messages_queued_says_so_and_fails() {
         "--send-to".into(),
         "10001".into(),
         "--duration-s".into(),
-        "1".into(),
+        "0.5".into(),
     ];
     for i in 0..20 {
         args.extend(["--message".to_string(), format!("m{i}")]);
