@@ -37,6 +37,18 @@ enum Cmd {
     /// the topology publishes.
     Keygen(keygen::KeygenArgs),
     /// Run a mix or a provider from its configuration file.
+    #[command(after_help = "\
+Signals: SIGINT or SIGTERM stop receiving, send what the wheels hold (at most grace_ms), \
+flush the store and exit 0; SIGHUP re-reads the topology and the key file (keys that did \
+not change keep their replay filters; settings only a restart applies are named in a \
+warning).
+
+Logs: stderr; LOOPIX_LOG sets the filter (default info, e.g. LOOPIX_LOG=debug); an \
+invalid filter is an error.
+
+Paths in node.toml (topology, key_file, inbox_path, replay_dir) are relative to the \
+directory of node.toml. The key file must be mode 0600; <key_file>.lock keeps a second \
+copy of the node from starting.")]
     Node(node::NodeArgs),
     /// Run clients: send messages, print what arrives, cover traffic always on.
     Client(client::ClientArgs),

@@ -32,7 +32,8 @@ pub struct NodeArgs {
     /// The node's configuration file.
     #[arg(long)]
     config: PathBuf,
-    /// Validate the configuration (and key and topology) and exit.
+    /// Validate the configuration, key file, topology and this host (CPUs, free ports), and
+    /// exit.
     #[arg(long)]
     check: bool,
 }

@@ -33,3 +33,14 @@ impl fmt::Display for FieldError {
 }
 
 impl std::error::Error for FieldError {}
+
+/// Parses a TOML document into `T`, naming the field a problem is in (`nodes[3]` for a
+/// missing `epoch_keys` there) rather than only a line.
+pub fn from_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, FieldError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| FieldError::new("", e.to_string()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        FieldError::new(field, e.into_inner().to_string())
+    })
+}

@@ -214,7 +214,7 @@ pub const MAX_LAYERS: u8 = loopix_crypto::MAX_HOPS as u8 - 3;
 impl Topology {
     /// Parses and validates a TOML directory.
     pub fn from_toml(text: &str) -> Result<Self, TopologyError> {
-        let raw: RawTopology = toml::from_str(text).map_err(|e| err("", e.to_string()))?;
+        let raw: RawTopology = crate::field_error::from_toml(text)?;
         let network = raw.network.validate()?;
         let nodes = raw
             .nodes
@@ -610,6 +610,18 @@ public_key = "{}"
         assert!(e.problem.contains("speed"), "{e}");
         let e = error_of(|s| s.replace("[network]", "[network"));
         assert!(e.problem.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_field_is_named_by_its_path() {
+        let e = error_of(|s| s.replacen("epoch_keys", "# epoch_keys", 1));
+        assert_eq!(e.field, "nodes[0]", "{e}");
+        assert!(e.problem.contains("missing field `epoch_keys`"), "{e}");
+        let e = error_of(|s| s.replacen("epoch_keys", "epoch_keyz", 1));
+        assert_eq!(e.field, "nodes[0].epoch_keyz", "{e}");
+        let e = error_of(|s| s.replace("mu_per_s = 10.0\n", ""));
+        assert_eq!(e.field, "network", "{e}");
+        assert!(e.problem.contains("missing field `mu_per_s`"), "{e}");
     }
 
     #[test]

@@ -151,7 +151,7 @@ impl NodeConfig {
 
     /// Validates `text`, resolving relative paths against `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
-        let raw: Raw = toml::from_str(text).map_err(|e| err("", e.to_string()))?;
+        let raw: Raw = loopix_core::field_error::from_toml(text)?;
         let topology_path = base.join(&raw.topology);
         let topology_text = std::fs::read_to_string(&topology_path)
             .map_err(|e| err("topology", format!("{}: {e}", topology_path.display())))?;
