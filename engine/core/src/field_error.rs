@@ -37,10 +37,28 @@ impl std::error::Error for FieldError {}
 /// Parses a TOML document into `T`, naming the field a problem is in (`nodes[3]` for a
 /// missing `epoch_keys` there) rather than only a line.
 pub fn from_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, FieldError> {
-    let de = toml::Deserializer::parse(text).map_err(|e| FieldError::new("", e.to_string()))?;
+    let de = toml::Deserializer::parse(text).map_err(|e| FieldError::new("", one_line(&e)))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { String::new() } else { path };
-        FieldError::new(field, e.into_inner().to_string())
+        FieldError::new(field, one_line(e.inner()))
     })
+}
+
+/// A TOML error on one line: its message, then where (`line 18, column 1`), without the
+/// quoted source lines the TOML crate draws under it.
+fn one_line(e: &toml::de::Error) -> String {
+    let text = e.to_string();
+    let message = text
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("invalid TOML");
+    match text.lines().next().and_then(|l| l.split_once(" at ")) {
+        Some((_, place)) if !text.lines().next().unwrap_or("").contains(message) => {
+            format!("{message} ({place})")
+        }
+        _ => message.to_string(),
+    }
 }

@@ -619,6 +619,8 @@ public_key = "{}"
         assert!(e.problem.contains("missing field `epoch_keys`"), "{e}");
         let e = error_of(|s| s.replacen("epoch_keys", "epoch_keyz", 1));
         assert_eq!(e.field, "nodes[0].epoch_keyz", "{e}");
+        assert!(e.problem.starts_with("unknown field `epoch_keyz`"), "{e}");
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
         let e = error_of(|s| s.replace("mu_per_s = 10.0\n", ""));
         assert_eq!(e.field, "network", "{e}");
         assert!(e.problem.contains("missing field `mu_per_s`"), "{e}");
