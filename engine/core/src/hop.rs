@@ -18,7 +18,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::ops::Range;
 
 use loopix_crypto::{
-    Address, Command, EpochSeed, KeyPhase, ProcessError, Processed, Processor, PublicKey,
+    Address, Command, EpochSeed, KeyPhase, ProcessError, Processed, Processor, PublicKey, SecretKey,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -290,16 +290,21 @@ impl<C: Codec> HopEngine<C> {
         };
         let mut key = [0u8; 16];
         self.rng.fill_bytes(&mut key);
+        self.put_key(phase, epoch, secret, key);
+        self.push_journal_event(JournalEvent::Opened(epoch, key));
+    }
+
+    /// Puts `secret`, the key of `epoch`, in `phase`, with an empty filter hashing under
+    /// `filter_key` and fresh counters.
+    fn put_key(&mut self, phase: usize, epoch: u64, secret: SecretKey, filter_key: FilterKey) {
         let slot = &mut self.slots[phase];
-        let public = secret.public_key();
-        slot.key = Some((epoch, public, C::new(secret, self.params)));
-        slot.filter.reset(key);
+        slot.key = Some((epoch, secret.public_key(), C::new(secret, self.params)));
+        slot.filter.reset(filter_key);
         slot.journal.clear();
         slot.stats = EpochStats {
             epoch,
             ..Default::default()
         };
-        self.push_journal_event(JournalEvent::Opened(epoch, key));
     }
 
     fn push_journal_event(&mut self, event: JournalEvent) {
@@ -329,13 +334,9 @@ impl<C: Codec> HopEngine<C> {
             return Err(RestoreError::NotInUse);
         }
         let secret = self.seed.secret_key(epoch).ok_or(RestoreError::KeyGone)?;
-        let slot = &mut self.slots[KeyPhase::of_epoch(epoch).index()];
-        slot.key = Some((epoch, secret.public_key(), C::new(secret, self.params)));
-        slot.filter.reset(key);
-        slot.stats = EpochStats {
-            epoch,
-            ..Default::default()
-        };
+        let phase = KeyPhase::of_epoch(epoch).index();
+        self.put_key(phase, epoch, secret, key);
+        let slot = &mut self.slots[phase];
         let mut restored = 0;
         for h in hashes {
             if slot.filter.insert_hash(h) == Seen::Fresh {
