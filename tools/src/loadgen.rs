@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use loopix_core::epoch::EpochSchedule;
 use loopix_core::topology::{Node, Topology};
 use loopix_crypto::params::{HEADER_LEN, MAC_LEN};
-use loopix_crypto::{Address, Command, Hop, KeyPhase, Params, build_into_traced};
+use loopix_crypto::{Address, Command, Hop, Params, build_into_traced};
 use loopix_runtime::clock::NetworkClock;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -296,17 +296,8 @@ impl Setup {
     /// epoch then.
     pub fn path_at(&self, at_us: u64) -> Result<[Hop; 2], String> {
         let epoch = self.epochs.epoch_at(at_us);
-        let hop = |n: &Node, command| {
-            n.epoch_keys.get(epoch).map(|k| Hop {
-                key: k,
-                phase: KeyPhase::of_epoch(epoch),
-                command,
-            })
-        };
-        match (
-            hop(&self.target_node, self.relay),
-            hop(&self.me, Command::Final),
-        ) {
+        let (target, me) = (&self.target_node.epoch_keys, &self.me.epoch_keys);
+        match (target.hop(epoch, self.relay), me.hop(epoch, Command::Final)) {
             (Some(first), Some(second)) => Ok([first, second]),
             _ => Err(format!(
                 "the topology publishes no key of --target or --as for epoch {epoch}"

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use loopix_crypto::{Address, Command, Hop, KeyPhase, PublicKey};
+use loopix_crypto::{Address, Command, Hop, PublicKey};
 use rand_core::Rng;
 
 use crate::epoch::EpochSchedule;
@@ -137,18 +137,16 @@ impl Directory {
         pick(rng, &self.layers[layer])
     }
 
-    /// The key `peer` unwraps with at `at_us`, and its phase.
-    pub fn key_at(&self, peer: Peer, at_us: u64) -> Result<(PublicKey, KeyPhase), PathError> {
+    /// `peer` as a hop told `command`, under the key it unwraps with at `at_us`.
+    pub fn hop_at(&self, peer: Peer, at_us: u64, command: Command) -> Result<Hop, PathError> {
         match &self.keys[peer.keys] {
-            PeerKeys::Fixed(key) => Ok((*key, KeyPhase::Even)),
+            PeerKeys::Fixed(key) => Ok(Hop::new(*key, command)),
             PeerKeys::Epochs(keys) => {
                 let epoch = self.epochs.epoch_at(at_us);
-                keys.get(epoch)
-                    .map(|k| (k, KeyPhase::of_epoch(epoch)))
-                    .ok_or(PathError::NoKey {
-                        node: peer.id,
-                        epoch,
-                    })
+                keys.hop(epoch, command).ok_or(PathError::NoKey {
+                    node: peer.id,
+                    epoch,
+                })
             }
         }
     }
@@ -289,12 +287,7 @@ impl Directory {
                     }
                 }
             };
-            let (key, phase) = self.key_at(*p, at_us)?;
-            out.push(Hop {
-                key,
-                phase,
-                command,
-            });
+            out.push(self.hop_at(*p, at_us, command)?);
             at_us += hop_delay_us(command);
         }
         Ok(())

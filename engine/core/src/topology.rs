@@ -36,7 +36,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use loopix_crypto::{Address, Params, PublicKey};
+use loopix_crypto::{Address, Command, Hop, KeyPhase, Params, PublicKey};
 use serde::Deserialize;
 
 use crate::epoch::{EpochSchedule, ScheduleError};
@@ -115,6 +115,15 @@ impl EpochKeys {
     pub fn get(&self, epoch: u64) -> Option<PublicKey> {
         let i = usize::try_from(epoch.checked_sub(self.first)?).ok()?;
         self.keys.get(i).copied()
+    }
+
+    /// A path hop under the key of `epoch`, with that epoch's phase, if published.
+    pub fn hop(&self, epoch: u64, command: Command) -> Option<Hop> {
+        self.get(epoch).map(|key| Hop {
+            key,
+            phase: KeyPhase::of_epoch(epoch),
+            command,
+        })
     }
 
     /// The first epoch with a key.

@@ -4,7 +4,7 @@
 use loopix_core::hop::HopLimits;
 use loopix_core::timing_wheel::WheelConfig;
 use loopix_core::topology::Topology;
-use loopix_crypto::{Address, Command, Hop, KeyPhase, Params, build};
+use loopix_crypto::{Address, Command, Hop, Params, build};
 use loopix_sim::network::{FIRST_CLIENT, FIRST_PROVIDER};
 use loopix_sim::{LinkModel, NetworkSpec, Sim, generate};
 use rand_chacha::ChaCha20Rng;
@@ -55,11 +55,10 @@ pub fn mixes(spec: &NetworkSpec) -> Vec<Address> {
 /// A hop under `id`'s key of `epoch` (a node's; a client's one key for any epoch).
 pub fn hop_at(t: &Topology, id: Address, epoch: u64, command: Command) -> Hop {
     match t.node(id) {
-        Some(n) => Hop {
-            key: n.epoch_keys.get(epoch).expect("a published epoch key"),
-            phase: KeyPhase::of_epoch(epoch),
-            command,
-        },
+        Some(n) => n
+            .epoch_keys
+            .hop(epoch, command)
+            .expect("a published epoch key"),
         None => Hop::new(t.client(id).expect("in the topology").public_key, command),
     }
 }
