@@ -43,6 +43,7 @@ pub mod lioness;
 pub mod params;
 pub mod primitives;
 pub mod process;
+pub mod session_key;
 pub mod stack_position;
 
 pub use build::{BuildError, Hop, build, build_into, build_into_traced, fill_dummy};
@@ -52,3 +53,4 @@ pub use key_phase::KeyPhase;
 pub use keys::{HopKeys, InvalidKey, PublicKey, REPLAY_TAG_LEN, ReplayTag, SecretKey};
 pub use params::{DEFAULT_PAYLOAD_BYTES, HEADER_LEN, MAX_HOPS, Params, PayloadSizeError};
 pub use process::{ProcessError, Processed, Processor};
+pub use session_key::{SessionPublic, SessionSecret};

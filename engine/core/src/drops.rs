@@ -33,11 +33,19 @@ pub enum DropReason {
     UnknownClient,
     /// The recipient's inbox is full.
     InboxFull,
+    /// A session frame or handshake that did not authenticate, or for no session held.
+    Unauthenticated,
+    /// A session frame or handshake seen before (or a handshake not newer than the last).
+    SessionReplay,
+    /// A packet from an address that is no node of the topology.
+    UnknownPeer,
+    /// To a next hop the topology does not list.
+    Unroutable,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the metrics order).
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 17] = [
         Self::Malformed,
         Self::InvalidGroupElement,
         Self::Mac,
@@ -51,6 +59,10 @@ impl DropReason {
         Self::Horizon,
         Self::UnknownClient,
         Self::InboxFull,
+        Self::Unauthenticated,
+        Self::SessionReplay,
+        Self::UnknownPeer,
+        Self::Unroutable,
     ];
 
     /// A short stable name, for logs and metrics labels.
@@ -69,6 +81,10 @@ impl DropReason {
             Self::Horizon => "horizon",
             Self::UnknownClient => "unknown_client",
             Self::InboxFull => "inbox_full",
+            Self::Unauthenticated => "unauthenticated",
+            Self::SessionReplay => "session_replay",
+            Self::UnknownPeer => "unknown_peer",
+            Self::Unroutable => "unroutable",
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod payload;
 pub mod provider;
 pub mod rate;
 pub mod replay;
+pub mod session;
 pub mod timing_wheel;
 pub mod topology;
 pub mod wire;

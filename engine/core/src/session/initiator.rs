@@ -1,0 +1,254 @@
+//! The client's side of its session: starts handshakes, seals what it sends, opens what
+//! its provider answers. See the [module docs](super).
+
+use loopix_crypto::{SessionPublic, SessionSecret};
+use rand_core::Rng;
+use snow::{HandshakeState, StatelessTransportState};
+
+use super::frame::{
+    self, FrameLayout, HEADER_LEN, INITIATION_LEN, Plain, RESPONSE_LEN, RESPONSE_NONCE,
+};
+use super::noise;
+use super::replay_window::ReplayWindow;
+use super::{HANDSHAKE_RETRY_US, REJECT_AFTER_US, REKEY_AFTER_US};
+
+/// What a frame from the provider turned out to be.
+#[derive(Debug)]
+pub enum Opened<'a> {
+    /// The answer to our handshake: the session is up.
+    Established,
+    /// A plaintext from the provider.
+    Plain(Plain<'a>),
+    /// Not for us, forged, replayed, or for a session we no longer hold.
+    Refused,
+}
+
+/// When the client should send a handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeDue {
+    /// Not now.
+    No,
+    /// Now: there is no session to send anything else in.
+    Now,
+    /// On the next cover slot: the session is due for new keys.
+    OnCover,
+}
+
+struct Pending {
+    state: HandshakeState,
+    index: u32,
+    sent_us: u64,
+}
+
+struct Link {
+    transport: StatelessTransportState,
+    /// Our index: the provider's frames name it.
+    index: u32,
+    /// The provider's index: our frames name it.
+    peer_index: u32,
+    next_nonce: u64,
+    window: ReplayWindow,
+    since_us: u64,
+}
+
+/// Counters of a client's session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientSessionStats {
+    pub handshakes_sent: u64,
+    pub established: u64,
+    /// Frames from the provider that did not open (forged, replayed, stale session).
+    pub refused: u64,
+}
+
+/// See the module docs.
+pub struct ClientSession {
+    local: SessionSecret,
+    provider: SessionPublic,
+    layout: FrameLayout,
+    pending: Option<Pending>,
+    link: Option<Link>,
+    /// The session before the last rekey: still opened, for answers already on their way.
+    previous: Option<Link>,
+    stats: ClientSessionStats,
+}
+
+impl ClientSession {
+    /// A client with key `local` talking to the provider whose session key is `provider`.
+    pub fn new(local: SessionSecret, provider: SessionPublic, layout: FrameLayout) -> Self {
+        Self {
+            local,
+            provider,
+            layout,
+            pending: None,
+            link: None,
+            previous: None,
+            stats: ClientSessionStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ClientSessionStats {
+        self.stats
+    }
+
+    /// Whether a session is up to send in at `now_us`.
+    pub fn is_up(&self, now_us: u64) -> bool {
+        self.link
+            .as_ref()
+            .is_some_and(|l| now_us.saturating_sub(l.since_us) < REJECT_AFTER_US)
+    }
+
+    /// Whether to send a handshake now, on a cover slot, or not at all.
+    pub fn handshake_due(&self, now_us: u64) -> HandshakeDue {
+        let retry_due = self
+            .pending
+            .as_ref()
+            .is_none_or(|p| now_us >= p.sent_us + HANDSHAKE_RETRY_US);
+        match &self.link {
+            _ if !retry_due => HandshakeDue::No,
+            _ if !self.is_up(now_us) => HandshakeDue::Now,
+            Some(l) if now_us.saturating_sub(l.since_us) >= REKEY_AFTER_US => HandshakeDue::OnCover,
+            _ => HandshakeDue::No,
+        }
+    }
+
+    /// When a handshake falls due with no session up (a retry), if one will.
+    pub fn next_retry_us(&self, now_us: u64) -> Option<u64> {
+        if self.is_up(now_us) {
+            return None;
+        }
+        Some(self.pending.as_ref().map_or(0, |p| p.sent_us + HANDSHAKE_RETRY_US))
+    }
+
+    /// Forgets the session (e.g. the provider stopped answering): the next transmit is a
+    /// handshake.
+    pub fn reset(&mut self) {
+        self.link = None;
+        self.pending = None;
+    }
+
+    /// Writes a handshake initiation frame into `out`; returns its length. Its timestamp
+    /// is `now_us` on the network clock.
+    pub fn write_initiation<R: Rng + ?Sized>(
+        &mut self,
+        now_us: u64,
+        rng: &mut R,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let len = self.layout.frame_len();
+        let out = out.get_mut(..len)?;
+        let mut state = noise::builder(rng)
+            .local_private_key(self.local.as_bytes())
+            .and_then(|b| b.remote_public_key(&self.provider.0))
+            .and_then(|b| b.build_initiator())
+            .ok()?;
+        let index = rng.next_u32().max(1);
+        rng.fill_bytes(out);
+        out[..4].fill(0);
+        out[4..8].copy_from_slice(&index.to_le_bytes());
+        out[8..12].fill(0);
+        let body = &mut out[HEADER_LEN..HEADER_LEN + INITIATION_LEN];
+        let n = state.write_message(&now_us.to_le_bytes(), body).ok()?;
+        debug_assert_eq!(n, INITIATION_LEN);
+        self.pending = Some(Pending {
+            state,
+            index,
+            sent_us: now_us,
+        });
+        self.stats.handshakes_sent += 1;
+        Some(len)
+    }
+
+    /// Seals a plaintext of [`FrameLayout::plaintext_len`] bytes into a frame in `out`;
+    /// returns its length, or `None` with no session up.
+    pub fn seal(&mut self, plain: &[u8], out: &mut [u8]) -> Option<usize> {
+        let len = self.layout.frame_len();
+        let link = self.link.as_mut()?;
+        let nonce = link.next_nonce;
+        let out = out.get_mut(..len)?;
+        let n = link
+            .transport
+            .write_message(nonce, plain, &mut out[HEADER_LEN..])
+            .ok()?;
+        debug_assert_eq!(HEADER_LEN + n, len);
+        frame::write_header(out, link.peer_index, nonce);
+        link.next_nonce += 1;
+        Some(len)
+    }
+
+    /// Opens a frame from the provider, writing any plaintext into `plain`.
+    pub fn open<'a>(&mut self, now_us: u64, frame: &[u8], plain: &'a mut [u8]) -> Opened<'a> {
+        let opened = self.try_open(now_us, frame, plain);
+        if matches!(opened, Opened::Refused) {
+            self.stats.refused += 1;
+        }
+        opened
+    }
+
+    fn try_open<'a>(&mut self, now_us: u64, frame: &[u8], plain: &'a mut [u8]) -> Opened<'a> {
+        if frame.len() != self.layout.frame_len() {
+            return Opened::Refused;
+        }
+        let (Some(receiver), Some(nonce)) = (frame::receiver_index(frame), frame::nonce(frame))
+        else {
+            return Opened::Refused;
+        };
+        if nonce == RESPONSE_NONCE {
+            return self.finish_handshake(now_us, receiver, frame);
+        }
+        let link = [self.link.as_mut(), self.previous.as_mut()]
+            .into_iter()
+            .flatten()
+            .find(|l| l.index == receiver);
+        let Some(link) = link else {
+            return Opened::Refused;
+        };
+        if !link.window.may_accept(nonce) {
+            return Opened::Refused;
+        }
+        let Ok(n) = link
+            .transport
+            .read_message(nonce, &frame[HEADER_LEN..], plain)
+        else {
+            return Opened::Refused;
+        };
+        if n != self.layout.plaintext_len() || !link.window.accept(nonce) {
+            return Opened::Refused;
+        }
+        match Plain::parse(&plain[..n]) {
+            Some(p) => Opened::Plain(p),
+            None => Opened::Refused,
+        }
+    }
+
+    fn finish_handshake<'a>(&mut self, now_us: u64, receiver: u32, frame: &[u8]) -> Opened<'a> {
+        if self.pending.as_ref().is_none_or(|p| p.index != receiver) {
+            return Opened::Refused;
+        }
+        let Some(mut pending) = self.pending.take() else {
+            return Opened::Refused;
+        };
+        let peer_index = u32::from_le_bytes(frame[12..16].try_into().unwrap_or_default());
+        let message = &frame[16..16 + RESPONSE_LEN];
+        let read = pending.state.read_message(message, &mut []);
+        if read.is_err() || !pending.state.is_handshake_finished() {
+            // A forged answer (the handshake state is spent): the next transmit starts
+            // over rather than wait for a retry.
+            return Opened::Refused;
+        }
+        let Ok(transport) = pending.state.into_stateless_transport_mode() else {
+            return Opened::Refused;
+        };
+        self.previous = self.link.take();
+        self.link = Some(Link {
+            transport,
+            index: pending.index,
+            peer_index,
+            next_nonce: 0,
+            window: ReplayWindow::default(),
+            since_us: now_us,
+        });
+        self.stats.established += 1;
+        Opened::Established
+    }
+}

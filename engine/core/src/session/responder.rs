@@ -1,0 +1,279 @@
+//! The provider's side: one table of sessions for all its clients. A client has at most
+//! two (the current one and the one before its last rekey, for answers in flight), so the
+//! table is bounded by the topology. Who a frame is from is decided here, from what
+//! authenticates, never from its source address: the address is only where answers go,
+//! taken from the last frame that authenticated (so a client may move, as in WireGuard).
+//! See the [module docs](super).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use loopix_crypto::{Address, SessionPublic, SessionSecret};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+use snow::StatelessTransportState;
+
+use super::frame::{
+    self, FrameLayout, HEADER_LEN, INITIATION_LEN, Plain, RESPONSE_LEN, RESPONSE_NONCE,
+};
+use super::noise;
+use super::replay_window::ReplayWindow;
+use super::{MAX_CLOCK_SKEW_US, REJECT_AFTER_US};
+use crate::drops::DropReason;
+
+/// What a frame turned out to be.
+#[derive(Debug)]
+pub enum Received<'a> {
+    /// A valid handshake: the response frame, `len` bytes, is in the output buffer; send
+    /// it to the frame's source.
+    Response { len: usize },
+    /// A plaintext from `client`, in session `index`.
+    Plain {
+        client: Address,
+        index: u32,
+        plain: Plain<'a>,
+    },
+    /// Refused, for this reason.
+    Dropped(DropReason),
+}
+
+struct Session {
+    client: Address,
+    transport: StatelessTransportState,
+    /// The client's index: our frames name it.
+    peer_index: u32,
+    /// Where answers go: the source of the last frame that authenticated.
+    peer: SocketAddr,
+    next_nonce: u64,
+    window: ReplayWindow,
+    since_us: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct ClientSlot {
+    current: Option<u32>,
+    previous: Option<u32>,
+    /// The timestamp of the last handshake accepted: a handshake must be newer.
+    last_handshake_us: u64,
+}
+
+/// See the module docs.
+pub struct Sessions {
+    local: SessionSecret,
+    layout: FrameLayout,
+    /// Clients of this provider, by their session key.
+    clients: HashMap<SessionPublic, Address>,
+    slots: HashMap<Address, ClientSlot>,
+    by_index: HashMap<u32, Session>,
+    rng: ChaCha20Rng,
+}
+
+impl Sessions {
+    /// A provider with key `local`, serving `clients` (id and session key each).
+    pub fn new(
+        local: SessionSecret,
+        layout: FrameLayout,
+        clients: impl IntoIterator<Item = (Address, SessionPublic)>,
+        seed: [u8; 32],
+    ) -> Self {
+        let mut s = Self {
+            local,
+            layout,
+            clients: HashMap::new(),
+            slots: HashMap::new(),
+            by_index: HashMap::new(),
+            rng: ChaCha20Rng::from_seed(seed),
+        };
+        s.set_clients(clients);
+        s
+    }
+
+    /// Takes a new list of clients: sessions of clients no longer on it end.
+    pub fn set_clients(&mut self, clients: impl IntoIterator<Item = (Address, SessionPublic)>) {
+        self.clients = clients.into_iter().map(|(id, key)| (key, id)).collect();
+        let served: std::collections::HashSet<Address> = self.clients.values().copied().collect();
+        self.by_index.retain(|_, s| served.contains(&s.client));
+        self.slots.retain(|c, _| served.contains(c));
+    }
+
+    /// This provider's session key, as the topology should list it.
+    pub fn public(&self) -> SessionPublic {
+        self.local.public()
+    }
+
+    /// Sessions held.
+    pub fn len(&self) -> usize {
+        self.by_index.len()
+    }
+
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_index.is_empty()
+    }
+
+    /// Whether `client` has a session up.
+    pub fn is_up(&self, client: Address, now_us: u64) -> bool {
+        let current = self.slots.get(&client).and_then(|s| s.current);
+        current
+            .and_then(|i| self.by_index.get(&i))
+            .is_some_and(|s| now_us.saturating_sub(s.since_us) < REJECT_AFTER_US)
+    }
+
+    /// Reads a frame from `from`. Plaintexts and handshake responses are written into
+    /// `out` ([`FrameLayout::frame_len`] bytes at least).
+    pub fn receive<'a>(
+        &mut self,
+        now_us: u64,
+        from: SocketAddr,
+        frame: &[u8],
+        out: &'a mut [u8],
+    ) -> Received<'a> {
+        if frame.len() != self.layout.frame_len() || out.len() < frame.len() {
+            return Received::Dropped(DropReason::Malformed);
+        }
+        let (Some(receiver), Some(nonce)) = (frame::receiver_index(frame), frame::nonce(frame))
+        else {
+            return Received::Dropped(DropReason::Malformed);
+        };
+        if receiver == 0 {
+            return self.handshake(now_us, from, frame, out);
+        }
+        if nonce == RESPONSE_NONCE {
+            return Received::Dropped(DropReason::Unauthenticated);
+        }
+        let plain_len = self.layout.plaintext_len();
+        let Some(session) = self.by_index.get_mut(&receiver) else {
+            return Received::Dropped(DropReason::Unauthenticated);
+        };
+        if now_us.saturating_sub(session.since_us) >= REJECT_AFTER_US {
+            return Received::Dropped(DropReason::Unauthenticated);
+        }
+        if !session.window.may_accept(nonce) {
+            return Received::Dropped(DropReason::SessionReplay);
+        }
+        let read = session
+            .transport
+            .read_message(nonce, &frame[HEADER_LEN..], out);
+        if read != Ok(plain_len) {
+            return Received::Dropped(DropReason::Unauthenticated);
+        }
+        if !session.window.accept(nonce) {
+            return Received::Dropped(DropReason::SessionReplay);
+        }
+        session.peer = from;
+        let client = session.client;
+        match Plain::parse(&out[..plain_len]) {
+            Some(plain) => Received::Plain {
+                client,
+                index: receiver,
+                plain,
+            },
+            None => Received::Dropped(DropReason::Malformed),
+        }
+    }
+
+    fn handshake<'a>(
+        &mut self,
+        now_us: u64,
+        from: SocketAddr,
+        frame: &[u8],
+        out: &'a mut [u8],
+    ) -> Received<'a> {
+        let Ok(state) = noise::builder(&mut self.rng)
+            .local_private_key(self.local.as_bytes())
+            .and_then(|b| b.build_responder())
+        else {
+            return Received::Dropped(DropReason::Unauthenticated);
+        };
+        let mut state = state;
+        let mut timestamp = [0u8; 8];
+        let message = &frame[HEADER_LEN..HEADER_LEN + INITIATION_LEN];
+        if state.read_message(message, &mut timestamp) != Ok(8) {
+            return Received::Dropped(DropReason::Unauthenticated);
+        }
+        let client = state
+            .get_remote_static()
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            .and_then(|k| self.clients.get(&SessionPublic(k)).copied());
+        let Some(client) = client else {
+            return Received::Dropped(DropReason::Unauthenticated);
+        };
+        let at_us = u64::from_le_bytes(timestamp);
+        let slot = self.slots.get(&client).copied().unwrap_or_default();
+        if at_us <= slot.last_handshake_us || at_us.abs_diff(now_us) > MAX_CLOCK_SKEW_US {
+            return Received::Dropped(DropReason::SessionReplay);
+        }
+        let peer_index = u32::from_le_bytes(frame[4..8].try_into().unwrap_or_default());
+        let index = self.fresh_index();
+        let len = self.layout.frame_len();
+        let response = &mut out[..len];
+        self.rng.fill_bytes(response);
+        frame::write_header(response, peer_index, RESPONSE_NONCE);
+        response[12..16].copy_from_slice(&index.to_le_bytes());
+        let written = state.write_message(&[], &mut response[16..16 + RESPONSE_LEN]);
+        let transport = written
+            .ok()
+            .and_then(|_| state.into_stateless_transport_mode().ok());
+        let Some(transport) = transport else {
+            return Received::Dropped(DropReason::Unauthenticated);
+        };
+        if let Some(old) = slot.previous {
+            self.by_index.remove(&old);
+        }
+        self.by_index.insert(
+            index,
+            Session {
+                client,
+                transport,
+                peer_index,
+                peer: from,
+                next_nonce: 0,
+                window: ReplayWindow::default(),
+                since_us: now_us,
+            },
+        );
+        self.slots.insert(
+            client,
+            ClientSlot {
+                current: Some(index),
+                previous: slot.current,
+                last_handshake_us: at_us,
+            },
+        );
+        Received::Response { len }
+    }
+
+    fn fresh_index(&mut self) -> u32 {
+        loop {
+            let i = self.rng.next_u32();
+            if i != 0 && !self.by_index.contains_key(&i) {
+                return i;
+            }
+        }
+    }
+
+    /// Seals `plain` ([`FrameLayout::plaintext_len`] bytes) for session `index` into
+    /// `out`: where to send it and its length, or `None` if that session is gone.
+    pub fn seal(
+        &mut self,
+        now_us: u64,
+        index: u32,
+        plain: &[u8],
+        out: &mut [u8],
+    ) -> Option<(SocketAddr, usize)> {
+        let len = self.layout.frame_len();
+        let session = self.by_index.get_mut(&index)?;
+        if now_us.saturating_sub(session.since_us) >= REJECT_AFTER_US {
+            return None;
+        }
+        let out = out.get_mut(..len)?;
+        let nonce = session.next_nonce;
+        session
+            .transport
+            .write_message(nonce, plain, &mut out[HEADER_LEN..])
+            .ok()?;
+        frame::write_header(out, session.peer_index, nonce);
+        session.next_nonce += 1;
+        Some((session.peer, len))
+    }
+}

@@ -1,0 +1,223 @@
+//! One client and one provider, frame by frame, and what an attacker without keys gets.
+
+use std::net::SocketAddr;
+
+use loopix_crypto::{Address, Params, SessionSecret};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+use super::initiator::Opened;
+use super::*;
+use crate::drops::DropReason;
+
+const CLIENT: Address = Address(10_000);
+
+struct Pair {
+    client: ClientSession,
+    provider: Sessions,
+    layout: FrameLayout,
+    rng: ChaCha20Rng,
+    addr: SocketAddr,
+}
+
+fn pair() -> Pair {
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let layout = FrameLayout::new(&Params::new(256).unwrap(), 4);
+    let provider_key = SessionSecret::generate(&mut rng);
+    let client_key = SessionSecret::generate(&mut rng);
+    let provider = Sessions::new(
+        provider_key.clone(),
+        layout,
+        [(CLIENT, client_key.public())],
+        [1; 32],
+    );
+    let client = ClientSession::new(client_key, provider_key.public(), layout);
+    Pair {
+        client,
+        provider,
+        layout,
+        rng,
+        addr: "10.0.0.1:5000".parse().unwrap(),
+    }
+}
+
+impl Pair {
+    fn frame(&self) -> Vec<u8> {
+        vec![0u8; self.layout.frame_len()]
+    }
+
+    /// Runs a handshake at `now`; returns the initiation sent.
+    fn connect(&mut self, now: u64) -> Vec<u8> {
+        let mut init = self.frame();
+        let n = self.client.write_initiation(now, &mut self.rng, &mut init);
+        assert_eq!(n, Some(self.layout.frame_len()));
+        let mut out = self.frame();
+        let Received::Response { len } = self.provider.receive(now, self.addr, &init, &mut out)
+        else {
+            panic!("the handshake was refused");
+        };
+        assert_eq!(len, self.layout.frame_len(), "one frame answers one frame");
+        let mut plain = vec![0u8; self.layout.plaintext_len()];
+        assert!(matches!(
+            self.client.open(now, &out[..len], &mut plain),
+            Opened::Established
+        ));
+        init
+    }
+
+    fn plain(&self, kind: FrameKind, fill: u8) -> Vec<u8> {
+        let mut p = vec![fill; self.layout.plaintext_len()];
+        p[0] = kind as u8;
+        p
+    }
+
+    fn uplink(&mut self, plain: &[u8]) -> Vec<u8> {
+        let mut f = self.frame();
+        assert_eq!(self.client.seal(plain, &mut f), Some(f.len()));
+        f
+    }
+}
+
+fn drop_reason(r: Received<'_>) -> Option<DropReason> {
+    match r {
+        Received::Dropped(d) => Some(d),
+        _ => None,
+    }
+}
+
+#[test]
+fn frames_travel_both_ways_once_and_all_have_one_length() {
+    let mut p = pair();
+    assert_eq!(p.client.handshake_due(0), initiator::HandshakeDue::Now);
+    p.connect(1_000);
+    assert!(p.client.is_up(1_000) && p.provider.is_up(CLIENT, 1_000));
+    let sent = p.plain(FrameKind::Poll, 0xAB);
+    let frame = p.uplink(&sent);
+    let mut out = p.frame();
+    let Received::Plain {
+        client,
+        index,
+        plain,
+    } = p.provider.receive(2_000, p.addr, &frame, &mut out)
+    else {
+        panic!("refused");
+    };
+    assert_eq!((client, plain.kind), (CLIENT, FrameKind::Poll));
+    assert_eq!(plain.body, &sent[1..]);
+    let mut back = p.frame();
+    let answer = p.plain(FrameKind::Item, 0xCD);
+    let (to, len) = p.provider.seal(2_000, index, &answer, &mut back).unwrap();
+    assert_eq!((to, len), (p.addr, frame.len()));
+    let mut plain = vec![0u8; p.layout.plaintext_len()];
+    let Opened::Plain(got) = p.client.open(2_000, &back, &mut plain) else {
+        panic!("the answer did not open");
+    };
+    assert_eq!(got.body, &answer[1..]);
+    // The same bytes again, either way: replays.
+    let mut out = p.frame();
+    assert_eq!(
+        drop_reason(p.provider.receive(3_000, p.addr, &frame, &mut out)),
+        Some(DropReason::SessionReplay)
+    );
+    assert!(matches!(
+        p.client.open(3_000, &back, &mut plain),
+        Opened::Refused
+    ));
+}
+
+#[test]
+fn a_flipped_bit_or_a_made_up_session_does_not_authenticate() {
+    let mut p = pair();
+    p.connect(1_000);
+    let sent = p.plain(FrameKind::Packet, 1);
+    let mut frame = p.uplink(&sent);
+    let last = frame.len() - 1;
+    frame[last] ^= 1;
+    let mut out = p.frame();
+    assert_eq!(
+        drop_reason(p.provider.receive(2_000, p.addr, &frame, &mut out)),
+        Some(DropReason::Unauthenticated)
+    );
+    let mut random = p.frame();
+    p.rng.fill_bytes(&mut random);
+    random[..4].copy_from_slice(&77u32.to_be_bytes());
+    assert_eq!(
+        drop_reason(p.provider.receive(2_000, p.addr, &random, &mut out)),
+        Some(DropReason::Unauthenticated)
+    );
+    // The untouched frame still opens after the forgeries: they moved no window.
+    frame[last] ^= 1;
+    assert!(matches!(
+        p.provider.receive(2_000, p.addr, &frame, &mut out),
+        Received::Plain { .. }
+    ));
+}
+
+#[test]
+fn only_a_registered_client_with_a_fresh_timestamp_gets_an_answer() {
+    let mut p = pair();
+    let init = p.connect(1_000);
+    let mut out = p.frame();
+    // Replayed from anywhere, even much later: refused, nothing to send.
+    let spoofed: SocketAddr = "10.6.6.6:666".parse().unwrap();
+    assert_eq!(
+        drop_reason(p.provider.receive(5_000, spoofed, &init, &mut out)),
+        Some(DropReason::SessionReplay)
+    );
+    // A stranger's key: no answer.
+    let stranger_key = SessionSecret::generate(&mut p.rng);
+    let mut stranger = ClientSession::new(stranger_key, p.provider.public(), p.layout);
+    let mut f = p.frame();
+    stranger.write_initiation(6_000, &mut p.rng, &mut f).unwrap();
+    assert_eq!(
+        drop_reason(p.provider.receive(6_000, spoofed, &f, &mut out)),
+        Some(DropReason::Unauthenticated)
+    );
+    // The client's own handshake with a clock far off: refused.
+    let far = 1_000 + MAX_CLOCK_SKEW_US + 1;
+    p.client.reset();
+    let mut f = p.frame();
+    p.client.write_initiation(far, &mut p.rng, &mut f).unwrap();
+    assert_eq!(
+        drop_reason(p.provider.receive(1_000, p.addr, &f, &mut out)),
+        Some(DropReason::SessionReplay)
+    );
+}
+
+#[test]
+fn a_rekey_keeps_answers_in_flight_and_the_answer_goes_where_the_client_now_is() {
+    let mut p = pair();
+    p.connect(1_000);
+    let poll = p.plain(FrameKind::Poll, 0);
+    let frame = p.uplink(&poll);
+    let mut out = p.frame();
+    let Received::Plain { index: old, .. } = p.provider.receive(2_000, p.addr, &frame, &mut out)
+    else {
+        panic!("refused");
+    };
+    let later = 1_000 + REKEY_AFTER_US;
+    assert_eq!(
+        p.client.handshake_due(later),
+        initiator::HandshakeDue::OnCover
+    );
+    p.addr = "10.0.0.2:6000".parse().unwrap();
+    p.connect(later);
+    // An answer to the poll sent before the rekey still opens.
+    let mut back = p.frame();
+    let (to, _) = p
+        .provider
+        .seal(later, old, &p.plain(FrameKind::Item, 9), &mut back)
+        .unwrap();
+    assert_eq!(to, "10.0.0.1:5000".parse().unwrap(), "the old session's peer");
+    let mut plain = vec![0u8; p.layout.plaintext_len()];
+    assert!(matches!(
+        p.client.open(later, &back, &mut plain),
+        Opened::Plain(_)
+    ));
+    // After the reject time the old session seals nothing.
+    assert!(
+        p.provider
+            .seal(1_000 + REJECT_AFTER_US, old, &poll, &mut back)
+            .is_none()
+    );
+}
