@@ -1,11 +1,15 @@
 //! End-to-end: a provider killed with SIGKILL and restarted still delivers every message it
-//! had stored for an offline client.
+//! had stored for an offline client; meanwhile an outsider without keys tries to pass as
+//! the mix or a client and draws nothing.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Dir, NodeProcess, free_tcp, free_udp, loopix, metric, wait_metrics};
+use common::{Dir, NodeProcess, free_tcp, free_udp, loopix, metric, metric_labelled, wait_metrics};
+use loopix_core::session::{ClientSession, FrameLayout};
+use loopix_crypto::{Params, SessionPublic, SessionSecret};
+use rand_core::{Rng, SeedableRng};
 
 #[test]
 fn a_killed_provider_keeps_every_stored_message() {
@@ -15,7 +19,7 @@ fn a_killed_provider_keeps_every_stored_message() {
         dir.node_keygen("provider.key").0,
     );
     let epoch_start = common::now_s();
-    let (alice_pk, bob_pk) = (dir.keygen("alice.key"), dir.keygen("bob.key"));
+    let (alice_keys, bob_keys) = (dir.keygen("alice.key"), dir.keygen("bob.key"));
     let (mix_addr, provider_addr) = (free_udp(), free_udp());
     let (mix_metrics, provider_metrics) = (free_tcp(), free_tcp());
     dir.write(
@@ -46,13 +50,11 @@ address = "{provider_addr}"
 [[clients]]
 id = 10000
 provider = 1000
-public_key = "{alice_pk}"
-
+{alice_keys}
 [[clients]]
 id = 10001
 provider = 1000
-public_key = "{bob_pk}"
-"#
+{bob_keys}"#
         ),
     );
     let node = |id: u32, key: &str, metrics: std::net::SocketAddr, extra: &str| {
@@ -78,24 +80,43 @@ public_key = "{bob_pk}"
         "nodes did not start"
     );
 
-    // An outsider with no keys polls the provider, claiming to be the mix, all the while
-    // Alice sends: the provider must not send the mix's traffic to it (nor anything else).
+    // An outsider with no keys tries, all the while Alice sends, to pass as the mix or as
+    // a client: the old cleartext poll claiming the mix's id, made-up session frames, and
+    // a real Noise handshake under a key of its own. None may draw a single byte.
     let attacker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     attacker
         .set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
+    let provider_session = session_key_of(&provider_keys);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let spoofer = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let mut poll = vec![0u8; loopix_core::wire::poll_request_len(4)];
-            loopix_core::wire::write_poll_request(&mut poll, loopix_crypto::Address(1), &[]);
+            let layout = FrameLayout::new(&Params::default(), 4);
+            let mut claim = b"LXPR".to_vec();
+            claim.extend_from_slice(&1u64.to_le_bytes());
+            claim.extend_from_slice(&[0u8; 32]);
+            let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
             let (mut sent, mut drawn) = (0u64, 0u64);
             let mut buf = [0u8; 65_536];
-            // Until Alice is done, and at least 100 polls in all.
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) || sent < 100 {
-                attacker.send_to(&poll, provider_addr).unwrap();
-                sent += 1;
+            // Until Alice is done, and at least 100 of each in all.
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) || sent < 300 {
+                let mut frame = vec![0u8; layout.frame_len()];
+                rng.fill_bytes(&mut frame);
+                let mut stranger =
+                    ClientSession::new(SessionSecret::generate(&mut rng), provider_session, layout);
+                let mut handshake = vec![0u8; layout.frame_len()];
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_micros() as u64;
+                stranger
+                    .write_initiation(now, &mut rng, &mut handshake)
+                    .unwrap();
+                for d in [&claim, &frame, &handshake] {
+                    attacker.send_to(d, provider_addr).unwrap();
+                    sent += 1;
+                }
                 while let Ok(n) = attacker.recv(&mut buf) {
                     drawn += n as u64;
                 }
@@ -152,15 +173,20 @@ public_key = "{bob_pk}"
     });
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (spoofed, drawn) = spoofer.join().unwrap();
-    assert!(spoofed >= 100, "{spoofed} spoofed polls");
-    assert_eq!(drawn, 0, "bytes drawn by polls claiming the mix's id");
-    let refused = common::scrape(provider_metrics)
-        .map(|t| metric(&t, "loopix_claims_refused_total"))
-        .unwrap_or(0);
-    assert!(
-        refused >= spoofed / 2,
-        "{refused} of {spoofed} claims refused"
-    );
+    assert!(spoofed >= 300, "{spoofed} spoofed datagrams");
+    assert_eq!(drawn, 0, "bytes drawn by an outsider without keys");
+    let scraped = common::scrape(provider_metrics).unwrap_or_default();
+    let dropped = |reason: &str| {
+        metric_labelled(
+            &scraped,
+            "loopix_packets_dropped_total",
+            &format!("reason=\"{reason}\""),
+        )
+    };
+    // Each counted under its reason (the last few may still be in flight).
+    let third = spoofed / 3;
+    assert!(dropped("malformed") + 5 >= third, "{scraped}");
+    assert!(dropped("unauthenticated") + 10 >= 2 * third, "{scraped}");
     assert!(
         stored.is_some(),
         "the provider never stored the five messages\nprovider:\n{}\nmix:\n{}",
@@ -206,4 +232,16 @@ public_key = "{bob_pk}"
     got.sort();
     assert_eq!(got, messages);
     assert!(provider.terminate(), "provider exits 0 on SIGTERM");
+}
+
+/// The `session_key` a node's keygen lines publish.
+fn session_key_of(lines: &str) -> SessionPublic {
+    let hex = lines
+        .lines()
+        .find_map(|l| l.strip_prefix("session_key = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("a session_key line");
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(hex, &mut key).unwrap();
+    SessionPublic(key)
 }

@@ -41,7 +41,8 @@ impl Dir {
         (lines, first)
     }
 
-    /// `loopix keygen` into `file`: a client's key; returns the public key.
+    /// `loopix keygen` into `file`: a client's key; returns its topology lines
+    /// (`public_key`, `session_key`).
     pub fn keygen(&self, file: &str) -> String {
         let out = loopix()
             .args(["keygen", "--out"])
@@ -49,7 +50,7 @@ impl Dir {
             .output()
             .unwrap();
         assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        String::from_utf8(out.stdout).unwrap()
     }
 
     pub fn write(&self, file: &str, text: &str) {
@@ -155,6 +156,14 @@ pub fn scrape(addr: SocketAddr) -> Option<String> {
 pub fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// The sum over shards of one metric's series with this label (e.g. `reason="mac"`).
+pub fn metric_labelled(text: &str, name: &str, label: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum::<f64>() as u64
 }

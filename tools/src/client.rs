@@ -189,7 +189,7 @@ fn start(args: &ClientArgs, topology: &Topology) -> Result<Vec<RunningClient>, S
         }
         .parse()
         .map_err(|_| "addr")?;
-        out.push(RunningClient::start(client, bind, provider).map_err(|e| e.to_string())?);
+        out.push(RunningClient::start(client, bind).map_err(|e| e.to_string())?);
     }
     Ok(out)
 }

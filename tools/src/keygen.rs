@@ -1,11 +1,12 @@
 //! `loopix keygen`: keys for a client, or a node's seed of epoch keys.
 //!
-//! - `loopix keygen --out client.key` writes a client's secret key and prints its public
-//!   key for the topology's `[[clients]]` entry.
+//! - `loopix keygen --out client.key` writes a client's secret key and prints the
+//!   `public_key` and `session_key` lines of its topology `[[clients]]` entry (its session
+//!   key, for authenticating to its provider, derives from the same secret).
 //! - `loopix keygen --epochs N --out node.key [--first-epoch E]` writes a node's epoch
-//!   seed (see `loopix_crypto::EpochSeed`) and prints the `first_epoch` and `epoch_keys`
-//!   lines that publish its public keys for epochs E..E+N in the topology's `[[nodes]]`
-//!   entry. E defaults to the current epoch of `--epoch-s`/`--epoch-start` (the
+//!   seed (see `loopix_crypto::EpochSeed`) and a session key, and prints the
+//!   `first_epoch`, `epoch_keys` and `session_key` lines that publish its public keys for
+//!   epochs E..E+N in the topology's `[[nodes]]` entry. E defaults to the current epoch of `--epoch-s`/`--epoch-start` (the
 //!   topology defaults) on this machine's clock.
 //! - `loopix keygen --epochs N --publish node.key [--first-epoch E]` prints those lines
 //!   again, for more epochs, from an existing seed file (which it does not change).
@@ -16,10 +17,10 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use loopix_crypto::{EpochSeed, SecretKey};
+use loopix_crypto::{EpochSeed, SecretKey, SessionSecret};
 use loopix_runtime::clock::NetworkClock;
-use loopix_runtime::key_file::{read_seed, write_client_key, write_seed};
-use loopix_sim::network::epoch_keys_toml;
+use loopix_runtime::key_file::{read_seed, read_session_key, write_client_key, write_seed};
+use loopix_sim::network::{client_keys_toml, epoch_keys_toml};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use zeroize::Zeroizing;
@@ -30,7 +31,7 @@ pub struct KeygenArgs {
     /// Where to write the new secret key or seed (created with mode 0600; must not exist).
     #[arg(long, required_unless_present = "publish", conflicts_with = "publish")]
     out: Option<PathBuf>,
-    /// Also write the public key (hex) to this file (client keys).
+    /// Also write the client's topology lines (`public_key`, `session_key`) to this file.
     #[arg(long, conflicts_with = "epochs")]
     public_out: Option<PathBuf>,
     /// A node key: publish this many epochs' public keys.
@@ -72,6 +73,9 @@ pub fn run(args: &KeygenArgs) -> Result<(), String> {
             "{}",
             epoch_keys_toml(&seed, first, args.epochs.unwrap_or(1))
         );
+        if let Some(session) = read_session_key(path)? {
+            println!("session_key = \"{}\"", hex::encode(session.public().0));
+        }
         return Ok(());
     }
     let out = args.out.as_ref().ok_or("--out: where to write the key")?;
@@ -79,18 +83,19 @@ pub fn run(args: &KeygenArgs) -> Result<(), String> {
     match args.epochs {
         Some(n) => {
             let seed = EpochSeed::generate(&mut rng, first);
-            write_seed(out, &seed).map_err(|e| format!("{}: {e}", out.display()))?;
+            let session = SessionSecret::generate(&mut rng);
+            write_seed(out, &seed, &session).map_err(|e| format!("{}: {e}", out.display()))?;
             print!("{}", epoch_keys_toml(&seed, first, n));
+            println!("session_key = \"{}\"", hex::encode(session.public().0));
         }
         None => {
             let key = SecretKey::generate(&mut rng);
             write_client_key(out, &key).map_err(|e| format!("{}: {e}", out.display()))?;
-            let public = hex::encode(key.public_key().to_bytes());
+            let lines = client_keys_toml(&key);
             if let Some(p) = &args.public_out {
-                std::fs::write(p, format!("{public}\n"))
-                    .map_err(|e| format!("{}: {e}", p.display()))?;
+                std::fs::write(p, &lines).map_err(|e| format!("{}: {e}", p.display()))?;
             }
-            println!("{public}");
+            print!("{lines}");
         }
     }
     Ok(())

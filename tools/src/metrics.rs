@@ -159,21 +159,6 @@ pub fn render(s: &Snapshot) -> String {
         "Datagrams the kernel dropped at the shard's socket because its receive buffer was full: offered load the node never saw.",
         &mut s.reports.iter().map(|r| (shard(r), r.kernel_drops as f64)),
     );
-    family(
-        "loopix_claims_refused_total",
-        "counter",
-        "Providers: polls claiming a sender the node will not bind (a node's id, from a node's address, or the address book full).",
-        &mut s
-            .reports
-            .iter()
-            .map(|r| (shard(r), r.claims_refused as f64)),
-    );
-    family(
-        "loopix_unroutable_total",
-        "counter",
-        "Packets for an id with no known address.",
-        &mut s.reports.iter().map(|r| (shard(r), r.unroutable as f64)),
-    );
     if let Some(epochs) = &s.epochs {
         family(
             "loopix_epoch",

@@ -14,14 +14,13 @@ use loopix_core::mix::{Mix, MixConfig};
 use loopix_core::provider::{Provider, ProviderConfig};
 use loopix_core::replay::ReplayFilter;
 use loopix_core::topology::Role;
-use loopix_crypto::EpochSeed;
+use loopix_crypto::{EpochSeed, SessionSecret};
 use loopix_runtime::clock::NetworkClock;
 use loopix_runtime::config::NodeConfig;
 use loopix_runtime::durable_inbox::DurableInbox;
 use loopix_runtime::key_file::{self, read_seed};
 use loopix_runtime::node::{Node, NodeLayout};
 use loopix_runtime::node_lock::NodeLock;
-use loopix_runtime::peers::Peers;
 use loopix_runtime::replay_journal::{ReplayJournal, Syncer};
 
 use crate::metrics::{self, Snapshot};
@@ -53,6 +52,9 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         Role::Provider => "provider".to_string(),
     };
     check_host(&cfg, args.check).map_err(|e| format!("{}: {e}", args.config.display()))?;
+    if cfg.node.role == Role::Provider {
+        provider_session_key(&cfg).map_err(|e| format!("{}: {e}", args.config.display()))?;
+    }
     if args.check {
         let per_filter = ReplayFilter::bytes_for(cfg.limits.replay_tags);
         println!(
@@ -136,11 +138,32 @@ fn rng_seed(shard: usize) -> Result<[u8; 32], String> {
     Ok(s)
 }
 
+/// A provider's session key from its key file, checked against the topology's.
+fn provider_session_key(cfg: &NodeConfig) -> Result<SessionSecret, String> {
+    let key = key_file::read_session_key(&cfg.key_file)
+        .map_err(|e| format!("key_file: {e}"))?
+        .ok_or_else(|| {
+            format!(
+                "key_file: {}: no session key (a provider needs one for its clients' \
+                 sessions): make a new key file with `loopix keygen --epochs N --out F`",
+                cfg.key_file.display()
+            )
+        })?;
+    if cfg.node.session_key != Some(key.public()) {
+        return Err(format!(
+            "topology: node {}: session_key is not the public half of key_file's session key \
+             ({})",
+            cfg.node.id.0,
+            hex::encode(key.public().0)
+        ));
+    }
+    Ok(key)
+}
+
 /// Builds every shard's core, refills its replay filters from its journal, and starts
 /// the shards.
 fn start(cfg: &NodeConfig, seed: &EpochSeed, syncer: &Syncer) -> Result<Node, String> {
     let params = cfg.topology.network.params;
-    let peers = Peers::from_topology(&cfg.topology);
     let mut layout = NodeLayout {
         listen: cfg.listen,
         shards: cfg.shards,
@@ -184,9 +207,7 @@ fn start(cfg: &NodeConfig, seed: &EpochSeed, syncer: &Syncer) -> Result<Node, St
                 cores.push_back((mix, journal));
             }
             layout.datagram_len = params.packet_len() + 1;
-            Node::start(&layout, &peers, |_| {
-                cores.pop_front().expect("one core per shard")
-            })
+            Node::start(&layout, |_| cores.pop_front().expect("one core per shard"))
         }
         Role::Provider => {
             let path = cfg
@@ -198,15 +219,16 @@ fn start(cfg: &NodeConfig, seed: &EpochSeed, syncer: &Syncer) -> Result<Node, St
             let config = ProviderConfig {
                 id: cfg.node.id,
                 epoch_seed: seed.clone(),
+                session_key: provider_session_key(cfg)?,
                 limits: cfg.limits,
                 seed: rng_seed(0)?,
             };
             let mut provider: Provider<DurableInbox> =
-                Provider::new(&cfg.topology, config, inbox).map_err(|e| format!("{e:?}"))?;
+                Provider::new(&cfg.topology, config, inbox).map_err(|e| e.to_string())?;
             let journal = journal(0, provider.engine())?;
             layout.datagram_len = provider.max_datagram_len() + 1;
             let mut core = Some((provider, journal));
-            Node::start(&layout, &peers, move |_| {
+            Node::start(&layout, move |_| {
                 core.take().expect("providers run one shard")
             })
         }

@@ -236,9 +236,10 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
     let mut metrics = BTreeMap::new();
     for n in &topology.nodes {
         let seed = keys.nodes.remove(&n.id).ok_or("every node has a key")?;
+        let session = keys.sessions.remove(&n.id).ok_or("every node has a key")?;
         let key_path = dir.join(format!("node-{}.key", n.id.0));
         let _ = std::fs::remove_file(&key_path);
-        loopix_runtime::key_file::write_seed(&key_path, &seed)
+        loopix_runtime::key_file::write_seed(&key_path, &seed, &session)
             .map_err(|e| format!("{}: {e}", key_path.display()))?;
         let metrics_addr = free_tcp_port()?;
         metrics.insert(n.id, metrics_addr);
@@ -440,11 +441,6 @@ fn fill_from_metrics(s: &mut NodeSummary, text: &str) {
 fn start_clients(args: &TestnetArgs, layout: &Layout) -> Result<Vec<RunningClient>, String> {
     let mut out = Vec::new();
     for (i, (id, key)) in layout.client_keys.iter().enumerate() {
-        let provider = layout
-            .topology
-            .client(*id)
-            .ok_or("client in topology")?
-            .provider;
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
         let config = ClientConfig {
@@ -455,8 +451,7 @@ fn start_clients(args: &TestnetArgs, layout: &Layout) -> Result<Vec<RunningClien
         };
         let client = Client::new(&layout.topology, config).map_err(|e| format!("{e:?}"))?;
         let bind: SocketAddr = "127.0.0.1:0".parse().map_err(|_| "addr")?;
-        let running = RunningClient::start(client, bind, layout.node_addrs[&provider])
-            .map_err(|e| e.to_string())?;
+        let running = RunningClient::start(client, bind).map_err(|e| e.to_string())?;
         out.push(running);
         let _ = (i, args);
     }

@@ -76,7 +76,7 @@ fn bad_options_are_reported_not_panicked() {
 }
 
 #[test]
-fn keygen_writes_an_owner_only_key_and_prints_the_public_key() {
+fn keygen_writes_an_owner_only_key_and_prints_the_public_keys() {
     let dir = scratch("keygen");
     let key = dir.join("mix.key");
     let key_arg = key.to_str().unwrap();
@@ -86,9 +86,16 @@ fn keygen_writes_an_owner_only_key_and_prints_the_public_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let public = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(public.trim().len(), 64);
-    assert!(public.trim().chars().all(|c| c.is_ascii_hexdigit()));
+    let lines = String::from_utf8(out.stdout).unwrap();
+    let keys: Vec<&str> = lines.lines().collect();
+    assert_eq!(keys.len(), 2, "{lines}");
+    for (line, field) in keys.iter().zip(["public_key", "session_key"]) {
+        let hex = line
+            .strip_prefix(&format!("{field} = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()));
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -164,7 +171,9 @@ fn node_check_verifies_the_epoch_keys_the_topology_publishes() {
         mix.starts_with("first_epoch = 0\nepoch_keys = [\""),
         "{mix}"
     );
-    assert_eq!(mix.matches('"').count(), 6, "three keys: {mix}");
+    let epoch_keys = mix.lines().nth(1).unwrap();
+    assert_eq!(epoch_keys.matches('"').count(), 6, "three keys: {mix}");
+    assert!(mix.lines().nth(2).unwrap().starts_with("session_key = \""));
     let now_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -274,7 +283,7 @@ fn a_client_stopping_with_messages_queued_says_so_and_fails() {
     };
     let client = |f: &str| {
         let out = loopix(&["keygen", "--out", &path(f)]);
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        String::from_utf8(out.stdout).unwrap()
     };
     let (mix, provider) = (node("m.key"), node("p.key"));
     let (alice, bob) = (client("a.key"), client("b.key"));
@@ -290,8 +299,8 @@ fn a_client_stopping_with_messages_queued_says_so_and_fails() {
              epoch_start = {now_s}\n\n\
              [[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"127.0.0.1:9\"\n{mix}\n\
              [[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"127.0.0.1:19\"\n{provider}\n\
-             [[clients]]\nid = 10000\nprovider = 1000\npublic_key = \"{alice}\"\n\n\
-             [[clients]]\nid = 10001\nprovider = 1000\npublic_key = \"{bob}\"\n"
+             [[clients]]\nid = 10000\nprovider = 1000\n{alice}\n\
+             [[clients]]\nid = 10001\nprovider = 1000\n{bob}"
         )
 
     )

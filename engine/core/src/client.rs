@@ -4,10 +4,17 @@
 //! shows a Poisson stream at λP+λL+λD whatever the user does. It polls its provider at
 //! its own Poisson rate, acknowledges what it got, and sorts what comes back into its own
 //! loops, messages for it (reassembled from fragments) and dummies.
+//!
+//! Everything it sends and receives travels in a session with its provider
+//! ([`crate::session`]): one frame length both ways, so its uplink is one Poisson stream
+//! of equal datagrams. Until a session is up, its send slots pass unused; it renews the
+//! session's keys on a cover slot, and starts a new session when polls go unanswered
+//! (the provider restarted and forgot it).
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 
-use loopix_crypto::{Address, Command, Hop, Params, Processor, SecretKey};
+use loopix_crypto::{Address, Command, Hop, Params, Processor, SecretKey, SessionSecret};
 
 use crate::codec::Codec;
 use rand_chacha::ChaCha20Rng;
@@ -18,6 +25,8 @@ use crate::endpoint::{Endpoint, Transmit};
 use crate::loops::LoopMonitor;
 use crate::payload::{self, Content, Reassembly};
 use crate::rate::PoissonTimer;
+use crate::session::initiator::{ClientSessionStats, HandshakeDue, Opened};
+use crate::session::{ClientSession, FrameKind, FrameLayout};
 use crate::topology::Topology;
 use crate::wire::{self, ITEM_ID_LEN};
 
@@ -35,6 +44,8 @@ pub struct ClientConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientError {
     NotAClient(Address),
+    /// The client's provider is not a provider of the topology with a session key.
+    NoProvider(Address),
 }
 
 /// Why a message was not queued.
@@ -77,6 +88,10 @@ pub enum ClientEvent {
         item_id: u64,
         at_us: u64,
     },
+    /// A packet went out in the frame sent at `at_us`, with this [`Codec::trace_id`]:
+    /// ground truth for experiments over a codec that has trace ids (never over Sphinx,
+    /// which has none, so a real client never emits it). `real`: a message fragment.
+    PacketSent { trace: u64, real: bool, at_us: u64 },
     /// A whole message arrived for this client.
     Delivered {
         msg_id: u64,
@@ -99,11 +114,22 @@ pub struct ClientStats {
     pub loops_returned: u64,
     pub delivered: u64,
     /// Packets that could not be built (no path: e.g. the topology lists no key for an
-    /// epoch the path falls in); the send slot went out with the previous bytes.
+    /// epoch the path falls in); the send slot went out as an idle frame (a fragment
+    /// stays queued).
     pub build_failed: u64,
     /// Fragments refused because their message would not fit the reassembly bound.
     pub fragments_refused: u64,
+    /// Send slots that passed with no session up.
+    pub skipped_no_session: u64,
+    /// Datagrams from an address other than the provider's.
+    pub foreign: u64,
+    /// Sessions started because polls went unanswered.
+    pub sessions_lost: u64,
+    pub session: ClientSessionStats,
 }
+
+/// Polls in a row with no answer before the client gives its session up.
+const UNANSWERED_POLLS: u32 = 3;
 
 /// The most a client holds for messages it is still putting together: 2,000 default-size
 /// fragments' worth.
@@ -136,6 +162,13 @@ struct Timers {
 pub struct Client<C: Codec = Processor> {
     id: Address,
     provider: Address,
+    provider_addr: SocketAddr,
+    session: ClientSession,
+    /// Session plaintexts, both ways.
+    plain: Vec<u8>,
+    polls_unanswered: u32,
+    /// Whether the last payload slot carried a fragment (for [`ClientEvent::PacketSent`]).
+    last_was_fragment: bool,
     params: Params,
     processor: C,
     directory: Directory,
@@ -163,9 +196,20 @@ impl<C: Codec> Client<C> {
             .client(config.id)
             .ok_or(ClientError::NotAClient(config.id))?;
         let n = &topology.network;
+        let provider = topology
+            .node(me.provider)
+            .and_then(|p| Some((p.address, p.session_key?)))
+            .ok_or(ClientError::NoProvider(me.provider))?;
+        let layout = FrameLayout::new(&n.params, n.poll_size);
+        let session_key = SessionSecret::derive_from(&config.key);
         Ok(Self {
             id: me.id,
             provider: me.provider,
+            provider_addr: provider.0,
+            session: ClientSession::new(session_key, provider.1, layout),
+            plain: vec![0u8; layout.plaintext_len()],
+            polls_unanswered: 0,
+            last_was_fragment: false,
             params: n.params,
             processor: C::new(config.key, n.params),
             directory: Directory::new(topology),
@@ -230,6 +274,7 @@ impl<C: Codec> Client<C> {
         ClientStats {
             loops_returned: self.loops.returned_total,
             fragments_refused: self.reassembly.refused(),
+            session: self.session.stats(),
             ..self.stats
         }
     }
@@ -255,25 +300,74 @@ impl<C: Codec> Client<C> {
             drop_cover: PoissonTimer::start(rng, r[2], now_us),
             poll: PoissonTimer::start(rng, r[3], now_us),
         });
-        // Announce ourselves before anything else, so the provider knows where we are.
-        self.emissions.push_back(Emission::Poll);
     }
 
-    /// Writes the packet for `emission` into `buf`; returns its length.
-    fn emit(&mut self, now_us: u64, emission: Emission, buf: &mut [u8]) -> usize {
-        match emission {
-            Emission::Poll => return self.write_poll(buf),
-            Emission::Payload => match self.buffer.pop_front() {
-                Some(f) => self.write_fragment(now_us, &f, buf),
-                None => self.write_drop(now_us, buf),
-            },
-            Emission::Loop => self.write_loop(now_us, buf),
-            Emission::Drop => self.write_drop(now_us, buf),
+    /// The next frame to send: a handshake when one is due, else the next emission
+    /// sealed in the session. Returns its length.
+    fn next_frame(&mut self, now_us: u64, buf: &mut [u8]) -> Option<usize> {
+        if self.polls_unanswered >= UNANSWERED_POLLS {
+            self.polls_unanswered = 0;
+            self.stats.sessions_lost += 1;
+            self.session.reset();
         }
-        self.params.packet_len()
+        self.session.expire(now_us);
+        if self.session.handshake_due(now_us) == HandshakeDue::Now {
+            return self.session.write_initiation(now_us, &mut self.rng, buf);
+        }
+        while let Some(emission) = self.emissions.pop_front() {
+            if !self.session.is_up(now_us) {
+                self.stats.skipped_no_session += 1;
+                continue;
+            }
+            let cover = matches!(emission, Emission::Loop | Emission::Drop);
+            if cover && self.session.handshake_due(now_us) == HandshakeDue::OnCover {
+                return self.session.write_initiation(now_us, &mut self.rng, buf);
+            }
+            let mut plain = std::mem::take(&mut self.plain);
+            plain.fill(0);
+            plain[0] = self.emit(now_us, emission, &mut plain[1..]) as u8;
+            let sealed = self.session.seal(&plain, buf);
+            self.plain = plain;
+            return sealed;
+        }
+        None
     }
 
-    fn write_fragment(&mut self, now_us: u64, f: &Fragment, buf: &mut [u8]) {
+    /// Writes the body for `emission` into `body`; returns what it is.
+    fn emit(&mut self, now_us: u64, emission: Emission, body: &mut [u8]) -> FrameKind {
+        let built = match emission {
+            Emission::Poll => {
+                self.write_poll(body);
+                return FrameKind::Poll;
+            }
+            Emission::Payload => {
+                let fragment = self.buffer.pop_front();
+                self.last_was_fragment = fragment.is_some();
+                match fragment {
+                    Some(f) => self.write_fragment(now_us, f, body),
+                    None => self.write_drop(now_us, body),
+                }
+            }
+            Emission::Loop => self.write_loop(now_us, body),
+            Emission::Drop => self.write_drop(now_us, body),
+        };
+        if !built {
+            return FrameKind::Idle;
+        }
+        if let Some(trace) = C::trace_id(&body[..self.params.packet_len()]) {
+            let real = matches!(emission, Emission::Payload) && self.last_was_fragment;
+            self.push_event(ClientEvent::PacketSent {
+                trace,
+                real,
+                at_us: now_us,
+            });
+        }
+        FrameKind::Packet
+    }
+
+    /// Builds `f`'s packet; a fragment that cannot be built goes back to the front of the
+    /// buffer.
+    fn write_fragment(&mut self, now_us: u64, f: Fragment, buf: &mut [u8]) -> bool {
         // The body buffer is lent out for the call and put back: no allocation per packet.
         let mut body = std::mem::take(&mut self.body);
         payload::write_fragment(&mut body, f.msg_id, f.index, f.count, &f.data);
@@ -297,10 +391,13 @@ impl<C: Codec> Client<C> {
                 count,
                 at_us: now_us,
             });
+        } else {
+            self.buffer.push_front(f);
         }
+        built
     }
 
-    fn write_loop(&mut self, now_us: u64, buf: &mut [u8]) {
+    fn write_loop(&mut self, now_us: u64, buf: &mut [u8]) -> bool {
         let nonce = self.rng.next_u64();
         let mut body = [0u8; 16];
         payload::write_loop(&mut body, nonce);
@@ -313,20 +410,24 @@ impl<C: Codec> Client<C> {
             Command::LoopReturn,
             path,
         );
-        if self.build_on(ok, &body, buf) {
+        let built = self.build_on(ok, &body, buf);
+        if built {
             self.loops
                 .sent(nonce, now_us, requested_delay_us(&self.path));
             self.stats.sent_loop += 1;
         }
+        built
     }
 
-    fn write_drop(&mut self, now_us: u64, buf: &mut [u8]) {
+    fn write_drop(&mut self, now_us: u64, buf: &mut [u8]) -> bool {
         let ok = self
             .directory
             .drop_path(&mut self.rng, now_us, self.provider, &mut self.path);
-        if self.build_on(ok, &[], buf) {
+        let built = self.build_on(ok, &[], buf);
+        if built {
             self.stats.sent_drop += 1;
         }
+        built
     }
 
     /// Builds along `self.path` when the path could be made; counts a failure (e.g. the
@@ -339,19 +440,17 @@ impl<C: Codec> Client<C> {
         built
     }
 
-    fn write_poll(&mut self, buf: &mut [u8]) -> usize {
-        let mut acks = [0u64; crate::wire::MAX_POLL_SIZE as usize];
-        let n = self.poll_size.min(acks.len());
-        for a in acks.iter_mut().take(n) {
-            *a = self
+    /// A poll's body: N ack ids (of the last answer's items, or random).
+    fn write_poll(&mut self, body: &mut [u8]) {
+        for chunk in body[..8 * self.poll_size].chunks_exact_mut(8) {
+            let id = self
                 .pending_acks
                 .pop_front()
                 .unwrap_or_else(|| self.rng.next_u64());
+            chunk.copy_from_slice(&id.to_le_bytes());
         }
-        let len = wire::poll_request_len(n);
-        wire::write_poll_request(&mut buf[..len], self.id, &acks[..n]);
+        self.polls_unanswered += 1;
         self.stats.polls += 1;
-        len
     }
 
     /// Queues an event; beyond 4096 undrained events the oldest is discarded.
@@ -420,14 +519,25 @@ impl<C: Codec> Endpoint for Client<C> {
         self.id
     }
 
-    fn handle_datagram(&mut self, now_us: u64, from: Address, bytes: &[u8]) {
-        if from == self.provider {
-            self.receive_item(now_us, bytes);
+    fn handle_datagram(&mut self, now_us: u64, from: SocketAddr, bytes: &[u8]) {
+        if from != self.provider_addr {
+            self.stats.foreign += 1;
+            return;
         }
+        let mut plain = std::mem::take(&mut self.plain);
+        if let Opened::Plain(p) = self.session.open(now_us, bytes, &mut plain)
+            && p.kind == FrameKind::Item
+        {
+            self.polls_unanswered = 0;
+            let item = &p.body[..ITEM_ID_LEN + self.params.packet_len()];
+            self.receive_item(now_us, item);
+        }
+        self.plain = plain;
     }
 
     fn handle_timeout(&mut self, now_us: u64) {
         self.start_timers(now_us);
+        self.session.expire(now_us);
         let (Some(t), rng) = (self.timers.as_mut(), &mut self.rng) else {
             return;
         };
@@ -445,10 +555,9 @@ impl<C: Codec> Endpoint for Client<C> {
     }
 
     fn poll_transmit(&mut self, now_us: u64, buf: &mut [u8]) -> Option<Transmit> {
-        let emission = self.emissions.pop_front()?;
-        let len = self.emit(now_us, emission, buf);
+        let len = self.next_frame(now_us, buf)?;
         Some(Transmit {
-            to: self.provider,
+            to: self.provider_addr,
             len,
         })
     }
@@ -463,13 +572,11 @@ impl<C: Codec> Endpoint for Client<C> {
         [t.payload, t.loop_cover, t.drop_cover, t.poll]
             .iter()
             .filter_map(|t| t.next_us())
+            .chain([self.session.next_deadline_us()])
             .min()
     }
 
     fn max_datagram_len(&self) -> usize {
-        self.params
-            .packet_len()
-            .max(wire::poll_request_len(self.poll_size))
-            + ITEM_ID_LEN
+        self.plain.len() + crate::session::frame::HEADER_LEN + crate::session::frame::TAG_LEN
     }
 }

@@ -1,12 +1,19 @@
 //! The one shape every role has, so the runtime and the simulator drive mixes, providers
 //! and clients alike: events in (`handle_*`), polls out (`poll_*`) until empty.
+//!
+//! Peers are socket addresses, opaque to the driver: it passes each datagram's source as
+//! it came and sends each transmit where the core says. Who a datagram is from is the
+//! core's decision, made from what authenticates (a client's session), never from an id
+//! a datagram claims; node addresses come from the topology alone.
+
+use std::net::SocketAddr;
 
 use loopix_crypto::Address;
 
 /// A datagram to send: `len` bytes written at the start of the caller's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transmit {
-    pub to: Address,
+    pub to: SocketAddr,
     pub len: usize,
 }
 
@@ -14,8 +21,8 @@ pub struct Transmit {
 pub trait Endpoint {
     /// This endpoint's id in the topology.
     fn id(&self) -> Address;
-    /// A datagram from `from` arrived at `now_us`.
-    fn handle_datagram(&mut self, now_us: u64, from: Address, bytes: &[u8]);
+    /// A datagram from source address `from` arrived at `now_us`.
+    fn handle_datagram(&mut self, now_us: u64, from: SocketAddr, bytes: &[u8]);
     /// The driver's timer fired; do what is due at `now_us`.
     fn handle_timeout(&mut self, now_us: u64);
     /// The next datagram to send, written into `buf` (at least

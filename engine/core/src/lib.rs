@@ -14,6 +14,7 @@ pub mod inbox;
 pub mod latency_histogram;
 pub mod loops;
 pub mod mix;
+pub mod node_addresses;
 pub mod packet_pool;
 pub mod payload;
 pub mod provider;

@@ -3,6 +3,8 @@
 //! through the layers after it, a provider and the layers before it, back to itself, and
 //! watches how many return.
 
+use std::net::SocketAddr;
+
 use loopix_crypto::{Address, Command, EpochSeed, Params, Processor};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -14,6 +16,7 @@ use crate::endpoint::{Endpoint, Transmit};
 use crate::hop::{Due, EpochStats, HopEngine, HopLimits, HopStats};
 use crate::latency_histogram::LatencyHistogram;
 use crate::loops::LoopMonitor;
+use crate::node_addresses::NodeAddresses;
 use crate::payload::{self, Content};
 use crate::rate::PoissonTimer;
 use crate::timing_wheel::WheelConfigError;
@@ -61,6 +64,7 @@ pub struct Mix<C: Codec = Processor> {
     params: Params,
     engine: HopEngine<C>,
     directory: Directory,
+    addresses: NodeAddresses,
     rng: ChaCha20Rng,
     loop_timer: Option<PoissonTimer>,
     lambda_loop_per_s: f64,
@@ -98,6 +102,7 @@ impl<C: Codec> Mix<C> {
             params,
             engine,
             directory,
+            addresses: NodeAddresses::new(topology),
             rng: ChaCha20Rng::from_seed(config.seed),
             loop_timer: None,
             lambda_loop_per_s: topology.network.lambda_mix_loop_per_s,
@@ -124,6 +129,7 @@ impl<C: Codec> Mix<C> {
     /// that did not change keeps its replay filter (see [`HopEngine::replace_seed`]).
     pub fn reload(&mut self, topology: &Topology, epoch_seed: EpochSeed) {
         self.directory = Directory::new(topology);
+        self.addresses = NodeAddresses::new(topology);
         if let Some(me) = self.directory.node(self.me.id) {
             self.me = me;
         }
@@ -209,7 +215,7 @@ impl<C: Codec> Endpoint for Mix<C> {
         self.me.id
     }
 
-    fn handle_datagram(&mut self, now_us: u64, _from: Address, bytes: &[u8]) {
+    fn handle_datagram(&mut self, now_us: u64, _from: SocketAddr, bytes: &[u8]) {
         self.handle_datagrams(now_us, &[bytes]);
     }
 
@@ -228,14 +234,21 @@ impl<C: Codec> Endpoint for Mix<C> {
     }
 
     fn poll_transmit(&mut self, now_us: u64, buf: &mut [u8]) -> Option<Transmit> {
-        let (due, slot) = self.engine.next_ready(now_us)?;
-        let packet = self.engine.packet(slot);
-        let len = packet.len();
-        buf[..len].copy_from_slice(packet);
-        self.engine.release(slot);
-        self.sent += 1;
-        let (Due::Send(to) | Due::Store(to)) = due;
-        Some(Transmit { to, len })
+        loop {
+            let (due, slot) = self.engine.next_ready(now_us)?;
+            let (Due::Send(to) | Due::Store(to)) = due;
+            let Some(to) = self.addresses.address(to) else {
+                self.engine.release(slot);
+                self.engine.count_drop(DropReason::Unroutable);
+                continue;
+            };
+            let packet = self.engine.packet(slot);
+            let len = packet.len();
+            buf[..len].copy_from_slice(packet);
+            self.engine.release(slot);
+            self.sent += 1;
+            return Some(Transmit { to, len });
+        }
     }
 
     fn poll_timeout(&self) -> Option<u64> {

@@ -1,7 +1,12 @@
 //! The provider core: its clients' door in and out.
 //!
-//! Ingress: packets from its registered clients only (anyone else is dropped and counted),
-//! with per-client accounting, unwrapped and held like at a mix, then sent into layer 1.
+//! Clients talk to it only inside sessions ([`crate::session`]): a client is who its
+//! session's handshake proved, never who a datagram says, and a datagram that does not
+//! authenticate changes nothing and draws no answer. Bare packets are taken only from node
+//! addresses of the topology.
+//!
+//! Ingress: packets from its registered clients (in their sessions), with per-client
+//! accounting, unwrapped and held like at a mix, then sent into layer 1.
 //! Egress: packets to deliver are held for their delay, then stored in the client's
 //! bounded inbox; drop cover is absorbed; mix loops passing through are relayed. Every
 //! poll is answered with exactly N items, padded with dummies that have a valid group
@@ -9,8 +14,9 @@
 //! inbox only when the client acknowledges it in a later poll.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
 
-use loopix_crypto::{Address, Command, EpochSeed, Params, Processor};
+use loopix_crypto::{Address, Command, EpochSeed, Params, Processor, SessionSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -19,17 +25,21 @@ use crate::drops::DropReason;
 use crate::endpoint::{Endpoint, Transmit};
 use crate::hop::{Due, EpochStats, HopEngine, HopLimits, HopStats};
 use crate::inbox::InboxStore;
+use crate::node_addresses::NodeAddresses;
+use crate::session::{FrameKind, FrameLayout, Received, Sessions};
 use crate::timing_wheel::WheelConfigError;
 use crate::topology::{Role, Topology};
-use crate::wire::{self, ITEM_ID_LEN};
+use crate::wire::ITEM_ID_LEN;
 
 /// What a provider needs to start.
 pub struct ProviderConfig {
     pub id: Address,
     /// Where the provider's key for every epoch comes from.
     pub epoch_seed: EpochSeed,
+    /// The long-term key clients authenticate it by (the topology lists its public half).
+    pub session_key: SessionSecret,
     pub limits: HopLimits,
-    /// Seeds every random choice (inbox ids, dummies).
+    /// Seeds every random choice (inbox ids, dummies, session indices).
     pub seed: [u8; 32],
 }
 
@@ -38,6 +48,20 @@ pub struct ProviderConfig {
 pub enum ProviderError {
     NotAProvider(Address),
     Wheel(WheelConfigError),
+    /// The topology lists another session key for this provider than the one it holds.
+    SessionKeyMismatch,
+}
+
+impl std::fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotAProvider(a) => write!(f, "{} is not a provider of the topology", a.0),
+            Self::Wheel(e) => write!(f, "{e:?}"),
+            Self::SessionKeyMismatch => f.write_str(
+                "the topology's session_key for this provider is not the public half of its key",
+            ),
+        }
+    }
 }
 
 /// Counters of a provider.
@@ -49,6 +73,13 @@ pub struct ProviderStats {
     pub drop_cover_absorbed: u64,
     pub polls_answered: u64,
     pub dummies_sent: u64,
+    /// Handshakes answered (sessions started).
+    pub sessions_started: u64,
+    /// Answer items not sent: their session ended first (the client rekeyed long ago or
+    /// stopped).
+    pub answers_unsent: u64,
+    /// Slots a client had nothing it could build for.
+    pub idle_frames: u64,
     /// Packets accepted from each registered client.
     pub per_client_in: BTreeMap<Address, u64>,
 }
@@ -67,10 +98,16 @@ pub enum ProviderEvent {
 /// Events kept for the driver before the oldest are discarded.
 const MAX_EVENTS: usize = 4096;
 
+/// Handshake responses waiting to be sent before further ones are refused (counted as
+/// `overload`).
+const MAX_RESPONSES: usize = 1024;
+
 /// One item of a poll answer still to send.
 #[derive(Clone, Copy, Debug)]
 struct AnswerItem {
     client: Address,
+    /// The session the poll came in: the answer goes back in it.
+    session: u32,
     /// A stored packet's id, or `None` for a dummy.
     id: Option<u64>,
 }
@@ -82,7 +119,13 @@ pub struct Provider<S: InboxStore, C: Codec = Processor> {
     engine: HopEngine<C>,
     inbox: S,
     clients: BTreeSet<Address>,
-    nodes: BTreeSet<Address>,
+    addresses: NodeAddresses,
+    sessions: Sessions,
+    layout: FrameLayout,
+    /// Session plaintexts both ways, and handshake responses (a frame's length).
+    plain: Vec<u8>,
+    /// Handshake responses to send, and where.
+    responses: VecDeque<(SocketAddr, Vec<u8>)>,
     poll_size: usize,
     answers: VecDeque<AnswerItem>,
     rng: ChaCha20Rng,
@@ -104,8 +147,14 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         if node.role != Role::Provider {
             return Err(ProviderError::NotAProvider(config.id));
         }
+        if node.session_key != Some(config.session_key.public()) {
+            return Err(ProviderError::SessionKeyMismatch);
+        }
         let params = topology.network.params;
         let poll_size = usize::from(topology.network.poll_size);
+        let layout = FrameLayout::new(&params, topology.network.poll_size);
+        let mut session_seed = config.seed;
+        session_seed[31] ^= 0x5e;
         Ok(Self {
             id: config.id,
             params,
@@ -119,7 +168,16 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
             .map_err(ProviderError::Wheel)?,
             inbox,
             clients: topology.clients_of(config.id).map(|c| c.id).collect(),
-            nodes: topology.nodes.iter().map(|n| n.id).collect(),
+            addresses: NodeAddresses::new(topology),
+            sessions: Sessions::new(
+                config.session_key,
+                layout,
+                session_keys(topology, config.id),
+                session_seed,
+            ),
+            layout,
+            plain: vec![0u8; layout.frame_len()],
+            responses: VecDeque::new(),
             poll_size,
             answers: VecDeque::with_capacity(poll_size * 64),
             rng: ChaCha20Rng::from_seed(config.seed),
@@ -146,7 +204,8 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
     /// added to the topology are served from now on, clients removed no longer.
     pub fn reload(&mut self, topology: &Topology, epoch_seed: EpochSeed) {
         self.clients = topology.clients_of(self.id).map(|c| c.id).collect();
-        self.nodes = topology.nodes.iter().map(|n| n.id).collect();
+        self.addresses = NodeAddresses::new(topology);
+        self.sessions.set_clients(session_keys(topology, self.id));
         self.engine.replace_seed(epoch_seed);
     }
 
@@ -165,9 +224,9 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         self.engine.pending()
     }
 
-    /// The client a datagram, if it is a well-formed poll request, says it is from.
-    pub fn poll_client(&self, bytes: &[u8]) -> Option<Address> {
-        wire::read_poll_request(bytes, self.poll_size).map(|(client, _)| client)
+    /// Client sessions held.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
     }
 
     /// Packets waiting in `client`'s inbox.
@@ -185,12 +244,8 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         &mut self.inbox
     }
 
-    fn handle_packet(&mut self, now_us: u64, from: Address, bytes: &[u8]) {
-        let from_client = self.clients.contains(&from);
-        if !from_client && !self.nodes.contains(&from) {
-            self.engine.count_drop(DropReason::UnknownClient);
-            return;
-        }
+    /// A packet from a node (`client` None) or from `client`'s session.
+    fn handle_packet(&mut self, now_us: u64, client: Option<Address>, bytes: &[u8]) {
         let (clients, stats) = (&self.clients, &mut self.stats);
         let route = |command| match command {
             Command::Relay { next, .. } => Ok(Due::Send(next)),
@@ -206,20 +261,45 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
             _ => Err(DropReason::UnexpectedCommand),
         };
         let held = self.engine.receive_batch(now_us, &[bytes], route, on_end);
-        if from_client && held > 0 {
-            *self.stats.per_client_in.entry(from).or_default() += 1;
+        if let Some(client) = client
+            && held > 0
+        {
+            *self.stats.per_client_in.entry(client).or_default() += 1;
         }
     }
 
-    fn handle_poll(&mut self, from: Address, bytes: &[u8]) {
-        let Some((client, acks)) = wire::read_poll_request(bytes, self.poll_size) else {
-            self.engine.count_drop(DropReason::Malformed);
-            return;
-        };
-        if client != from || !self.clients.contains(&client) {
-            self.engine.count_drop(DropReason::UnknownClient);
-            return;
+    /// A session frame: a handshake, or a client's packet or poll.
+    fn handle_frame(&mut self, now_us: u64, from: SocketAddr, bytes: &[u8]) {
+        let mut plain = std::mem::take(&mut self.plain);
+        match self.sessions.receive(now_us, from, bytes, &mut plain) {
+            Received::Response { len } if self.responses.len() < MAX_RESPONSES => {
+                self.responses.push_back((from, plain[..len].to_vec()));
+                self.stats.sessions_started += 1;
+            }
+            Received::Response { .. } => self.engine.count_drop(DropReason::Overload),
+            Received::Plain {
+                client,
+                index,
+                plain,
+            } => match plain.kind {
+                FrameKind::Packet => {
+                    let packet = &plain.body[..self.params.packet_len()];
+                    self.handle_packet(now_us, Some(client), packet);
+                }
+                FrameKind::Poll => self.handle_poll(client, index, plain.body),
+                FrameKind::Idle => self.stats.idle_frames += 1,
+                FrameKind::Item => self.engine.count_drop(DropReason::Malformed),
+            },
+            Received::Dropped(reason) => self.engine.count_drop(reason),
         }
+        self.plain = plain;
+    }
+
+    /// A poll from `client` in session `session`: its acks, then N answer items.
+    fn handle_poll(&mut self, client: Address, session: u32, body: &[u8]) {
+        let acks = body[..8 * self.poll_size]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()));
         for id in acks {
             self.inbox.ack(client, id);
         }
@@ -228,7 +308,11 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
             .oldest(client, self.poll_size, &mut self.scratch_ids);
         for i in 0..self.poll_size {
             let id = self.scratch_ids.get(i).copied();
-            self.answers.push_back(AnswerItem { client, id });
+            self.answers.push_back(AnswerItem {
+                client,
+                session,
+                id,
+            });
         }
         self.stats.polls_answered += 1;
     }
@@ -238,6 +322,11 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         while let Some((due, slot)) = self.engine.next_ready(now_us) {
             match due {
                 Due::Send(to) => {
+                    let Some(to) = self.addresses.address(to) else {
+                        self.engine.release(slot);
+                        self.engine.count_drop(DropReason::Unroutable);
+                        continue;
+                    };
                     let packet = self.engine.packet(slot);
                     buf[..packet.len()].copy_from_slice(packet);
                     let len = packet.len();
@@ -269,9 +358,12 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         self.engine.release(slot);
     }
 
-    fn write_answer_item(&mut self, item: AnswerItem, buf: &mut [u8]) -> usize {
+    /// Writes an answer item's plaintext: kind, id, packet (a stored one or a dummy).
+    fn write_answer_item(&mut self, item: AnswerItem, plain: &mut [u8]) {
+        plain.fill(0);
+        plain[0] = FrameKind::Item as u8;
         let len = ITEM_ID_LEN + self.params.packet_len();
-        let (id_bytes, packet) = buf[..len].split_at_mut(ITEM_ID_LEN);
+        let (id_bytes, packet) = plain[1..1 + len].split_at_mut(ITEM_ID_LEN);
         let real = item
             .id
             .filter(|&id| self.inbox.read(item.client, id, packet));
@@ -284,8 +376,33 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
             }
         };
         id_bytes.copy_from_slice(&id.to_le_bytes());
-        len
     }
+
+    /// Seals the next answer item that still has its session.
+    fn next_answer(&mut self, now_us: u64, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some(item) = self.answers.pop_front() {
+            let mut plain = std::mem::take(&mut self.plain);
+            let plain_len = self.layout.plaintext_len();
+            self.write_answer_item(item, &mut plain[..plain_len]);
+            let sealed = self
+                .sessions
+                .seal(now_us, item.session, &plain[..plain_len], buf);
+            self.plain = plain;
+            match sealed {
+                Some((to, len)) => return Some(Transmit { to, len }),
+                None => self.stats.answers_unsent += 1,
+            }
+        }
+        None
+    }
+}
+
+/// The session keys of `provider`'s clients.
+fn session_keys(
+    topology: &Topology,
+    provider: Address,
+) -> impl Iterator<Item = (Address, loopix_crypto::SessionPublic)> + '_ {
+    topology.clients_of(provider).map(|c| (c.id, c.session_key))
 }
 
 impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
@@ -293,11 +410,15 @@ impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
         self.id
     }
 
-    fn handle_datagram(&mut self, now_us: u64, from: Address, bytes: &[u8]) {
-        if bytes.len() == self.params.packet_len() {
-            self.handle_packet(now_us, from, bytes);
+    fn handle_datagram(&mut self, now_us: u64, from: SocketAddr, bytes: &[u8]) {
+        if bytes.len() == self.layout.frame_len() {
+            self.handle_frame(now_us, from, bytes);
+        } else if bytes.len() != self.params.packet_len() {
+            self.engine.count_drop(DropReason::Malformed);
+        } else if self.addresses.node_at(&from).is_some() {
+            self.handle_packet(now_us, None, bytes);
         } else {
-            self.handle_poll(from, bytes);
+            self.engine.count_drop(DropReason::UnknownPeer);
         }
     }
 
@@ -306,26 +427,28 @@ impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
     }
 
     fn poll_transmit(&mut self, now_us: u64, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some((to, response)) = self.responses.pop_front() {
+            buf[..response.len()].copy_from_slice(&response);
+            return Some(Transmit {
+                to,
+                len: response.len(),
+            });
+        }
         if let Some(t) = self.next_send(now_us, buf) {
             self.stats.sent += 1;
             return Some(t);
         }
-        let item = self.answers.pop_front()?;
-        let len = self.write_answer_item(item, buf);
-        Some(Transmit {
-            to: item.client,
-            len,
-        })
+        self.next_answer(now_us, buf)
     }
 
     fn poll_timeout(&self) -> Option<u64> {
-        if self.engine.has_ready() || !self.answers.is_empty() {
+        if self.engine.has_ready() || !self.answers.is_empty() || !self.responses.is_empty() {
             return Some(0);
         }
         self.engine.poll_timeout()
     }
 
     fn max_datagram_len(&self) -> usize {
-        ITEM_ID_LEN + self.params.packet_len()
+        self.layout.frame_len().max(self.params.packet_len())
     }
 }

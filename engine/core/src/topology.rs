@@ -26,17 +26,19 @@
 //! address = "127.0.0.1:9001"
 //! first_epoch = 1474000        # the epoch of epoch_keys[0]; the rest follow in order
 //! epoch_keys = ["<64 hex digits>", "<64 hex digits>"]
+//! session_key = "<64 hex digits>"  # X25519, for client sessions (providers must have one)
 //!
 //! [[clients]]
 //! id = 1001
 //! provider = 100
-//! public_key = "<64 hex digits>"
+//! public_key = "<64 hex digits>"   # its Sphinx key: packets for it are built to this
+//! session_key = "<64 hex digits>"  # X25519: how it authenticates to its provider
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use loopix_crypto::{Address, Command, Hop, KeyPhase, Params, PublicKey};
+use loopix_crypto::{Address, Command, Hop, KeyPhase, Params, PublicKey, SessionPublic};
 use serde::Deserialize;
 
 use crate::epoch::{EpochSchedule, ScheduleError};
@@ -95,6 +97,8 @@ pub struct Node {
     pub address: SocketAddr,
     /// The node's public key for each epoch it has published.
     pub epoch_keys: EpochKeys,
+    /// The node's long-term X25519 key for client sessions (every provider has one).
+    pub session_key: Option<SessionPublic>,
 }
 
 /// A node's public keys for consecutive epochs, published ahead so that senders can build
@@ -142,7 +146,10 @@ impl EpochKeys {
 pub struct Client {
     pub id: Address,
     pub provider: Address,
+    /// The key packets for this client are built to (its Sphinx key).
     pub public_key: PublicKey,
+    /// The X25519 key it authenticates to its provider with.
+    pub session_key: SessionPublic,
 }
 
 /// A topology problem, naming the field it is in.
@@ -207,6 +214,7 @@ struct RawNode {
     address: String,
     first_epoch: u64,
     epoch_keys: Vec<String>,
+    session_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -215,6 +223,7 @@ struct RawClient {
     id: u64,
     provider: u64,
     public_key: String,
+    session_key: String,
 }
 
 /// Most layers a path can cross: the path also needs two providers and the recipient.
@@ -252,7 +261,16 @@ impl Topology {
         let mut ids = BTreeSet::new();
         let mut addresses = BTreeMap::new();
         let mut keys = BTreeMap::new();
+        let mut sessions = BTreeMap::new();
         for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(k) = n.session_key
+                && let Some(other) = sessions.insert(k, format!("nodes[{i}]"))
+            {
+                return Err(err(
+                    format!("nodes[{i}].session_key"),
+                    format!("the same key as {other}"),
+                ));
+            }
             if !ids.insert(n.id) {
                 return Err(err(
                     format!("nodes[{i}].id"),
@@ -280,6 +298,12 @@ impl Topology {
             if let Some(other) = keys.insert(c.public_key.to_bytes(), format!("clients[{i}]")) {
                 return Err(err(
                     format!("clients[{i}].public_key"),
+                    format!("the same key as {other}"),
+                ));
+            }
+            if let Some(other) = sessions.insert(c.session_key, format!("clients[{i}]")) {
+                return Err(err(
+                    format!("clients[{i}].session_key"),
                     format!("the same key as {other}"),
                 ));
             }
@@ -446,11 +470,23 @@ impl RawNode {
             .enumerate()
             .map(|(i, k)| parse_public_key(&format!("{at}.epoch_keys[{i}]"), k))
             .collect::<Result<Vec<_>, _>>()?;
+        let session_key = self
+            .session_key
+            .as_deref()
+            .map(|k| parse_session_key(&format!("{at}.session_key"), k))
+            .transpose()?;
+        if role == Role::Provider && session_key.is_none() {
+            return Err(err(
+                format!("{at}.session_key"),
+                "a provider needs a session key: its clients authenticate to it",
+            ));
+        }
         Ok(Node {
             id: Address(self.id),
             role,
             address,
             epoch_keys: EpochKeys::new(self.first_epoch, keys),
+            session_key,
         })
     }
 }
@@ -458,12 +494,22 @@ impl RawNode {
 impl RawClient {
     fn validate(&self, at: &str) -> Result<Client, TopologyError> {
         let public_key = parse_public_key(&format!("{at}.public_key"), &self.public_key)?;
+        let session_key = parse_session_key(&format!("{at}.session_key"), &self.session_key)?;
         Ok(Client {
             id: Address(self.id),
             provider: Address(self.provider),
             public_key,
+            session_key,
         })
     }
+}
+
+/// Parses 64 hex digits into a session (X25519) key.
+pub fn parse_session_key(field: &str, text: &str) -> Result<SessionPublic, TopologyError> {
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut bytes)
+        .map_err(|_| err(field, "must be 64 hex digits"))?;
+    Ok(SessionPublic(bytes))
 }
 
 /// Parses 64 hex digits into a public key.
@@ -521,17 +567,21 @@ role = "provider"
 address = "127.0.0.1:9100"
 first_epoch = 5
 epoch_keys = ["{}", "{}"]
+session_key = "{}"
 
 [[clients]]
 id = 1000
 provider = 100
 public_key = "{}"
+session_key = "{}"
 "#,
             key(1),
             key(2),
             key(3),
             key(5),
-            key(4)
+            "aa".repeat(32),
+            key(4),
+            "bb".repeat(32)
         )
     }
 
@@ -639,5 +689,16 @@ public_key = "{}"
     fn a_layer_without_a_mix_is_refused() {
         let e = error_of(|s| s.replace("layer = 2", "layer = 1"));
         assert_eq!(e.to_string(), "nodes: layer 2 has no mix");
+    }
+
+    #[test]
+    fn session_keys_a_provider_lacks_or_two_parties_share_are_refused() {
+        let e = error_of(|s| s.replacen(&format!("session_key = \"{}\"", "aa".repeat(32)), "", 1));
+        assert_eq!(e.field, "nodes[2].session_key", "{e}");
+        let e = error_of(|s| s.replace(&"bb".repeat(32), &"aa".repeat(32)));
+        assert_eq!(e.field, "clients[0].session_key", "{e}");
+        assert!(e.problem.contains("nodes[2]"), "{e}");
+        let e = error_of(|s| s.replace(&"bb".repeat(32), "zz"));
+        assert_eq!(e.field, "clients[0].session_key", "{e}");
     }
 }

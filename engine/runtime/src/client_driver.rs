@@ -1,7 +1,8 @@
 //! Runs a client core over a plain UDP socket on a thread of its own: clients are many and
 //! light, so they need no executor. The thread sleeps in `recv` until the core's next
-//! deadline, feeds it datagrams and timeouts, sends what it emits to the provider, and
-//! passes its events out over a channel.
+//! deadline, feeds it every datagram with its source (the core keeps only its provider's
+//! that authenticate), sends what it emits where it says, and passes its events out over
+//! a channel.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -46,8 +47,8 @@ pub struct RunningClient {
 const MAX_WAIT: Duration = Duration::from_millis(5);
 
 impl RunningClient {
-    /// Binds a socket on `bind` and starts `client`, talking to its provider at `provider`.
-    pub fn start(client: Client, bind: SocketAddr, provider: SocketAddr) -> io::Result<Self> {
+    /// Binds a socket on `bind` and starts `client` (it knows where its provider is).
+    pub fn start(client: Client, bind: SocketAddr) -> io::Result<Self> {
         let socket = UdpSocket::bind(bind)?;
         let local_addr = socket.local_addr()?;
         let (commands, command_rx) = unbounded();
@@ -57,7 +58,7 @@ impl RunningClient {
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name(format!("loopix-client-{}", id.0))
-            .spawn(move || drive(client, socket, provider, command_rx, output_tx, flag))?;
+            .spawn(move || drive(client, socket, command_rx, output_tx, flag))?;
         Ok(Self {
             id,
             local_addr,
@@ -91,7 +92,6 @@ impl Drop for RunningClient {
 fn drive(
     mut client: Client,
     socket: UdpSocket,
-    provider: SocketAddr,
     commands: Receiver<ClientCommand>,
     output: Sender<ClientOutput>,
     stop: Arc<AtomicBool>,
@@ -109,7 +109,7 @@ fn drive(
             client.handle_timeout(now);
         }
         while let Some(t) = client.poll_transmit(now, &mut buf) {
-            let _ = socket.send_to(&buf[..t.len], provider);
+            let _ = socket.send_to(&buf[..t.len], t.to);
         }
         while let Some(e) = client.poll_event() {
             let _ = output.send(ClientOutput::Event(e));
@@ -118,11 +118,8 @@ fn drive(
             Duration::from_micros(t.saturating_sub(now_us()))
         });
         let _ = socket.set_read_timeout(Some(wait.clamp(Duration::from_micros(100), MAX_WAIT)));
-        if let Ok((n, from)) = socket.recv_from(&mut inb)
-            && from == provider
-        {
-            let provider_id = client.provider();
-            client.handle_datagram(now_us(), provider_id, &inb[..n]);
+        if let Ok((n, from)) = socket.recv_from(&mut inb) {
+            client.handle_datagram(now_us(), from, &inb[..n]);
         }
     }
     let _ = output.send(ClientOutput::Stopped(client.stats()));

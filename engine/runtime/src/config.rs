@@ -375,9 +375,10 @@ mod tests {
                 .collect()
         };
         let topology = format!(
-            "[network]\nlayers = 1\nmu_per_s = 10.0\nlambda_payload_per_s = 1.0\nlambda_loop_per_s = 1.0\nlambda_drop_per_s = 1.0\nlambda_mix_loop_per_s = 1.0\npoll_size = 4\npoll_rate_per_s = 1.0\n\n[[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"127.0.0.1:9\"\nfirst_epoch = 0\nepoch_keys = [\"{}\"]\n\n[[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"127.0.0.1:10\"\nfirst_epoch = 0\nepoch_keys = [\"{}\"]\n",
+            "[network]\nlayers = 1\nmu_per_s = 10.0\nlambda_payload_per_s = 1.0\nlambda_loop_per_s = 1.0\nlambda_drop_per_s = 1.0\nlambda_mix_loop_per_s = 1.0\npoll_size = 4\npoll_rate_per_s = 1.0\n\n[[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"127.0.0.1:9\"\nfirst_epoch = 0\nepoch_keys = [\"{}\"]\n\n[[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"127.0.0.1:10\"\nfirst_epoch = 0\nepoch_keys = [\"{}\"]\nsession_key = \"{}\"\n",
             hex(7),
-            hex(8)
+            hex(8),
+            "cc".repeat(32)
         );
         std::fs::write(dir.join("t.toml"), topology).unwrap();
         parse_in(&dir, extra)

@@ -1,5 +1,5 @@
-//! What a shard needs from a core beyond [`Endpoint`]: batch receive, a report for the
-//! metrics, and (for providers) who a datagram claims to be from.
+//! What a shard needs from a core beyond [`Endpoint`]: batch receive and a report for the
+//! metrics.
 
 use loopix_core::drops::DropCounts;
 use loopix_core::endpoint::Endpoint;
@@ -8,7 +8,9 @@ use loopix_core::inbox::InboxStore;
 use loopix_core::mix::Mix;
 use loopix_core::provider::Provider;
 use loopix_core::topology::Topology;
-use loopix_crypto::{Address, EpochSeed};
+use std::net::SocketAddr;
+
+use loopix_crypto::EpochSeed;
 
 use crate::batch_io::BATCH;
 use loopix_core::latency_histogram::LatencyHistogram;
@@ -41,8 +43,8 @@ pub struct CoreReport {
 
 /// A core a shard can drive.
 pub trait ShardCore: Endpoint {
-    /// Handles up to [`BATCH`] datagrams at once.
-    fn receive_batch(&mut self, now_us: u64, datagrams: &[(Address, &[u8])]);
+    /// Handles up to [`BATCH`] datagrams at once, each with its source address.
+    fn receive_batch(&mut self, now_us: u64, datagrams: &[(SocketAddr, &[u8])]);
     /// Counters now.
     fn report(&self, now_us: u64) -> CoreReport;
     /// Packets held on the wheel (what a shutdown waits for).
@@ -50,10 +52,6 @@ pub trait ShardCore: Endpoint {
     /// Readies held packets due within `ahead_us` of now, up to half a wheel slot ahead of
     /// time (a mix; others wait for their timeout).
     fn release_ahead(&mut self, _now_us: u64, _ahead_us: u64) {}
-    /// The id a datagram says its sender has, for cores that learn peers from traffic.
-    fn claimed_sender(&self, _bytes: &[u8]) -> Option<Address> {
-        None
-    }
     /// Makes stored state durable (a provider's inboxes); called every timer tick.
     fn flush_storage(&mut self) {}
     /// Takes a re-read topology and key seed (SIGHUP); keys that did not change keep
@@ -64,7 +62,7 @@ pub trait ShardCore: Endpoint {
 }
 
 impl ShardCore for Mix {
-    fn receive_batch(&mut self, now_us: u64, datagrams: &[(Address, &[u8])]) {
+    fn receive_batch(&mut self, now_us: u64, datagrams: &[(SocketAddr, &[u8])]) {
         let mut refs: [&[u8]; BATCH] = [&[]; BATCH];
         for chunk in datagrams.chunks(BATCH) {
             for (r, (_, d)) in refs.iter_mut().zip(chunk) {
@@ -110,7 +108,7 @@ impl ShardCore for Mix {
 }
 
 impl<S: InboxStore> ShardCore for Provider<S> {
-    fn receive_batch(&mut self, now_us: u64, datagrams: &[(Address, &[u8])]) {
+    fn receive_batch(&mut self, now_us: u64, datagrams: &[(SocketAddr, &[u8])]) {
         for (from, d) in datagrams {
             self.handle_datagram(now_us, *from, d);
         }
@@ -132,10 +130,6 @@ impl<S: InboxStore> ShardCore for Provider<S> {
             epochs: self.epochs(),
             loops_failed: 0,
         }
-    }
-
-    fn claimed_sender(&self, bytes: &[u8]) -> Option<Address> {
-        self.poll_client(bytes)
     }
 
     fn reload(&mut self, topology: &Topology, seed: EpochSeed) {

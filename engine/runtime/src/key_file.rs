@@ -11,13 +11,16 @@
 //! loopix-epoch-seed v1                     a node's seed
 //! epoch <the seed's epoch>
 //! seed <64 hex digits>
+//! session <64 hex digits>                  its session key (X25519; providers need one)
 //! ```
+//! A client's session key is derived from its key; a node's is its own line, kept as is
+//! when the seed moves forward.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use loopix_crypto::{EpochSeed, SecretKey};
+use loopix_crypto::{EpochSeed, SecretKey, SessionSecret};
 use zeroize::Zeroizing;
 
 const SEED_MAGIC: &str = "loopix-epoch-seed v1";
@@ -36,13 +39,23 @@ pub fn read_client_key(path: &Path) -> Result<SecretKey, String> {
     SecretKey::from_bytes(*bytes).map_err(|e| at(path, &e.to_string()))
 }
 
-/// Writes a node's `seed` to a new file readable by its owner only.
-pub fn write_seed(path: &Path, seed: &EpochSeed) -> std::io::Result<()> {
-    write_new(path, seed_text(seed).as_bytes())
+/// Writes a node's `seed` and session key to a new file readable by its owner only.
+pub fn write_seed(path: &Path, seed: &EpochSeed, session: &SessionSecret) -> std::io::Result<()> {
+    write_new(path, seed_text(seed, Some(session)).as_bytes())
 }
 
 /// Reads a node's seed file.
 pub fn read_seed(path: &Path) -> Result<EpochSeed, String> {
+    read_node_keys(path).map(|(seed, _)| seed)
+}
+
+/// Reads a node's session key from its seed file; `None` if the file has none (written
+/// before sessions existed: a mix does without, a provider needs a new key file).
+pub fn read_session_key(path: &Path) -> Result<Option<SessionSecret>, String> {
+    read_node_keys(path).map(|(_, session)| session)
+}
+
+fn read_node_keys(path: &Path) -> Result<(EpochSeed, Option<SessionSecret>), String> {
     let text = read_private(path)?;
     let mut lines = text.lines().map(str::trim);
     if lines.next() != Some(SEED_MAGIC) {
@@ -61,20 +74,31 @@ pub fn read_seed(path: &Path) -> Result<EpochSeed, String> {
         .and_then(|l| l.strip_prefix("seed "))
         .and_then(|s| parse_hex32(s.trim()))
         .ok_or_else(|| at(path, "third line must be `seed <64 hex digits>`"))?;
-    Ok(EpochSeed::from_bytes(epoch, *seed))
+    let session = match lines.next().filter(|l| !l.is_empty()) {
+        None => None,
+        Some(l) => {
+            let bytes = l
+                .strip_prefix("session ")
+                .and_then(|s| parse_hex32(s.trim()))
+                .ok_or_else(|| at(path, "fourth line must be `session <64 hex digits>`"))?;
+            Some(SessionSecret::from_bytes(*bytes))
+        }
+    };
+    Ok((EpochSeed::from_bytes(epoch, *seed), session))
 }
 
 /// Moves the seed file at `path` forward to `epoch`, deleting every earlier epoch's key
 /// from it; returns the seed it now holds. Does nothing if the file is already there.
 pub fn ratchet(path: &Path, epoch: u64) -> Result<EpochSeed, String> {
-    let mut seed = read_seed(path)?;
+    let (mut seed, session) = read_node_keys(path)?;
     if seed.epoch() >= epoch {
         return Ok(seed);
     }
     seed.advance_to(epoch);
     let tmp = sibling(path, ".next");
     let _ = std::fs::remove_file(&tmp);
-    write_new(&tmp, seed_text(&seed).as_bytes()).map_err(|e| at(&tmp, &e.to_string()))?;
+    write_new(&tmp, seed_text(&seed, session.as_ref()).as_bytes())
+        .map_err(|e| at(&tmp, &e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| at(path, &e.to_string()))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         File::open(dir)
@@ -84,12 +108,19 @@ pub fn ratchet(path: &Path, epoch: u64) -> Result<EpochSeed, String> {
     Ok(seed)
 }
 
-fn seed_text(seed: &EpochSeed) -> Zeroizing<String> {
-    Zeroizing::new(format!(
+fn seed_text(seed: &EpochSeed, session: Option<&SessionSecret>) -> Zeroizing<String> {
+    let mut text = Zeroizing::new(format!(
         "{SEED_MAGIC}\nepoch {}\nseed {}\n",
         seed.epoch(),
         *Zeroizing::new(hex_of(&seed.to_bytes()[..]))
-    ))
+    ));
+    if let Some(s) = session {
+        text.push_str(&format!(
+            "session {}\n",
+            *Zeroizing::new(hex_of(s.as_bytes()))
+        ));
+    }
+    text
 }
 
 /// Creates `path` with mode 0600 (failing if it exists), writes `bytes` and syncs.
@@ -190,11 +221,9 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let d = dir("open");
         let path = d.join("node.key");
-        write_seed(
-            &path,
-            &EpochSeed::generate(&mut ChaCha20Rng::seed_from_u64(1), 4),
-        )
-        .unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let session = SessionSecret::generate(&mut rng);
+        write_seed(&path, &EpochSeed::generate(&mut rng, 4), &session).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = read_seed(&path).unwrap_err();
         assert!(e.contains("readable by others (mode 644)"), "{e}");
@@ -205,8 +234,10 @@ mod tests {
     fn a_seed_file_ratchets_forward_and_forgets() {
         let d = dir("seed");
         let path = d.join("node.key");
-        let seed = EpochSeed::generate(&mut ChaCha20Rng::seed_from_u64(2), 10);
-        write_seed(&path, &seed).unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let seed = EpochSeed::generate(&mut rng, 10);
+        let session = SessionSecret::generate(&mut rng);
+        write_seed(&path, &seed, &session).unwrap();
         let k12 = seed.secret_key(12).unwrap().public_key();
         assert_eq!(read_seed(&path).unwrap().epoch(), 10);
         let moved = ratchet(&path, 12).unwrap();
@@ -217,6 +248,11 @@ mod tests {
             (12, k12)
         );
         assert!(back.secret_key(11).is_none());
+        assert_eq!(
+            read_session_key(&path).unwrap().map(|k| k.public()),
+            Some(session.public()),
+            "the session key is kept"
+        );
         assert_eq!(mode(&path), 0o600);
         assert_eq!(ratchet(&path, 11).unwrap().epoch(), 12, "never backwards");
         assert!(!sibling(&path, ".next").exists());

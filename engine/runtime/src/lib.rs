@@ -9,7 +9,6 @@ pub mod durable_inbox;
 pub mod key_file;
 pub mod node;
 pub mod node_lock;
-pub mod peers;
 pub mod replay_journal;
 pub mod shard;
 pub mod socket_stats;

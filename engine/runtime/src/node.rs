@@ -11,7 +11,6 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::clock::NetworkClock;
 use crate::cores::ShardCore;
-use crate::peers::Peers;
 use crate::replay_journal::ReplayJournal;
 use crate::shard::{Control, ShardReport, ShardSetup, Stray, run};
 use crate::steering::bind_group;
@@ -53,7 +52,6 @@ impl Node {
     /// with the replay journal it has restored its filters from, if it keeps one.
     pub fn start<C: ShardCore + Send + 'static>(
         layout: &NodeLayout,
-        peers: &Peers,
         mut make_core: impl FnMut(usize) -> (C, Option<ReplayJournal>),
     ) -> io::Result<Self> {
         let sockets = bind_group(layout.listen, layout.shards, layout.recv_buffer_bytes)?;
@@ -75,7 +73,6 @@ impl Node {
                 shards: layout.shards,
                 socket,
                 core,
-                peers: peers.clone(),
                 clock,
                 journal,
                 packet_len: layout.packet_len,

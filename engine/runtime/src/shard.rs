@@ -19,12 +19,11 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::UdpSocket;
 use glommio::timer::Timer;
 use loopix_core::topology::Topology;
-use loopix_crypto::{Address, EpochSeed};
+use loopix_crypto::EpochSeed;
 
 use crate::batch_io::{BATCH, Batch};
 use crate::clock::NetworkClock;
 use crate::cores::{CoreReport, ShardCore};
-use crate::peers::Peers;
 use crate::replay_journal::ReplayJournal;
 use crate::steering::owner_shard;
 use crate::stray_buffers::StrayBuffers;
@@ -62,16 +61,12 @@ pub struct ShardReport {
     pub strays_forwarded: u64,
     /// Strays dropped: no free buffer, or the owner's queue full.
     pub strays_dropped: u64,
-    pub unroutable: u64,
     /// Nanoseconds the core spent on received batches (unwrap, replay check, hold): per
     /// packet, the engine's cost to set against `loopix speed`'s crypto floor. It is how a
     /// 25 % loss to stack placement was found (crypto/src/stack_position.rs).
     pub receive_ns: u64,
     /// Replay journal writes that failed (each logged).
     pub journal_errors: u64,
-    /// Polls whose claimed sender was refused: a node's id, from a node's address, or the
-    /// address book full.
-    pub claims_refused: u64,
     /// Datagrams the kernel dropped at this shard's socket (receive buffer full): load the
     /// shard never saw.
     pub kernel_drops: u64,
@@ -85,7 +80,6 @@ pub struct ShardSetup<C> {
     pub shards: usize,
     pub socket: StdUdpSocket,
     pub core: C,
-    pub peers: Peers,
     /// The clock every shard of the node reads `now_us` from.
     pub clock: NetworkClock,
     /// Where the shard writes down its replay filters (already restored from).
@@ -106,7 +100,6 @@ struct State<C> {
     index: usize,
     shards: usize,
     core: C,
-    peers: Peers,
     clock: NetworkClock,
     journal: Option<ReplayJournal>,
     /// The shard's socket, for the kernel's counters.
@@ -116,8 +109,6 @@ struct State<C> {
     stray_buffers: StrayBuffers,
     strays_forwarded: u64,
     strays_dropped: u64,
-    unroutable: u64,
-    claims_refused: u64,
     receive_ns: u64,
     /// Datagrams handed to the core, for the mean cost per datagram of `receive_ns`.
     handed: u64,
@@ -139,7 +130,8 @@ impl<C: ShardCore> State<C> {
     /// Hands a received batch to the core, after sending strays on to their owners.
     fn receive(&mut self, batch: &Batch) {
         let now = self.now_us();
-        let mut items: [(Address, &[u8]); BATCH] = [(Address(0), &[]); BATCH];
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut items: [(SocketAddr, &[u8]); BATCH] = [(unspecified, &[]); BATCH];
         let mut n = 0;
         for i in 0..batch.len() {
             let (d, from) = batch.get(i);
@@ -148,7 +140,7 @@ impl<C: ShardCore> State<C> {
                 self.forward_stray(from, d);
                 continue;
             }
-            items[n] = (self.sender_id(from, d), d);
+            items[n] = (from, d);
             n += 1;
         }
         let start = Instant::now();
@@ -188,15 +180,6 @@ impl<C: ShardCore> State<C> {
         }
     }
 
-    fn sender_id(&mut self, from: SocketAddr, d: &[u8]) -> Address {
-        if let Some(id) = self.core.claimed_sender(d)
-            && !self.peers.learn(id, from)
-        {
-            self.claims_refused += 1;
-        }
-        self.peers.id_of(&from)
-    }
-
     /// Moves the core's transmits into `out`, up to one batch; false when it had none.
     fn fill(&mut self, out: &mut Batch) -> bool {
         let now = self.now_us();
@@ -205,10 +188,7 @@ impl<C: ShardCore> State<C> {
             let Some(t) = self.core.poll_transmit(now, out.next_buf()) else {
                 break;
             };
-            match self.peers.addr_of(t.to) {
-                Some(addr) => out.push_len(t.len, addr),
-                None => self.unroutable += 1,
-            }
+            out.push_len(t.len, t.to);
         }
         !out.is_empty()
     }
@@ -219,10 +199,8 @@ impl<C: ShardCore> State<C> {
             core: self.core.report(self.now_us()),
             strays_forwarded: self.strays_forwarded,
             strays_dropped: self.strays_dropped,
-            unroutable: self.unroutable,
             receive_ns: self.receive_ns,
             journal_errors: self.journal.as_ref().map_or(0, |j| j.errors),
-            claims_refused: self.claims_refused,
             kernel_drops: crate::socket_stats::kernel_drops(self.fd).unwrap_or(0),
             last,
         }
@@ -251,7 +229,6 @@ pub async fn run<C: ShardCore + 'static>(setup: ShardSetup<C>) {
         index: setup.index,
         shards: setup.shards,
         core: setup.core,
-        peers: setup.peers,
         clock: setup.clock,
         journal: setup.journal,
         fd: socket.as_raw_fd(),
@@ -260,8 +237,6 @@ pub async fn run<C: ShardCore + 'static>(setup: ShardSetup<C>) {
         stray_buffers: setup.stray_buffers,
         strays_forwarded: 0,
         strays_dropped: 0,
-        unroutable: 0,
-        claims_refused: 0,
         receive_ns: 0,
         handed: 0,
     }));

@@ -10,7 +10,6 @@ use loopix_core::mix::{Mix, MixConfig};
 use loopix_core::topology::Topology;
 use loopix_crypto::{Address, Command, EpochSeed, Hop, Params, SecretKey, build};
 use loopix_runtime::node::{Node, NodeLayout};
-use loopix_runtime::peers::Peers;
 use loopix_runtime::shard::ShardReport;
 use loopix_sim::{NetworkSpec, generate};
 use rand_chacha::ChaCha20Rng;
@@ -105,7 +104,7 @@ fn rig() -> Rig {
         recv_buffer_bytes: 1 << 23,
         spin: None,
     };
-    let node = Node::start(&layout, &Peers::from_topology(&topology), make).unwrap();
+    let node = Node::start(&layout, make).unwrap();
     Rig {
         node,
         topology,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use loopix_core::topology::{Topology, TopologyError};
-use loopix_crypto::{Address, EpochSeed, SecretKey};
+use loopix_crypto::{Address, EpochSeed, SecretKey, SessionSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -69,10 +69,12 @@ pub struct Generated {
     pub keys: Keys,
 }
 
-/// Every party's secrets: each node's epoch seed, each client's key.
+/// Every party's secrets: each node's epoch seed and session key, each client's key (its
+/// session key derives from it).
 #[derive(Default)]
 pub struct Keys {
     pub nodes: BTreeMap<Address, EpochSeed>,
+    pub sessions: BTreeMap<Address, SessionSecret>,
     pub clients: BTreeMap<Address, SecretKey>,
 }
 
@@ -97,16 +99,22 @@ pub fn generate_toml(
     let mut keys = Keys::default();
     let mut node_keys = |id: u64, rng: &mut ChaCha20Rng| {
         let seed = EpochSeed::generate(rng, spec.first_epoch);
-        let line = epoch_keys_toml(&seed, spec.first_epoch, spec.published_epochs);
+        let session = SessionSecret::generate(rng);
+        let line = format!(
+            "{}session_key = \"{}\"\n",
+            epoch_keys_toml(&seed, spec.first_epoch, spec.published_epochs),
+            hex::encode(session.public().0)
+        );
         keys.nodes.insert(Address(id), seed);
+        keys.sessions.insert(Address(id), session);
         line
     };
     let mut clients = BTreeMap::new();
     let mut key = |id: u64, rng: &mut ChaCha20Rng| {
         let sk = SecretKey::generate(rng);
-        let pk = hex::encode(sk.public_key().to_bytes());
+        let line = client_keys_toml(&sk);
         clients.insert(Address(id), sk);
-        pk
+        line
     };
     let mut toml = network_section(spec);
     let mut id = 1;
@@ -132,15 +140,24 @@ pub fn generate_toml(
     }
     for c in 0..u64::from(spec.clients) {
         let provider = FIRST_PROVIDER + c % u64::from(spec.providers.max(1));
-        let pk = key(FIRST_CLIENT + c, &mut rng);
+        let keys = key(FIRST_CLIENT + c, &mut rng);
         let _ = write!(
             toml,
-            "\n[[clients]]\nid = {}\nprovider = {provider}\npublic_key = \"{pk}\"\n",
+            "\n[[clients]]\nid = {}\nprovider = {provider}\n{keys}",
             FIRST_CLIENT + c
         );
     }
     keys.clients = clients;
     (toml, keys)
+}
+
+/// The topology lines of a client's keys: its Sphinx key and its session key.
+pub fn client_keys_toml(key: &SecretKey) -> String {
+    format!(
+        "public_key = \"{}\"\nsession_key = \"{}\"\n",
+        hex::encode(key.public_key().to_bytes()),
+        hex::encode(SessionSecret::derive_from(key).public().0)
+    )
 }
 
 /// The topology lines that publish `count` epoch keys from `first` (`first_epoch` and

@@ -4,6 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::net::{Ipv4Addr, SocketAddr};
 
 use loopix_core::client::{Client, ClientConfig, ClientEvent};
 use loopix_core::codec::Codec;
@@ -47,7 +48,8 @@ impl<C: Codec> Node<C> {
     }
 }
 
-/// One datagram as the wire saw it.
+/// One datagram as the wire saw it, its ends named by the parties at those addresses
+/// ([`UNKNOWN`] for an address nobody holds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WireRecord {
     pub at_us: u64,
@@ -68,14 +70,26 @@ pub struct Log {
     pub provider_events: Vec<(Address, ProviderEvent)>,
     /// Datagrams the link lost (loss or blocking).
     pub lost: u64,
-    /// Datagrams to an id nobody has.
+    /// Datagrams to an address nobody has.
     pub undeliverable: u64,
+    /// Datagrams that reached an attacker's socket ([`Sim::listen`]): where, and the bytes.
+    pub captured: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+/// How a [`WireRecord`] names an address nobody in the simulation holds.
+pub const UNKNOWN: Address = Address(u64::MAX);
+
+/// Where a party that is not a topology node (a client, an attacker) sends from:
+/// 10.x.y.z:7000, from its id.
+pub fn host_address(id: Address) -> SocketAddr {
+    let b = (id.0 as u32).to_be_bytes();
+    SocketAddr::from((Ipv4Addr::new(10, b[1], b[2], b[3]), 7000))
 }
 
 enum EventKind {
     Datagram {
-        from: Address,
-        to: Address,
+        from: SocketAddr,
+        to: SocketAddr,
         bytes: Vec<u8>,
     },
     Timer {
@@ -121,6 +135,11 @@ pub struct Sim<C: Codec = Processor> {
     seq: u64,
     queue: BinaryHeap<Reverse<Event>>,
     nodes: BTreeMap<Address, Slot<C>>,
+    /// Every party's address: topology nodes where the topology says, others by
+    /// [`host_address`].
+    addresses: BTreeMap<Address, SocketAddr>,
+    by_address: BTreeMap<SocketAddr, Address>,
+    listeners: BTreeSet<SocketAddr>,
     pub link: LinkModel,
     rng: ChaCha20Rng,
     buf: Vec<u8>,
@@ -144,6 +163,9 @@ impl<C: Codec> Sim<C> {
             seq: 0,
             queue: BinaryHeap::new(),
             nodes: BTreeMap::new(),
+            addresses: BTreeMap::new(),
+            by_address: BTreeMap::new(),
+            listeners: BTreeSet::new(),
             link,
             rng: ChaCha20Rng::seed_from_u64(seed),
             buf: Vec::new(),
@@ -153,6 +175,14 @@ impl<C: Codec> Sim<C> {
         let Generated {
             topology, mut keys, ..
         } = net;
+        for n in &topology.nodes {
+            sim.addresses.insert(n.id, n.address);
+            sim.by_address.insert(n.address, n.id);
+        }
+        for c in &topology.clients {
+            sim.addresses.insert(c.id, host_address(c.id));
+            sim.by_address.insert(host_address(c.id), c.id);
+        }
         for n in &topology.nodes {
             let Some(epoch_seed) = keys.nodes.remove(&n.id) else {
                 continue;
@@ -173,9 +203,13 @@ impl<C: Codec> Sim<C> {
                         .map(|m| Node::Mix(Box::new(m)))
                 }
                 Role::Provider => {
+                    let Some(session_key) = keys.sessions.remove(&n.id) else {
+                        continue;
+                    };
                     let config = ProviderConfig {
                         id: n.id,
                         epoch_seed,
+                        session_key,
                         limits,
                         seed,
                     };
@@ -291,9 +325,32 @@ impl<C: Codec> Sim<C> {
         out
     }
 
-    /// Puts a datagram on the wire from `from` to `to` now, as an attacker or a test would.
+    /// Where party `id` sends from and listens: its topology address, or for anyone
+    /// else (clients, attackers) [`host_address`].
+    pub fn address_of(&self, id: Address) -> SocketAddr {
+        self.addresses
+            .get(&id)
+            .copied()
+            .unwrap_or_else(|| host_address(id))
+    }
+
+    /// Puts a datagram on the wire from `from`'s address to `to` now, as a test would.
     pub fn inject(&mut self, from: Address, to: Address, bytes: Vec<u8>) {
+        let from = self.address_of(from);
+        self.inject_from(from, to, bytes);
+    }
+
+    /// Puts a datagram on the wire to `to` with any source address at all, as an
+    /// attacker forging the source would.
+    pub fn inject_from(&mut self, from: SocketAddr, to: Address, bytes: Vec<u8>) {
+        let to = self.address_of(to);
         self.push(self.now_us, EventKind::Datagram { from, to, bytes });
+    }
+
+    /// An attacker's socket at `at`: every datagram sent to it from now on is kept in
+    /// [`Log::captured`] rather than lost.
+    pub fn listen(&mut self, at: SocketAddr) {
+        self.listeners.insert(at);
     }
 
     /// Runs every event up to and including `until_us`.
@@ -307,7 +364,7 @@ impl<C: Codec> Sim<C> {
             };
             self.now_us = e.at_us;
             match e.kind {
-                EventKind::Datagram { from, to, bytes } => self.deliver(from, to, &bytes),
+                EventKind::Datagram { from, to, bytes } => self.deliver(from, to, bytes),
                 EventKind::Timer { node } => {
                     let due = self.nodes.get(&node).and_then(|s| s.armed_us) == Some(e.at_us);
                     if due {
@@ -319,16 +376,23 @@ impl<C: Codec> Sim<C> {
         self.now_us = self.now_us.max(until_us);
     }
 
-    fn deliver(&mut self, from: Address, to: Address, bytes: &[u8]) {
+    fn deliver(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
         let now = self.now_us;
-        match self.nodes.get_mut(&to) {
-            Some(slot) => slot.node.endpoint().handle_datagram(now, from, bytes),
+        if self.listeners.contains(&to) {
+            self.log.captured.push((to, bytes));
+            return;
+        }
+        let id = self.by_address.get(&to).copied();
+        match id.and_then(|id| self.nodes.get_mut(&id)) {
+            Some(slot) => slot.node.endpoint().handle_datagram(now, from, &bytes),
             None => {
                 self.log.undeliverable += 1;
                 return;
             }
         }
-        self.step(to);
+        if let Some(id) = id {
+            self.step(id);
+        }
     }
 
     /// Drains a node's transmits and events and re-arms its timer, handling every timeout
@@ -393,16 +457,17 @@ impl<C: Codec> Sim<C> {
     }
 
     fn route(&mut self, from: Address, t: Transmit, bytes: Vec<u8>) {
+        let to_id = self.by_address.get(&t.to).copied().unwrap_or(UNKNOWN);
         if self.record_wire {
             self.log.wire.push(WireRecord {
                 at_us: self.now_us,
                 from,
-                to: t.to,
+                to: to_id,
                 len: t.len,
                 trace: C::trace_id(&bytes),
             });
         }
-        let blocked = self.link.blocked.contains(&from) || self.link.blocked.contains(&t.to);
+        let blocked = self.link.blocked.contains(&from) || self.link.blocked.contains(&to_id);
         let lost = self.link.loss > 0.0 && unit(&mut self.rng) < self.link.loss;
         if blocked || lost {
             self.log.lost += 1;
@@ -412,6 +477,7 @@ impl<C: Codec> Sim<C> {
             .filter(|_| self.link.jitter_mean_us > 0)
             .unwrap_or(0);
         let at = self.now_us + self.link.latency_us + jitter;
+        let from = self.address_of(from);
         self.push(
             at,
             EventKind::Datagram {

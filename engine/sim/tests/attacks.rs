@@ -105,7 +105,7 @@ fn a_tagged_payload_reaches_the_recipient_and_is_caught_there() {
     };
     let t = topology(&spec, seed);
     let mut sim = sim(&spec, seed, LinkModel::default());
-    let (from, to) = (client(0), client(1));
+    let to = client(1);
     let path = [
         hop(&t, provider(0), relay(mix(&spec, 1, 0))),
         hop(&t, mix(&spec, 1, 0), relay(mix(&spec, 2, 0))),
@@ -124,7 +124,8 @@ fn a_tagged_payload_reaches_the_recipient_and_is_caught_there() {
     let params = Params::new(spec.payload_bytes).unwrap();
     let mut p = build(&params, &path, b"hi", &mut ChaCha20Rng::seed_from_u64(seed)).unwrap();
     p[HEADER_LEN + 40] ^= 0x01;
-    sim.inject(from, provider(0), p);
+    // Bare packets reach a provider only from nodes: as one a layer-1 mix turned back.
+    sim.inject(mix(&spec, 1, 0), provider(0), p);
     sim.run_until(10 * S);
     let c = sim.client(to).unwrap().stats();
     assert_eq!(
@@ -140,20 +141,18 @@ fn strangers_are_dropped_at_the_provider_and_counted() {
     let spec = quiet();
     let t = topology(&spec, seed);
     let mut sim = sim(&spec, seed, LinkModel::default());
-    sim.run_until(S); // the clients' first polls, which announce them
+    sim.run_until(S);
     let before = sim.provider(provider(0)).unwrap().stats();
     let p = drop_packet(&spec, &t, seed);
-    // A sender nobody knows, and client 1, who belongs to provider 1.
+    // Bare packets from a sender nobody knows, and from a client's own address: clients
+    // send only inside their sessions.
     sim.inject(Address(77_777), provider(0), p.clone());
-    sim.inject(client(1), provider(0), p);
-    let mut poll = vec![0u8; loopix_core::wire::poll_request_len(usize::from(spec.poll_size))];
-    loopix_core::wire::write_poll_request(&mut poll, client(1), &[0; 4]);
-    sim.inject(client(1), provider(0), poll);
+    sim.inject(client(0), provider(0), p);
     sim.run_until(5 * S);
     let s = sim.provider(provider(0)).unwrap().stats();
     assert_eq!(
-        s.hop.drops.get(DropReason::UnknownClient),
-        3,
+        s.hop.drops.get(DropReason::UnknownPeer),
+        2,
         "seed {seed}: {:?}",
         s.hop.drops
     );
@@ -249,7 +248,7 @@ fn a_batch_is_judged_like_single_datagrams() {
     let (mut batched, mut single) = (make(), make());
     batched.handle_datagrams(0, &datagrams);
     for d in &datagrams {
-        single.handle_datagram(0, provider(0), d);
+        single.handle_datagram(0, t.node(provider(0)).unwrap().address, d);
     }
     let (b, s) = (batched.stats().hop, single.stats().hop);
     assert_eq!(b.drops, s.drops);

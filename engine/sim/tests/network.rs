@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use common::{S, client, mixes, provider, sim};
 use loopix_core::client::ClientEvent;
 use loopix_core::drops::DropReason;
+use loopix_core::session::FrameLayout;
 use loopix_core::wire::ITEM_ID_LEN;
 use loopix_crypto::Address;
+use loopix_crypto::Params;
 use loopix_sim::{LinkModel, NetworkSpec, seed_from_env};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -101,24 +103,41 @@ fn ten_minutes_of_a_full_network() {
     }
     let mut absorbed = 0;
     let mut answered = 0;
+    let mut handshakes = 0;
     for p in 0..2 {
         let s = sim.provider(provider(p)).unwrap().stats();
         absorbed += s.drop_cover_absorbed;
         answered += s.polls_answered;
+        handshakes += s.sessions_started;
         assert_eq!(s.hop.drops.total(), 0, "provider {p}: {:?}", s.hop.drops);
     }
     assert!(absorbed <= drops_sent && absorbed as f64 >= 0.98 * drops_sent as f64);
 
-    // Every poll answer is exactly N items of one size.
-    let item_len = ITEM_ID_LEN + spec_packet_len(&spec);
+    // Every poll answer is exactly N items, and every datagram between a client and its
+    // provider, either way, one frame of one size: handshakes, packets, polls, answers.
+    let frame_len =
+        FrameLayout::new(&Params::new(spec.payload_bytes).unwrap(), spec.poll_size).frame_len();
+    assert!(frame_len > ITEM_ID_LEN + spec_packet_len(&spec));
+    let is_client = |a: loopix_crypto::Address| a.0 >= 10_000;
     let items: Vec<_> = sim
         .log
         .wire
         .iter()
-        .filter(|w| w.from.0 >= 1_000 && w.from.0 < 10_000 && w.to.0 >= 10_000)
+        .filter(|w| w.from.0 >= 1_000 && w.from.0 < 10_000 && is_client(w.to))
         .collect();
-    assert!(items.iter().all(|w| w.len == item_len));
-    assert_eq!(items.len() as u64, answered * u64::from(spec.poll_size));
+    assert!(items.iter().all(|w| w.len == frame_len));
+    let uplink = sim.log.wire.iter().filter(|w| is_client(w.from));
+    assert!(uplink.clone().count() > 10_000);
+    assert!(uplink.clone().all(|w| w.len == frame_len));
+    assert_eq!(
+        items.len() as u64,
+        answered * u64::from(spec.poll_size) + handshakes
+    );
+    assert_eq!(
+        handshakes,
+        u64::from(spec.clients) * 5,
+        "one session, rekeyed 4 times in 10 min"
+    );
     assert!(answered > 10_000, "{answered} polls");
     assert_eq!(sim.log.undeliverable, 0);
     let _ = DropReason::ALL;

@@ -10,14 +10,14 @@ use loopix_core::provider::ProviderEvent;
 use loopix_sim::stats::{erlang_cdf, exp_cdf, ks_critical_0_001, ks_statistic};
 use loopix_sim::{LinkModel, NetworkSpec, seed_from_env};
 
-fn packet_len(spec: &NetworkSpec) -> usize {
-    loopix_crypto::Params::new(spec.payload_bytes)
-        .unwrap()
-        .packet_len()
+fn frame_len(spec: &NetworkSpec) -> usize {
+    let params = loopix_crypto::Params::new(spec.payload_bytes).unwrap();
+    loopix_core::session::FrameLayout::new(&params, spec.poll_size).frame_len()
 }
 
-/// Inter-send times of a client's Sphinx packets (polls excluded) are Exp(λP+λL+λD),
-/// for a client with nothing to say and one with a full buffer alike.
+/// What the wire shows of a client: one stream of equal session frames (packets and polls
+/// alike), so its inter-send times are Exp(λP+λL+λD+poll rate), for a client with nothing
+/// to say and one with a full buffer alike, and every frame has the same length.
 #[test]
 fn client_sends_are_poisson_whether_idle_or_busy() {
     let seed = seed_from_env(2);
@@ -42,15 +42,15 @@ fn client_sends_are_poisson_whether_idle_or_busy() {
         .unwrap()
         .unwrap();
     sim.run_until(700 * S);
-    let rate = spec.lambda_payload_per_s + spec.lambda_loop_per_s + spec.lambda_drop_per_s;
+    let rate = spec.lambda_payload_per_s
+        + spec.lambda_loop_per_s
+        + spec.lambda_drop_per_s
+        + spec.poll_rate_per_s;
     for who in [idle, busy] {
-        let times: Vec<u64> = sim
-            .log
-            .wire
-            .iter()
-            .filter(|w| w.from == who && w.len == packet_len(&spec))
-            .map(|w| w.at_us)
-            .collect();
+        let sent: Vec<_> = sim.log.wire.iter().filter(|w| w.from == who).collect();
+        assert!(sent.iter().all(|w| w.len == frame_len(&spec)));
+        // From the first frame after the handshake on.
+        let times: Vec<u64> = sent.iter().skip(1).map(|w| w.at_us).collect();
         let mut gaps: Vec<f64> = times
             .windows(2)
             .map(|w| (w[1] - w[0]) as f64 / 1e6)
@@ -174,7 +174,7 @@ fn end_to_end_delay_is_gamma_hops_mu() {
     }
     let kinds = sim.log.client_events.iter().fold([0; 3], |mut k, (_, e)| {
         k[match e {
-            ClientEvent::FragmentSent { .. } => 0,
+            ClientEvent::FragmentSent { .. } | ClientEvent::PacketSent { .. } => 0,
             ClientEvent::FragmentReceived { .. } => 1,
             ClientEvent::Delivered { .. } => 2,
         }] += 1;

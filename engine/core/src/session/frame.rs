@@ -36,6 +36,9 @@ pub enum FrameKind {
     Poll = 2,
     /// Provider to client: one item of a poll's answer (its id, then a packet).
     Item = 3,
+    /// Client to provider: a send slot the client had nothing it could build for (no key
+    /// for an epoch on the path): the slot still goes out, so the wire shows no gap.
+    Idle = 4,
 }
 
 impl FrameKind {
@@ -44,6 +47,7 @@ impl FrameKind {
             1 => Some(Self::Packet),
             2 => Some(Self::Poll),
             3 => Some(Self::Item),
+            4 => Some(Self::Idle),
             _ => None,
         }
     }
@@ -121,8 +125,19 @@ mod tests {
             assert!(l.plaintext_len() > 8 * usize::from(n));
             assert!(HEADER_LEN + 4 + INITIATION_LEN <= l.frame_len());
             assert!(HEADER_LEN + 4 + RESPONSE_LEN <= l.frame_len());
-            assert_ne!(l.frame_len(), params.packet_len(), "frames and packets differ in length");
+            assert_ne!(
+                l.frame_len(),
+                params.packet_len(),
+                "frames and packets differ in length"
+            );
         }
+    }
+
+    #[test]
+    fn a_frame_is_a_packet_and_37_bytes_at_default_sizes() {
+        let params = Params::default();
+        let l = FrameLayout::new(&params, 4);
+        assert_eq!(l.frame_len(), params.packet_len() + 37);
     }
 
     #[test]

@@ -37,7 +37,6 @@ pub enum HandshakeDue {
 struct Pending {
     state: HandshakeState,
     index: u32,
-    sent_us: u64,
 }
 
 struct Link {
@@ -69,6 +68,8 @@ pub struct ClientSession {
     link: Option<Link>,
     /// The session before the last rekey: still opened, for answers already on their way.
     previous: Option<Link>,
+    /// When the last handshake was tried (sent, or failed to be written).
+    last_attempt_us: Option<u64>,
     stats: ClientSessionStats,
 }
 
@@ -82,6 +83,7 @@ impl ClientSession {
             pending: None,
             link: None,
             previous: None,
+            last_attempt_us: None,
             stats: ClientSessionStats::default(),
         }
     }
@@ -101,9 +103,8 @@ impl ClientSession {
     /// Whether to send a handshake now, on a cover slot, or not at all.
     pub fn handshake_due(&self, now_us: u64) -> HandshakeDue {
         let retry_due = self
-            .pending
-            .as_ref()
-            .is_none_or(|p| now_us >= p.sent_us + HANDSHAKE_RETRY_US);
+            .last_attempt_us
+            .is_none_or(|t| now_us >= t + HANDSHAKE_RETRY_US);
         match &self.link {
             _ if !retry_due => HandshakeDue::No,
             _ if !self.is_up(now_us) => HandshakeDue::Now,
@@ -112,12 +113,20 @@ impl ClientSession {
         }
     }
 
-    /// When a handshake falls due with no session up (a retry), if one will.
-    pub fn next_retry_us(&self, now_us: u64) -> Option<u64> {
-        if self.is_up(now_us) {
-            return None;
+    /// When the session needs the driver next: when it ends (its reject time), or with
+    /// none up, when the next handshake may go out.
+    pub fn next_deadline_us(&self) -> u64 {
+        match &self.link {
+            Some(l) => l.since_us + REJECT_AFTER_US,
+            None => self.last_attempt_us.map_or(0, |t| t + HANDSHAKE_RETRY_US),
         }
-        Some(self.pending.as_ref().map_or(0, |p| p.sent_us + HANDSHAKE_RETRY_US))
+    }
+
+    /// Drops a session past its reject time (call before asking [`Self::handshake_due`]).
+    pub fn expire(&mut self, now_us: u64) {
+        if self.link.is_some() && !self.is_up(now_us) {
+            self.previous = self.link.take();
+        }
     }
 
     /// Forgets the session (e.g. the provider stopped answering): the next transmit is a
@@ -125,6 +134,7 @@ impl ClientSession {
     pub fn reset(&mut self) {
         self.link = None;
         self.pending = None;
+        self.last_attempt_us = None;
     }
 
     /// Writes a handshake initiation frame into `out`; returns its length. Its timestamp
@@ -135,6 +145,7 @@ impl ClientSession {
         rng: &mut R,
         out: &mut [u8],
     ) -> Option<usize> {
+        self.last_attempt_us = Some(now_us);
         let len = self.layout.frame_len();
         let out = out.get_mut(..len)?;
         let mut state = noise::builder(rng)
@@ -150,11 +161,7 @@ impl ClientSession {
         let body = &mut out[HEADER_LEN..HEADER_LEN + INITIATION_LEN];
         let n = state.write_message(&now_us.to_le_bytes(), body).ok()?;
         debug_assert_eq!(n, INITIATION_LEN);
-        self.pending = Some(Pending {
-            state,
-            index,
-            sent_us: now_us,
-        });
+        self.pending = Some(Pending { state, index });
         self.stats.handshakes_sent += 1;
         Some(len)
     }

@@ -98,10 +98,11 @@ mod tests {
         let mut top = 0u64;
         let mut x = 12345u64;
         for _ in 0..20_000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let n = (x >> 33) % 3000 + top.saturating_sub(1500);
-            let model =
-                !seen.contains(&n) && (seen.is_empty() || n > top || top - n < WINDOW);
+            let model = !seen.contains(&n) && (seen.is_empty() || n > top || top - n < WINDOW);
             assert_eq!(w.accept(n), model, "nonce {n}, top {top}");
             if model {
                 seen.insert(n);

@@ -54,7 +54,7 @@ struct ClientSlot {
     current: Option<u32>,
     previous: Option<u32>,
     /// The timestamp of the last handshake accepted: a handshake must be newer.
-    last_handshake_us: u64,
+    last_handshake_us: Option<u64>,
 }
 
 /// See the module docs.
@@ -200,7 +200,8 @@ impl Sessions {
         };
         let at_us = u64::from_le_bytes(timestamp);
         let slot = self.slots.get(&client).copied().unwrap_or_default();
-        if at_us <= slot.last_handshake_us || at_us.abs_diff(now_us) > MAX_CLOCK_SKEW_US {
+        let stale = slot.last_handshake_us.is_some_and(|last| at_us <= last);
+        if stale || at_us.abs_diff(now_us) > MAX_CLOCK_SKEW_US {
             return Received::Dropped(DropReason::SessionReplay);
         }
         let peer_index = u32::from_le_bytes(frame[4..8].try_into().unwrap_or_default());
@@ -237,7 +238,7 @@ impl Sessions {
             ClientSlot {
                 current: Some(index),
                 previous: slot.current,
-                last_handshake_us: at_us,
+                last_handshake_us: Some(at_us),
             },
         );
         Received::Response { len }

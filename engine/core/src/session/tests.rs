@@ -168,7 +168,9 @@ fn only_a_registered_client_with_a_fresh_timestamp_gets_an_answer() {
     let stranger_key = SessionSecret::generate(&mut p.rng);
     let mut stranger = ClientSession::new(stranger_key, p.provider.public(), p.layout);
     let mut f = p.frame();
-    stranger.write_initiation(6_000, &mut p.rng, &mut f).unwrap();
+    stranger
+        .write_initiation(6_000, &mut p.rng, &mut f)
+        .unwrap();
     assert_eq!(
         drop_reason(p.provider.receive(6_000, spoofed, &f, &mut out)),
         Some(DropReason::Unauthenticated)
@@ -208,7 +210,11 @@ fn a_rekey_keeps_answers_in_flight_and_the_answer_goes_where_the_client_now_is()
         .provider
         .seal(later, old, &p.plain(FrameKind::Item, 9), &mut back)
         .unwrap();
-    assert_eq!(to, "10.0.0.1:5000".parse().unwrap(), "the old session's peer");
+    assert_eq!(
+        to,
+        "10.0.0.1:5000".parse().unwrap(),
+        "the old session's peer"
+    );
     let mut plain = vec![0u8; p.layout.plaintext_len()];
     assert!(matches!(
         p.client.open(later, &back, &mut plain),

@@ -58,6 +58,8 @@ pub struct MixHarness<C: Codec> {
     returns: BinaryHeap<Reverse<(u64, u64, Vec<u8>)>>,
     seq: u64,
     buf: Vec<u8>,
+    /// Where the provider listens: the mix sends every packet there.
+    provider_addr: std::net::SocketAddr,
     pool_integral: f64,
     integral_from_us: u64,
 }
@@ -92,6 +94,7 @@ impl<C: Codec> MixHarness<C> {
                 .expect("generated")
         };
         let (mix_key, provider_key) = (peer(MIX), peer(PROVIDER));
+        let provider_addr = net.topology.node(PROVIDER).expect("generated").address;
         let params = net.topology.network.params;
         let mut seeds = ChaCha20Rng::seed_from_u64(config.seed ^ 0x6d69_7868);
         let mut seed = [0u8; 32];
@@ -126,6 +129,7 @@ impl<C: Codec> MixHarness<C> {
             mix,
             mix_key,
             provider_key,
+            provider_addr,
             delay_horizon_us,
             provider_codec: C::new(provider_secret, params),
             params,
@@ -197,7 +201,8 @@ impl<C: Codec> MixHarness<C> {
         ];
         C::build_into(&self.params, &path, &[], &mut self.rng, &mut self.buf)
             .expect("a three-hop path is valid");
-        self.mix.handle_datagram(self.now_us, Address(0), &self.buf);
+        let from = self.provider_addr;
+        self.mix.handle_datagram(self.now_us, from, &self.buf);
     }
 
     /// When the next thing happens inside (a packet or loop due, a loop coming back);
@@ -231,7 +236,8 @@ impl<C: Codec> MixHarness<C> {
                 && *due <= self.now_us
                 && let Some(Reverse((_, _, bytes))) = self.returns.pop()
             {
-                self.mix.handle_datagram(self.now_us, PROVIDER, &bytes);
+                self.mix
+                    .handle_datagram(self.now_us, self.provider_addr, &bytes);
                 return Some(Observed::LoopReturned);
             }
             self.mix.handle_timeout(self.now_us);
@@ -240,8 +246,8 @@ impl<C: Codec> MixHarness<C> {
 
     /// A datagram the mix sent: a real packet (the provider hop delivers to its index) or
     /// the mix's loop (the provider hop relays it back after its delay).
-    fn leave(&mut self, to: Address) -> Observed {
-        debug_assert_eq!(to, PROVIDER);
+    fn leave(&mut self, to: std::net::SocketAddr) -> Observed {
+        debug_assert_eq!(to, self.provider_addr);
         match self.provider_codec.unwrap(&mut self.buf, |_| false) {
             Ok(p) => match p.command {
                 Command::Deliver { client, .. } => Observed::Real(client.0),

@@ -17,11 +17,12 @@
 //! between clients and providers is not mixed and is left out. Links have no latency, so
 //! the wire log's order is the order of arrivals.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use loopix_core::client::ClientEvent;
 use loopix_core::codec::Codec;
 use loopix_core::hop::HopLimits;
+use loopix_core::session::FrameLayout;
 use loopix_crypto::Address;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -121,8 +122,12 @@ struct Observer {
     packet_len: usize,
     pools: BTreeMap<Address, LabelPool>,
     origin: HashMap<u64, usize>,
-    /// When each challenger sent a payload fragment (from its own events), in this chunk.
-    payload_sent: HashSet<(Address, u64)>,
+    /// The packets each client sent at each instant (from its events, in this chunk):
+    /// their trace ids and whether each was a message fragment. The wire shows only equal
+    /// session frames, polls among them; this is the experiment's ground truth of which
+    /// frames carry packets, so the adversary is as strong as one that could tell.
+    packets_sent: HashMap<(Address, u64), Vec<(u64, bool)>>,
+    frame_len: usize,
     measure_from_us: u64,
     signed: Vec<f64>,
 }
@@ -133,22 +138,34 @@ impl Observer {
     }
 
     fn see(&mut self, r: &WireRecord) {
-        if r.len != self.packet_len || Self::is_client(r.to) {
+        if Self::is_client(r.to) {
             return;
         }
         let label = if Self::is_client(r.from) {
+            if r.len != self.frame_len {
+                return;
+            }
+            // A frame with no packet sent at its instant is a poll.
+            let Some((trace, real)) = self
+                .packets_sent
+                .get_mut(&(r.from, r.at_us))
+                .and_then(Vec::pop)
+            else {
+                return;
+            };
             let which = self.challengers.iter().position(|&c| c == r.from);
-            let payload = self.payload_sent.contains(&(r.from, r.at_us));
-            if let (Some(i), Some(t), true) = (which, r.trace, payload) {
-                self.origin.insert(t, i);
+            if let (Some(i), true) = (which, real) {
+                self.origin.insert(trace, i);
             }
             let mut l = [0.0; 2];
             if let Some(i) = which {
                 l[i] = 1.0;
             }
             l
-        } else {
+        } else if r.len == self.packet_len {
             self.pools.entry(r.from).or_default().output()
+        } else {
+            return;
         };
         let leaving = self.last_layer.contains(&r.from.0) && r.to.0 >= FIRST_PROVIDER;
         if leaving && r.at_us >= self.measure_from_us {
@@ -194,7 +211,8 @@ pub fn run<C: Codec>(cfg: &NetworkConfig) -> Result<NetworkResult, NetworkError>
         ..NetworkSpec::default()
     };
     let net = generate(&spec, cfg.seed).map_err(|e| NetworkError(e.to_string()))?;
-    let packet_len = net.topology.network.params.packet_len();
+    let net_params = net.topology.network.params;
+    let packet_len = net_params.packet_len();
     let units = cfg.burn_in_units + cfg.measure_units;
     let limits = HopLimits {
         pool_packets: 1 << 14,
@@ -208,9 +226,10 @@ pub fn run<C: Codec>(cfg: &NetworkConfig) -> Result<NetworkResult, NetworkError>
         challengers: [Address(FIRST_CLIENT), Address(FIRST_CLIENT + 1)],
         last_layer: first_last..=first_last + u64::from(cfg.mixes_per_layer) - 1,
         packet_len,
+        frame_len: FrameLayout::new(&net_params, spec.poll_size).frame_len(),
         pools: BTreeMap::new(),
         origin: HashMap::new(),
-        payload_sent: HashSet::new(),
+        packets_sent: HashMap::new(),
         measure_from_us: cfg.burn_in_units * 1_000_000,
         signed: Vec::new(),
     };
@@ -227,12 +246,14 @@ pub fn run<C: Codec>(cfg: &NetworkConfig) -> Result<NetworkResult, NetworkError>
             });
         }
         sim.run_until((unit + 1) * 1_000_000);
-        observer.payload_sent.clear();
+        observer.packets_sent.clear();
         for (id, e) in sim.log.client_events.drain(..) {
-            if let ClientEvent::FragmentSent { at_us, .. } = e
-                && observer.challengers.contains(&id)
-            {
-                observer.payload_sent.insert((id, at_us));
+            if let ClientEvent::PacketSent { trace, real, at_us } = e {
+                observer
+                    .packets_sent
+                    .entry((id, at_us))
+                    .or_default()
+                    .push((trace, real));
             }
         }
         for r in std::mem::take(&mut sim.log.wire) {
