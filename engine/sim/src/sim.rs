@@ -72,8 +72,17 @@ pub struct Log {
     pub lost: u64,
     /// Datagrams to an address nobody has.
     pub undeliverable: u64,
-    /// Datagrams that reached an attacker's socket ([`Sim::listen`]): where, and the bytes.
-    pub captured: Vec<(SocketAddr, Vec<u8>)>,
+    /// Datagrams an attacker saw: those sent to its sockets ([`Sim::listen`]) and copies
+    /// of those on links it taps ([`Sim::tap`]).
+    pub captured: Vec<Captured>,
+}
+
+/// A datagram an attacker saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Captured {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
 }
 
 /// How a [`WireRecord`] names an address nobody in the simulation holds.
@@ -140,6 +149,7 @@ pub struct Sim<C: Codec = Processor> {
     addresses: BTreeMap<Address, SocketAddr>,
     by_address: BTreeMap<SocketAddr, Address>,
     listeners: BTreeSet<SocketAddr>,
+    taps: BTreeSet<SocketAddr>,
     pub link: LinkModel,
     rng: ChaCha20Rng,
     buf: Vec<u8>,
@@ -166,6 +176,7 @@ impl<C: Codec> Sim<C> {
             addresses: BTreeMap::new(),
             by_address: BTreeMap::new(),
             listeners: BTreeSet::new(),
+            taps: BTreeSet::new(),
             link,
             rng: ChaCha20Rng::seed_from_u64(seed),
             buf: Vec::new(),
@@ -353,6 +364,12 @@ impl<C: Codec> Sim<C> {
         self.listeners.insert(at);
     }
 
+    /// An on-path attacker in front of `at`: a copy of every datagram delivered there from
+    /// now on is kept in [`Log::captured`].
+    pub fn tap(&mut self, at: SocketAddr) {
+        self.taps.insert(at);
+    }
+
     /// Runs every event up to and including `until_us`.
     pub fn run_until(&mut self, until_us: u64) {
         while let Some(Reverse(e)) = self.queue.peek() {
@@ -378,8 +395,14 @@ impl<C: Codec> Sim<C> {
 
     fn deliver(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
         let now = self.now_us;
+        if self.listeners.contains(&to) || self.taps.contains(&to) {
+            self.log.captured.push(Captured {
+                from,
+                to,
+                bytes: bytes.clone(),
+            });
+        }
         if self.listeners.contains(&to) {
-            self.log.captured.push((to, bytes));
             return;
         }
         let id = self.by_address.get(&to).copied();
