@@ -1,6 +1,7 @@
 # Shared set-up of the perf scripts (sourced, not run): a release build for this CPU, a
-# scratch directory with keys and a two-mix topology (node 1 is the mix under load, node 2
-# is the load generator's address), and starting/stopping `loopix node` as node 1.
+# scratch directory with keys and a one-layer topology (node 1 is the mix under load,
+# provider 1000 is the load generator, which a layer-1 mix takes packets from and sends
+# them back to over authenticated links), and starting/stopping `loopix node` as node 1.
 #
 # After sourcing: $bin, $work, $metrics_port; start_node SHARDS [EXTRA_TOML_LINES];
 # stop_node; node_pid.
@@ -15,10 +16,10 @@ mix_port=$(free_port); gen_port=$(free_port); metrics_port=$(free_port)
 # (${epoch_s:-1200} s each, so a run of the defaults has keys for 2 h 40 min).
 epoch_s=${epoch_s:-1200}; epoch_grace_s=${epoch_grace_s:-60}; epoch_start=$(date +%s)
 node_keys() { "$bin" keygen --epochs "${epochs_published:-8}" --first-epoch 0 --out "$work/$1"; }
-k1=$(node_keys mix.key); k2=$(node_keys gen.key); k3=$(node_keys p.key)
+k1=$(node_keys mix.key); k2=$(node_keys gen.key)
 cat > "$work/topology.toml" <<TOML
 [network]
-layers = 2
+layers = 1
 mu_per_s = 10.0
 lambda_payload_per_s = 0.0
 lambda_loop_per_s = 0.0
@@ -38,17 +39,10 @@ address = "127.0.0.1:$mix_port"
 $k1
 
 [[nodes]]
-id = 2
-role = "mix"
-layer = 2
-address = "127.0.0.1:$gen_port"
-$k2
-
-[[nodes]]
 id = 1000
 role = "provider"
-address = "127.0.0.1:9"
-$k3
+address = "127.0.0.1:$gen_port"
+$k2
 TOML
 
 node_pid=
@@ -70,5 +64,5 @@ stop_node() {
 
 # loadgen ARGS...: the load generator against node 1, reading its metrics.
 loadgen() {
-  "$bin" loadgen --topology "$work/topology.toml" --target 1 --as 2 --metrics "127.0.0.1:$metrics_port" "$@"
+  "$bin" loadgen --topology "$work/topology.toml" --target 1 --as 1000 --key "$work/gen.key" --metrics "127.0.0.1:$metrics_port" "$@"
 }

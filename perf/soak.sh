@@ -66,7 +66,7 @@ echo "soak: capacity $capacity packets/s; offering $rate ($pct %) for $duration_
   done >> "$work/rss.txt" ) &
 sampler=$!
 
-"$bin" soak --topology "$work/topology.toml" --target 1 --as 2 --rate "$rate" \
+"$bin" soak --topology "$work/topology.toml" --target 1 --as 1000 --key "$work/gen.key" --rate "$rate" \
   --duration-s "$duration_s" --json > "$work/soak.json" 2> "$work/soak.log" &
 soak_pid=$!
 start_ms=

@@ -9,18 +9,17 @@ use common::{Dir, NodeProcess, free_tcp, free_udp, loopix, wait_metrics};
 #[test]
 fn loadgen_measures_a_node_without_loss_at_a_modest_rate() {
     let dir = Dir::new("loadgen");
-    let keys = ["mix.key", "gen.key", "p.key"].map(|k| dir.node_keygen(k).0);
+    let keys = ["mix.key", "gen.key"].map(|k| dir.node_keygen(k).0);
     let (mix, generator, metrics) = (free_udp(), free_udp(), free_tcp());
     dir.write(
         "topology.toml",
         &format!(
-            "[network]\nlayers = 2\nmu_per_s = 10.0\nlambda_payload_per_s = 0.0\nlambda_loop_per_s = 0.0\n\
+            "[network]\nlayers = 1\nmu_per_s = 10.0\nlambda_payload_per_s = 0.0\nlambda_loop_per_s = 0.0\n\
              lambda_drop_per_s = 0.0\nlambda_mix_loop_per_s = 0.0\npoll_size = 4\npoll_rate_per_s = 1.0\n\
              epoch_start = {}\n\n\
              [[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"{mix}\"\n{}\n\
-             [[nodes]]\nid = 2\nrole = \"mix\"\nlayer = 2\naddress = \"{generator}\"\n{}\n\
-             [[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"127.0.0.1:9\"\n{}",
-            common::now_s(), keys[0], keys[1], keys[2]
+             [[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"{generator}\"\n{}",
+            common::now_s(), keys[0], keys[1]
         ),
     );
     dir.write(
@@ -152,12 +151,13 @@ fn capacity_mode_agrees_with_its_own_steps(topology: &std::path::Path, metrics: 
     }
 }
 
-/// `loopix loadgen --json` against node 1 as node 2, with `args`; its report.
+/// `loopix loadgen --json` against node 1 as provider 1000, with `args`; its report.
 fn loadgen(topology: &std::path::Path, args: &[&str]) -> serde_json::Value {
     let out = loopix()
         .args(["loadgen", "--topology"])
         .arg(topology)
-        .args(["--target", "1", "--as", "2", "--json"])
+        .args(["--target", "1", "--as", "1000", "--json", "--key"])
+        .arg(topology.with_file_name("gen.key"))
         .args(args)
         .output()
         .unwrap();

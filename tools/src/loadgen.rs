@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use hdrhistogram::Histogram;
 use loopix_core::epoch::EpochSchedule;
+use loopix_core::link::{LINK_OVERHEAD, Links};
 use loopix_core::topology::{Node, Topology};
 use loopix_crypto::params::{HEADER_LEN, MAC_LEN};
 use loopix_crypto::{Address, Command, Hop, Params, build_into_traced};
@@ -35,7 +36,13 @@ pub struct LoadgenArgs {
     /// The node under load.
     #[arg(long)]
     target: u64,
-    /// The topology node the generator plays (it binds that node's address).
+    /// The key file of the node the generator plays (`loopix keygen --epochs`): its link
+    /// keys, without which the target takes nothing from it.
+    #[arg(long)]
+    key: PathBuf,
+    /// The topology node the generator plays (it binds that node's address). The target
+    /// must take packets from it and send them back to it: a provider, for a layer-1 mix
+    /// of a one-layer network.
     #[arg(long = "as")]
     as_node: u64,
     /// Packets per second offered.
@@ -245,6 +252,8 @@ pub(crate) struct Setup {
     target_node: Node,
     me: Node,
     relay: Command,
+    /// The played node's links: every datagram to the target is sealed with them.
+    links: std::sync::Mutex<Links>,
     pub socket: UdpSocket,
     pub target: SocketAddr,
 }
@@ -254,15 +263,20 @@ impl Setup {
         if !(args.rate > 0.0 && args.duration_s > 0.0) {
             return Err("--rate and --duration-s must be positive".into());
         }
-        Self::for_nodes(&args.topology, args.target, args.as_node, args.hold_us)
+        Self::for_nodes(
+            &args.topology,
+            args.target,
+            (args.as_node, &args.key),
+            args.hold_us,
+        )
     }
 
-    /// The generator as node `as_node` of `topology`, loading node `target`, which holds
-    /// each packet `hold_us`.
+    /// The generator as node `as_node` of `topology` (with its key file), loading node
+    /// `target`, which holds each packet `hold_us`.
     pub fn for_nodes(
         topology: &std::path::Path,
         target: u64,
-        as_node: u64,
+        (as_node, key_file): (u64, &std::path::Path),
         hold_us: u32,
     ) -> Result<Self, String> {
         let text = std::fs::read_to_string(topology)
@@ -275,6 +289,16 @@ impl Setup {
         let me = topology
             .node(Address(as_node))
             .ok_or("--as: not a node of the topology")?;
+        let key = loopix_runtime::key_file::read_session_key(key_file)?
+            .ok_or_else(|| format!("--key {}: no session key", key_file.display()))?;
+        let links = Links::new(&topology, me.id, &key, 0).map_err(|e| format!("--key: {e}"))?;
+        if !links.sends_to(target.id) {
+            return Err(format!(
+                "--as {}: node {} does not send to node {} in a stratified topology (play a \
+                 node of the layer before the target, e.g. a provider for a layer-1 mix)",
+                me.id.0, me.id.0, target.id.0
+            ));
+        }
         let socket = bind_large(me.address).map_err(|e| format!("--as {}: {e}", me.address))?;
         // Now, long before the first send: the kernel switches stamping on lazily.
         crate::rx_timestamp::enable(&socket).map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
@@ -287,6 +311,7 @@ impl Setup {
                 next: me.id,
                 delay_us: hold_us,
             },
+            links: std::sync::Mutex::new(links),
             socket,
             target: target.address,
         })
@@ -305,12 +330,34 @@ impl Setup {
         }
     }
 
+    /// `packet` as the played node sends it to the target at `at_us`: with its link
+    /// trailer.
+    pub fn seal(&self, at_us: u64, packet: &[u8]) -> Vec<u8> {
+        let mut d = Vec::with_capacity(packet.len() + LINK_OVERHEAD);
+        d.extend_from_slice(packet);
+        d.resize(packet.len() + LINK_OVERHEAD, 0);
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked at setup: the played node sends to the target.
+        let _sealed = links.seal(at_us, self.target_node.id, &mut d);
+        debug_assert!(_sealed.is_ok());
+        d
+    }
+
+    /// Seals every packet of `pool` in place, packet `i` as sent at `at_us(i)`.
+    pub fn seal_pool(&self, pool: &mut Pool, at_us: impl Fn(usize) -> u64) {
+        for (i, p) in pool.packets.iter_mut().enumerate() {
+            *p = self.seal(at_us(i), p);
+        }
+    }
+
     /// One run at `rate` for `duration_s`, with a fresh pool (a packet is never sent twice).
     fn step(&self, args: &LoadgenArgs, rate: f64, duration_s: f64) -> Result<LoadReport, String> {
         let count = (rate * duration_s).ceil() as usize;
         eprintln!("loadgen: building {count} packets for {rate:.0} packets/s");
         let path = self.path_at(NetworkClock::start().now_us())?;
-        let pool = build_pool(&self.params, &|_| path, count)?;
+        let mut pool = build_pool(&self.params, &|_| path, count)?;
+        let now = NetworkClock::start().now_us();
+        self.seal_pool(&mut pool, |_| now);
         // Building saturates every core; start the load on a quiet machine.
         std::thread::sleep(Duration::from_millis(args.settle_ms));
         let before = args.metrics.and_then(crate::metrics_client::scrape);

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use loopix_core::endpoint::Endpoint;
+use loopix_core::link::LINK_OVERHEAD;
 use loopix_core::mix::{Mix, MixConfig};
 use loopix_core::provider::{Provider, ProviderConfig};
 use loopix_core::replay::ReplayFilter;
@@ -52,9 +53,7 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         Role::Provider => "provider".to_string(),
     };
     check_host(&cfg, args.check).map_err(|e| format!("{}: {e}", args.config.display()))?;
-    if cfg.node.role == Role::Provider {
-        provider_session_key(&cfg).map_err(|e| format!("{}: {e}", args.config.display()))?;
-    }
+    node_session_key(&cfg).map_err(|e| format!("{}: {e}", args.config.display()))?;
     if args.check {
         let per_filter = ReplayFilter::bytes_for(cfg.limits.replay_tags);
         println!(
@@ -138,14 +137,16 @@ fn rng_seed(shard: usize) -> Result<[u8; 32], String> {
     Ok(s)
 }
 
-/// A provider's session key from its key file, checked against the topology's.
-fn provider_session_key(cfg: &NodeConfig) -> Result<SessionSecret, String> {
+/// The node's session key from its key file (its links, and a provider's client
+/// sessions, derive from it), checked against the topology's.
+fn node_session_key(cfg: &NodeConfig) -> Result<SessionSecret, String> {
     let key = key_file::read_session_key(&cfg.key_file)
         .map_err(|e| format!("key_file: {e}"))?
         .ok_or_else(|| {
             format!(
-                "key_file: {}: no session key (a provider needs one for its clients' \
-                 sessions): make a new key file with `loopix keygen --epochs N --out F`",
+                "key_file: {}: no session key (every node needs one: its links to other \
+                 nodes authenticate with it): make a new key file with \
+                 `loopix keygen --epochs N --out F`",
                 cfg.key_file.display()
             )
         })?;
@@ -168,7 +169,7 @@ fn start(cfg: &NodeConfig, seed: &EpochSeed, syncer: &Syncer) -> Result<Node, St
         listen: cfg.listen,
         shards: cfg.shards,
         cpus: cfg.cpus.clone(),
-        packet_len: params.packet_len(),
+        packet_len: params.packet_len() + LINK_OVERHEAD,
         datagram_len: 0,
         recv_buffer_bytes: 8 << 20,
         spin: (cfg.spin_us > 0).then(|| Duration::from_micros(cfg.spin_us)),
@@ -200,13 +201,15 @@ fn start(cfg: &NodeConfig, seed: &EpochSeed, syncer: &Syncer) -> Result<Node, St
                     loop_window: 200,
                     loop_grace_us: 10_000_000,
                     seed: rng_seed(shard)?,
+                    session_key: node_session_key(cfg)?,
+                    shard,
                 };
                 let mut mix: Mix = Mix::new(&cfg.topology, config)
                     .map_err(|e| format!("node {}: {e:?}", cfg.node.id.0))?;
+                layout.datagram_len = mix.max_datagram_len() + 1;
                 let journal = journal(shard, mix.engine())?;
                 cores.push_back((mix, journal));
             }
-            layout.datagram_len = params.packet_len() + 1;
             Node::start(&layout, |_| cores.pop_front().expect("one core per shard"))
         }
         Role::Provider => {
@@ -219,7 +222,7 @@ fn start(cfg: &NodeConfig, seed: &EpochSeed, syncer: &Syncer) -> Result<Node, St
             let config = ProviderConfig {
                 id: cfg.node.id,
                 epoch_seed: seed.clone(),
-                session_key: provider_session_key(cfg)?,
+                session_key: node_session_key(cfg)?,
                 limits: cfg.limits,
                 seed: rng_seed(0)?,
             };

@@ -32,7 +32,11 @@ pub struct SoakArgs {
     /// The node under load.
     #[arg(long)]
     target: u64,
-    /// The topology node the generator plays (it binds that node's address).
+    /// The key file of the node the generator plays: its link keys.
+    #[arg(long)]
+    key: PathBuf,
+    /// The topology node the generator plays (it binds that node's address; the target
+    /// must take packets from it and send to it).
     #[arg(long = "as")]
     as_node: u64,
     /// Packets per second offered.
@@ -90,7 +94,7 @@ pub fn run(args: &SoakArgs) -> Result<(), String> {
     if !(args.rate > 0.0 && args.duration_s > 0.0) {
         return Err("--rate and --duration-s must be positive".into());
     }
-    let setup = Setup::for_nodes(&args.topology, args.target, args.as_node, 0)?;
+    let setup = Setup::for_nodes(&args.topology, args.target, (args.as_node, &args.key), 0)?;
     let clock = NetworkClock::start();
     let count = (args.rate * args.duration_s).ceil() as usize;
     let gap_us = 1e6 / args.rate;
@@ -105,7 +109,7 @@ pub fn run(args: &SoakArgs) -> Result<(), String> {
         setup.path_at(setup.epochs.start_of(epoch).max(start_us))?;
     }
     eprintln!("soak: building {count} packets ({build_s:.0} s estimated)");
-    let pool = build_pool(
+    let mut pool = build_pool(
         &setup.params,
         &|i| {
             setup
@@ -114,6 +118,7 @@ pub fn run(args: &SoakArgs) -> Result<(), String> {
         },
         count,
     )?;
+    setup.seal_pool(&mut pool, due_us);
     let replays = plan_replays(&setup, args.replays_per_epoch, count, &due_us);
     let wait = start_us.saturating_sub(clock.now_us());
     eprintln!(
@@ -122,16 +127,7 @@ pub fn run(args: &SoakArgs) -> Result<(), String> {
         wait as f64 / 1e6,
         start_us / 1000
     );
-    let replay_socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let report = blast(
-        args,
-        &setup,
-        &clock,
-        &pool,
-        &replays,
-        &replay_socket,
-        start_us,
-    )?;
+    let report = blast(args, &setup, &clock, &pool, &replays, start_us)?;
     if args.json {
         crate::json::print(&report)?;
     } else {
@@ -193,7 +189,6 @@ fn blast(
     clock: &NetworkClock,
     pool: &Pool,
     replays: &[(u64, usize, When)],
-    replay_socket: &UdpSocket,
     start_us: u64,
 ) -> Result<SoakReport, String> {
     let seconds = args.duration_s.ceil() as usize + 1;
@@ -226,10 +221,11 @@ fn blast(
             {
                 next_replay.next();
                 sleep_until(clock, at);
-                if replay_socket
-                    .send_to(&pool.packets[j], setup.target)
-                    .is_ok()
-                {
+                // The same packet under a fresh link trailer: the link takes it, so the
+                // node's replay filter (or its key's expiry) is what must refuse it.
+                let packet = &pool.packets[j][..setup.params.packet_len()];
+                let again = setup.seal(at, packet);
+                if setup.socket.send_to(&again, setup.target).is_ok() {
                     report.replays_sent += 1;
                     *match when {
                         When::Within => &mut report.replays_within,

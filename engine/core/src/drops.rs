@@ -41,11 +41,19 @@ pub enum DropReason {
     UnknownPeer,
     /// To a next hop the topology does not list.
     Unroutable,
+    /// From, or to, a node that is not adjacent in the stratified topology (a mix takes
+    /// packets only from the layer before it and sends only to the one after).
+    NotAdjacent,
+    /// A link datagram whose tag does not verify: a forged source, a modified datagram, or
+    /// a key epoch not in use.
+    LinkAuth,
+    /// A link datagram whose counter was seen before.
+    LinkReplay,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the metrics order).
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 20] = [
         Self::Malformed,
         Self::InvalidGroupElement,
         Self::Mac,
@@ -63,6 +71,9 @@ impl DropReason {
         Self::SessionReplay,
         Self::UnknownPeer,
         Self::Unroutable,
+        Self::NotAdjacent,
+        Self::LinkAuth,
+        Self::LinkReplay,
     ];
 
     /// A short stable name, for logs and metrics labels.
@@ -85,6 +96,9 @@ impl DropReason {
             Self::SessionReplay => "session_replay",
             Self::UnknownPeer => "unknown_peer",
             Self::Unroutable => "unroutable",
+            Self::NotAdjacent => "not_adjacent",
+            Self::LinkAuth => "link_auth",
+            Self::LinkReplay => "link_replay",
         }
     }
 }

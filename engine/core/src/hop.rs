@@ -570,8 +570,15 @@ impl<C: Codec> HopEngine<C> {
         Ok(())
     }
 
-    /// Counts a drop decided by the role (e.g. a poll from an unknown client).
+    /// Counts a drop decided by the role (e.g. a session frame that did not authenticate).
     pub fn count_drop(&mut self, reason: DropReason) {
+        self.stats.drops.add(reason);
+    }
+
+    /// Counts a datagram received and refused before it reached the pipeline (e.g. its
+    /// link did not authenticate), so received = handled + refused.
+    pub fn refuse(&mut self, reason: DropReason) {
+        self.stats.received += 1;
         self.stats.drops.add(reason);
     }
 

@@ -12,6 +12,7 @@ pub mod field_error;
 pub mod hop;
 pub mod inbox;
 pub mod latency_histogram;
+pub mod link;
 pub mod loops;
 pub mod mix;
 pub mod node_addresses;

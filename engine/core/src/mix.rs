@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use loopix_crypto::{Address, Command, EpochSeed, Params, Processor};
+use loopix_crypto::{Address, Command, EpochSeed, Params, Processor, SessionSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -13,8 +13,9 @@ use crate::codec::Codec;
 use crate::directory::{Directory, Peer, requested_delay_us};
 use crate::drops::DropReason;
 use crate::endpoint::{Endpoint, Transmit};
-use crate::hop::{Due, EpochStats, HopEngine, HopLimits, HopStats};
+use crate::hop::{BATCH, Due, EpochStats, HopEngine, HopLimits, HopStats};
 use crate::latency_histogram::LatencyHistogram;
+use crate::link::{LINK_OVERHEAD, LinkError, Links};
 use crate::loops::LoopMonitor;
 use crate::node_addresses::NodeAddresses;
 use crate::payload::{self, Content};
@@ -34,6 +35,10 @@ pub struct MixConfig {
     pub loop_grace_us: u64,
     /// Seeds every random choice the mix makes.
     pub seed: [u8; 32],
+    /// The node's session key: its links to adjacent nodes derive from it.
+    pub session_key: SessionSecret,
+    /// Which of the node's shards this is (written into its link trailers).
+    pub shard: usize,
 }
 
 /// Why a mix could not start.
@@ -41,6 +46,7 @@ pub struct MixConfig {
 pub enum MixError {
     NotAMix(Address),
     Wheel(WheelConfigError),
+    Link(LinkError),
 }
 
 /// Counters of a mix.
@@ -65,6 +71,9 @@ pub struct Mix<C: Codec = Processor> {
     engine: HopEngine<C>,
     directory: Directory,
     addresses: NodeAddresses,
+    links: Links,
+    session_key: SessionSecret,
+    shard: usize,
     rng: ChaCha20Rng,
     loop_timer: Option<PoissonTimer>,
     lambda_loop_per_s: f64,
@@ -96,6 +105,8 @@ impl<C: Codec> Mix<C> {
             config.seed,
         )
         .map_err(MixError::Wheel)?;
+        let links = Links::new(topology, config.id, &config.session_key, config.shard)
+            .map_err(MixError::Link)?;
         Ok(Self {
             me,
             layer: usize::from(layer) - 1,
@@ -103,6 +114,9 @@ impl<C: Codec> Mix<C> {
             engine,
             directory,
             addresses: NodeAddresses::new(topology),
+            links,
+            session_key: config.session_key,
+            shard: config.shard,
             rng: ChaCha20Rng::from_seed(config.seed),
             loop_timer: None,
             lambda_loop_per_s: topology.network.lambda_mix_loop_per_s,
@@ -130,6 +144,11 @@ impl<C: Codec> Mix<C> {
     pub fn reload(&mut self, topology: &Topology, epoch_seed: EpochSeed) {
         self.directory = Directory::new(topology);
         self.addresses = NodeAddresses::new(topology);
+        match Links::new(topology, self.me.id, &self.session_key, self.shard) {
+            Ok(links) => self.links = links,
+            // The runtime checked the topology before handing it over; keep the old links.
+            Err(e) => debug_assert!(false, "reload with unusable links: {e}"),
+        }
         if let Some(me) = self.directory.node(self.me.id) {
             self.me = me;
         }
@@ -156,12 +175,50 @@ impl<C: Codec> Mix<C> {
         self.loops.return_fraction(now_us)
     }
 
-    /// Handles a batch of datagrams (as a receive batch brings them): unwrapped together
-    /// through the crypto batch API.
-    pub fn handle_datagrams(&mut self, now_us: u64, datagrams: &[&[u8]]) {
-        let (params, loops) = (&self.params, &mut self.loops);
+    /// Handles a batch of datagrams with their source addresses (as a receive batch brings
+    /// them): each link checked, the packets unwrapped together through the crypto batch
+    /// API.
+    pub fn handle_datagrams(&mut self, now_us: u64, datagrams: &[(SocketAddr, &[u8])]) {
+        for chunk in datagrams.chunks(BATCH) {
+            let mut packets: [&[u8]; BATCH] = [&[]; BATCH];
+            let mut n = 0;
+            for &(from, d) in chunk {
+                match self.open_link(now_us, from, d) {
+                    Ok(packet) => {
+                        packets[n] = packet;
+                        n += 1;
+                    }
+                    Err(reason) => self.engine.refuse(reason),
+                }
+            }
+            self.unwrap_batch(now_us, &packets[..n]);
+        }
+    }
+
+    /// The packet in a datagram from `from`, if it came over an authenticated link.
+    fn open_link<'a>(
+        &mut self,
+        now_us: u64,
+        from: SocketAddr,
+        d: &'a [u8],
+    ) -> Result<&'a [u8], DropReason> {
+        let packet_len = self.params.packet_len();
+        if d.len() != packet_len + LINK_OVERHEAD {
+            return Err(DropReason::Malformed);
+        }
+        let node = self
+            .addresses
+            .node_at(&from)
+            .ok_or(DropReason::UnknownPeer)?;
+        self.links.open(now_us, node, d)?;
+        Ok(&d[..packet_len])
+    }
+
+    fn unwrap_batch(&mut self, now_us: u64, packets: &[&[u8]]) {
+        let (params, loops, links) = (&self.params, &mut self.loops, &self.links);
         let route = |command| match command {
-            Command::Relay { next, .. } => Ok(Due::Send(next)),
+            Command::Relay { next, .. } if links.sends_to(next) => Ok(Due::Send(next)),
+            Command::Relay { .. } => Err(DropReason::NotAdjacent),
             _ => Err(DropReason::UnexpectedCommand),
         };
         let on_end = |command, packet: &[u8]| match (
@@ -175,7 +232,7 @@ impl<C: Codec> Mix<C> {
             }
             _ => Err(DropReason::UnexpectedCommand),
         };
-        self.engine.receive_batch(now_us, datagrams, route, on_end);
+        self.engine.receive_batch(now_us, packets, route, on_end);
     }
 
     /// Readies the held packets due within `ahead_us` of now, at most half a slot (see
@@ -215,8 +272,8 @@ impl<C: Codec> Endpoint for Mix<C> {
         self.me.id
     }
 
-    fn handle_datagram(&mut self, now_us: u64, _from: SocketAddr, bytes: &[u8]) {
-        self.handle_datagrams(now_us, &[bytes]);
+    fn handle_datagram(&mut self, now_us: u64, from: SocketAddr, bytes: &[u8]) {
+        self.handle_datagrams(now_us, &[(from, bytes)]);
     }
 
     fn handle_timeout(&mut self, now_us: u64) {
@@ -237,17 +294,21 @@ impl<C: Codec> Endpoint for Mix<C> {
         loop {
             let (due, slot) = self.engine.next_ready(now_us)?;
             let (Due::Send(to) | Due::Store(to)) = due;
-            let Some(to) = self.addresses.address(to) else {
+            let Some(addr) = self.addresses.address(to) else {
                 self.engine.release(slot);
                 self.engine.count_drop(DropReason::Unroutable);
                 continue;
             };
             let packet = self.engine.packet(slot);
-            let len = packet.len();
-            buf[..len].copy_from_slice(packet);
+            let len = packet.len() + LINK_OVERHEAD;
+            buf[..packet.len()].copy_from_slice(packet);
             self.engine.release(slot);
+            if let Err(reason) = self.links.seal(now_us, to, &mut buf[..len]) {
+                self.engine.count_drop(reason);
+                continue;
+            }
             self.sent += 1;
-            return Some(Transmit { to, len });
+            return Some(Transmit { to: addr, len });
         }
     }
 
@@ -266,6 +327,6 @@ impl<C: Codec> Endpoint for Mix<C> {
     }
 
     fn max_datagram_len(&self) -> usize {
-        self.params.packet_len()
+        self.params.packet_len() + LINK_OVERHEAD
     }
 }

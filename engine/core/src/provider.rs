@@ -25,6 +25,7 @@ use crate::drops::DropReason;
 use crate::endpoint::{Endpoint, Transmit};
 use crate::hop::{Due, EpochStats, HopEngine, HopLimits, HopStats};
 use crate::inbox::InboxStore;
+use crate::link::{LINK_OVERHEAD, LinkError, Links};
 use crate::node_addresses::NodeAddresses;
 use crate::session::{FrameKind, FrameLayout, Received, Sessions};
 use crate::timing_wheel::WheelConfigError;
@@ -50,6 +51,7 @@ pub enum ProviderError {
     Wheel(WheelConfigError),
     /// The topology lists another session key for this provider than the one it holds.
     SessionKeyMismatch,
+    Link(LinkError),
 }
 
 impl std::fmt::Display for ProviderError {
@@ -60,6 +62,7 @@ impl std::fmt::Display for ProviderError {
             Self::SessionKeyMismatch => f.write_str(
                 "the topology's session_key for this provider is not the public half of its key",
             ),
+            Self::Link(e) => write!(f, "links: {e}"),
         }
     }
 }
@@ -120,6 +123,7 @@ pub struct Provider<S: InboxStore, C: Codec = Processor> {
     inbox: S,
     clients: BTreeSet<Address>,
     addresses: NodeAddresses,
+    links: Links,
     sessions: Sessions,
     layout: FrameLayout,
     /// Session plaintexts both ways, and handshake responses (a frame's length).
@@ -153,6 +157,8 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         let params = topology.network.params;
         let poll_size = usize::from(topology.network.poll_size);
         let layout = FrameLayout::new(&params, topology.network.poll_size);
+        let links =
+            Links::new(topology, config.id, &config.session_key, 0).map_err(ProviderError::Link)?;
         let mut session_seed = config.seed;
         session_seed[31] ^= 0x5e;
         Ok(Self {
@@ -169,6 +175,7 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
             inbox,
             clients: topology.clients_of(config.id).map(|c| c.id).collect(),
             addresses: NodeAddresses::new(topology),
+            links,
             sessions: Sessions::new(
                 config.session_key,
                 layout,
@@ -205,6 +212,11 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
     pub fn reload(&mut self, topology: &Topology, epoch_seed: EpochSeed) {
         self.clients = topology.clients_of(self.id).map(|c| c.id).collect();
         self.addresses = NodeAddresses::new(topology);
+        match Links::new(topology, self.id, self.sessions.key(), 0) {
+            Ok(links) => self.links = links,
+            // The runtime checked the topology before handing it over; keep the old links.
+            Err(e) => debug_assert!(false, "reload with unusable links: {e}"),
+        }
         self.sessions.set_clients(session_keys(topology, self.id));
         self.engine.replace_seed(epoch_seed);
     }
@@ -246,9 +258,10 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
 
     /// A packet from a node (`client` None) or from `client`'s session.
     fn handle_packet(&mut self, now_us: u64, client: Option<Address>, bytes: &[u8]) {
-        let (clients, stats) = (&self.clients, &mut self.stats);
+        let (clients, stats, links) = (&self.clients, &mut self.stats, &self.links);
         let route = |command| match command {
-            Command::Relay { next, .. } => Ok(Due::Send(next)),
+            Command::Relay { next, .. } if links.sends_to(next) => Ok(Due::Send(next)),
+            Command::Relay { .. } => Err(DropReason::NotAdjacent),
             Command::Deliver { client, .. } if clients.contains(&client) => Ok(Due::Store(client)),
             Command::Deliver { .. } => Err(DropReason::UnknownClient),
             _ => Err(DropReason::UnexpectedCommand),
@@ -322,16 +335,20 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         while let Some((due, slot)) = self.engine.next_ready(now_us) {
             match due {
                 Due::Send(to) => {
-                    let Some(to) = self.addresses.address(to) else {
+                    let Some(addr) = self.addresses.address(to) else {
                         self.engine.release(slot);
                         self.engine.count_drop(DropReason::Unroutable);
                         continue;
                     };
                     let packet = self.engine.packet(slot);
                     buf[..packet.len()].copy_from_slice(packet);
-                    let len = packet.len();
+                    let len = packet.len() + LINK_OVERHEAD;
                     self.engine.release(slot);
-                    return Some(Transmit { to, len });
+                    if let Err(reason) = self.links.seal(now_us, to, &mut buf[..len]) {
+                        self.engine.count_drop(reason);
+                        continue;
+                    }
+                    return Some(Transmit { to: addr, len });
                 }
                 Due::Store(client) => self.store(now_us, client, slot),
             }
@@ -411,14 +428,20 @@ impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
     }
 
     fn handle_datagram(&mut self, now_us: u64, from: SocketAddr, bytes: &[u8]) {
+        let packet_len = self.params.packet_len();
         if bytes.len() == self.layout.frame_len() {
             self.handle_frame(now_us, from, bytes);
-        } else if bytes.len() != self.params.packet_len() {
+        } else if bytes.len() != packet_len + LINK_OVERHEAD {
             self.engine.count_drop(DropReason::Malformed);
-        } else if self.addresses.node_at(&from).is_some() {
-            self.handle_packet(now_us, None, bytes);
         } else {
-            self.engine.count_drop(DropReason::UnknownPeer);
+            let opened = match self.addresses.node_at(&from) {
+                Some(node) => self.links.open(now_us, node, bytes),
+                None => Err(DropReason::UnknownPeer),
+            };
+            match opened {
+                Ok(()) => self.handle_packet(now_us, None, &bytes[..packet_len]),
+                Err(reason) => self.engine.refuse(reason),
+            }
         }
     }
 
@@ -449,6 +472,8 @@ impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
     }
 
     fn max_datagram_len(&self) -> usize {
-        self.layout.frame_len().max(self.params.packet_len())
+        self.layout
+            .frame_len()
+            .max(self.params.packet_len() + LINK_OVERHEAD)
     }
 }

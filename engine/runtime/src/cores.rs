@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 
 use loopix_crypto::EpochSeed;
 
-use crate::batch_io::BATCH;
 use loopix_core::latency_histogram::LatencyHistogram;
 
 /// A core's counters at one moment.
@@ -63,13 +62,7 @@ pub trait ShardCore: Endpoint {
 
 impl ShardCore for Mix {
     fn receive_batch(&mut self, now_us: u64, datagrams: &[(SocketAddr, &[u8])]) {
-        let mut refs: [&[u8]; BATCH] = [&[]; BATCH];
-        for chunk in datagrams.chunks(BATCH) {
-            for (r, (_, d)) in refs.iter_mut().zip(chunk) {
-                *r = d;
-            }
-            self.handle_datagrams(now_us, &refs[..chunk.len()]);
-        }
+        self.handle_datagrams(now_us, datagrams);
     }
 
     fn reload(&mut self, topology: &Topology, seed: EpochSeed) {

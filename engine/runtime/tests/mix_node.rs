@@ -1,4 +1,6 @@
-//! A mix node on 2 shards over real UDP on 127.0.0.1, in this process.
+//! A mix node on 2 shards over real UDP on 127.0.0.1, in this process. The test plays the
+//! provider before it (a socket at the provider's address, sealing with its link keys) and
+//! the mix after it (a socket the node forwards to).
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -6,6 +8,7 @@ use std::time::{Duration, Instant};
 use loopix_core::drops::DropReason;
 use loopix_core::endpoint::Endpoint;
 use loopix_core::hop::HopLimits;
+use loopix_core::link::{LINK_OVERHEAD, Links};
 use loopix_core::mix::{Mix, MixConfig};
 use loopix_core::topology::Topology;
 use loopix_crypto::{Address, Command, EpochSeed, Hop, Params, SecretKey, build};
@@ -18,6 +21,9 @@ use rand_core::{Rng, SeedableRng};
 struct Rig {
     node: Node,
     topology: Topology,
+    /// The provider's socket and links: what layer 1 takes packets from.
+    provider: UdpSocket,
+    links: Links,
     /// Datagrams the next hop received, read by a thread so its socket buffer never fills.
     sink: std::sync::mpsc::Receiver<Vec<u8>>,
     params: Params,
@@ -27,6 +33,7 @@ struct Rig {
 
 const MIX: Address = Address(1);
 const NEXT: Address = Address(2);
+const PROVIDER: Address = Address(1_000);
 
 /// Mix 1 on two shards; mix 2's address is `sink`, a socket of the test.
 fn rig() -> Rig {
@@ -60,11 +67,17 @@ fn rig() -> Rig {
         )
         .unwrap();
     let sink_socket = UdpSocket::from(sink_socket);
+    let provider = UdpSocket::bind("127.0.0.1:0").unwrap();
     for n in &mut net.topology.nodes {
         if n.id == NEXT {
             n.address = sink_socket.local_addr().unwrap();
         }
+        if n.id == PROVIDER {
+            n.address = provider.local_addr().unwrap();
+        }
     }
+    let links = Links::new(&net.topology, PROVIDER, &net.keys.sessions[&PROVIDER], 0).unwrap();
+    let session_key = net.keys.sessions.remove(&MIX).unwrap();
     let (sink_tx, sink) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 65_536];
@@ -91,6 +104,8 @@ fn rig() -> Rig {
             loop_window: 10,
             loop_grace_us: 1_000_000,
             seed: [i as u8; 32],
+            session_key: session_key.clone(),
+            shard: i,
         };
         (Mix::new(&topology, config).unwrap(), None)
     };
@@ -99,7 +114,7 @@ fn rig() -> Rig {
         listen: "127.0.0.1:0".parse().unwrap(),
         shards: 2,
         cpus: vec![],
-        packet_len: params.packet_len(),
+        packet_len: probe.max_datagram_len(),
         datagram_len: probe.max_datagram_len() + 1,
         recv_buffer_bytes: 1 << 23,
         spin: None,
@@ -108,6 +123,8 @@ fn rig() -> Rig {
     Rig {
         node,
         topology,
+        provider,
+        links,
         sink,
         params,
         next_key,
@@ -121,6 +138,21 @@ fn key_of(topology: &Topology, id: Address) -> loopix_crypto::PublicKey {
 }
 
 impl Rig {
+    /// Sends `packet` from the provider, over its link to the mix.
+    fn send(&mut self, packet: &[u8]) {
+        let d = self.sealed(packet);
+        self.provider.send_to(&d, self.node.local_addr).unwrap();
+    }
+
+    /// `packet` with the provider's link trailer for the mix, stamped now.
+    fn sealed(&mut self, packet: &[u8]) -> Vec<u8> {
+        let mut d = packet.to_vec();
+        d.resize(packet.len() + LINK_OVERHEAD, 0);
+        let now = loopix_runtime::clock::NetworkClock::start().now_us();
+        self.links.seal(now, MIX, &mut d).unwrap();
+        d
+    }
+
     fn packet(&self, seed: u64) -> Vec<u8> {
         self.packet_for(key_of(&self.topology, MIX), seed)
     }
@@ -208,19 +240,23 @@ impl Totals {
 #[test]
 fn both_shards_forward_and_the_counters_add_up() {
     let mut rig = rig();
-    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let to = rig.node.local_addr;
     let packets: Vec<Vec<u8>> = (0..200).map(|i| rig.packet(i)).collect();
     for p in &packets {
-        sender.send_to(p, to).unwrap();
+        rig.send(p);
     }
     let got = rig.collect(200);
     let (reports, t) = rig.totals(200);
     assert_eq!(got.len(), 200, "{t:?} {reports:?}");
     let next = loopix_crypto::Processor::new(rig.next_key.clone(), rig.params);
+    let packet_len = rig.params.packet_len();
     for mut p in got {
+        assert_eq!(
+            p.len(),
+            packet_len + LINK_OVERHEAD,
+            "a packet and its link trailer"
+        );
         assert!(
-            next.process(&mut p).is_ok(),
+            next.process(&mut p[..packet_len]).is_ok(),
             "forwarded packets are valid for the next hop"
         );
     }
@@ -233,39 +269,49 @@ fn both_shards_forward_and_the_counters_add_up() {
     rig.node.shutdown(Duration::from_secs(1));
 }
 
+/// The same packet under two link trailers (a replay the link cannot tell), the same
+/// datagram again (a link replay), and the datagram from a port that is no node's (a
+/// forged source): forwarded once, each of the rest counted under its reason.
 #[test]
-fn a_packet_sent_twice_from_two_ports_is_forwarded_once() {
+fn a_packet_sent_again_or_from_a_stranger_is_forwarded_once() {
     let mut rig = rig();
-    let (a, b) = (
-        UdpSocket::bind("127.0.0.1:0").unwrap(),
-        UdpSocket::bind("127.0.0.1:0").unwrap(),
-    );
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
     let p = rig.packet(99);
-    a.send_to(&p, rig.node.local_addr).unwrap();
-    b.send_to(&p, rig.node.local_addr).unwrap();
+    let d = rig.sealed(&p);
+    rig.provider.send_to(&d, rig.node.local_addr).unwrap();
+    rig.provider.send_to(&d, rig.node.local_addr).unwrap();
+    rig.send(&p);
+    stranger
+        .send_to(&rig.sealed(&p), rig.node.local_addr)
+        .unwrap();
     let got = rig.collect(1).len();
-    let (reports, t) = rig.totals(2);
+    let (reports, t) = rig.totals(4);
     assert_eq!(got, 1, "forwarded exactly once: {t:?} {reports:?}");
-    let (reports, t) = rig.totals(2);
-    let replays: u64 = reports
-        .iter()
-        .map(|r| r.core.drops.get(DropReason::Replay))
-        .sum();
-    assert_eq!((t.received, t.sent, replays), (2, 1, 1));
+    assert_eq!(t.drops, 3);
+    let count = |reason| -> u64 { reports.iter().map(|r| r.core.drops.get(reason)).sum() };
+    assert_eq!(
+        (
+            t.received,
+            t.sent,
+            count(DropReason::LinkReplay),
+            count(DropReason::Replay),
+            count(DropReason::UnknownPeer)
+        ),
+        (4, 1, 1, 1, 1)
+    );
     rig.node.shutdown(Duration::from_secs(1));
 }
 
 #[test]
 fn random_datagrams_are_dropped_and_counted_and_valid_traffic_still_flows() {
     let mut rig = rig();
-    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(5);
     let mut sent = 0u64;
     for burst in 0..20 {
         for _ in 0..500 {
             let mut d = vec![0u8; 1 + (rng.next_u64() % 3_000) as usize];
             rng.fill_bytes(&mut d);
-            sender.send_to(&d, rig.node.local_addr).unwrap();
+            rig.provider.send_to(&d, rig.node.local_addr).unwrap();
             sent += 1;
         }
         // Let the node catch up so the kernel buffer never overflows.
@@ -278,9 +324,8 @@ fn random_datagrams_are_dropped_and_counted_and_valid_traffic_still_flows() {
     let (_, t) = rig.totals(sent);
     assert_eq!((t.drops, t.sent), (10_000, 0));
     for i in 0..50 {
-        sender
-            .send_to(&rig.packet(1_000 + i), rig.node.local_addr)
-            .unwrap();
+        let p = rig.packet(1_000 + i);
+        rig.send(&p);
     }
     assert_eq!(rig.collect(50).len(), 50);
     rig.node.shutdown(Duration::from_secs(1));
@@ -291,15 +336,14 @@ fn random_datagrams_are_dropped_and_counted_and_valid_traffic_still_flows() {
 #[test]
 fn a_reload_keeps_an_unchanged_key_and_its_filter_and_replaces_a_changed_one() {
     let mut rig = rig();
-    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     let first = rig.packet(1);
-    sender.send_to(&first, rig.node.local_addr).unwrap();
+    rig.send(&first);
     assert_eq!(rig.collect(1).len(), 1);
     let topology = rig.topology.clone();
     rig.node.reload(&topology, &rig.seed);
     let settle = || std::thread::sleep(Duration::from_millis(100));
     settle();
-    sender.send_to(&first, rig.node.local_addr).unwrap();
+    rig.send(&first);
     assert_eq!(rig.collect(1).len(), 0, "the same key: still a replay");
 
     let new_seed = EpochSeed::generate(&mut ChaCha20Rng::seed_from_u64(77), 0);
@@ -307,12 +351,9 @@ fn a_reload_keeps_an_unchanged_key_and_its_filter_and_replaces_a_changed_one() {
     settle();
     let new_key = new_seed.secret_key(0).unwrap().public_key();
     for i in 0..20 {
-        sender
-            .send_to(&rig.packet(100 + i), rig.node.local_addr)
-            .unwrap();
-        sender
-            .send_to(&rig.packet_for(new_key, 200 + i), rig.node.local_addr)
-            .unwrap();
+        let (old, new) = (rig.packet(100 + i), rig.packet_for(new_key, 200 + i));
+        rig.send(&old);
+        rig.send(&new);
     }
     assert_eq!(
         rig.collect(20).len(),

@@ -11,6 +11,7 @@ use loopix_core::codec::Codec;
 use loopix_core::endpoint::{Endpoint, Transmit};
 use loopix_core::hop::HopLimits;
 use loopix_core::inbox::MemoryInbox;
+use loopix_core::link::{LINK_OVERHEAD, Links};
 use loopix_core::mix::{Mix, MixConfig};
 use loopix_core::provider::{Provider, ProviderConfig, ProviderEvent};
 use loopix_core::rate::exp_us;
@@ -134,6 +135,9 @@ struct Slot<C: Codec> {
     armed_us: Option<u64>,
 }
 
+/// The shard index of a test's injections ([`Sim::inject`]).
+const INJECTOR_SHARD: usize = 127;
+
 /// Steps a node may take at one instant before the simulator calls it a livelock.
 const MAX_STEPS_PER_INSTANT: usize = 1_000_000;
 
@@ -150,6 +154,10 @@ pub struct Sim<C: Codec = Processor> {
     by_address: BTreeMap<SocketAddr, Address>,
     listeners: BTreeSet<SocketAddr>,
     taps: BTreeSet<SocketAddr>,
+    /// Each node's links, as a test's hand holds them ([`Sim::inject`]): a shard index of
+    /// their own, so their counters never meet the node's.
+    injectors: BTreeMap<Address, Links>,
+    packet_len: usize,
     pub link: LinkModel,
     rng: ChaCha20Rng,
     buf: Vec<u8>,
@@ -177,6 +185,8 @@ impl<C: Codec> Sim<C> {
             by_address: BTreeMap::new(),
             listeners: BTreeSet::new(),
             taps: BTreeSet::new(),
+            injectors: BTreeMap::new(),
+            packet_len: net.topology.network.params.packet_len(),
             link,
             rng: ChaCha20Rng::seed_from_u64(seed),
             buf: Vec::new(),
@@ -195,10 +205,22 @@ impl<C: Codec> Sim<C> {
             sim.by_address.insert(host_address(c.id), c.id);
         }
         for n in &topology.nodes {
+            let injector = keys
+                .sessions
+                .get(&n.id)
+                .and_then(|k| Links::new(&topology, n.id, k, INJECTOR_SHARD).ok());
+            if let Some(links) = injector {
+                sim.injectors.insert(n.id, links);
+            }
+        }
+        for n in &topology.nodes {
             let Some(epoch_seed) = keys.nodes.remove(&n.id) else {
                 continue;
             };
             let seed = sim.derive_seed();
+            let Some(session_key) = keys.sessions.remove(&n.id) else {
+                continue;
+            };
             let node = match n.role {
                 Role::Mix { .. } => {
                     let config = MixConfig {
@@ -208,15 +230,14 @@ impl<C: Codec> Sim<C> {
                         loop_window: 200,
                         loop_grace_us: 5_000_000,
                         seed,
+                        session_key,
+                        shard: 0,
                     };
                     Mix::new(&topology, config)
                         .ok()
                         .map(|m| Node::Mix(Box::new(m)))
                 }
                 Role::Provider => {
-                    let Some(session_key) = keys.sessions.remove(&n.id) else {
-                        continue;
-                    };
                     let config = ProviderConfig {
                         id: n.id,
                         epoch_seed,
@@ -345,8 +366,20 @@ impl<C: Codec> Sim<C> {
             .unwrap_or_else(|| host_address(id))
     }
 
-    /// Puts a datagram on the wire from `from`'s address to `to` now, as a test would.
-    pub fn inject(&mut self, from: Address, to: Address, bytes: Vec<u8>) {
+    /// Puts a datagram on the wire from `from`'s address to `to` now, as a test would. A
+    /// bare packet from a node goes over that node's link to `to` when it has one (as the
+    /// node would send it); anything else goes as it is.
+    pub fn inject(&mut self, from: Address, to: Address, mut bytes: Vec<u8>) {
+        let now = self.now_us;
+        if bytes.len() == self.packet_len
+            && let Some(links) = self.injectors.get_mut(&from)
+            && links.sends_to(to)
+        {
+            bytes.resize(self.packet_len + LINK_OVERHEAD, 0);
+            if links.seal(now, to, &mut bytes).is_err() {
+                bytes.truncate(self.packet_len);
+            }
+        }
         let from = self.address_of(from);
         self.inject_from(from, to, bytes);
     }

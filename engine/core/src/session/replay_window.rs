@@ -1,28 +1,40 @@
-//! Which transport nonces a session has accepted: the highest so far and a bitmap of the
-//! [`WINDOW`] before it (RFC 6479's sliding window, as WireGuard keeps it). Datagrams may
-//! arrive out of order by up to the window; a nonce seen before, or older than the
-//! window, is a replay. Marked only after the frame decrypts, so forged frames cannot
-//! move it.
+//! Which nonces (counters) a session or a link has accepted: the highest so far and a
+//! bitmap of the `64 x WORDS` before it (RFC 6479's sliding window, as WireGuard keeps
+//! it). Datagrams may arrive out of order by up to the window; a nonce seen before, or
+//! older than the window, is a replay. Marked only after the datagram authenticates, so
+//! forged ones cannot move it.
 
-/// Nonces behind the highest accepted one that are still told apart.
+/// Nonces behind the highest accepted one that a session tells apart.
 pub const WINDOW: u64 = 1024;
-const WORDS: usize = (WINDOW / 64) as usize;
 
-/// See the module docs.
-#[derive(Clone, Debug, Default)]
-pub struct ReplayWindow {
+/// See the module docs. `WORDS` x 64 nonces: 1024 for a session (its nonces count its
+/// frames); a link's counters run with the sender's clock, so it keeps more.
+#[derive(Clone, Debug)]
+pub struct ReplayWindow<const WORDS: usize = 16> {
     /// One past the highest nonce accepted (0: none yet).
     next: u64,
     bits: [u64; WORDS],
 }
 
-impl ReplayWindow {
+impl<const WORDS: usize> Default for ReplayWindow<WORDS> {
+    fn default() -> Self {
+        Self {
+            next: 0,
+            bits: [0; WORDS],
+        }
+    }
+}
+
+impl<const WORDS: usize> ReplayWindow<WORDS> {
+    /// Nonces behind the highest accepted one that are told apart.
+    pub const WINDOW: u64 = 64 * WORDS as u64;
+
     /// Whether `nonce` may be new (check before decrypting).
     pub fn may_accept(&self, nonce: u64) -> bool {
         if nonce >= self.next {
             return true;
         }
-        if self.next - nonce > WINDOW {
+        if self.next - nonce > Self::WINDOW {
             return false;
         }
         let (w, b) = Self::slot(nonce);
@@ -36,8 +48,8 @@ impl ReplayWindow {
         }
         if nonce >= self.next {
             // Clear the slots the window slides over (at most all of them).
-            let start = self.next.max(nonce.saturating_sub(WINDOW - 1));
-            if nonce - start >= WINDOW {
+            let start = self.next.max(nonce.saturating_sub(Self::WINDOW - 1));
+            if nonce - start >= Self::WINDOW {
                 self.bits = [0; WORDS];
             } else {
                 for n in start..=nonce {
@@ -53,7 +65,7 @@ impl ReplayWindow {
     }
 
     fn slot(nonce: u64) -> (usize, u32) {
-        let i = nonce % WINDOW;
+        let i = nonce % Self::WINDOW;
         ((i / 64) as usize, (i % 64) as u32)
     }
 }
@@ -64,7 +76,7 @@ mod tests {
 
     #[test]
     fn each_nonce_is_accepted_once_in_any_order_within_the_window() {
-        let mut w = ReplayWindow::default();
+        let mut w: ReplayWindow = ReplayWindow::default();
         assert!(w.accept(5));
         assert!(!w.accept(5), "replay");
         assert!(w.accept(3), "late but in the window");
@@ -79,7 +91,7 @@ mod tests {
 
     #[test]
     fn sliding_forgets_the_slots_it_passes() {
-        let mut w = ReplayWindow::default();
+        let mut w: ReplayWindow = ReplayWindow::default();
         for n in 0..WINDOW {
             assert!(w.accept(n));
         }
@@ -93,7 +105,7 @@ mod tests {
     #[test]
     fn a_model_agrees() {
         use std::collections::BTreeSet;
-        let mut w = ReplayWindow::default();
+        let mut w: ReplayWindow = ReplayWindow::default();
         let mut seen = BTreeSet::new();
         let mut top = 0u64;
         let mut x = 12345u64;

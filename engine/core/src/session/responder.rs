@@ -96,6 +96,11 @@ impl Sessions {
         self.slots.retain(|c, _| served.contains(c));
     }
 
+    /// This provider's session key (its links derive from it too).
+    pub fn key(&self) -> &SessionSecret {
+        &self.local
+    }
+
     /// This provider's session key, as the topology should list it.
     pub fn public(&self) -> SessionPublic {
         self.local.public()

@@ -10,6 +10,7 @@ use std::collections::BinaryHeap;
 use loopix_core::codec::Codec;
 use loopix_core::endpoint::Endpoint;
 use loopix_core::hop::HopLimits;
+use loopix_core::link::{LINK_OVERHEAD, Links};
 use loopix_core::mix::{Mix, MixConfig};
 use loopix_core::rate::exp_us;
 use loopix_core::timing_wheel::WheelConfig;
@@ -60,6 +61,8 @@ pub struct MixHarness<C: Codec> {
     buf: Vec<u8>,
     /// Where the provider listens: the mix sends every packet there.
     provider_addr: std::net::SocketAddr,
+    /// The provider's end of its link with the mix: what it sends the mix is sealed.
+    provider_links: Links,
     pool_integral: f64,
     integral_from_us: u64,
 }
@@ -121,10 +124,15 @@ impl<C: Codec> MixHarness<C> {
                 loop_window: 1,
                 loop_grace_us: u64::MAX / 4,
                 seed,
+                session_key: net.keys.sessions.remove(&MIX).expect("generated"),
+                shard: 0,
             },
         )
         .expect("node 1 is a mix");
         let provider_secret = net.keys.nodes[&PROVIDER].secret_key(0).expect("epoch 0");
+        let provider_session = &net.keys.sessions[&PROVIDER];
+        let provider_links =
+            Links::new(&net.topology, PROVIDER, provider_session, 0).expect("the provider's links");
         Self {
             mix,
             mix_key,
@@ -132,13 +140,14 @@ impl<C: Codec> MixHarness<C> {
             provider_addr,
             delay_horizon_us,
             provider_codec: C::new(provider_secret, params),
+            provider_links,
             params,
             rng: seeds,
             mu: config.mu,
             now_us: 0,
             returns: BinaryHeap::new(),
             seq: 0,
-            buf: vec![0; params.packet_len()],
+            buf: vec![0; params.packet_len() + LINK_OVERHEAD],
             pool_integral: 0.0,
             integral_from_us: 0,
         }
@@ -199,10 +208,25 @@ impl<C: Codec> MixHarness<C> {
             ),
             Hop::new(self.provider_key, Command::Final),
         ];
-        C::build_into(&self.params, &path, &[], &mut self.rng, &mut self.buf)
-            .expect("a three-hop path is valid");
-        let from = self.provider_addr;
-        self.mix.handle_datagram(self.now_us, from, &self.buf);
+        let len = self.params.packet_len();
+        C::build_into(
+            &self.params,
+            &path,
+            &[],
+            &mut self.rng,
+            &mut self.buf[..len],
+        )
+        .expect("a three-hop path is valid");
+        self.send_to_mix();
+    }
+
+    /// Hands the packet in `buf` to the mix, over the provider's link.
+    fn send_to_mix(&mut self) {
+        self.provider_links
+            .seal(self.now_us, MIX, &mut self.buf)
+            .expect("the provider sends to layer 1");
+        self.mix
+            .handle_datagram(self.now_us, self.provider_addr, &self.buf);
     }
 
     /// When the next thing happens inside (a packet or loop due, a loop coming back);
@@ -236,8 +260,8 @@ impl<C: Codec> MixHarness<C> {
                 && *due <= self.now_us
                 && let Some(Reverse((_, _, bytes))) = self.returns.pop()
             {
-                self.mix
-                    .handle_datagram(self.now_us, self.provider_addr, &bytes);
+                self.buf[..bytes.len()].copy_from_slice(&bytes);
+                self.send_to_mix();
                 return Some(Observed::LoopReturned);
             }
             self.mix.handle_timeout(self.now_us);
@@ -248,14 +272,15 @@ impl<C: Codec> MixHarness<C> {
     /// the mix's loop (the provider hop relays it back after its delay).
     fn leave(&mut self, to: std::net::SocketAddr) -> Observed {
         debug_assert_eq!(to, self.provider_addr);
-        match self.provider_codec.unwrap(&mut self.buf, |_| false) {
+        let len = self.params.packet_len();
+        match self.provider_codec.unwrap(&mut self.buf[..len], |_| false) {
             Ok(p) => match p.command {
                 Command::Deliver { client, .. } => Observed::Real(client.0),
                 Command::Relay { delay_us, .. } => {
                     self.seq += 1;
                     let due = self.now_us + u64::from(delay_us);
                     self.returns
-                        .push(Reverse((due, self.seq, self.buf.clone())));
+                        .push(Reverse((due, self.seq, self.buf[..len].to_vec())));
                     Observed::LoopSent
                 }
                 _ => Observed::LoopSent,

@@ -212,7 +212,8 @@ pub fn run<C: Codec>(cfg: &NetworkConfig) -> Result<NetworkResult, NetworkError>
     };
     let net = generate(&spec, cfg.seed).map_err(|e| NetworkError(e.to_string()))?;
     let net_params = net.topology.network.params;
-    let packet_len = net_params.packet_len();
+    // What a node sends another: the packet and its link trailer.
+    let packet_len = net_params.packet_len() + loopix_core::link::LINK_OVERHEAD;
     let units = cfg.burn_in_units + cfg.measure_units;
     let limits = HopLimits {
         pool_packets: 1 << 14,
