@@ -4,15 +4,20 @@
 //! topology lists every node's public half), and from it one key per direction and epoch:
 //! `HKDF-SHA256(salt = "loopix link v1", ikm = shared, info = epoch | from | to)`. A link
 //! key authenticates, it does not encrypt (the Sphinx layer already hides everything): the
-//! tag is HMAC-SHA256, truncated to 16 bytes, over the whole datagram before it. HMAC is
-//! deterministic, so a repeated counter (a sender that restarted, say) never exposes a key
-//! the way a repeated nonce would with a one-time-key MAC; the counter is only for the
-//! receiver's replay window.
+//! tag is ChaCha20-Poly1305's over an empty message with the whole datagram before it as
+//! associated data, under a nonce of the sender's counter and flags. Poly1305 over a
+//! packet costs a fraction of HMAC-SHA256 (`loopix speed` shows both).
+//!
+//! Nonces: a sender's counter never repeats (it runs with its clock, see the core's link
+//! module). Were it ever to (a restart after the clock went back), two tags under one
+//! nonce would give away that nonce's one-time Poly1305 key, so a datagram under that one
+//! nonce could be forged; nothing is encrypted, so nothing else leaks, and the receiver's
+//! window has already taken that nonce unless it restarted too.
 
+use chacha20poly1305::aead::AeadInPlace;
+use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
 use hkdf::Hkdf;
-use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::command::Address;
@@ -50,32 +55,42 @@ impl LinkSecret {
         let mut okm = Zeroizing::new([0u8; 32]);
         let expanded = Hkdf::<Sha256>::new(Some(SALT), &self.0[..]).expand(&info, &mut okm[..]);
         debug_assert!(expanded.is_ok(), "32 bytes is a valid HKDF-SHA256 length");
-        let mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(&okm[..]) {
-            Ok(mac) => mac,
-            Err(_) => unreachable!("HMAC takes keys of any length"),
-        };
-        LinkKey(mac)
+        LinkKey(ChaCha20Poly1305::new((&*okm).into()))
     }
 }
 
-/// One direction's key for one epoch, with its HMAC key schedule done once.
+/// One direction's key for one epoch.
 #[derive(Clone)]
-pub struct LinkKey(Hmac<Sha256>);
+pub struct LinkKey(ChaCha20Poly1305);
+
+/// The 12-byte nonce of a counter and the flags byte beside it.
+fn nonce(counter: u64, flags: u8) -> Nonce {
+    let mut n = [0u8; 12];
+    n[..8].copy_from_slice(&counter.to_le_bytes());
+    n[8] = flags;
+    n.into()
+}
 
 impl LinkKey {
-    /// The tag of `data`.
-    pub fn tag(&self, data: &[u8]) -> [u8; LINK_TAG_LEN] {
-        let mut mac = self.0.clone();
-        mac.update(data);
-        let full = mac.finalize().into_bytes();
-        let mut out = [0u8; LINK_TAG_LEN];
-        out.copy_from_slice(&full[..LINK_TAG_LEN]);
-        out
+    /// The tag of `data` under nonce (`counter`, `flags`).
+    pub fn tag(&self, counter: u64, flags: u8, data: &[u8]) -> [u8; LINK_TAG_LEN] {
+        match self
+            .0
+            .encrypt_in_place_detached(&nonce(counter, flags), data, &mut [])
+        {
+            Ok(tag) => tag.into(),
+            Err(_) => unreachable!("an empty message and short associated data always seal"),
+        }
     }
 
-    /// Whether `tag` is `data`'s (in constant time).
-    pub fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
-        tag.len() == LINK_TAG_LEN && bool::from(self.tag(data).ct_eq(tag))
+    /// Whether `tag` is `data`'s under that nonce (in constant time).
+    pub fn verify(&self, counter: u64, flags: u8, data: &[u8], tag: &[u8]) -> bool {
+        let Ok(tag) = <[u8; LINK_TAG_LEN]>::try_from(tag) else {
+            return false;
+        };
+        self.0
+            .decrypt_in_place_detached(&nonce(counter, flags), data, &mut [], &Tag::from(tag))
+            .is_ok()
     }
 }
 
@@ -97,17 +112,26 @@ mod tests {
         let at_a = LinkSecret::agree(&a, &b.public()).unwrap();
         let at_b = LinkSecret::agree(&b, &a.public()).unwrap();
         let data = b"a packet and its counter";
-        let tag = at_a.key(7, ida, idb).tag(data);
-        assert!(at_b.key(7, ida, idb).verify(data, &tag));
-        assert!(!at_b.key(8, ida, idb).verify(data, &tag), "another epoch");
+        let tag = at_a.key(7, ida, idb).tag(9, 1, data);
+        let key = at_b.key(7, ida, idb);
+        assert!(key.verify(9, 1, data, &tag));
         assert!(
-            !at_b.key(7, idb, ida).verify(data, &tag),
+            !at_b.key(8, ida, idb).verify(9, 1, data, &tag),
+            "another epoch"
+        );
+        assert!(
+            !at_b.key(7, idb, ida).verify(9, 1, data, &tag),
             "the other direction"
         );
-        assert!(!at_b.key(7, ida, idb).verify(b"another packet", &tag));
+        assert!(!key.verify(9, 1, b"another packet", &tag));
+        assert!(!key.verify(10, 1, data, &tag), "another counter");
+        assert!(!key.verify(9, 2, data, &tag), "other flags");
         let at_c = LinkSecret::agree(&c, &a.public()).unwrap();
-        assert!(!at_c.key(7, ida, idb).verify(data, &tag), "a third node");
-        assert!(!at_b.key(7, ida, idb).verify(data, &tag[..15]));
+        assert!(
+            !at_c.key(7, ida, idb).verify(9, 1, data, &tag),
+            "a third node"
+        );
+        assert!(!key.verify(9, 1, data, &tag[..15]));
     }
 
     #[test]

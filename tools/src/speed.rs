@@ -13,9 +13,13 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
+use loopix_core::link::LINK_OVERHEAD;
 use loopix_crypto::params::{BETA_LEN, ROUTING_LEN};
 use loopix_crypto::primitives::{aes_ctr_xor, compress, decompress, header_mac, mul};
-use loopix_crypto::{Address, Command, Hop, HopKeys, Params, Processor, SecretKey, lioness};
+use loopix_crypto::{
+    Address, Command, Hop, HopKeys, LINK_TAG_LEN, LinkSecret, Params, Processor, SecretKey,
+    SessionSecret, lioness,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use serde::Serialize;
@@ -65,6 +69,11 @@ pub struct SpeedReport {
     pub calls_per_hop: BTreeMap<&'static str, u32>,
     /// Alternatives measured for comparison, not used by the packet path.
     pub reference: BTreeMap<&'static str, f64>,
+    /// Link authentication per hop: the tag checked on the way in and the one written on
+    /// the way out (two ChaCha20-Poly1305 tags over a packet and its trailer), ns.
+    pub link_ns: f64,
+    /// `link_ns / floor_ns`: what authenticated links add to a hop's crypto.
+    pub link_over_floor: f64,
     pub curve_backend: &'static str,
     pub rounds: usize,
     /// The stack position the multiplication runs at (`stack_position::calibrate`), and its
@@ -118,6 +127,7 @@ pub fn measure(params: &Params, hops: usize, rounds: usize, round: Duration) -> 
     let n_ref = cases.len();
     cases.push(process_case(&fx));
     cases.push(build_case(&fx));
+    cases.push(link_case(&fx));
     run_round_robin(&mut cases, rounds, round);
 
     let primitives: BTreeMap<_, _> = cases[..n_floor]
@@ -129,6 +139,7 @@ pub fn measure(params: &Params, hops: usize, rounds: usize, round: Duration) -> 
         .map(|(name, calls)| primitives[name] * f64::from(*calls))
         .sum();
     let process_ns = cases[n_ref].median_ns();
+    let link_ns = 2.0 * cases[n_ref + 2].median_ns();
     SpeedReport {
         floor_ns,
         process_ns,
@@ -145,6 +156,8 @@ pub fn measure(params: &Params, hops: usize, rounds: usize, round: Duration) -> 
             .iter()
             .map(|c| (c.name, c.median_ns()))
             .collect(),
+        link_ns,
+        link_over_floor: link_ns / floor_ns,
         curve_backend: curve_backend(),
         rounds,
         mul_stack_position: stack.position,
@@ -273,6 +286,24 @@ fn process_case(fx: &Fixture) -> Case<'_> {
     })
 }
 
+/// One link tag over a packet and its trailer (what a node checks for every datagram it
+/// takes from another node, and writes on every one it sends).
+fn link_case(fx: &Fixture) -> Case<'_> {
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let (a, b) = (
+        SessionSecret::generate(&mut rng),
+        SessionSecret::generate(&mut rng),
+    );
+    let key =
+        LinkSecret::agree(&a, &b.public())
+            .expect("fresh keys")
+            .key(0, Address(1), Address(2));
+    let datagram = vec![5u8; fx.params.packet_len() + LINK_OVERHEAD - LINK_TAG_LEN];
+    Case::simple("link_tag_chacha20poly1305", move || {
+        black_box(key.tag(7, 0, black_box(&datagram)));
+    })
+}
+
 fn build_case(fx: &Fixture) -> Case<'_> {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let mut out = vec![0u8; fx.params.packet_len()];
@@ -345,6 +376,13 @@ fn print_table(out: &mut impl Write, r: &SpeedReport) -> io::Result<()> {
     )?;
     writeln!(
         out,
+        "{:<34} {:>12.0} ns  ({:.1} % of the floor: 2 Poly1305 tags)",
+        "link authentication per hop",
+        r.link_ns,
+        100.0 * r.link_over_floor
+    )?;
+    writeln!(
+        out,
         "{:<34} {:>12.0} ns  ({} hops)",
         "build one packet", r.build_ns, r.hops
     )?;
@@ -373,7 +411,8 @@ mod tests {
             .map(|(n, c)| r.primitives[n] * f64::from(*c))
             .sum();
         assert!((sum - r.floor_ns).abs() < 1e-6);
-        assert!(r.process_ns > 0.0 && r.build_ns > 0.0);
+        assert!(r.process_ns > 0.0 && r.build_ns > 0.0 && r.link_ns > 0.0);
+        assert!((r.link_over_floor - r.link_ns / r.floor_ns).abs() < 1e-9);
         assert_eq!(r.packet_bytes, HEADER_LEN + 16 + 64);
     }
 

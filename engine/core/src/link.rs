@@ -4,7 +4,8 @@
 //! ```text
 //! packet | flags u8 | counter u64 (LE) | tag (16 bytes)
 //! flags: bit 7 the link key's epoch parity, bits 0..=6 the sending shard
-//! tag:   HMAC-SHA256 under the link key of (epoch, sender, receiver), over all before it
+//! tag:   ChaCha20-Poly1305 under the link key of (epoch, sender, receiver), nonce
+//!        (counter, flags), over all before it as associated data
 //! ```
 //! The trailer goes at the end so the packet's first bytes still steer it to its shard.
 //! A node takes a datagram only from an adjacent node of the stratified topology (a mix
@@ -176,9 +177,10 @@ impl Links {
         } else {
             0
         };
-        datagram[at] = parity | self.shard;
+        let flags = parity | self.shard;
+        datagram[at] = flags;
         datagram[at + 1..at + 9].copy_from_slice(&self.counter.to_le_bytes());
-        let tag = key.tag(&datagram[..at + 9]);
+        let tag = key.tag(self.counter, flags, &datagram[..at + 9]);
         datagram[at + 9..].copy_from_slice(&tag);
         Ok(())
     }
@@ -214,7 +216,7 @@ impl Links {
         let me = self.me;
         let peer = self.peers.get_mut(&from).ok_or(DropReason::NotAdjacent)?;
         let key = key_for(&mut peer.receive, &peer.secret, epoch, from, me);
-        if !key.verify(&datagram[..at + 9], &datagram[at + 9..]) {
+        if !key.verify(counter, flags, &datagram[..at + 9], &datagram[at + 9..]) {
             return Err(DropReason::LinkAuth);
         }
         if !self.windows.entry(window).or_default().accept(counter) {
