@@ -1,16 +1,31 @@
 //! End-to-end: `loopix testnet` starts real `loopix node` processes on 127.0.0.1 and real
-//! clients, and every real message arrives exactly once.
+//! clients, and every real message arrives exactly once, while an outsider with no keys
+//! tries to pass as a mix, a client, or a node: it draws not one byte.
 //!
 //! Built and run as an integration test of the `loopix-tools` package (which owns the
 //! binary), from this directory: see `tools/Cargo.toml`.
 
-use std::process::Command;
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use loopix_core::link::LINK_OVERHEAD;
+use loopix_core::session::{ClientSession, FrameLayout};
+use loopix_core::topology::{Role, Topology};
+use loopix_crypto::SessionSecret;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+/// Drop reasons an outsider's datagrams are counted under; honest traffic has none.
+const ATTACK_REASONS: [&str; 4] = ["malformed", "unauthenticated", "unknown_peer", "link_auth"];
 
 #[test]
 fn a_twenty_second_testnet_delivers_every_message_exactly_once() {
     let dir = std::env::temp_dir().join(format!("loopix-e2e-testnet-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = Command::new(env!("CARGO_BIN_EXE_loopix"))
+    let child = Command::new(env!("CARGO_BIN_EXE_loopix"))
         .args([
             "testnet",
             "--duration-s",
@@ -21,8 +36,23 @@ fn a_twenty_second_testnet_delivers_every_message_exactly_once() {
             "--dir",
         ])
         .arg(&dir)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("loopix runs");
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let (dir, stop) = (dir.clone(), stop.clone());
+        std::thread::spawn(move || outsider(&dir, &stop))
+    };
+    let out = child.wait_with_output().expect("loopix runs");
+    stop.store(true, Ordering::SeqCst);
+    let (sent_by_attacker, drawn) = attacker.join().unwrap();
+    assert!(
+        sent_by_attacker >= 300,
+        "{sent_by_attacker} datagrams tried"
+    );
+    assert_eq!(drawn, 0, "bytes an outsider without keys drew");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("summary JSON: {e}\nstderr:\n{stderr}"));
@@ -51,13 +81,99 @@ fn a_twenty_second_testnet_delivers_every_message_exactly_once() {
     );
     let nodes = v["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 8, "3 layers x 2 mixes + 2 providers");
+    let mut refused = 0;
     for n in nodes {
         assert!(n["packets_in"].as_u64().unwrap() > 0, "{n}");
         assert_eq!(n["exit_ok"], true, "node exited 0 on SIGTERM: {n}");
-        assert!(
-            n["drops"].as_object().unwrap().is_empty(),
-            "honest traffic dropped: {n}"
-        );
+        for (reason, count) in n["drops"].as_object().unwrap() {
+            assert!(
+                ATTACK_REASONS.contains(&reason.as_str()),
+                "honest traffic dropped: {n}"
+            );
+            refused += count.as_u64().unwrap();
+        }
     }
+    assert!(
+        refused >= sent_by_attacker * 9 / 10,
+        "{refused} of {sent_by_attacker} counted"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Until `stop`, against the testnet in `dir` once its topology is written: sends each
+/// provider the old cleartext poll claiming a layer-1 mix's id, a client's id and a made-up
+/// one, a made-up session frame, and a real handshake under a key of its own; sends each
+/// layer-1 mix a link-sized datagram as if from a provider. Returns (datagrams sent, bytes
+/// that came back).
+fn outsider(dir: &std::path::Path, stop: &AtomicBool) -> (u64, u64) {
+    let path = dir.join("topology.toml");
+    let text = loop {
+        if let Ok(t) = std::fs::read_to_string(&path)
+            && let Ok(parsed) = Topology::from_toml(&t)
+        {
+            break parsed;
+        }
+        if stop.load(Ordering::SeqCst) {
+            return (0, 0);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let t = text;
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let layout = FrameLayout::new(&t.network.params, t.network.poll_size);
+    let link_len = t.network.params.packet_len() + LINK_OVERHEAD;
+    let mix = t.mixes_in_layer(1).next().unwrap().id;
+    let client = t.clients[0].id;
+    let mut rng = ChaCha20Rng::seed_from_u64(99);
+    let (mut sent, mut drawn) = (0u64, 0u64);
+    let mut buf = vec![0u8; 65_536];
+    while !stop.load(Ordering::SeqCst) {
+        for node in &t.nodes {
+            let mut datagrams = Vec::new();
+            match node.role {
+                Role::Provider => {
+                    for claimed in [mix, client, loopix_crypto::Address(424_242)] {
+                        let mut poll = b"LXPR".to_vec();
+                        poll.extend_from_slice(&claimed.0.to_le_bytes());
+                        poll.extend_from_slice(&[0u8; 32]);
+                        datagrams.push(poll);
+                    }
+                    let mut frame = vec![0u8; layout.frame_len()];
+                    rng.fill_bytes(&mut frame);
+                    datagrams.push(frame);
+                    let key = node.session_key.unwrap();
+                    let mut stranger =
+                        ClientSession::new(SessionSecret::generate(&mut rng), key, layout);
+                    let mut handshake = vec![0u8; layout.frame_len()];
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_micros() as u64;
+                    stranger
+                        .write_initiation(now, &mut rng, &mut handshake)
+                        .unwrap();
+                    datagrams.push(handshake);
+                }
+                Role::Mix { layer: 1 } => {
+                    let mut d = vec![0u8; link_len];
+                    rng.fill_bytes(&mut d);
+                    datagrams.push(d);
+                }
+                Role::Mix { .. } => {}
+            }
+            for d in datagrams {
+                if socket.send_to(&d, node.address).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        while let Ok(n) = socket.recv(&mut buf) {
+            drawn += n as u64;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (sent, drawn)
 }
