@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use loopix_core::client::{Client, ClientConfig, ClientEvent};
+use loopix_core::client::{Client, ClientEvent};
+use loopix_core::role::CoreConfig;
 use loopix_core::topology::Topology;
 use loopix_crypto::Address;
 use loopix_runtime::client_driver::{ClientOutput, RunningClient};
@@ -175,13 +176,8 @@ fn start(args: &ClientArgs, topology: &Topology) -> Result<Vec<RunningClient>, S
             .address;
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
-        let config = ClientConfig {
-            id,
-            key,
-            max_buffered_fragments: 100_000,
-            seed,
-        };
-        let client = Client::new(topology, config).map_err(|e| format!("{e:?}"))?;
+        let config = CoreConfig::client(id, key).seeded(seed);
+        let client = Client::new(topology, config).map_err(|e| e.to_string())?;
         let bind: SocketAddr = if provider.is_ipv4() {
             "0.0.0.0:0"
         } else {

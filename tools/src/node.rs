@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use loopix_core::endpoint::Endpoint;
 use loopix_core::link::LINK_OVERHEAD;
-use loopix_core::mix::{Mix, MixConfig};
-use loopix_core::provider::{Provider, ProviderConfig};
+use loopix_core::mix::Mix;
+use loopix_core::provider::Provider;
 use loopix_core::replay::ReplayFilter;
+use loopix_core::role::CoreConfig;
 use loopix_core::topology::Role;
 use loopix_crypto::{EpochSeed, SessionSecret};
 use loopix_runtime::clock::NetworkClock;
@@ -194,18 +195,12 @@ fn start(cfg: &NodeConfig, seed: &EpochSeed, syncer: &Syncer) -> Result<Node, St
         Role::Mix { .. } => {
             let mut cores = VecDeque::new();
             for shard in 0..cfg.shards {
-                let config = MixConfig {
-                    id: cfg.node.id,
-                    epoch_seed: seed.clone(),
-                    limits: cfg.limits,
-                    loop_window: 200,
-                    loop_grace_us: 10_000_000,
-                    seed: rng_seed(shard)?,
-                    session_key: node_session_key(cfg)?,
-                    shard,
-                };
+                let config = CoreConfig::node(cfg.node.id, seed.clone(), node_session_key(cfg)?)
+                    .seeded(rng_seed(shard)?)
+                    .limited(cfg.limits)
+                    .on_shard(shard);
                 let mut mix: Mix = Mix::new(&cfg.topology, config)
-                    .map_err(|e| format!("node {}: {e:?}", cfg.node.id.0))?;
+                    .map_err(|e| format!("node {}: {e}", cfg.node.id.0))?;
                 layout.datagram_len = mix.max_datagram_len() + 1;
                 let journal = journal(shard, mix.engine())?;
                 cores.push_back((mix, journal));
@@ -219,13 +214,9 @@ fn start(cfg: &NodeConfig, seed: &EpochSeed, syncer: &Syncer) -> Result<Node, St
                 .ok_or("inbox_path: a provider needs a store")?;
             let inbox = DurableInbox::open(&path, cfg.inbox_per_client)
                 .map_err(|e| format!("inbox_path: {}: {e}", path.display()))?;
-            let config = ProviderConfig {
-                id: cfg.node.id,
-                epoch_seed: seed.clone(),
-                session_key: node_session_key(cfg)?,
-                limits: cfg.limits,
-                seed: rng_seed(0)?,
-            };
+            let config = CoreConfig::node(cfg.node.id, seed.clone(), node_session_key(cfg)?)
+                .seeded(rng_seed(0)?)
+                .limited(cfg.limits);
             let mut provider: Provider<DurableInbox> =
                 Provider::new(&cfg.topology, config, inbox).map_err(|e| e.to_string())?;
             let journal = journal(0, provider.engine())?;

@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use loopix_core::client::{Client, ClientConfig, ClientEvent};
+use loopix_core::client::{Client, ClientEvent};
+use loopix_core::role::CoreConfig;
 use loopix_core::topology::{Role, Topology};
 use loopix_crypto::Address;
 use loopix_runtime::client_driver::{ClientOutput, RunningClient};
@@ -443,13 +444,11 @@ fn start_clients(args: &TestnetArgs, layout: &Layout) -> Result<Vec<RunningClien
     for (i, (id, key)) in layout.client_keys.iter().enumerate() {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
-        let config = ClientConfig {
-            id: *id,
-            key: key.clone(),
+        let config = CoreConfig {
             max_buffered_fragments: 10_000,
-            seed,
+            ..CoreConfig::client(*id, key.clone()).seeded(seed)
         };
-        let client = Client::new(&layout.topology, config).map_err(|e| format!("{e:?}"))?;
+        let client = Client::new(&layout.topology, config).map_err(|e| e.to_string())?;
         let bind: SocketAddr = "127.0.0.1:0".parse().map_err(|_| "addr")?;
         let running = RunningClient::start(client, bind).map_err(|e| e.to_string())?;
         out.push(running);

@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use loopix_crypto::{Address, Command, Hop, Params, Processor, SecretKey, SessionSecret};
+use loopix_crypto::{Address, Command, Hop, Params, Processor, SessionSecret};
 
 use crate::codec::Codec;
 use rand_chacha::ChaCha20Rng;
@@ -25,28 +25,11 @@ use crate::endpoint::{Endpoint, Transmit};
 use crate::loops::LoopMonitor;
 use crate::payload::{self, Content, Reassembly};
 use crate::rate::PoissonTimer;
+use crate::role::{BuildError, CoreConfig, RoleKeys};
 use crate::session::initiator::{ClientSessionStats, HandshakeDue, Opened};
 use crate::session::{ClientSession, FrameKind, FrameLayout};
 use crate::topology::Topology;
 use crate::wire::{self, ITEM_ID_LEN};
-
-/// What a client needs to start.
-pub struct ClientConfig {
-    pub id: Address,
-    pub key: SecretKey,
-    /// Fragments the send buffer holds before [`Client::send`] refuses more.
-    pub max_buffered_fragments: usize,
-    /// Seeds every random choice the client makes.
-    pub seed: [u8; 32],
-}
-
-/// Why a client could not start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientError {
-    NotAClient(Address),
-    /// The client's provider is not a provider of the topology with a session key.
-    NoProvider(Address),
-}
 
 /// Why a message was not queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,17 +174,20 @@ pub struct Client<C: Codec = Processor> {
 
 impl<C: Codec> Client<C> {
     /// A client as `topology` describes `config.id`.
-    pub fn new(topology: &Topology, config: ClientConfig) -> Result<Self, ClientError> {
+    pub fn new(topology: &Topology, config: CoreConfig) -> Result<Self, BuildError> {
         let me = topology
             .client(config.id)
-            .ok_or(ClientError::NotAClient(config.id))?;
+            .ok_or(BuildError::NotInTopology(config.id))?;
+        let RoleKeys::Client(key) = config.keys else {
+            return Err(BuildError::WrongRole(config.id));
+        };
         let n = &topology.network;
         let provider = topology
             .node(me.provider)
             .and_then(|p| Some((p.address, p.session_key?)))
-            .ok_or(ClientError::NoProvider(me.provider))?;
+            .ok_or(BuildError::NoProvider(me.provider))?;
         let layout = FrameLayout::new(&n.params, n.poll_size);
-        let session_key = SessionSecret::derive_from(&config.key);
+        let session_key = SessionSecret::derive_from(&key);
         Ok(Self {
             id: me.id,
             provider: me.provider,
@@ -211,7 +197,7 @@ impl<C: Codec> Client<C> {
             polls_unanswered: 0,
             last_was_fragment: false,
             params: n.params,
-            processor: C::new(config.key, n.params),
+            processor: C::new(key, n.params),
             directory: Directory::new(topology),
             rng: ChaCha20Rng::from_seed(config.seed),
             rates_per_s: [

@@ -20,6 +20,11 @@ pub trait Codec: Sized + 'static {
     /// How outputs name the codec they ran with.
     const NAME: &'static str;
 
+    /// Whether links between nodes carry real tags. The stand-in for experiments frames
+    /// them the same (trailer, counters, windows, adjacency) but skips the MAC, which
+    /// would otherwise cost it more than its whole hop.
+    const AUTHENTICATES_LINKS: bool = true;
+
     /// The unwrapping side for `key`.
     fn new(key: SecretKey, params: Params) -> Self;
 
@@ -135,6 +140,7 @@ pub struct Plaintext {
 
 impl Codec for Plaintext {
     const NAME: &'static str = "plaintext";
+    const AUTHENTICATES_LINKS: bool = false;
 
     fn new(_key: SecretKey, params: Params) -> Self {
         Self { params }

@@ -23,6 +23,14 @@ pub trait Endpoint {
     fn id(&self) -> Address;
     /// A datagram from source address `from` arrived at `now_us`.
     fn handle_datagram(&mut self, now_us: u64, from: SocketAddr, bytes: &[u8]);
+    /// Datagrams that arrived together (a receive batch, or the simulator's arrivals at
+    /// one instant), each with its source: how both drivers hand them in. A role that
+    /// gains from batches (a mix unwraps them together) overrides it.
+    fn handle_datagrams(&mut self, now_us: u64, datagrams: &[(SocketAddr, &[u8])]) {
+        for &(from, bytes) in datagrams {
+            self.handle_datagram(now_us, from, bytes);
+        }
+    }
     /// The driver's timer fired; do what is due at `now_us`.
     fn handle_timeout(&mut self, now_us: u64);
     /// The next datagram to send, written into `buf` (at least

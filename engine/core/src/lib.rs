@@ -21,6 +21,7 @@ pub mod payload;
 pub mod provider;
 pub mod rate;
 pub mod replay;
+pub mod role;
 pub mod session;
 pub mod timing_wheel;
 pub mod topology;

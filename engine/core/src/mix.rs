@@ -13,41 +13,15 @@ use crate::codec::Codec;
 use crate::directory::{Directory, Peer, requested_delay_us};
 use crate::drops::DropReason;
 use crate::endpoint::{Endpoint, Transmit};
-use crate::hop::{BATCH, Due, EpochStats, HopEngine, HopLimits, HopStats};
+use crate::hop::{BATCH, Due, EpochStats, HopEngine, HopStats};
 use crate::latency_histogram::LatencyHistogram;
-use crate::link::{LINK_OVERHEAD, LinkError, Links};
+use crate::link::{LINK_OVERHEAD, Links};
 use crate::loops::LoopMonitor;
 use crate::node_addresses::NodeAddresses;
 use crate::payload::{self, Content};
 use crate::rate::PoissonTimer;
-use crate::timing_wheel::WheelConfigError;
+use crate::role::{BuildError, CoreConfig, RoleKeys, links_for};
 use crate::topology::{Role, Topology};
-
-/// What a mix needs to start.
-pub struct MixConfig {
-    pub id: Address,
-    /// Where the mix's key for every epoch comes from.
-    pub epoch_seed: EpochSeed,
-    pub limits: HopLimits,
-    /// Loops judged for the return fraction.
-    pub loop_window: usize,
-    /// How long a loop may take before it counts as lost, in µs.
-    pub loop_grace_us: u64,
-    /// Seeds every random choice the mix makes.
-    pub seed: [u8; 32],
-    /// The node's session key: its links to adjacent nodes derive from it.
-    pub session_key: SessionSecret,
-    /// Which of the node's shards this is (written into its link trailers).
-    pub shard: usize,
-}
-
-/// Why a mix could not start.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MixError {
-    NotAMix(Address),
-    Wheel(WheelConfigError),
-    Link(LinkError),
-}
 
 /// Counters of a mix.
 #[derive(Clone, Copy, Debug, Default)]
@@ -84,29 +58,34 @@ pub struct Mix<C: Codec = Processor> {
 }
 
 impl<C: Codec> Mix<C> {
-    /// A mix as `topology` describes node `config.id`.
-    pub fn new(topology: &Topology, config: MixConfig) -> Result<Self, MixError> {
-        let node = topology
-            .node(config.id)
-            .ok_or(MixError::NotAMix(config.id))?;
+    /// A mix as `topology` describes node `config.id` (see [`crate::role::build`]).
+    pub fn new(topology: &Topology, config: CoreConfig) -> Result<Self, BuildError> {
+        let id = config.id;
+        let node = topology.node(id).ok_or(BuildError::NotInTopology(id))?;
         let Role::Mix { layer } = node.role else {
-            return Err(MixError::NotAMix(config.id));
+            return Err(BuildError::WrongRole(id));
+        };
+        let RoleKeys::Node {
+            epoch_seed,
+            session_key,
+        } = config.keys
+        else {
+            return Err(BuildError::WrongRole(id));
         };
         let params = topology.network.params;
         let directory = Directory::new(topology);
         let me = directory
             .node(node.id)
-            .ok_or(MixError::NotAMix(config.id))?;
+            .ok_or(BuildError::NotInTopology(id))?;
         let engine = HopEngine::new(
-            config.epoch_seed,
+            epoch_seed,
             topology.network.epochs,
             params,
             config.limits.within(&topology.network),
             config.seed,
         )
-        .map_err(MixError::Wheel)?;
-        let links = Links::new(topology, config.id, &config.session_key, config.shard)
-            .map_err(MixError::Link)?;
+        .map_err(BuildError::Wheel)?;
+        let links = links_for::<C>(topology, id, &session_key, config.shard)?;
         Ok(Self {
             me,
             layer: usize::from(layer) - 1,
@@ -115,7 +94,7 @@ impl<C: Codec> Mix<C> {
             directory,
             addresses: NodeAddresses::new(topology),
             links,
-            session_key: config.session_key,
+            session_key,
             shard: config.shard,
             rng: ChaCha20Rng::from_seed(config.seed),
             loop_timer: None,
@@ -144,7 +123,7 @@ impl<C: Codec> Mix<C> {
     pub fn reload(&mut self, topology: &Topology, epoch_seed: EpochSeed) {
         self.directory = Directory::new(topology);
         self.addresses = NodeAddresses::new(topology);
-        match Links::new(topology, self.me.id, &self.session_key, self.shard) {
+        match links_for::<C>(topology, self.me.id, &self.session_key, self.shard) {
             Ok(links) => self.links = links,
             // The runtime checked the topology before handing it over; keep the old links.
             Err(e) => debug_assert!(false, "reload with unusable links: {e}"),
@@ -273,7 +252,11 @@ impl<C: Codec> Endpoint for Mix<C> {
     }
 
     fn handle_datagram(&mut self, now_us: u64, from: SocketAddr, bytes: &[u8]) {
-        self.handle_datagrams(now_us, &[(from, bytes)]);
+        Mix::handle_datagrams(self, now_us, &[(from, bytes)]);
+    }
+
+    fn handle_datagrams(&mut self, now_us: u64, datagrams: &[(SocketAddr, &[u8])]) {
+        Mix::handle_datagrams(self, now_us, datagrams);
     }
 
     fn handle_timeout(&mut self, now_us: u64) {

@@ -16,56 +16,21 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
-use loopix_crypto::{Address, Command, EpochSeed, Params, Processor, SessionSecret};
+use loopix_crypto::{Address, Command, EpochSeed, Params, Processor};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::codec::Codec;
 use crate::drops::DropReason;
 use crate::endpoint::{Endpoint, Transmit};
-use crate::hop::{Due, EpochStats, HopEngine, HopLimits, HopStats};
+use crate::hop::{Due, EpochStats, HopEngine, HopStats};
 use crate::inbox::InboxStore;
-use crate::link::{LINK_OVERHEAD, LinkError, Links};
+use crate::link::{LINK_OVERHEAD, Links};
 use crate::node_addresses::NodeAddresses;
+use crate::role::{BuildError, CoreConfig, RoleKeys, links_for};
 use crate::session::{FrameKind, FrameLayout, Received, Sessions};
-use crate::timing_wheel::WheelConfigError;
 use crate::topology::{Role, Topology};
 use crate::wire::ITEM_ID_LEN;
-
-/// What a provider needs to start.
-pub struct ProviderConfig {
-    pub id: Address,
-    /// Where the provider's key for every epoch comes from.
-    pub epoch_seed: EpochSeed,
-    /// The long-term key clients authenticate it by (the topology lists its public half).
-    pub session_key: SessionSecret,
-    pub limits: HopLimits,
-    /// Seeds every random choice (inbox ids, dummies, session indices).
-    pub seed: [u8; 32],
-}
-
-/// Why a provider could not start.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ProviderError {
-    NotAProvider(Address),
-    Wheel(WheelConfigError),
-    /// The topology lists another session key for this provider than the one it holds.
-    SessionKeyMismatch,
-    Link(LinkError),
-}
-
-impl std::fmt::Display for ProviderError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::NotAProvider(a) => write!(f, "{} is not a provider of the topology", a.0),
-            Self::Wheel(e) => write!(f, "{e:?}"),
-            Self::SessionKeyMismatch => f.write_str(
-                "the topology's session_key for this provider is not the public half of its key",
-            ),
-            Self::Link(e) => write!(f, "links: {e}"),
-        }
-    }
-}
 
 /// Counters of a provider.
 #[derive(Clone, Debug, Default)]
@@ -140,44 +105,45 @@ pub struct Provider<S: InboxStore, C: Codec = Processor> {
 
 impl<S: InboxStore, C: Codec> Provider<S, C> {
     /// A provider as `topology` describes node `config.id`, storing into `inbox`.
-    pub fn new(
-        topology: &Topology,
-        config: ProviderConfig,
-        inbox: S,
-    ) -> Result<Self, ProviderError> {
-        let node = topology
-            .node(config.id)
-            .ok_or(ProviderError::NotAProvider(config.id))?;
+    pub fn new(topology: &Topology, config: CoreConfig, inbox: S) -> Result<Self, BuildError> {
+        let id = config.id;
+        let node = topology.node(id).ok_or(BuildError::NotInTopology(id))?;
+        let RoleKeys::Node {
+            epoch_seed,
+            session_key,
+        } = config.keys
+        else {
+            return Err(BuildError::WrongRole(id));
+        };
         if node.role != Role::Provider {
-            return Err(ProviderError::NotAProvider(config.id));
+            return Err(BuildError::WrongRole(id));
         }
-        if node.session_key != Some(config.session_key.public()) {
-            return Err(ProviderError::SessionKeyMismatch);
+        if node.session_key != Some(session_key.public()) {
+            return Err(BuildError::SessionKeyMismatch(id));
         }
         let params = topology.network.params;
         let poll_size = usize::from(topology.network.poll_size);
         let layout = FrameLayout::new(&params, topology.network.poll_size);
-        let links =
-            Links::new(topology, config.id, &config.session_key, 0).map_err(ProviderError::Link)?;
+        let links = links_for::<C>(topology, id, &session_key, config.shard)?;
         let mut session_seed = config.seed;
         session_seed[31] ^= 0x5e;
         Ok(Self {
             id: config.id,
             params,
             engine: HopEngine::new(
-                config.epoch_seed,
+                epoch_seed,
                 topology.network.epochs,
                 params,
                 config.limits.within(&topology.network),
                 config.seed,
             )
-            .map_err(ProviderError::Wheel)?,
+            .map_err(BuildError::Wheel)?,
             inbox,
             clients: topology.clients_of(config.id).map(|c| c.id).collect(),
             addresses: NodeAddresses::new(topology),
             links,
             sessions: Sessions::new(
-                config.session_key,
+                session_key,
                 layout,
                 session_keys(topology, config.id),
                 session_seed,
@@ -212,7 +178,7 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
     pub fn reload(&mut self, topology: &Topology, epoch_seed: EpochSeed) {
         self.clients = topology.clients_of(self.id).map(|c| c.id).collect();
         self.addresses = NodeAddresses::new(topology);
-        match Links::new(topology, self.id, self.sessions.key(), 0) {
+        match links_for::<C>(topology, self.id, self.sessions.key(), 0) {
             Ok(links) => self.links = links,
             // The runtime checked the topology before handing it over; keep the old links.
             Err(e) => debug_assert!(false, "reload with unusable links: {e}"),

@@ -1,5 +1,5 @@
-//! What a shard needs from a core beyond [`Endpoint`]: batch receive and a report for the
-//! metrics.
+//! What a shard needs from a core beyond [`Endpoint`] (whose batch receive it shares with
+//! the simulator): a report for the metrics, its pool, storage, reloads and journal.
 
 use loopix_core::drops::DropCounts;
 use loopix_core::endpoint::Endpoint;
@@ -8,7 +8,6 @@ use loopix_core::inbox::InboxStore;
 use loopix_core::mix::Mix;
 use loopix_core::provider::Provider;
 use loopix_core::topology::Topology;
-use std::net::SocketAddr;
 
 use loopix_crypto::EpochSeed;
 
@@ -42,8 +41,6 @@ pub struct CoreReport {
 
 /// A core a shard can drive.
 pub trait ShardCore: Endpoint {
-    /// Handles up to [`BATCH`] datagrams at once, each with its source address.
-    fn receive_batch(&mut self, now_us: u64, datagrams: &[(SocketAddr, &[u8])]);
     /// Counters now.
     fn report(&self, now_us: u64) -> CoreReport;
     /// Packets held on the wheel (what a shutdown waits for).
@@ -61,10 +58,6 @@ pub trait ShardCore: Endpoint {
 }
 
 impl ShardCore for Mix {
-    fn receive_batch(&mut self, now_us: u64, datagrams: &[(SocketAddr, &[u8])]) {
-        self.handle_datagrams(now_us, datagrams);
-    }
-
     fn reload(&mut self, topology: &Topology, seed: EpochSeed) {
         Mix::reload(self, topology, seed);
     }
@@ -101,12 +94,6 @@ impl ShardCore for Mix {
 }
 
 impl<S: InboxStore> ShardCore for Provider<S> {
-    fn receive_batch(&mut self, now_us: u64, datagrams: &[(SocketAddr, &[u8])]) {
-        for (from, d) in datagrams {
-            self.handle_datagram(now_us, *from, d);
-        }
-    }
-
     fn report(&self, _now_us: u64) -> CoreReport {
         let s = self.stats();
         CoreReport {

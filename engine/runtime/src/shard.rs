@@ -144,7 +144,7 @@ impl<C: ShardCore> State<C> {
             n += 1;
         }
         let start = Instant::now();
-        self.core.receive_batch(now, &items[..n]);
+        self.core.handle_datagrams(now, &items[..n]);
         self.receive_ns += start.elapsed().as_nanos() as u64;
         self.handed += n as u64;
     }

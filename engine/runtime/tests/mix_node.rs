@@ -9,7 +9,8 @@ use loopix_core::drops::DropReason;
 use loopix_core::endpoint::Endpoint;
 use loopix_core::hop::HopLimits;
 use loopix_core::link::{LINK_OVERHEAD, Links};
-use loopix_core::mix::{Mix, MixConfig};
+use loopix_core::mix::Mix;
+use loopix_core::role::CoreConfig;
 use loopix_core::topology::Topology;
 use loopix_crypto::{Address, Command, EpochSeed, Hop, Params, SecretKey, build};
 use loopix_runtime::node::{Node, NodeLayout};
@@ -97,15 +98,13 @@ fn rig() -> Rig {
         ..HopLimits::default()
     };
     let make = |i: usize| {
-        let config = MixConfig {
-            id: MIX,
-            epoch_seed: seed.clone(),
-            limits,
+        let config = CoreConfig {
             loop_window: 10,
             loop_grace_us: 1_000_000,
-            seed: [i as u8; 32],
-            session_key: session_key.clone(),
-            shard: i,
+            ..CoreConfig::node(MIX, seed.clone(), session_key.clone())
+                .seeded([i as u8; 32])
+                .limited(limits)
+                .on_shard(i)
         };
         (Mix::new(&topology, config).unwrap(), None)
     };

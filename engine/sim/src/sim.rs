@@ -6,16 +6,17 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{Ipv4Addr, SocketAddr};
 
-use loopix_core::client::{Client, ClientConfig, ClientEvent};
+use loopix_core::client::{Client, ClientEvent};
 use loopix_core::codec::Codec;
-use loopix_core::endpoint::{Endpoint, Transmit};
+use loopix_core::endpoint::Transmit;
+use loopix_core::hop::BATCH;
 use loopix_core::hop::HopLimits;
 use loopix_core::inbox::MemoryInbox;
 use loopix_core::link::{LINK_OVERHEAD, Links};
-use loopix_core::mix::{Mix, MixConfig};
-use loopix_core::provider::{Provider, ProviderConfig, ProviderEvent};
+use loopix_core::mix::Mix;
+use loopix_core::provider::{Provider, ProviderEvent};
 use loopix_core::rate::exp_us;
-use loopix_core::topology::Role;
+use loopix_core::role::{Core, CoreConfig, build, links_for};
 use loopix_crypto::{Address, Processor};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -32,22 +33,9 @@ pub struct LinkModel {
     pub blocked: BTreeSet<Address>,
 }
 
-/// Any role, as the simulator holds it.
-pub enum Node<C: Codec = Processor> {
-    Mix(Box<Mix<C>>),
-    Provider(Box<Provider<MemoryInbox, C>>),
-    Client(Box<Client<C>>),
-}
-
-impl<C: Codec> Node<C> {
-    fn endpoint(&mut self) -> &mut dyn Endpoint {
-        match self {
-            Node::Mix(m) => m.as_mut(),
-            Node::Provider(p) => p.as_mut(),
-            Node::Client(c) => c.as_mut(),
-        }
-    }
-}
+/// Any role, as the simulator holds it (built by [`loopix_core::role::build`], as
+/// `loopix node` builds its cores).
+pub type Node<C = Processor> = Core<MemoryInbox, C>;
 
 /// One datagram as the wire saw it, its ends named by the parties at those addresses
 /// ([`UNKNOWN`] for an address nobody holds).
@@ -208,7 +196,7 @@ impl<C: Codec> Sim<C> {
             let injector = keys
                 .sessions
                 .get(&n.id)
-                .and_then(|k| Links::new(&topology, n.id, k, INJECTOR_SHARD).ok());
+                .and_then(|k| links_for::<C>(&topology, n.id, k, INJECTOR_SHARD).ok());
             if let Some(links) = injector {
                 sim.injectors.insert(n.id, links);
             }
@@ -221,35 +209,13 @@ impl<C: Codec> Sim<C> {
             let Some(session_key) = keys.sessions.remove(&n.id) else {
                 continue;
             };
-            let node = match n.role {
-                Role::Mix { .. } => {
-                    let config = MixConfig {
-                        id: n.id,
-                        epoch_seed,
-                        limits,
-                        loop_window: 200,
-                        loop_grace_us: 5_000_000,
-                        seed,
-                        session_key,
-                        shard: 0,
-                    };
-                    Mix::new(&topology, config)
-                        .ok()
-                        .map(|m| Node::Mix(Box::new(m)))
-                }
-                Role::Provider => {
-                    let config = ProviderConfig {
-                        id: n.id,
-                        epoch_seed,
-                        session_key,
-                        limits,
-                        seed,
-                    };
-                    let p = Provider::new(&topology, config, MemoryInbox::new(100_000));
-                    p.ok().map(|p| Node::Provider(Box::new(p)))
-                }
+            let config = CoreConfig {
+                loop_grace_us: 5_000_000,
+                ..CoreConfig::node(n.id, epoch_seed, session_key)
+                    .seeded(seed)
+                    .limited(limits)
             };
-            if let Some(node) = node {
+            if let Ok(node) = build(&topology, config, || MemoryInbox::new(100_000)) {
                 sim.add(n.id, node);
             }
         }
@@ -257,14 +223,9 @@ impl<C: Codec> Sim<C> {
             let Some(key) = keys.clients.remove(&c.id) else {
                 continue;
             };
-            let config = ClientConfig {
-                id: c.id,
-                key,
-                max_buffered_fragments: 100_000,
-                seed: sim.derive_seed(),
-            };
-            if let Ok(client) = Client::new(&topology, config) {
-                sim.add(c.id, Node::Client(Box::new(client)));
+            let config = CoreConfig::client(c.id, key).seeded(sim.derive_seed());
+            if let Ok(client) = build(&topology, config, || MemoryInbox::new(0)) {
+                sim.add(c.id, client);
             }
         }
         let ids: Vec<Address> = sim.nodes.keys().copied().collect();
@@ -317,7 +278,7 @@ impl<C: Codec> Sim<C> {
     /// A mix.
     pub fn mix(&self, id: Address) -> Option<&Mix<C>> {
         match self.node(id) {
-            Some(Node::Mix(m)) => Some(m),
+            Some(Core::Mix(m)) => Some(m),
             _ => None,
         }
     }
@@ -325,7 +286,7 @@ impl<C: Codec> Sim<C> {
     /// A provider.
     pub fn provider(&self, id: Address) -> Option<&Provider<MemoryInbox, C>> {
         match self.node(id) {
-            Some(Node::Provider(p)) => Some(p),
+            Some(Core::Provider(p)) => Some(p),
             _ => None,
         }
     }
@@ -333,7 +294,7 @@ impl<C: Codec> Sim<C> {
     /// A client.
     pub fn client(&self, id: Address) -> Option<&Client<C>> {
         match self.node(id) {
-            Some(Node::Client(c)) => Some(c),
+            Some(Core::Client(c)) => Some(c),
             _ => None,
         }
     }
@@ -350,7 +311,7 @@ impl<C: Codec> Sim<C> {
         f: impl FnOnce(&mut Client<C>) -> T,
     ) -> Option<T> {
         let out = match self.nodes.get_mut(&id).map(|s| &mut s.node) {
-            Some(Node::Client(c)) => Some(f(c)),
+            Some(Core::Client(c)) => Some(f(c)),
             _ => None,
         };
         self.step(id);
@@ -414,7 +375,23 @@ impl<C: Codec> Sim<C> {
             };
             self.now_us = e.at_us;
             match e.kind {
-                EventKind::Datagram { from, to, bytes } => self.deliver(from, to, bytes),
+                EventKind::Datagram { from, to, bytes } => {
+                    // Arrivals at one node at one instant go in as one batch, as a shard's
+                    // receive batch would bring them.
+                    let mut batch = vec![(from, bytes)];
+                    while batch.len() < BATCH
+                        && let Some(Reverse(next)) = self.queue.peek()
+                        && next.at_us == e.at_us
+                        && matches!(&next.kind, EventKind::Datagram { to: t, .. } if *t == to)
+                        && let Some(Reverse(Event {
+                            kind: EventKind::Datagram { from, bytes, .. },
+                            ..
+                        })) = self.queue.pop()
+                    {
+                        batch.push((from, bytes));
+                    }
+                    self.deliver(to, batch);
+                }
                 EventKind::Timer { node } => {
                     let due = self.nodes.get(&node).and_then(|s| s.armed_us) == Some(e.at_us);
                     if due {
@@ -426,23 +403,27 @@ impl<C: Codec> Sim<C> {
         self.now_us = self.now_us.max(until_us);
     }
 
-    fn deliver(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+    fn deliver(&mut self, to: SocketAddr, batch: Vec<(SocketAddr, Vec<u8>)>) {
         let now = self.now_us;
         if self.listeners.contains(&to) || self.taps.contains(&to) {
-            self.log.captured.push(Captured {
-                from,
-                to,
-                bytes: bytes.clone(),
-            });
+            for (from, bytes) in &batch {
+                self.log.captured.push(Captured {
+                    from: *from,
+                    to,
+                    bytes: bytes.clone(),
+                });
+            }
         }
         if self.listeners.contains(&to) {
             return;
         }
         let id = self.by_address.get(&to).copied();
+        let datagrams: Vec<(SocketAddr, &[u8])> =
+            batch.iter().map(|(f, b)| (*f, b.as_slice())).collect();
         match id.and_then(|id| self.nodes.get_mut(&id)) {
-            Some(slot) => slot.node.endpoint().handle_datagram(now, from, &bytes),
+            Some(slot) => slot.node.endpoint().handle_datagrams(now, &datagrams),
             None => {
-                self.log.undeliverable += 1;
+                self.log.undeliverable += batch.len() as u64;
                 return;
             }
         }
@@ -498,17 +479,17 @@ impl<C: Codec> Sim<C> {
             return;
         };
         match &mut slot.node {
-            Node::Client(c) => {
+            Core::Client(c) => {
                 while let Some(e) = c.poll_event() {
                     self.log.client_events.push((id, e));
                 }
             }
-            Node::Provider(p) => {
+            Core::Provider(p) => {
                 while let Some(e) = p.poll_event() {
                     self.log.provider_events.push((id, e));
                 }
             }
-            Node::Mix(_) => {}
+            Core::Mix(_) => {}
         }
     }
 

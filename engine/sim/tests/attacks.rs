@@ -224,23 +224,21 @@ fn fraction(sim: &Sim, m: Address) -> f64 {
 #[test]
 fn a_batch_is_judged_like_single_datagrams() {
     use loopix_core::endpoint::Endpoint;
-    use loopix_core::mix::{Mix, MixConfig};
+    use loopix_core::mix::Mix;
+    use loopix_core::role::CoreConfig;
 
     let seed = seed_from_env(15);
     let spec = quiet();
     let id = mix(&spec, 1, 0);
     let make = || {
         let mut net = generate(&spec, seed).unwrap();
-        let config = MixConfig {
+        let config = CoreConfig::node(
             id,
-            epoch_seed: net.keys.nodes.remove(&id).unwrap(),
-            limits: common::limits(),
-            loop_window: 10,
-            loop_grace_us: S,
-            seed: [1; 32],
-            session_key: net.keys.sessions.remove(&id).unwrap(),
-            shard: 0,
-        };
+            net.keys.nodes.remove(&id).unwrap(),
+            net.keys.sessions.remove(&id).unwrap(),
+        )
+        .seeded([1; 32])
+        .limited(common::limits());
         Mix::<loopix_crypto::Processor>::new(&net.topology, config).unwrap()
     };
     let net = generate(&spec, seed).unwrap();
@@ -269,7 +267,7 @@ fn a_batch_is_judged_like_single_datagrams() {
         (from, &good[39]),
     ]);
     let (mut batched, mut single) = (make(), make());
-    batched.handle_datagrams(0, &datagrams);
+    Endpoint::handle_datagrams(&mut batched, 0, &datagrams);
     for (from, d) in &datagrams {
         single.handle_datagram(0, *from, d);
     }

@@ -11,8 +11,9 @@ use loopix_core::codec::Codec;
 use loopix_core::endpoint::Endpoint;
 use loopix_core::hop::HopLimits;
 use loopix_core::link::{LINK_OVERHEAD, Links};
-use loopix_core::mix::{Mix, MixConfig};
+use loopix_core::mix::Mix;
 use loopix_core::rate::exp_us;
+use loopix_core::role::{CoreConfig, links_for};
 use loopix_core::timing_wheel::WheelConfig;
 use loopix_crypto::{Address, Command, Hop, Params, PublicKey};
 use rand_chacha::ChaCha20Rng;
@@ -115,24 +116,21 @@ impl<C: Codec> MixHarness<C> {
             max_delay_us: u64::MAX,
         };
         let delay_horizon_us = net.topology.network.delay_horizon_us();
-        let mix = Mix::new(
-            &net.topology,
-            MixConfig {
-                id: MIX,
-                epoch_seed: net.keys.nodes.remove(&MIX).expect("generated"),
-                limits,
-                loop_window: 1,
-                loop_grace_us: u64::MAX / 4,
-                seed,
-                session_key: net.keys.sessions.remove(&MIX).expect("generated"),
-                shard: 0,
-            },
-        )
-        .expect("node 1 is a mix");
+        let core = CoreConfig::node(
+            MIX,
+            net.keys.nodes.remove(&MIX).expect("generated"),
+            net.keys.sessions.remove(&MIX).expect("generated"),
+        );
+        let core = CoreConfig {
+            loop_window: 1,
+            loop_grace_us: u64::MAX / 4,
+            ..core.seeded(seed).limited(limits)
+        };
+        let mix = Mix::new(&net.topology, core).expect("node 1 is a mix");
         let provider_secret = net.keys.nodes[&PROVIDER].secret_key(0).expect("epoch 0");
         let provider_session = &net.keys.sessions[&PROVIDER];
-        let provider_links =
-            Links::new(&net.topology, PROVIDER, provider_session, 0).expect("the provider's links");
+        let provider_links = links_for::<C>(&net.topology, PROVIDER, provider_session, 0)
+            .expect("the provider's links");
         Self {
             mix,
             mix_key,

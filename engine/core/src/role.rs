@@ -1,0 +1,221 @@
+//! One way to build any role: a [`CoreConfig`] (who, with which keys, within which limits)
+//! and the topology say everything, and [`build`] returns the mix, provider or client the
+//! topology makes of that id. `loopix node`, the clients, the simulator and the anonymity
+//! harness all build their cores here, so a setting means the same everywhere.
+
+use std::net::SocketAddr;
+
+use loopix_crypto::{Address, EpochSeed, Processor, SecretKey, SessionSecret};
+
+use crate::client::Client;
+use crate::codec::Codec;
+use crate::endpoint::{Endpoint, Transmit};
+use crate::hop::HopLimits;
+use crate::inbox::InboxStore;
+use crate::link::{LinkError, Links};
+use crate::mix::Mix;
+use crate::provider::Provider;
+use crate::timing_wheel::WheelConfigError;
+use crate::topology::{Role, Topology};
+
+/// The secrets a role holds.
+pub enum RoleKeys {
+    /// A node: its epoch seed (a Sphinx key per epoch) and its session key (links, and a
+    /// provider's client sessions).
+    Node {
+        epoch_seed: EpochSeed,
+        session_key: SessionSecret,
+    },
+    /// A client: its Sphinx key (its session key derives from it).
+    Client(SecretKey),
+}
+
+/// What any core needs besides the topology.
+pub struct CoreConfig {
+    pub id: Address,
+    pub keys: RoleKeys,
+    /// Seeds every random choice the core makes.
+    pub seed: [u8; 32],
+    /// Nodes: pools, replay filters, wheel.
+    pub limits: HopLimits,
+    /// Nodes: which of the node's shards this core is (in its link trailers).
+    pub shard: usize,
+    /// Mixes: loops judged for the return fraction, and how long one may take before it
+    /// counts as lost, µs.
+    pub loop_window: usize,
+    pub loop_grace_us: u64,
+    /// Clients: fragments the send buffer holds before `send` refuses more.
+    pub max_buffered_fragments: usize,
+}
+
+impl CoreConfig {
+    /// Node `id` with these keys and the default limits, on shard 0.
+    pub fn node(id: Address, epoch_seed: EpochSeed, session_key: SessionSecret) -> Self {
+        Self::with_keys(
+            id,
+            RoleKeys::Node {
+                epoch_seed,
+                session_key,
+            },
+        )
+    }
+
+    /// Client `id` with its key.
+    pub fn client(id: Address, key: SecretKey) -> Self {
+        Self::with_keys(id, RoleKeys::Client(key))
+    }
+
+    fn with_keys(id: Address, keys: RoleKeys) -> Self {
+        Self {
+            id,
+            keys,
+            seed: [0; 32],
+            limits: HopLimits::default(),
+            shard: 0,
+            loop_window: 200,
+            loop_grace_us: 10_000_000,
+            max_buffered_fragments: 100_000,
+        }
+    }
+
+    /// The same, with every random choice seeded from `seed`.
+    pub fn seeded(self, seed: [u8; 32]) -> Self {
+        Self { seed, ..self }
+    }
+
+    /// The same, within `limits`.
+    pub fn limited(self, limits: HopLimits) -> Self {
+        Self { limits, ..self }
+    }
+
+    /// The same, as shard `shard` of its node.
+    pub fn on_shard(self, shard: usize) -> Self {
+        Self { shard, ..self }
+    }
+}
+
+/// Why a core could not be built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BuildError {
+    /// No node or client of the topology has this id.
+    NotInTopology(Address),
+    /// The id is another role's than the one asked for, or the keys are another role's.
+    WrongRole(Address),
+    /// The client's provider is not a provider of the topology with a session key.
+    NoProvider(Address),
+    /// The topology lists another session key for this node than the one it holds.
+    SessionKeyMismatch(Address),
+    Wheel(WheelConfigError),
+    Link(LinkError),
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotInTopology(a) => write!(f, "{} is not in the topology", a.0),
+            Self::WrongRole(a) => write!(f, "{} has another role, or keys for another", a.0),
+            Self::NoProvider(a) => {
+                write!(
+                    f,
+                    "{} is not a provider of the topology with a session key",
+                    a.0
+                )
+            }
+            Self::SessionKeyMismatch(a) => write!(
+                f,
+                "the topology's session_key for node {} is not the public half of its key",
+                a.0
+            ),
+            Self::Wheel(e) => write!(f, "timing wheel: {e:?}"),
+            Self::Link(e) => write!(f, "links: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Node `id`'s links (holding `key`, from `shard`) as codec `C` wants them: tagged, or
+/// under a simulation's stand-in codec framed only (see [`Codec::AUTHENTICATES_LINKS`]).
+pub fn links_for<C: Codec>(
+    topology: &Topology,
+    id: Address,
+    key: &SessionSecret,
+    shard: usize,
+) -> Result<Links, BuildError> {
+    let links = Links::new(topology, id, key, shard).map_err(BuildError::Link)?;
+    Ok(if C::AUTHENTICATES_LINKS {
+        links
+    } else {
+        links.unauthenticated()
+    })
+}
+
+/// Any role, built by [`build`].
+pub enum Core<S: InboxStore, C: Codec = Processor> {
+    Mix(Box<Mix<C>>),
+    Provider(Box<Provider<S, C>>),
+    Client(Box<Client<C>>),
+}
+
+/// The role the topology gives `config.id`, built from `config` (a provider stores into
+/// the inbox `inbox` makes).
+pub fn build<S: InboxStore, C: Codec>(
+    topology: &Topology,
+    config: CoreConfig,
+    inbox: impl FnOnce() -> S,
+) -> Result<Core<S, C>, BuildError> {
+    let id = config.id;
+    if topology.client(id).is_some() {
+        return Client::new(topology, config).map(|c| Core::Client(Box::new(c)));
+    }
+    match topology.node(id).map(|n| n.role) {
+        Some(Role::Mix { .. }) => Mix::new(topology, config).map(|m| Core::Mix(Box::new(m))),
+        Some(Role::Provider) => {
+            Provider::new(topology, config, inbox()).map(|p| Core::Provider(Box::new(p)))
+        }
+        None => Err(BuildError::NotInTopology(id)),
+    }
+}
+
+impl<S: InboxStore, C: Codec> Core<S, C> {
+    /// The role as an endpoint.
+    pub fn endpoint(&mut self) -> &mut dyn Endpoint {
+        match self {
+            Core::Mix(m) => m.as_mut(),
+            Core::Provider(p) => p.as_mut(),
+            Core::Client(c) => c.as_mut(),
+        }
+    }
+
+    fn endpoint_ref(&self) -> &dyn Endpoint {
+        match self {
+            Core::Mix(m) => m.as_ref(),
+            Core::Provider(p) => p.as_ref(),
+            Core::Client(c) => c.as_ref(),
+        }
+    }
+}
+
+impl<S: InboxStore, C: Codec> Endpoint for Core<S, C> {
+    fn id(&self) -> Address {
+        self.endpoint_ref().id()
+    }
+    fn handle_datagram(&mut self, now_us: u64, from: SocketAddr, bytes: &[u8]) {
+        self.endpoint().handle_datagram(now_us, from, bytes);
+    }
+    fn handle_datagrams(&mut self, now_us: u64, datagrams: &[(SocketAddr, &[u8])]) {
+        self.endpoint().handle_datagrams(now_us, datagrams);
+    }
+    fn handle_timeout(&mut self, now_us: u64) {
+        self.endpoint().handle_timeout(now_us);
+    }
+    fn poll_transmit(&mut self, now_us: u64, buf: &mut [u8]) -> Option<Transmit> {
+        self.endpoint().poll_transmit(now_us, buf)
+    }
+    fn poll_timeout(&self) -> Option<u64> {
+        self.endpoint_ref().poll_timeout()
+    }
+    fn max_datagram_len(&self) -> usize {
+        self.endpoint_ref().max_datagram_len()
+    }
+}
