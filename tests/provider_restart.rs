@@ -231,6 +231,23 @@ provider = 1000
         .collect();
     got.sort();
     assert_eq!(got, messages);
+    // Bob acknowledged them before he exited: his next run receives none of them again.
+    let again = loopix()
+        .arg("client")
+        .arg("--topology")
+        .arg(dir.path("topology.toml"))
+        .args(["--id", "10001", "--key"])
+        .arg(dir.path("bob.key"))
+        .args(["--until-received", "1", "--duration-s", "4", "--json"])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout),
+        "",
+        "delivered twice: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     assert!(provider.terminate(), "provider exits 0 on SIGTERM");
 }
 

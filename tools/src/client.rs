@@ -141,6 +141,23 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
     }
     for c in &mut clients {
         c.stop();
+        // What arrived while it let its last poll acknowledge: printed, never dropped.
+        while let Ok(out) = c.output.try_recv() {
+            match out {
+                ClientOutput::Event(ClientEvent::Delivered {
+                    msg_id, message, ..
+                }) => {
+                    eprintln!("client {}: delivered message {msg_id:016x}", c.id.0);
+                    print_message(args.json, c.id, msg_id, &message);
+                }
+                ClientOutput::Stopped(stats) if stats.unacked_items > 0 => eprintln!(
+                    "client {}: {} received item(s) not acknowledged before exit: the \
+                     provider keeps them and the next run receives them again",
+                    c.id.0, stats.unacked_items
+                ),
+                _ => {}
+            }
+        }
     }
     let still_queued = queued_total - sent_total - unsent.len();
     if still_queued > 0 {

@@ -108,6 +108,9 @@ pub struct ClientStats {
     pub foreign: u64,
     /// Sessions started because polls went unanswered.
     pub sessions_lost: u64,
+    /// Items received and not yet acknowledged in a poll: the provider keeps them and a
+    /// later run of this client receives them again.
+    pub unacked_items: u64,
     pub session: ClientSessionStats,
 }
 
@@ -261,6 +264,7 @@ impl<C: Codec> Client<C> {
             loops_returned: self.loops.returned_total,
             fragments_refused: self.reassembly.refused(),
             session: self.session.stats(),
+            unacked_items: self.pending_acks.len() as u64,
             ..self.stats
         }
     }
@@ -268,6 +272,12 @@ impl<C: Codec> Client<C> {
     /// The provider this client polls and sends through.
     pub fn provider(&self) -> Address {
         self.provider
+    }
+
+    /// Whether items it received still wait for the next poll to acknowledge them (a
+    /// client stopping should let one more poll go out first).
+    pub fn acks_pending(&self) -> bool {
+        !self.pending_acks.is_empty()
     }
 
     /// Fragments waiting in the send buffer.

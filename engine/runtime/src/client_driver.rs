@@ -45,6 +45,9 @@ pub struct RunningClient {
 
 /// The longest the client thread sleeps, so commands and stop are seen promptly.
 const MAX_WAIT: Duration = Duration::from_millis(5);
+/// After a stop, how long the client keeps running for its next poll to acknowledge what
+/// it received (polls keep their Poisson times: none is sent early for it).
+const ACK_DRAIN: Duration = Duration::from_secs(5);
 
 impl RunningClient {
     /// Binds a socket on `bind` and starts `client` (it knows where its provider is).
@@ -74,7 +77,9 @@ impl RunningClient {
         let _ = self.commands.send(ClientCommand::Send { to, message });
     }
 
-    /// Stops the thread; its last output is [`ClientOutput::Stopped`].
+    /// Stops the thread once the items it received are acknowledged (its next poll, at
+    /// most 5 s on); its last output is [`ClientOutput::Stopped`], whose `unacked_items`
+    /// says if some were not.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
@@ -100,7 +105,14 @@ fn drive(
     let now_us = || clock.now_us();
     let mut buf = vec![0u8; client.max_datagram_len() + 1];
     let mut inb = vec![0u8; 65_536];
-    while !stop.load(Ordering::SeqCst) {
+    let mut drain_until = None;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            let until = *drain_until.get_or_insert_with(|| std::time::Instant::now() + ACK_DRAIN);
+            if !client.acks_pending() || std::time::Instant::now() >= until {
+                break;
+            }
+        }
         while let Ok(ClientCommand::Send { to, message }) = commands.try_recv() {
             let _ = output.send(ClientOutput::Queued(client.send(to, &message)));
         }
@@ -113,6 +125,11 @@ fn drive(
         }
         while let Some(e) = client.poll_event() {
             let _ = output.send(ClientOutput::Event(e));
+        }
+        // Stopping: once a poll has carried the acknowledgements, leave before its answer
+        // brings items that would go unacknowledged (they stay stored for the next run).
+        if drain_until.is_some() && !client.acks_pending() {
+            break;
         }
         let wait = client.poll_timeout().map_or(MAX_WAIT, |t| {
             Duration::from_micros(t.saturating_sub(now_us()))
