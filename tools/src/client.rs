@@ -139,6 +139,9 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    for c in &clients {
+        c.request_stop();
+    }
     for c in &mut clients {
         c.stop();
         // What arrived while it let its last poll acknowledge: printed, never dropped.

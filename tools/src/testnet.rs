@@ -186,6 +186,9 @@ fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String>
     let mut traffic = Traffic::default();
     drive(args, &layout, &mut clients, &mut traffic, stop);
     let node_stats = nodes.scrape(&layout);
+    for c in &clients {
+        c.request_stop();
+    }
     for c in &mut clients {
         c.stop();
     }

@@ -77,6 +77,12 @@ impl RunningClient {
         let _ = self.commands.send(ClientCommand::Send { to, message });
     }
 
+    /// Asks the thread to stop (see [`Self::stop`]) without waiting: stopping many clients,
+    /// ask them all first, so their last polls overlap.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
     /// Stops the thread once the items it received are acknowledged (its next poll, at
     /// most 5 s on); its last output is [`ClientOutput::Stopped`], whose `unacked_items`
     /// says if some were not.
