@@ -106,6 +106,11 @@ pub struct Summary {
     pub nodes: Vec<NodeSummary>,
     pub dir: String,
     pub duration_s: f64,
+    /// The most any client's timer fired after its deadline, ms, and how many fired over
+    /// 50 ms late: the clients could not run on time (the machine is saturated), so their
+    /// sending and the latency figures bent with it.
+    pub client_timer_lag_max_ms: f64,
+    pub client_timers_late: u64,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -186,6 +191,10 @@ fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String>
     let mut traffic = Traffic::default();
     drive(args, &layout, &mut clients, &mut traffic, stop);
     let node_stats = nodes.scrape(&layout);
+    let lag = clients
+        .iter()
+        .map(RunningClient::timer_lag)
+        .fold((0, 0), |a, b| (a.0.max(b.0), a.1 + b.1));
     for c in &clients {
         c.request_stop();
     }
@@ -193,7 +202,10 @@ fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String>
         c.stop();
     }
     let exits = nodes.stop();
-    Ok(traffic.summary(args, &layout, node_stats, exits))
+    let mut summary = traffic.summary(args, &layout, node_stats, exits);
+    summary.client_timer_lag_max_ms = lag.0 as f64 / 1e3;
+    summary.client_timers_late = lag.1;
+    Ok(summary)
 }
 
 /// Picks free loopback ports, writes keys, topology and node configs.
@@ -629,6 +641,8 @@ impl Traffic {
             nodes,
             dir: layout.dir.display().to_string(),
             duration_s: args.duration_s,
+            client_timer_lag_max_ms: 0.0,
+            client_timers_late: 0,
         }
     }
 }
@@ -678,6 +692,14 @@ fn print_summary(s: &Summary) {
              {} never left their senders (the clients fell behind: the machine is saturated, \
              or the drain was too short)",
             s.in_flight_real, s.late_window_s, s.unsent_real
+        );
+    }
+    if s.client_timers_late > 0 {
+        println!(
+            "the machine is saturated: client timers fired up to {:.0} ms late ({} over 50 ms); \
+             the clients' sending and the latencies below bent with it (fewer clients, or a \
+             bigger machine)",
+            s.client_timer_lag_max_ms, s.client_timers_late
         );
     }
     println!(

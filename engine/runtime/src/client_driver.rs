@@ -7,7 +7,7 @@
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -40,8 +40,37 @@ pub struct RunningClient {
     commands: Sender<ClientCommand>,
     pub output: Receiver<ClientOutput>,
     stop: Arc<AtomicBool>,
+    lag: Arc<TimerLag>,
     thread: Option<JoinHandle<()>>,
 }
+
+/// How late the client's timers fired: a machine too busy to run its clients on time
+/// shows here first (their Poisson streams and the latency figures bend with it).
+#[derive(Debug, Default)]
+pub struct TimerLag {
+    /// The most a timer fired after its deadline, µs.
+    pub max_us: AtomicU64,
+    /// Timers that fired more than [`LATE`] after their deadline.
+    pub late: AtomicU64,
+}
+
+impl TimerLag {
+    /// A timer due at `deadline_us` fired at `now_us`. A deadline of 0 means "now" (work
+    /// queued), not a timer that fell behind.
+    pub fn record(&self, deadline_us: u64, now_us: u64) {
+        if deadline_us == 0 {
+            return;
+        }
+        let late = now_us.saturating_sub(deadline_us);
+        self.max_us.fetch_max(late, Ordering::Relaxed);
+        if late > LATE.as_micros() as u64 {
+            self.late.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A timer this late counts in [`TimerLag::late`].
+pub const LATE: Duration = Duration::from_millis(50);
 
 /// The longest the client thread sleeps, so commands and stop are seen promptly.
 const MAX_WAIT: Duration = Duration::from_millis(5);
@@ -57,17 +86,19 @@ impl RunningClient {
         let (commands, command_rx) = unbounded();
         let (output_tx, output) = unbounded();
         let stop = Arc::new(AtomicBool::new(false));
+        let lag = Arc::new(TimerLag::default());
         let id = client.id();
-        let flag = Arc::clone(&stop);
+        let (flag, lagging) = (Arc::clone(&stop), Arc::clone(&lag));
         let thread = std::thread::Builder::new()
             .name(format!("loopix-client-{}", id.0))
-            .spawn(move || drive(client, socket, command_rx, output_tx, flag))?;
+            .spawn(move || drive(client, socket, command_rx, output_tx, flag, &lagging))?;
         Ok(Self {
             id,
             local_addr,
             commands,
             output,
             stop,
+            lag,
             thread: Some(thread),
         })
     }
@@ -75,6 +106,14 @@ impl RunningClient {
     /// Queues a message; the answer arrives on `output` as [`ClientOutput::Queued`].
     pub fn send(&self, to: Address, message: Vec<u8>) {
         let _ = self.commands.send(ClientCommand::Send { to, message });
+    }
+
+    /// How late its timers have fired so far: (the most, µs; how many beyond [`LATE`]).
+    pub fn timer_lag(&self) -> (u64, u64) {
+        (
+            self.lag.max_us.load(Ordering::Relaxed),
+            self.lag.late.load(Ordering::Relaxed),
+        )
     }
 
     /// Asks the thread to stop (see [`Self::stop`]) without waiting: stopping many clients,
@@ -106,6 +145,7 @@ fn drive(
     commands: Receiver<ClientCommand>,
     output: Sender<ClientOutput>,
     stop: Arc<AtomicBool>,
+    lag: &TimerLag,
 ) {
     let clock = crate::clock::NetworkClock::start();
     let now_us = || clock.now_us();
@@ -123,7 +163,8 @@ fn drive(
             let _ = output.send(ClientOutput::Queued(client.send(to, &message)));
         }
         let now = now_us();
-        if client.poll_timeout().is_some_and(|t| t <= now) {
+        if let Some(t) = client.poll_timeout().filter(|&t| t <= now) {
+            lag.record(t, now);
             client.handle_timeout(now);
         }
         while let Some(t) = client.poll_transmit(now, &mut buf) {
@@ -146,4 +187,20 @@ fn drive(
         }
     }
     let _ = output.send(ClientOutput::Stopped(client.stats()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_counts_timers_over_50_ms_late_and_keeps_the_worst() {
+        let lag = TimerLag::default();
+        lag.record(1_000_000, 1_000_400);
+        lag.record(0, 5_000_000); // queued work, not a late timer
+        lag.record(2_000_000, 2_060_000);
+        lag.record(3_000_000, 3_049_000);
+        assert_eq!(lag.max_us.load(Ordering::Relaxed), 60_000);
+        assert_eq!(lag.late.load(Ordering::Relaxed), 1);
+    }
 }
