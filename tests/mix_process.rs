@@ -323,6 +323,13 @@ fn a_replay_is_refused_after_a_sigkill_and_restart_and_after_a_sighup() {
         (1, 1)
     );
 
+    let epoch = |m: &str| -> String {
+        m.lines()
+            .find(|l| l.starts_with("loopix_epoch{} "))
+            .expect("the epoch gauge")
+            .to_string()
+    };
+    let before = epoch(&m);
     rig.node.as_ref().unwrap().hangup();
     std::thread::sleep(Duration::from_millis(500));
     for q in [&p, &fresh] {
@@ -331,6 +338,24 @@ fn a_replay_is_refused_after_a_sigkill_and_restart_and_after_a_sighup() {
     assert_eq!(rig.forwarded(1), 0, "both are replays after the reload");
     let m = rig.metrics_after(4);
     assert_eq!(dropped(&m, "replay"), 3);
+    assert_eq!(epoch(&m), before, "a reload does not move the epoch");
+
+    // A reload of a broken topology is refused and changes nothing: the node forwards on.
+    let topology = rig._dir.path("topology.toml");
+    let good = std::fs::read_to_string(&topology).unwrap();
+    std::fs::write(&topology, good.replace("layers = 2", "layers = 9")).unwrap();
+    rig.node.as_ref().unwrap().hangup();
+    std::thread::sleep(Duration::from_millis(500));
+    let next = rig.packet(13);
+    rig.send(&next);
+    assert_eq!(
+        rig.forwarded(1),
+        1,
+        "still forwarding after a refused reload"
+    );
+    let log = std::fs::read_to_string(rig._dir.path("mix.log")).unwrap_or_default();
+    assert!(log.contains("reload refused"), "{log}");
+    assert_eq!(epoch(&rig.metrics_after(5)), before);
     rig.stop();
 }
 
