@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{Dir, NodeProcess, free_tcp, free_udp, loopix, metric, metric_labelled, wait_metrics};
-use loopix_core::session::{ClientSession, FrameLayout};
-use loopix_crypto::{Params, SessionPublic, SessionSecret};
+use loopix_core::session::FrameLayout;
+use loopix_crypto::{Params, SessionPublic};
 use rand_core::{Rng, SeedableRng};
 
 #[test]
@@ -103,16 +103,7 @@ provider = 1000
             while !stop.load(std::sync::atomic::Ordering::SeqCst) || sent < 300 {
                 let mut frame = vec![0u8; layout.frame_len()];
                 rng.fill_bytes(&mut frame);
-                let mut stranger =
-                    ClientSession::new(SessionSecret::generate(&mut rng), provider_session, layout);
-                let mut handshake = vec![0u8; layout.frame_len()];
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_micros() as u64;
-                stranger
-                    .write_initiation(now, &mut rng, &mut handshake)
-                    .unwrap();
+                let handshake = common::stranger_handshake(provider_session, layout, &mut rng);
                 for d in [&claim, &frame, &handshake] {
                     attacker.send_to(d, provider_addr).unwrap();
                     sent += 1;

@@ -5,6 +5,8 @@
 //! Built and run as an integration test of the `loopix-tools` package (which owns the
 //! binary), from this directory: see `tools/Cargo.toml`.
 
+mod common;
+
 use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -12,9 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use loopix_core::link::LINK_OVERHEAD;
-use loopix_core::session::{ClientSession, FrameLayout};
+use loopix_core::session::FrameLayout;
 use loopix_core::topology::{Role, Topology};
-use loopix_crypto::SessionSecret;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -149,17 +150,7 @@ fn outsider(dir: &std::path::Path, stop: &AtomicBool) -> (u64, u64) {
                     rng.fill_bytes(&mut frame);
                     datagrams.push(frame);
                     let key = node.session_key.unwrap();
-                    let mut stranger =
-                        ClientSession::new(SessionSecret::generate(&mut rng), key, layout);
-                    let mut handshake = vec![0u8; layout.frame_len()];
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap()
-                        .as_micros() as u64;
-                    stranger
-                        .write_initiation(now, &mut rng, &mut handshake)
-                        .unwrap();
-                    datagrams.push(handshake);
+                    datagrams.push(common::stranger_handshake(key, layout, &mut rng));
                 }
                 Role::Mix { layer: 1 } => {
                     let mut d = vec![0u8; link_len];

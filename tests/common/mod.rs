@@ -185,3 +185,21 @@ pub fn wait_metrics(
     }
     None
 }
+
+/// A Noise handshake to a provider whose session key is `provider`, under a fresh key of
+/// an outsider's own: well-formed, stamped now, and from no client of the topology.
+pub fn stranger_handshake(
+    provider: loopix_crypto::SessionPublic,
+    layout: loopix_core::session::FrameLayout,
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> Vec<u8> {
+    let key = loopix_crypto::SessionSecret::generate(rng);
+    let mut stranger = loopix_core::session::ClientSession::new(key, provider, layout);
+    let mut handshake = vec![0u8; layout.frame_len()];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    stranger.write_initiation(now, rng, &mut handshake).unwrap();
+    handshake
+}

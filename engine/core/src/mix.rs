@@ -20,7 +20,7 @@ use crate::loops::LoopMonitor;
 use crate::node_addresses::NodeAddresses;
 use crate::payload::{self, Content};
 use crate::rate::PoissonTimer;
-use crate::role::{BuildError, CoreConfig, RoleKeys, links_for};
+use crate::role::{BuildError, CoreConfig, links_for};
 use crate::topology::{Role, Topology};
 
 /// Counters of a mix.
@@ -65,13 +65,7 @@ impl<C: Codec> Mix<C> {
         let Role::Mix { layer } = node.role else {
             return Err(BuildError::WrongRole(id));
         };
-        let RoleKeys::Node {
-            epoch_seed,
-            session_key,
-        } = config.keys
-        else {
-            return Err(BuildError::WrongRole(id));
-        };
+        let (epoch_seed, session_key) = config.keys.into_node(id)?;
         let params = topology.network.params;
         let directory = Directory::new(topology);
         let me = directory

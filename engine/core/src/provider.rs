@@ -27,7 +27,7 @@ use crate::hop::{Due, EpochStats, HopEngine, HopStats};
 use crate::inbox::InboxStore;
 use crate::link::{LINK_OVERHEAD, Links};
 use crate::node_addresses::NodeAddresses;
-use crate::role::{BuildError, CoreConfig, RoleKeys, links_for};
+use crate::role::{BuildError, CoreConfig, links_for};
 use crate::session::{FrameKind, FrameLayout, Received, Sessions};
 use crate::topology::{Role, Topology};
 use crate::wire::ITEM_ID_LEN;
@@ -108,13 +108,7 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
     pub fn new(topology: &Topology, config: CoreConfig, inbox: S) -> Result<Self, BuildError> {
         let id = config.id;
         let node = topology.node(id).ok_or(BuildError::NotInTopology(id))?;
-        let RoleKeys::Node {
-            epoch_seed,
-            session_key,
-        } = config.keys
-        else {
-            return Err(BuildError::WrongRole(id));
-        };
+        let (epoch_seed, session_key) = config.keys.into_node(id)?;
         if node.role != Role::Provider {
             return Err(BuildError::WrongRole(id));
         }

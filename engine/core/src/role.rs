@@ -30,6 +30,19 @@ pub enum RoleKeys {
     Client(SecretKey),
 }
 
+impl RoleKeys {
+    /// A node's keys, or `WrongRole(id)` for a client's.
+    pub fn into_node(self, id: Address) -> Result<(EpochSeed, SessionSecret), BuildError> {
+        match self {
+            RoleKeys::Node {
+                epoch_seed,
+                session_key,
+            } => Ok((epoch_seed, session_key)),
+            RoleKeys::Client(_) => Err(BuildError::WrongRole(id)),
+        }
+    }
+}
+
 /// What any core needs besides the topology.
 pub struct CoreConfig {
     pub id: Address,
