@@ -49,11 +49,13 @@ pub enum DropReason {
     LinkAuth,
     /// A link datagram whose counter was seen before.
     LinkReplay,
+    /// A client sending faster than its share (see `client_quota`).
+    RateLimited,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the metrics order).
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         Self::Malformed,
         Self::InvalidGroupElement,
         Self::Mac,
@@ -74,6 +76,7 @@ impl DropReason {
         Self::NotAdjacent,
         Self::LinkAuth,
         Self::LinkReplay,
+        Self::RateLimited,
     ];
 
     /// A short stable name, for logs and metrics labels.
@@ -99,6 +102,7 @@ impl DropReason {
             Self::NotAdjacent => "not_adjacent",
             Self::LinkAuth => "link_auth",
             Self::LinkReplay => "link_replay",
+            Self::RateLimited => "rate_limited",
         }
     }
 }

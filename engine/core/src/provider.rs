@@ -5,8 +5,9 @@
 //! authenticate changes nothing and draws no answer. Bare packets are taken only from node
 //! addresses of the topology.
 //!
-//! Ingress: packets from its registered clients (in their sessions), with per-client
-//! accounting, unwrapped and held like at a mix, then sent into layer 1.
+//! Ingress: packets from its registered clients (in their sessions), each client held to
+//! twice its honest rate ([`crate::client_quota`]), with per-client accounting, unwrapped
+//! and held like at a mix, then sent into layer 1.
 //! Egress: packets to deliver are held for their delay, then stored in the client's
 //! bounded inbox; drop cover is absorbed; mix loops passing through are relayed. Every
 //! poll is answered with exactly N items, padded with dummies that have a valid group
@@ -20,6 +21,7 @@ use loopix_crypto::{Address, Command, EpochSeed, Params, Processor};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
+use crate::client_quota::{ClientQuota, Spend};
 use crate::codec::Codec;
 use crate::drops::DropReason;
 use crate::endpoint::{Endpoint, Transmit};
@@ -90,6 +92,7 @@ pub struct Provider<S: InboxStore, C: Codec = Processor> {
     addresses: NodeAddresses,
     links: Links,
     sessions: Sessions,
+    quota: ClientQuota,
     layout: FrameLayout,
     /// Session plaintexts both ways, and handshake responses (a frame's length).
     plain: Vec<u8>,
@@ -142,6 +145,7 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
                 session_keys(topology, config.id),
                 session_seed,
             ),
+            quota: ClientQuota::new(&topology.network),
             layout,
             plain: vec![0u8; layout.frame_len()],
             responses: VecDeque::new(),
@@ -178,6 +182,8 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
             Err(e) => debug_assert!(false, "reload with unusable links: {e}"),
         }
         self.sessions.set_clients(session_keys(topology, self.id));
+        let clients = &self.clients;
+        self.quota.retain(|c| clients.contains(&c));
         self.engine.replace_seed(epoch_seed);
     }
 
@@ -255,6 +261,12 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
                 index,
                 plain,
             } => match plain.kind {
+                FrameKind::Packet if !self.quota.allow(client, Spend::Packet, now_us) => {
+                    self.engine.count_drop(DropReason::RateLimited);
+                }
+                FrameKind::Poll if !self.quota.allow(client, Spend::Poll, now_us) => {
+                    self.engine.count_drop(DropReason::RateLimited);
+                }
                 FrameKind::Packet => {
                     let packet = &plain.body[..self.params.packet_len()];
                     self.handle_packet(now_us, Some(client), packet);

@@ -331,3 +331,87 @@ fn a_delay_beyond_the_horizon_is_dropped_and_never_held() {
     sim.run_until(5 * S);
     assert_eq!(sim.mix(first).unwrap().stats().sent, 1);
 }
+
+/// A client with its real key floods its provider with 500 packets at once: a burst of
+/// its share passes (and fails to unwrap: junk), the rest is refused and counted as
+/// `rate_limited` before any unwrapping; the other clients' messages still go through.
+#[test]
+fn a_client_sending_past_its_share_is_refused_and_counted() {
+    use loopix_core::client_quota::BURST;
+    use loopix_core::session::initiator::Opened;
+    use loopix_core::session::{ClientSession, FrameKind, FrameLayout};
+    use loopix_crypto::SessionSecret;
+    use loopix_sim::host_address;
+    use rand_core::Rng;
+
+    let seed = seed_from_env(17);
+    let spec = NetworkSpec {
+        layers: 2,
+        mixes_per_layer: 1,
+        providers: 1,
+        clients: 3,
+        lambda_payload_per_s: 2.0,
+        lambda_loop_per_s: 0.0,
+        lambda_drop_per_s: 0.0,
+        lambda_mix_loop_per_s: 0.0,
+        poll_rate_per_s: 2.0,
+        ..NetworkSpec::default()
+    };
+    let net = generate(&spec, seed).unwrap();
+    let key = net.keys.clients[&client(2)].clone();
+    let provider_key = net.topology.node(provider(0)).unwrap().session_key.unwrap();
+    let mut sim = sim(&spec, seed, LinkModel::default());
+    sim.run_until(2 * S);
+
+    // The flooder's own session, from an address of its own.
+    let at = host_address(Address(66_670));
+    sim.listen(at);
+    let params = Params::new(spec.payload_bytes).unwrap();
+    let layout = FrameLayout::new(&params, spec.poll_size);
+    let mut session = ClientSession::new(SessionSecret::derive_from(&key), provider_key, layout);
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let mut frame = vec![0u8; layout.frame_len()];
+    session
+        .write_initiation(sim.now_us(), &mut rng, &mut frame)
+        .unwrap();
+    sim.inject_from(at, provider(0), frame.clone());
+    sim.run_until(2 * S + S / 10);
+    let response = sim.log.captured.iter().find(|c| c.to == at).unwrap();
+    let mut plain = vec![0u8; layout.plaintext_len()];
+    assert!(matches!(
+        session.open(sim.now_us(), &response.bytes, &mut plain),
+        Opened::Established
+    ));
+    let drops = |sim: &Sim, r| sim.provider(provider(0)).unwrap().stats().hop.drops.get(r);
+    // Junk fails its unwrap as a bad MAC, a bad group element, or (its phase bit set) a
+    // key phase not in use.
+    let unwrap_failures = |sim: &Sim| {
+        drops(sim, DropReason::Mac)
+            + drops(sim, DropReason::InvalidGroupElement)
+            + drops(sim, DropReason::ExpiredKey)
+    };
+    let before = unwrap_failures(&sim);
+    for _ in 0..500 {
+        rng.fill_bytes(&mut plain);
+        plain[0] = FrameKind::Packet as u8;
+        session.seal(&plain, &mut frame).unwrap();
+        sim.inject_from(at, provider(0), frame.clone());
+    }
+    sim.with_client(client(0), |c| c.send(client(1), b"still here"))
+        .unwrap()
+        .unwrap();
+    sim.run_until(20 * S);
+    let (limited, admitted) = (
+        drops(&sim, DropReason::RateLimited),
+        unwrap_failures(&sim) - before,
+    );
+    // The flooder shares its bucket with the real client 2 (the same key), whose own
+    // packets may also be refused while the bucket refills.
+    assert!(admitted <= BURST as u64, "seed {seed}: {admitted} admitted");
+    assert!(
+        limited + admitted >= 500,
+        "seed {seed}: {limited} + {admitted}"
+    );
+    assert!(limited < 500 + 20, "seed {seed}: {limited}");
+    assert_eq!(sim.client(client(1)).unwrap().stats().delivered, 1);
+}
