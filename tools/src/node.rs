@@ -212,7 +212,7 @@ fn start(cfg: &NodeConfig, seed: &EpochSeed, syncer: &Syncer) -> Result<Node, St
                 .inbox_path
                 .clone()
                 .ok_or("inbox_path: a provider needs a store")?;
-            let inbox = DurableInbox::open(&path, cfg.inbox_per_client)
+            let inbox = DurableInbox::open(&path, cfg.inbox_per_client, cfg.inbox_total)
                 .map_err(|e| format!("inbox_path: {}: {e}", path.display()))?;
             let config = CoreConfig::node(cfg.node.id, seed.clone(), node_session_key(cfg)?)
                 .seeded(rng_seed(0)?)

@@ -51,11 +51,13 @@ pub enum DropReason {
     LinkReplay,
     /// A client sending faster than its share (see `client_quota`).
     RateLimited,
+    /// The provider's whole store is at its bound.
+    StoreFull,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the metrics order).
-    pub const ALL: [DropReason; 21] = [
+    pub const ALL: [DropReason; 22] = [
         Self::Malformed,
         Self::InvalidGroupElement,
         Self::Mac,
@@ -77,6 +79,7 @@ impl DropReason {
         Self::LinkAuth,
         Self::LinkReplay,
         Self::RateLimited,
+        Self::StoreFull,
     ];
 
     /// A short stable name, for logs and metrics labels.
@@ -103,6 +106,7 @@ impl DropReason {
             Self::LinkAuth => "link_auth",
             Self::LinkReplay => "link_replay",
             Self::RateLimited => "rate_limited",
+            Self::StoreFull => "store_full",
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::codec::Codec;
 use crate::drops::DropReason;
 use crate::endpoint::{Endpoint, Transmit};
 use crate::hop::{Due, EpochStats, HopEngine, HopStats};
-use crate::inbox::InboxStore;
+use crate::inbox::{InboxStore, StoreRefused};
 use crate::link::{LINK_OVERHEAD, Links};
 use crate::node_addresses::NodeAddresses;
 use crate::role::{BuildError, CoreConfig, links_for};
@@ -342,7 +342,8 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
                     at_us: now_us,
                 });
             }
-            Err(_) => self.engine.count_drop(DropReason::InboxFull),
+            Err(StoreRefused::InboxFull) => self.engine.count_drop(DropReason::InboxFull),
+            Err(StoreRefused::StoreFull) => self.engine.count_drop(DropReason::StoreFull),
         }
         self.engine.release(slot);
     }

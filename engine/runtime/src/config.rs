@@ -22,6 +22,7 @@
 //! slot_us = 100                # timing wheel slot
 //! horizon_ms = 600000          # longest delay accepted
 //! inbox_per_client = 10000     # providers: packets kept per client
+//! inbox_total = 1000000        # providers: packets kept in all (the disk: ~2.4 GB at 2 KB)
 //! ```
 
 use std::net::SocketAddr;
@@ -57,6 +58,8 @@ pub struct NodeConfig {
     pub max_packets_per_s: u32,
     pub limits: HopLimits,
     pub inbox_per_client: usize,
+    /// Providers: packets the whole store keeps (beyond it, `store_full`).
+    pub inbox_total: usize,
 }
 
 /// A configuration problem, naming the field.
@@ -99,6 +102,7 @@ struct RawLimits {
     slot_us: u64,
     horizon_ms: u64,
     inbox_per_client: usize,
+    inbox_total: usize,
 }
 
 impl Default for RawLimits {
@@ -111,6 +115,7 @@ impl Default for RawLimits {
             slot_us: d.wheel.slot_us,
             horizon_ms: d.wheel.horizon_us / 1000,
             inbox_per_client: 10_000,
+            inbox_total: 1_000_000,
         }
     }
 }
@@ -209,6 +214,7 @@ impl NodeConfig {
             max_packets_per_s: raw.limits.max_packets_per_s,
             limits,
             inbox_per_client: raw.limits.inbox_per_client,
+            inbox_total: raw.limits.inbox_total,
         })
     }
 }
@@ -223,6 +229,12 @@ impl RawLimits {
         }
         if self.inbox_per_client == 0 {
             return Err(err("limits.inbox_per_client", "must be at least 1"));
+        }
+        if self.inbox_total < self.inbox_per_client {
+            return Err(err(
+                "limits.inbox_total",
+                "must be at least limits.inbox_per_client",
+            ));
         }
         let wheel = WheelConfig {
             slot_us: self.slot_us,
@@ -266,7 +278,9 @@ impl NodeConfig {
             ("replay_sync_ms", a.replay_sync_ms != b.replay_sync_ms),
             (
                 "limits",
-                a.limits != b.limits || a.inbox_per_client != b.inbox_per_client,
+                a.limits != b.limits
+                    || a.inbox_per_client != b.inbox_per_client
+                    || a.inbox_total != b.inbox_total,
             ),
             (
                 "network.epoch_s/epoch_start/epoch_grace_s",
@@ -398,6 +412,15 @@ mod tests {
         assert_eq!(parse_with("spin_us = 500\n").unwrap().spin_us, 500);
         let e = parse_with("spin_us = 1000000\n").unwrap_err();
         assert!(e.to_string().starts_with("spin_us:"), "{e}");
+    }
+
+    #[test]
+    fn the_store_has_a_bound_in_all_no_smaller_than_one_inbox() {
+        assert_eq!(parse_with("").unwrap().inbox_total, 1_000_000);
+        let cfg = parse_with("[limits]\ninbox_total = 50000\n").unwrap();
+        assert_eq!(cfg.inbox_total, 50_000);
+        let e = parse_with("[limits]\ninbox_per_client = 10\ninbox_total = 5\n").unwrap_err();
+        assert!(e.to_string().starts_with("limits.inbox_total:"), "{e}");
     }
 
     #[test]

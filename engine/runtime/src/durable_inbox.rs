@@ -14,26 +14,29 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use loopix_core::inbox::{InboxFull, InboxStore};
+use loopix_core::inbox::{InboxStore, StoreRefused};
 use loopix_crypto::Address;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 const INBOX: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("inbox");
 const IDS: TableDefinition<(u64, u64), u64> = TableDefinition::new("ids");
 
-/// Durable inboxes, each bounded to `max_per_client` packets.
+/// Durable inboxes, each bounded to `max_per_client` packets, all to `max_total`.
 pub struct DurableInbox {
     db: Database,
     stores: Vec<(Address, u64, Box<[u8]>)>,
     acks: Vec<(Address, u64)>,
     counts: HashMap<Address, usize>,
+    /// Committed packets in all (the sum of `counts`).
+    total: usize,
     next_seq: u64,
     max_per_client: usize,
+    max_total: usize,
 }
 
 impl DurableInbox {
     /// Opens (or creates) the store at `path` and counts what it holds.
-    pub fn open(path: &Path, max_per_client: usize) -> Result<Self, redb::Error> {
+    pub fn open(path: &Path, max_per_client: usize, max_total: usize) -> Result<Self, redb::Error> {
         let db = Database::create(path)?;
         let tx = db.begin_write()?;
         tx.open_table(INBOX)?;
@@ -50,13 +53,16 @@ impl DurableInbox {
                 next_seq = next_seq.max(seq + 1);
             }
         }
+        let total = counts.values().sum();
         Ok(Self {
             db,
             stores: Vec::new(),
             acks: Vec::new(),
             counts,
+            total,
             next_seq,
             max_per_client,
+            max_total,
         })
     }
 
@@ -73,6 +79,7 @@ impl DurableInbox {
                 ids.insert((client.0, id), self.next_seq)?;
                 self.next_seq += 1;
                 *self.counts.entry(client).or_default() += 1;
+                self.total += 1;
             }
             for (client, id) in self.acks.drain(..) {
                 let seq = ids.remove((client.0, id))?.map(|g| g.value());
@@ -81,6 +88,7 @@ impl DurableInbox {
                     if let Some(n) = self.counts.get_mut(&client) {
                         *n = n.saturating_sub(1);
                     }
+                    self.total = self.total.saturating_sub(1);
                 }
             }
         }
@@ -130,10 +138,13 @@ impl DurableInbox {
 }
 
 impl InboxStore for DurableInbox {
-    fn store(&mut self, client: Address, id: u64, packet: &[u8]) -> Result<(), InboxFull> {
+    fn store(&mut self, client: Address, id: u64, packet: &[u8]) -> Result<(), StoreRefused> {
+        if self.total + self.stores.len() >= self.max_total {
+            return Err(StoreRefused::StoreFull);
+        }
         let buffered = self.stores.iter().filter(|(c, _, _)| *c == client).count();
         if self.len(client) + buffered >= self.max_per_client {
-            return Err(InboxFull);
+            return Err(StoreRefused::InboxFull);
         }
         self.stores.push((client, id, packet.into()));
         Ok(())
@@ -174,7 +185,7 @@ impl InboxStore for DurableInbox {
     }
 
     fn total(&self) -> usize {
-        self.counts.values().sum()
+        self.total
     }
 
     fn flush(&mut self) -> Result<(), String> {
@@ -201,7 +212,7 @@ mod tests {
         let path = temp("reopen");
         let c = Address(7);
         {
-            let mut s = DurableInbox::open(&path, 10).unwrap();
+            let mut s = DurableInbox::open(&path, 10, 1_000).unwrap();
             s.store(c, 100, b"first").unwrap();
             let mut ids = Vec::new();
             s.oldest(c, 5, &mut ids);
@@ -211,7 +222,7 @@ mod tests {
             s.flush().unwrap();
             s.store(c, 102, b"lost!").unwrap(); // never flushed: as if killed now
         }
-        let mut s = DurableInbox::open(&path, 10).unwrap();
+        let mut s = DurableInbox::open(&path, 10, 1_000).unwrap();
         assert_eq!(
             (s.len(c), s.total()),
             (2, 2),
@@ -238,11 +249,35 @@ mod tests {
     #[test]
     fn a_full_inbox_refuses_more() {
         let path = temp("full");
-        let mut s = DurableInbox::open(&path, 2).unwrap();
+        let mut s = DurableInbox::open(&path, 2, 1_000).unwrap();
         let c = Address(1);
         s.store(c, 1, b"a").unwrap();
         s.store(c, 2, b"b").unwrap();
-        assert_eq!(s.store(c, 3, b"c"), Err(InboxFull));
+        assert_eq!(s.store(c, 3, b"c"), Err(StoreRefused::InboxFull));
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn the_whole_store_is_bounded_and_the_bound_survives_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("loopix-inbox-total-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("inbox.redb");
+        {
+            let mut s = DurableInbox::open(&path, 10, 3).unwrap();
+            for c in 1..=3 {
+                s.store(Address(c), c, b"p").unwrap();
+            }
+            assert_eq!(s.store(Address(9), 9, b"p"), Err(StoreRefused::StoreFull));
+            s.flush().unwrap();
+        }
+        let mut s = DurableInbox::open(&path, 10, 3).unwrap();
+        assert_eq!(s.total(), 3);
+        assert_eq!(s.store(Address(9), 9, b"p"), Err(StoreRefused::StoreFull));
+        assert!(s.ack(Address(2), 2));
+        s.flush().unwrap();
+        assert_eq!(s.total(), 2);
+        assert!(s.store(Address(9), 9, b"p").is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

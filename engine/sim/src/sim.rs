@@ -215,7 +215,7 @@ impl<C: Codec> Sim<C> {
                     .seeded(seed)
                     .limited(limits)
             };
-            if let Ok(node) = build(&topology, config, || MemoryInbox::new(100_000)) {
+            if let Ok(node) = build(&topology, config, || MemoryInbox::new(100_000, 10_000_000)) {
                 sim.add(n.id, node);
             }
         }
@@ -224,7 +224,7 @@ impl<C: Codec> Sim<C> {
                 continue;
             };
             let config = CoreConfig::client(c.id, key).seeded(sim.derive_seed());
-            if let Ok(client) = build(&topology, config, || MemoryInbox::new(0)) {
+            if let Ok(client) = build(&topology, config, || MemoryInbox::new(0, 0)) {
                 sim.add(c.id, client);
             }
         }
