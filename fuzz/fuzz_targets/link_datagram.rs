@@ -48,7 +48,9 @@ fn fixture() -> &'static Mutex<Fixture> {
 
 fuzz_target!(|data: &[u8]| {
     let mut fx = fixture().lock().unwrap_or_else(|e| e.into_inner());
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let datagram = if mode & 1 == 0 {
         rest.to_vec()
     } else {

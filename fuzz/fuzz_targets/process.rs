@@ -23,17 +23,28 @@ fn fixture() -> &'static Fixture {
         let a = SecretKey::generate(&mut rng);
         let b = SecretKey::generate(&mut rng);
         let path = [
-            Hop::new(a.public_key(), Command::Relay { next: Address(2), delay_us: 9 }),
+            Hop::new(
+                a.public_key(),
+                Command::Relay {
+                    next: Address(2),
+                    delay_us: 9,
+                },
+            ),
             Hop::new(b.public_key(), Command::Final),
         ];
         let valid = build(&params, &path, b"fuzz", &mut rng).expect("valid path");
-        Fixture { processor: Processor::new(a, params), valid }
+        Fixture {
+            processor: Processor::new(a, params),
+            valid,
+        }
     })
 }
 
 fuzz_target!(|data: &[u8]| {
     let fx = fixture();
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let mut packet = if mode & 1 == 0 {
         rest.to_vec()
     } else {

@@ -26,29 +26,45 @@ fn fixture() -> &'static Mutex<Fixture> {
     FX.get_or_init(|| {
         let mut rng = ChaCha20Rng::seed_from_u64(7);
         let layout = FrameLayout::new(&Params::new(64).expect("valid size"), 4);
-        let (p, c) = (SessionSecret::generate(&mut rng), SessionSecret::generate(&mut rng));
-        let mut provider = Sessions::new(p.clone(), layout, [(Address(10_000), c.public())], [1; 32]);
+        let (p, c) = (
+            SessionSecret::generate(&mut rng),
+            SessionSecret::generate(&mut rng),
+        );
+        let mut provider =
+            Sessions::new(p.clone(), layout, [(Address(10_000), c.public())], [1; 32]);
         let mut client = ClientSession::new(c, p.public(), layout);
         let mut init = vec![0u8; layout.frame_len()];
-        client.write_initiation(1_000, &mut rng, &mut init).expect("a handshake");
+        client
+            .write_initiation(1_000, &mut rng, &mut init)
+            .expect("a handshake");
         let mut out = vec![0u8; layout.frame_len()];
         let from: SocketAddr = "10.0.0.1:1".parse().expect("an address");
         let Received::Response { len } = provider.receive(1_000, from, &init, &mut out) else {
             panic!("the fixture's handshake");
         };
         let mut plain = vec![0u8; layout.plaintext_len()];
-        assert!(matches!(client.open(1_000, &out[..len], &mut plain), Opened::Established));
+        assert!(matches!(
+            client.open(1_000, &out[..len], &mut plain),
+            Opened::Established
+        ));
         plain.fill(0);
         plain[0] = FrameKind::Poll as u8;
         let mut valid = vec![0u8; layout.frame_len()];
         client.seal(&plain, &mut valid).expect("a session");
-        Mutex::new(Fixture { provider, client, layout, valid })
+        Mutex::new(Fixture {
+            provider,
+            client,
+            layout,
+            valid,
+        })
     })
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut fx = fixture().lock().unwrap_or_else(|e| e.into_inner());
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let frame = if mode & 1 == 0 {
         rest.to_vec()
     } else {
