@@ -54,7 +54,8 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         Role::Provider => "provider".to_string(),
     };
     check_host(&cfg, args.check).map_err(|e| format!("{}: {e}", args.config.display()))?;
-    node_session_key(&cfg).map_err(|e| format!("{}: {e}", args.config.display()))?;
+    let session_key =
+        node_session_key(&cfg).map_err(|e| format!("{}: {e}", args.config.display()))?;
     if args.check {
         let per_filter = ReplayFilter::bytes_for(cfg.limits.replay_tags);
         println!(
@@ -89,7 +90,7 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         .map_err(|e| format!("replay journal sync thread: {e}"))?;
     // Before anything is bound: a second process of this node must not start at all.
     let lock = NodeLock::acquire(&cfg.key_file, cfg.node.id.0)?;
-    let node = start(&cfg, &seed, &syncer)?;
+    let node = start(&cfg, &seed, &session_key, &syncer)?;
     let stack = loopix_crypto::stack_position::calibrate();
     tracing::info!(
         position = stack.position,
@@ -164,7 +165,12 @@ fn node_session_key(cfg: &NodeConfig) -> Result<SessionSecret, String> {
 
 /// Builds every shard's core, refills its replay filters from its journal, and starts
 /// the shards.
-fn start(cfg: &NodeConfig, seed: &EpochSeed, syncer: &Syncer) -> Result<Node, String> {
+fn start(
+    cfg: &NodeConfig,
+    seed: &EpochSeed,
+    session_key: &SessionSecret,
+    syncer: &Syncer,
+) -> Result<Node, String> {
     let params = cfg.topology.network.params;
     let mut layout = NodeLayout {
         listen: cfg.listen,
@@ -195,7 +201,7 @@ fn start(cfg: &NodeConfig, seed: &EpochSeed, syncer: &Syncer) -> Result<Node, St
         Role::Mix { .. } => {
             let mut cores = VecDeque::new();
             for shard in 0..cfg.shards {
-                let config = CoreConfig::node(cfg.node.id, seed.clone(), node_session_key(cfg)?)
+                let config = CoreConfig::node(cfg.node.id, seed.clone(), session_key.clone())
                     .seeded(rng_seed(shard)?)
                     .limited(cfg.limits)
                     .on_shard(shard);
@@ -214,7 +220,7 @@ fn start(cfg: &NodeConfig, seed: &EpochSeed, syncer: &Syncer) -> Result<Node, St
                 .ok_or("inbox_path: a provider needs a store")?;
             let inbox = DurableInbox::open(&path, cfg.inbox_per_client, cfg.inbox_total)
                 .map_err(|e| format!("inbox_path: {}: {e}", path.display()))?;
-            let config = CoreConfig::node(cfg.node.id, seed.clone(), node_session_key(cfg)?)
+            let config = CoreConfig::node(cfg.node.id, seed.clone(), session_key.clone())
                 .seeded(rng_seed(0)?)
                 .limited(cfg.limits);
             let mut provider: Provider<DurableInbox> =
