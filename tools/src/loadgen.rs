@@ -27,9 +27,9 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use serde::Serialize;
 
-/// Options of `loopix loadgen`.
+/// Who loads whom: the options `loopix loadgen` and `loopix soak` share.
 #[derive(Args, Debug, Clone)]
-pub struct LoadgenArgs {
+pub struct LoadNodes {
     /// The network's topology file.
     #[arg(long)]
     topology: PathBuf,
@@ -45,6 +45,13 @@ pub struct LoadgenArgs {
     /// of a one-layer network.
     #[arg(long = "as")]
     as_node: u64,
+}
+
+/// Options of `loopix loadgen`.
+#[derive(Args, Debug, Clone)]
+pub struct LoadgenArgs {
+    #[command(flatten)]
+    nodes: LoadNodes,
     /// Packets per second offered.
     #[arg(long, default_value_t = 1_000.0)]
     rate: f64,
@@ -263,31 +270,22 @@ impl Setup {
         if !(args.rate > 0.0 && args.duration_s > 0.0) {
             return Err("--rate and --duration-s must be positive".into());
         }
-        Self::for_nodes(
-            &args.topology,
-            args.target,
-            (args.as_node, &args.key),
-            args.hold_us,
-        )
+        Self::for_nodes(&args.nodes, args.hold_us)
     }
 
-    /// The generator as node `as_node` of `topology` (with its key file), loading node
-    /// `target`, which holds each packet `hold_us`.
-    pub fn for_nodes(
-        topology: &std::path::Path,
-        target: u64,
-        (as_node, key_file): (u64, &std::path::Path),
-        hold_us: u32,
-    ) -> Result<Self, String> {
+    /// The generator as the node `nodes` names (with its key file), loading the target,
+    /// which holds each packet `hold_us`.
+    pub fn for_nodes(nodes: &LoadNodes, hold_us: u32) -> Result<Self, String> {
+        let (topology, key_file) = (&nodes.topology, &nodes.key);
         let text = std::fs::read_to_string(topology)
             .map_err(|e| format!("{}: {e}", topology.display()))?;
         let topology =
             Topology::from_toml(&text).map_err(|e| format!("{}: {e}", topology.display()))?;
         let target = topology
-            .node(Address(target))
+            .node(Address(nodes.target))
             .ok_or("--target: not a node of the topology")?;
         let me = topology
-            .node(Address(as_node))
+            .node(Address(nodes.as_node))
             .ok_or("--as: not a node of the topology")?;
         let key = loopix_runtime::key_file::read_session_key(key_file)?
             .ok_or_else(|| format!("--key {}: no session key", key_file.display()))?;

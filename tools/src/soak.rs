@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::net::UdpSocket;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,24 +20,13 @@ use loopix_crypto::params::{HEADER_LEN, MAC_LEN};
 use loopix_runtime::clock::NetworkClock;
 use serde::Serialize;
 
-use crate::loadgen::{Pool, Setup, build_pool};
+use crate::loadgen::{LoadNodes, Pool, Setup, build_pool};
 
 /// Options of `loopix soak`.
 #[derive(Args, Debug, Clone)]
 pub struct SoakArgs {
-    /// The network's topology file.
-    #[arg(long)]
-    topology: PathBuf,
-    /// The node under load.
-    #[arg(long)]
-    target: u64,
-    /// The key file of the node the generator plays: its link keys.
-    #[arg(long)]
-    key: PathBuf,
-    /// The topology node the generator plays (it binds that node's address; the target
-    /// must take packets from it and send to it).
-    #[arg(long = "as")]
-    as_node: u64,
+    #[command(flatten)]
+    nodes: LoadNodes,
     /// Packets per second offered.
     #[arg(long)]
     rate: f64,
@@ -94,7 +82,7 @@ pub fn run(args: &SoakArgs) -> Result<(), String> {
     if !(args.rate > 0.0 && args.duration_s > 0.0) {
         return Err("--rate and --duration-s must be positive".into());
     }
-    let setup = Setup::for_nodes(&args.topology, args.target, (args.as_node, &args.key), 0)?;
+    let setup = Setup::for_nodes(&args.nodes, 0)?;
     let clock = NetworkClock::start();
     let count = (args.rate * args.duration_s).ceil() as usize;
     let gap_us = 1e6 / args.rate;
