@@ -3,13 +3,13 @@
 
 use loopix_crypto::{SessionPublic, SessionSecret};
 use rand_core::Rng;
-use snow::{HandshakeState, StatelessTransportState};
+use snow::HandshakeState;
 
 use super::frame::{
     self, FrameLayout, HEADER_LEN, INITIATION_LEN, Plain, RESPONSE_LEN, RESPONSE_NONCE,
 };
 use super::noise;
-use super::replay_window::ReplayWindow;
+use super::transport::Transport;
 use super::{HANDSHAKE_RETRY_US, REJECT_AFTER_US, REKEY_AFTER_US};
 
 /// What a frame from the provider turned out to be.
@@ -40,13 +40,9 @@ struct Pending {
 }
 
 struct Link {
-    transport: StatelessTransportState,
+    transport: Transport,
     /// Our index: the provider's frames name it.
     index: u32,
-    /// The provider's index: our frames name it.
-    peer_index: u32,
-    next_nonce: u64,
-    window: ReplayWindow,
     since_us: u64,
 }
 
@@ -170,17 +166,7 @@ impl ClientSession {
     /// returns its length, or `None` with no session up.
     pub fn seal(&mut self, plain: &[u8], out: &mut [u8]) -> Option<usize> {
         let len = self.layout.frame_len();
-        let link = self.link.as_mut()?;
-        let nonce = link.next_nonce;
-        let out = out.get_mut(..len)?;
-        let n = link
-            .transport
-            .write_message(nonce, plain, &mut out[HEADER_LEN..])
-            .ok()?;
-        debug_assert_eq!(HEADER_LEN + n, len);
-        frame::write_header(out, link.peer_index, nonce);
-        link.next_nonce += 1;
-        Some(len)
+        self.link.as_mut()?.transport.seal(plain, out, len)
     }
 
     /// Opens a frame from the provider, writing any plaintext into `plain`.
@@ -210,16 +196,8 @@ impl ClientSession {
         let Some(link) = link else {
             return Opened::Refused;
         };
-        if !link.window.may_accept(nonce) {
-            return Opened::Refused;
-        }
-        let Ok(n) = link
-            .transport
-            .read_message(nonce, &frame[HEADER_LEN..], plain)
-        else {
-            return Opened::Refused;
-        };
-        if n != self.layout.plaintext_len() || !link.window.accept(nonce) {
+        let n = self.layout.plaintext_len();
+        if link.transport.open(nonce, frame, plain, n).is_err() {
             return Opened::Refused;
         }
         match Plain::parse(&plain[..n]) {
@@ -248,11 +226,8 @@ impl ClientSession {
         };
         self.previous = self.link.take();
         self.link = Some(Link {
-            transport,
+            transport: Transport::new(transport, peer_index),
             index: pending.index,
-            peer_index,
-            next_nonce: 0,
-            window: ReplayWindow::default(),
             since_us: now_us,
         });
         self.stats.established += 1;

@@ -23,6 +23,7 @@ pub mod replay_window;
 pub mod responder;
 #[cfg(test)]
 mod tests;
+mod transport;
 
 pub use frame::{FrameKind, FrameLayout, Plain};
 pub use initiator::ClientSession;

@@ -11,13 +11,12 @@ use std::net::SocketAddr;
 use loopix_crypto::{Address, SessionPublic, SessionSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use snow::StatelessTransportState;
 
 use super::frame::{
     self, FrameLayout, HEADER_LEN, INITIATION_LEN, Plain, RESPONSE_LEN, RESPONSE_NONCE,
 };
 use super::noise;
-use super::replay_window::ReplayWindow;
+use super::transport::{Refusal, Transport};
 use super::{MAX_CLOCK_SKEW_US, REJECT_AFTER_US};
 use crate::drops::DropReason;
 
@@ -39,13 +38,9 @@ pub enum Received<'a> {
 
 struct Session {
     client: Address,
-    transport: StatelessTransportState,
-    /// The client's index: our frames name it.
-    peer_index: u32,
+    transport: Transport,
     /// Where answers go: the source of the last frame that authenticated.
     peer: SocketAddr,
-    next_nonce: u64,
-    window: ReplayWindow,
     since_us: u64,
 }
 
@@ -153,17 +148,12 @@ impl Sessions {
         if now_us.saturating_sub(session.since_us) >= REJECT_AFTER_US {
             return Received::Dropped(DropReason::Unauthenticated);
         }
-        if !session.window.may_accept(nonce) {
-            return Received::Dropped(DropReason::SessionReplay);
-        }
-        let read = session
-            .transport
-            .read_message(nonce, &frame[HEADER_LEN..], out);
-        if read != Ok(plain_len) {
-            return Received::Dropped(DropReason::Unauthenticated);
-        }
-        if !session.window.accept(nonce) {
-            return Received::Dropped(DropReason::SessionReplay);
+        match session.transport.open(nonce, frame, out, plain_len) {
+            Ok(()) => {}
+            Err(Refusal::Replay) => return Received::Dropped(DropReason::SessionReplay),
+            Err(Refusal::Unauthenticated) => {
+                return Received::Dropped(DropReason::Unauthenticated);
+            }
         }
         session.peer = from;
         let client = session.client;
@@ -230,11 +220,8 @@ impl Sessions {
             index,
             Session {
                 client,
-                transport,
-                peer_index,
+                transport: Transport::new(transport, peer_index),
                 peer: from,
-                next_nonce: 0,
-                window: ReplayWindow::default(),
                 since_us: now_us,
             },
         );
@@ -272,14 +259,7 @@ impl Sessions {
         if now_us.saturating_sub(session.since_us) >= REJECT_AFTER_US {
             return None;
         }
-        let out = out.get_mut(..len)?;
-        let nonce = session.next_nonce;
-        session
-            .transport
-            .write_message(nonce, plain, &mut out[HEADER_LEN..])
-            .ok()?;
-        frame::write_header(out, session.peer_index, nonce);
-        session.next_nonce += 1;
+        let len = session.transport.seal(plain, out, len)?;
         Some((session.peer, len))
     }
 }
