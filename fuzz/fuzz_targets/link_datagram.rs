@@ -3,6 +3,8 @@
 //! inputs are spliced onto it so the fuzzer reaches the window and the tag.
 #![no_main]
 
+mod input;
+
 use std::sync::Mutex;
 
 use libfuzzer_sys::fuzz_target;
@@ -48,17 +50,8 @@ fn fixture() -> &'static Mutex<Fixture> {
 
 fuzz_target!(|data: &[u8]| {
     let mut fx = fixture().lock().unwrap_or_else(|e| e.into_inner());
-    let Some((&mode, rest)) = data.split_first() else {
+    let Some(datagram) = input::from(data, &fx.valid) else {
         return;
-    };
-    let datagram = if mode & 1 == 0 {
-        rest.to_vec()
-    } else {
-        let mut d = fx.valid.clone();
-        let at = usize::from(mode >> 1) % d.len();
-        let n = rest.len().min(d.len() - at);
-        d[at..at + n].copy_from_slice(&rest[..n]);
-        d
     };
     if fx.mix.open(2_000, Address(100), &datagram).is_ok() {
         assert_eq!(datagram, fx.valid, "only the real datagram opens");

@@ -3,6 +3,8 @@
 //! group-element and MAC checks.
 #![no_main]
 
+mod input;
+
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
@@ -42,19 +44,8 @@ fn fixture() -> &'static Fixture {
 
 fuzz_target!(|data: &[u8]| {
     let fx = fixture();
-    let Some((&mode, rest)) = data.split_first() else {
+    let Some(mut packet) = input::from(data, &fx.valid) else {
         return;
-    };
-    let mut packet = if mode & 1 == 0 {
-        rest.to_vec()
-    } else {
-        // Overwrite a window of the valid packet with the input.
-        let mut p = fx.valid.clone();
-        let at = usize::from(mode >> 1) * p.len() / 128;
-        for (dst, src) in p[at..].iter_mut().zip(rest) {
-            *dst = *src;
-        }
-        p
     };
     let _ = fx.processor.process(&mut packet);
 });

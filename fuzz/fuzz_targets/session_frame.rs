@@ -4,6 +4,8 @@
 //! spliced onto a real frame so the fuzzer also reaches the window and the decryption.
 #![no_main]
 
+mod input;
+
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
@@ -62,17 +64,8 @@ fn fixture() -> &'static Mutex<Fixture> {
 
 fuzz_target!(|data: &[u8]| {
     let mut fx = fixture().lock().unwrap_or_else(|e| e.into_inner());
-    let Some((&mode, rest)) = data.split_first() else {
+    let Some(frame) = input::from(data, &fx.valid) else {
         return;
-    };
-    let frame = if mode & 1 == 0 {
-        rest.to_vec()
-    } else {
-        let mut f = fx.valid.clone();
-        let at = usize::from(mode >> 1) % f.len();
-        let n = rest.len().min(f.len() - at);
-        f[at..at + n].copy_from_slice(&rest[..n]);
-        f
     };
     let from: SocketAddr = "10.6.6.6:6".parse().expect("an address");
     let mut out = vec![0u8; fx.layout.frame_len()];
