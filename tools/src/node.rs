@@ -218,11 +218,13 @@ fn start(
                 .inbox_path
                 .clone()
                 .ok_or("inbox_path: a provider needs a store")?;
-            let inbox = DurableInbox::open(&path, cfg.inbox_per_client, cfg.inbox_total)
+            let now_us = NetworkClock::start().now_us();
+            let inbox = DurableInbox::open(&path, cfg.inbox.per_client, cfg.inbox.total, now_us)
                 .map_err(|e| format!("inbox_path: {}: {e}", path.display()))?;
             let config = CoreConfig::node(cfg.node.id, seed.clone(), session_key.clone())
                 .seeded(rng_seed(0)?)
-                .limited(cfg.limits);
+                .limited(cfg.limits)
+                .inbox_ttl(cfg.inbox.ttl_us);
             let mut provider: Provider<DurableInbox> =
                 Provider::new(&cfg.topology, config, inbox).map_err(|e| e.to_string())?;
             let journal = journal(0, provider.engine())?;

@@ -53,11 +53,13 @@ pub enum DropReason {
     RateLimited,
     /// The provider's whole store is at its bound.
     StoreFull,
+    /// Stored, but not collected by its client within the provider's inbox TTL.
+    InboxExpired,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the metrics order).
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 23] = [
         Self::Malformed,
         Self::InvalidGroupElement,
         Self::Mac,
@@ -80,6 +82,7 @@ impl DropReason {
         Self::LinkReplay,
         Self::RateLimited,
         Self::StoreFull,
+        Self::InboxExpired,
     ];
 
     /// A short stable name, for logs and metrics labels.
@@ -107,6 +110,7 @@ impl DropReason {
             Self::LinkReplay => "link_replay",
             Self::RateLimited => "rate_limited",
             Self::StoreFull => "store_full",
+            Self::InboxExpired => "inbox_expired",
         }
     }
 }
@@ -131,7 +135,12 @@ pub struct DropCounts([u64; DropReason::ALL.len()]);
 impl DropCounts {
     /// Counts one drop.
     pub fn add(&mut self, reason: DropReason) {
-        self.0[reason as usize] += 1;
+        self.add_n(reason, 1);
+    }
+
+    /// Counts `n` drops for one reason.
+    pub fn add_n(&mut self, reason: DropReason, n: u64) {
+        self.0[reason as usize] += n;
     }
 
     /// Drops for one reason.

@@ -572,7 +572,12 @@ impl<C: Codec> HopEngine<C> {
 
     /// Counts a drop decided by the role (e.g. a session frame that did not authenticate).
     pub fn count_drop(&mut self, reason: DropReason) {
-        self.stats.drops.add(reason);
+        self.count_drops(reason, 1);
+    }
+
+    /// Counts `n` drops decided by the role at once (e.g. packets expired in an inbox).
+    pub fn count_drops(&mut self, reason: DropReason, n: u64) {
+        self.stats.drops.add_n(reason, n);
     }
 
     /// Counts a datagram received and refused before it reached the pipeline (e.g. its

@@ -9,7 +9,7 @@
 //! twice its honest rate ([`crate::client_quota`]), with per-client accounting, unwrapped
 //! and held like at a mix, then sent into layer 1.
 //! Egress: packets to deliver are held for their delay, then stored in the client's
-//! bounded inbox; drop cover is absorbed; mix loops passing through are relayed. Every
+//! bounded inbox, where it waits at most the inbox TTL; drop cover is absorbed; mix loops passing through are relayed. Every
 //! poll is answered with exactly N items, padded with dummies that have a valid group
 //! element and random bytes, so they look like stored packets. A stored packet leaves the
 //! inbox only when the client acknowledges it in a later poll.
@@ -68,6 +68,13 @@ pub enum ProviderEvent {
 /// Events kept for the driver before the oldest are discarded.
 const MAX_EVENTS: usize = 4096;
 
+/// How often the inboxes are swept for expired packets, µs.
+const EXPIRY_SWEEP_US: u64 = 1_000_000;
+
+/// The most packets one sweep deletes (a durable store deletes them in one transaction),
+/// so one sweep's work stays bounded; the rest go at the next.
+const EXPIRY_BATCH: usize = 10_000;
+
 /// Handshake responses waiting to be sent before further ones are refused (counted as
 /// `overload`).
 const MAX_RESPONSES: usize = 1024;
@@ -88,6 +95,9 @@ pub struct Provider<S: InboxStore, C: Codec = Processor> {
     params: Params,
     engine: HopEngine<C>,
     inbox: S,
+    inbox_ttl_us: u64,
+    /// When the inboxes are next swept for expired packets.
+    next_sweep_us: u64,
     clients: BTreeSet<Address>,
     addresses: NodeAddresses,
     links: Links,
@@ -136,6 +146,8 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
             )
             .map_err(BuildError::Wheel)?,
             inbox,
+            inbox_ttl_us: config.inbox_ttl_us,
+            next_sweep_us: 0,
             clients: topology.clients_of(config.id).map(|c| c.id).collect(),
             addresses: NodeAddresses::new(topology),
             links,
@@ -330,7 +342,10 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
 
     fn store(&mut self, now_us: u64, client: Address, slot: u32) {
         let id = self.rng.next_u64();
-        match self.inbox.store(client, id, self.engine.packet(slot)) {
+        match self
+            .inbox
+            .store(client, id, now_us, self.engine.packet(slot))
+        {
             Ok(()) => {
                 self.stats.stored += 1;
                 if self.events.len() >= MAX_EVENTS {
@@ -420,6 +435,13 @@ impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
 
     fn handle_timeout(&mut self, now_us: u64) {
         self.engine.handle_timeout(now_us);
+        if now_us >= self.next_sweep_us {
+            self.next_sweep_us = now_us + EXPIRY_SWEEP_US;
+            let cutoff = now_us.saturating_sub(self.inbox_ttl_us);
+            let expired = self.inbox.expire(cutoff, EXPIRY_BATCH);
+            self.engine
+                .count_drops(DropReason::InboxExpired, expired as u64);
+        }
     }
 
     fn poll_transmit(&mut self, now_us: u64, buf: &mut [u8]) -> Option<Transmit> {
@@ -441,7 +463,8 @@ impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
         if self.engine.has_ready() || !self.answers.is_empty() || !self.responses.is_empty() {
             return Some(0);
         }
-        self.engine.poll_timeout()
+        let wheel = self.engine.poll_timeout();
+        Some(wheel.map_or(self.next_sweep_us, |t| t.min(self.next_sweep_us)))
     }
 
     fn max_datagram_len(&self) -> usize {

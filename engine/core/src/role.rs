@@ -59,6 +59,9 @@ pub struct CoreConfig {
     pub loop_grace_us: u64,
     /// Clients: fragments the send buffer holds before `send` refuses more.
     pub max_buffered_fragments: usize,
+    /// Providers: how long a packet waits in an inbox for its client before it is deleted
+    /// unread (counted as `inbox_expired`), µs.
+    pub inbox_ttl_us: u64,
 }
 
 impl CoreConfig {
@@ -88,6 +91,7 @@ impl CoreConfig {
             loop_window: 200,
             loop_grace_us: 10_000_000,
             max_buffered_fragments: 100_000,
+            inbox_ttl_us: crate::inbox::DEFAULT_INBOX_TTL_US,
         }
     }
 
@@ -99,6 +103,14 @@ impl CoreConfig {
     /// The same, within `limits`.
     pub fn limited(self, limits: HopLimits) -> Self {
         Self { limits, ..self }
+    }
+
+    /// The same, keeping inbox packets for at most `inbox_ttl_us`.
+    pub fn inbox_ttl(self, inbox_ttl_us: u64) -> Self {
+        Self {
+            inbox_ttl_us,
+            ..self
+        }
     }
 
     /// The same, as shard `shard` of its node.

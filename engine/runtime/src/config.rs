@@ -23,12 +23,14 @@
 //! horizon_ms = 600000          # longest delay accepted
 //! inbox_per_client = 10000     # providers: packets kept per client
 //! inbox_total = 1000000        # providers: packets kept in all (the disk: ~2.4 GB at 2 KB)
+//! inbox_ttl_s = 604800         # providers: a packet no client collected is deleted after this
 //! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use loopix_core::hop::HopLimits;
+use loopix_core::inbox::InboxLimits;
 use loopix_core::timing_wheel::WheelConfig;
 use loopix_core::topology::{Node, Role, Topology};
 use loopix_crypto::{Address, EpochSeed};
@@ -57,9 +59,8 @@ pub struct NodeConfig {
     /// The most packets a shard unwraps per second, which sizes its replay filters.
     pub max_packets_per_s: u32,
     pub limits: HopLimits,
-    pub inbox_per_client: usize,
-    /// Providers: packets the whole store keeps (beyond it, `store_full`).
-    pub inbox_total: usize,
+    /// Providers: the inboxes' bounds.
+    pub inbox: InboxLimits,
 }
 
 /// A configuration problem, naming the field.
@@ -103,6 +104,7 @@ struct RawLimits {
     horizon_ms: u64,
     inbox_per_client: usize,
     inbox_total: usize,
+    inbox_ttl_s: u64,
 }
 
 impl Default for RawLimits {
@@ -114,8 +116,9 @@ impl Default for RawLimits {
             journal_tags: 65_536,
             slot_us: d.wheel.slot_us,
             horizon_ms: d.wheel.horizon_us / 1000,
-            inbox_per_client: 10_000,
-            inbox_total: 1_000_000,
+            inbox_per_client: InboxLimits::default().per_client,
+            inbox_total: InboxLimits::default().total,
+            inbox_ttl_s: InboxLimits::default().ttl_us / 1_000_000,
         }
     }
 }
@@ -213,8 +216,11 @@ impl NodeConfig {
             replay_sync_ms: raw.replay_sync_ms,
             max_packets_per_s: raw.limits.max_packets_per_s,
             limits,
-            inbox_per_client: raw.limits.inbox_per_client,
-            inbox_total: raw.limits.inbox_total,
+            inbox: InboxLimits {
+                per_client: raw.limits.inbox_per_client,
+                total: raw.limits.inbox_total,
+                ttl_us: raw.limits.inbox_ttl_s.saturating_mul(1_000_000),
+            },
         })
     }
 }
@@ -235,6 +241,9 @@ impl RawLimits {
                 "limits.inbox_total",
                 "must be at least limits.inbox_per_client",
             ));
+        }
+        if self.inbox_ttl_s == 0 {
+            return Err(err("limits.inbox_ttl_s", "must be at least 1"));
         }
         let wheel = WheelConfig {
             slot_us: self.slot_us,
@@ -276,12 +285,7 @@ impl NodeConfig {
             ("inbox_path", a.inbox_path != b.inbox_path),
             ("replay_dir", a.replay_dir != b.replay_dir),
             ("replay_sync_ms", a.replay_sync_ms != b.replay_sync_ms),
-            (
-                "limits",
-                a.limits != b.limits
-                    || a.inbox_per_client != b.inbox_per_client
-                    || a.inbox_total != b.inbox_total,
-            ),
+            ("limits", a.limits != b.limits || a.inbox != b.inbox),
             (
                 "network.epoch_s/epoch_start/epoch_grace_s",
                 na.epochs != nb.epochs,
@@ -416,9 +420,14 @@ mod tests {
 
     #[test]
     fn the_store_has_a_bound_in_all_no_smaller_than_one_inbox() {
-        assert_eq!(parse_with("").unwrap().inbox_total, 1_000_000);
+        assert_eq!(parse_with("").unwrap().inbox.total, 1_000_000);
+        assert_eq!(parse_with("").unwrap().inbox.ttl_us, 604_800_000_000);
+        let cfg = parse_with("[limits]\ninbox_ttl_s = 60\n").unwrap();
+        assert_eq!(cfg.inbox.ttl_us, 60_000_000);
+        let e = parse_with("[limits]\ninbox_ttl_s = 0\n").unwrap_err();
+        assert!(e.to_string().starts_with("limits.inbox_ttl_s:"), "{e}");
         let cfg = parse_with("[limits]\ninbox_total = 50000\n").unwrap();
-        assert_eq!(cfg.inbox_total, 50_000);
+        assert_eq!(cfg.inbox.total, 50_000);
         let e = parse_with("[limits]\ninbox_per_client = 10\ninbox_total = 5\n").unwrap_err();
         assert!(e.to_string().starts_with("limits.inbox_total:"), "{e}");
     }

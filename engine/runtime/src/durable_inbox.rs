@@ -9,7 +9,12 @@
 //! Counts (`len`, `total`) are of committed packets only.
 //!
 //! Tables: `inbox` maps (client, sequence) to id ‖ packet, oldest first per client;
-//! `ids` maps (client, id) to its sequence, for reads and acks by id.
+//! `ids` maps (client, id) to its sequence, for reads and acks by id; `stored_at` maps the
+//! sequence to (client, time stored), oldest first over all clients, so expiry reads only
+//! what it deletes. Sequences are given in the order packets are stored, so they are in
+//! time order too (a system clock stepped back across a restart only delays expiry by the
+//! step). A store written before `stored_at` existed has its packets stamped with the time
+//! it is opened.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,11 +25,13 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 const INBOX: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("inbox");
 const IDS: TableDefinition<(u64, u64), u64> = TableDefinition::new("ids");
+const STORED_AT: TableDefinition<u64, (u64, u64)> = TableDefinition::new("stored_at");
 
 /// Durable inboxes, each bounded to `max_per_client` packets, all to `max_total`.
 pub struct DurableInbox {
     db: Database,
-    stores: Vec<(Address, u64, Box<[u8]>)>,
+    /// Stores not yet committed: client, id, time stored, packet.
+    stores: Vec<(Address, u64, u64, Box<[u8]>)>,
     acks: Vec<(Address, u64)>,
     counts: HashMap<Address, usize>,
     /// Committed packets in all (the sum of `counts`).
@@ -35,24 +42,31 @@ pub struct DurableInbox {
 }
 
 impl DurableInbox {
-    /// Opens (or creates) the store at `path` and counts what it holds.
-    pub fn open(path: &Path, max_per_client: usize, max_total: usize) -> Result<Self, redb::Error> {
+    /// Opens (or creates) the store at `path` at time `now_us` and counts what it holds.
+    pub fn open(
+        path: &Path,
+        max_per_client: usize,
+        max_total: usize,
+        now_us: u64,
+    ) -> Result<Self, redb::Error> {
         let db = Database::create(path)?;
-        let tx = db.begin_write()?;
-        tx.open_table(INBOX)?;
-        tx.open_table(IDS)?;
-        tx.commit()?;
         let (mut counts, mut next_seq) = (HashMap::new(), 0);
+        let tx = db.begin_write()?;
         {
-            let tx = db.begin_read()?;
-            let table = tx.open_table(INBOX)?;
-            for entry in table.iter()? {
+            let inbox = tx.open_table(INBOX)?;
+            tx.open_table(IDS)?;
+            let mut stored_at = tx.open_table(STORED_AT)?;
+            for entry in inbox.iter()? {
                 let (key, _) = entry?;
                 let (client, seq) = key.value();
                 *counts.entry(Address(client)).or_default() += 1;
                 next_seq = next_seq.max(seq + 1);
+                if stored_at.get(seq)?.is_none() {
+                    stored_at.insert(seq, (client, now_us))?;
+                }
             }
         }
+        tx.commit()?;
         let total = counts.values().sum();
         Ok(Self {
             db,
@@ -71,29 +85,74 @@ impl DurableInbox {
         {
             let mut inbox = tx.open_table(INBOX)?;
             let mut ids = tx.open_table(IDS)?;
-            for (client, id, packet) in self.stores.drain(..) {
+            let mut stored_at = tx.open_table(STORED_AT)?;
+            for (client, id, at_us, packet) in self.stores.drain(..) {
                 let mut value = Vec::with_capacity(8 + packet.len());
                 value.extend_from_slice(&id.to_le_bytes());
                 value.extend_from_slice(&packet);
                 inbox.insert((client.0, self.next_seq), value.as_slice())?;
                 ids.insert((client.0, id), self.next_seq)?;
+                stored_at.insert(self.next_seq, (client.0, at_us))?;
                 self.next_seq += 1;
                 *self.counts.entry(client).or_default() += 1;
                 self.total += 1;
             }
-            for (client, id) in self.acks.drain(..) {
+            for (client, id) in std::mem::take(&mut self.acks) {
                 let seq = ids.remove((client.0, id))?.map(|g| g.value());
                 if let Some(seq) = seq {
                     inbox.remove((client.0, seq))?;
-                    if let Some(n) = self.counts.get_mut(&client) {
-                        *n = n.saturating_sub(1);
-                    }
-                    self.total = self.total.saturating_sub(1);
+                    stored_at.remove(seq)?;
+                    self.forget(client);
                 }
             }
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// One committed packet of `client` is gone.
+    fn forget(&mut self, client: Address) {
+        if let Some(n) = self.counts.get_mut(&client) {
+            *n = n.saturating_sub(1);
+        }
+        self.total = self.total.saturating_sub(1);
+    }
+
+    /// Deletes up to `max` committed packets stored before `before_us`, in one transaction.
+    fn expire_committed(&mut self, before_us: u64, max: usize) -> Result<usize, redb::Error> {
+        let mut victims = Vec::new();
+        {
+            let tx = self.db.begin_read()?;
+            for entry in tx.open_table(STORED_AT)?.iter()?.take(max) {
+                let (seq, value) = entry?;
+                let (client, at_us) = value.value();
+                if at_us >= before_us {
+                    break;
+                }
+                victims.push((seq.value(), Address(client)));
+            }
+        }
+        if victims.is_empty() {
+            return Ok(0);
+        }
+        let tx = self.db.begin_write()?;
+        {
+            let mut inbox = tx.open_table(INBOX)?;
+            let mut ids = tx.open_table(IDS)?;
+            let mut stored_at = tx.open_table(STORED_AT)?;
+            for &(seq, client) in &victims {
+                stored_at.remove(seq)?;
+                let id = inbox
+                    .remove((client.0, seq))?
+                    .and_then(|v| v.value().first_chunk::<8>().copied());
+                if let Some(id) = id {
+                    ids.remove((client.0, u64::from_le_bytes(id)))?;
+                    self.forget(client);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(victims.len())
     }
 
     fn committed(&self, client: Address, id: u64) -> Result<Option<Vec<u8>>, redb::Error> {
@@ -138,15 +197,21 @@ impl DurableInbox {
 }
 
 impl InboxStore for DurableInbox {
-    fn store(&mut self, client: Address, id: u64, packet: &[u8]) -> Result<(), StoreRefused> {
+    fn store(
+        &mut self,
+        client: Address,
+        id: u64,
+        at_us: u64,
+        packet: &[u8],
+    ) -> Result<(), StoreRefused> {
         if self.total + self.stores.len() >= self.max_total {
             return Err(StoreRefused::StoreFull);
         }
-        let buffered = self.stores.iter().filter(|(c, _, _)| *c == client).count();
+        let buffered = self.stores.iter().filter(|s| s.0 == client).count();
         if self.len(client) + buffered >= self.max_per_client {
             return Err(StoreRefused::InboxFull);
         }
-        self.stores.push((client, id, packet.into()));
+        self.stores.push((client, id, at_us, packet.into()));
         Ok(())
     }
 
@@ -171,13 +236,21 @@ impl InboxStore for DurableInbox {
     }
 
     fn ack(&mut self, client: Address, id: u64) -> bool {
-        let buffered = self.stores.iter().any(|(c, i, _)| *c == client && *i == id);
+        let buffered = self.stores.iter().any(|s| s.0 == client && s.1 == id);
         let known = buffered || self.is_committed(client, id);
         // Polls ack every id they got, dummies' random ones too: only real ones are queued.
         if known {
             self.acks.push((client, id));
         }
         known
+    }
+
+    fn expire(&mut self, stored_before_us: u64, max: usize) -> usize {
+        self.expire_committed(stored_before_us, max)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "inbox expiry failed");
+                0
+            })
     }
 
     fn len(&self, client: Address) -> usize {
@@ -212,17 +285,17 @@ mod tests {
         let path = temp("reopen");
         let c = Address(7);
         {
-            let mut s = DurableInbox::open(&path, 10, 1_000).unwrap();
-            s.store(c, 100, b"first").unwrap();
+            let mut s = DurableInbox::open(&path, 10, 1_000, 0).unwrap();
+            s.store(c, 100, 0, b"first").unwrap();
             let mut ids = Vec::new();
             s.oldest(c, 5, &mut ids);
             assert!(ids.is_empty(), "not durable yet, not handed out");
             s.flush().unwrap();
-            s.store(c, 101, b"secnd").unwrap();
+            s.store(c, 101, 0, b"secnd").unwrap();
             s.flush().unwrap();
-            s.store(c, 102, b"lost!").unwrap(); // never flushed: as if killed now
+            s.store(c, 102, 0, b"lost!").unwrap(); // never flushed: as if killed now
         }
-        let mut s = DurableInbox::open(&path, 10, 1_000).unwrap();
+        let mut s = DurableInbox::open(&path, 10, 1_000, 0).unwrap();
         assert_eq!(
             (s.len(c), s.total()),
             (2, 2),
@@ -249,11 +322,11 @@ mod tests {
     #[test]
     fn a_full_inbox_refuses_more() {
         let path = temp("full");
-        let mut s = DurableInbox::open(&path, 2, 1_000).unwrap();
+        let mut s = DurableInbox::open(&path, 2, 1_000, 0).unwrap();
         let c = Address(1);
-        s.store(c, 1, b"a").unwrap();
-        s.store(c, 2, b"b").unwrap();
-        assert_eq!(s.store(c, 3, b"c"), Err(StoreRefused::InboxFull));
+        s.store(c, 1, 0, b"a").unwrap();
+        s.store(c, 2, 0, b"b").unwrap();
+        assert_eq!(s.store(c, 3, 0, b"c"), Err(StoreRefused::InboxFull));
         std::fs::remove_file(&path).unwrap();
     }
 
@@ -264,20 +337,82 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("inbox.redb");
         {
-            let mut s = DurableInbox::open(&path, 10, 3).unwrap();
+            let mut s = DurableInbox::open(&path, 10, 3, 0).unwrap();
             for c in 1..=3 {
-                s.store(Address(c), c, b"p").unwrap();
+                s.store(Address(c), c, 0, b"p").unwrap();
             }
-            assert_eq!(s.store(Address(9), 9, b"p"), Err(StoreRefused::StoreFull));
+            assert_eq!(
+                s.store(Address(9), 9, 0, b"p"),
+                Err(StoreRefused::StoreFull)
+            );
             s.flush().unwrap();
         }
-        let mut s = DurableInbox::open(&path, 10, 3).unwrap();
+        let mut s = DurableInbox::open(&path, 10, 3, 0).unwrap();
         assert_eq!(s.total(), 3);
-        assert_eq!(s.store(Address(9), 9, b"p"), Err(StoreRefused::StoreFull));
+        assert_eq!(
+            s.store(Address(9), 9, 0, b"p"),
+            Err(StoreRefused::StoreFull)
+        );
         assert!(s.ack(Address(2), 2));
         s.flush().unwrap();
         assert_eq!(s.total(), 2);
-        assert!(s.store(Address(9), 9, b"p").is_ok());
+        assert!(s.store(Address(9), 9, 0, b"p").is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn packets_expire_after_a_reopen_and_acks_of_expired_ones_are_harmless() {
+        let path = temp("expire");
+        let (a, b) = (Address(1), Address(2));
+        {
+            let mut s = DurableInbox::open(&path, 10, 100, 0).unwrap();
+            s.store(a, 1, 100, b"p").unwrap();
+            s.store(b, 2, 200, b"p").unwrap();
+            s.store(a, 3, 300, b"p").unwrap();
+            assert_eq!(s.expire(1_000, 10), 0, "nothing committed, nothing expires");
+            s.flush().unwrap();
+        }
+        let mut s = DurableInbox::open(&path, 10, 100, 5_000).unwrap();
+        assert_eq!(s.expire(100, 10), 0, "stored at the cutoff: kept");
+        assert_eq!(s.expire(250, 1), 1, "at most `max` a call");
+        assert!(s.ack(b, 2), "not expired yet");
+        assert_eq!(s.expire(250, 10), 1);
+        s.flush().unwrap();
+        let mut ids = Vec::new();
+        s.oldest(a, 10, &mut ids);
+        s.oldest(b, 10, &mut ids);
+        assert_eq!(ids, vec![3]);
+        assert_eq!((s.total(), s.len(a), s.len(b)), (1, 1, 0));
+        assert!(!s.ack(a, 1), "an expired packet is not acknowledged");
+        let mut buf = [0u8; 1];
+        assert!(!s.read(a, 1, &mut buf));
+        drop(s);
+        let s = DurableInbox::open(&path, 10, 100, 6_000).unwrap();
+        assert_eq!(s.total(), 1, "the expiry was durable");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_store_from_before_expiry_gets_its_packets_stamped_when_opened() {
+        let path = temp("legacy");
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut inbox = tx.open_table(INBOX).unwrap();
+                let mut ids = tx.open_table(IDS).unwrap();
+                let mut value = 42u64.to_le_bytes().to_vec();
+                value.extend_from_slice(b"old");
+                inbox.insert((7, 0), value.as_slice()).unwrap();
+                ids.insert((7, 42), 0).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let mut s = DurableInbox::open(&path, 10, 100, 1_000).unwrap();
+        assert_eq!(s.total(), 1);
+        assert_eq!(s.expire(1_000, 10), 0, "stamped at the open, not at 0");
+        assert_eq!(s.expire(1_001, 10), 1);
+        assert_eq!(s.total(), 0);
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -11,7 +11,7 @@ use loopix_core::codec::Codec;
 use loopix_core::endpoint::Transmit;
 use loopix_core::hop::BATCH;
 use loopix_core::hop::HopLimits;
-use loopix_core::inbox::MemoryInbox;
+use loopix_core::inbox::{InboxLimits, MemoryInbox};
 use loopix_core::link::{LINK_OVERHEAD, Links};
 use loopix_core::mix::Mix;
 use loopix_core::provider::{Provider, ProviderEvent};
@@ -158,11 +158,40 @@ impl Sim {
     pub fn new(net: Generated, seed: u64, link: LinkModel, limits: HopLimits) -> Self {
         Self::with_codec(net, seed, link, limits)
     }
+
+    /// [`Sim::new`] with providers' inboxes bounded by `inbox`.
+    pub fn with_inboxes(
+        net: Generated,
+        seed: u64,
+        link: LinkModel,
+        limits: HopLimits,
+        inbox: InboxLimits,
+    ) -> Self {
+        Self::build(net, seed, link, limits, inbox)
+    }
 }
+
+/// The simulator's inboxes unless a test asks for others: roomier than a node's default,
+/// the simulated clients poll at their own pace.
+const SIM_INBOXES: InboxLimits = InboxLimits {
+    per_client: 100_000,
+    total: 10_000_000,
+    ttl_us: loopix_core::inbox::DEFAULT_INBOX_TTL_US,
+};
 
 impl<C: Codec> Sim<C> {
     /// [`Sim::new`] over any packet codec (see [`loopix_core::codec`]).
     pub fn with_codec(net: Generated, seed: u64, link: LinkModel, limits: HopLimits) -> Self {
+        Self::build(net, seed, link, limits, SIM_INBOXES)
+    }
+
+    fn build(
+        net: Generated,
+        seed: u64,
+        link: LinkModel,
+        limits: HopLimits,
+        inbox: InboxLimits,
+    ) -> Self {
         let mut sim = Self {
             seed,
             now_us: 0,
@@ -214,8 +243,9 @@ impl<C: Codec> Sim<C> {
                 ..CoreConfig::node(n.id, epoch_seed, session_key)
                     .seeded(seed)
                     .limited(limits)
+                    .inbox_ttl(inbox.ttl_us)
             };
-            if let Ok(node) = build(&topology, config, || MemoryInbox::new(100_000, 10_000_000)) {
+            if let Ok(node) = build(&topology, config, || inbox.memory()) {
                 sim.add(n.id, node);
             }
         }

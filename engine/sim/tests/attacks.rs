@@ -415,3 +415,70 @@ fn a_client_sending_past_its_share_is_refused_and_counted() {
     assert!(limited < 500 + 20, "seed {seed}: {limited}");
     assert_eq!(sim.client(client(1)).unwrap().stats().delivered, 1);
 }
+
+/// A sender floods an offline recipient's inbox to its bound, locking real messages out:
+/// the lockout lasts only the inbox TTL. The flood expires unread (counted as
+/// `inbox_expired`), and a message sent after it is stored again.
+#[test]
+fn a_flooded_inbox_is_locked_only_until_its_packets_expire() {
+    use loopix_core::inbox::InboxLimits;
+
+    let seed = seed_from_env(18);
+    let spec = quiet();
+    let net = generate(&spec, seed).unwrap();
+    let t = net.topology.clone();
+    let inbox = InboxLimits {
+        per_client: 5,
+        total: 1_000,
+        ttl_us: 30 * S,
+    };
+    let mut sim = Sim::with_inboxes(net, seed, LinkModel::default(), common::limits(), inbox);
+    let (last, to) = (mix(&spec, 3, 0), client(1));
+    let delivery = |n: u64| {
+        let path = [
+            hop(
+                &t,
+                provider(1),
+                Command::Deliver {
+                    client: to,
+                    delay_us: 1_000,
+                },
+            ),
+            hop(&t, to, Command::Final),
+        ];
+        let params = Params::new(spec.payload_bytes).unwrap();
+        build(&params, &path, b"flood", &mut ChaCha20Rng::seed_from_u64(n)).unwrap()
+    };
+    let p = |sim: &Sim| sim.provider(provider(1)).unwrap().stats();
+    for n in 0..8 {
+        sim.inject(last, provider(1), delivery(n));
+    }
+    sim.run_until(S);
+    let s = p(&sim);
+    assert_eq!(
+        (s.stored, s.hop.drops.get(DropReason::InboxFull)),
+        (5, 3),
+        "seed {seed}"
+    );
+    sim.inject(last, provider(1), delivery(100));
+    sim.run_until(10 * S);
+    assert_eq!(
+        p(&sim).hop.drops.get(DropReason::InboxFull),
+        4,
+        "still locked"
+    );
+    assert_eq!(p(&sim).hop.drops.get(DropReason::InboxExpired), 0);
+
+    sim.run_until(33 * S);
+    let s = p(&sim);
+    assert_eq!(s.hop.drops.get(DropReason::InboxExpired), 5, "seed {seed}");
+    assert_eq!(sim.provider(provider(1)).unwrap().inbox_len(to), 0);
+    sim.inject(last, provider(1), delivery(101));
+    sim.run_until(34 * S);
+    let s = p(&sim);
+    assert_eq!(
+        (s.stored, sim.provider(provider(1)).unwrap().inbox_len(to)),
+        (6, 1)
+    );
+    assert_eq!(s.hop.drops.get(DropReason::InboxFull), 4);
+}
