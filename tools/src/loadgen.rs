@@ -299,7 +299,8 @@ impl Setup {
         }
         let socket = bind_large(me.address).map_err(|e| format!("--as {}: {e}", me.address))?;
         // Now, long before the first send: the kernel switches stamping on lazily.
-        crate::rx_timestamp::enable(&socket).map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
+        loopix_runtime::rx_timestamp::enable(&socket)
+            .map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
         Ok(Self {
             params: topology.network.params,
             epochs: topology.network.epochs,
@@ -640,7 +641,7 @@ fn blast(
         let receiver = {
             let (sent_at, done) = (Arc::clone(&sent_at), Arc::clone(&done));
             let (hold_ns, cpu) = (pace.hold_ns, pace.cpu);
-            let epoch_ns = crate::rx_timestamp::now_ns();
+            let epoch_ns = loopix_runtime::rx_timestamp::now_ns();
             s.spawn(move || {
                 if let Some(cpu) = cpu {
                     core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
@@ -702,7 +703,7 @@ fn send(
         }
         let late_ns = epoch.elapsed().as_nanos() as f64 - due_ns;
         let _ = lateness.record((late_ns.max(0.0) as u64).max(1));
-        sent_at[i].store(crate::rx_timestamp::now_ns(), Ordering::Relaxed);
+        sent_at[i].store(loopix_runtime::rx_timestamp::now_ns(), Ordering::Relaxed);
         if socket.send_to(p, target).is_ok() {
             sent += 1;
         }
@@ -735,7 +736,7 @@ fn receive(
     let mut forwarded = 0;
     let mut buf = vec![0u8; 65_536];
     while !done.load(Ordering::SeqCst) {
-        let Ok((n, arrived_ns)) = crate::rx_timestamp::recv(rx, &mut buf) else {
+        let Ok((n, arrived_ns)) = loopix_runtime::rx_timestamp::recv(rx, &mut buf) else {
             continue;
         };
         let Some(mac) = buf

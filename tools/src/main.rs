@@ -10,7 +10,6 @@ mod metrics;
 mod metrics_client;
 mod node;
 mod plot;
-mod rx_timestamp;
 mod sim_cli;
 mod soak;
 mod speed;

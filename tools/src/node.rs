@@ -180,6 +180,7 @@ fn start(
         datagram_len: 0,
         recv_buffer_bytes: 8 << 20,
         spin: (cfg.spin_us > 0).then(|| Duration::from_micros(cfg.spin_us)),
+        max_socket_wait: cfg.max_socket_wait,
     };
     let journal = |shard: usize, hop: &mut loopix_core::hop::HopEngine| {
         let mut journal = ReplayJournal::open(&cfg.replay_dir, shard, cfg.shards, syncer.clone())

@@ -55,11 +55,14 @@ pub enum DropReason {
     StoreFull,
     /// Stored, but not collected by its client within the provider's inbox TTL.
     InboxExpired,
+    /// Waited in the node's socket longer than its bound before it was read: shed unread,
+    /// so an overloaded node spends its time on packets that can still be on time.
+    Stale,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the metrics order).
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 24] = [
         Self::Malformed,
         Self::InvalidGroupElement,
         Self::Mac,
@@ -83,6 +86,7 @@ impl DropReason {
         Self::RateLimited,
         Self::StoreFull,
         Self::InboxExpired,
+        Self::Stale,
     ];
 
     /// A short stable name, for logs and metrics labels.
@@ -111,6 +115,7 @@ impl DropReason {
             Self::RateLimited => "rate_limited",
             Self::StoreFull => "store_full",
             Self::InboxExpired => "inbox_expired",
+            Self::Stale => "stale",
         }
     }
 }

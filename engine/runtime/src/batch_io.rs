@@ -1,11 +1,15 @@
 //! Batched UDP I/O with recvmmsg/sendmmsg: one system call moves up to [`BATCH`] datagrams.
-//! Buffers, iovecs and headers are allocated once per shard; nothing per datagram.
+//! Buffers, iovecs and headers are allocated once per shard; nothing per datagram. On a
+//! socket with receive timestamps on ([`crate::rx_timestamp`]), a received batch knows when
+//! each datagram reached the socket.
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
 use socket2::SockAddr;
+
+use crate::rx_timestamp::{ControlBuf, stamp};
 
 /// Datagrams per system call.
 pub const BATCH: usize = 32;
@@ -15,6 +19,10 @@ pub struct Batch {
     bufs: Vec<Box<[u8]>>,
     lens: [usize; BATCH],
     addrs: Vec<SockAddr>,
+    /// Control-message room per datagram, for its arrival time.
+    controls: Vec<ControlBuf>,
+    /// When each datagram reached the socket, ns since the epoch; 0: not known.
+    arrived_ns: [u64; BATCH],
     count: usize,
 }
 
@@ -28,6 +36,8 @@ impl Batch {
                 .collect(),
             lens: [0; BATCH],
             addrs: (0..BATCH).map(|_| SockAddr::from(any)).collect(),
+            controls: vec![[0; 8]; BATCH],
+            arrived_ns: [0; BATCH],
             count: 0,
         }
     }
@@ -57,6 +67,11 @@ impl Batch {
         (&self.bufs[i][..self.lens[i]], self.addrs[i].as_socket())
     }
 
+    /// When datagram `i` reached the socket (ns since the epoch), if the kernel said.
+    pub fn arrived_ns(&self, i: usize) -> Option<u64> {
+        Some(self.arrived_ns[i]).filter(|&t| t > 0)
+    }
+
     /// The buffer the next datagram goes into, to be committed with [`Batch::push_len`].
     pub fn next_buf(&mut self) -> &mut [u8] {
         &mut self.bufs[self.count]
@@ -64,6 +79,7 @@ impl Batch {
 
     /// Commits `len` bytes written into [`Batch::next_buf`], to or from `addr`.
     pub fn push_len(&mut self, len: usize, addr: SocketAddr) {
+        self.arrived_ns[self.count] = 0;
         self.lens[self.count] = len;
         self.addrs[self.count] = SockAddr::from(addr);
         self.count += 1;
@@ -88,6 +104,9 @@ impl Batch {
                 (b.as_mut_ptr().cast(), b.len()),
                 (a.as_ptr() as *mut _, storage_len),
             );
+            let control = &mut self.controls[start + i];
+            hdr[i].msg_hdr.msg_control = control.as_mut_ptr().cast();
+            hdr[i].msg_hdr.msg_controllen = size_of_val(control);
         }
         // SAFETY: every header points at a live buffer and address of this batch.
         let rc = unsafe {
@@ -104,6 +123,7 @@ impl Batch {
             self.lens[start + i] = h.msg_len as usize;
             // SAFETY: the kernel wrote a sockaddr of `msg_namelen` bytes there.
             unsafe { self.addrs[start + i].set_length(h.msg_hdr.msg_namelen) };
+            self.arrived_ns[start + i] = stamp(&h.msg_hdr).unwrap_or(0);
         }
         self.count += rc;
         Ok(rc)
@@ -191,6 +211,38 @@ mod tests {
             let (d, from) = inb.get(i);
             assert_eq!(d, &[i as u8; 3]);
             assert_eq!(from, Some(tx.local_addr().unwrap()));
+            assert_eq!(inb.arrived_ns(i), None, "timestamps are off on this socket");
         }
+    }
+
+    /// The kernel turns timestamping on lazily, so the first datagrams after `enable` may be
+    /// stamped when read; within a few rounds a batch must carry arrival times from before
+    /// a 20 ms wait.
+    #[test]
+    fn a_batch_knows_how_long_its_datagrams_waited() {
+        use crate::rx_timestamp::{enable, now_ns};
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        enable(&rx).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..50 {
+            let before = now_ns();
+            for _ in 0..3 {
+                tx.send_to(b"x", rx.local_addr().unwrap()).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            let mut inb = Batch::new(16);
+            while inb.len() < 3 {
+                inb.recv_waiting(rx.as_raw_fd()).unwrap();
+            }
+            let read = now_ns();
+            let stamps: Vec<u64> = (0..3).filter_map(|i| inb.arrived_ns(i)).collect();
+            assert_eq!(stamps.len(), 3, "every datagram stamped");
+            assert!(stamps.iter().all(|&t| before <= t && t <= read));
+            if stamps.iter().all(|&t| read - t >= 15_000_000) {
+                return;
+            }
+        }
+        panic!("no batch carried the kernel's arrival times");
     }
 }

@@ -21,6 +21,7 @@
 //! journal_tags = 65536         # replay hashes a shard buffers between two writes
 //! slot_us = 100                # timing wheel slot
 //! horizon_ms = 600000          # longest delay accepted
+//! max_socket_wait_ms = 100     # datagrams that waited longer in the socket are shed (0: never)
 //! inbox_per_client = 10000     # providers: packets kept per client
 //! inbox_total = 1000000        # providers: packets kept in all (the disk: ~2.4 GB at 2 KB)
 //! inbox_ttl_s = 604800         # providers: a packet no client collected is deleted after this
@@ -58,6 +59,8 @@ pub struct NodeConfig {
     pub replay_sync_ms: u64,
     /// The most packets a shard unwraps per second, which sizes its replay filters.
     pub max_packets_per_s: u32,
+    /// Datagrams that waited in a shard's socket longer than this are shed unread.
+    pub max_socket_wait: Option<std::time::Duration>,
     pub limits: HopLimits,
     /// Providers: the inboxes' bounds.
     pub inbox: InboxLimits,
@@ -102,6 +105,7 @@ struct RawLimits {
     journal_tags: usize,
     slot_us: u64,
     horizon_ms: u64,
+    max_socket_wait_ms: u64,
     inbox_per_client: usize,
     inbox_total: usize,
     inbox_ttl_s: u64,
@@ -116,12 +120,20 @@ impl Default for RawLimits {
             journal_tags: 65_536,
             slot_us: d.wheel.slot_us,
             horizon_ms: d.wheel.horizon_us / 1000,
+            max_socket_wait_ms: DEFAULT_MAX_SOCKET_WAIT_MS,
             inbox_per_client: InboxLimits::default().per_client,
             inbox_total: InboxLimits::default().total,
             inbox_ttl_s: InboxLimits::default().ttl_us / 1_000_000,
         }
     }
 }
+
+/// A packet that waited this long in a socket has spent its hop's share of the delay
+/// budget several times over (the mean delay a hop adds is 1/µ, 100 ms at µ = 10); an
+/// honest load never queues it for more than a few milliseconds. Under overload the
+/// receive buffer alone holds ~200 ms at a shard's floor: shedding at this bound keeps
+/// the latency of what is forwarded bounded.
+pub const DEFAULT_MAX_SOCKET_WAIT_MS: u64 = 100;
 
 fn one() -> usize {
     1
@@ -215,6 +227,8 @@ impl NodeConfig {
             replay_dir: base.join(replay_dir),
             replay_sync_ms: raw.replay_sync_ms,
             max_packets_per_s: raw.limits.max_packets_per_s,
+            max_socket_wait: (raw.limits.max_socket_wait_ms > 0)
+                .then(|| std::time::Duration::from_millis(raw.limits.max_socket_wait_ms)),
             limits,
             inbox: InboxLimits {
                 per_client: raw.limits.inbox_per_client,
@@ -421,6 +435,9 @@ mod tests {
     #[test]
     fn the_store_has_a_bound_in_all_no_smaller_than_one_inbox() {
         assert_eq!(parse_with("").unwrap().inbox.total, 1_000_000);
+        let wait = |toml: &str| parse_with(toml).unwrap().max_socket_wait;
+        assert_eq!(wait(""), Some(std::time::Duration::from_millis(100)));
+        assert_eq!(wait("[limits]\nmax_socket_wait_ms = 0\n"), None, "0: never");
         assert_eq!(parse_with("").unwrap().inbox.ttl_us, 604_800_000_000);
         let cfg = parse_with("[limits]\ninbox_ttl_s = 60\n").unwrap();
         assert_eq!(cfg.inbox.ttl_us, 60_000_000);

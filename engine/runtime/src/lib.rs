@@ -10,6 +10,7 @@ pub mod key_file;
 pub mod node;
 pub mod node_lock;
 pub mod replay_journal;
+pub mod rx_timestamp;
 pub mod shard;
 pub mod socket_stats;
 pub mod steering;

@@ -35,6 +35,9 @@ pub struct NodeLayout {
     /// dedicated core, timers and arrivals are then seen within microseconds instead of a
     /// wake-up's latency, at the price of that core's idle time. `None`: sleep at once.
     pub spin: Option<Duration>,
+    /// Datagrams that waited in a shard's socket longer than this are shed unread, counted
+    /// as `stale` (receive timestamps are turned on for it); `None`: never.
+    pub max_socket_wait: Option<Duration>,
 }
 
 /// A running node.
@@ -55,6 +58,11 @@ impl Node {
         mut make_core: impl FnMut(usize) -> (C, Option<ReplayJournal>),
     ) -> io::Result<Self> {
         let sockets = bind_group(layout.listen, layout.shards, layout.recv_buffer_bytes)?;
+        if layout.max_socket_wait.is_some() {
+            for s in &sockets {
+                crate::rx_timestamp::enable(s)?;
+            }
+        }
         let local_addr = sockets[0].local_addr()?;
         let clock = NetworkClock::start();
         let (report_tx, reports) = bounded(1024);
@@ -82,6 +90,7 @@ impl Node {
                 strays_in,
                 strays_out: strays_out.clone(),
                 stray_buffers: stray_buffers.clone(),
+                max_socket_wait: layout.max_socket_wait,
             };
             let placement = match layout.cpus.get(index % layout.cpus.len().max(1)) {
                 Some(&cpu) => Placement::Fixed(cpu),

@@ -18,6 +18,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::UdpSocket;
 use glommio::timer::Timer;
+use loopix_core::drops::DropReason;
 use loopix_core::topology::Topology;
 use loopix_crypto::EpochSeed;
 
@@ -25,6 +26,7 @@ use crate::batch_io::{BATCH, Batch};
 use crate::clock::NetworkClock;
 use crate::cores::{CoreReport, ShardCore};
 use crate::replay_journal::ReplayJournal;
+use crate::rx_timestamp::now_ns;
 use crate::steering::owner_shard;
 use crate::stray_buffers::StrayBuffers;
 
@@ -94,6 +96,9 @@ pub struct ShardSetup<C> {
     pub strays_out: Vec<Sender<Stray>>,
     /// The node's stray buffers, shared by every shard.
     pub stray_buffers: StrayBuffers,
+    /// Datagrams that waited in the socket longer than this are shed unread (`stale`);
+    /// `None`: never.
+    pub max_socket_wait: Option<Duration>,
 }
 
 struct State<C> {
@@ -112,6 +117,8 @@ struct State<C> {
     receive_ns: u64,
     /// Datagrams handed to the core, for the mean cost per datagram of `receive_ns`.
     handed: u64,
+    /// See [`ShardSetup::max_socket_wait`], ns.
+    max_socket_wait_ns: Option<u64>,
 }
 
 impl<C: ShardCore> State<C> {
@@ -127,15 +134,24 @@ impl<C: ShardCore> State<C> {
         }
     }
 
-    /// Hands a received batch to the core, after sending strays on to their owners.
+    /// Hands a received batch to the core, after shedding what waited too long in the
+    /// socket and sending strays on to their owners.
     fn receive(&mut self, batch: &Batch) {
         let now = self.now_us();
+        // The kernel stamps arrivals with the system clock; ages are read against it too.
+        let shed_before_ns = self
+            .max_socket_wait_ns
+            .map_or(0, |max| now_ns().saturating_sub(max));
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
         let mut items: [(SocketAddr, &[u8]); BATCH] = [(unspecified, &[]); BATCH];
         let mut n = 0;
         for i in 0..batch.len() {
             let (d, from) = batch.get(i);
             let Some(from) = from else { continue };
+            if batch.arrived_ns(i).is_some_and(|t| t < shed_before_ns) {
+                self.core.hop().refuse(DropReason::Stale);
+                continue;
+            }
             if self.is_stray(d) {
                 self.forward_stray(from, d);
                 continue;
@@ -239,6 +255,7 @@ pub async fn run<C: ShardCore + 'static>(setup: ShardSetup<C>) {
         strays_dropped: 0,
         receive_ns: 0,
         handed: 0,
+        max_socket_wait_ns: setup.max_socket_wait.map(|d| d.as_nanos() as u64),
     }));
     let stopping = Rc::new(Cell::new(false));
     let (wake_tx, wake_rx) = local_channel::new_bounded(1);
@@ -265,12 +282,18 @@ async fn receive_loop<C: ShardCore>(
     let (mut inb, mut out) = (Batch::new(datagram_len), Batch::new(datagram_len));
     loop {
         inb.clear();
-        match socket.recv_from(inb.next_buf()).await {
-            Ok((n, from)) => inb.push_len(n, from),
-            Err(_) => continue,
+        // What is waiting comes with the kernel's arrival times; only when nothing is does
+        // the shard await the next datagram, which then arrived while it was idle (fresh).
+        let waiting = inb.recv_waiting(socket.as_raw_fd()).unwrap_or(0);
+        if waiting == 0 {
+            match socket.recv_from(inb.next_buf()).await {
+                Ok((n, from)) => inb.push_len(n, from),
+                Err(_) => continue,
+            }
+            let _ = inb.recv_waiting(socket.as_raw_fd());
         }
-        let _ = inb.recv_waiting(socket.as_raw_fd());
         if stopping.get() {
+            futures_lite::future::yield_now().await;
             continue;
         }
         st.borrow_mut().release_ahead_of(inb.len());

@@ -38,6 +38,11 @@ const PROVIDER: Address = Address(1_000);
 
 /// Mix 1 on two shards; mix 2's address is `sink`, a socket of the test.
 fn rig() -> Rig {
+    rig_shedding(None)
+}
+
+/// [`rig`], its shards shedding datagrams that waited longer than `max_socket_wait`.
+fn rig_shedding(max_socket_wait: Option<Duration>) -> Rig {
     let spec = NetworkSpec {
         layers: 2,
         mixes_per_layer: 1,
@@ -117,6 +122,7 @@ fn rig() -> Rig {
         datagram_len: probe.max_datagram_len() + 1,
         recv_buffer_bytes: 1 << 23,
         spin: None,
+        max_socket_wait,
     };
     let node = Node::start(&layout, make).unwrap();
     Rig {
@@ -223,6 +229,7 @@ struct Totals {
     sent: u64,
     drops: u64,
     pending: u64,
+    kernel_drops: u64,
 }
 
 impl Totals {
@@ -232,6 +239,7 @@ impl Totals {
             sent: t.sent + r.core.sent,
             drops: t.drops + r.core.drops.total(),
             pending: t.pending + r.core.pending,
+            kernel_drops: t.kernel_drops + r.kernel_drops,
         })
     }
 }
@@ -366,4 +374,41 @@ fn a_reload_keeps_an_unchanged_key_and_its_filter_and_replaces_a_changed_one() {
         (21, 1, 20)
     );
     rig.node.shutdown(Duration::from_secs(1));
+}
+
+/// Junk that costs the node a whole unwrap (a valid link trailer, a Sphinx header that
+/// fails its MAC after the key exchange), sent in one burst far faster than two shards
+/// unwrap: with a 2 ms bound the shards shed what waited longer, unread, as `stale`;
+/// without one they unwrap it all. Every datagram is accounted for either way.
+#[test]
+fn an_overloaded_shard_sheds_what_waited_too_long_in_its_socket() {
+    let burst = |max_socket_wait| {
+        let mut rig = rig_shedding(max_socket_wait);
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let mut junk = vec![0u8; rig.params.packet_len()];
+        let sent = 3_000u64;
+        for _ in 0..sent {
+            rng.fill_bytes(&mut junk);
+            let d = rig.sealed(&junk);
+            rig.provider.send_to(&d, rig.node.local_addr).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (reports, t) = loop {
+            let (reports, t) = rig.totals(0);
+            if t.received + t.kernel_drops >= sent || Instant::now() > deadline {
+                break (reports, t);
+            }
+        };
+        rig.node.shutdown(Duration::from_secs(1));
+        let stale: u64 = reports
+            .iter()
+            .map(|r| r.core.drops.get(DropReason::Stale))
+            .sum();
+        assert_eq!(t.received + t.kernel_drops, sent, "{t:?}");
+        assert_eq!((t.drops, t.sent), (t.received, 0), "all junk, all dropped");
+        stale
+    };
+    let stale = burst(Some(Duration::from_millis(2)));
+    assert!(stale > 0, "nothing was shed");
+    assert_eq!(burst(None), 0, "no bound, nothing shed");
 }

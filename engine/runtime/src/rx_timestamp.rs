@@ -1,15 +1,22 @@
-//! Receiving with the kernel's arrival timestamp (SO_TIMESTAMPNS), so the load generator
-//! times when a forwarded packet reached its socket, not when its receiver thread next ran:
-//! on a small machine shared with the node, that thread's scheduling delay would otherwise
-//! be charged to the node's hop.
+//! Receiving with the kernel's arrival timestamp (SO_TIMESTAMPNS): how long a datagram
+//! waited in its socket's receive queue before it was read.
+//!
+//! A shard sheds datagrams that waited longer than its bound unread (an overloaded node
+//! works on fresh packets instead of ones whose delay budget is gone), and the load
+//! generator times when a forwarded packet reached its socket, not when its receiver
+//! thread next ran: on a small machine shared with the node, that thread's scheduling
+//! delay would otherwise be charged to the node's hop.
 
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Control-message room for one timestamp (a cmsg header and a timespec), 8-aligned.
+pub type ControlBuf = [u64; 8];
+
 /// Asks the kernel to timestamp every datagram `socket` receives.
-pub fn enable(socket: &UdpSocket) -> io::Result<()> {
+pub fn enable(socket: &impl AsRawFd) -> io::Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: a valid fd, and a pointer to an int of the length given.
     let rc = unsafe {
@@ -43,7 +50,7 @@ pub fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, u64)> {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    let mut control = [0u64; 8]; // room for one cmsg carrying a timespec, 8-aligned
+    let mut control: ControlBuf = [0; 8];
     // SAFETY: msghdr is plain data; every pointer set below outlives the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -58,8 +65,9 @@ pub fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, u64)> {
     Ok((n as usize, stamp(&msg).unwrap_or_else(now_ns)))
 }
 
-/// The SCM_TIMESTAMPNS of a received message, if the kernel attached one.
-fn stamp(msg: &libc::msghdr) -> Option<u64> {
+/// The SCM_TIMESTAMPNS of a received message (ns since the epoch), if the kernel
+/// attached one.
+pub fn stamp(msg: &libc::msghdr) -> Option<u64> {
     // SAFETY: the CMSG macros walk the control buffer recvmsg filled, within its length.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(msg);
