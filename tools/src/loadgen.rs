@@ -27,6 +27,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use serde::Serialize;
 
+use crate::hostile_load::HostileCounts;
+
 /// Who loads whom: the options `loopix loadgen` and `loopix soak` share.
 #[derive(Args, Debug, Clone)]
 pub struct LoadNodes {
@@ -100,6 +102,17 @@ pub struct LoadgenArgs {
     /// to 52 µs and the generator's CPU from 0.37 to 0.21 cores.
     #[arg(long, default_value_t = 0)]
     send_quantum_us: u32,
+    /// Send valid packets among replays, junk and packets asking for a 590 s hold (six in
+    /// ten datagrams; see the README's overload section): load the node must refuse.
+    #[arg(long)]
+    hostile: bool,
+    /// After the load, go on with valid packets at this rate to time the node's recovery
+    /// (0: no tail).
+    #[arg(long, default_value_t = 0.0)]
+    then_rate: f64,
+    /// Seconds of the recovery tail (with --then-rate).
+    #[arg(long, default_value_t = 3.0)]
+    then_s: f64,
 }
 
 /// What `--find-capacity --json` prints.
@@ -169,6 +182,28 @@ pub struct LoadReport {
     /// The worst per-hop latency of the packets sent in each 100 ms of the run, µs: shows
     /// whether a tail is a stall at one moment or spread over the run.
     pub max_latency_us_per_window: Vec<f64>,
+    /// `--hostile`: datagrams of each kind sent (the latency and loss above are the valid
+    /// packets').
+    pub hostile: Option<HostileCounts>,
+    /// `--then-rate`: the recovery tail.
+    pub tail: Option<TailReport>,
+}
+
+/// What the recovery tail after the load saw.
+#[derive(Serialize, Debug)]
+pub struct TailReport {
+    pub rate_pps: f64,
+    pub duration_s: f64,
+    pub sent: u64,
+    pub forwarded: u64,
+    pub latency_us: Percentiles,
+    /// From the end of the load to the start of the first 100 ms window whose packets
+    /// all came back within `--p99-bound-us` (the node's backlog is gone), ms; `null`:
+    /// never within the tail.
+    pub recovery_ms: Option<f64>,
+    /// Windows after that one with a packet lost or over the bound (on a shared machine,
+    /// its stalls).
+    pub late_windows: usize,
 }
 
 /// The sender's lateness, µs.
@@ -180,11 +215,23 @@ pub struct Lateness {
 
 /// What one open-loop run saw.
 struct Blast {
+    /// Datagrams sent, and of them the valid ones of the load and of the tail.
     sent: u64,
+    valid_sent: u64,
+    tail_sent: u64,
+    /// Valid packets that came back, of the load and of the tail.
     forwarded: u64,
-    /// Per-hop latency, ns.
+    tail_forwarded: u64,
+    /// Per-hop latency, ns, of the load's packets and of the tail's.
     latency: Histogram<u64>,
+    tail_latency: Histogram<u64>,
+    /// By 100 ms window of send time: the worst latency, packets sent, packets forwarded.
     window_max: Vec<u64>,
+    window_sent: Vec<u64>,
+    window_forwarded: Vec<u64>,
+    /// The window the tail's first packet went in (the load's end, however late the
+    /// sender was).
+    tail_window: Option<usize>,
     /// Send time minus due time, ns.
     lateness: Histogram<u64>,
 }
@@ -258,7 +305,8 @@ pub(crate) struct Setup {
     pub epochs: EpochSchedule,
     target_node: Node,
     me: Node,
-    relay: Command,
+    /// The hold every packet asks the target for, µs.
+    hold_us: u32,
     /// The played node's links: every datagram to the target is sealed with them.
     links: std::sync::Mutex<Links>,
     pub socket: UdpSocket,
@@ -306,10 +354,7 @@ impl Setup {
             epochs: topology.network.epochs,
             target_node: target.clone(),
             me: me.clone(),
-            relay: Command::Relay {
-                next: me.id,
-                delay_us: hold_us,
-            },
+            hold_us,
             links: std::sync::Mutex::new(links),
             socket,
             target: target.address,
@@ -319,9 +364,18 @@ impl Setup {
     /// The path of a packet sent at `at_us` (unix): both hops under their keys of the
     /// epoch then.
     pub fn path_at(&self, at_us: u64) -> Result<[Hop; 2], String> {
+        self.path_holding(at_us, self.hold_us)
+    }
+
+    /// [`Setup::path_at`], asking the target to hold the packet `hold_us`.
+    pub fn path_holding(&self, at_us: u64, hold_us: u32) -> Result<[Hop; 2], String> {
         let epoch = self.epochs.epoch_at(at_us);
         let (target, me) = (&self.target_node.epoch_keys, &self.me.epoch_keys);
-        match (target.hop(epoch, self.relay), me.hop(epoch, Command::Final)) {
+        let relay = Command::Relay {
+            next: self.me.id,
+            delay_us: hold_us,
+        };
+        match (target.hop(epoch, relay), me.hop(epoch, Command::Final)) {
             (Some(first), Some(second)) => Ok([first, second]),
             _ => Err(format!(
                 "the topology publishes no key of --target or --as for epoch {epoch}"
@@ -334,7 +388,15 @@ impl Setup {
     pub fn seal(&self, at_us: u64, packet: &[u8]) -> Vec<u8> {
         let mut d = Vec::with_capacity(packet.len() + LINK_OVERHEAD);
         d.extend_from_slice(packet);
-        d.resize(packet.len() + LINK_OVERHEAD, 0);
+        self.seal_owned(at_us, d)
+    }
+
+    /// [`Setup::seal`], extending `packet` itself.
+    pub fn seal_owned(&self, at_us: u64, packet: Vec<u8>) -> Vec<u8> {
+        let mut d = packet;
+        // Exactly: a pool of millions of datagrams must not double its capacity on growth.
+        d.reserve_exact(LINK_OVERHEAD);
+        d.resize(d.len() + LINK_OVERHEAD, 0);
         let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         // Checked at setup: the played node sends to the target.
         let _sealed = links.seal(at_us, self.target_node.id, &mut d);
@@ -352,11 +414,11 @@ impl Setup {
     /// One run at `rate` for `duration_s`, with a fresh pool (a packet is never sent twice).
     fn step(&self, args: &LoadgenArgs, rate: f64, duration_s: f64) -> Result<LoadReport, String> {
         let count = (rate * duration_s).ceil() as usize;
+        let tail_count = (args.then_rate * args.then_s).ceil() as usize;
         eprintln!("loadgen: building {count} packets for {rate:.0} packets/s");
-        let path = self.path_at(NetworkClock::start().now_us())?;
-        let mut pool = build_pool(&self.params, &|_| path, count)?;
         let now = NetworkClock::start().now_us();
-        self.seal_pool(&mut pool, |_| now);
+        let hostile = if args.hostile { count } else { 0 };
+        let pool = crate::hostile_load::pool(self, now, count + tail_count, hostile)?;
         // Building saturates every core; start the load on a quiet machine.
         std::thread::sleep(Duration::from_millis(args.settle_ms));
         let before = args.metrics.and_then(crate::metrics_client::scrape);
@@ -366,14 +428,10 @@ impl Setup {
             cpu: args.cpu,
             hold_ns: u64::from(args.hold_us) * 1_000,
             quantum_ns: f64::from(args.send_quantum_us) * 1e3,
+            tail_from: count,
+            tail_rate: args.then_rate,
         };
-        let Blast {
-            sent,
-            forwarded,
-            latency: hist,
-            window_max,
-            lateness,
-        } = blast(&pace, &self.socket, self.target, &pool)?;
+        let blast = blast(&pace, &self.socket, self.target, &pool)?;
         let after = args.metrics.and_then(crate::metrics_client::scrape);
         let (node_delay_error_p99_us, node_receive_us_per_packet, node_drops) =
             match (before, after) {
@@ -384,23 +442,28 @@ impl Setup {
                 ),
                 _ => (None, None, BTreeMap::new()),
             };
-        let q = |p: f64| hist.value_at_quantile(p) as f64 / 1e3;
+        let (recovery_ms, late_windows) = recovery(&blast, args.p99_bound_us);
+        let tail = (tail_count > 0).then(|| TailReport {
+            rate_pps: args.then_rate,
+            duration_s: args.then_s,
+            sent: blast.tail_sent,
+            forwarded: blast.tail_forwarded,
+            latency_us: percentiles(&blast.tail_latency),
+            recovery_ms,
+            late_windows,
+        });
+        let sent = blast.sent.min(count as u64);
         Ok(LoadReport {
             offered_pps: sent as f64 / duration_s,
             sent,
-            forwarded,
-            forwarded_pps: forwarded as f64 / duration_s,
-            loss: if sent == 0 {
+            forwarded: blast.forwarded,
+            forwarded_pps: blast.forwarded as f64 / duration_s,
+            loss: if blast.valid_sent == 0 {
                 0.0
             } else {
-                1.0 - forwarded as f64 / sent as f64
+                1.0 - blast.forwarded as f64 / blast.valid_sent as f64
             },
-            latency_us: Percentiles {
-                p50: q(0.5),
-                p99: q(0.99),
-                p999: q(0.999),
-                max: hist.max() as f64 / 1e3,
-            },
+            latency_us: percentiles(&blast.latency),
             duration_s,
             poisson: args.poisson,
             node_drops,
@@ -409,12 +472,59 @@ impl Setup {
             node_delay_error_p99_us,
             node_receive_us_per_packet,
             send_lateness_us: Lateness {
-                p99: lateness.value_at_quantile(0.99) as f64 / 1e3,
-                max: lateness.max() as f64 / 1e3,
+                p99: blast.lateness.value_at_quantile(0.99) as f64 / 1e3,
+                max: blast.lateness.max() as f64 / 1e3,
             },
-            max_latency_us_per_window: window_max.iter().map(|&ns| ns as f64 / 1e3).collect(),
+            max_latency_us_per_window: blast.window_max.iter().map(|&ns| ns as f64 / 1e3).collect(),
+            hostile: args.hostile.then(|| HostileCounts::of_first(count)),
+            tail,
         })
     }
+}
+
+/// Percentiles of a latency histogram of ns, in µs.
+fn percentiles(hist: &Histogram<u64>) -> Percentiles {
+    let q = |p: f64| hist.value_at_quantile(p) as f64 / 1e3;
+    Percentiles {
+        p50: q(0.5),
+        p99: q(0.99),
+        p999: q(0.999),
+        max: hist.max() as f64 / 1e3,
+    }
+}
+
+/// See [`TailReport::recovery_ms`] and [`TailReport::late_windows`]: the windows from the
+/// tail's first, judged on every packet they sent coming back within `bound_us`. The last
+/// window, cut short by the end of the run, is not judged.
+fn recovery(blast: &Blast, bound_us: f64) -> (Option<f64>, usize) {
+    let Some(end) = blast.tail_window else {
+        return (None, 0);
+    };
+    let (sent, forwarded, max) = (
+        &blast.window_sent,
+        &blast.window_forwarded,
+        &blast.window_max,
+    );
+    recovery_of(end, sent, forwarded, max, bound_us)
+}
+
+/// [`recovery`] over per-window packets sent, forwarded and worst latency (ns).
+fn recovery_of(
+    end: usize,
+    sent: &[u64],
+    forwarded: &[u64],
+    max_ns: &[u64],
+    bound_us: f64,
+) -> (Option<f64>, usize) {
+    let at = |v: &[u64], w: usize| v.get(w).copied().unwrap_or(0);
+    let good = |w: usize| at(forwarded, w) >= at(sent, w) && at(max_ns, w) as f64 / 1e3 <= bound_us;
+    let last = sent.len().saturating_sub(1);
+    let Some(first) = (end..last).find(|&w| good(w)) else {
+        return (None, 0);
+    };
+    let late = (first..last).filter(|&w| !good(w)).count();
+    let ms = (first - end) as f64 * WINDOW_NS as f64 / 1e6;
+    (Some(ms), late)
 }
 
 /// The target's drops between two scrapes of its metrics, by reason (non-zero only).
@@ -461,6 +571,9 @@ struct Pace {
     hold_ns: u64,
     /// Packets due within this of now go without a sleep (`--send-quantum-us`).
     quantum_ns: f64,
+    /// Packets from this index on are the recovery tail, sent at `tail_rate`.
+    tail_from: usize,
+    tail_rate: f64,
 }
 
 /// Ramps the rate by 15 % from a quarter of the floor until a step fails, then bisects
@@ -637,30 +750,61 @@ fn blast(
     rx.set_read_timeout(Some(Duration::from_millis(50)))
         .map_err(|e| e.to_string())?;
     let epoch = Instant::now();
+    let epoch_ns = loopix_runtime::rx_timestamp::now_ns();
     std::thread::scope(|s| {
         let receiver = {
             let (sent_at, done) = (Arc::clone(&sent_at), Arc::clone(&done));
-            let (hold_ns, cpu) = (pace.hold_ns, pace.cpu);
-            let epoch_ns = loopix_runtime::rx_timestamp::now_ns();
+            let cpu = pace.cpu;
             s.spawn(move || {
                 if let Some(cpu) = cpu {
                     core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
                 }
-                receive(&rx, pool, &sent_at, &done, epoch_ns, hold_ns)
+                receive(&rx, pool, &sent_at, &done, epoch_ns, pace)
             })
         };
         let (sent, lateness) = send(pace, socket, target, pool, &sent_at, epoch);
         // Let the last packets come back.
         std::thread::sleep(Duration::from_millis(500) + Duration::from_nanos(pace.hold_ns));
         done.store(true, Ordering::SeqCst);
-        let (forwarded, hist, window_max) = receiver
+        let r = receiver
             .join()
             .map_err(|_| "receiver panicked".to_string())?;
+        // Only packets that can come back count as sent for loss and recovery.
+        let (mut valid_sent, mut tail_sent) = (0, 0);
+        let tail_window = sent_at
+            .get(pace.tail_from)
+            .map(|at| at.load(Ordering::Relaxed))
+            .filter(|&at| at > 0)
+            .map(|at| window_of(at, epoch_ns));
+        let mut window_sent = vec![0; r.window_max.len()];
+        for &i in pool.by_mac.values() {
+            let at = sent_at[i as usize].load(Ordering::Relaxed);
+            if at == 0 {
+                continue;
+            }
+            if (i as usize) < pace.tail_from {
+                valid_sent += 1;
+            } else {
+                tail_sent += 1;
+            }
+            let w = window_of(at, epoch_ns);
+            if window_sent.len() <= w {
+                window_sent.resize(w + 1, 0);
+            }
+            window_sent[w] += 1;
+        }
         Ok(Blast {
             sent,
-            forwarded,
-            latency: hist,
-            window_max,
+            valid_sent,
+            tail_sent,
+            forwarded: r.forwarded,
+            tail_forwarded: r.tail_forwarded,
+            latency: r.latency,
+            tail_latency: r.tail_latency,
+            window_max: r.window_max,
+            window_sent,
+            window_forwarded: r.window_forwarded,
+            tail_window,
             lateness,
         })
     })
@@ -678,17 +822,21 @@ fn send(
     sent_at: &[AtomicU64],
     epoch: Instant,
 ) -> (u64, Histogram<u64>) {
-    let mut lateness =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
+    let mut lateness = latency_histogram();
     if let Some(cpu) = args.cpu {
         core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
     }
     let mut rng = ChaCha20Rng::seed_from_u64(epoch.elapsed().as_nanos() as u64);
-    let gap_ns = 1e9 / args.rate;
     let mut due_ns = 0.0;
     let mut last_progress = Instant::now();
     let mut sent = 0;
     for (i, p) in pool.packets.iter().enumerate() {
+        let gap_ns = 1e9
+            / if i < args.tail_from {
+                args.rate
+            } else {
+                args.tail_rate
+            };
         due_ns += if args.poisson {
             -((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
                 .max(1e-12)
@@ -722,18 +870,42 @@ fn send(
     (sent, lateness)
 }
 
+/// What the receiver thread saw.
+struct Received {
+    forwarded: u64,
+    tail_forwarded: u64,
+    latency: Histogram<u64>,
+    tail_latency: Histogram<u64>,
+    window_max: Vec<u64>,
+    window_forwarded: Vec<u64>,
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
+}
+
+/// The 100 ms window of send time `at_ns` (since the epoch) in a run begun at `epoch_ns`.
+fn window_of(at_ns: u64, epoch_ns: u64) -> usize {
+    (at_ns.saturating_sub(epoch_ns) / WINDOW_NS) as usize
+}
+
 fn receive(
     rx: &UdpSocket,
     pool: &Pool,
     sent_at: &[AtomicU64],
     done: &AtomicBool,
     epoch_ns: u64,
-    hold_ns: u64,
-) -> (u64, Histogram<u64>, Vec<u64>) {
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
-    let mut window_max = Vec::new();
+    pace: &Pace,
+) -> Received {
+    let mut r = Received {
+        forwarded: 0,
+        tail_forwarded: 0,
+        latency: latency_histogram(),
+        tail_latency: latency_histogram(),
+        window_max: Vec::new(),
+        window_forwarded: Vec::new(),
+    };
     let mut seen = vec![false; pool.packets.len()];
-    let mut forwarded = 0;
     let mut buf = vec![0u8; 65_536];
     while !done.load(Ordering::SeqCst) {
         let Ok((n, arrived_ns)) = loopix_runtime::rx_timestamp::recv(rx, &mut buf) else {
@@ -756,18 +928,50 @@ fn receive(
             continue;
         }
         seen[i] = true;
-        forwarded += 1;
         let sent = sent_at[i].load(Ordering::Relaxed);
-        let latency = arrived_ns.saturating_sub(sent).saturating_sub(hold_ns);
+        let latency = arrived_ns.saturating_sub(sent).saturating_sub(pace.hold_ns);
+        let (count, hist) = if i < pace.tail_from {
+            (&mut r.forwarded, &mut r.latency)
+        } else {
+            (&mut r.tail_forwarded, &mut r.tail_latency)
+        };
+        *count += 1;
         let _ = hist.record(latency.max(1));
-        let w = (sent.saturating_sub(epoch_ns) / WINDOW_NS) as usize;
-        if window_max.len() <= w {
-            window_max.resize(w + 1, 0);
+        let w = window_of(sent, epoch_ns);
+        if r.window_max.len() <= w {
+            r.window_max.resize(w + 1, 0);
+            r.window_forwarded.resize(w + 1, 0);
         }
-        window_max[w] = window_max[w].max(latency);
+        r.window_max[w] = r.window_max[w].max(latency);
+        r.window_forwarded[w] += 1;
     }
-    (forwarded, hist, window_max)
+    r
 }
 
 /// Width of the windows of `max_latency_us_per_window`, by send time.
 const WINDOW_NS: u64 = 100_000_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_is_the_first_clean_window_after_the_load_and_later_stalls_are_counted() {
+        let ms = 1_000_000;
+        // Windows 0-1 the load, 2.. the tail; the last one is cut short and not judged.
+        let sent = [9, 9, 2, 2, 2, 2, 2, 1];
+        let forwarded = [5, 5, 1, 2, 2, 2, 2, 0];
+        let max = [90 * ms, 90 * ms, 50 * ms, 3 * ms, ms, 5 * ms, ms, 99 * ms];
+        // Window 2 lost one, window 3 went over 2 ms: clean from window 4; window 5 a stall.
+        assert_eq!(
+            recovery_of(2, &sent, &forwarded, &max, 2_000.0),
+            (Some(200.0), 1)
+        );
+        assert_eq!(recovery_of(2, &sent, &forwarded, &max, 100.0), (None, 0));
+        assert_eq!(
+            recovery_of(2, &sent, &forwarded, &max, 60_000.0),
+            (Some(100.0), 0),
+            "window 2 lost a packet"
+        );
+    }
+}

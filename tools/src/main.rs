@@ -1,6 +1,7 @@
 //! `loopix`: the command-line front end of the loopix mix engine.
 
 mod client;
+mod hostile_load;
 mod json;
 mod keygen;
 mod loadgen;
