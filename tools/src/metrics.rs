@@ -2,7 +2,7 @@
 //! plain thread: off the packet path, reading the latest reports the control thread keeps.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 
@@ -258,35 +258,89 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &LatencyHistogram) {
     let _ = writeln!(out, "{name}_count {}", h.count());
 }
 
-/// How long a scraper may take to send its request line, and to take the answer: the
-/// endpoint serves one connection at a time, so a silent one must not hold it.
+/// How long a scraper may take to send its whole request line, and to take the answer: a
+/// deadline for the request, not per read, so a client trickling a byte at a time is cut
+/// off as surely as a silent one.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 /// The most of a request line read; a longer one is answered 404.
-const MAX_REQUEST_LINE: u64 = 1024;
+const MAX_REQUEST_LINE: usize = 1024;
+/// Connections served at once (a thread each); beyond it a new one is closed at once, so
+/// slow clients cost at most this many threads and cannot queue a scraper behind them.
+const MAX_CONNECTIONS: usize = 16;
 
-/// Serves `GET /metrics` on `addr` from `shared`, on a thread of its own, one connection at
-/// a time, each bounded in time and size.
+/// Serves `GET /metrics` on `addr` from `shared`: an accepting thread, and a thread per
+/// connection (at most [`MAX_CONNECTIONS`]), each bounded in time and size.
 pub fn serve(addr: SocketAddr, shared: Arc<Mutex<Snapshot>>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
-    std::thread::Builder::new().name("loopix-metrics".into()).spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
-            let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
-            let mut line = String::new();
-            let _ = BufReader::new(std::io::Read::take(&stream, MAX_REQUEST_LINE)).read_line(&mut line);
-            let body = match line.split_whitespace().nth(1) {
-                Some("/metrics") => Some(render(&shared.lock().map(|s| s.clone()).unwrap_or_default())),
-                _ => None,
-            };
-            let mut stream = stream;
-            let _ = match body {
-                Some(b) => write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}", b.len()),
-                None => write!(stream, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
-            };
-        }
-    })?;
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    std::thread::Builder::new()
+        .name("loopix-metrics".into())
+        .spawn(move || {
+            use std::sync::atomic::Ordering;
+            for stream in listener.incoming().flatten() {
+                if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    continue; // dropped: closed
+                }
+                let (shared, done) = (Arc::clone(&shared), Arc::clone(&active));
+                let spawned = std::thread::Builder::new()
+                    .name("loopix-metrics-conn".into())
+                    .spawn(move || {
+                        answer(stream, &shared);
+                        done.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "metrics: no thread for a connection");
+                    active.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        })?;
     Ok(local)
+}
+
+/// Reads one request line by the deadline and answers it.
+fn answer(mut stream: std::net::TcpStream, shared: &Mutex<Snapshot>) {
+    let Some(line) = request_line(&mut stream) else {
+        return;
+    };
+    let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
+    let _ = match line.split_whitespace().nth(1) {
+        Some("/metrics") => {
+            let b = render(&shared.lock().map(|s| s.clone()).unwrap_or_default());
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                b.len()
+            )
+        }
+        _ => write!(
+            stream,
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    };
+}
+
+/// The request line (up to [`MAX_REQUEST_LINE`] bytes, or what came before the bound was
+/// reached), if it came within [`REQUEST_TIMEOUT`] of the connection; `None` if not.
+fn request_line(stream: &mut std::net::TcpStream) -> Option<String> {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+    let mut buf = [0u8; MAX_REQUEST_LINE];
+    let mut len = 0;
+    while len < buf.len() && !buf[..len].contains(&b'\n') {
+        let left = deadline.checked_duration_since(std::time::Instant::now())?;
+        stream
+            .set_read_timeout(Some(left.max(std::time::Duration::from_millis(1))))
+            .ok()?;
+        match stream.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(_) => return None,
+        }
+    }
+    let line = buf[..len].split(|&b| b == b'\n').next().unwrap_or_default();
+    Some(String::from_utf8_lossy(line).into_owned())
 }
 
 #[cfg(test)]
@@ -329,5 +383,40 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    /// Slowloris: clients trickling their request a byte at a time, more of them than the
+    /// endpoint serves at once. A scrape among them is still answered, and each trickler is
+    /// cut off by the request deadline however steadily it sends.
+    #[test]
+    fn clients_trickling_their_request_cannot_hold_the_endpoint() {
+        let addr = serve("127.0.0.1:0".parse().unwrap(), Arc::default()).unwrap();
+        let tricklers: Vec<_> = (0..2 * MAX_CONNECTIONS)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut s = TcpStream::connect(addr).unwrap();
+                    let start = Instant::now();
+                    for b in b"GET /metrics HTTP/1.1" {
+                        if s.write_all(&[*b]).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    start.elapsed()
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let start = Instant::now();
+        let mut answered = false;
+        // The tricklers hold every slot for at most the deadline; a scrape gets one by then.
+        while !answered && start.elapsed() < Duration::from_secs(3) {
+            answered = get(addr, b"GET /metrics HTTP/1.1\r\n\r\n").contains("loopix_shards");
+        }
+        assert!(answered, "no answer in {:?}", start.elapsed());
+        for t in tricklers {
+            // 21 bytes at 200 ms would take 4.2 s: cut off (a write fails) well before.
+            assert!(t.join().unwrap() < Duration::from_secs(3));
+        }
     }
 }

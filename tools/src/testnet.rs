@@ -27,6 +27,11 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use serde::Serialize;
 
+/// The testnet's `limits.max_socket_wait_ms` (a dedicated node's default is 100): a whole
+/// network shares this machine's few cores, where a process may wait a scheduler tick or
+/// more to run, so a node sheds only what waited a whole second.
+const TESTNET_MAX_SOCKET_WAIT_MS: u64 = 1_000;
+
 /// Options of `loopix testnet`.
 #[derive(Args, Debug, Clone)]
 pub struct TestnetArgs {
@@ -264,7 +269,7 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
             Role::Provider => (1, format!("inbox_path = \"node-{}.redb\"\n", n.id.0)),
         };
         let config = format!(
-            "topology = \"topology.toml\"\nid = {}\nkey_file = \"node-{}.key\"\nshards = {shards}\nmetrics = \"{metrics_addr}\"\ngrace_ms = 1000\n{extra}[limits]\npool_packets = 16384\nmax_packets_per_s = 500\n",
+            "topology = \"topology.toml\"\nid = {}\nkey_file = \"node-{}.key\"\nshards = {shards}\nmetrics = \"{metrics_addr}\"\ngrace_ms = 1000\n{extra}[limits]\npool_packets = 16384\nmax_packets_per_s = 500\nmax_socket_wait_ms = {TESTNET_MAX_SOCKET_WAIT_MS}\n",
             n.id.0, n.id.0
         );
         write(&dir.join(format!("node-{}.toml", n.id.0)), &config)?;
