@@ -4,6 +4,7 @@ mod common;
 
 use common::{S, client, drop_packet_at, hop_at, mix, mixes, provider, relay, sim};
 use loopix_core::drops::DropReason;
+use loopix_core::inbox::InboxLimits;
 use loopix_core::link::{LINK_OVERHEAD, Links};
 use loopix_core::topology::Topology;
 use loopix_crypto::params::{ALPHA_LEN, HEADER_LEN};
@@ -416,13 +417,28 @@ fn a_client_sending_past_its_share_is_refused_and_counted() {
     assert_eq!(sim.client(client(1)).unwrap().stats().delivered, 1);
 }
 
+/// A packet from the last mix for `to`, stored by its provider `at` (no further hops).
+fn delivery(spec: &NetworkSpec, t: &Topology, at: Address, to: Address, n: u64) -> Vec<u8> {
+    let path = [
+        hop(
+            t,
+            at,
+            Command::Deliver {
+                client: to,
+                delay_us: 1_000,
+            },
+        ),
+        hop(t, to, Command::Final),
+    ];
+    let params = Params::new(spec.payload_bytes).unwrap();
+    build(&params, &path, b"flood", &mut ChaCha20Rng::seed_from_u64(n)).unwrap()
+}
+
 /// A sender floods an offline recipient's inbox to its bound, locking real messages out:
 /// the lockout lasts only the inbox TTL. The flood expires unread (counted as
 /// `inbox_expired`), and a message sent after it is stored again.
 #[test]
 fn a_flooded_inbox_is_locked_only_until_its_packets_expire() {
-    use loopix_core::inbox::InboxLimits;
-
     let seed = seed_from_env(18);
     let spec = quiet();
     let net = generate(&spec, seed).unwrap();
@@ -434,21 +450,7 @@ fn a_flooded_inbox_is_locked_only_until_its_packets_expire() {
     };
     let mut sim = Sim::with_inboxes(net, seed, LinkModel::default(), common::limits(), inbox);
     let (last, to) = (mix(&spec, 3, 0), client(1));
-    let delivery = |n: u64| {
-        let path = [
-            hop(
-                &t,
-                provider(1),
-                Command::Deliver {
-                    client: to,
-                    delay_us: 1_000,
-                },
-            ),
-            hop(&t, to, Command::Final),
-        ];
-        let params = Params::new(spec.payload_bytes).unwrap();
-        build(&params, &path, b"flood", &mut ChaCha20Rng::seed_from_u64(n)).unwrap()
-    };
+    let delivery = |n| delivery(&spec, &t, provider(1), to, n);
     let p = |sim: &Sim| sim.provider(provider(1)).unwrap().stats();
     for n in 0..8 {
         sim.inject(last, provider(1), delivery(n));
@@ -481,4 +483,52 @@ fn a_flooded_inbox_is_locked_only_until_its_packets_expire() {
         (6, 1)
     );
     assert_eq!(s.hop.drops.get(DropReason::InboxFull), 4);
+}
+
+/// Flooding many recipients at once meets the store's own bound: past it every recipient
+/// is refused, counted as `store_full` (apart from one full inbox), and nothing is stored.
+#[test]
+fn a_full_store_refuses_every_recipient_and_counts_it() {
+    let seed = seed_from_env(19);
+    let spec = NetworkSpec {
+        clients: 4,
+        ..quiet()
+    };
+    let net = generate(&spec, seed).unwrap();
+    let t = net.topology.clone();
+    let inbox = InboxLimits {
+        per_client: 5,
+        total: 6,
+        ..InboxLimits::default()
+    };
+    let mut sim = Sim::with_inboxes(net, seed, LinkModel::default(), common::limits(), inbox);
+    let last = mix(&spec, 3, 0);
+    // Clients 1 and 3 are provider 1's (clients are spread round-robin).
+    for n in 0..5 {
+        sim.inject(
+            last,
+            provider(1),
+            delivery(&spec, &t, provider(1), client(1), n),
+        );
+    }
+    sim.run_until(S);
+    for n in 10..13 {
+        sim.inject(
+            last,
+            provider(1),
+            delivery(&spec, &t, provider(1), client(3), n),
+        );
+    }
+    sim.run_until(2 * S);
+    let s = sim.provider(provider(1)).unwrap().stats();
+    assert_eq!(
+        (
+            s.stored,
+            s.hop.drops.get(DropReason::StoreFull),
+            s.hop.drops.get(DropReason::InboxFull)
+        ),
+        (6, 2, 0),
+        "seed {seed}"
+    );
+    assert_eq!(sim.provider(provider(1)).unwrap().inbox_total(), 6);
 }
