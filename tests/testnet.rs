@@ -29,6 +29,9 @@ fn a_twenty_second_testnet_delivers_every_message_exactly_once() {
     let child = Command::new(env!("CARGO_BIN_EXE_loopix"))
         .args([
             "testnet",
+            // Two shards a mix: loops come back to the shard that sent them.
+            "--shards",
+            "2",
             "--duration-s",
             "20",
             "--drain-s",
@@ -88,6 +91,12 @@ fn a_twenty_second_testnet_delivers_every_message_exactly_once() {
     let mut refused = std::collections::BTreeMap::new();
     for n in nodes {
         assert!(n["packets_in"].as_u64().unwrap() > 0, "{n}");
+        if n["role"].as_str().unwrap().starts_with("mix") {
+            let f = n["loop_return_fraction"]
+                .as_f64()
+                .expect("mixes judge their loops");
+            assert!(f >= 0.9, "loops lost on a healthy network: {n}");
+        }
         assert_eq!(n["exit_ok"], true, "node exited 0 on SIGTERM: {n}");
         for (reason, count) in n["drops"].as_object().unwrap() {
             assert!(

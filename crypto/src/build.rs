@@ -55,6 +55,9 @@ pub enum BuildError {
     PayloadTooLong { len: usize, max: usize },
     /// The output buffer is not exactly one packet long.
     BufferLength { expected: usize, got: usize },
+    /// No packet whose last hop's α the caller accepts was found in
+    /// [`MAX_STEER_TRIES`] tries (see [`build_into_steered`]).
+    Unsteerable { tries: usize },
 }
 
 impl fmt::Display for BuildError {
@@ -73,6 +76,9 @@ impl fmt::Display for BuildError {
             }
             Self::BufferLength { expected, got } => {
                 write!(f, "output buffer of {got} bytes; a packet is {expected}")
+            }
+            Self::Unsteerable { tries } => {
+                write!(f, "no acceptable last-hop group element in {tries} tries")
             }
         }
     }
@@ -116,9 +122,48 @@ pub fn build_into_traced<R: CryptoRng + ?Sized>(
     rng: &mut R,
     out: &mut [u8],
 ) -> Result<[u8; MAC_LEN], BuildError> {
+    build_with(params, path, payload, rng, out, None)
+}
+
+/// What [`build_into_steered`] asks of the α the last hop will receive.
+pub type AcceptAlpha<'a> = &'a dyn Fn(&[u8; ALPHA_LEN]) -> bool;
+
+/// The most packets [`build_into_steered`] draws before giving up. An `accept` that takes
+/// one α in S (a node's shard) fails all of them with probability (1 - 1/S)^256.
+pub const MAX_STEER_TRIES: usize = 256;
+
+/// [`build_into`], drawing the packet's randomness until `accept` takes the α its last hop
+/// will receive (as encoded on the wire, key phase bit included). A node sharded by the
+/// first bytes of α uses it to build its own loops so that they come back to the shard that
+/// sent them. Each try costs the path's key exchanges and one fixed-base multiplication.
+/// The α stays uniform within the accepted set, so a packet built this way looks like any
+/// other to everyone but its sender.
+pub fn build_into_steered<R: CryptoRng + ?Sized>(
+    params: &Params,
+    path: &[Hop],
+    payload: &[u8],
+    rng: &mut R,
+    out: &mut [u8],
+    accept: AcceptAlpha<'_>,
+) -> Result<(), BuildError> {
+    build_with(params, path, payload, rng, out, Some(accept)).map(|_| ())
+}
+
+fn build_with<R: CryptoRng + ?Sized>(
+    params: &Params,
+    path: &[Hop],
+    payload: &[u8],
+    rng: &mut R,
+    out: &mut [u8],
+    accept: Option<AcceptAlpha<'_>>,
+) -> Result<[u8; MAC_LEN], BuildError> {
     check(params, path, payload, out.len())?;
     let mut keys: [HopKeys; MAX_HOPS] = Default::default();
-    let alpha = derive_path_keys(path, &mut keys, rng);
+    // Without `accept` the first draw is taken.
+    let tries = if accept.is_some() { MAX_STEER_TRIES } else { 1 };
+    let alpha = (0..tries)
+        .find_map(|_| derive_path_keys(path, &mut keys, rng, accept))
+        .ok_or(BuildError::Unsteerable { tries })?;
     let (header, body) = out.split_at_mut(HEADER_LEN);
     header[..ALPHA_LEN].copy_from_slice(&alpha);
     path[0].phase.mark(&mut header[..ALPHA_LEN]);
@@ -163,21 +208,35 @@ fn check(params: &Params, path: &[Hop], payload: &[u8], out_len: usize) -> Resul
     Ok(())
 }
 
-/// Fills `keys` with every hop's keys and returns the first hop's α.
+/// Fills `keys` with every hop's keys and returns the first hop's α; with `accept`, `None`
+/// if it does not take the α the last hop will receive.
 fn derive_path_keys<R: CryptoRng + ?Sized>(
     path: &[Hop],
     keys: &mut [HopKeys; MAX_HOPS],
     rng: &mut R,
-) -> [u8; ALPHA_LEN] {
+    accept: Option<AcceptAlpha<'_>>,
+) -> Option<[u8; ALPHA_LEN]> {
     let mut x = random_scalar(rng);
     let alpha = compress(&RistrettoPoint::mul_base(&x));
-    for (hop, k) in path.iter().zip(keys.iter_mut()) {
+    let last = path.len() - 1;
+    let mut accepted = true;
+    for (i, (hop, k)) in path.iter().zip(keys.iter_mut()).enumerate() {
+        if i == last
+            && let Some(accept) = accept
+        {
+            let mut last_alpha = compress(&RistrettoPoint::mul_base(&x));
+            hop.phase.mark(&mut last_alpha);
+            accepted = accept(&last_alpha);
+            if !accepted {
+                break;
+            }
+        }
         let secret = Zeroizing::new(compress(&mul(hop.key.point(), &x)));
         *k = HopKeys::derive(&secret);
         x *= k.blinding();
     }
     x.zeroize();
-    alpha
+    accepted.then_some(alpha)
 }
 
 /// The header keystream of one hop: β's length plus the one routing slot a hop appends.

@@ -47,7 +47,10 @@ pub mod process;
 pub mod session_key;
 pub mod stack_position;
 
-pub use build::{BuildError, Hop, build, build_into, build_into_traced, fill_dummy};
+pub use build::{
+    BuildError, Hop, MAX_STEER_TRIES, build, build_into, build_into_steered, build_into_traced,
+    fill_dummy,
+};
 pub use command::{Address, Command, MalformedCommand};
 pub use epoch_seed::EpochSeed;
 pub use key_phase::KeyPhase;

@@ -413,3 +413,41 @@ fn small_batches_match_single_calls() {
         assert!(results[0].is_ok());
     }
 }
+
+/// A steered build: the packet reaching its last hop begins with bytes the sender chose
+/// to accept (a node's shard of its own loops); it unwraps like any other packet; and an
+/// accept nothing passes is an error, not a loop.
+#[test]
+fn a_steered_packet_reaches_its_last_hop_with_an_accepted_alpha() {
+    use loopix_crypto::{MAX_STEER_TRIES, build_into_steered};
+    let shard_of = |alpha: &[u8]| u32::from_be_bytes(alpha[..4].try_into().unwrap()) % 4;
+    let params = Params::default();
+    for seed in 0..8u64 {
+        let (procs, path) = network(seed, 4, Command::LoopReturn);
+        let want = (seed % 4) as u32;
+        let mut packet = vec![0u8; params.packet_len()];
+        build_into_steered(
+            &params,
+            &path,
+            b"loop",
+            &mut rng(seed),
+            &mut packet,
+            &|alpha| shard_of(alpha) == want,
+        )
+        .unwrap();
+        for (i, proc) in procs.iter().enumerate() {
+            if i == procs.len() - 1 {
+                assert_eq!(shard_of(&packet[..ALPHA_LEN]), want, "seed {seed}");
+            }
+            proc.process(&mut packet).expect("a valid packet");
+        }
+    }
+    let (_, path) = network(1, 2, Command::LoopReturn);
+    let mut packet = vec![0u8; params.packet_len()];
+    assert_eq!(
+        build_into_steered(&params, &path, b"", &mut rng(1), &mut packet, &|_| false),
+        Err(BuildError::Unsteerable {
+            tries: MAX_STEER_TRIES
+        })
+    );
+}

@@ -205,7 +205,7 @@ fn start(
                 let config = CoreConfig::node(cfg.node.id, seed.clone(), session_key.clone())
                     .seeded(rng_seed(shard)?)
                     .limited(cfg.limits)
-                    .on_shard(shard);
+                    .on_shard(shard, cfg.shards);
                 let mut mix: Mix = Mix::new(&cfg.topology, config)
                     .map_err(|e| format!("node {}: {e}", cfg.node.id.0))?;
                 layout.datagram_len = mix.max_datagram_len() + 1;

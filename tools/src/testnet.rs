@@ -140,6 +140,9 @@ pub struct NodeSummary {
     /// Mixes: mean loop overhead, ms (routing, processing and links of one trip through
     /// every layer and a provider).
     pub loop_overhead_ms: Option<f64>,
+    /// Mixes: the share of recent loops that came back, the lowest over the node's shards
+    /// (each judges the loops it sent; ~1 on a healthy network).
+    pub loop_return_fraction: Option<f64>,
 }
 
 /// Runs the network and prints the summary. Fails if any real message was lost or
@@ -452,6 +455,9 @@ fn fill_from_metrics(s: &mut NodeSummary, text: &str) {
             }
             "loopix_loop_overhead_seconds_sum" => s.loop_overhead_s_sum = raw,
             "loopix_loop_overhead_seconds_count" => s.loops_back = value,
+            "loopix_loop_return_fraction" => {
+                s.loop_return_fraction = Some(s.loop_return_fraction.map_or(raw, |f| f.min(raw)));
+            }
             _ => {}
         }
     }

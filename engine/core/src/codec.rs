@@ -60,6 +60,18 @@ pub trait Codec: Sized + 'static {
         out: &mut [u8],
     ) -> Result<(), BuildError>;
 
+    /// [`Codec::build_into`], drawn until `accept` takes the first bytes of the packet as
+    /// its last hop receives them (how a sharded node steers its own loops back to the
+    /// shard that sent them; see [`loopix_crypto::build_into_steered`]).
+    fn build_into_steered<R: CryptoRng + ?Sized>(
+        params: &Params,
+        path: &[Hop],
+        payload: &[u8],
+        rng: &mut R,
+        out: &mut [u8],
+        accept: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<(), BuildError>;
+
     /// The key phase a packet was built for, read before any crypto (see [`KeyPhase`]).
     fn key_phase(packet: &[u8]) -> KeyPhase {
         KeyPhase::of_packet(packet).unwrap_or_default()
@@ -112,6 +124,17 @@ impl Codec for Processor {
         out: &mut [u8],
     ) -> Result<(), BuildError> {
         loopix_crypto::build_into(params, path, payload, rng, out)
+    }
+
+    fn build_into_steered<R: CryptoRng + ?Sized>(
+        params: &Params,
+        path: &[Hop],
+        payload: &[u8],
+        rng: &mut R,
+        out: &mut [u8],
+        accept: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<(), BuildError> {
+        loopix_crypto::build_into_steered(params, path, payload, rng, out, &|alpha| accept(alpha))
     }
 
     fn fill_dummy<R: CryptoRng + ?Sized>(rng: &mut R, out: &mut [u8]) {
@@ -216,6 +239,27 @@ impl Codec for Plaintext {
         let body = HEADER_LEN + PAYLOAD_TAG_LEN;
         out[body..body + payload.len()].copy_from_slice(payload);
         Ok(())
+    }
+
+    fn build_into_steered<R: CryptoRng + ?Sized>(
+        params: &Params,
+        path: &[Hop],
+        payload: &[u8],
+        rng: &mut R,
+        out: &mut [u8],
+        accept: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<(), BuildError> {
+        // The last hop's packet begins with its slot's replay tag.
+        let last_slot = SLOT_LEN * path.len().saturating_sub(1);
+        for _ in 0..loopix_crypto::MAX_STEER_TRIES {
+            Self::build_into(params, path, payload, rng, out)?;
+            if accept(&out[last_slot..last_slot + REPLAY_TAG_LEN]) {
+                return Ok(());
+            }
+        }
+        Err(BuildError::Unsteerable {
+            tries: loopix_crypto::MAX_STEER_TRIES,
+        })
     }
 
     fn key_phase(packet: &[u8]) -> KeyPhase {

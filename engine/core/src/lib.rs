@@ -24,6 +24,7 @@ pub mod rate;
 pub mod replay;
 pub mod role;
 pub mod session;
+pub mod steering;
 pub mod timing_wheel;
 pub mod topology;
 pub mod wire;

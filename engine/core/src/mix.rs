@@ -2,6 +2,11 @@
 //! it for the delay its sender chose, forwards it; sends its own loop cover at rate λM
 //! through the layers after it, a provider and the layers before it, back to itself, and
 //! watches how many return.
+//!
+//! A node of S shards runs one mix per shard. Each sends λM/S loops, built so that they
+//! come back to it (the kernel steers a datagram to a shard by its group element's first
+//! bytes; [`crate::steering`]): the node sends λM loops in all, and every loop that returns
+//! meets the one monitor that knows it.
 
 use std::net::SocketAddr;
 
@@ -21,6 +26,7 @@ use crate::node_addresses::NodeAddresses;
 use crate::payload::{self, Content};
 use crate::rate::PoissonTimer;
 use crate::role::{BuildError, CoreConfig, links_for};
+use crate::steering::owner_shard;
 use crate::topology::{Role, Topology};
 
 /// Counters of a mix.
@@ -48,6 +54,7 @@ pub struct Mix<C: Codec = Processor> {
     links: Links,
     session_key: SessionSecret,
     shard: usize,
+    shards: usize,
     rng: ChaCha20Rng,
     loop_timer: Option<PoissonTimer>,
     lambda_loop_per_s: f64,
@@ -90,9 +97,11 @@ impl<C: Codec> Mix<C> {
             links,
             session_key,
             shard: config.shard,
+            shards: config.shards,
             rng: ChaCha20Rng::from_seed(config.seed),
             loop_timer: None,
-            lambda_loop_per_s: topology.network.lambda_mix_loop_per_s,
+            // The node sends λM loops in all, a share from each shard.
+            lambda_loop_per_s: topology.network.lambda_mix_loop_per_s / config.shards as f64,
             loops: LoopMonitor::new(config.loop_window, config.loop_grace_us),
             path: Vec::with_capacity(loopix_crypto::MAX_HOPS),
             sent: 0,
@@ -227,9 +236,17 @@ impl<C: Codec> Mix<C> {
         let mut body = [0u8; 16];
         payload::write_loop(&mut body, nonce);
         let (params, path, rng) = (&self.params, &self.path, &mut self.rng);
+        let (shard, shards) = (self.shard, self.shards);
+        // Built so that it comes back to this shard, which alone knows its nonce.
+        let mine = |head: &[u8]| owner_shard(head, shards) == shard;
         let built = first.is_ok_and(|first| {
             self.engine.send_own(now_us, first, |buf| {
-                C::build_into(params, path, &body, rng, buf).is_ok()
+                let built = if shards > 1 {
+                    C::build_into_steered(params, path, &body, rng, buf, &mine)
+                } else {
+                    C::build_into(params, path, &body, rng, buf)
+                };
+                built.is_ok()
             })
         });
         self.loops_failed += u64::from(!built);

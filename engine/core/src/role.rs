@@ -51,8 +51,11 @@ pub struct CoreConfig {
     pub seed: [u8; 32],
     /// Nodes: pools, replay filters, wheel.
     pub limits: HopLimits,
-    /// Nodes: which of the node's shards this core is (in its link trailers).
+    /// Nodes: which of the node's shards this core is (in its link trailers), and how many
+    /// the node runs (a mix's shards share its loop rate, each steering its own loops back
+    /// to itself).
     pub shard: usize,
+    pub shards: usize,
     /// Mixes: loops judged for the return fraction, and how long one may take before it
     /// counts as lost, µs.
     pub loop_window: usize,
@@ -88,6 +91,7 @@ impl CoreConfig {
             seed: [0; 32],
             limits: HopLimits::default(),
             shard: 0,
+            shards: 1,
             loop_window: 200,
             loop_grace_us: 10_000_000,
             max_buffered_fragments: 100_000,
@@ -113,9 +117,13 @@ impl CoreConfig {
         }
     }
 
-    /// The same, as shard `shard` of its node.
-    pub fn on_shard(self, shard: usize) -> Self {
-        Self { shard, ..self }
+    /// The same, as shard `shard` of a node running `shards`.
+    pub fn on_shard(self, shard: usize, shards: usize) -> Self {
+        Self {
+            shard,
+            shards: shards.max(1),
+            ..self
+        }
     }
 }
 

@@ -14,13 +14,9 @@ use std::os::fd::AsRawFd;
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// The shard a datagram belongs to: what the BPF program computes, `ld [0]; mod #n`
-/// (a big-endian 32-bit load), so stray datagrams can be sent on to their owner.
-pub fn owner_shard(datagram: &[u8], shards: usize) -> usize {
-    match datagram.first_chunk::<4>() {
-        Some(b) if shards > 0 => (u32::from_be_bytes(*b) % shards as u32) as usize,
-        _ => 0,
-    }
-}
+/// (a big-endian 32-bit load), so stray datagrams can be sent on to their owner. The core
+/// owns the rule: a mix steers its own loops back to their shard by it.
+pub use loopix_core::steering::owner_shard;
 
 /// Binds `shards` sockets to `addr` as one steered SO_REUSEPORT group, index = shard.
 pub fn bind_group(
@@ -104,13 +100,6 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::time::{Duration, Instant};
-
-    #[test]
-    fn owner_matches_the_bpf_arithmetic() {
-        assert_eq!(owner_shard(&[0, 0, 0, 5, 9], 2), 1);
-        assert_eq!(owner_shard(&[0, 0, 1, 0], 3), 256 % 3);
-        assert_eq!(owner_shard(&[1, 2], 4), 0, "short datagrams go to shard 0");
-    }
 
     /// 200 keys x 10 sends each over loopback: every copy of a key lands on one socket,
     /// the socket the BPF arithmetic names, and both sockets get traffic.

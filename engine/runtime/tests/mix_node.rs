@@ -109,7 +109,7 @@ fn rig_shedding(max_socket_wait: Option<Duration>) -> Rig {
             ..CoreConfig::node(MIX, seed.clone(), session_key.clone())
                 .seeded([i as u8; 32])
                 .limited(limits)
-                .on_shard(i)
+                .on_shard(i, 2)
         };
         (Mix::new(&topology, config).unwrap(), None)
     };
