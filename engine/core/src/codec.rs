@@ -324,6 +324,35 @@ mod tests {
         (commands, params.payload(&packet).unwrap()[..5].to_vec())
     }
 
+    /// Both codecs steer: the packet reaching the last hop begins with bytes `accept` took.
+    fn steered<C: Codec>() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let key = SecretKey::generate(&mut rng);
+        let params = Params::new(64).unwrap();
+        let codec = C::new(key.clone(), params);
+        for want in 0..3 {
+            let mut packet = vec![0u8; params.packet_len()];
+            let mine = |head: &[u8]| crate::steering::owner_shard(head, 3) == want;
+            let path = path(key.public_key());
+            C::build_into_steered(&params, &path, b"", &mut rng, &mut packet, &mine).unwrap();
+            for _ in 0..2 {
+                codec.unwrap(&mut packet, |_| false).unwrap();
+            }
+            assert_eq!(
+                crate::steering::owner_shard(&packet, 3),
+                want,
+                "{}",
+                C::NAME
+            );
+        }
+    }
+
+    #[test]
+    fn both_codecs_steer_the_last_hop() {
+        steered::<Processor>();
+        steered::<Plaintext>();
+    }
+
     #[test]
     fn plaintext_routes_like_sphinx() {
         let sphinx = walk::<Processor>();
