@@ -238,6 +238,8 @@ fn both_shards_work_and_the_counters_add_up() {
     );
     assert_eq!(metric(&m, "loopix_kernel_drops_total"), 0, "{m}");
     assert!(m.contains("loopix_kernel_drops_total{shard=\"1\"}"));
+    assert_eq!(metric(&m, "loopix_socket_errors_total"), 0, "{m}");
+    assert!(m.contains("loopix_socket_errors_total{shard=\"0\",op=\"send\"}"));
     rig.stop();
 }
 

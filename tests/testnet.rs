@@ -79,6 +79,13 @@ fn a_twenty_second_testnet_delivers_every_message_exactly_once() {
     // Ten clients keep their timers: the run reports how late they fired.
     assert!(v["client_timer_lag_max_ms"].as_f64().is_some(), "{v:#}");
     assert!(v["client_timers_late"].as_u64().is_some());
+    assert_eq!(
+        (
+            v["client_send_errors"].as_u64(),
+            v["client_recv_errors"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
     // Mix loops came back, and their round trip beyond the requested delays (routing,
     // processing, loopback links) is positive and far below the mixing delays.
     let overhead = v["loop_overhead_ms"].as_f64().expect("mix loops returned");

@@ -698,13 +698,18 @@ pub(crate) fn build_pool(
 ) -> Result<Pool, String> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = count.div_ceil(threads).max(1);
+    let mut base_seed = [0u8; 32];
+    getrandom::fill(&mut base_seed).map_err(|e| format!("no OS randomness: {e}"))?;
     let parts: Vec<Vec<(Vec<u8>, [u8; MAC_LEN])>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
-                    let mut seed = [0u8; 32];
-                    let _ = getrandom::fill(&mut seed);
-                    seed[0] ^= t as u8;
+                    // One stream per thread from the one seed.
+                    let mut seed = base_seed;
+                    seed[..8]
+                        .iter_mut()
+                        .zip(t.to_le_bytes())
+                        .for_each(|(b, x)| *b ^= x);
                     let mut rng = ChaCha20Rng::from_seed(seed);
                     let first = t * chunk;
                     let n = chunk.min(count.saturating_sub(first));

@@ -159,6 +159,17 @@ pub fn render(s: &Snapshot) -> String {
         "Datagrams the kernel dropped at the shard's socket because its receive buffer was full: offered load the node never saw.",
         &mut s.reports.iter().map(|r| (shard(r), r.kernel_drops as f64)),
     );
+    family(
+        "loopix_socket_errors_total",
+        "counter",
+        "Sends and receives the shard's socket refused, by operation: each send a datagram that did not leave.",
+        &mut s.reports.iter().flat_map(|r| {
+            [
+                (format!("{},op=\"send\"", shard(r)), r.send_errors as f64),
+                (format!("{},op=\"recv\"", shard(r)), r.recv_errors as f64),
+            ]
+        }),
+    );
     if let Some(epochs) = &s.epochs {
         family(
             "loopix_epoch",

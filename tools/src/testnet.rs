@@ -116,6 +116,9 @@ pub struct Summary {
     /// sending and the latency figures bent with it.
     pub client_timer_lag_max_ms: f64,
     pub client_timers_late: u64,
+    /// Frames the clients' sockets refused to send, and receives that failed.
+    pub client_send_errors: u64,
+    pub client_recv_errors: u64,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -206,6 +209,10 @@ fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String>
     for c in &clients {
         c.request_stop();
     }
+    let socket_errors = clients
+        .iter()
+        .map(RunningClient::socket_errors)
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     for c in &mut clients {
         c.stop();
     }
@@ -213,6 +220,7 @@ fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String>
     let mut summary = traffic.summary(args, &layout, node_stats, exits);
     summary.client_timer_lag_max_ms = lag.0 as f64 / 1e3;
     summary.client_timers_late = lag.1;
+    (summary.client_send_errors, summary.client_recv_errors) = socket_errors;
     Ok(summary)
 }
 
@@ -654,6 +662,8 @@ impl Traffic {
             duration_s: args.duration_s,
             client_timer_lag_max_ms: 0.0,
             client_timers_late: 0,
+            client_send_errors: 0,
+            client_recv_errors: 0,
         }
     }
 }
@@ -703,6 +713,12 @@ fn print_summary(s: &Summary) {
              {} never left their senders (the clients fell behind: the machine is saturated, \
              or the drain was too short)",
             s.in_flight_real, s.late_window_s, s.unsent_real
+        );
+    }
+    if s.client_send_errors + s.client_recv_errors > 0 {
+        println!(
+            "client sockets refused {} sends and {} receives",
+            s.client_send_errors, s.client_recv_errors
         );
     }
     if s.client_timers_late > 0 {

@@ -40,21 +40,26 @@ pub struct RunningClient {
     commands: Sender<ClientCommand>,
     pub output: Receiver<ClientOutput>,
     stop: Arc<AtomicBool>,
-    lag: Arc<TimerLag>,
+    health: Arc<DriverHealth>,
     thread: Option<JoinHandle<()>>,
 }
 
-/// How late the client's timers fired: a machine too busy to run its clients on time
-/// shows here first (their Poisson streams and the latency figures bend with it).
+/// What the driver saw go wrong around the client core. How late the client's timers
+/// fired: a machine too busy to run its clients on time shows here first (their Poisson
+/// streams and the latency figures bend with it). And what its socket refused: each send
+/// error a frame that did not leave.
 #[derive(Debug, Default)]
-pub struct TimerLag {
+pub struct DriverHealth {
     /// The most a timer fired after its deadline, µs.
     pub max_us: AtomicU64,
     /// Timers that fired more than [`LATE`] after their deadline.
     pub late: AtomicU64,
+    pub send_errors: AtomicU64,
+    /// Receives that failed other than by timing out.
+    pub recv_errors: AtomicU64,
 }
 
-impl TimerLag {
+impl DriverHealth {
     /// A timer due at `deadline_us` fired at `now_us`. A deadline of 0 means "now" (work
     /// queued), not a timer that fell behind.
     pub fn record(&self, deadline_us: u64, now_us: u64) {
@@ -69,7 +74,7 @@ impl TimerLag {
     }
 }
 
-/// A timer this late counts in [`TimerLag::late`].
+/// A timer this late counts in [`DriverHealth::late`].
 pub const LATE: Duration = Duration::from_millis(50);
 
 /// The longest the client thread sleeps, so commands and stop are seen promptly.
@@ -86,19 +91,19 @@ impl RunningClient {
         let (commands, command_rx) = unbounded();
         let (output_tx, output) = unbounded();
         let stop = Arc::new(AtomicBool::new(false));
-        let lag = Arc::new(TimerLag::default());
+        let health = Arc::new(DriverHealth::default());
         let id = client.id();
-        let (flag, lagging) = (Arc::clone(&stop), Arc::clone(&lag));
+        let (flag, seen) = (Arc::clone(&stop), Arc::clone(&health));
         let thread = std::thread::Builder::new()
             .name(format!("loopix-client-{}", id.0))
-            .spawn(move || drive(client, socket, command_rx, output_tx, flag, &lagging))?;
+            .spawn(move || drive(client, socket, command_rx, output_tx, flag, &seen))?;
         Ok(Self {
             id,
             local_addr,
             commands,
             output,
             stop,
-            lag,
+            health,
             thread: Some(thread),
         })
     }
@@ -111,8 +116,16 @@ impl RunningClient {
     /// How late its timers have fired so far: (the most, µs; how many beyond [`LATE`]).
     pub fn timer_lag(&self) -> (u64, u64) {
         (
-            self.lag.max_us.load(Ordering::Relaxed),
-            self.lag.late.load(Ordering::Relaxed),
+            self.health.max_us.load(Ordering::Relaxed),
+            self.health.late.load(Ordering::Relaxed),
+        )
+    }
+
+    /// What its socket refused so far: (sends, receives).
+    pub fn socket_errors(&self) -> (u64, u64) {
+        (
+            self.health.send_errors.load(Ordering::Relaxed),
+            self.health.recv_errors.load(Ordering::Relaxed),
         )
     }
 
@@ -145,7 +158,7 @@ fn drive(
     commands: Receiver<ClientCommand>,
     output: Sender<ClientOutput>,
     stop: Arc<AtomicBool>,
-    lag: &TimerLag,
+    health: &DriverHealth,
 ) {
     let clock = crate::clock::NetworkClock::start();
     let now_us = || clock.now_us();
@@ -164,11 +177,13 @@ fn drive(
         }
         let now = now_us();
         if let Some(t) = client.poll_timeout().filter(|&t| t <= now) {
-            lag.record(t, now);
+            health.record(t, now);
             client.handle_timeout(now);
         }
         while let Some(t) = client.poll_transmit(now, &mut buf) {
-            let _ = socket.send_to(&buf[..t.len], t.to);
+            if socket.send_to(&buf[..t.len], t.to).is_err() {
+                health.send_errors.fetch_add(1, Ordering::Relaxed);
+            }
         }
         while let Some(e) = client.poll_event() {
             let _ = output.send(ClientOutput::Event(e));
@@ -182,8 +197,16 @@ fn drive(
             Duration::from_micros(t.saturating_sub(now_us()))
         });
         let _ = socket.set_read_timeout(Some(wait.clamp(Duration::from_micros(100), MAX_WAIT)));
-        if let Ok((n, from)) = socket.recv_from(&mut inb) {
-            client.handle_datagram(now_us(), from, &inb[..n]);
+        match socket.recv_from(&mut inb) {
+            Ok((n, from)) => client.handle_datagram(now_us(), from, &inb[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                health.recv_errors.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
     let _ = output.send(ClientOutput::Stopped(client.stats()));
@@ -195,7 +218,7 @@ mod tests {
 
     #[test]
     fn lag_counts_timers_over_50_ms_late_and_keeps_the_worst() {
-        let lag = TimerLag::default();
+        let lag = DriverHealth::default();
         lag.record(1_000_000, 1_000_400);
         lag.record(0, 5_000_000); // queued work, not a late timer
         lag.record(2_000_000, 2_060_000);

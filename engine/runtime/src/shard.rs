@@ -72,6 +72,10 @@ pub struct ShardReport {
     /// Datagrams the kernel dropped at this shard's socket (receive buffer full): load the
     /// shard never saw.
     pub kernel_drops: u64,
+    /// Sends and receives the socket refused (each a datagram not sent, or a receive that
+    /// failed), by operation.
+    pub send_errors: u64,
+    pub recv_errors: u64,
     /// The last report, sent as the shard exits.
     pub last: bool,
 }
@@ -119,6 +123,8 @@ struct State<C> {
     handed: u64,
     /// See [`ShardSetup::max_socket_wait`], ns.
     max_socket_wait_ns: Option<u64>,
+    send_errors: u64,
+    recv_errors: u64,
 }
 
 impl<C: ShardCore> State<C> {
@@ -218,20 +224,26 @@ impl<C: ShardCore> State<C> {
             receive_ns: self.receive_ns,
             journal_errors: self.journal.as_ref().map_or(0, |j| j.errors),
             kernel_drops: crate::socket_stats::kernel_drops(self.fd).unwrap_or(0),
+            send_errors: self.send_errors,
+            recv_errors: self.recv_errors,
             last,
         }
     }
 }
 
-/// Sends everything the core has to send: `sendmmsg` first, awaited sends for any rest.
+/// Sends everything the core has to send: `sendmmsg` first, awaited sends for any rest
+/// (what the socket would not take at once). Every datagram the socket refuses is counted.
 async fn flush<C: ShardCore>(st: &RefCell<State<C>>, socket: &UdpSocket, out: &mut Batch) {
     while st.borrow_mut().fill(out) {
+        // An error here is retried datagram by datagram below, where it is counted.
         let mut sent = out.send_from(socket.as_raw_fd(), 0).unwrap_or(0);
         while sent < out.len() {
             let (d, to) = out.get(sent);
-            if let Some(to) = to {
-                let _ = socket.send_to(d, to).await;
-            }
+            let failed = match to {
+                Some(to) => socket.send_to(d, to).await.is_err(),
+                None => true,
+            };
+            st.borrow_mut().send_errors += u64::from(failed);
             sent += 1;
         }
     }
@@ -256,6 +268,8 @@ pub async fn run<C: ShardCore + 'static>(setup: ShardSetup<C>) {
         receive_ns: 0,
         handed: 0,
         max_socket_wait_ns: setup.max_socket_wait.map(|d| d.as_nanos() as u64),
+        send_errors: 0,
+        recv_errors: 0,
     }));
     let stopping = Rc::new(Cell::new(false));
     let (wake_tx, wake_rx) = local_channel::new_bounded(1);
@@ -284,13 +298,21 @@ async fn receive_loop<C: ShardCore>(
         inb.clear();
         // What is waiting comes with the kernel's arrival times; only when nothing is does
         // the shard await the next datagram, which then arrived while it was idle (fresh).
-        let waiting = inb.recv_waiting(socket.as_raw_fd()).unwrap_or(0);
+        let waiting = inb.recv_waiting(socket.as_raw_fd()).unwrap_or_else(|_| {
+            st.borrow_mut().recv_errors += 1;
+            0
+        });
         if waiting == 0 {
             match socket.recv_from(inb.next_buf()).await {
                 Ok((n, from)) => inb.push_len(n, from),
-                Err(_) => continue,
+                Err(_) => {
+                    st.borrow_mut().recv_errors += 1;
+                    continue;
+                }
             }
-            let _ = inb.recv_waiting(socket.as_raw_fd());
+            if inb.recv_waiting(socket.as_raw_fd()).is_err() {
+                st.borrow_mut().recv_errors += 1;
+            }
         }
         if stopping.get() {
             futures_lite::future::yield_now().await;

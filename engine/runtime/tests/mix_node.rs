@@ -38,11 +38,16 @@ const PROVIDER: Address = Address(1_000);
 
 /// Mix 1 on two shards; mix 2's address is `sink`, a socket of the test.
 fn rig() -> Rig {
-    rig_shedding(None)
+    rig_with(None, None)
 }
 
 /// [`rig`], its shards shedding datagrams that waited longer than `max_socket_wait`.
 fn rig_shedding(max_socket_wait: Option<Duration>) -> Rig {
+    rig_with(max_socket_wait, None)
+}
+
+/// [`rig_shedding`], with mix 2 at `next` if given (instead of the sink).
+fn rig_with(max_socket_wait: Option<Duration>, next: Option<std::net::SocketAddr>) -> Rig {
     let spec = NetworkSpec {
         layers: 2,
         mixes_per_layer: 1,
@@ -76,7 +81,7 @@ fn rig_shedding(max_socket_wait: Option<Duration>) -> Rig {
     let provider = UdpSocket::bind("127.0.0.1:0").unwrap();
     for n in &mut net.topology.nodes {
         if n.id == NEXT {
-            n.address = sink_socket.local_addr().unwrap();
+            n.address = next.unwrap_or(sink_socket.local_addr().unwrap());
         }
         if n.id == PROVIDER {
             n.address = provider.local_addr().unwrap();
@@ -411,4 +416,20 @@ fn an_overloaded_shard_sheds_what_waited_too_long_in_its_socket() {
     let stale = burst(Some(Duration::from_millis(2)));
     assert!(stale > 0, "nothing was shed");
     assert_eq!(burst(None), 0, "no bound, nothing shed");
+}
+
+/// A next hop the shard's socket cannot send to (an IPv6 address from an IPv4 socket): every
+/// forward fails in the kernel and is counted as a send error, none silently lost.
+#[test]
+fn sends_the_socket_refuses_are_counted() {
+    let mut rig = rig_with(None, Some("[::1]:9".parse().unwrap()));
+    for i in 0..20 {
+        let p = rig.packet(500 + i);
+        rig.send(&p);
+    }
+    let (reports, t) = rig.totals(20);
+    let errors: u64 = reports.iter().map(|r| r.send_errors).sum();
+    assert_eq!((t.received, t.sent, errors), (20, 20, 20), "{reports:?}");
+    assert_eq!(reports.iter().map(|r| r.recv_errors).sum::<u64>(), 0);
+    rig.node.shutdown(Duration::from_secs(1));
 }
