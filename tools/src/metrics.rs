@@ -160,6 +160,23 @@ pub fn render(s: &Snapshot) -> String {
         &mut s.reports.iter().map(|r| (shard(r), r.kernel_drops as f64)),
     );
     family(
+        "loopix_fault_drops_total",
+        "counter",
+        "Outgoing datagrams dropped by fault injection ([faults] in node.toml), by kind: on purpose (dropped), or because max_held were held (overflow).",
+        &mut s.reports.iter().flat_map(|r| {
+            [
+                (
+                    format!("{},kind=\"dropped\"", shard(r)),
+                    r.core.faults.dropped as f64,
+                ),
+                (
+                    format!("{},kind=\"overflow\"", shard(r)),
+                    r.core.faults.overflow as f64,
+                ),
+            ]
+        }),
+    );
+    family(
         "loopix_socket_errors_total",
         "counter",
         "Sends and receives the shard's socket refused, by operation: each send a datagram that did not leave.",

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use loopix_core::endpoint::Endpoint;
+use loopix_core::faults::Faulty;
 use loopix_core::link::LINK_OVERHEAD;
 use loopix_core::mix::Mix;
 use loopix_core::provider::Provider;
@@ -198,6 +199,13 @@ fn start(
         );
         Ok::<_, String>(Some(journal))
     };
+    if cfg.faults.is_on() {
+        tracing::warn!(
+            drop_fraction = cfg.faults.drop_fraction,
+            extra_delay_ms = cfg.faults.extra_delay_us / 1000,
+            "fault injection on ([faults]): for tests and demos, never a real network"
+        );
+    }
     let started = match cfg.node.role {
         Role::Mix { .. } => {
             let mut cores = VecDeque::new();
@@ -210,7 +218,7 @@ fn start(
                     .map_err(|e| format!("node {}: {e}", cfg.node.id.0))?;
                 layout.datagram_len = mix.max_datagram_len() + 1;
                 let journal = journal(shard, mix.engine())?;
-                cores.push_back((mix, journal));
+                cores.push_back((Faulty::new(mix, cfg.faults, rng_seed(shard)?), journal));
             }
             Node::start(&layout, |_| cores.pop_front().expect("one core per shard"))
         }
@@ -230,6 +238,7 @@ fn start(
                 Provider::new(&cfg.topology, config, inbox).map_err(|e| e.to_string())?;
             let journal = journal(0, provider.engine())?;
             layout.datagram_len = provider.max_datagram_len() + 1;
+            let provider = Faulty::new(provider, cfg.faults, rng_seed(0)?);
             let mut core = Some((provider, journal));
             Node::start(&layout, move |_| {
                 core.take().expect("providers run one shard")

@@ -87,6 +87,17 @@ pub struct TestnetArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Fault injection: every node drops this share of the datagrams it sends (each
+    /// node's `[faults] drop_fraction`), as lossy links would.
+    #[arg(long, default_value_t = 0.0)]
+    link_loss: f64,
+    /// Fault injection: every node holds each datagram it sends this much longer.
+    #[arg(long, default_value_t = 0)]
+    link_delay_ms: u64,
+    /// Chaos: this many seconds into the traffic, kill the first layer-1 mix (SIGKILL:
+    /// whatever it held is lost) and start it again at once.
+    #[arg(long)]
+    kill_mix_after_s: Option<f64>,
 }
 
 /// The end-of-run summary (`--json` prints it).
@@ -146,6 +157,11 @@ pub struct NodeSummary {
     /// Mixes: the share of recent loops that came back, the lowest over the node's shards
     /// (each judges the loops it sent; ~1 on a healthy network).
     pub loop_return_fraction: Option<f64>,
+    /// Datagrams it dropped by fault injection (`--link-loss`, `--link-delay-ms`).
+    pub fault_drops: u64,
+    /// Times it was killed and started again (`--kill-mix-after-s`); its counters are
+    /// the last process's.
+    pub restarts: u64,
 }
 
 /// Runs the network and prints the summary. Fails if any real message was lost or
@@ -158,6 +174,16 @@ pub fn run(args: &TestnetArgs) -> Result<(), String> {
         if Duration::try_from_secs_f64(s).is_err() {
             return Err(format!("{flag}: {s} is not a number of seconds"));
         }
+    }
+    if !(0.0..1.0).contains(&args.link_loss) {
+        return Err(format!("--link-loss: {} is not in [0, 1)", args.link_loss));
+    }
+    if let Some(s) = args.kill_mix_after_s
+        && Duration::try_from_secs_f64(s).is_err()
+    {
+        return Err(format!(
+            "--kill-mix-after-s: {s} is not a number of seconds"
+        ));
     }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -200,7 +226,7 @@ fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String>
     );
     let mut clients = start_clients(args, &layout)?;
     let mut traffic = Traffic::default();
-    drive(args, &layout, &mut clients, &mut traffic, stop);
+    drive(args, &layout, &mut nodes, &mut clients, &mut traffic, stop);
     let node_stats = nodes.scrape(&layout);
     let lag = clients
         .iter()
@@ -279,10 +305,16 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
             Role::Mix { .. } => (args.shards, String::new()),
             Role::Provider => (1, format!("inbox_path = \"node-{}.redb\"\n", n.id.0)),
         };
-        let config = format!(
+        let mut config = format!(
             "topology = \"topology.toml\"\nid = {}\nkey_file = \"node-{}.key\"\nshards = {shards}\nmetrics = \"{metrics_addr}\"\ngrace_ms = 1000\n{extra}[limits]\npool_packets = 16384\nmax_packets_per_s = 500\nmax_socket_wait_ms = {TESTNET_MAX_SOCKET_WAIT_MS}\n",
             n.id.0, n.id.0
         );
+        if args.link_loss > 0.0 || args.link_delay_ms > 0 {
+            config += &format!(
+                "\n[faults]\ndrop_fraction = {}\nextra_delay_ms = {}\n",
+                args.link_loss, args.link_delay_ms
+            );
+        }
         write(&dir.join(format!("node-{}.toml", n.id.0)), &config)?;
     }
     Ok(Layout {
@@ -331,38 +363,72 @@ fn unix_ms() -> u128 {
 /// The node processes; stopped (SIGTERM, then SIGKILL) when dropped.
 struct Nodes {
     children: Vec<(Address, Child)>,
+    /// Times each node was killed and started again.
+    restarts: BTreeMap<Address, u64>,
+}
+
+/// Starts `loopix node` for node `id` of `layout`, its log appended to `node-<id>.log`; the
+/// child dies with this process.
+fn spawn_node(layout: &Layout, id: Address) -> Result<Child, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let config = layout.dir.join(format!("node-{}.toml", id.0));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(layout.dir.join(format!("node-{}.log", id.0)))
+        .map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(&exe);
+    cmd.arg("node")
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // SAFETY: prctl is async-signal-safe; the child dies with this process.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .map_err(|e| format!("starting node {}: {e}", id.0))
 }
 
 impl Nodes {
     fn spawn(layout: &Layout) -> Result<Self, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut nodes = Self {
             children: Vec::new(),
+            restarts: BTreeMap::new(),
         };
         for id in layout.node_addrs.keys() {
-            let config = layout.dir.join(format!("node-{}.toml", id.0));
-            let log = std::fs::File::create(layout.dir.join(format!("node-{}.log", id.0)))
-                .map_err(|e| e.to_string())?;
-            let mut cmd = Command::new(&exe);
-            cmd.arg("node")
-                .arg("--config")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log);
-            // SAFETY: prctl is async-signal-safe; the child dies with this process.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                    Ok(())
-                });
-            }
-            let child = cmd
-                .spawn()
-                .map_err(|e| format!("starting node {}: {e}", id.0))?;
+            let child = spawn_node(layout, *id)?;
             nodes.children.push((*id, child));
         }
         Ok(nodes)
+    }
+
+    /// Kills node `id` (SIGKILL: whatever it held is lost) and starts it again on the same
+    /// files at once; returns once it answers on its metrics port again.
+    fn restart(&mut self, layout: &Layout, id: Address) -> Result<(), String> {
+        let Some((_, child)) = self.children.iter_mut().find(|(i, _)| *i == id) else {
+            return Err(format!("node {} is not running", id.0));
+        };
+        child
+            .kill()
+            .map_err(|e| format!("killing node {}: {e}", id.0))?;
+        child.wait().map_err(|e| format!("node {}: {e}", id.0))?;
+        *child = spawn_node(layout, id)?;
+        *self.restarts.entry(id).or_default() += 1;
+        let addr = layout.metrics[&id];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while crate::metrics_client::scrape(addr).is_none() {
+            if Instant::now() > deadline {
+                return Err(format!("node {} did not come back", id.0));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// Waits until every node answers on its metrics port.
@@ -398,6 +464,7 @@ impl Nodes {
             let mut s = NodeSummary {
                 id: n.id.0,
                 role,
+                restarts: self.restarts.get(&n.id).copied().unwrap_or(0),
                 ..Default::default()
             };
             if let Some(text) = layout
@@ -463,6 +530,7 @@ fn fill_from_metrics(s: &mut NodeSummary, text: &str) {
             }
             "loopix_loop_overhead_seconds_sum" => s.loop_overhead_s_sum = raw,
             "loopix_loop_overhead_seconds_count" => s.loops_back = value,
+            "loopix_fault_drops_total" => s.fault_drops += value,
             "loopix_loop_return_fraction" => {
                 s.loop_return_fraction = Some(s.loop_return_fraction.map_or(raw, |f| f.min(raw)));
             }
@@ -509,6 +577,7 @@ struct Traffic {
 fn drive(
     args: &TestnetArgs,
     layout: &Layout,
+    nodes: &mut Nodes,
     clients: &mut [RunningClient],
     t: &mut Traffic,
     stop: &AtomicBool,
@@ -516,6 +585,15 @@ fn drive(
     let mut rng = ChaCha20Rng::seed_from_u64(unix_ms() as u64);
     let ids: Vec<Address> = clients.iter().map(|c| c.id).collect();
     let start = Instant::now();
+    // `--kill-mix-after-s`: the first layer-1 mix, once.
+    let mut kill = args.kill_mix_after_s.and_then(|s| {
+        let mix = layout
+            .topology
+            .nodes
+            .iter()
+            .find(|n| n.role == Role::Mix { layer: 1 })?;
+        Some((start + Duration::from_secs_f64(s), mix.id))
+    });
     // Both checked in `run` (finite, not negative).
     let send_until = start + Duration::from_secs_f64(args.duration_s);
     let drain_until = send_until + Duration::from_secs_f64(args.drain_s);
@@ -529,6 +607,15 @@ fn drive(
         let now = Instant::now();
         if now >= drain_until || (now >= send_until && t.delivered.len() == t.sent.len()) {
             break;
+        }
+        if let Some((at, mix)) = kill
+            && now >= at
+        {
+            kill = None;
+            match nodes.restart(layout, mix) {
+                Ok(()) => progress(args, &format!("killed mix {} and started it again", mix.0)),
+                Err(e) => progress(args, &format!("chaos: {e}")),
+            }
         }
         for (i, c) in clients.iter().enumerate() {
             if now < send_until && now >= next_send[i] {

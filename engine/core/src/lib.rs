@@ -9,6 +9,7 @@ pub mod directory;
 pub mod drops;
 pub mod endpoint;
 pub mod epoch;
+pub mod faults;
 pub mod field_error;
 pub mod hop;
 pub mod inbox;

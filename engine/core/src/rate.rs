@@ -15,6 +15,11 @@ pub fn exp_us<R: Rng + ?Sized>(rng: &mut R, rate_per_s: f64) -> Option<u64> {
     Some((-u.ln() / rate_per_s * US_PER_S).round() as u64)
 }
 
+/// A uniform draw from [0, 1), from 53 random bits.
+pub fn uniform<R: Rng + ?Sized>(rng: &mut R) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// The next event time of a Poisson process, re-armed each time it fires.
 #[derive(Clone, Copy, Debug)]
 pub struct PoissonTimer {

@@ -25,11 +25,17 @@
 //! inbox_per_client = 10000     # providers: packets kept per client
 //! inbox_total = 1000000        # providers: packets kept in all (the disk: ~2.4 GB at 2 KB)
 //! inbox_ttl_s = 604800         # providers: a packet no client collected is deleted after this
+//!
+//! [faults]                     # tests and demos only: what a lossy, slow link would do
+//! drop_fraction = 0.05         # share of outgoing datagrams dropped (counted)
+//! extra_delay_ms = 20          # every other outgoing datagram held this much longer
+//! max_held = 16384             # datagrams held at once; more are dropped (counted)
 //! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use loopix_core::faults::FaultConfig;
 use loopix_core::hop::HopLimits;
 use loopix_core::inbox::InboxLimits;
 use loopix_core::timing_wheel::WheelConfig;
@@ -64,6 +70,8 @@ pub struct NodeConfig {
     pub limits: HopLimits,
     /// Providers: the inboxes' bounds.
     pub inbox: InboxLimits,
+    /// Faults injected into the node's sending (tests and demos).
+    pub faults: FaultConfig,
 }
 
 /// A configuration problem, naming the field.
@@ -95,6 +103,52 @@ struct Raw {
     replay_sync_ms: u64,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    faults: RawFaults,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawFaults {
+    drop_fraction: f64,
+    extra_delay_ms: u64,
+    max_held: usize,
+}
+
+impl Default for RawFaults {
+    fn default() -> Self {
+        let d = FaultConfig::default();
+        Self {
+            drop_fraction: d.drop_fraction,
+            extra_delay_ms: d.extra_delay_us / 1000,
+            max_held: d.max_held,
+        }
+    }
+}
+
+/// The longest extra delay a fault may add: beyond it, it is an outage, not a slow link.
+const MAX_FAULT_DELAY_MS: u64 = 60_000;
+
+impl RawFaults {
+    fn validate(&self) -> Result<FaultConfig, ConfigError> {
+        if !(0.0..1.0).contains(&self.drop_fraction) {
+            return Err(err("faults.drop_fraction", "must be in [0, 1)"));
+        }
+        if self.extra_delay_ms > MAX_FAULT_DELAY_MS {
+            return Err(err(
+                "faults.extra_delay_ms",
+                format!("must be at most {MAX_FAULT_DELAY_MS}"),
+            ));
+        }
+        if self.max_held == 0 {
+            return Err(err("faults.max_held", "must be at least 1"));
+        }
+        Ok(FaultConfig {
+            drop_fraction: self.drop_fraction,
+            extra_delay_us: self.extra_delay_ms * 1000,
+            max_held: self.max_held,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -235,6 +289,7 @@ impl NodeConfig {
                 total: raw.limits.inbox_total,
                 ttl_us: raw.limits.inbox_ttl_s.saturating_mul(1_000_000),
             },
+            faults: raw.faults.validate()?,
         })
     }
 }
@@ -435,6 +490,29 @@ mod tests {
     #[test]
     fn the_store_has_a_bound_in_all_no_smaller_than_one_inbox() {
         assert_eq!(parse_with("").unwrap().inbox.total, 1_000_000);
+        assert!(
+            !parse_with("").unwrap().faults.is_on(),
+            "no faults unless asked"
+        );
+        let faults = parse_with("[faults]\ndrop_fraction = 0.05\nextra_delay_ms = 20\n")
+            .unwrap()
+            .faults;
+        assert_eq!(
+            (faults.drop_fraction, faults.extra_delay_us),
+            (0.05, 20_000)
+        );
+        for (toml, field) in [
+            ("[faults]\ndrop_fraction = 1.0\n", "faults.drop_fraction:"),
+            ("[faults]\ndrop_fraction = -0.1\n", "faults.drop_fraction:"),
+            (
+                "[faults]\nextra_delay_ms = 60001\n",
+                "faults.extra_delay_ms:",
+            ),
+            ("[faults]\nmax_held = 0\n", "faults.max_held:"),
+        ] {
+            let e = parse_with(toml).unwrap_err();
+            assert!(e.to_string().starts_with(field), "{toml}: {e}");
+        }
         let wait = |toml: &str| parse_with(toml).unwrap().max_socket_wait;
         assert_eq!(wait(""), Some(std::time::Duration::from_millis(100)));
         assert_eq!(wait("[limits]\nmax_socket_wait_ms = 0\n"), None, "0: never");

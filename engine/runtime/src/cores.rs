@@ -3,6 +3,7 @@
 
 use loopix_core::drops::DropCounts;
 use loopix_core::endpoint::Endpoint;
+use loopix_core::faults::{FaultStats, Faulty};
 use loopix_core::hop::{EpochStats, HopEngine};
 use loopix_core::inbox::InboxStore;
 use loopix_core::mix::Mix;
@@ -37,6 +38,8 @@ pub struct CoreReport {
     /// Mixes: loops that fell due but could not be built (no published key for an epoch
     /// on their path, or no free buffer).
     pub loops_failed: u64,
+    /// Faults injected into the core's sending (`[faults]` in node.toml).
+    pub faults: FaultStats,
 }
 
 /// A core a shard can drive.
@@ -89,6 +92,7 @@ impl ShardCore for Mix {
             inbox_packets: 0,
             epochs: self.epochs(),
             loops_failed: s.loops_failed,
+            faults: FaultStats::default(),
         }
     }
 }
@@ -109,6 +113,7 @@ impl<S: InboxStore> ShardCore for Provider<S> {
             inbox_packets: self.inbox_total() as u64,
             epochs: self.epochs(),
             loops_failed: 0,
+            faults: FaultStats::default(),
         }
     }
 
@@ -128,5 +133,38 @@ impl<S: InboxStore> ShardCore for Provider<S> {
         if let Err(e) = self.inbox().flush() {
             tracing::error!(error = %e, "inbox flush failed");
         }
+    }
+}
+
+/// A core whose sending suffers injected faults: what it held counts as pending, so a
+/// shutdown lets it out.
+impl<C: ShardCore> ShardCore for Faulty<C> {
+    fn report(&self, now_us: u64) -> CoreReport {
+        let inner = self.inner().report(now_us);
+        CoreReport {
+            faults: self.stats(),
+            pending: inner.pending + self.held() as u64,
+            ..inner
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.inner().pending() + self.held()
+    }
+
+    fn release_ahead(&mut self, now_us: u64, ahead_us: u64) {
+        self.inner_mut().release_ahead(now_us, ahead_us);
+    }
+
+    fn flush_storage(&mut self) {
+        self.inner_mut().flush_storage();
+    }
+
+    fn reload(&mut self, topology: &Topology, seed: EpochSeed) {
+        self.inner_mut().reload(topology, seed);
+    }
+
+    fn hop(&mut self) -> &mut HopEngine {
+        self.inner_mut().hop()
     }
 }
