@@ -22,14 +22,27 @@ impl FieldError {
     }
 }
 
+/// Always one line: control characters a file's own values bring into a message (a
+/// quoted address with a newline in it) are shown escaped (`\n`), never written raw.
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}", self.problem)
+        if !self.field.is_empty() {
+            write_escaped(f, &self.field)?;
+            f.write_str(": ")?;
+        }
+        write_escaped(f, &self.problem)
+    }
+}
+
+fn write_escaped(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    for c in text.chars() {
+        if c.is_control() {
+            write!(f, "{}", c.escape_default())?;
         } else {
-            write!(f, "{}: {}", self.field, self.problem)
+            write!(f, "{c}")?;
         }
     }
+    Ok(())
 }
 
 impl std::error::Error for FieldError {}
@@ -60,5 +73,24 @@ fn one_line(e: &toml::de::Error) -> String {
             format!("{message} ({place})")
         }
         _ => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing `node.toml`: `metrics = "127.0.0.\\\n"` quoted its newline raw.
+    #[test]
+    fn a_message_stays_on_one_line_whatever_the_file_quoted() {
+        let e = FieldError::new(
+            "metrics",
+            "`127.0.0.\\\n\t` is not an IP:port socket address",
+        );
+        assert_eq!(
+            e.to_string(),
+            "metrics: `127.0.0.\\\\n\\t` is not an IP:port socket address"
+        );
+        assert_eq!(FieldError::new("", "plain").to_string(), "plain");
     }
 }
