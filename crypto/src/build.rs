@@ -159,17 +159,35 @@ fn build_with<R: CryptoRng + ?Sized>(
 ) -> Result<[u8; MAC_LEN], BuildError> {
     check(params, path, payload, out.len())?;
     let mut keys: [HopKeys; MAX_HOPS] = Default::default();
+    let (header, body) = out.split_at_mut(HEADER_LEN);
+    let second_hop_mac = write_header(path, &mut keys, rng, header, accept)?;
+    write_body(&keys[..path.len()], payload, body);
+    Ok(second_hop_mac)
+}
+
+/// Writes the header (α ‖ β ‖ γ, [`HEADER_LEN`] bytes) of a packet along `path` (checked
+/// by the caller) into `header`, and every hop's keys into `keys`; returns the MAC the
+/// second hop will check. With `accept`, draws until it takes the last hop's α.
+pub(crate) fn write_header<R: CryptoRng + ?Sized>(
+    path: &[Hop],
+    keys: &mut [HopKeys; MAX_HOPS],
+    rng: &mut R,
+    header: &mut [u8],
+    accept: Option<AcceptAlpha<'_>>,
+) -> Result<[u8; MAC_LEN], BuildError> {
     // Without `accept` the first draw is taken.
     let tries = if accept.is_some() { MAX_STEER_TRIES } else { 1 };
     let alpha = (0..tries)
-        .find_map(|_| derive_path_keys(path, &mut keys, rng, accept))
+        .find_map(|_| derive_path_keys(path, keys, rng, accept))
         .ok_or(BuildError::Unsteerable { tries })?;
-    let (header, body) = out.split_at_mut(HEADER_LEN);
     header[..ALPHA_LEN].copy_from_slice(&alpha);
     path[0].phase.mark(&mut header[..ALPHA_LEN]);
-    let second_hop_mac = write_routing(path, &keys[..path.len()], rng, &mut header[ALPHA_LEN..]);
-    write_body(&keys[..path.len()], payload, body);
-    Ok(second_hop_mac)
+    Ok(write_routing(
+        path,
+        &keys[..path.len()],
+        rng,
+        &mut header[ALPHA_LEN..HEADER_LEN],
+    ))
 }
 
 /// Fills `out` with a dummy packet: a valid, random group element followed by random bytes.
@@ -186,13 +204,7 @@ pub fn fill_dummy<R: CryptoRng + ?Sized>(rng: &mut R, out: &mut [u8]) {
 }
 
 fn check(params: &Params, path: &[Hop], payload: &[u8], out_len: usize) -> Result<(), BuildError> {
-    if path.is_empty() || path.len() > MAX_HOPS {
-        return Err(BuildError::PathLength { hops: path.len() });
-    }
-    let last = path.len() - 1;
-    if let Some(hop) = (0..path.len()).find(|&i| path[i].command.is_terminal() != (i == last)) {
-        return Err(BuildError::PathShape { hop });
-    }
+    check_path(path)?;
     if payload.len() > params.payload_bytes() {
         return Err(BuildError::PayloadTooLong {
             len: payload.len(),
@@ -204,6 +216,18 @@ fn check(params: &Params, path: &[Hop], payload: &[u8], out_len: usize) -> Resul
             expected: params.packet_len(),
             got: out_len,
         });
+    }
+    Ok(())
+}
+
+/// 1 to [`MAX_HOPS`] hops, only the last one terminal.
+pub(crate) fn check_path(path: &[Hop]) -> Result<(), BuildError> {
+    if path.is_empty() || path.len() > MAX_HOPS {
+        return Err(BuildError::PathLength { hops: path.len() });
+    }
+    let last = path.len() - 1;
+    if let Some(hop) = (0..path.len()).find(|&i| path[i].command.is_terminal() != (i == last)) {
+        return Err(BuildError::PathShape { hop });
     }
     Ok(())
 }

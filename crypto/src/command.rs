@@ -28,6 +28,10 @@ pub enum Command {
     Drop,
     /// This hop is the recipient; the payload is the sender's message.
     Final,
+    /// The end of a reply's path, at the client that made the reply block: the body is
+    /// left as it came, for the reply block's keys ([`crate::surb`]), which alone can
+    /// check and open it.
+    Reply { surb_id: u64 },
 }
 
 /// A command whose bytes do not encode any [`Command`].
@@ -48,12 +52,16 @@ mod flag {
     pub const LOOP_RETURN: u8 = 3;
     pub const DROP: u8 = 4;
     pub const FINAL: u8 = 5;
+    pub const REPLY: u8 = 6;
 }
 
 impl Command {
     /// True for commands that end a path: nothing is forwarded after them.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, Self::LoopReturn | Self::Drop | Self::Final)
+        matches!(
+            self,
+            Self::LoopReturn | Self::Drop | Self::Final | Self::Reply { .. }
+        )
     }
 
     /// True for terminal commands whose hop reads the payload.
@@ -75,6 +83,7 @@ impl Command {
             Self::LoopReturn => (flag::LOOP_RETURN, 0, 0),
             Self::Drop => (flag::DROP, 0, 0),
             Self::Final => (flag::FINAL, 0, 0),
+            Self::Reply { surb_id } => (flag::REPLY, 0, surb_id),
         };
         let mut out = [0u8; COMMAND_LEN];
         out[0] = f;
@@ -116,9 +125,11 @@ impl Command {
             flag::LOOP_RETURN => Self::LoopReturn,
             flag::DROP => Self::Drop,
             flag::FINAL => Self::Final,
+            flag::REPLY => Self::Reply { surb_id: address.0 },
             _ => return Err(MalformedCommand),
         };
-        if command.is_terminal() && (delay_us != 0 || address.0 != 0) {
+        let carries_id = matches!(command, Self::Reply { .. });
+        if command.is_terminal() && (delay_us != 0 || (address.0 != 0 && !carries_id)) {
             return Err(MalformedCommand);
         }
         Ok((command, KeyPhase::from_bit(phase == 1)))
@@ -143,6 +154,7 @@ mod tests {
             Just(Command::LoopReturn),
             Just(Command::Drop),
             Just(Command::Final),
+            any::<u64>().prop_map(|surb_id| Command::Reply { surb_id }),
         ]
     }
 

@@ -46,6 +46,7 @@ pub mod primitives;
 pub mod process;
 pub mod session_key;
 pub mod stack_position;
+pub mod surb;
 
 pub use build::{
     BuildError, Hop, MAX_STEER_TRIES, build, build_into, build_into_steered, build_into_traced,
@@ -59,3 +60,4 @@ pub use link_key::{LINK_TAG_LEN, LinkKey, LinkSecret, WeakPeerKey};
 pub use params::{DEFAULT_PAYLOAD_BYTES, HEADER_LEN, MAX_HOPS, Params, PayloadSizeError};
 pub use process::{ProcessError, Processed, Processor};
 pub use session_key::{SessionPublic, SessionSecret};
+pub use surb::{SURB_LEN, Surb, SurbOpener, build_surb};

@@ -255,7 +255,8 @@ fn finish(
     let (command, next_phase) = unwrap_routing(keys, header)?;
     let done = Processed { command, tag };
     match command {
-        Command::Drop => Ok(Rest::Done(done)),
+        // A reply's body is for its reply block's keys alone to open (`surb`).
+        Command::Drop | Command::Reply { .. } => Ok(Rest::Done(done)),
         c if c.reads_payload() => open_body(keys, body).map(|()| Rest::Done(done)),
         _ => {
             lioness::decrypt(&keys.payload, body);
