@@ -10,12 +10,20 @@
 //! of equal datagrams. Until a session is up, its send slots pass unused; it renews the
 //! session's keys on a cover slot, and starts a new session when polls go unanswered
 //! (the provider restarted and forgot it).
+//!
+//! With acknowledgements on ([`crate::acks`]), every fragment carries a single-use reply
+//! block; its recipient sends a fixed-size ack back along it in its next payload or drop
+//! slot (so acks change nothing on the wire: they take a slot a cover packet would have
+//! used), and the sender sends a fragment again, as a fresh packet, until its ack comes or
+//! it runs out of attempts (then the user hears `GaveUp`). The recipient delivers each
+//! message once, however often its fragments arrive, and acks every copy.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use loopix_crypto::{Address, Command, Hop, Params, Processor, SessionSecret};
+use loopix_crypto::{Address, Command, Hop, Params, Processor, SURB_LEN, SessionSecret};
 
+use crate::acks::{Fragment, Unacked, ack_timeout_us};
 use crate::codec::Codec;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -81,6 +89,11 @@ pub enum ClientEvent {
         message: Vec<u8>,
         at_us: u64,
     },
+    /// Every fragment of message `msg_id` was acknowledged by its recipient.
+    Acked { msg_id: u64, at_us: u64 },
+    /// A fragment of message `msg_id` ran out of attempts: the message is given up (its
+    /// other fragments are no longer sent).
+    GaveUp { msg_id: u64, at_us: u64 },
 }
 
 /// Counters of a client.
@@ -111,6 +124,21 @@ pub struct ClientStats {
     /// Items received and not yet acknowledged in a poll: the provider keeps them and a
     /// later run of this client receives them again.
     pub unacked_items: u64,
+    /// Fragments acknowledged by their recipients.
+    pub acked: u64,
+    /// Fragments sent again because their ack did not come in time.
+    pub retransmitted: u64,
+    /// Messages given up (a fragment out of attempts).
+    pub gave_up: u64,
+    /// Acks this client sent for fragments it received.
+    pub acks_sent: u64,
+    /// Acks it could not send (its queue of reply blocks was full).
+    pub acks_dropped: u64,
+    /// Replies that matched no fragment waiting (an ack of an attempt already resent or
+    /// given up), or did not open.
+    pub acks_unmatched: u64,
+    /// Fragments waiting for their ack now.
+    pub awaiting_ack: u64,
     pub session: ClientSessionStats,
 }
 
@@ -129,12 +157,14 @@ enum Emission {
     Poll,
 }
 
-struct Fragment {
-    recipient: Address,
+/// Reply blocks received and not yet used for an ack, before more are refused.
+const MAX_ACK_REPLIES: usize = 1024;
+
+/// An ack to send: the block to send it along, and the fragment it acknowledges.
+struct AckReply {
+    surb: [u8; SURB_LEN],
     msg_id: u64,
     index: u16,
-    count: u16,
-    data: Vec<u8>,
 }
 
 struct Timers {
@@ -165,6 +195,12 @@ pub struct Client<C: Codec = Processor> {
     max_buffered: usize,
     emissions: VecDeque<Emission>,
     pending_acks: VecDeque<u64>,
+    /// With acks on: attempts per fragment, and the fragments waiting for theirs.
+    max_attempts: u32,
+    unacked: Option<Unacked<C::SurbOpener>>,
+    ack_replies: VecDeque<AckReply>,
+    /// Reply paths are built here.
+    surb_path: Vec<Hop>,
     poll_size: usize,
     reassembly: Reassembly,
     loops: LoopMonitor,
@@ -191,6 +227,11 @@ impl<C: Codec> Client<C> {
             .ok_or(BuildError::NoProvider(me.provider))?;
         let layout = FrameLayout::new(&n.params, n.poll_size);
         let session_key = SessionSecret::derive_from(&key);
+        // Acks need room for a reply block in a fragment and rates that bring them back.
+        let acks_fit = payload::fragment_capacity(n.params.payload_bytes(), true) > 0;
+        let unacked = ack_timeout_us(n)
+            .filter(|_| acks_fit && config.acks.max_attempts > 0)
+            .map(Unacked::new);
         Ok(Self {
             id: me.id,
             provider: me.provider,
@@ -214,6 +255,10 @@ impl<C: Codec> Client<C> {
             max_buffered: config.max_buffered_fragments,
             emissions: VecDeque::new(),
             pending_acks: VecDeque::new(),
+            max_attempts: config.acks.max_attempts,
+            unacked,
+            ack_replies: VecDeque::new(),
+            surb_path: Vec::with_capacity(loopix_crypto::MAX_HOPS),
             poll_size: usize::from(n.poll_size),
             reassembly: Reassembly::new(1024, 4096, REASSEMBLY_BYTES),
             loops: LoopMonitor::new(256, 60_000_000),
@@ -230,10 +275,11 @@ impl<C: Codec> Client<C> {
         if self.directory.client(recipient).is_none() {
             return Err(SendError::UnknownRecipient(recipient));
         }
-        let cap = payload::fragment_capacity(self.params.payload_bytes());
+        let cap = payload::fragment_capacity(self.params.payload_bytes(), self.unacked.is_some());
         let count = message.len().div_ceil(cap).max(1);
         let count = u16::try_from(count).map_err(|_| SendError::TooLong)?;
-        if self.buffer.len() + usize::from(count) > self.max_buffered {
+        let held = self.buffer.len() + self.unacked.as_ref().map_or(0, Unacked::len);
+        if held + usize::from(count) > self.max_buffered {
             return Err(SendError::BufferFull);
         }
         let msg_id = self.rng.next_u64();
@@ -248,6 +294,7 @@ impl<C: Codec> Client<C> {
                 index,
                 count,
                 data: data.to_vec(),
+                attempts: 0,
             });
         }
         Ok(msg_id)
@@ -265,6 +312,7 @@ impl<C: Codec> Client<C> {
             fragments_refused: self.reassembly.refused(),
             session: self.session.stats(),
             unacked_items: self.pending_acks.len() as u64,
+            awaiting_ack: self.unacked.as_ref().map_or(0, |u| u.len() as u64),
             ..self.stats
         }
     }
@@ -283,6 +331,11 @@ impl<C: Codec> Client<C> {
     /// Fragments waiting in the send buffer.
     pub fn buffered(&self) -> usize {
         self.buffer.len()
+    }
+
+    /// Whether fragments it sent still wait for their acks.
+    pub fn awaiting_acks(&self) -> bool {
+        self.unacked.as_ref().is_some_and(|u| !u.is_empty())
     }
 
     fn start_timers(&mut self, now_us: u64) {
@@ -336,6 +389,10 @@ impl<C: Codec> Client<C> {
                 self.write_poll(body);
                 return FrameKind::Poll;
             }
+            Emission::Payload | Emission::Drop if !self.ack_replies.is_empty() => {
+                self.last_was_fragment = false;
+                self.write_ack(body)
+            }
             Emission::Payload => {
                 let fragment = self.buffer.pop_front();
                 self.last_was_fragment = fragment.is_some();
@@ -363,10 +420,23 @@ impl<C: Codec> Client<C> {
 
     /// Builds `f`'s packet; a fragment that cannot be built goes back to the front of the
     /// buffer.
-    fn write_fragment(&mut self, now_us: u64, f: Fragment, buf: &mut [u8]) -> bool {
+    fn write_fragment(&mut self, now_us: u64, mut f: Fragment, buf: &mut [u8]) -> bool {
+        // With acks on: a fresh reply block for this attempt, under a fresh ack id.
+        let block = match self.unacked.is_some() {
+            true => match self.reply_block(now_us, f.recipient) {
+                Some(block) => Some(block),
+                None => {
+                    self.stats.build_failed += 1;
+                    self.buffer.push_front(f);
+                    return false;
+                }
+            },
+            false => None,
+        };
         // The body buffer is lent out for the call and put back: no allocation per packet.
         let mut body = std::mem::take(&mut self.body);
-        payload::write_fragment(&mut body, f.msg_id, f.index, f.count, &f.data);
+        let surb = block.as_ref().map(|(_, surb, _)| surb);
+        payload::write_fragment(&mut body, f.msg_id, f.index, f.count, surb, &f.data);
         let (rng, path) = (&mut self.rng, &mut self.path);
         let ok = self.directory.client_path(
             rng,
@@ -378,19 +448,116 @@ impl<C: Codec> Client<C> {
         );
         let built = self.build_on(ok, &body, buf);
         self.body = body;
-        if built {
-            self.stats.sent_real += 1;
-            let (msg_id, index, count) = (f.msg_id, f.index, f.count);
-            self.push_event(ClientEvent::FragmentSent {
+        if !built {
+            self.buffer.push_front(f);
+            return false;
+        }
+        self.stats.sent_real += 1;
+        self.stats.retransmitted += u64::from(f.attempts > 0);
+        f.attempts += 1;
+        let (msg_id, index, count) = (f.msg_id, f.index, f.count);
+        self.push_event(ClientEvent::FragmentSent {
+            msg_id,
+            index,
+            count,
+            at_us: now_us,
+        });
+        if let (Some(unacked), Some((ack_id, _, opener))) = (self.unacked.as_mut(), block) {
+            unacked.insert(ack_id, f, opener, now_us);
+        }
+        true
+    }
+
+    /// A reply block from `recipient`'s provider back to this client, under a fresh ack
+    /// id: (id, block, what opens the ack).
+    fn reply_block(
+        &mut self,
+        now_us: u64,
+        recipient: Address,
+    ) -> Option<(u64, [u8; SURB_LEN], C::SurbOpener)> {
+        let (_, their_provider) = self.directory.client(recipient)?;
+        let ack_id = self.rng.next_u64();
+        let (rng, path) = (&mut self.rng, &mut self.surb_path);
+        let reply = Command::Reply { surb_id: ack_id };
+        self.directory
+            .client_path(rng, now_us, their_provider, self.id, reply, path)
+            .ok()?;
+        let (surb, opener) = C::build_surb(&self.surb_path, &mut self.rng).ok()?;
+        Some((ack_id, surb, opener))
+    }
+
+    /// The next ack, along the reply block it came with.
+    fn write_ack(&mut self, buf: &mut [u8]) -> bool {
+        let Some(reply) = self.ack_replies.pop_front() else {
+            return false;
+        };
+        let mut body = std::mem::take(&mut self.body);
+        payload::write_ack(&mut body, reply.msg_id, reply.index);
+        let out = &mut buf[..self.params.packet_len()];
+        let built = C::write_reply(&self.params, &reply.surb, &body, out).is_ok();
+        self.body = body;
+        self.stats.acks_sent += u64::from(built);
+        self.stats.build_failed += u64::from(!built);
+        built
+    }
+
+    /// An ack came back as a reply to block `ack_id`: the fragment it names is done.
+    fn receive_ack(&mut self, now_us: u64, ack_id: u64) {
+        let Some(unacked) = self.unacked.as_mut() else {
+            self.stats.acks_unmatched += 1;
+            return;
+        };
+        let Some(pending) = unacked.take(ack_id) else {
+            self.stats.acks_unmatched += 1;
+            return;
+        };
+        let f = &pending.fragment;
+        let opened = C::open_reply(&self.params, &pending.opener, &mut self.scratch);
+        let names_it = matches!(
+            opened.ok().and_then(payload::read),
+            Some(Content::Ack { msg_id, index }) if msg_id == f.msg_id && index == f.index
+        );
+        if !names_it {
+            // Not this fragment's ack after all: it keeps waiting.
+            unacked.put_back(ack_id, pending);
+            self.stats.acks_unmatched += 1;
+            return;
+        }
+        self.stats.acked += 1;
+        let msg_id = f.msg_id;
+        let more = unacked.has_message(msg_id) || self.buffer.iter().any(|b| b.msg_id == msg_id);
+        if !more {
+            self.push_event(ClientEvent::Acked {
                 msg_id,
-                index,
-                count,
                 at_us: now_us,
             });
-        } else {
-            self.buffer.push_front(f);
         }
-        built
+    }
+
+    /// Fragments whose ack did not come in time go to the front of the buffer again (a
+    /// fresh packet each time), or, out of attempts, their message is given up.
+    fn resend_due(&mut self, now_us: u64) {
+        let Some(unacked) = self.unacked.as_mut() else {
+            return;
+        };
+        while let Some(p) = unacked.pop_due(now_us) {
+            let f = p.fragment;
+            if f.attempts < self.max_attempts {
+                self.buffer.push_front(f);
+                continue;
+            }
+            let msg_id = f.msg_id;
+            unacked.forget_message(msg_id);
+            self.buffer.retain(|b| b.msg_id != msg_id);
+            self.stats.gave_up += 1;
+            if self.events.len() >= 4096 {
+                self.events.pop_front();
+            }
+            self.events.push_back(ClientEvent::GaveUp {
+                msg_id,
+                at_us: now_us,
+            });
+        }
     }
 
     fn write_loop(&mut self, now_us: u64, buf: &mut [u8]) -> bool {
@@ -476,15 +643,29 @@ impl<C: Codec> Client<C> {
             (Ok(Command::LoopReturn), Some(Content::Loop { nonce })) => {
                 self.loops.returned(nonce, now_us);
             }
+            (Ok(Command::Reply { surb_id }), _) => self.receive_ack(now_us, surb_id),
             (
                 Ok(Command::Final),
                 Some(Content::Fragment {
                     msg_id,
                     index,
                     count,
+                    surb,
                     data,
                 }),
             ) => {
+                // Every copy is acked, delivered or not: an ack may have been lost.
+                if let Some(surb) = surb.and_then(|s| <[u8; SURB_LEN]>::try_from(s).ok()) {
+                    if self.ack_replies.len() < MAX_ACK_REPLIES {
+                        self.ack_replies.push_back(AckReply {
+                            surb,
+                            msg_id,
+                            index,
+                        });
+                    } else {
+                        self.stats.acks_dropped += 1;
+                    }
+                }
                 let complete = self.reassembly.add(msg_id, index, count, data);
                 let (at_us, item_id) = (now_us, id);
                 self.push_event(ClientEvent::FragmentReceived {
@@ -534,6 +715,7 @@ impl<C: Codec> Endpoint for Client<C> {
     fn handle_timeout(&mut self, now_us: u64) {
         self.start_timers(now_us);
         self.session.expire(now_us);
+        self.resend_due(now_us);
         let (Some(t), rng) = (self.timers.as_mut(), &mut self.rng) else {
             return;
         };
@@ -565,10 +747,12 @@ impl<C: Codec> Endpoint for Client<C> {
         let Some(t) = &self.timers else {
             return Some(0);
         };
+        let ack_due = self.unacked.as_ref().and_then(Unacked::next_due);
         [t.payload, t.loop_cover, t.drop_cover, t.poll]
             .iter()
             .filter_map(|t| t.next_us())
             .chain([self.session.next_deadline_us()])
+            .chain(ack_due)
             .min()
     }
 

@@ -10,7 +10,7 @@
 use loopix_crypto::params::{HEADER_LEN, MAX_HOPS, PAYLOAD_TAG_LEN};
 use loopix_crypto::{
     BuildError, Command, Hop, KeyPhase, Params, ProcessError, Processed, Processor, REPLAY_TAG_LEN,
-    ReplayTag, SecretKey,
+    ReplayTag, SURB_LEN, SecretKey, Surb, SurbOpener,
 };
 use rand_core::CryptoRng;
 
@@ -71,6 +71,31 @@ pub trait Codec: Sized + 'static {
         out: &mut [u8],
         accept: &dyn Fn(&[u8]) -> bool,
     ) -> Result<(), BuildError>;
+
+    /// What the maker of a reply block keeps to open the reply.
+    type SurbOpener;
+
+    /// A reply block along `path` (ending in `Reply { surb_id }`), as the bytes a message
+    /// carries, and what opens the reply (see [`loopix_crypto::surb`]).
+    fn build_surb<R: CryptoRng + ?Sized>(
+        path: &[Hop],
+        rng: &mut R,
+    ) -> Result<([u8; SURB_LEN], Self::SurbOpener), BuildError>;
+
+    /// Writes a reply carrying `payload` from block `surb` into `out` (one packet).
+    fn write_reply(
+        params: &Params,
+        surb: &[u8],
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), BuildError>;
+
+    /// The payload of a reply in `packet`, as this client's unwrap (`Reply`) left it.
+    fn open_reply<'a>(
+        params: &Params,
+        opener: &Self::SurbOpener,
+        packet: &'a mut [u8],
+    ) -> Result<&'a [u8], ProcessError>;
 
     /// The key phase a packet was built for, read before any crypto (see [`KeyPhase`]).
     fn key_phase(packet: &[u8]) -> KeyPhase {
@@ -139,6 +164,37 @@ impl Codec for Processor {
 
     fn fill_dummy<R: CryptoRng + ?Sized>(rng: &mut R, out: &mut [u8]) {
         loopix_crypto::fill_dummy(rng, out)
+    }
+
+    type SurbOpener = SurbOpener;
+
+    fn build_surb<R: CryptoRng + ?Sized>(
+        path: &[Hop],
+        rng: &mut R,
+    ) -> Result<([u8; SURB_LEN], SurbOpener), BuildError> {
+        let (surb, opener) = loopix_crypto::build_surb(path, rng)?;
+        Ok((surb.to_bytes(), opener))
+    }
+
+    fn write_reply(
+        params: &Params,
+        surb: &[u8],
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), BuildError> {
+        let surb = Surb::from_bytes(surb).ok_or(BuildError::BufferLength {
+            expected: SURB_LEN,
+            got: surb.len(),
+        })?;
+        surb.write_reply(params, payload, out)
+    }
+
+    fn open_reply<'a>(
+        params: &Params,
+        opener: &SurbOpener,
+        packet: &'a mut [u8],
+    ) -> Result<&'a [u8], ProcessError> {
+        opener.open(params, packet)
     }
 }
 
@@ -259,6 +315,60 @@ impl Codec for Plaintext {
         }
         Err(BuildError::Unsteerable {
             tries: loopix_crypto::MAX_STEER_TRIES,
+        })
+    }
+
+    /// A plaintext reply block is the header of a plaintext packet along its path; the
+    /// reply's body is its payload as is.
+    type SurbOpener = ();
+
+    fn build_surb<R: CryptoRng + ?Sized>(
+        path: &[Hop],
+        rng: &mut R,
+    ) -> Result<([u8; SURB_LEN], ()), BuildError> {
+        // Any payload size holds an empty payload; only the header is kept.
+        let params = Params::new(loopix_crypto::params::MIN_PAYLOAD_BYTES)
+            .map_err(|_| BuildError::PathLength { hops: path.len() })?;
+        let mut packet = vec![0u8; params.packet_len()];
+        Self::build_into(&params, path, &[], rng, &mut packet)?;
+        let mut surb = [0u8; SURB_LEN];
+        surb[..HEADER_LEN].copy_from_slice(&packet[..HEADER_LEN]);
+        Ok((surb, ()))
+    }
+
+    fn write_reply(
+        params: &Params,
+        surb: &[u8],
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), BuildError> {
+        if surb.len() != SURB_LEN || out.len() != params.packet_len() {
+            return Err(BuildError::BufferLength {
+                expected: params.packet_len(),
+                got: out.len(),
+            });
+        }
+        if payload.len() > params.payload_bytes() {
+            return Err(BuildError::PayloadTooLong {
+                len: payload.len(),
+                max: params.payload_bytes(),
+            });
+        }
+        out.fill(0);
+        out[..HEADER_LEN].copy_from_slice(&surb[..HEADER_LEN]);
+        let body = HEADER_LEN + PAYLOAD_TAG_LEN;
+        out[body..body + payload.len()].copy_from_slice(payload);
+        Ok(())
+    }
+
+    fn open_reply<'a>(
+        params: &Params,
+        _: &(),
+        packet: &'a mut [u8],
+    ) -> Result<&'a [u8], ProcessError> {
+        params.payload(packet).ok_or(ProcessError::WrongLength {
+            expected: params.packet_len(),
+            got: packet.len(),
         })
     }
 

@@ -2,6 +2,7 @@
 //! data structures that take time and randomness from their driver. No sockets, clocks,
 //! threads or ambient RNG in here; the glommio runtime and the simulator both drive it.
 
+pub mod acks;
 pub mod client;
 pub mod client_quota;
 pub mod codec;

@@ -1,9 +1,13 @@
 //! What clients and mixes put inside a Sphinx payload, and message reassembly.
 //!
 //! ```text
-//! fragment:  1 | msg_id u64 | index u16 | count u16 | len u16 | data[len] | zeros
-//! loop:      2 | nonce u64 | zeros
+//! fragment:        1 | msg_id u64 | index u16 | count u16 | len u16 | data[len] | zeros
+//! loop:            2 | nonce u64 | zeros
+//! acked fragment:  3 | msg_id u64 | index u16 | count u16 | len u16 | surb[SURB_LEN] | data[len] | zeros
+//! ack:             4 | msg_id u64 | index u16 | zeros
 //! ```
+//! An acked fragment carries a reply block its recipient sends an ack back with (the
+//! ack's body names the fragment it acknowledges).
 //! Little-endian. A message longer than one payload is split into `count` fragments that
 //! travel independently and are put back together by `msg_id` at the recipient.
 
@@ -11,6 +15,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 const FRAGMENT: u8 = 1;
 const LOOP: u8 = 2;
+const ACKED_FRAGMENT: u8 = 3;
+const ACK: u8 = 4;
+
+use loopix_crypto::SURB_LEN;
 /// Bytes of a fragment's header.
 pub const FRAGMENT_HEADER_LEN: usize = 15;
 
@@ -21,27 +29,60 @@ pub enum Content<'a> {
         msg_id: u64,
         index: u16,
         count: u16,
+        /// The reply block to acknowledge it with, if the sender asked for an ack.
+        surb: Option<&'a [u8]>,
         data: &'a [u8],
     },
     Loop {
         nonce: u64,
     },
+    /// Fragment `index` of message `msg_id` arrived.
+    Ack {
+        msg_id: u64,
+        index: u16,
+    },
 }
 
-/// Data bytes one fragment carries at this payload size.
-pub fn fragment_capacity(payload_bytes: usize) -> usize {
-    payload_bytes - FRAGMENT_HEADER_LEN
+/// Data bytes one fragment carries at this payload size, with a reply block or without.
+pub fn fragment_capacity(payload_bytes: usize, acked: bool) -> usize {
+    let surb = if acked { SURB_LEN } else { 0 };
+    payload_bytes.saturating_sub(FRAGMENT_HEADER_LEN + surb)
 }
 
-/// Writes a fragment into `out` (the whole payload, zero-padded).
-pub fn write_fragment(out: &mut [u8], msg_id: u64, index: u16, count: u16, data: &[u8]) {
+/// Writes a fragment into `out` (the whole payload, zero-padded), with the reply block to
+/// acknowledge it with if `surb` is given.
+pub fn write_fragment(
+    out: &mut [u8],
+    msg_id: u64,
+    index: u16,
+    count: u16,
+    surb: Option<&[u8; SURB_LEN]>,
+    data: &[u8],
+) {
     out.fill(0);
-    out[0] = FRAGMENT;
+    out[0] = if surb.is_some() {
+        ACKED_FRAGMENT
+    } else {
+        FRAGMENT
+    };
     out[1..9].copy_from_slice(&msg_id.to_le_bytes());
     out[9..11].copy_from_slice(&index.to_le_bytes());
     out[11..13].copy_from_slice(&count.to_le_bytes());
     out[13..15].copy_from_slice(&(data.len() as u16).to_le_bytes());
-    out[FRAGMENT_HEADER_LEN..FRAGMENT_HEADER_LEN + data.len()].copy_from_slice(data);
+    let mut at = FRAGMENT_HEADER_LEN;
+    if let Some(surb) = surb {
+        out[at..at + SURB_LEN].copy_from_slice(surb);
+        at += SURB_LEN;
+    }
+    out[at..at + data.len()].copy_from_slice(data);
+}
+
+/// Writes an ack of fragment `index` of message `msg_id` into `out`.
+pub fn write_ack(out: &mut [u8], msg_id: u64, index: u16) {
+    out.fill(0);
+    out[0] = ACK;
+    out[1..9].copy_from_slice(&msg_id.to_le_bytes());
+    out[9..11].copy_from_slice(&index.to_le_bytes());
 }
 
 /// Writes a loop marker into `out`.
@@ -56,20 +97,32 @@ pub fn read(payload: &[u8]) -> Option<Content<'_>> {
     let u16_at = |i: usize| Some(u16::from_le_bytes(payload.get(i..i + 2)?.try_into().ok()?));
     let u64_at = |i: usize| Some(u64::from_le_bytes(payload.get(i..i + 8)?.try_into().ok()?));
     match *payload.first()? {
-        FRAGMENT => {
+        kind @ (FRAGMENT | ACKED_FRAGMENT) => {
             let (index, count, len) = (u16_at(9)?, u16_at(11)?, usize::from(u16_at(13)?));
             if index >= count {
                 return None;
             }
-            let data = payload.get(FRAGMENT_HEADER_LEN..FRAGMENT_HEADER_LEN + len)?;
+            let mut at = FRAGMENT_HEADER_LEN;
+            let surb = if kind == ACKED_FRAGMENT {
+                at += SURB_LEN;
+                Some(payload.get(FRAGMENT_HEADER_LEN..at)?)
+            } else {
+                None
+            };
+            let data = payload.get(at..at + len)?;
             Some(Content::Fragment {
                 msg_id: u64_at(1)?,
                 index,
                 count,
+                surb,
                 data,
             })
         }
         LOOP => Some(Content::Loop { nonce: u64_at(1)? }),
+        ACK => Some(Content::Ack {
+            msg_id: u64_at(1)?,
+            index: u16_at(9)?,
+        }),
         _ => None,
     }
 }
@@ -220,18 +273,42 @@ mod tests {
     #[test]
     fn fragments_and_loops_round_trip() {
         let mut buf = [0xaau8; 64];
-        write_fragment(&mut buf, 7, 1, 3, b"abc");
+        write_fragment(&mut buf, 7, 1, 3, None, b"abc");
         assert_eq!(
             read(&buf),
             Some(Content::Fragment {
                 msg_id: 7,
                 index: 1,
                 count: 3,
+                surb: None,
                 data: b"abc"
             })
         );
         write_loop(&mut buf, 99);
         assert_eq!(read(&buf), Some(Content::Loop { nonce: 99 }));
+        write_ack(&mut buf, 7, 2);
+        assert_eq!(
+            read(&buf),
+            Some(Content::Ack {
+                msg_id: 7,
+                index: 2
+            })
+        );
+        let mut big = vec![0u8; 512];
+        let surb = [5u8; SURB_LEN];
+        write_fragment(&mut big, 8, 0, 1, Some(&surb), b"xyz");
+        assert_eq!(
+            read(&big),
+            Some(Content::Fragment {
+                msg_id: 8,
+                index: 0,
+                count: 1,
+                surb: Some(&surb[..]),
+                data: b"xyz"
+            })
+        );
+        assert_eq!(fragment_capacity(512, true), 512 - 15 - SURB_LEN);
+        assert_eq!(fragment_capacity(64, true), 0, "no room for a reply block");
         assert_eq!(read(&[9u8; 64]), None);
         assert_eq!(read(&[]), None);
     }
@@ -239,10 +316,10 @@ mod tests {
     #[test]
     fn out_of_range_fragments_are_malformed() {
         let mut buf = [0u8; 32];
-        write_fragment(&mut buf, 1, 0, 1, b"x");
+        write_fragment(&mut buf, 1, 0, 1, None, b"x");
         buf[13] = 200; // len beyond the payload
         assert_eq!(read(&buf), None);
-        write_fragment(&mut buf, 1, 2, 2, b"x");
+        write_fragment(&mut buf, 1, 2, 2, None, b"x");
         assert_eq!(read(&buf), None);
     }
 

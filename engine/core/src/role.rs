@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use loopix_crypto::{Address, EpochSeed, Processor, SecretKey, SessionSecret};
 
+use crate::acks::AckConfig;
 use crate::client::Client;
 use crate::codec::Codec;
 use crate::endpoint::{Endpoint, Transmit};
@@ -60,8 +61,11 @@ pub struct CoreConfig {
     /// counts as lost, µs.
     pub loop_window: usize,
     pub loop_grace_us: u64,
-    /// Clients: fragments the send buffer holds before `send` refuses more.
+    /// Clients: fragments the send buffer holds before `send` refuses more (those waiting
+    /// for their ack count too).
     pub max_buffered_fragments: usize,
+    /// Clients: acknowledgements and retransmission ([`crate::acks`]).
+    pub acks: AckConfig,
     /// Providers: how long a packet waits in an inbox for its client before it is deleted
     /// unread (counted as `inbox_expired`), µs.
     pub inbox_ttl_us: u64,
@@ -95,6 +99,7 @@ impl CoreConfig {
             loop_window: 200,
             loop_grace_us: 10_000_000,
             max_buffered_fragments: 100_000,
+            acks: AckConfig::OFF,
             inbox_ttl_us: crate::inbox::DEFAULT_INBOX_TTL_US,
         }
     }

@@ -8,4 +8,6 @@ pub mod sim;
 pub mod stats;
 
 pub use network::{NetworkSpec, generate};
-pub use sim::{Captured, LinkModel, Log, Node, Sim, WireRecord, host_address, seed_from_env};
+pub use sim::{
+    Captured, LinkModel, Log, Node, Sim, SimOptions, WireRecord, host_address, seed_from_env,
+};

@@ -6,6 +6,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{Ipv4Addr, SocketAddr};
 
+use loopix_core::acks::AckConfig;
 use loopix_core::client::{Client, ClientEvent};
 use loopix_core::codec::Codec;
 use loopix_core::endpoint::Transmit;
@@ -15,7 +16,7 @@ use loopix_core::inbox::{InboxLimits, MemoryInbox};
 use loopix_core::link::{LINK_OVERHEAD, Links};
 use loopix_core::mix::Mix;
 use loopix_core::provider::{Provider, ProviderEvent};
-use loopix_core::rate::exp_us;
+use loopix_core::rate::{exp_us, uniform};
 use loopix_core::role::{Core, CoreConfig, build, links_for};
 use loopix_crypto::{Address, Processor};
 use rand_chacha::ChaCha20Rng;
@@ -159,30 +160,46 @@ impl Sim {
         Self::with_codec(net, seed, link, limits)
     }
 
-    /// [`Sim::new`] with providers' inboxes bounded by `inbox`.
-    pub fn with_inboxes(
+    /// [`Sim::new`] with `options` for the providers' inboxes and the clients' acks.
+    pub fn with_options(
         net: Generated,
         seed: u64,
         link: LinkModel,
         limits: HopLimits,
-        inbox: InboxLimits,
+        options: SimOptions,
     ) -> Self {
-        Self::build(net, seed, link, limits, inbox)
+        Self::build(net, seed, link, limits, options)
     }
 }
 
-/// The simulator's inboxes unless a test asks for others: roomier than a node's default,
-/// the simulated clients poll at their own pace.
-const SIM_INBOXES: InboxLimits = InboxLimits {
-    per_client: 100_000,
-    total: 10_000_000,
-    ttl_us: loopix_core::inbox::DEFAULT_INBOX_TTL_US,
-};
+/// What a simulation's roles are built with beyond the topology and the hop limits.
+#[derive(Clone, Copy, Debug)]
+pub struct SimOptions {
+    /// Providers' inboxes.
+    pub inbox: InboxLimits,
+    /// Clients' acknowledgements and retransmission.
+    pub acks: AckConfig,
+}
+
+/// Unless a test asks for others: inboxes roomier than a node's default (the simulated
+/// clients poll at their own pace), and no acks.
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            inbox: InboxLimits {
+                per_client: 100_000,
+                total: 10_000_000,
+                ttl_us: loopix_core::inbox::DEFAULT_INBOX_TTL_US,
+            },
+            acks: AckConfig::OFF,
+        }
+    }
+}
 
 impl<C: Codec> Sim<C> {
     /// [`Sim::new`] over any packet codec (see [`loopix_core::codec`]).
     pub fn with_codec(net: Generated, seed: u64, link: LinkModel, limits: HopLimits) -> Self {
-        Self::build(net, seed, link, limits, SIM_INBOXES)
+        Self::build(net, seed, link, limits, SimOptions::default())
     }
 
     fn build(
@@ -190,8 +207,9 @@ impl<C: Codec> Sim<C> {
         seed: u64,
         link: LinkModel,
         limits: HopLimits,
-        inbox: InboxLimits,
+        options: SimOptions,
     ) -> Self {
+        let inbox = options.inbox;
         let mut sim = Self {
             seed,
             now_us: 0,
@@ -253,7 +271,10 @@ impl<C: Codec> Sim<C> {
             let Some(key) = keys.clients.remove(&c.id) else {
                 continue;
             };
-            let config = CoreConfig::client(c.id, key).seeded(sim.derive_seed());
+            let config = CoreConfig {
+                acks: options.acks,
+                ..CoreConfig::client(c.id, key).seeded(sim.derive_seed())
+            };
             if let Ok(client) = build(&topology, config, || MemoryInbox::new(0, 0)) {
                 sim.add(c.id, client);
             }
@@ -535,7 +556,7 @@ impl<C: Codec> Sim<C> {
             });
         }
         let blocked = self.link.blocked.contains(&from) || self.link.blocked.contains(&to_id);
-        let lost = self.link.loss > 0.0 && unit(&mut self.rng) < self.link.loss;
+        let lost = self.link.loss > 0.0 && uniform(&mut self.rng) < self.link.loss;
         if blocked || lost {
             self.log.lost += 1;
             return;
@@ -566,10 +587,6 @@ impl<C: Codec> Sim<C> {
 }
 
 /// A uniform draw in [0, 1).
-fn unit(rng: &mut ChaCha20Rng) -> f64 {
-    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-}
-
 /// The seed for a test run: `LOOPIX_SIM_SEED` if set, else `default`. Printed, so a failing
 /// run's output names the seed that reproduces it.
 pub fn seed_from_env(default: u64) -> u64 {

@@ -27,35 +27,9 @@ pub fn exp_cdf(rate: f64) -> impl Fn(f64) -> f64 {
     }
 }
 
-/// CDF of Gamma(`shape`, `rate`) for integer shape (Erlang): the sum of `shape` Exp(rate).
-pub fn erlang_cdf(shape: u32, rate: f64) -> impl Fn(f64) -> f64 {
-    move |x| {
-        if x <= 0.0 {
-            return 0.0;
-        }
-        let y = rate * x;
-        let (mut term, mut sum) = (1.0, 1.0);
-        for i in 1..shape {
-            term *= y / f64::from(i);
-            sum += term;
-        }
-        1.0 - (-y).exp() * sum
-    }
-}
-
-/// The `q` quantile of an increasing `cdf` on [0, ∞), by bisection to 1e-9 relative.
-pub fn quantile(cdf: impl Fn(f64) -> f64, q: f64) -> f64 {
-    let mut hi = 1.0;
-    while cdf(hi) < q && hi < 1e300 {
-        hi *= 2.0;
-    }
-    let mut lo = 0.0;
-    while hi - lo > 1e-9 * hi {
-        let mid = 0.5 * (lo + hi);
-        if cdf(mid) < q { lo = mid } else { hi = mid }
-    }
-    hi
-}
+// The Erlang CDF and the quantile search live in the core, which sizes its ack timeouts
+// with them.
+pub use loopix_core::rate::{erlang_cdf, quantile};
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,7 @@ use loopix_core::link::{LINK_OVERHEAD, Links};
 use loopix_core::topology::Topology;
 use loopix_crypto::params::{ALPHA_LEN, HEADER_LEN};
 use loopix_crypto::{Address, Command, Hop, Params, build};
-use loopix_sim::{LinkModel, NetworkSpec, Sim, generate, seed_from_env};
+use loopix_sim::{LinkModel, NetworkSpec, Sim, SimOptions, generate, seed_from_env};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -448,7 +448,11 @@ fn a_flooded_inbox_is_locked_only_until_its_packets_expire() {
         total: 1_000,
         ttl_us: 30 * S,
     };
-    let mut sim = Sim::with_inboxes(net, seed, LinkModel::default(), common::limits(), inbox);
+    let options = SimOptions {
+        inbox,
+        ..SimOptions::default()
+    };
+    let mut sim = Sim::with_options(net, seed, LinkModel::default(), common::limits(), options);
     let (last, to) = (mix(&spec, 3, 0), client(1));
     let delivery = |n| delivery(&spec, &t, provider(1), to, n);
     let p = |sim: &Sim| sim.provider(provider(1)).unwrap().stats();
@@ -501,7 +505,11 @@ fn a_full_store_refuses_every_recipient_and_counts_it() {
         total: 6,
         ..InboxLimits::default()
     };
-    let mut sim = Sim::with_inboxes(net, seed, LinkModel::default(), common::limits(), inbox);
+    let options = SimOptions {
+        inbox,
+        ..SimOptions::default()
+    };
+    let mut sim = Sim::with_options(net, seed, LinkModel::default(), common::limits(), options);
     let last = mix(&spec, 3, 0);
     // Clients 1 and 3 are provider 1's (clients are spread round-robin).
     for n in 0..5 {

@@ -172,11 +172,12 @@ fn end_to_end_delay_is_gamma_hops_mu() {
             _ => {}
         }
     }
-    let kinds = sim.log.client_events.iter().fold([0; 3], |mut k, (_, e)| {
+    let kinds = sim.log.client_events.iter().fold([0; 4], |mut k, (_, e)| {
         k[match e {
             ClientEvent::FragmentSent { .. } | ClientEvent::PacketSent { .. } => 0,
             ClientEvent::FragmentReceived { .. } => 1,
             ClientEvent::Delivered { .. } => 2,
+            ClientEvent::Acked { .. } | ClientEvent::GaveUp { .. } => 3,
         }] += 1;
         k
     });
