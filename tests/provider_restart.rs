@@ -174,10 +174,11 @@ provider = 1000
             &format!("reason=\"{reason}\""),
         )
     };
-    // Each counted under its reason (the last few may still be in flight).
+    // Each counted under its reason (the last few may still be in flight when the spoofer
+    // stops: it sends without pause, and a loaded machine reads them late).
     let third = spoofed / 3;
-    assert!(dropped("malformed") + 5 >= third, "{scraped}");
-    assert!(dropped("unauthenticated") + 10 >= 2 * third, "{scraped}");
+    assert!(dropped("malformed") + 20 >= third, "{scraped}");
+    assert!(dropped("unauthenticated") + 40 >= 2 * third, "{scraped}");
     assert!(
         stored.is_some(),
         "the provider never stored the five messages\nprovider:\n{}\nmix:\n{}",

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use loopix_core::acks::AckConfig;
 use loopix_core::client::{Client, ClientEvent};
 use loopix_core::role::CoreConfig;
 use loopix_core::topology::Topology;
@@ -52,6 +53,13 @@ pub struct ClientArgs {
     /// Print received messages as JSON lines.
     #[arg(long)]
     json: bool,
+    /// Sends of one fragment before its message is given up: each fragment asks its
+    /// recipient for an acknowledgement and is sent again until it comes (0: no acks).
+    #[arg(long, default_value_t = 8)]
+    ack_attempts: u32,
+    /// Stop once every message given has been acknowledged by its recipient (or given up).
+    #[arg(long)]
+    until_acked: bool,
 }
 
 /// Runs the clients.
@@ -101,11 +109,14 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
     }
     let deadline = run_for.map(|d| Instant::now() + d);
     let mut received = 0;
+    let (mut acked, mut gave_up) = (0, Vec::new());
     while !stop.load(Ordering::SeqCst) {
         let all_sent = sent_total + unsent.len() == queued_total;
+        let all_settled = acked + gave_up.len() + unsent.len() == queued_total;
         if deadline.is_some_and(|d| Instant::now() >= d)
             || args.until_received.is_some_and(|n| received >= n)
             || (args.until_sent && all_sent)
+            || (args.until_acked && all_settled)
         {
             break;
         }
@@ -133,6 +144,18 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
                         }
                     }
                     ClientOutput::Queued(Err(e)) => unsent.push(e.to_string()),
+                    ClientOutput::Event(ClientEvent::Acked { msg_id, .. }) => {
+                        acked += 1;
+                        eprintln!("client {}: message {msg_id:016x} acknowledged", c.id.0);
+                    }
+                    ClientOutput::Event(ClientEvent::GaveUp { msg_id, .. }) => {
+                        eprintln!(
+                            "client {}: gave up message {msg_id:016x} (no acknowledgement \
+                             after {} sends)",
+                            c.id.0, args.ack_attempts
+                        );
+                        gave_up.push(format!("{msg_id:016x}"));
+                    }
                     _ => {}
                 }
             }
@@ -162,7 +185,13 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
             }
         }
     }
-    let still_queued = queued_total - sent_total - unsent.len();
+    if !gave_up.is_empty() {
+        unsent.push(format!(
+            "given up (never acknowledged): {}",
+            gave_up.join(", ")
+        ));
+    }
+    let still_queued = queued_total.saturating_sub(sent_total + unsent.len());
     if still_queued > 0 {
         unsent.push(format!(
             "{still_queued} message(s) still queued at exit (not all fragments sent)"
@@ -196,7 +225,12 @@ fn start(args: &ClientArgs, topology: &Topology) -> Result<Vec<RunningClient>, S
             .address;
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
-        let config = CoreConfig::client(id, key).seeded(seed);
+        let config = CoreConfig {
+            acks: AckConfig {
+                max_attempts: args.ack_attempts,
+            },
+            ..CoreConfig::client(id, key).seeded(seed)
+        };
         let client = Client::new(topology, config).map_err(|e| e.to_string())?;
         let bind: SocketAddr = if provider.is_ipv4() {
             "0.0.0.0:0"

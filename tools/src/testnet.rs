@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use loopix_core::acks::AckConfig;
 use loopix_core::client::{Client, ClientEvent};
 use loopix_core::role::CoreConfig;
 use loopix_core::topology::{Role, Topology};
@@ -98,7 +99,15 @@ pub struct TestnetArgs {
     /// whatever it held is lost) and start it again at once.
     #[arg(long)]
     kill_mix_after_s: Option<f64>,
+    /// Sends of one fragment before its message is given up: every fragment asks its
+    /// recipient for an acknowledgement and is sent again until it comes (0: no acks).
+    #[arg(long, default_value_t = DEFAULT_ACK_ATTEMPTS)]
+    ack_attempts: u32,
 }
+
+/// Enough for 5 % loss on every link and a mix down for a minute (the simulation's test);
+/// the waits double up to 16 times the first, so the last attempt goes minutes later.
+const DEFAULT_ACK_ATTEMPTS: u32 = 8;
 
 /// The end-of-run summary (`--json` prints it).
 #[derive(Serialize, Debug)]
@@ -130,6 +139,18 @@ pub struct Summary {
     /// Frames the clients' sockets refused to send, and receives that failed.
     pub client_send_errors: u64,
     pub client_recv_errors: u64,
+    /// With acks: messages whose senders heard every fragment acknowledged, and messages
+    /// given up (a fragment out of attempts: these count as lost).
+    pub acked_real: u64,
+    pub gave_up_real: u64,
+    /// Fragment packets sent again because their ack was late, and acks the clients sent.
+    pub retransmitted: u64,
+    pub acks_sent: u64,
+    /// What one real message cost in packets on the wire: its fragments' sends (first and
+    /// again) and the acks of what arrived, over the messages sent. Acks and resends take
+    /// payload and drop slots, so the wire's rate is unchanged; this is how many of those
+    /// slots a message used.
+    pub packets_per_message: f64,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -241,6 +262,7 @@ fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String>
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     for c in &mut clients {
         c.stop();
+        collect(c, &mut traffic);
     }
     let exits = nodes.stop();
     let mut summary = traffic.summary(args, &layout, node_stats, exits);
@@ -548,6 +570,9 @@ fn start_clients(args: &TestnetArgs, layout: &Layout) -> Result<Vec<RunningClien
         getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
         let config = CoreConfig {
             max_buffered_fragments: 10_000,
+            acks: AckConfig {
+                max_attempts: args.ack_attempts,
+            },
             ..CoreConfig::client(*id, key.clone()).seeded(seed)
         };
         let client = Client::new(&layout.topology, config).map_err(|e| e.to_string())?;
@@ -572,6 +597,13 @@ struct Traffic {
     left: BTreeMap<u64, (u16, u16, Instant)>,
     /// When the run stopped waiting for deliveries.
     ended: Option<Instant>,
+    /// Messages their senders heard acknowledged, and gave up.
+    acked: BTreeSet<u64>,
+    gave_up: BTreeSet<u64>,
+    /// From the clients' final counters.
+    fragments_sent: u64,
+    retransmitted: u64,
+    acks_sent: u64,
 }
 
 fn drive(
@@ -605,7 +637,9 @@ fn drive(
     let mut n = 0u64;
     while !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
-        if now >= drain_until || (now >= send_until && t.delivered.len() == t.sent.len()) {
+        let settled = t.delivered.len() == t.sent.len()
+            && (args.ack_attempts == 0 || t.acked.len() + t.gave_up.len() >= t.sent.len());
+        if now >= drain_until || (now >= send_until && settled) {
             break;
         }
         if let Some((at, mix)) = kill
@@ -688,6 +722,17 @@ fn collect(c: &RunningClient, t: &mut Traffic) {
                 }
                 _ => t.misdelivered += 1,
             },
+            ClientOutput::Event(ClientEvent::Acked { msg_id, .. }) => {
+                t.acked.insert(msg_id);
+            }
+            ClientOutput::Event(ClientEvent::GaveUp { msg_id, .. }) => {
+                t.gave_up.insert(msg_id);
+            }
+            ClientOutput::Stopped(stats) => {
+                t.fragments_sent += stats.sent_real;
+                t.retransmitted += stats.retransmitted;
+                t.acks_sent += stats.acks_sent;
+            }
             _ => {}
         }
     }
@@ -728,7 +773,18 @@ impl Traffic {
             .sent
             .keys()
             .filter(|id| !self.delivered.contains_key(id));
-        let (in_flight, unsent) = late_or_unsent(missing, &self.left, ended, window_s);
+        // With acks a sender knows: a missing message it has not given up is still being
+        // sent again (in flight), one it gave up is lost.
+        let (in_flight, unsent, gave_up) = if args.ack_attempts > 0 {
+            let (given_up, retrying): (Vec<&u64>, Vec<&u64>) =
+                missing.partition(|id| self.gave_up.contains(id));
+            let (_, unsent) = late_or_unsent(retrying.iter().copied(), &self.left, ended, window_s);
+            let in_flight = retrying.len() as u64 - unsent;
+            (in_flight, unsent, given_up.len() as u64)
+        } else {
+            let (in_flight, unsent) = late_or_unsent(missing, &self.left, ended, window_s);
+            (in_flight, unsent, 0)
+        };
         Summary {
             sent_real: sent,
             delivered_real: delivered,
@@ -751,6 +807,15 @@ impl Traffic {
             client_timers_late: 0,
             client_send_errors: 0,
             client_recv_errors: 0,
+            acked_real: self.acked.len() as u64,
+            gave_up_real: gave_up,
+            retransmitted: self.retransmitted,
+            acks_sent: self.acks_sent,
+            packets_per_message: if sent == 0 {
+                0.0
+            } else {
+                (self.fragments_sent + self.acks_sent) as f64 / sent as f64
+            },
         }
     }
 }
@@ -794,6 +859,13 @@ fn print_summary(s: &Summary) {
         "real messages: {} sent, {} delivered, {} lost, {} duplicated, {} misdelivered",
         s.sent_real, s.delivered_real, s.lost_real, s.duplicates, s.misdelivered
     );
+    if s.acked_real + s.gave_up_real + s.retransmitted + s.acks_sent > 0 {
+        println!(
+            "acks: {} messages acknowledged, {} given up; {} fragments sent again, {} acks sent; \
+             {:.2} packets per message",
+            s.acked_real, s.gave_up_real, s.retransmitted, s.acks_sent, s.packets_per_message
+        );
+    }
     if s.in_flight_real + s.unsent_real > 0 {
         println!(
             "not judged: {} still in flight (left their senders less than {:.1} s before the end), \

@@ -139,6 +139,8 @@ pub struct ClientStats {
     pub acks_unmatched: u64,
     /// Fragments waiting for their ack now.
     pub awaiting_ack: u64,
+    /// Items a poll brought again (already received; acknowledged again, not processed).
+    pub items_repeated: u64,
     pub session: ClientSessionStats,
 }
 
@@ -155,6 +157,40 @@ enum Emission {
     Loop,
     Drop,
     Poll,
+}
+
+/// Item ids remembered to spot repeats: many polls' worth.
+const RECENT_ITEMS: usize = 4096;
+
+/// The last `max` ids seen, in a set and in arrival order.
+struct RecentIds {
+    set: std::collections::HashSet<u64>,
+    order: VecDeque<u64>,
+    max: usize,
+}
+
+impl RecentIds {
+    fn new(max: usize) -> Self {
+        Self {
+            set: std::collections::HashSet::with_capacity(max),
+            order: VecDeque::with_capacity(max),
+            max,
+        }
+    }
+
+    /// Remembers `id`; false if it was remembered already.
+    fn insert(&mut self, id: u64) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        if self.order.len() >= self.max
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.order.push_back(id);
+        true
+    }
 }
 
 /// Reply blocks received and not yet used for an ack, before more are refused.
@@ -195,6 +231,8 @@ pub struct Client<C: Codec = Processor> {
     max_buffered: usize,
     emissions: VecDeque<Emission>,
     pending_acks: VecDeque<u64>,
+    /// Ids of the items received lately, to spot one a poll brings again.
+    seen_items: RecentIds,
     /// With acks on: attempts per fragment, and the fragments waiting for theirs.
     max_attempts: u32,
     unacked: Option<Unacked<C::SurbOpener>>,
@@ -255,6 +293,7 @@ impl<C: Codec> Client<C> {
             max_buffered: config.max_buffered_fragments,
             emissions: VecDeque::new(),
             pending_acks: VecDeque::new(),
+            seen_items: RecentIds::new(RECENT_ITEMS),
             max_attempts: config.acks.max_attempts,
             unacked,
             ack_replies: VecDeque::new(),
@@ -633,6 +672,13 @@ impl<C: Codec> Client<C> {
         }
         self.stats.items_received += 1;
         self.pending_acks.push_back(id);
+        // A poll can come back with items an earlier poll already brought (the provider
+        // had not yet taken that poll's acks): acked again, not processed again (each
+        // reply block is good for one ack; a second would be dropped as a replay).
+        if !self.seen_items.insert(id) {
+            self.stats.items_repeated += 1;
+            return;
+        }
         self.scratch.copy_from_slice(packet);
         let command = self
             .processor
