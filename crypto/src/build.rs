@@ -205,6 +205,12 @@ pub fn fill_dummy<R: CryptoRng + ?Sized>(rng: &mut R, out: &mut [u8]) {
 
 fn check(params: &Params, path: &[Hop], payload: &[u8], out_len: usize) -> Result<(), BuildError> {
     check_path(path)?;
+    check_sizes(params, payload, out_len)
+}
+
+/// A payload that fits the network's packets, and an output buffer exactly one packet
+/// long: what every way of writing a packet checks first.
+pub fn check_sizes(params: &Params, payload: &[u8], out_len: usize) -> Result<(), BuildError> {
     if payload.len() > params.payload_bytes() {
         return Err(BuildError::PayloadTooLong {
             len: payload.len(),

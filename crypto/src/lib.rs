@@ -50,7 +50,7 @@ pub mod surb;
 
 pub use build::{
     BuildError, Hop, MAX_STEER_TRIES, build, build_into, build_into_steered, build_into_traced,
-    fill_dummy,
+    check_sizes, fill_dummy,
 };
 pub use command::{Address, Command, MalformedCommand};
 pub use epoch_seed::EpochSeed;

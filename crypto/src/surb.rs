@@ -20,7 +20,7 @@
 use rand_core::CryptoRng;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::build::{BuildError, Hop, check_path, write_header};
+use crate::build::{BuildError, Hop, check_path, check_sizes, write_header};
 use crate::command::Command;
 use crate::keys::HopKeys;
 use crate::lioness::{self, LionessKey};
@@ -79,18 +79,7 @@ impl Surb {
         payload: &[u8],
         out: &mut [u8],
     ) -> Result<(), BuildError> {
-        if payload.len() > params.payload_bytes() {
-            return Err(BuildError::PayloadTooLong {
-                len: payload.len(),
-                max: params.payload_bytes(),
-            });
-        }
-        if out.len() != params.packet_len() {
-            return Err(BuildError::BufferLength {
-                expected: params.packet_len(),
-                got: out.len(),
-            });
-        }
+        check_sizes(params, payload, out.len())?;
         let (header, body) = out.split_at_mut(HEADER_LEN);
         header.copy_from_slice(&self.header);
         body.fill(0);

@@ -14,22 +14,36 @@ use loopix_core::wire::read_item;
 const MAX_BYTES: usize = 4_096;
 const PAYLOAD: usize = 64;
 
+/// Adds one honest fragment; the message if it completed it.
+fn add_honest(r: &mut Reassembly, payload: &[u8]) -> Option<Vec<u8>> {
+    match payload::read(payload)? {
+        Content::Fragment {
+            msg_id,
+            index,
+            count,
+            data,
+            ..
+        } => r.add(msg_id, index, count, data),
+        _ => None,
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut r = Reassembly::new(4, 8, MAX_BYTES);
     // An honest message first, fragmented as a client writes it.
     let honest: Vec<u8> = data.iter().take(3 * 40).copied().collect();
-    let cap = payload::fragment_capacity(PAYLOAD);
+    let cap = payload::fragment_capacity(PAYLOAD, false);
     let count = honest.len().div_ceil(cap).max(1) as u16;
     let honest_id = u64::MAX - 1;
     let mut fragments = Vec::new();
     for (i, chunk) in honest.chunks(cap).enumerate() {
         let mut p = vec![0u8; PAYLOAD];
-        payload::write_fragment(&mut p, honest_id, i as u16, count, chunk);
+        payload::write_fragment(&mut p, honest_id, i as u16, count, None, chunk);
         fragments.push(p);
     }
     if honest.is_empty() {
         let mut p = vec![0u8; PAYLOAD];
-        payload::write_fragment(&mut p, honest_id, 0, 1, &[]);
+        payload::write_fragment(&mut p, honest_id, 0, 1, None, &[]);
         fragments.push(p);
     }
     let mut delivered = Vec::new();
@@ -45,6 +59,7 @@ fuzz_target!(|data: &[u8]| {
                 index,
                 count,
                 data,
+                ..
             }) = payload::read(packet)
             && msg_id != honest_id
             && let Some(m) = r.add(msg_id, index, count, data)
@@ -55,29 +70,11 @@ fuzz_target!(|data: &[u8]| {
         // The honest fragments, one after each junk item.
         if let Some(p) = fragments.get(honest_next) {
             honest_next += 1;
-            if let Some(Content::Fragment {
-                msg_id,
-                index,
-                count,
-                data,
-            }) = payload::read(p)
-                && let Some(m) = r.add(msg_id, index, count, data)
-            {
-                delivered.push(m);
-            }
+            delivered.extend(add_honest(&mut r, p));
         }
     }
     for p in &fragments[honest_next..] {
-        if let Some(Content::Fragment {
-            msg_id,
-            index,
-            count,
-            data,
-        }) = payload::read(p)
-            && let Some(m) = r.add(msg_id, index, count, data)
-        {
-            delivered.push(m);
-        }
+        delivered.extend(add_honest(&mut r, p));
     }
     // Junk may evict the honest message (bounded state); it may never corrupt or repeat it.
     assert!(delivered.len() <= 1);

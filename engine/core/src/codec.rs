@@ -267,18 +267,7 @@ impl Codec for Plaintext {
         if path.is_empty() || path.len() > MAX_HOPS {
             return Err(BuildError::PathLength { hops: path.len() });
         }
-        if payload.len() > params.payload_bytes() {
-            return Err(BuildError::PayloadTooLong {
-                len: payload.len(),
-                max: params.payload_bytes(),
-            });
-        }
-        if out.len() != params.packet_len() {
-            return Err(BuildError::BufferLength {
-                expected: params.packet_len(),
-                got: out.len(),
-            });
-        }
+        loopix_crypto::check_sizes(params, payload, out.len())?;
         out.fill(0);
         let next_phases = path[1..].iter().map(|h| h.phase).chain([KeyPhase::Even]);
         for ((slot, hop), next_phase) in out[..SLOT_LEN * MAX_HOPS]
@@ -342,18 +331,13 @@ impl Codec for Plaintext {
         payload: &[u8],
         out: &mut [u8],
     ) -> Result<(), BuildError> {
-        if surb.len() != SURB_LEN || out.len() != params.packet_len() {
+        if surb.len() != SURB_LEN {
             return Err(BuildError::BufferLength {
-                expected: params.packet_len(),
-                got: out.len(),
+                expected: SURB_LEN,
+                got: surb.len(),
             });
         }
-        if payload.len() > params.payload_bytes() {
-            return Err(BuildError::PayloadTooLong {
-                len: payload.len(),
-                max: params.payload_bytes(),
-            });
-        }
+        loopix_crypto::check_sizes(params, payload, out.len())?;
         out.fill(0);
         out[..HEADER_LEN].copy_from_slice(&surb[..HEADER_LEN]);
         let body = HEADER_LEN + PAYLOAD_TAG_LEN;
