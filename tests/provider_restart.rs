@@ -240,6 +240,48 @@ provider = 1000
         "delivered twice: {}",
         String::from_utf8_lossy(&again.stderr)
     );
+
+    // Alice asks with a reply block; Bob answers through it, never learning where she is.
+    let client = |id: &str, key: &str| {
+        let mut c = loopix();
+        c.arg("client")
+            .arg("--topology")
+            .arg(dir.path("topology.toml"))
+            .args(["--id", id, "--key"])
+            .arg(dir.path(key));
+        c
+    };
+    let bob = client("10001", "bob.key")
+        .args([
+            "--answer",
+            "pong",
+            "--until-received",
+            "1",
+            "--duration-s",
+            "30",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let alice = client("10000", "alice.key")
+        .args([
+            "--send-to",
+            "10001",
+            "--message",
+            "ping",
+            "--reply-blocks",
+            "1",
+        ])
+        .args(["--until-received", "1", "--duration-s", "30", "--json"])
+        .output()
+        .unwrap();
+    let bob = bob.wait_with_output().unwrap();
+    let bob_log = String::from_utf8_lossy(&bob.stderr);
+    assert!(bob.status.success(), "{bob_log}");
+    assert!(bob_log.contains("answered message"), "{bob_log}");
+    let answer: serde_json::Value = serde_json::from_slice(&alice.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&alice.stderr)));
+    assert_eq!(answer["message"], "pong", "{answer}");
     assert!(provider.terminate(), "provider exits 0 on SIGTERM");
 }
 

@@ -60,6 +60,14 @@ pub struct ClientArgs {
     /// Stop once every message given has been acknowledged by its recipient (or given up).
     #[arg(long)]
     until_acked: bool,
+    /// Attach this many single-use reply blocks to each message sent: the recipient can
+    /// answer through them without learning where this client is (up to 255).
+    #[arg(long, default_value_t = 0)]
+    reply_blocks: u8,
+    /// Answer every received message that carries reply blocks with this text, through
+    /// its first block.
+    #[arg(long)]
+    answer: Option<String>,
 }
 
 /// Runs the clients.
@@ -98,7 +106,7 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
     let mut queued_total = 0;
     if let Some(to) = args.send_to {
         for m in to_send {
-            clients[0].send(Address(to), m.into_bytes());
+            clients[0].send_with_replies(Address(to), m.into_bytes(), args.reply_blocks);
             queued_total += 1;
         }
     }
@@ -144,6 +152,22 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
                         }
                     }
                     ClientOutput::Queued(Err(e)) => unsent.push(e.to_string()),
+                    ClientOutput::Event(ClientEvent::RepliesOffered { msg_id, blocks }) => {
+                        if let (Some(text), Some(block)) = (&args.answer, blocks.first()) {
+                            c.reply(block.clone(), text.clone().into_bytes());
+                            eprintln!("client {}: answered message {msg_id:016x}", c.id.0);
+                        }
+                    }
+                    ClientOutput::Event(ClientEvent::ReplyReceived {
+                        msg_id, message, ..
+                    }) => {
+                        received += 1;
+                        eprintln!("client {}: answer to message {msg_id:016x}", c.id.0);
+                        print_message(args.json, c.id, msg_id, &message);
+                    }
+                    ClientOutput::ReplyRefused(e) => {
+                        eprintln!("client {}: answer not sent: {e}", c.id.0);
+                    }
                     ClientOutput::Event(ClientEvent::Acked { msg_id, .. }) => {
                         acked += 1;
                         eprintln!("client {}: message {msg_id:016x} acknowledged", c.id.0);

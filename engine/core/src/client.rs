@@ -45,8 +45,10 @@ pub enum SendError {
     UnknownRecipient(Address),
     /// The buffer would exceed its bound; nothing was queued.
     BufferFull,
-    /// More than 65,535 fragments.
+    /// More than 65,535 fragments (or, for a reply, more than one packet's payload).
     TooLong,
+    /// No path for a reply block could be made (no key published for its epoch).
+    NoReplyPath,
 }
 
 impl std::fmt::Display for SendError {
@@ -55,6 +57,7 @@ impl std::fmt::Display for SendError {
             Self::UnknownRecipient(a) => write!(f, "{} is not a client of the topology", a.0),
             Self::BufferFull => f.write_str("the send buffer is full"),
             Self::TooLong => f.write_str("the message needs more than 65,535 fragments"),
+            Self::NoReplyPath => f.write_str("no path for a reply block could be made"),
         }
     }
 }
@@ -91,6 +94,18 @@ pub enum ClientEvent {
     },
     /// Every fragment of message `msg_id` was acknowledged by its recipient.
     Acked { msg_id: u64, at_us: u64 },
+    /// Message `msg_id` (just delivered) carried reply blocks its sender can be answered
+    /// through ([`Client::reply`]), without either learning where the other is.
+    RepliesOffered {
+        msg_id: u64,
+        blocks: Vec<ReplyBlock>,
+    },
+    /// An answer to message `msg_id`, through one of the reply blocks it carried.
+    ReplyReceived {
+        msg_id: u64,
+        message: Vec<u8>,
+        at_us: u64,
+    },
     /// A fragment of message `msg_id` ran out of attempts: the message is given up (its
     /// other fragments are no longer sent).
     GaveUp { msg_id: u64, at_us: u64 },
@@ -141,6 +156,13 @@ pub struct ClientStats {
     pub awaiting_ack: u64,
     /// Items a poll brought again (already received; acknowledged again, not processed).
     pub items_repeated: u64,
+    /// Answers sent through reply blocks, and received through this client's own.
+    pub replies_sent: u64,
+    pub replies_received: u64,
+    /// Reply blocks whose keys were forgotten to make room for newer ones.
+    pub reply_blocks_forgotten: u64,
+    /// Delivered messages whose envelope did not parse (dropped, not delivered).
+    pub malformed_messages: u64,
     pub session: ClientSessionStats,
 }
 
@@ -193,6 +215,27 @@ impl RecentIds {
     }
 }
 
+/// The first byte of every message: nothing more, or reply blocks follow.
+const ENVELOPE_PLAIN: u8 = 0;
+const ENVELOPE_REPLIES: u8 = 1;
+
+/// Answers queued by [`Client::reply`] before more are refused.
+const MAX_APP_REPLIES: usize = 1024;
+
+/// Reply blocks this client handed out and still keeps the keys of; beyond it the oldest
+/// are forgotten (their answers would come too late to matter).
+const MAX_REPLY_OPENERS: usize = 4096;
+
+/// A reply block a message carried: opaque, good for one [`Client::reply`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReplyBlock([u8; SURB_LEN]);
+
+impl std::fmt::Debug for ReplyBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplyBlock(..)")
+    }
+}
+
 /// Reply blocks received and not yet used for an ack, before more are refused.
 const MAX_ACK_REPLIES: usize = 1024;
 
@@ -237,6 +280,11 @@ pub struct Client<C: Codec = Processor> {
     max_attempts: u32,
     unacked: Option<Unacked<C::SurbOpener>>,
     ack_replies: VecDeque<AckReply>,
+    /// Answers to send along reply blocks (the application's), and the keys of the blocks
+    /// this client handed out, by id, oldest first.
+    app_replies: VecDeque<([u8; SURB_LEN], Vec<u8>)>,
+    reply_openers: std::collections::HashMap<u64, (u64, C::SurbOpener)>,
+    reply_order: VecDeque<u64>,
     /// Reply paths are built here.
     surb_path: Vec<Hop>,
     poll_size: usize,
@@ -297,6 +345,9 @@ impl<C: Codec> Client<C> {
             max_attempts: config.acks.max_attempts,
             unacked,
             ack_replies: VecDeque::new(),
+            app_replies: VecDeque::new(),
+            reply_openers: std::collections::HashMap::new(),
+            reply_order: VecDeque::new(),
             surb_path: Vec::with_capacity(loopix_crypto::MAX_HOPS),
             poll_size: usize::from(n.poll_size),
             reassembly: Reassembly::new(1024, 4096, REASSEMBLY_BYTES),
@@ -311,32 +362,92 @@ impl<C: Codec> Client<C> {
 
     /// Queues `message` for `recipient`, split into fragments; returns its id.
     pub fn send(&mut self, recipient: Address, message: &[u8]) -> Result<u64, SendError> {
+        self.send_with_replies(0, recipient, message, 0)
+    }
+
+    /// [`Client::send`], with `blocks` reply blocks (made at `now_us`) the recipient can
+    /// answer through without learning where this client is: each answer arrives as
+    /// [`ClientEvent::ReplyReceived`]. A block is good for one answer, for as long as the
+    /// keys of the epoch it was made in are in use.
+    pub fn send_with_replies(
+        &mut self,
+        now_us: u64,
+        recipient: Address,
+        message: &[u8],
+        blocks: u8,
+    ) -> Result<u64, SendError> {
         if self.directory.client(recipient).is_none() {
             return Err(SendError::UnknownRecipient(recipient));
         }
+        let msg_id = self.rng.next_u64();
+        // The envelope: 0 | message, or 1 | n | n reply blocks | message.
+        let mut envelope = Vec::with_capacity(2 + usize::from(blocks) * SURB_LEN + message.len());
+        if blocks == 0 {
+            envelope.push(ENVELOPE_PLAIN);
+        } else {
+            envelope.extend([ENVELOPE_REPLIES, blocks]);
+            let mut openers = Vec::with_capacity(usize::from(blocks));
+            for _ in 0..blocks {
+                let (id, surb, opener) = self
+                    .reply_block(now_us, recipient)
+                    .ok_or(SendError::NoReplyPath)?;
+                envelope.extend_from_slice(&surb);
+                openers.push((id, opener));
+            }
+            for (id, opener) in openers {
+                self.remember_opener(id, msg_id, opener);
+            }
+        }
+        envelope.extend_from_slice(message);
+        self.queue(recipient, msg_id, &envelope)?;
+        Ok(msg_id)
+    }
+
+    /// Answers a message through one of the reply blocks it carried
+    /// ([`ClientEvent::RepliesOffered`]): `data` goes in one packet, in the next payload
+    /// slot, to whoever made the block.
+    pub fn reply(&mut self, block: &ReplyBlock, data: &[u8]) -> Result<(), SendError> {
+        if data.len() > self.params.payload_bytes() - payload::REPLY_HEADER_LEN {
+            return Err(SendError::TooLong);
+        }
+        if self.app_replies.len() >= MAX_APP_REPLIES {
+            return Err(SendError::BufferFull);
+        }
+        self.app_replies.push_back((block.0, data.to_vec()));
+        Ok(())
+    }
+
+    fn remember_opener(&mut self, surb_id: u64, msg_id: u64, opener: C::SurbOpener) {
+        if self.reply_openers.len() >= MAX_REPLY_OPENERS
+            && let Some(old) = self.reply_order.pop_front()
+        {
+            self.reply_openers.remove(&old);
+            self.stats.reply_blocks_forgotten += 1;
+        }
+        self.reply_order.push_back(surb_id);
+        self.reply_openers.insert(surb_id, (msg_id, opener));
+    }
+
+    /// Splits `envelope` into fragments of message `msg_id` at the back of the buffer.
+    fn queue(&mut self, recipient: Address, msg_id: u64, envelope: &[u8]) -> Result<(), SendError> {
         let cap = payload::fragment_capacity(self.params.payload_bytes(), self.unacked.is_some());
-        let count = message.len().div_ceil(cap).max(1);
+        let count = envelope.len().div_ceil(cap).max(1);
         let count = u16::try_from(count).map_err(|_| SendError::TooLong)?;
         let held = self.buffer.len() + self.unacked.as_ref().map_or(0, Unacked::len);
         if held + usize::from(count) > self.max_buffered {
             return Err(SendError::BufferFull);
         }
-        let msg_id = self.rng.next_u64();
-        let chunks = message
-            .chunks(cap)
-            .chain(message.is_empty().then_some(&[][..]));
-        for (index, data) in chunks.enumerate() {
-            let index = index as u16;
+        for (index, data) in envelope.chunks(cap).enumerate() {
             self.buffer.push_back(Fragment {
                 recipient,
                 msg_id,
-                index,
+                index: index as u16,
                 count,
                 data: data.to_vec(),
                 attempts: 0,
             });
         }
-        Ok(msg_id)
+        Ok(())
     }
 
     /// The next event, if any.
@@ -361,10 +472,13 @@ impl<C: Codec> Client<C> {
         self.provider
     }
 
-    /// Whether items it received still wait for the next poll to acknowledge them (a
-    /// client stopping should let one more poll go out first).
+    /// Whether it still owes its provider or its peers something: items to acknowledge in
+    /// its next poll, acks of fragments it received, answers queued through reply blocks
+    /// (a client stopping should let them go out first).
     pub fn acks_pending(&self) -> bool {
         !self.pending_acks.is_empty()
+            || !self.ack_replies.is_empty()
+            || !self.app_replies.is_empty()
     }
 
     /// Fragments waiting in the send buffer.
@@ -431,6 +545,10 @@ impl<C: Codec> Client<C> {
             Emission::Payload | Emission::Drop if !self.ack_replies.is_empty() => {
                 self.last_was_fragment = false;
                 self.write_ack(body)
+            }
+            Emission::Payload if !self.app_replies.is_empty() => {
+                self.last_was_fragment = false;
+                self.write_app_reply(body)
             }
             Emission::Payload => {
                 let fragment = self.buffer.pop_front();
@@ -538,6 +656,61 @@ impl<C: Codec> Client<C> {
         self.stats.acks_sent += u64::from(built);
         self.stats.build_failed += u64::from(!built);
         built
+    }
+
+    /// Opens a whole message's envelope: the message is delivered, and its reply blocks
+    /// offered right after it.
+    fn deliver(&mut self, now_us: u64, msg_id: u64, envelope: &[u8]) {
+        let Some((message, blocks)) = open_envelope(envelope) else {
+            self.stats.malformed_messages += 1;
+            return;
+        };
+        self.stats.delivered += 1;
+        self.push_event(ClientEvent::Delivered {
+            msg_id,
+            message: message.to_vec(),
+            at_us: now_us,
+        });
+        if !blocks.is_empty() {
+            self.push_event(ClientEvent::RepliesOffered { msg_id, blocks });
+        }
+    }
+
+    /// The next application answer, along its reply block.
+    fn write_app_reply(&mut self, buf: &mut [u8]) -> bool {
+        let Some((surb, data)) = self.app_replies.pop_front() else {
+            return false;
+        };
+        let mut body = std::mem::take(&mut self.body);
+        payload::write_reply(&mut body, &data);
+        let out = &mut buf[..self.params.packet_len()];
+        let built = C::write_reply(&self.params, &surb, &body, out).is_ok();
+        self.body = body;
+        self.stats.replies_sent += u64::from(built);
+        self.stats.build_failed += u64::from(!built);
+        built
+    }
+
+    /// A packet came back along reply block `surb_id`: an application's answer to one of
+    /// this client's messages, or an ack.
+    fn receive_reply(&mut self, now_us: u64, surb_id: u64) {
+        let Some((msg_id, opener)) = self.reply_openers.remove(&surb_id) else {
+            return self.receive_ack(now_us, surb_id);
+        };
+        self.reply_order.retain(|&id| id != surb_id);
+        let opened = C::open_reply(&self.params, &opener, &mut self.scratch);
+        match opened.ok().and_then(payload::read) {
+            Some(Content::Reply { data }) => {
+                let message = data.to_vec();
+                self.stats.replies_received += 1;
+                self.push_event(ClientEvent::ReplyReceived {
+                    msg_id,
+                    message,
+                    at_us: now_us,
+                });
+            }
+            _ => self.stats.tampered_received += 1,
+        }
     }
 
     /// An ack came back as a reply to block `ack_id`: the fragment it names is done.
@@ -689,7 +862,7 @@ impl<C: Codec> Client<C> {
             (Ok(Command::LoopReturn), Some(Content::Loop { nonce })) => {
                 self.loops.returned(nonce, now_us);
             }
-            (Ok(Command::Reply { surb_id }), _) => self.receive_ack(now_us, surb_id),
+            (Ok(Command::Reply { surb_id }), _) => self.receive_reply(now_us, surb_id),
             (
                 Ok(Command::Final),
                 Some(Content::Fragment {
@@ -720,13 +893,8 @@ impl<C: Codec> Client<C> {
                     item_id,
                     at_us,
                 });
-                if let Some(message) = complete {
-                    self.stats.delivered += 1;
-                    self.push_event(ClientEvent::Delivered {
-                        msg_id,
-                        message,
-                        at_us: now_us,
-                    });
+                if let Some(envelope) = complete {
+                    self.deliver(now_us, msg_id, &envelope);
                 }
             }
             (Err(loopix_crypto::ProcessError::PayloadTampered), _) => {
@@ -734,6 +902,23 @@ impl<C: Codec> Client<C> {
             }
             _ => self.stats.dummies_received += 1,
         }
+    }
+}
+
+/// A message and the reply blocks its envelope carried; `None` if it does not parse.
+fn open_envelope(envelope: &[u8]) -> Option<(&[u8], Vec<ReplyBlock>)> {
+    match envelope.split_first()? {
+        (&ENVELOPE_PLAIN, message) => Some((message, Vec::new())),
+        (&ENVELOPE_REPLIES, rest) => {
+            let (&n, rest) = rest.split_first()?;
+            let (blocks, message) = rest.split_at_checked(usize::from(n) * SURB_LEN)?;
+            let blocks = blocks
+                .chunks_exact(SURB_LEN)
+                .filter_map(|b| <[u8; SURB_LEN]>::try_from(b).ok().map(ReplyBlock))
+                .collect();
+            Some((message, blocks))
+        }
+        _ => None,
     }
 }
 

@@ -5,6 +5,7 @@
 //! loop:            2 | nonce u64 | zeros
 //! acked fragment:  3 | msg_id u64 | index u16 | count u16 | len u16 | surb[SURB_LEN] | data[len] | zeros
 //! ack:             4 | msg_id u64 | index u16 | zeros
+//! reply:           5 | len u16 | data[len] | zeros
 //! ```
 //! An acked fragment carries a reply block its recipient sends an ack back with (the
 //! ack's body names the fragment it acknowledges).
@@ -17,6 +18,9 @@ const FRAGMENT: u8 = 1;
 const LOOP: u8 = 2;
 const ACKED_FRAGMENT: u8 = 3;
 const ACK: u8 = 4;
+const REPLY: u8 = 5;
+/// Bytes of a reply's header.
+pub const REPLY_HEADER_LEN: usize = 3;
 
 use loopix_crypto::SURB_LEN;
 /// Bytes of a fragment's header.
@@ -40,6 +44,10 @@ pub enum Content<'a> {
     Ack {
         msg_id: u64,
         index: u16,
+    },
+    /// An application's answer, sent along a reply block its message carried.
+    Reply {
+        data: &'a [u8],
     },
 }
 
@@ -75,6 +83,15 @@ pub fn write_fragment(
         at += SURB_LEN;
     }
     out[at..at + data.len()].copy_from_slice(data);
+}
+
+/// Writes an application's reply into `out`; `data` must fit (`out.len()` minus
+/// [`REPLY_HEADER_LEN`]).
+pub fn write_reply(out: &mut [u8], data: &[u8]) {
+    out.fill(0);
+    out[0] = REPLY;
+    out[1..3].copy_from_slice(&(data.len() as u16).to_le_bytes());
+    out[REPLY_HEADER_LEN..REPLY_HEADER_LEN + data.len()].copy_from_slice(data);
 }
 
 /// Writes an ack of fragment `index` of message `msg_id` into `out`.
@@ -123,6 +140,12 @@ pub fn read(payload: &[u8]) -> Option<Content<'_>> {
             msg_id: u64_at(1)?,
             index: u16_at(9)?,
         }),
+        REPLY => {
+            let len = usize::from(u16_at(1)?);
+            Some(Content::Reply {
+                data: payload.get(REPLY_HEADER_LEN..REPLY_HEADER_LEN + len)?,
+            })
+        }
         _ => None,
     }
 }

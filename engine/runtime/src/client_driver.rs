@@ -12,15 +12,24 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
-use loopix_core::client::{Client, ClientEvent, ClientStats};
+use loopix_core::client::{Client, ClientEvent, ClientStats, ReplyBlock};
 use loopix_core::endpoint::Endpoint;
 use loopix_crypto::Address;
 
 /// Asks a running client to do something.
 #[derive(Debug)]
 pub enum ClientCommand {
-    /// Queue `message` for `to`.
-    Send { to: Address, message: Vec<u8> },
+    /// Queue `message` for `to`, with `replies` reply blocks it can be answered through.
+    Send {
+        to: Address,
+        message: Vec<u8>,
+        replies: u8,
+    },
+    /// Answer through a reply block a received message carried.
+    Reply {
+        block: Box<ReplyBlock>,
+        data: Vec<u8>,
+    },
 }
 
 /// What comes out of a running client.
@@ -29,6 +38,8 @@ pub enum ClientOutput {
     Event(ClientEvent),
     /// A message was queued under this id (or refused).
     Queued(Result<u64, loopix_core::client::SendError>),
+    /// An answer through a reply block was refused (too long, or too many queued).
+    ReplyRefused(loopix_core::client::SendError),
     /// Final counters, as the client stops.
     Stopped(ClientStats),
 }
@@ -110,7 +121,27 @@ impl RunningClient {
 
     /// Queues a message; the answer arrives on `output` as [`ClientOutput::Queued`].
     pub fn send(&self, to: Address, message: Vec<u8>) {
-        let _ = self.commands.send(ClientCommand::Send { to, message });
+        self.send_with_replies(to, message, 0);
+    }
+
+    /// Queues a message with `replies` reply blocks; the answer arrives on `output` as
+    /// [`ClientOutput::Queued`], answers through the blocks as
+    /// [`ClientEvent::ReplyReceived`].
+    pub fn send_with_replies(&self, to: Address, message: Vec<u8>, replies: u8) {
+        let _ = self.commands.send(ClientCommand::Send {
+            to,
+            message,
+            replies,
+        });
+    }
+
+    /// Answers through `block` (from [`ClientEvent::RepliesOffered`]); a refusal arrives
+    /// on `output` as [`ClientOutput::ReplyRefused`].
+    pub fn reply(&self, block: ReplyBlock, data: Vec<u8>) {
+        let _ = self.commands.send(ClientCommand::Reply {
+            block: Box::new(block),
+            data,
+        });
     }
 
     /// How late its timers have fired so far: (the most, µs; how many beyond [`LATE`]).
@@ -172,8 +203,21 @@ fn drive(
                 break;
             }
         }
-        while let Ok(ClientCommand::Send { to, message }) = commands.try_recv() {
-            let _ = output.send(ClientOutput::Queued(client.send(to, &message)));
+        while let Ok(command) = commands.try_recv() {
+            let out = match command {
+                ClientCommand::Send {
+                    to,
+                    message,
+                    replies,
+                } => {
+                    ClientOutput::Queued(client.send_with_replies(now_us(), to, &message, replies))
+                }
+                ClientCommand::Reply { block, data } => match client.reply(&block, &data) {
+                    Ok(()) => continue,
+                    Err(e) => ClientOutput::ReplyRefused(e),
+                },
+            };
+            let _ = output.send(out);
         }
         let now = now_us();
         if let Some(t) = client.poll_timeout().filter(|&t| t <= now) {

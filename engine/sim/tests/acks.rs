@@ -141,3 +141,91 @@ fn without_retransmission_the_same_run_loses_messages() {
     );
     assert_eq!((r.acked, r.retransmitted), (0, 0));
 }
+
+/// Reply blocks for applications: alice sends bob a message with two blocks; bob answers
+/// through one, and alice receives the answer as a reply to her message; a second answer
+/// through the same block meets its first hop (bob's provider) as a replay and is dropped
+/// there; the other block still carries one answer.
+#[test]
+fn a_recipient_answers_through_the_reply_blocks_a_message_carried_once_each() {
+    use common::provider;
+    use loopix_core::drops::DropReason;
+
+    let seed = seed_from_env(31);
+    let spec = NetworkSpec {
+        lambda_mix_loop_per_s: 0.0,
+        ..spec()
+    };
+    let net = generate(&spec, seed).unwrap();
+    let mut sim = Sim::new(net, seed, LinkModel::default(), limits());
+    let (alice, bob) = (client(0), client(1));
+    sim.run_until(S);
+    let now = sim.now_us();
+    let sent = sim
+        .with_client(alice, |c| c.send_with_replies(now, bob, b"ping", 2))
+        .unwrap()
+        .unwrap();
+    sim.run_until(20 * S);
+    let blocks = sim
+        .log
+        .client_events
+        .iter()
+        .find_map(|(at, e)| match e {
+            ClientEvent::RepliesOffered { msg_id, blocks } if *at == bob && *msg_id == sent => {
+                Some(blocks.clone())
+            }
+            _ => None,
+        })
+        .expect("bob was offered the blocks");
+    assert_eq!(blocks.len(), 2);
+    let replays_before = sim
+        .provider(provider(1))
+        .unwrap()
+        .stats()
+        .hop
+        .drops
+        .get(DropReason::Replay);
+    for answer in [&b"pong"[..], b"pong again", b"other block"] {
+        let block = if answer == b"other block" {
+            &blocks[1]
+        } else {
+            &blocks[0]
+        };
+        sim.with_client(bob, |c| c.reply(block, answer))
+            .unwrap()
+            .unwrap();
+        let until = sim.now_us() + 20 * S;
+        sim.run_until(until);
+    }
+    let answers: Vec<Vec<u8>> = sim
+        .log
+        .client_events
+        .iter()
+        .filter_map(|(at, e)| match e {
+            ClientEvent::ReplyReceived {
+                msg_id, message, ..
+            } if *at == alice => {
+                assert_eq!(*msg_id, sent);
+                Some(message.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        vec![b"pong".to_vec(), b"other block".to_vec()],
+        "seed {seed}"
+    );
+    let replays = sim
+        .provider(provider(1))
+        .unwrap()
+        .stats()
+        .hop
+        .drops
+        .get(DropReason::Replay);
+    assert_eq!(
+        replays - replays_before,
+        1,
+        "the reused block, at bob's provider"
+    );
+}
