@@ -43,6 +43,11 @@ pub struct MixStats {
     pub loop_overhead: LatencyHistogram,
 }
 
+/// How long a mix that no adjacent node has reached yet waits before its first loop: a
+/// node started with (or before) its network would otherwise count loops sent to peers
+/// not yet listening as lost, and signal a blocking attack that is not there.
+pub const LOOP_WARMUP_US: u64 = 5_000_000;
+
 /// A mix node. See the module docs.
 pub struct Mix<C: Codec = Processor> {
     me: Peer,
@@ -57,6 +62,10 @@ pub struct Mix<C: Codec = Processor> {
     shards: usize,
     rng: ChaCha20Rng,
     loop_timer: Option<PoissonTimer>,
+    /// When this core first ran, and whether an adjacent node has reached it since: loops
+    /// start once the network answers (see [`LOOP_WARMUP_US`]).
+    started_us: Option<u64>,
+    heard_from_network: bool,
     lambda_loop_per_s: f64,
     loops: LoopMonitor,
     path: Vec<loopix_crypto::Hop>,
@@ -100,6 +109,8 @@ impl<C: Codec> Mix<C> {
             shards: config.shards,
             rng: ChaCha20Rng::from_seed(config.seed),
             loop_timer: None,
+            started_us: None,
+            heard_from_network: false,
             // The node sends λM loops in all, a share from each shard.
             lambda_loop_per_s: topology.network.lambda_mix_loop_per_s / config.shards as f64,
             loops: LoopMonitor::new(config.loop_window, config.loop_grace_us),
@@ -147,6 +158,13 @@ impl<C: Codec> Mix<C> {
         &mut self.engine
     }
 
+    /// When loops may start, if they may by `now_us`: once an adjacent node has reached
+    /// this mix, or [`LOOP_WARMUP_US`] after it started, whichever comes first.
+    fn loops_from(&mut self, now_us: u64) -> Option<u64> {
+        let started = *self.started_us.get_or_insert(now_us);
+        (self.heard_from_network || now_us >= started + LOOP_WARMUP_US).then_some(now_us)
+    }
+
     /// Packets held now: the Poisson mix's pool (λ/µ on average, by Lemma 1).
     pub fn pool_size(&self) -> usize {
         self.engine.pending()
@@ -169,6 +187,7 @@ impl<C: Codec> Mix<C> {
                     Ok(packet) => {
                         packets[n] = packet;
                         n += 1;
+                        self.heard_from_network = true;
                     }
                     Err(reason) => self.engine.refuse(reason),
                 }
@@ -272,8 +291,11 @@ impl<C: Codec> Endpoint for Mix<C> {
 
     fn handle_timeout(&mut self, now_us: u64) {
         self.engine.handle_timeout(now_us);
+        let Some(loops_from) = self.loops_from(now_us) else {
+            return;
+        };
         let timer = self.loop_timer.get_or_insert_with(|| {
-            PoissonTimer::start(&mut self.rng, self.lambda_loop_per_s, now_us)
+            PoissonTimer::start(&mut self.rng, self.lambda_loop_per_s, loops_from)
         });
         let mut due = 0;
         while timer.fire(&mut self.rng, now_us) {
@@ -311,7 +333,13 @@ impl<C: Codec> Endpoint for Mix<C> {
             return Some(0);
         }
         let loop_at = match &self.loop_timer {
-            None => Some(0),
+            None => self.started_us.map_or(Some(0), |s| {
+                Some(if self.heard_from_network {
+                    0
+                } else {
+                    s + LOOP_WARMUP_US
+                })
+            }),
             Some(t) => t.next_us(),
         };
         [self.engine.poll_timeout(), loop_at]
