@@ -648,12 +648,22 @@ impl<C: Codec> Client<C> {
         let Some(reply) = self.ack_replies.pop_front() else {
             return false;
         };
-        let mut body = std::mem::take(&mut self.body);
-        payload::write_ack(&mut body, reply.msg_id, reply.index);
-        let out = &mut buf[..self.params.packet_len()];
-        let built = C::write_reply(&self.params, &reply.surb, &body, out).is_ok();
-        self.body = body;
+        let built = self.send_along(&reply.surb, buf, |body| {
+            payload::write_ack(body, reply.msg_id, reply.index);
+        });
         self.stats.acks_sent += u64::from(built);
+        built
+    }
+
+    /// Writes a packet along reply block `surb` into `buf`, its body written by `fill`;
+    /// counts a failure.
+    fn send_along(&mut self, surb: &[u8], buf: &mut [u8], fill: impl FnOnce(&mut [u8])) -> bool {
+        // The body buffer is lent out for the call and put back: no allocation per packet.
+        let mut body = std::mem::take(&mut self.body);
+        fill(&mut body);
+        let out = &mut buf[..self.params.packet_len()];
+        let built = C::write_reply(&self.params, surb, &body, out).is_ok();
+        self.body = body;
         self.stats.build_failed += u64::from(!built);
         built
     }
@@ -681,13 +691,8 @@ impl<C: Codec> Client<C> {
         let Some((surb, data)) = self.app_replies.pop_front() else {
             return false;
         };
-        let mut body = std::mem::take(&mut self.body);
-        payload::write_reply(&mut body, &data);
-        let out = &mut buf[..self.params.packet_len()];
-        let built = C::write_reply(&self.params, &surb, &body, out).is_ok();
-        self.body = body;
+        let built = self.send_along(&surb, buf, |body| payload::write_reply(body, &data));
         self.stats.replies_sent += u64::from(built);
-        self.stats.build_failed += u64::from(!built);
         built
     }
 
@@ -749,23 +754,19 @@ impl<C: Codec> Client<C> {
     /// Fragments whose ack did not come in time go to the front of the buffer again (a
     /// fresh packet each time), or, out of attempts, their message is given up.
     fn resend_due(&mut self, now_us: u64) {
-        let Some(unacked) = self.unacked.as_mut() else {
-            return;
-        };
-        while let Some(p) = unacked.pop_due(now_us) {
+        while let Some(p) = self.unacked.as_mut().and_then(|u| u.pop_due(now_us)) {
             let f = p.fragment;
             if f.attempts < self.max_attempts {
                 self.buffer.push_front(f);
                 continue;
             }
             let msg_id = f.msg_id;
-            unacked.forget_message(msg_id);
+            if let Some(unacked) = self.unacked.as_mut() {
+                unacked.forget_message(msg_id);
+            }
             self.buffer.retain(|b| b.msg_id != msg_id);
             self.stats.gave_up += 1;
-            if self.events.len() >= 4096 {
-                self.events.pop_front();
-            }
-            self.events.push_back(ClientEvent::GaveUp {
+            self.push_event(ClientEvent::GaveUp {
                 msg_id,
                 at_us: now_us,
             });

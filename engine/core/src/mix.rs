@@ -158,11 +158,11 @@ impl<C: Codec> Mix<C> {
         &mut self.engine
     }
 
-    /// When loops may start, if they may by `now_us`: once an adjacent node has reached
-    /// this mix, or [`LOOP_WARMUP_US`] after it started, whichever comes first.
-    fn loops_from(&mut self, now_us: u64) -> Option<u64> {
+    /// Whether loops may start by `now_us`: once an adjacent node has reached this mix,
+    /// or [`LOOP_WARMUP_US`] after it started, whichever comes first.
+    fn loops_may_start(&mut self, now_us: u64) -> bool {
         let started = *self.started_us.get_or_insert(now_us);
-        (self.heard_from_network || now_us >= started + LOOP_WARMUP_US).then_some(now_us)
+        self.heard_from_network || now_us >= started + LOOP_WARMUP_US
     }
 
     /// Packets held now: the Poisson mix's pool (λ/µ on average, by Lemma 1).
@@ -291,11 +291,11 @@ impl<C: Codec> Endpoint for Mix<C> {
 
     fn handle_timeout(&mut self, now_us: u64) {
         self.engine.handle_timeout(now_us);
-        let Some(loops_from) = self.loops_from(now_us) else {
+        if self.loop_timer.is_none() && !self.loops_may_start(now_us) {
             return;
-        };
+        }
         let timer = self.loop_timer.get_or_insert_with(|| {
-            PoissonTimer::start(&mut self.rng, self.lambda_loop_per_s, loops_from)
+            PoissonTimer::start(&mut self.rng, self.lambda_loop_per_s, now_us)
         });
         let mut due = 0;
         while timer.fire(&mut self.rng, now_us) {
