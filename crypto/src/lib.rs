@@ -37,6 +37,7 @@
 pub mod build;
 pub mod command;
 pub mod epoch_seed;
+pub mod identity_key;
 pub mod key_phase;
 pub mod keys;
 pub mod link_key;
@@ -54,6 +55,7 @@ pub use build::{
 };
 pub use command::{Address, Command, MalformedCommand};
 pub use epoch_seed::EpochSeed;
+pub use identity_key::{IdentityPublic, IdentitySecret, InvalidIdentityKey, SIGNATURE_LEN};
 pub use key_phase::KeyPhase;
 pub use keys::{HopKeys, InvalidKey, PublicKey, REPLAY_TAG_LEN, ReplayTag, SecretKey};
 pub use link_key::{LINK_TAG_LEN, LinkKey, LinkSecret, WeakPeerKey};

@@ -21,6 +21,7 @@ pub mod mix;
 pub mod node_addresses;
 pub mod packet_pool;
 pub mod payload;
+pub mod pki;
 pub mod provider;
 pub mod rate;
 pub mod replay;

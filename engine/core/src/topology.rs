@@ -364,6 +364,69 @@ impl Topology {
     }
 }
 
+impl Topology {
+    /// The topology in the TOML format [`Topology::from_toml`] reads: parsing the text
+    /// gives this topology back. A directory authority writes its documents' bodies so.
+    pub fn to_toml(&self) -> String {
+        use std::fmt::Write;
+        let n = &self.network;
+        const S: u64 = 1_000_000;
+        let mut out = format!(
+            "[network]\npayload_bytes = {}\nlayers = {}\nmu_per_s = {:?}\n\
+             lambda_payload_per_s = {:?}\nlambda_loop_per_s = {:?}\nlambda_drop_per_s = {:?}\n\
+             lambda_mix_loop_per_s = {:?}\npoll_size = {}\npoll_rate_per_s = {:?}\n\
+             epoch_s = {}\nepoch_start = {}\nepoch_grace_s = {}\n",
+            n.params.payload_bytes(),
+            n.layers,
+            n.mu_per_s,
+            n.lambda_payload_per_s,
+            n.lambda_loop_per_s,
+            n.lambda_drop_per_s,
+            n.lambda_mix_loop_per_s,
+            n.poll_size,
+            n.poll_rate_per_s,
+            n.epochs.length_us / S,
+            n.epochs.start_us / S,
+            n.epochs.grace_us / S,
+        );
+        for node in &self.nodes {
+            let _ = write!(out, "\n[[nodes]]\nid = {}\n", node.id.0);
+            match node.role {
+                Role::Mix { layer } => {
+                    let _ = write!(out, "role = \"mix\"\nlayer = {layer}\n");
+                }
+                Role::Provider => out.push_str("role = \"provider\"\n"),
+            }
+            let keys: Vec<String> = node
+                .epoch_keys
+                .iter()
+                .map(|(_, k)| format!("\"{}\"", hex::encode(k.to_bytes())))
+                .collect();
+            let _ = write!(
+                out,
+                "address = \"{}\"\nfirst_epoch = {}\nepoch_keys = [{}]\n",
+                node.address,
+                node.epoch_keys.first(),
+                keys.join(", ")
+            );
+            if let Some(k) = node.session_key {
+                let _ = writeln!(out, "session_key = \"{}\"", hex::encode(k.0));
+            }
+        }
+        for c in &self.clients {
+            let _ = write!(
+                out,
+                "\n[[clients]]\nid = {}\nprovider = {}\npublic_key = \"{}\"\nsession_key = \"{}\"\n",
+                c.id.0,
+                c.provider.0,
+                hex::encode(c.public_key.to_bytes()),
+                hex::encode(c.session_key.0)
+            );
+        }
+        out
+    }
+}
+
 impl RawNetwork {
     fn validate(&self) -> Result<Network, TopologyError> {
         let params = Params::new(self.payload_bytes)
@@ -521,7 +584,7 @@ pub fn parse_public_key(field: &str, text: &str) -> Result<PublicKey, TopologyEr
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use loopix_crypto::SecretKey;
     use rand_chacha::ChaCha20Rng;
@@ -532,7 +595,7 @@ mod tests {
         hex::encode(pk.to_bytes())
     }
 
-    fn sample() -> String {
+    pub(crate) fn sample() -> String {
         format!(
             r#"
 [network]
@@ -683,6 +746,27 @@ session_key = "{}"
         let e = error_of(|s| s.replace("mu_per_s = 10.0\n", ""));
         assert_eq!(e.field, "network", "{e}");
         assert!(e.problem.contains("missing field `mu_per_s`"), "{e}");
+    }
+
+    #[test]
+    fn a_topology_written_out_reads_back_the_same() {
+        let t = Topology::from_toml(&sample()).unwrap();
+        let again = Topology::from_toml(&t.to_toml()).unwrap();
+        assert_eq!(again.to_toml(), t.to_toml());
+        assert_eq!(again.network, t.network);
+        assert_eq!(again.nodes.len(), 3);
+        for (a, b) in again.nodes.iter().zip(&t.nodes) {
+            assert_eq!((a.id, a.role, a.address), (b.id, b.role, b.address));
+            assert_eq!(
+                (&a.epoch_keys, a.session_key),
+                (&b.epoch_keys, b.session_key)
+            );
+        }
+        let (a, b) = (again.clients[0], t.clients[0]);
+        assert_eq!(
+            (a.id, a.provider, a.public_key, a.session_key),
+            (b.id, b.provider, b.public_key, b.session_key)
+        );
     }
 
     #[test]
