@@ -155,7 +155,7 @@ pub struct Client {
 /// A topology problem, naming the field it is in.
 pub type TopologyError = crate::field_error::FieldError;
 
-fn err(field: impl Into<String>, problem: impl Into<String>) -> TopologyError {
+pub(crate) fn err(field: impl Into<String>, problem: impl Into<String>) -> TopologyError {
     TopologyError::new(field, problem)
 }
 
@@ -171,7 +171,7 @@ struct RawTopology {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawNetwork {
+pub(crate) struct RawNetwork {
     #[serde(default = "default_payload_bytes")]
     payload_bytes: usize,
     layers: u8,
@@ -219,7 +219,7 @@ struct RawNode {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawClient {
+pub(crate) struct RawClient {
     id: u64,
     provider: u64,
     public_key: String,
@@ -428,7 +428,7 @@ impl Topology {
 }
 
 impl RawNetwork {
-    fn validate(&self) -> Result<Network, TopologyError> {
+    pub(crate) fn validate(&self) -> Result<Network, TopologyError> {
         let params = Params::new(self.payload_bytes)
             .map_err(|e| err("network.payload_bytes", e.to_string()))?;
         if !(1..=MAX_LAYERS).contains(&self.layers) {
@@ -497,30 +497,8 @@ fn non_negative(field: &str, v: f64) -> Result<(), TopologyError> {
 
 impl RawNode {
     fn validate(&self, at: &str, layers: u8) -> Result<Node, TopologyError> {
-        let role = match (self.role.as_str(), self.layer) {
-            ("mix", Some(layer)) if (1..=layers).contains(&layer) => Role::Mix { layer },
-            ("mix", Some(_)) => {
-                return Err(err(
-                    format!("{at}.layer"),
-                    format!("must be in 1..={layers}"),
-                ));
-            }
-            ("mix", None) => return Err(err(format!("{at}.layer"), "a mix needs a layer")),
-            ("provider", None) => Role::Provider,
-            ("provider", Some(_)) => {
-                return Err(err(format!("{at}.layer"), "a provider has no layer"));
-            }
-            (other, _) => {
-                return Err(err(
-                    format!("{at}.role"),
-                    format!("`{other}` is not a role; use `mix` or `provider`"),
-                ));
-            }
-        };
-        let address = self
-            .address
-            .parse()
-            .map_err(|_| err(format!("{at}.address"), "not an IP:port socket address"))?;
+        let role = parse_role(at, &self.role, self.layer, layers)?;
+        let address = parse_address(&format!("{at}.address"), &self.address)?;
         if self.epoch_keys.is_empty() {
             return Err(err(
                 format!("{at}.epoch_keys"),
@@ -555,7 +533,7 @@ impl RawNode {
 }
 
 impl RawClient {
-    fn validate(&self, at: &str) -> Result<Client, TopologyError> {
+    pub(crate) fn validate(&self, at: &str) -> Result<Client, TopologyError> {
         let public_key = parse_public_key(&format!("{at}.public_key"), &self.public_key)?;
         let session_key = parse_session_key(&format!("{at}.session_key"), &self.session_key)?;
         Ok(Client {
@@ -565,6 +543,35 @@ impl RawClient {
             session_key,
         })
     }
+}
+
+/// A node's role from its `role` and `layer` fields (`at` names the node).
+pub(crate) fn parse_role(
+    at: &str,
+    role: &str,
+    layer: Option<u8>,
+    layers: u8,
+) -> Result<Role, TopologyError> {
+    match (role, layer) {
+        ("mix", Some(layer)) if (1..=layers).contains(&layer) => Ok(Role::Mix { layer }),
+        ("mix", Some(_)) => Err(err(
+            format!("{at}.layer"),
+            format!("must be in 1..={layers}"),
+        )),
+        ("mix", None) => Err(err(format!("{at}.layer"), "a mix needs a layer")),
+        ("provider", None) => Ok(Role::Provider),
+        ("provider", Some(_)) => Err(err(format!("{at}.layer"), "a provider has no layer")),
+        (other, _) => Err(err(
+            format!("{at}.role"),
+            format!("`{other}` is not a role; use `mix` or `provider`"),
+        )),
+    }
+}
+
+/// An `IP:port` field.
+pub(crate) fn parse_address(field: &str, text: &str) -> Result<SocketAddr, TopologyError> {
+    text.parse()
+        .map_err(|_| err(field, "not an IP:port socket address"))
 }
 
 /// Parses 64 hex digits into a session (X25519) key.

@@ -4,4 +4,7 @@
 //! follows the documents ([`follower`]), switching at each boundary without a restart.
 //! All of it sans-IO: the HTTP server and fetches live in the runtime and tools.
 
+pub mod authority;
 pub mod document;
+pub mod key_upload;
+pub mod registry;
