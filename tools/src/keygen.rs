@@ -6,7 +6,9 @@
 //! - `loopix keygen --epochs N --out node.key [--first-epoch E]` writes a node's epoch
 //!   seed (see `loopix_crypto::EpochSeed`) and a session key, and prints the
 //!   `first_epoch`, `epoch_keys` and `session_key` lines that publish its public keys for
-//!   epochs E..E+N in the topology's `[[nodes]]` entry. E defaults to the current epoch of `--epoch-s`/`--epoch-start` (the
+//!   epochs E..E+N in the topology's `[[nodes]]` entry, and the `identity_key` an
+//!   authority's registry lists for it (Ed25519: its uploads to the directory are signed
+//!   with it). E defaults to the current epoch of `--epoch-s`/`--epoch-start` (the
 //!   topology defaults) on this machine's clock.
 //! - `loopix keygen --epochs N --publish node.key [--first-epoch E]` prints those lines
 //!   again, for more epochs, from an existing seed file (which it does not change).
@@ -17,9 +19,11 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use loopix_crypto::{EpochSeed, SecretKey, SessionSecret};
+use loopix_crypto::{EpochSeed, IdentitySecret, SecretKey, SessionSecret};
 use loopix_runtime::clock::NetworkClock;
-use loopix_runtime::key_file::{read_seed, read_session_key, write_client_key, write_seed};
+use loopix_runtime::key_file::{
+    read_node_identity, read_seed, read_session_key, write_client_key, write_seed,
+};
 use loopix_sim::network::{client_keys_toml, epoch_keys_toml};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -76,6 +80,12 @@ pub fn run(args: &KeygenArgs) -> Result<(), String> {
         if let Some(session) = read_session_key(path)? {
             println!("session_key = \"{}\"", hex::encode(session.public().0));
         }
+        if let Some(identity) = read_node_identity(path)? {
+            println!(
+                "# for a directory registry:\nidentity_key = \"{}\"",
+                hex::encode(identity.public().to_bytes())
+            );
+        }
         return Ok(());
     }
     let out = args.out.as_ref().ok_or("--out: where to write the key")?;
@@ -84,9 +94,15 @@ pub fn run(args: &KeygenArgs) -> Result<(), String> {
         Some(n) => {
             let seed = EpochSeed::generate(&mut rng, first);
             let session = SessionSecret::generate(&mut rng);
-            write_seed(out, &seed, &session).map_err(|e| format!("{}: {e}", out.display()))?;
+            let identity = IdentitySecret::generate(&mut rng);
+            write_seed(out, &seed, &session, Some(&identity))
+                .map_err(|e| format!("{}: {e}", out.display()))?;
             print!("{}", epoch_keys_toml(&seed, first, n));
             println!("session_key = \"{}\"", hex::encode(session.public().0));
+            println!(
+                "# for a directory registry:\nidentity_key = \"{}\"",
+                hex::encode(identity.public().to_bytes())
+            );
         }
         None => {
             let key = SecretKey::generate(&mut rng);

@@ -1,6 +1,7 @@
 //! `loopix`: the command-line front end of the loopix mix engine.
 
 mod client;
+mod directory;
 mod hostile_load;
 mod json;
 mod keygen;
@@ -50,6 +51,9 @@ Paths in node.toml (topology, key_file, inbox_path, replay_dir) are relative to 
 directory of node.toml. The key file must be mode 0600; <key_file>.lock keeps a second \
 copy of the node from starting.")]
     Node(node::NodeArgs),
+    /// A directory authority: register nodes and clients, take their signed keys, publish
+    /// each epoch's signed network document.
+    Directory(directory::DirectoryArgs),
     /// Run clients: send messages, print what arrives, cover traffic always on.
     Client(client::ClientArgs),
     /// Offer open-loop load to one node and measure its hop.
@@ -68,7 +72,7 @@ fn main() -> std::process::ExitCode {
     // Before any packet work: where on the stack dalek's multiplication runs decides up to a
     // third of its cost in some builds (crypto/src/stack_position.rs). Key generation does
     // no packet work; it is spared the ~30 ms sweep.
-    if !matches!(cli.command, Cmd::Keygen(_)) {
+    if !matches!(cli.command, Cmd::Keygen(_) | Cmd::Directory(_)) {
         loopix_crypto::stack_position::calibrate();
     }
     let result = match &cli.command {
@@ -77,6 +81,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Node(args) => node::run(args),
         Cmd::Testnet(args) => testnet::run(args),
         Cmd::Client(args) => client::run(args),
+        Cmd::Directory(args) => directory::run(args),
         Cmd::Loadgen(args) => loadgen::run(args),
         Cmd::Sim(args) => sim_cli::run(args),
         Cmd::Soak(args) => soak::run(args),

@@ -25,6 +25,8 @@ pub struct Snapshot {
     /// The network's key epochs, and the node's clock when the reports were taken.
     pub epochs: Option<EpochSchedule>,
     pub now_us: u64,
+    /// With a directory: the epoch of the network document in force.
+    pub document_epoch: Option<u64>,
 }
 
 /// Renders the Prometheus text format.
@@ -254,6 +256,15 @@ pub fn render(s: &Snapshot) -> String {
             .reports
             .iter()
             .map(|r| (shard(r), r.journal_errors as f64)),
+    );
+    family(
+        "loopix_document_epoch",
+        "gauge",
+        "The epoch of the directory's network document in force (none: a topology file).",
+        &mut s
+            .document_epoch
+            .map(|e| (String::new(), e as f64))
+            .into_iter(),
     );
     let merged = |pick: fn(&ShardReport) -> &LatencyHistogram| {
         let mut h = LatencyHistogram::default();

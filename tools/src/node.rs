@@ -13,13 +13,15 @@ use loopix_core::endpoint::Endpoint;
 use loopix_core::faults::Faulty;
 use loopix_core::link::LINK_OVERHEAD;
 use loopix_core::mix::Mix;
+use loopix_core::pki::follower::KeyPublisher;
 use loopix_core::provider::Provider;
 use loopix_core::replay::ReplayFilter;
 use loopix_core::role::CoreConfig;
-use loopix_core::topology::Role;
-use loopix_crypto::{EpochSeed, SessionSecret};
+use loopix_core::topology::{Role, Topology};
+use loopix_crypto::{Address, EpochSeed, SessionSecret};
 use loopix_runtime::clock::NetworkClock;
 use loopix_runtime::config::NodeConfig;
+use loopix_runtime::directory_client::{DirectoryClient, DirectoryConfig, DirectorySync};
 use loopix_runtime::durable_inbox::DurableInbox;
 use loopix_runtime::key_file::{self, read_seed};
 use loopix_runtime::node::{Node, NodeLayout};
@@ -42,8 +44,16 @@ pub struct NodeArgs {
 
 /// Loads, checks and (unless `--check`) runs the node.
 pub fn run(args: &NodeArgs) -> Result<(), String> {
-    let cfg =
-        NodeConfig::load(&args.config).map_err(|e| format!("{}: {e}", args.config.display()))?;
+    if !args.check {
+        crate::logging::init()?;
+    }
+    let mut sync = None;
+    let cfg = NodeConfig::load_with(&args.config, &mut |directory, id, key_file| {
+        let (topology, joined) = join_directory(directory, id, key_file)?;
+        sync = Some(joined);
+        Ok(topology)
+    })
+    .map_err(|e| format!("{}: {e}", args.config.display()))?;
     let seed = read_seed(&cfg.key_file)
         .map_err(|e| format!("{}: key_file: {e}", args.config.display()))?;
     let clock = NetworkClock::start();
@@ -81,9 +91,15 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         for w in &keys.warnings {
             println!("warning: {w}");
         }
+        if let Some(d) = &cfg.directory {
+            println!(
+                "topology from the directory: {} authorities, {} signature(s) required",
+                d.authorities.len(),
+                d.trust.threshold()
+            );
+        }
         return Ok(());
     }
-    crate::logging::init()?;
     for w in &keys.warnings {
         tracing::warn!("{w}");
     }
@@ -103,7 +119,7 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         role,
         epoch: keys.current,
     };
-    let served = serve_until_signal(&cfg, node, clock, seed.epoch(), started);
+    let served = serve_until_signal(cfg, node, clock, seed.epoch(), started, sync);
     drop(lock);
     drop(sync_thread);
     served
@@ -254,7 +270,10 @@ fn start(
 /// changes.
 fn reload_config(cfg: &NodeConfig, node: &Node, now_us: u64) {
     let file = cfg.source.display();
-    let loaded = NodeConfig::load(&cfg.source).and_then(|fresh| {
+    // With a directory, the topology is the document in force, not re-fetched.
+    let held = cfg.topology.clone();
+    let mut in_force = |_: &DirectoryConfig, _: Address, _: &std::path::Path| Ok(held.clone());
+    let loaded = NodeConfig::load_with(&cfg.source, &mut in_force).and_then(|fresh| {
         let seed = read_seed(&fresh.key_file)
             .map_err(|e| loopix_core::field_error::FieldError::new("key_file", e))?;
         fresh.check_keys(&seed, now_us)?;
@@ -303,13 +322,113 @@ struct Started {
     epoch: u64,
 }
 
+/// Joins the directory: uploads this node's keys (signed with its identity key) and
+/// waits for a document that lists it with them; returns its topology and the sync that
+/// keeps following.
+fn join_directory(
+    directory: &DirectoryConfig,
+    id: Address,
+    key_file: &std::path::Path,
+) -> Result<(Topology, DirectorySync), String> {
+    let seed = read_seed(key_file).map_err(|e| format!("key_file: {e}"))?;
+    let session = key_file::read_session_key(key_file)
+        .map_err(|e| format!("key_file: {e}"))?
+        .ok_or(
+            "key_file: no session key: make a new key file with `loopix keygen --epochs N --out F`",
+        )?;
+    let identity = key_file::read_node_identity(key_file)
+        .map_err(|e| format!("key_file: {e}"))?
+        .ok_or(
+            "key_file: no identity key, which signs the keys a node uploads to the directory: \
+             make a new key file with `loopix keygen --epochs N --out F` and register its \
+             identity_key",
+        )?;
+    let schedule = DirectoryClient::new(directory.clone()).schedule()?;
+    let session_public = session.public();
+    let publisher = KeyPublisher::new(id, identity, session_public, seed, schedule);
+    let mut sync = DirectorySync::new(directory.clone(), Some(publisher));
+    let topology = sync.wait_for(directory.wait, |t| match t.node(id) {
+        Some(n) if n.session_key == Some(session_public) => Ok(()),
+        Some(_) => Err(format!(
+            "the document lists another session key for node {}",
+            id.0
+        )),
+        None => Err(format!(
+            "node {} is not in the current document (its keys reach the next one)",
+            id.0
+        )),
+    })?;
+    Ok((topology, sync))
+}
+
+/// Takes the next epoch's document: checks it still lists this node with keys its key
+/// file gives, then hands it to every shard. A problem is logged and nothing changes.
+/// Returns the epoch now in force, if it changed.
+fn apply_document(
+    cfg: &mut NodeConfig,
+    node: &Node,
+    topology: Topology,
+    now_us: u64,
+) -> Option<u64> {
+    let epoch = topology.network.epochs.epoch_at(now_us);
+    let Some(me) = topology.node(cfg.node.id).cloned() else {
+        tracing::error!(
+            epoch,
+            "the new document does not list this node; keeping the old"
+        );
+        return None;
+    };
+    let fresh = NodeConfig {
+        topology,
+        node: me,
+        ..cfg.clone()
+    };
+    let checked = read_seed(&cfg.key_file).and_then(|seed| {
+        fresh
+            .check_keys(&seed, now_us)
+            .map(|_| seed)
+            .map_err(|e| e.to_string())
+    });
+    match checked {
+        Ok(seed) => {
+            node.reload(&fresh.topology, &seed);
+            tracing::info!(
+                epoch,
+                nodes = fresh.topology.nodes.len(),
+                clients = fresh.topology.clients.len(),
+                "network document in force"
+            );
+            *cfg = fresh;
+            Some(epoch)
+        }
+        Err(e) => {
+            tracing::error!(epoch, error = %e, "new document refused; keeping the old");
+            None
+        }
+    }
+}
+
 fn serve_until_signal(
-    cfg: &NodeConfig,
+    mut cfg: NodeConfig,
     mut node: Node,
     clock: NetworkClock,
     mut key_file_epoch: u64,
     started: Started,
+    sync: Option<DirectorySync>,
 ) -> Result<(), String> {
+    // One document an epoch: four waiting means the main loop is stuck, not busy.
+    let (documents_tx, documents) = std::sync::mpsc::sync_channel::<Topology>(4);
+    let _watch = sync
+        .map(|s| {
+            s.spawn(move |t| {
+                if documents_tx.try_send(t).is_err() {
+                    tracing::error!("a network document could not be handed over");
+                }
+            })
+        })
+        .transpose()
+        .map_err(|e| format!("directory thread: {e}"))?;
+    let cfg = &mut cfg;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
@@ -321,6 +440,10 @@ fn serve_until_signal(
         mu_per_s: cfg.topology.network.mu_per_s,
         shards: cfg.shards,
         epochs: Some(cfg.topology.network.epochs),
+        document_epoch: cfg
+            .directory
+            .as_ref()
+            .map(|_| cfg.topology.network.epochs.epoch_at(clock.now_us())),
         ..Snapshot::default()
     }));
     if let Some(addr) = cfg.metrics {
@@ -335,6 +458,13 @@ fn serve_until_signal(
         std::thread::sleep(Duration::from_millis(100));
         if reload.swap(false, Ordering::SeqCst) {
             reload_config(cfg, &node, clock.now_us());
+        }
+        while let Ok(topology) = documents.try_recv() {
+            if let Some(epoch) = apply_document(cfg, &node, topology, clock.now_us())
+                && let Ok(mut s) = shared.lock()
+            {
+                s.document_epoch = Some(epoch);
+            }
         }
         ratchet_key_file(cfg, clock.now_us(), &mut key_file_epoch);
         let reports = node.reports();

@@ -319,7 +319,7 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
         let session = keys.sessions.remove(&n.id).ok_or("every node has a key")?;
         let key_path = dir.join(format!("node-{}.key", n.id.0));
         let _ = std::fs::remove_file(&key_path);
-        loopix_runtime::key_file::write_seed(&key_path, &seed, &session)
+        loopix_runtime::key_file::write_seed(&key_path, &seed, &session, None)
             .map_err(|e| format!("{}: {e}", key_path.display()))?;
         let metrics_addr = free_tcp_port()?;
         metrics.insert(n.id, metrics_addr);

@@ -360,6 +360,23 @@ impl<C: Codec> Client<C> {
         })
     }
 
+    /// Takes a new topology (the next epoch's document): paths are built with its keys
+    /// from now on; the session, the queues and the fragments awaiting acks stay. The
+    /// client must still be at the same provider, under the same session key (moving is
+    /// a restart); otherwise nothing changes.
+    pub fn reload(&mut self, topology: &Topology) -> Result<(), BuildError> {
+        let me = topology
+            .client(self.id)
+            .ok_or(BuildError::NotInTopology(self.id))?;
+        let provider = topology
+            .node(me.provider)
+            .filter(|p| me.provider == self.provider && p.session_key.is_some())
+            .ok_or(BuildError::NoProvider(me.provider))?;
+        self.provider_addr = provider.address;
+        self.directory = Directory::new(topology);
+        Ok(())
+    }
+
     /// Queues `message` for `recipient`, split into fragments; returns its id.
     pub fn send(&mut self, recipient: Address, message: &[u8]) -> Result<u64, SendError> {
         self.send_with_replies(0, recipient, message, 0)

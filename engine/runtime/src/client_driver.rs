@@ -30,6 +30,8 @@ pub enum ClientCommand {
         block: Box<ReplyBlock>,
         data: Vec<u8>,
     },
+    /// Build paths from this topology from now on (the next epoch's document).
+    Topology(Box<loopix_core::topology::Topology>),
 }
 
 /// What comes out of a running client.
@@ -40,6 +42,8 @@ pub enum ClientOutput {
     Queued(Result<u64, loopix_core::client::SendError>),
     /// An answer through a reply block was refused (too long, or too many queued).
     ReplyRefused(loopix_core::client::SendError),
+    /// A new topology was refused (the client is no longer in it as it was).
+    TopologyRefused(loopix_core::role::BuildError),
     /// Final counters, as the client stops.
     Stopped(ClientStats),
 }
@@ -144,6 +148,14 @@ impl RunningClient {
         });
     }
 
+    /// Builds paths from `topology` from now on; a refusal arrives on `output` as
+    /// [`ClientOutput::TopologyRefused`].
+    pub fn set_topology(&self, topology: loopix_core::topology::Topology) {
+        let _ = self
+            .commands
+            .send(ClientCommand::Topology(Box::new(topology)));
+    }
+
     /// How late its timers have fired so far: (the most, µs; how many beyond [`LATE`]).
     pub fn timer_lag(&self) -> (u64, u64) {
         (
@@ -215,6 +227,10 @@ fn drive(
                 ClientCommand::Reply { block, data } => match client.reply(&block, &data) {
                     Ok(()) => continue,
                     Err(e) => ClientOutput::ReplyRefused(e),
+                },
+                ClientCommand::Topology(topology) => match client.reload(&topology) {
+                    Ok(()) => continue,
+                    Err(e) => ClientOutput::TopologyRefused(e),
                 },
             };
             let _ = output.send(out);

@@ -2,7 +2,7 @@
 //! directory. Every problem is reported with its field, e.g. `shards: must be in 1..=64`.
 //!
 //! ```toml
-//! topology = "topology.toml"
+//! topology = "topology.toml"   # or a [directory] to fetch it from (below)
 //! id = 1                       # this node's id in the topology
 //! key_file = "node-1.key"      # from `loopix keygen --epochs` (mode 0600)
 //! shards = 2                   # one pinned executor each (providers: 1)
@@ -26,6 +26,11 @@
 //! inbox_total = 1000000        # providers: packets kept in all (the disk: ~2.4 GB at 2 KB)
 //! inbox_ttl_s = 604800         # providers: a packet no client collected is deleted after this
 //!
+//! [directory]                  # instead of `topology`: follow directory authorities
+//! authorities = [{ address = "10.0.0.250:8000", key = "<64 hex digits>" }]
+//! threshold = 1                # how many of them must have signed a document
+//! wait_s = 600                 # at start: how long to wait for a document listing this node
+//!
 //! [faults]                     # tests and demos only: what a lossy, slow link would do
 //! drop_fraction = 0.05         # share of outgoing datagrams dropped (counted)
 //! extra_delay_ms = 20          # every other outgoing datagram held this much longer
@@ -38,9 +43,12 @@ use std::path::{Path, PathBuf};
 use loopix_core::faults::FaultConfig;
 use loopix_core::hop::HopLimits;
 use loopix_core::inbox::InboxLimits;
+use loopix_core::pki::registry::parse_identity_key;
 use loopix_core::timing_wheel::WheelConfig;
 use loopix_core::topology::{Node, Role, Topology};
 use loopix_crypto::{Address, EpochSeed};
+
+use crate::directory_client::{AuthorityAddress, DirectoryConfig};
 use serde::Deserialize;
 
 /// A validated node configuration, with its topology loaded.
@@ -48,7 +56,10 @@ use serde::Deserialize;
 pub struct NodeConfig {
     /// The file this was loaded from (reloads read it again).
     pub source: PathBuf,
+    /// From the topology file, or the directory's current document.
     pub topology: Topology,
+    /// The authorities the topology comes from, if not from a file.
+    pub directory: Option<DirectoryConfig>,
     pub node: Node,
     pub key_file: PathBuf,
     pub shards: usize,
@@ -84,7 +95,8 @@ fn err(field: &str, problem: impl Into<String>) -> ConfigError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
-    topology: PathBuf,
+    topology: Option<PathBuf>,
+    directory: Option<RawDirectory>,
     id: u64,
     key_file: PathBuf,
     #[serde(default = "one")]
@@ -106,6 +118,54 @@ struct Raw {
     #[serde(default)]
     faults: RawFaults,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirectory {
+    authorities: Vec<RawAuthority>,
+    #[serde(default = "one")]
+    threshold: usize,
+    #[serde(default = "default_directory_wait_s")]
+    wait_s: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthority {
+    address: String,
+    key: String,
+}
+
+/// Long enough for an authority to publish the next epoch's document with a node that
+/// started late (at the default epochs, it publishes half an epoch ahead).
+fn default_directory_wait_s() -> u64 {
+    600
+}
+
+impl RawDirectory {
+    fn validate(&self) -> Result<DirectoryConfig, ConfigError> {
+        let authorities = self
+            .authorities
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                Ok(AuthorityAddress {
+                    address: a.address.clone(),
+                    key: parse_identity_key(&format!("directory.authorities[{i}].key"), &a.key)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let mut config = DirectoryConfig::new(authorities, self.threshold)
+            .map_err(|e| err("directory.threshold", e.to_string()))?;
+        config.wait = std::time::Duration::from_secs(self.wait_s);
+        Ok(config)
+    }
+}
+
+/// Where a node's topology comes from when its configuration names a directory: given the
+/// authorities, the node's id and its key file, it returns the current document's topology.
+pub type FetchTopology<'a> =
+    dyn FnMut(&DirectoryConfig, Address, &Path) -> Result<Topology, String> + 'a;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -213,24 +273,67 @@ fn default_grace_ms() -> u64 {
 pub const MAX_SHARDS: usize = 64;
 
 impl NodeConfig {
-    /// Reads and validates `path` and the topology it names.
+    /// Reads and validates `path` and the topology file it names (a configuration that
+    /// names a directory instead is refused: see [`Self::load_with`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, &mut |_, _, _| {
+            Err("the topology comes from the directory: load with a fetch".into())
+        })
+    }
+
+    /// Reads and validates `path`, taking the topology from its file or, if it names a
+    /// directory, from `fetch`.
+    pub fn load_with(path: &Path, fetch: &mut FetchTopology<'_>) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| err("", format!("{}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut cfg = Self::parse(&text, base)?;
+        let mut cfg = Self::parse_with(&text, base, fetch)?;
         cfg.source = path.to_path_buf();
         Ok(cfg)
     }
 
-    /// Validates `text`, resolving relative paths against `base`.
+    /// Validates `text`, resolving relative paths against `base` (a topology file only).
     pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        Self::parse_with(text, base, &mut |_, _, _| {
+            Err("the topology comes from the directory: load with a fetch".into())
+        })
+    }
+
+    fn parse_with(
+        text: &str,
+        base: &Path,
+        fetch: &mut FetchTopology<'_>,
+    ) -> Result<Self, ConfigError> {
         let raw: Raw = loopix_core::field_error::from_toml(text)?;
-        let topology_path = base.join(&raw.topology);
-        let topology_text = std::fs::read_to_string(&topology_path)
-            .map_err(|e| err("topology", format!("{}: {e}", topology_path.display())))?;
-        let topology = Topology::from_toml(&topology_text)
-            .map_err(|e| err("topology", format!("{}: {e}", topology_path.display())))?;
+        let key_file = base.join(&raw.key_file);
+        let (topology, directory) = match (&raw.topology, &raw.directory) {
+            (Some(file), None) => {
+                let topology_path = base.join(file);
+                let topology_text = std::fs::read_to_string(&topology_path)
+                    .map_err(|e| err("topology", format!("{}: {e}", topology_path.display())))?;
+                let topology = Topology::from_toml(&topology_text)
+                    .map_err(|e| err("topology", format!("{}: {e}", topology_path.display())))?;
+                (topology, None)
+            }
+            (None, Some(d)) => {
+                let directory = d.validate()?;
+                let topology = fetch(&directory, Address(raw.id), &key_file)
+                    .map_err(|e| err("directory", e))?;
+                (topology, Some(directory))
+            }
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "directory",
+                    "name a topology file or a [directory], not both",
+                ));
+            }
+            (None, None) => {
+                return Err(err(
+                    "topology",
+                    "name a topology file, or a [directory] to fetch the topology from",
+                ));
+            }
+        };
         let node = topology
             .node(Address(raw.id))
             .cloned()
@@ -269,8 +372,9 @@ impl NodeConfig {
         Ok(Self {
             source: PathBuf::new(),
             topology,
+            directory,
             node,
-            key_file: base.join(raw.key_file),
+            key_file,
             shards: raw.shards,
             cpus: raw.cpus,
             listen,

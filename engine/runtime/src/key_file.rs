@@ -12,18 +12,22 @@
 //! epoch <the seed's epoch>
 //! seed <64 hex digits>
 //! session <64 hex digits>                  its session key (X25519; providers need one)
+//! identity <64 hex digits>                 its identity key (Ed25519; signs key uploads)
+//! loopix-identity v1                       a directory authority's key
+//! identity <64 hex digits>
 //! ```
-//! A client's session key is derived from its key; a node's is its own line, kept as is
-//! when the seed moves forward.
+//! A client's session key is derived from its key; a node's session and identity keys
+//! are their own lines, kept as they are when the seed moves forward.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use loopix_crypto::{EpochSeed, SecretKey, SessionSecret};
+use loopix_crypto::{EpochSeed, IdentitySecret, SecretKey, SessionSecret};
 use zeroize::Zeroizing;
 
 const SEED_MAGIC: &str = "loopix-epoch-seed v1";
+const IDENTITY_MAGIC: &str = "loopix-identity v1";
 
 /// Writes a client's `key` to a new file readable by its owner only.
 pub fn write_client_key(path: &Path, key: &SecretKey) -> std::io::Result<()> {
@@ -39,23 +43,69 @@ pub fn read_client_key(path: &Path) -> Result<SecretKey, String> {
     SecretKey::from_bytes(*bytes).map_err(|e| at(path, &e.to_string()))
 }
 
-/// Writes a node's `seed` and session key to a new file readable by its owner only.
-pub fn write_seed(path: &Path, seed: &EpochSeed, session: &SessionSecret) -> std::io::Result<()> {
-    write_new(path, seed_text(seed, Some(session)).as_bytes())
+/// Writes a node's `seed`, session key and identity key to a new file readable by its
+/// owner only.
+pub fn write_seed(
+    path: &Path,
+    seed: &EpochSeed,
+    session: &SessionSecret,
+    identity: Option<&IdentitySecret>,
+) -> std::io::Result<()> {
+    write_new(path, seed_text(seed, Some(session), identity).as_bytes())
+}
+
+/// Writes a directory authority's identity key to a new file readable by its owner only.
+pub fn write_identity_key(path: &Path, key: &IdentitySecret) -> std::io::Result<()> {
+    let text = Zeroizing::new(format!(
+        "{IDENTITY_MAGIC}\nidentity {}\n",
+        *Zeroizing::new(hex_of(key.as_bytes()))
+    ));
+    write_new(path, text.as_bytes())
+}
+
+/// Reads a directory authority's key file.
+pub fn read_identity_key(path: &Path) -> Result<IdentitySecret, String> {
+    let text = read_private(path)?;
+    let mut lines = text.lines().map(str::trim);
+    if lines.next() != Some(IDENTITY_MAGIC) {
+        return Err(at(
+            path,
+            &format!("not an authority key file (no `{IDENTITY_MAGIC}` line)"),
+        ));
+    }
+    lines
+        .next()
+        .and_then(|l| l.strip_prefix("identity "))
+        .and_then(|s| parse_hex32(s.trim()))
+        .map(|b| IdentitySecret::from_bytes(*b))
+        .ok_or_else(|| at(path, "second line must be `identity <64 hex digits>`"))
+}
+
+/// Reads a node's identity key from its seed file; `None` if the file has none (written
+/// before directories existed: make a new key file to use one).
+pub fn read_node_identity(path: &Path) -> Result<Option<IdentitySecret>, String> {
+    read_node_keys(path).map(|k| k.identity)
 }
 
 /// Reads a node's seed file.
 pub fn read_seed(path: &Path) -> Result<EpochSeed, String> {
-    read_node_keys(path).map(|(seed, _)| seed)
+    read_node_keys(path).map(|k| k.seed)
 }
 
 /// Reads a node's session key from its seed file; `None` if the file has none (written
 /// before sessions existed: a mix does without, a provider needs a new key file).
 pub fn read_session_key(path: &Path) -> Result<Option<SessionSecret>, String> {
-    read_node_keys(path).map(|(_, session)| session)
+    read_node_keys(path).map(|k| k.session)
 }
 
-fn read_node_keys(path: &Path) -> Result<(EpochSeed, Option<SessionSecret>), String> {
+/// What a node's key file holds.
+struct NodeKeys {
+    seed: EpochSeed,
+    session: Option<SessionSecret>,
+    identity: Option<IdentitySecret>,
+}
+
+fn read_node_keys(path: &Path) -> Result<NodeKeys, String> {
     let text = read_private(path)?;
     let mut lines = text.lines().map(str::trim);
     if lines.next() != Some(SEED_MAGIC) {
@@ -84,21 +134,42 @@ fn read_node_keys(path: &Path) -> Result<(EpochSeed, Option<SessionSecret>), Str
             Some(SessionSecret::from_bytes(*bytes))
         }
     };
-    Ok((EpochSeed::from_bytes(epoch, *seed), session))
+    let identity = match lines.next().filter(|l| !l.is_empty()) {
+        None => None,
+        Some(l) => {
+            let bytes = l
+                .strip_prefix("identity ")
+                .and_then(|s| parse_hex32(s.trim()))
+                .ok_or_else(|| at(path, "fifth line must be `identity <64 hex digits>`"))?;
+            Some(IdentitySecret::from_bytes(*bytes))
+        }
+    };
+    Ok(NodeKeys {
+        seed: EpochSeed::from_bytes(epoch, *seed),
+        session,
+        identity,
+    })
 }
 
 /// Moves the seed file at `path` forward to `epoch`, deleting every earlier epoch's key
 /// from it; returns the seed it now holds. Does nothing if the file is already there.
 pub fn ratchet(path: &Path, epoch: u64) -> Result<EpochSeed, String> {
-    let (mut seed, session) = read_node_keys(path)?;
+    let NodeKeys {
+        mut seed,
+        session,
+        identity,
+    } = read_node_keys(path)?;
     if seed.epoch() >= epoch {
         return Ok(seed);
     }
     seed.advance_to(epoch);
     let tmp = sibling(path, ".next");
     let _ = std::fs::remove_file(&tmp);
-    write_new(&tmp, seed_text(&seed, session.as_ref()).as_bytes())
-        .map_err(|e| at(&tmp, &e.to_string()))?;
+    write_new(
+        &tmp,
+        seed_text(&seed, session.as_ref(), identity.as_ref()).as_bytes(),
+    )
+    .map_err(|e| at(&tmp, &e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| at(path, &e.to_string()))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         File::open(dir)
@@ -108,7 +179,11 @@ pub fn ratchet(path: &Path, epoch: u64) -> Result<EpochSeed, String> {
     Ok(seed)
 }
 
-fn seed_text(seed: &EpochSeed, session: Option<&SessionSecret>) -> Zeroizing<String> {
+fn seed_text(
+    seed: &EpochSeed,
+    session: Option<&SessionSecret>,
+    identity: Option<&IdentitySecret>,
+) -> Zeroizing<String> {
     let mut text = Zeroizing::new(format!(
         "{SEED_MAGIC}\nepoch {}\nseed {}\n",
         seed.epoch(),
@@ -118,6 +193,12 @@ fn seed_text(seed: &EpochSeed, session: Option<&SessionSecret>) -> Zeroizing<Str
         text.push_str(&format!(
             "session {}\n",
             *Zeroizing::new(hex_of(s.as_bytes()))
+        ));
+    }
+    if let Some(i) = identity {
+        text.push_str(&format!(
+            "identity {}\n",
+            *Zeroizing::new(hex_of(i.as_bytes()))
         ));
     }
     text
@@ -223,7 +304,7 @@ mod tests {
         let path = d.join("node.key");
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         let session = SessionSecret::generate(&mut rng);
-        write_seed(&path, &EpochSeed::generate(&mut rng, 4), &session).unwrap();
+        write_seed(&path, &EpochSeed::generate(&mut rng, 4), &session, None).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = read_seed(&path).unwrap_err();
         assert!(e.contains("readable by others (mode 644)"), "{e}");
@@ -237,7 +318,8 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(2);
         let seed = EpochSeed::generate(&mut rng, 10);
         let session = SessionSecret::generate(&mut rng);
-        write_seed(&path, &seed, &session).unwrap();
+        let identity = IdentitySecret::generate(&mut rng);
+        write_seed(&path, &seed, &session, Some(&identity)).unwrap();
         let k12 = seed.secret_key(12).unwrap().public_key();
         assert_eq!(read_seed(&path).unwrap().epoch(), 10);
         let moved = ratchet(&path, 12).unwrap();
@@ -253,9 +335,31 @@ mod tests {
             Some(session.public()),
             "the session key is kept"
         );
+        assert_eq!(
+            read_node_identity(&path).unwrap().map(|k| k.public()),
+            Some(identity.public()),
+            "and the identity key"
+        );
         assert_eq!(mode(&path), 0o600);
         assert_eq!(ratchet(&path, 11).unwrap().epoch(), 12, "never backwards");
         assert!(!sibling(&path, ".next").exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn authority_keys_are_owner_only_and_round_trip() {
+        let d = dir("authority");
+        let path = d.join("authority.key");
+        let key = IdentitySecret::generate(&mut ChaCha20Rng::seed_from_u64(4));
+        write_identity_key(&path, &key).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(read_identity_key(&path).unwrap().public(), key.public());
+        assert!(write_identity_key(&path, &key).is_err(), "never replaced");
+        assert!(
+            read_seed(&path)
+                .unwrap_err()
+                .contains("not a node key file")
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -93,6 +93,11 @@ impl Trust {
         })
     }
 
+    /// How many authorities must have signed.
+    pub fn threshold(&self) -> usize {
+        self.threshold
+    }
+
     /// The authorities' keys.
     pub fn authorities(&self) -> &[IdentityPublic] {
         &self.authorities

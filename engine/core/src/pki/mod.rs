@@ -6,5 +6,6 @@
 
 pub mod authority;
 pub mod document;
+pub mod follower;
 pub mod key_upload;
 pub mod registry;

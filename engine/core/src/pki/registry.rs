@@ -79,6 +79,39 @@ pub fn parse_identity_key(field: &str, text: &str) -> Result<IdentityPublic, Top
     IdentityPublic::from_bytes(bytes).map_err(|e| err(field, e.to_string()))
 }
 
+/// The registry that lists `topology`'s network, nodes and clients, each node under its
+/// identity key from `identities` (nodes without one are left out): how a test network
+/// made from a topology registers everything at its authority.
+pub fn registry_toml(
+    topology: &crate::topology::Topology,
+    identities: &BTreeMap<Address, IdentityPublic>,
+) -> String {
+    use std::fmt::Write;
+    let text = topology.to_toml();
+    let nodes_at = text.find("\n[[nodes]]").unwrap_or(text.len());
+    let mut out = format!("{}\n", &text[..nodes_at]);
+    for n in &topology.nodes {
+        let Some(identity) = identities.get(&n.id) else {
+            continue;
+        };
+        let (role, layer) = match n.role {
+            Role::Mix { layer } => ("mix", format!("layer = {layer}\n")),
+            Role::Provider => ("provider", String::new()),
+        };
+        let _ = write!(
+            out,
+            "\n[[nodes]]\nid = {}\nrole = \"{role}\"\n{layer}address = \"{}\"\nidentity_key = \"{}\"\n",
+            n.id.0,
+            n.address,
+            hex::encode(identity.to_bytes())
+        );
+    }
+    if let Some(at) = text.find("\n[[clients]]") {
+        out.push_str(&text[at..]);
+    }
+    out
+}
+
 impl Registry {
     /// Parses and validates a registry file.
     pub fn from_toml(text: &str) -> Result<Self, TopologyError> {
@@ -163,27 +196,13 @@ pub(crate) mod tests {
         let topology =
             crate::topology::Topology::from_toml(&crate::topology::tests::sample()).unwrap();
         let mut rng = ChaCha20Rng::seed_from_u64(99);
-        let mut secrets = BTreeMap::new();
-        let text = topology.to_toml();
-        let network = &text[..text.find("\n[[nodes]]").unwrap()];
-        let mut out = format!("{network}\n");
-        for n in &topology.nodes {
-            let id = IdentitySecret::generate(&mut rng);
-            let (role, layer) = match n.role {
-                Role::Mix { layer } => ("mix", format!("layer = {layer}\n")),
-                Role::Provider => ("provider", String::new()),
-            };
-            out.push_str(&format!(
-                "\n[[nodes]]\nid = {}\nrole = \"{role}\"\n{layer}address = \"{}\"\nidentity_key = \"{}\"\n",
-                n.id.0,
-                n.address,
-                hex::encode(id.public().to_bytes())
-            ));
-            secrets.insert(n.id, id);
-        }
-        let clients = &text[text.find("\n[[clients]]").unwrap()..];
-        out.push_str(clients);
-        (out, secrets)
+        let secrets: BTreeMap<_, _> = topology
+            .nodes
+            .iter()
+            .map(|n| (n.id, IdentitySecret::generate(&mut rng)))
+            .collect();
+        let publics = secrets.iter().map(|(&id, k)| (id, k.public())).collect();
+        (registry_toml(&topology, &publics), secrets)
     }
 
     #[test]

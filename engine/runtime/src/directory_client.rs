@@ -1,0 +1,338 @@
+//! Talking to directory authorities over HTTP: fetching documents and uploading a node's
+//! keys, driving the core's [`Follower`] and [`KeyPublisher`]. Documents are verified by
+//! the follower whichever authority served them, so any authority (or a cache in front
+//! of one) can be asked; a refused document is logged and the next authority is tried.
+//!
+//! An authority answers:
+//! - `GET /schedule`: its network's epochs, `start_s length_s grace_s` (unsigned: a node
+//!   uses it only to choose which keys to upload before it holds a document);
+//! - `GET /document`: the current epoch's document; `GET /document/<epoch>`: that epoch's;
+//! - `POST /keys`: a signed key upload; 200 when taken, 400 with the reason when not.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use loopix_core::epoch::EpochSchedule;
+use loopix_core::pki::document::{MAX_DOCUMENT_BYTES, Trust, TrustError};
+use loopix_core::pki::follower::{Follower, KeyPublisher, Want};
+use loopix_core::topology::Topology;
+use loopix_crypto::IdentityPublic;
+
+use crate::clock::NetworkClock;
+
+pub const PATH_SCHEDULE: &str = "/schedule";
+pub const PATH_DOCUMENT: &str = "/document";
+pub const PATH_KEYS: &str = "/keys";
+
+/// How long one request may take in all.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How often the watch thread looks at what is due.
+const TICK: Duration = Duration::from_millis(100);
+
+/// One authority: where it answers and its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthorityAddress {
+    /// `host:port` of its HTTP server.
+    pub address: String,
+    pub key: IdentityPublic,
+}
+
+/// The authorities a node or client follows, and how many must sign.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectoryConfig {
+    pub authorities: Vec<AuthorityAddress>,
+    pub trust: Trust,
+    /// At start: how long to wait for a document that will do.
+    pub wait: Duration,
+}
+
+impl DirectoryConfig {
+    /// Follows `authorities`, trusting a document `threshold` of them signed.
+    pub fn new(authorities: Vec<AuthorityAddress>, threshold: usize) -> Result<Self, TrustError> {
+        let trust = Trust::new(authorities.iter().map(|a| a.key).collect(), threshold)?;
+        Ok(Self {
+            authorities,
+            trust,
+            wait: Duration::from_secs(600),
+        })
+    }
+}
+
+/// HTTP calls to the authorities.
+#[derive(Clone)]
+pub struct DirectoryClient {
+    agent: ureq::Agent,
+    config: DirectoryConfig,
+}
+
+impl DirectoryClient {
+    pub fn new(config: DirectoryConfig) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Self { agent, config }
+    }
+
+    pub fn config(&self) -> &DirectoryConfig {
+        &self.config
+    }
+
+    /// `GET path` from `authority`: the body of a 200 answer, at most `limit` bytes.
+    fn get(&self, authority: &str, path: &str, limit: usize) -> Result<Vec<u8>, String> {
+        let url = format!("http://{authority}{path}");
+        let mut answer = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = answer.status().as_u16();
+        let body = answer
+            .body_mut()
+            .with_config()
+            .limit(limit as u64)
+            .read_to_vec()
+            .map_err(|e| format!("{url}: {e}"))?;
+        if status != 200 {
+            return Err(format!(
+                "{url}: {status} {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)]).trim()
+            ));
+        }
+        Ok(body)
+    }
+
+    /// The network's epochs, from the first authority that answers.
+    pub fn schedule(&self) -> Result<EpochSchedule, String> {
+        let mut errors = Vec::new();
+        for a in &self.config.authorities {
+            match self
+                .get(&a.address, PATH_SCHEDULE, 256)
+                .and_then(|b| parse_schedule(&b))
+            {
+                Ok(s) => return Ok(s),
+                Err(e) => errors.push(e),
+            }
+        }
+        Err(errors.join("; "))
+    }
+
+    /// Sends a signed upload to every authority; Ok with how many took it if any did.
+    pub fn upload(&self, text: &str) -> Result<usize, String> {
+        let mut taken = 0;
+        let mut errors = Vec::new();
+        for a in &self.config.authorities {
+            let url = format!("http://{}{PATH_KEYS}", a.address);
+            match self.agent.post(&url).send(text.as_bytes()) {
+                Ok(answer) if answer.status().as_u16() == 200 => taken += 1,
+                Ok(mut answer) => {
+                    let why = answer
+                        .body_mut()
+                        .with_config()
+                        .limit(1024)
+                        .read_to_string()
+                        .unwrap_or_default();
+                    errors.push(format!("{url}: {} {}", answer.status(), why.trim()));
+                }
+                Err(e) => errors.push(format!("{url}: {e}")),
+            }
+        }
+        if taken > 0 {
+            Ok(taken)
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Fetches the document `want` names from each authority in turn until `follower`
+    /// takes one; returns whether one was taken.
+    pub fn fetch_into(&self, follower: &mut Follower, now_us: u64, want: Want) -> bool {
+        let path = match want {
+            Want::Current => PATH_DOCUMENT.to_string(),
+            Want::Epoch(e) => format!("{PATH_DOCUMENT}/{e}"),
+        };
+        for a in &self.config.authorities {
+            match self.get(&a.address, &path, MAX_DOCUMENT_BYTES) {
+                Ok(bytes) => match follower.handle_fetched(now_us, want, &bytes) {
+                    Ok(epoch) => {
+                        tracing::info!(authority = %a.address, epoch, "network document taken");
+                        return true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(authority = %a.address, error = %e, "network document refused")
+                    }
+                },
+                Err(e) => tracing::debug!(error = %e, "no network document"),
+            }
+        }
+        follower.handle_fetch_failed(now_us);
+        false
+    }
+}
+
+fn parse_schedule(bytes: &[u8]) -> Result<EpochSchedule, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "schedule: not UTF-8")?;
+    let n: Vec<u64> = text
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("schedule: not three numbers: {text:?}"))?;
+    let [start, length, grace] = n[..] else {
+        return Err(format!("schedule: not three numbers: {text:?}"));
+    };
+    const S: u64 = 1_000_000;
+    EpochSchedule::new(
+        start.saturating_mul(S),
+        length.saturating_mul(S),
+        grace.saturating_mul(S),
+    )
+    .map_err(|e| format!("schedule: {e:?}"))
+}
+
+/// The `GET /schedule` answer for `epochs`.
+pub fn schedule_text(epochs: &EpochSchedule) -> String {
+    const S: u64 = 1_000_000;
+    format!(
+        "{} {} {}\n",
+        epochs.start_us / S,
+        epochs.length_us / S,
+        epochs.grace_us / S
+    )
+}
+
+/// A follower (and, for a node, its key publisher) kept up to date with the authorities.
+pub struct DirectorySync {
+    client: DirectoryClient,
+    follower: Follower,
+    publisher: Option<KeyPublisher>,
+    clock: NetworkClock,
+}
+
+impl DirectorySync {
+    /// Follows `config`'s authorities; a node passes its publisher to upload its keys.
+    pub fn new(config: DirectoryConfig, publisher: Option<KeyPublisher>) -> Self {
+        Self {
+            follower: Follower::new(config.trust.clone()),
+            client: DirectoryClient::new(config),
+            publisher,
+            clock: NetworkClock::start(),
+        }
+    }
+
+    /// One round: uploads keys if due, fetches what is due; returns the topology to use
+    /// from now if it changed.
+    pub fn step(&mut self) -> Option<Topology> {
+        let now = self.clock.now_us();
+        if let Some(p) = &mut self.publisher
+            && let Some(upload) = p.poll_upload(now)
+        {
+            match self.client.upload(&upload) {
+                Ok(n) => {
+                    tracing::info!(authorities = n, "epoch keys uploaded");
+                    p.handle_uploaded(now, true);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "epoch keys not taken; trying again");
+                    p.handle_uploaded(now, false);
+                }
+            }
+        }
+        if let Some(want) = self.follower.poll_fetch(now) {
+            self.client.fetch_into(&mut self.follower, now, want);
+        }
+        let topology = self.follower.poll_topology(now)?;
+        if let Some(p) = &mut self.publisher {
+            p.set_schedule(topology.network.epochs);
+        }
+        Some(topology)
+    }
+
+    /// Runs rounds until a topology that `accept` takes arrives (a node waits for a
+    /// document that lists it), or `limit` passes.
+    pub fn wait_for(
+        &mut self,
+        limit: Duration,
+        accept: impl Fn(&Topology) -> Result<(), String>,
+    ) -> Result<Topology, String> {
+        let deadline = Instant::now() + limit;
+        let mut last = String::from("no authority answered");
+        loop {
+            if let Some(t) = self.step() {
+                match accept(&t) {
+                    Ok(()) => return Ok(t),
+                    Err(e) => {
+                        tracing::info!(problem = %e, "waiting for a document that will do");
+                        last = e;
+                        // Ask again for the current one after a pause.
+                        self.follower = Follower::new(self.client.config.trust.clone());
+                        self.follower.handle_fetch_failed(self.clock.now_us());
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no usable network document within {} s: {last}",
+                    limit.as_secs()
+                ));
+            }
+            std::thread::sleep(TICK);
+        }
+    }
+
+    /// Keeps following on a thread of its own, handing each new topology to
+    /// `on_topology`, until the returned watch is dropped.
+    pub fn spawn(
+        mut self,
+        mut on_topology: impl FnMut(Topology) + Send + 'static,
+    ) -> std::io::Result<DirectoryWatch> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("loopix-directory".into())
+            .spawn(move || {
+                while !flag.load(Ordering::SeqCst) {
+                    if let Some(t) = self.step() {
+                        on_topology(t);
+                    }
+                    std::thread::sleep(TICK);
+                }
+            })?;
+        Ok(DirectoryWatch {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A running [`DirectorySync::spawn`]; stops when dropped.
+pub struct DirectoryWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for DirectoryWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schedule_round_trips_and_garbage_is_refused() {
+        let s = EpochSchedule::new(7_000_000, 60_000_000, 5_000_000).unwrap();
+        assert_eq!(parse_schedule(schedule_text(&s).as_bytes()), Ok(s));
+        assert!(parse_schedule(b"1 2").is_err());
+        assert!(parse_schedule(b"0 60 40").is_err(), "grace too long");
+        assert!(parse_schedule(b"a b c").is_err());
+    }
+}
