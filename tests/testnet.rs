@@ -254,3 +254,58 @@ fn with_injected_loss_and_a_killed_mix_no_message_is_lost() {
         assert_eq!(node["restarts"].as_u64(), Some(restarts), "{node}");
     }
 }
+
+/// Nodes and clients get everything from `loopix directory`: no topology file exists;
+/// nodes upload their signed keys, every party follows the signed documents, and with
+/// 8 s epochs the run crosses at least two boundaries (each a new document and new keys
+/// for every hop), delivering every message exactly once. Mix loops, built from each
+/// mix's own document, keep working after the first document's keys run out.
+#[test]
+fn a_testnet_run_from_the_directory_crosses_epochs_and_delivers_everything_once() {
+    let _one = ONE_NETWORK.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(env!("CARGO_BIN_EXE_loopix"))
+        .args([
+            "testnet",
+            "--directory",
+            "--epoch-s",
+            "8",
+            "--duration-s",
+            "20",
+            "--drain-s",
+            "40",
+            "--json",
+        ])
+        .output()
+        .expect("loopix runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("summary JSON: {e}\nstderr:\n{stderr}"));
+    let n = |k: &str| v[k].as_u64().unwrap();
+    assert!(out.status.success(), "{v:#}\n{stderr}");
+    let dir = std::path::Path::new(v["dir"].as_str().unwrap());
+    assert!(
+        !dir.join("topology.toml").exists(),
+        "no topology file handed out"
+    );
+    assert!(n("sent_real") >= 20, "{v:#}");
+    assert_eq!(n("delivered_real"), n("sent_real"), "{v:#}");
+    assert_eq!(
+        (n("lost_real"), n("duplicates"), n("misdelivered")),
+        (0, 0, 0),
+        "{v:#}"
+    );
+    assert!(
+        n("documents_switched") >= 2,
+        "two boundaries crossed: {v:#}"
+    );
+    for node in v["nodes"].as_array().unwrap() {
+        assert!(node["exit_ok"].as_bool().unwrap(), "{node}");
+        assert!(node["document_epoch"].as_u64().unwrap() >= 2, "{node}");
+        assert_eq!(node["drops"], serde_json::json!({}), "{node}");
+        assert_eq!(node["loops_failed"].as_u64(), Some(0), "{node}");
+        if node["role"].as_str().unwrap().starts_with("mix") {
+            let back = node["loop_return_fraction"].as_f64().unwrap_or(0.0);
+            assert!(back >= 0.9, "{node}");
+        }
+    }
+}

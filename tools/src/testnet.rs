@@ -13,16 +13,20 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use loopix_core::acks::AckConfig;
 use loopix_core::client::{Client, ClientEvent};
+use loopix_core::pki::registry::registry_toml;
 use loopix_core::role::CoreConfig;
 use loopix_core::topology::{Role, Topology};
-use loopix_crypto::Address;
-use loopix_runtime::client_driver::{ClientOutput, RunningClient};
+use loopix_crypto::{Address, IdentitySecret};
+use loopix_runtime::client_driver::{ClientCommand, ClientOutput, RunningClient};
+use loopix_runtime::directory_client::{
+    AuthorityAddress, DirectoryConfig, DirectorySync, DirectoryWatch,
+};
 use loopix_sim::network::{NetworkSpec, generate_toml};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -103,6 +107,15 @@ pub struct TestnetArgs {
     /// recipient for an acknowledgement and is sent again until it comes (0: no acks).
     #[arg(long, default_value_t = DEFAULT_ACK_ATTEMPTS)]
     ack_attempts: u32,
+    /// Run a directory authority (`loopix directory serve`): every node uploads its keys
+    /// to it and takes each epoch's signed document from it, and so do the clients; no
+    /// topology file is handed out.
+    #[arg(long)]
+    directory: bool,
+    /// Key epoch length, s (the grace around a boundary is a third of it, at most 60 s):
+    /// short epochs show nodes and clients switching keys and documents as they run.
+    #[arg(long, default_value_t = 1200)]
+    epoch_s: u64,
 }
 
 /// Enough for 5 % loss on every link and a mix down for a minute (the simulation's test);
@@ -151,6 +164,10 @@ pub struct Summary {
     /// payload and drop slots, so the wire's rate is unchanged; this is how many of those
     /// slots a message used.
     pub packets_per_message: f64,
+    /// With `--directory`: network documents the clients took after the first (one at
+    /// each epoch boundary crossed).
+    pub documents_switched: u64,
+    pub epoch_s: u64,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -183,6 +200,11 @@ pub struct NodeSummary {
     /// Times it was killed and started again (`--kill-mix-after-s`); its counters are
     /// the last process's.
     pub restarts: u64,
+    /// With `--directory`: the epoch of the document it had in force at the end.
+    pub document_epoch: Option<u64>,
+    /// Mixes: loops that could not be built (no key published for an epoch a hop fell in:
+    /// a mix that kept an old document once its keys ran out).
+    pub loops_failed: u64,
 }
 
 /// Runs the network and prints the summary. Fails if any real message was lost or
@@ -195,6 +217,9 @@ pub fn run(args: &TestnetArgs) -> Result<(), String> {
         if Duration::try_from_secs_f64(s).is_err() {
             return Err(format!("{flag}: {s} is not a number of seconds"));
         }
+    }
+    if args.epoch_s == 0 {
+        return Err("--epoch-s: must be at least 1".into());
     }
     if !(0.0..1.0).contains(&args.link_loss) {
         return Err(format!("--link-loss: {} is not in [0, 1)", args.link_loss));
@@ -227,7 +252,10 @@ pub fn run(args: &TestnetArgs) -> Result<(), String> {
 
 struct Layout {
     dir: PathBuf,
+    /// The network as generated; with a directory, nodes and clients never read it.
     topology: Topology,
+    /// With `--directory`: the authority's address and key.
+    authority: Option<AuthorityAddress>,
     node_addrs: BTreeMap<Address, SocketAddr>,
     metrics: BTreeMap<Address, SocketAddr>,
     client_keys: BTreeMap<Address, loopix_crypto::SecretKey>,
@@ -236,7 +264,10 @@ struct Layout {
 fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String> {
     let layout = prepare(args)?;
     let mut nodes = Nodes::spawn(&layout)?;
-    nodes.wait_ready(&layout, Duration::from_secs(20))?;
+    // With a directory, a node binds once a document lists it: every node's upload and
+    // the authority's first document come first.
+    let ready_limit = if layout.authority.is_some() { 60 } else { 20 };
+    nodes.wait_ready(&layout, Duration::from_secs(ready_limit))?;
     progress(
         args,
         &format!(
@@ -245,7 +276,7 @@ fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String>
             layout.dir.display()
         ),
     );
-    let mut clients = start_clients(args, &layout)?;
+    let (mut clients, watch, switched) = start_clients(args, &layout)?;
     let mut traffic = Traffic::default();
     drive(args, &layout, &mut nodes, &mut clients, &mut traffic, stop);
     let node_stats = nodes.scrape(&layout);
@@ -264,8 +295,10 @@ fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String>
         c.stop();
         collect(c, &mut traffic);
     }
+    drop(watch);
     let exits = nodes.stop();
     let mut summary = traffic.summary(args, &layout, node_stats, exits);
+    summary.documents_switched = switched.load(Ordering::SeqCst);
     summary.client_timer_lag_max_ms = lag.0 as f64 / 1e3;
     summary.client_timers_late = lag.1;
     (summary.client_send_errors, summary.client_recv_errors) = socket_errors;
@@ -298,7 +331,9 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
         poll_rate_per_s: args.poll_rate_per_s,
         // Epoch 0 starts now; keys are published for every epoch the run can reach.
         epoch_start_s: (unix_ms() / 1000) as u64,
-        published_epochs: (args.duration_s / 1200.0) as u32 + 3,
+        epoch_s: args.epoch_s,
+        epoch_grace_s: testnet_grace_s(args.epoch_s),
+        published_epochs: ((args.duration_s + args.drain_s) / args.epoch_s as f64) as u32 + 3,
         ..NetworkSpec::default()
     };
     let node_count = (u64::from(args.layers) * u64::from(args.mixes_per_layer)
@@ -312,14 +347,24 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
         node_addrs[&id].to_string()
     });
     let topology = Topology::from_toml(&toml).map_err(|e| format!("generated topology: {e}"))?;
-    write(&dir.join("topology.toml"), &toml)?;
+    let mut identities = BTreeMap::new();
+    let authority = if args.directory {
+        Some(prepare_authority(&dir, &topology, &mut identities)?)
+    } else {
+        write(&dir.join("topology.toml"), &toml)?;
+        None
+    };
+    let topology_line = match &authority {
+        Some(_) => String::new(),
+        None => "topology = \"topology.toml\"\n".to_string(),
+    };
     let mut metrics = BTreeMap::new();
     for n in &topology.nodes {
         let seed = keys.nodes.remove(&n.id).ok_or("every node has a key")?;
         let session = keys.sessions.remove(&n.id).ok_or("every node has a key")?;
         let key_path = dir.join(format!("node-{}.key", n.id.0));
         let _ = std::fs::remove_file(&key_path);
-        loopix_runtime::key_file::write_seed(&key_path, &seed, &session, None)
+        loopix_runtime::key_file::write_seed(&key_path, &seed, &session, identities.get(&n.id))
             .map_err(|e| format!("{}: {e}", key_path.display()))?;
         let metrics_addr = free_tcp_port()?;
         metrics.insert(n.id, metrics_addr);
@@ -328,7 +373,7 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
             Role::Provider => (1, format!("inbox_path = \"node-{}.redb\"\n", n.id.0)),
         };
         let mut config = format!(
-            "topology = \"topology.toml\"\nid = {}\nkey_file = \"node-{}.key\"\nshards = {shards}\nmetrics = \"{metrics_addr}\"\ngrace_ms = 1000\n{extra}[limits]\npool_packets = 16384\nmax_packets_per_s = 500\nmax_socket_wait_ms = {TESTNET_MAX_SOCKET_WAIT_MS}\n",
+            "{topology_line}id = {}\nkey_file = \"node-{}.key\"\nshards = {shards}\nmetrics = \"{metrics_addr}\"\ngrace_ms = 1000\n{extra}[limits]\npool_packets = 16384\nmax_packets_per_s = 500\nmax_socket_wait_ms = {TESTNET_MAX_SOCKET_WAIT_MS}\n",
             n.id.0, n.id.0
         );
         if args.link_loss > 0.0 || args.link_delay_ms > 0 {
@@ -337,14 +382,59 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
                 args.link_loss, args.link_delay_ms
             );
         }
+        if let Some(a) = &authority {
+            config += &format!(
+                "\n[directory]\nauthorities = [{{ address = \"{}\", key = \"{}\" }}]\nwait_s = 60\n",
+                a.address,
+                hex::encode(a.key.to_bytes())
+            );
+        }
         write(&dir.join(format!("node-{}.toml", n.id.0)), &config)?;
     }
     Ok(Layout {
         dir,
         topology,
+        authority,
         node_addrs,
         metrics,
         client_keys: keys.clients,
+    })
+}
+
+/// A third of an epoch, at most the topology default (60 s): less than half, as a
+/// schedule needs, with room for the links and clocks of one machine.
+fn testnet_grace_s(epoch_s: u64) -> u64 {
+    (epoch_s / 3).min(60)
+}
+
+/// Makes the authority's key and registry (every node of `topology` under a new identity
+/// key, put in `identities` for the nodes' key files) in `dir/authority`.
+fn prepare_authority(
+    dir: &Path,
+    topology: &Topology,
+    identities: &mut BTreeMap<Address, IdentitySecret>,
+) -> Result<AuthorityAddress, String> {
+    let adir = dir.join("authority");
+    std::fs::create_dir_all(&adir).map_err(|e| format!("{}: {e}", adir.display()))?;
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut seed[..]).map_err(|e| e.to_string())?;
+    let key = IdentitySecret::from_bytes(*seed);
+    let key_path = adir.join("authority.key");
+    let _ = std::fs::remove_file(&key_path);
+    loopix_runtime::key_file::write_identity_key(&key_path, &key)
+        .map_err(|e| format!("{}: {e}", key_path.display()))?;
+    for n in &topology.nodes {
+        getrandom::fill(&mut seed[..]).map_err(|e| e.to_string())?;
+        identities.insert(n.id, IdentitySecret::from_bytes(*seed));
+    }
+    let publics = identities.iter().map(|(&id, k)| (id, k.public())).collect();
+    write(
+        &adir.join("registry.toml"),
+        &registry_toml(topology, &publics),
+    )?;
+    Ok(AuthorityAddress {
+        address: free_tcp_port()?.to_string(),
+        key: key.public(),
     })
 }
 
@@ -385,6 +475,8 @@ fn unix_ms() -> u128 {
 /// The node processes; stopped (SIGTERM, then SIGKILL) when dropped.
 struct Nodes {
     children: Vec<(Address, Child)>,
+    /// With `--directory`: the authority, stopped after the nodes.
+    authority: Option<Child>,
     /// Times each node was killed and started again.
     restarts: BTreeMap<Address, u64>,
 }
@@ -392,17 +484,24 @@ struct Nodes {
 /// Starts `loopix node` for node `id` of `layout`, its log appended to `node-<id>.log`; the
 /// child dies with this process.
 fn spawn_node(layout: &Layout, id: Address) -> Result<Child, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let config = layout.dir.join(format!("node-{}.toml", id.0));
+    spawn_loopix(
+        &["node".as_ref(), "--config".as_ref(), config.as_os_str()],
+        &layout.dir.join(format!("node-{}.log", id.0)),
+    )
+    .map_err(|e| format!("starting node {}: {e}", id.0))
+}
+
+/// Starts `loopix <args>`, its stderr appended to `log`; the child dies with this process.
+fn spawn_loopix(args: &[&std::ffi::OsStr], log: &Path) -> Result<Child, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(layout.dir.join(format!("node-{}.log", id.0)))
-        .map_err(|e| e.to_string())?;
+        .open(log)
+        .map_err(|e| format!("{}: {e}", log.display()))?;
     let mut cmd = Command::new(&exe);
-    cmd.arg("node")
-        .arg("--config")
-        .arg(&config)
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
@@ -413,16 +512,52 @@ fn spawn_node(layout: &Layout, id: Address) -> Result<Child, String> {
             Ok(())
         });
     }
-    cmd.spawn()
-        .map_err(|e| format!("starting node {}: {e}", id.0))
+    cmd.spawn().map_err(|e| e.to_string())
+}
+
+/// Starts the directory authority of `layout` and waits until it answers.
+fn spawn_authority(layout: &Layout, a: &AuthorityAddress) -> Result<Child, String> {
+    let adir = layout.dir.join("authority");
+    let mut child = spawn_loopix(
+        &[
+            "directory".as_ref(),
+            "serve".as_ref(),
+            "--dir".as_ref(),
+            adir.as_os_str(),
+            "--listen".as_ref(),
+            a.address.as_ref(),
+            "--bootstrap-wait-s".as_ref(),
+            "20".as_ref(),
+        ],
+        &layout.dir.join("authority.log"),
+    )
+    .map_err(|e| format!("starting the directory authority: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&a.address).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "the directory authority exited: {status}; see {}",
+                layout.dir.join("authority.log").display()
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err("the directory authority did not come up".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
 }
 
 impl Nodes {
     fn spawn(layout: &Layout) -> Result<Self, String> {
         let mut nodes = Self {
             children: Vec::new(),
+            authority: None,
             restarts: BTreeMap::new(),
         };
+        if let Some(a) = &layout.authority {
+            nodes.authority = Some(spawn_authority(layout, a)?);
+        }
         for id in layout.node_addrs.keys() {
             let child = spawn_node(layout, *id)?;
             nodes.children.push((*id, child));
@@ -528,6 +663,10 @@ impl Nodes {
             }
         }
         self.children.clear();
+        if let Some(mut a) = self.authority.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
         ok
     }
 }
@@ -553,6 +692,8 @@ fn fill_from_metrics(s: &mut NodeSummary, text: &str) {
             "loopix_loop_overhead_seconds_sum" => s.loop_overhead_s_sum = raw,
             "loopix_loop_overhead_seconds_count" => s.loops_back = value,
             "loopix_fault_drops_total" => s.fault_drops += value,
+            "loopix_document_epoch" => s.document_epoch = Some(value),
+            "loopix_loops_failed_total" => s.loops_failed += value,
             "loopix_loop_return_fraction" => {
                 s.loop_return_fraction = Some(s.loop_return_fraction.map_or(raw, |f| f.min(raw)));
             }
@@ -563,9 +704,23 @@ fn fill_from_metrics(s: &mut NodeSummary, text: &str) {
         (s.loops_back > 0).then(|| s.loop_overhead_s_sum * 1e3 / s.loops_back as f64);
 }
 
-fn start_clients(args: &TestnetArgs, layout: &Layout) -> Result<Vec<RunningClient>, String> {
+/// What [`start_clients`] started: the clients, and with a directory the thread that
+/// hands them each new document and how many it has handed over.
+type StartedClients = (Vec<RunningClient>, Option<DirectoryWatch>, Arc<AtomicU64>);
+
+fn start_clients(args: &TestnetArgs, layout: &Layout) -> Result<StartedClients, String> {
+    // With a directory, the clients build paths from its documents only.
+    let (topology, sync) = match &layout.authority {
+        Some(a) => {
+            let config = DirectoryConfig::new(vec![a.clone()], 1).map_err(|e| e.to_string())?;
+            let mut sync = DirectorySync::new(config, None);
+            let topology = sync.wait_for(Duration::from_secs(60), |_| Ok(()))?;
+            (topology, Some(sync))
+        }
+        None => (layout.topology.clone(), None),
+    };
     let mut out = Vec::new();
-    for (i, (id, key)) in layout.client_keys.iter().enumerate() {
+    for (id, key) in &layout.client_keys {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
         let config = CoreConfig {
@@ -575,13 +730,29 @@ fn start_clients(args: &TestnetArgs, layout: &Layout) -> Result<Vec<RunningClien
             },
             ..CoreConfig::client(*id, key.clone()).seeded(seed)
         };
-        let client = Client::new(&layout.topology, config).map_err(|e| e.to_string())?;
+        let client = Client::new(&topology, config).map_err(|e| e.to_string())?;
         let bind: SocketAddr = "127.0.0.1:0".parse().map_err(|_| "addr")?;
         let running = RunningClient::start(client, bind).map_err(|e| e.to_string())?;
         out.push(running);
-        let _ = (i, args);
     }
-    Ok(out)
+    let switched = Arc::new(AtomicU64::new(0));
+    let watch = match sync {
+        Some(sync) => {
+            let senders: Vec<_> = out.iter().map(RunningClient::command_sender).collect();
+            let count = Arc::clone(&switched);
+            let watch = sync
+                .spawn(move |t| {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    for tx in &senders {
+                        let _ = tx.send(ClientCommand::Topology(Box::new(t.clone())));
+                    }
+                })
+                .map_err(|e| format!("directory thread: {e}"))?;
+            Some(watch)
+        }
+        None => None,
+    };
+    Ok((out, watch, switched))
 }
 
 /// Real messages in flight and what became of them.
@@ -816,6 +987,8 @@ impl Traffic {
             } else {
                 (self.fragments_sent + self.acks_sent) as f64 / sent as f64
             },
+            documents_switched: 0,
+            epoch_s: args.epoch_s,
         }
     }
 }
@@ -864,6 +1037,12 @@ fn print_summary(s: &Summary) {
             "acks: {} messages acknowledged, {} given up; {} fragments sent again, {} acks sent; \
              {:.2} packets per message",
             s.acked_real, s.gave_up_real, s.retransmitted, s.acks_sent, s.packets_per_message
+        );
+    }
+    if let Some(epoch) = s.nodes.iter().filter_map(|n| n.document_epoch).min() {
+        println!(
+            "directory: clients took {} new documents ({} s epochs); every node at epoch {epoch} or later",
+            s.documents_switched, s.epoch_s
         );
     }
     if s.in_flight_real + s.unsent_real > 0 {

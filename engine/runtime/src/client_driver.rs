@@ -148,12 +148,10 @@ impl RunningClient {
         });
     }
 
-    /// Builds paths from `topology` from now on; a refusal arrives on `output` as
-    /// [`ClientOutput::TopologyRefused`].
-    pub fn set_topology(&self, topology: loopix_core::topology::Topology) {
-        let _ = self
-            .commands
-            .send(ClientCommand::Topology(Box::new(topology)));
+    /// Where commands to this client go, for a thread that is not its owner's (one that
+    /// follows the directory, say).
+    pub fn command_sender(&self) -> Sender<ClientCommand> {
+        self.commands.clone()
     }
 
     /// How late its timers have fired so far: (the most, µs; how many beyond [`LATE`]).
