@@ -7,25 +7,38 @@ use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use loopix_core::acks::AckConfig;
 use loopix_core::client::{Client, ClientEvent};
+use loopix_core::pki::registry::parse_identity_key;
 use loopix_core::role::CoreConfig;
 use loopix_core::topology::Topology;
 use loopix_crypto::Address;
-use loopix_runtime::client_driver::{ClientOutput, RunningClient};
+use loopix_runtime::client_driver::{ClientOutput, RunningClient, follow_directory};
+use loopix_runtime::directory_client::{AuthorityAddress, DirectoryConfig, DirectorySync};
 
 use loopix_runtime::key_file::read_client_key as read_secret;
 
 /// Options of `loopix client`.
 #[derive(Args, Debug)]
 pub struct ClientArgs {
-    /// The network's topology file.
-    #[arg(long)]
-    topology: PathBuf,
+    /// The network's topology file (or follow directory authorities: `--authority`).
+    #[arg(
+        long,
+        required_unless_present = "authorities",
+        conflicts_with = "authorities"
+    )]
+    topology: Option<PathBuf>,
+    /// A directory authority to take the network's signed documents from, as
+    /// `<its key, 64 hex digits>@<host:port>` (repeat for several).
+    #[arg(long = "authority")]
+    authorities: Vec<String>,
+    /// How many of the `--authority` keys must have signed a document.
+    #[arg(long, default_value_t = 1)]
+    threshold: usize,
     /// A client id from the topology (repeat for several clients).
     #[arg(long = "id", required = true)]
     ids: Vec<u64>,
@@ -75,10 +88,21 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
     if args.ids.len() != args.keys.len() {
         return Err("give one --key per --id".into());
     }
-    let text = std::fs::read_to_string(&args.topology)
-        .map_err(|e| format!("{}: {e}", args.topology.display()))?;
-    let topology =
-        Topology::from_toml(&text).map_err(|e| format!("{}: {e}", args.topology.display()))?;
+    let (topology, sync) = match &args.topology {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let topology =
+                Topology::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            (topology, None)
+        }
+        None => {
+            let config = directory_config(&args.authorities, args.threshold)?;
+            let mut sync = DirectorySync::new(config.clone(), None);
+            let topology = sync.wait_for(config.wait, |_| Ok(()))?;
+            (topology, Some(sync))
+        }
+    };
     let run_for = args
         .duration_s
         .map(|s| {
@@ -96,6 +120,10 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
         return Err(format!("--send-to {to}: not a client of the topology"));
     }
     let mut clients = start(args, &topology)?;
+    let _watch = sync
+        .map(|sync| follow_directory(sync, &clients, Arc::new(AtomicU64::new(0))))
+        .transpose()
+        .map_err(|e| format!("directory thread: {e}"))?;
     let mut to_send = args.messages.clone();
     if args.stdin {
         to_send.extend(std::io::stdin().lock().lines().map_while(Result::ok));
@@ -226,6 +254,24 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
     } else {
         Err(format!("not sent: {}", unsent.join("; ")))
     }
+}
+
+/// `--authority KEY@HOST:PORT` flags as a directory to follow.
+fn directory_config(authorities: &[String], threshold: usize) -> Result<DirectoryConfig, String> {
+    let list = authorities
+        .iter()
+        .map(|a| {
+            let (key, address) = a
+                .split_once('@')
+                .ok_or_else(|| format!("--authority {a}: expected <key>@<host:port>"))?;
+            let key = parse_identity_key("--authority", key).map_err(|e| e.to_string())?;
+            Ok(AuthorityAddress {
+                address: address.to_string(),
+                key,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    DirectoryConfig::new(list, threshold).map_err(|e| format!("--threshold: {e}"))
 }
 
 fn start(args: &ClientArgs, topology: &Topology) -> Result<Vec<RunningClient>, String> {

@@ -343,7 +343,21 @@ fn join_directory(
              make a new key file with `loopix keygen --epochs N --out F` and register its \
              identity_key",
         )?;
-    let schedule = DirectoryClient::new(directory.clone()).schedule()?;
+    // The authorities may start after the node: ask until the wait is over.
+    let deadline = std::time::Instant::now() + directory.wait;
+    let client = DirectoryClient::new(directory.clone());
+    let schedule = loop {
+        match client.schedule() {
+            Ok(s) => break s,
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(format!("no authority answered: {e}"));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no authority answered yet");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    };
     let session_public = session.public();
     let publisher = KeyPublisher::new(id, identity, session_public, seed, schedule);
     let mut sync = DirectorySync::new(directory.clone(), Some(publisher));

@@ -23,7 +23,7 @@ use loopix_core::pki::registry::registry_toml;
 use loopix_core::role::CoreConfig;
 use loopix_core::topology::{Role, Topology};
 use loopix_crypto::{Address, IdentitySecret};
-use loopix_runtime::client_driver::{ClientCommand, ClientOutput, RunningClient};
+use loopix_runtime::client_driver::{ClientOutput, RunningClient, follow_directory};
 use loopix_runtime::directory_client::{
     AuthorityAddress, DirectoryConfig, DirectorySync, DirectoryWatch,
 };
@@ -736,22 +736,10 @@ fn start_clients(args: &TestnetArgs, layout: &Layout) -> Result<StartedClients, 
         out.push(running);
     }
     let switched = Arc::new(AtomicU64::new(0));
-    let watch = match sync {
-        Some(sync) => {
-            let senders: Vec<_> = out.iter().map(RunningClient::command_sender).collect();
-            let count = Arc::clone(&switched);
-            let watch = sync
-                .spawn(move |t| {
-                    count.fetch_add(1, Ordering::SeqCst);
-                    for tx in &senders {
-                        let _ = tx.send(ClientCommand::Topology(Box::new(t.clone())));
-                    }
-                })
-                .map_err(|e| format!("directory thread: {e}"))?;
-            Some(watch)
-        }
-        None => None,
-    };
+    let watch = sync
+        .map(|sync| follow_directory(sync, &out, Arc::clone(&switched)))
+        .transpose()
+        .map_err(|e| format!("directory thread: {e}"))?;
     Ok((out, watch, switched))
 }
 

@@ -270,6 +270,22 @@ fn drive(
     let _ = output.send(ClientOutput::Stopped(client.stats()));
 }
 
+/// Hands every topology `sync` brings (one per epoch boundary) to each of `clients`,
+/// counting them in `taken`, on the sync's own thread until the watch is dropped.
+pub fn follow_directory(
+    sync: crate::directory_client::DirectorySync,
+    clients: &[RunningClient],
+    taken: Arc<AtomicU64>,
+) -> io::Result<crate::directory_client::DirectoryWatch> {
+    let senders: Vec<_> = clients.iter().map(RunningClient::command_sender).collect();
+    sync.spawn(move |topology| {
+        taken.fetch_add(1, Ordering::SeqCst);
+        for tx in &senders {
+            let _ = tx.send(ClientCommand::Topology(Box::new(topology.clone())));
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -149,8 +149,14 @@ impl DirectoryClient {
     }
 
     /// Fetches the document `want` names from each authority in turn until `follower`
-    /// takes one; returns whether one was taken.
-    pub fn fetch_into(&self, follower: &mut Follower, now_us: u64, want: Want) -> bool {
+    /// takes one; if none is taken, what went wrong with each.
+    pub fn fetch_into(
+        &self,
+        follower: &mut Follower,
+        now_us: u64,
+        want: Want,
+    ) -> Result<u64, String> {
+        let mut problems = Vec::new();
         let path = match want {
             Want::Current => PATH_DOCUMENT.to_string(),
             Want::Epoch(e) => format!("{PATH_DOCUMENT}/{e}"),
@@ -160,17 +166,21 @@ impl DirectoryClient {
                 Ok(bytes) => match follower.handle_fetched(now_us, want, &bytes) {
                     Ok(epoch) => {
                         tracing::info!(authority = %a.address, epoch, "network document taken");
-                        return true;
+                        return Ok(epoch);
                     }
                     Err(e) => {
-                        tracing::warn!(authority = %a.address, error = %e, "network document refused")
+                        tracing::warn!(authority = %a.address, error = %e, "network document refused");
+                        problems.push(format!("{}: document refused: {e}", a.address));
                     }
                 },
-                Err(e) => tracing::debug!(error = %e, "no network document"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no network document");
+                    problems.push(e);
+                }
             }
         }
         follower.handle_fetch_failed(now_us);
-        false
+        Err(problems.join("; "))
     }
 }
 
@@ -210,6 +220,8 @@ pub struct DirectorySync {
     follower: Follower,
     publisher: Option<KeyPublisher>,
     clock: NetworkClock,
+    /// What went wrong last (a fetch or an upload), for a caller that gives up waiting.
+    last_problem: Option<String>,
 }
 
 impl DirectorySync {
@@ -220,6 +232,7 @@ impl DirectorySync {
             client: DirectoryClient::new(config),
             publisher,
             clock: NetworkClock::start(),
+            last_problem: None,
         }
     }
 
@@ -238,11 +251,14 @@ impl DirectorySync {
                 Err(e) => {
                     tracing::warn!(error = %e, "epoch keys not taken; trying again");
                     p.handle_uploaded(now, false);
+                    self.last_problem = Some(format!("keys not taken: {e}"));
                 }
             }
         }
-        if let Some(want) = self.follower.poll_fetch(now) {
-            self.client.fetch_into(&mut self.follower, now, want);
+        if let Some(want) = self.follower.poll_fetch(now)
+            && let Err(e) = self.client.fetch_into(&mut self.follower, now, want)
+        {
+            self.last_problem = Some(e);
         }
         let topology = self.follower.poll_topology(now)?;
         if let Some(p) = &mut self.publisher {
@@ -259,14 +275,13 @@ impl DirectorySync {
         accept: impl Fn(&Topology) -> Result<(), String>,
     ) -> Result<Topology, String> {
         let deadline = Instant::now() + limit;
-        let mut last = String::from("no authority answered");
         loop {
             if let Some(t) = self.step() {
                 match accept(&t) {
                     Ok(()) => return Ok(t),
                     Err(e) => {
                         tracing::info!(problem = %e, "waiting for a document that will do");
-                        last = e;
+                        self.last_problem = Some(e);
                         // Ask again for the current one after a pause.
                         self.follower = Follower::new(self.client.config.trust.clone());
                         self.follower.handle_fetch_failed(self.clock.now_us());
@@ -274,6 +289,7 @@ impl DirectorySync {
                 }
             }
             if Instant::now() >= deadline {
+                let last = self.last_problem.as_deref().unwrap_or("no answer yet");
                 return Err(format!(
                     "no usable network document within {} s: {last}",
                     limit.as_secs()

@@ -1,0 +1,278 @@
+//! The directory authority as a real process: operators register nodes through the CLI,
+//! nodes' signed key uploads are taken over HTTP and forged, replayed or oversized ones
+//! refused, the published document verifies under the authority's key, and a node told
+//! to trust another key refuses the document with a clear error.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use loopix_core::pki::document::{Trust, verify};
+use loopix_core::pki::key_upload::{KeyUpload, MAX_UPLOAD_BYTES};
+use loopix_core::pki::registry::registry_toml;
+use loopix_core::topology::Topology;
+use loopix_crypto::{Address, IdentityPublic, IdentitySecret};
+use loopix_sim::network::{NetworkSpec, generate_toml};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+fn loopix(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_loopix"))
+        .args(args)
+        .output()
+        .expect("loopix runs")
+}
+
+/// One HTTP/1.1 request; returns the status and the body.
+fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("authority answers");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP answer");
+    let status = std::str::from_utf8(&raw[9..12]).unwrap().parse().unwrap();
+    (status, raw[split + 4..].to_vec())
+}
+
+struct Authority(Child);
+
+impl Drop for Authority {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> String {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
+fn serve(dir: &Path, listen: &str) -> Authority {
+    let child = Command::new(env!("CARGO_BIN_EXE_loopix"))
+        .args(["directory", "serve", "--dir"])
+        .arg(dir)
+        .args(["--listen", listen, "--bootstrap-wait-s", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("authority starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(listen).is_err() {
+        assert!(Instant::now() < deadline, "authority did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Authority(child)
+}
+
+#[test]
+fn uploads_are_checked_and_documents_verify_only_under_the_authoritys_key() {
+    let dir = std::env::temp_dir().join(format!("loopix-directory-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let adir = dir.join("authority");
+    // init: a key (mode 0600) and a registry skeleton.
+    let out = loopix(&["directory", "init", "--dir", adir.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let key_hex = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("authority key: "))
+        .expect("the key is printed")
+        .to_string();
+    // register-node refuses an invalid entry and leaves the registry as it was.
+    let before = std::fs::read_to_string(adir.join("registry.toml")).unwrap();
+    let bad = loopix(&[
+        "directory",
+        "register-node",
+        "--dir",
+        adir.to_str().unwrap(),
+        "--id",
+        "1",
+        "--role",
+        "mix",
+        "--layer",
+        "9",
+        "--address",
+        "127.0.0.1:1",
+        "--identity-key",
+        &key_hex,
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("nodes[0].layer"),
+        "{bad:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(adir.join("registry.toml")).unwrap(),
+        before
+    );
+
+    // A small network, registered whole (what register-node/-client append, at once).
+    let spec = NetworkSpec {
+        layers: 1,
+        mixes_per_layer: 1,
+        providers: 1,
+        clients: 2,
+        epoch_start_s: 0,
+        epoch_s: 1200,
+        epoch_grace_s: 60,
+        first_epoch: 0,
+        published_epochs: 1,
+        ..NetworkSpec::default()
+    };
+    let (toml, keys) = generate_toml(&spec, 7, |id| format!("127.0.0.1:{}", 30_000 + id.0));
+    let topology = Topology::from_toml(&toml).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let identities: BTreeMap<Address, IdentitySecret> = topology
+        .nodes
+        .iter()
+        .map(|n| (n.id, IdentitySecret::generate(&mut rng)))
+        .collect();
+    let publics: BTreeMap<Address, IdentityPublic> =
+        identities.iter().map(|(&id, k)| (id, k.public())).collect();
+    std::fs::write(
+        adir.join("registry.toml"),
+        registry_toml(&topology, &publics),
+    )
+    .unwrap();
+    let listen = free_port();
+    let _authority = serve(&adir, &listen);
+
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let epoch = now_s / 1200;
+    let upload = |id: Address, issued: u64, signer: &IdentitySecret| {
+        KeyUpload::from_seed(
+            id,
+            issued,
+            keys.sessions[&id].public(),
+            &keys.nodes[&id],
+            epoch,
+            3,
+        )
+        .sign(signer)
+    };
+    let mix = topology.nodes[0].id;
+    let provider = topology.nodes[1].id;
+    // Forged: the mix's keys signed by the provider's identity.
+    let (status, why) = http(
+        &listen,
+        "POST",
+        "/keys",
+        upload(mix, now_s, &identities[&provider]).as_bytes(),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        String::from_utf8_lossy(&why).contains("not signed by node"),
+        "{why:?}"
+    );
+    // Oversized.
+    let (status, _) = http(&listen, "POST", "/keys", &vec![b'k'; MAX_UPLOAD_BYTES + 10]);
+    assert_eq!(status, 400);
+    // Honest, then the same bytes again (a replay).
+    let honest = upload(mix, now_s, &identities[&mix]);
+    assert_eq!(http(&listen, "POST", "/keys", honest.as_bytes()).0, 200);
+    let (status, why) = http(&listen, "POST", "/keys", honest.as_bytes());
+    assert_eq!(status, 400);
+    assert!(
+        String::from_utf8_lossy(&why).contains("not after the upload held"),
+        "{why:?}"
+    );
+    // No document while the provider's keys are missing (the bootstrap wait is long).
+    assert_eq!(http(&listen, "GET", "/document", b"").0, 404);
+    assert_eq!(
+        http(
+            &listen,
+            "POST",
+            "/keys",
+            upload(provider, now_s, &identities[&provider]).as_bytes()
+        )
+        .0,
+        200
+    );
+    // Every node uploaded: the document is published at once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let document = loop {
+        let (status, body) = http(&listen, "GET", "/document", b"");
+        if status == 200 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "no document");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(&key_hex, &mut key).unwrap();
+    let authority_key = IdentityPublic::from_bytes(key).unwrap();
+    let now_us = now_s * 1_000_000;
+    let d = verify(
+        &document,
+        &Trust::new(vec![authority_key], 1).unwrap(),
+        Some(epoch),
+        now_us,
+    )
+    .expect("the document verifies under the printed key");
+    assert_eq!(d.topology.nodes.len(), 2);
+    assert_eq!(
+        d.topology.node(mix).unwrap().epoch_keys.get(epoch),
+        Some(keys.nodes[&mix].secret_key(epoch).unwrap().public_key())
+    );
+    assert_eq!(
+        http(&listen, "GET", &format!("/document/{epoch}"), b"").1,
+        document
+    );
+
+    // A node whose configuration trusts another authority key refuses the document.
+    let node_key = dir.join("node.key");
+    loopix_runtime::key_file::write_seed(
+        &node_key,
+        &keys.nodes[&mix],
+        &keys.sessions[&mix],
+        Some(&identities[&mix]),
+    )
+    .unwrap();
+    let check = |trusted: &str| {
+        let config = dir.join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "id = {}\nkey_file = \"node.key\"\nlisten = \"127.0.0.1:0\"\n\n[directory]\n\
+                 authorities = [{{ address = \"{listen}\", key = \"{trusted}\" }}]\nwait_s = 3\n",
+                mix.0
+            ),
+        )
+        .unwrap();
+        loopix(&["node", "--config", config.to_str().unwrap(), "--check"])
+    };
+    let stranger = hex::encode(IdentitySecret::generate(&mut rng).public().to_bytes());
+    let refused = check(&stranger);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("signed only by keys not trusted here"),
+        "{err}"
+    );
+    let taken = check(&key_hex);
+    assert!(taken.status.success(), "{taken:?}");
+    assert!(
+        String::from_utf8_lossy(&taken.stdout).contains("topology from the directory"),
+        "{taken:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
