@@ -10,6 +10,7 @@ mod logging;
 mod measure;
 mod metrics;
 mod metrics_client;
+mod netns;
 mod node;
 mod plot;
 mod sim_cli;

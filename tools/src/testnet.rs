@@ -93,10 +93,12 @@ pub struct TestnetArgs {
     #[arg(long)]
     json: bool,
     /// Fault injection: every node drops this share of the datagrams it sends (each
-    /// node's `[faults] drop_fraction`), as lossy links would.
+    /// node's `[faults] drop_fraction`), as lossy links would; with `--netns`, every
+    /// routed link drops it.
     #[arg(long, default_value_t = 0.0)]
     link_loss: f64,
-    /// Fault injection: every node holds each datagram it sends this much longer.
+    /// Fault injection: every node holds each datagram it sends this much longer; with
+    /// `--netns`, every routed link delays each packet this much.
     #[arg(long, default_value_t = 0)]
     link_delay_ms: u64,
     /// Chaos: this many seconds into the traffic, kill the first layer-1 mix (SIGKILL:
@@ -112,6 +114,11 @@ pub struct TestnetArgs {
     /// topology file is handed out.
     #[arg(long)]
     directory: bool,
+    /// Run every node, the directory authority and the clients in network namespaces of
+    /// their own (implies `--directory`), routed through a router namespace whose links
+    /// carry `--link-delay-ms` and `--link-loss`. Needs root, iproute2 and /dev/net/tun.
+    #[arg(long)]
+    netns: bool,
     /// Key epoch length, s (the grace around a boundary is a third of it, at most 60 s):
     /// short epochs show nodes and clients switching keys and documents as they run.
     #[arg(long, default_value_t = 1200)]
@@ -168,6 +175,23 @@ pub struct Summary {
     /// each epoch boundary crossed).
     pub documents_switched: u64,
     pub epoch_s: u64,
+    /// With `--netns`: what the links between the hosts did.
+    pub links: Option<LinksSummary>,
+}
+
+/// The routed links of `--netns`.
+#[derive(Serialize, Debug, Default)]
+pub struct LinksSummary {
+    pub delay_ms: u64,
+    pub loss: f64,
+    /// Packets carried, dropped on purpose, and dropped for a full delay line or refused.
+    pub forwarded: u64,
+    pub lost: u64,
+    pub overflow: u64,
+    pub write_errors: u64,
+    /// Links a mix loop crosses (every layer and a provider, and back): its overhead is at
+    /// least this many delays.
+    pub links_per_mix_loop: u64,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -256,13 +280,22 @@ struct Layout {
     topology: Topology,
     /// With `--directory`: the authority's address and key.
     authority: Option<AuthorityAddress>,
+    /// With `--netns`: each host's namespace, by name (`node-<id>`, `directory`).
+    hosts: BTreeMap<String, std::fs::File>,
+    /// Where clients bind.
+    client_bind: SocketAddr,
     node_addrs: BTreeMap<Address, SocketAddr>,
     metrics: BTreeMap<Address, SocketAddr>,
     client_keys: BTreeMap<Address, loopix_crypto::SecretKey>,
 }
 
 fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String> {
-    let layout = prepare(args)?;
+    let net = if args.netns {
+        Some(virtual_net(args)?)
+    } else {
+        None
+    };
+    let layout = prepare(args, net.as_ref())?;
     let mut nodes = Nodes::spawn(&layout)?;
     // With a directory, a node binds once a document lists it: every node's upload and
     // the authority's first document come first.
@@ -299,24 +332,44 @@ fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String>
     let exits = nodes.stop();
     let mut summary = traffic.summary(args, &layout, node_stats, exits);
     summary.documents_switched = switched.load(Ordering::SeqCst);
+    summary.links = net.as_ref().map(|n| LinksSummary {
+        delay_ms: args.link_delay_ms,
+        loss: args.link_loss,
+        forwarded: n.stats.forwarded.load(Ordering::Relaxed),
+        lost: n.stats.lost.load(Ordering::Relaxed),
+        overflow: n.stats.overflow.load(Ordering::Relaxed),
+        write_errors: n.stats.write_errors.load(Ordering::Relaxed),
+        links_per_mix_loop: u64::from(args.layers) + 1,
+    });
     summary.client_timer_lag_max_ms = lag.0 as f64 / 1e3;
     summary.client_timers_late = lag.1;
     (summary.client_send_errors, summary.client_recv_errors) = socket_errors;
     Ok(summary)
 }
 
-/// Picks free loopback ports, writes keys, topology and node configs.
-fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!(
-            "loopix-testnet-{}-{}",
-            std::process::id(),
-            unix_ms()
-        )),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let spec = NetworkSpec {
+/// The namespaces of `--netns`: a host for every node, the directory and the clients;
+/// this thread moves into the clients' host, so everything the testnet itself does (the
+/// clients, fetches, scrapes) crosses the routed links too.
+fn virtual_net(args: &TestnetArgs) -> Result<crate::netns::VirtualNet, String> {
+    let mut hosts = vec!["directory".to_string(), "clients".to_string()];
+    hosts.extend(
+        node_ids(&spec(args))
+            .iter()
+            .map(|id| format!("node-{}", id.0)),
+    );
+    let net = crate::netns::VirtualNet::create(
+        &hosts,
+        Duration::from_millis(args.link_delay_ms),
+        args.link_loss,
+    )?;
+    let clients = net.handle("clients")?;
+    crate::netns::enter(&clients).map_err(|e| format!("entering the clients' host: {e}"))?;
+    Ok(net)
+}
+
+/// The network the arguments describe.
+fn spec(args: &TestnetArgs) -> NetworkSpec {
+    NetworkSpec {
         layers: args.layers,
         mixes_per_layer: args.mixes_per_layer,
         providers: args.providers,
@@ -335,12 +388,40 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
         epoch_grace_s: testnet_grace_s(args.epoch_s),
         published_epochs: ((args.duration_s + args.drain_s) / args.epoch_s as f64) as u32 + 3,
         ..NetworkSpec::default()
+    }
+}
+
+/// Picks addresses (free loopback ports, or the hosts of `net`), writes keys, topology
+/// and node configs.
+fn prepare(args: &TestnetArgs, net: Option<&crate::netns::VirtualNet>) -> Result<Layout, String> {
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!(
+            "loopix-testnet-{}-{}",
+            std::process::id(),
+            unix_ms()
+        )),
     };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let spec = spec(args);
     let node_count = (u64::from(args.layers) * u64::from(args.mixes_per_layer)
         + u64::from(args.providers)) as usize;
-    let ports = free_udp_ports(node_count)?;
     let ids = node_ids(&spec);
-    let node_addrs: BTreeMap<Address, SocketAddr> = ids.iter().copied().zip(ports).collect();
+    let host = |id: Address| {
+        net.and_then(|n| n.addr(&format!("node-{}", id.0)))
+            .ok_or_else(|| format!("no host for node {}", id.0))
+    };
+    let node_addrs: BTreeMap<Address, SocketAddr> = match net {
+        None => ids
+            .iter()
+            .copied()
+            .zip(free_udp_ports(node_count)?)
+            .collect(),
+        Some(_) => ids
+            .iter()
+            .map(|&id| Ok((id, SocketAddr::new(host(id)?, 9000))))
+            .collect::<Result<_, String>>()?,
+    };
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
     let (toml, mut keys) = generate_toml(&spec, u64::from_le_bytes(seed), |id| {
@@ -348,8 +429,17 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
     });
     let topology = Topology::from_toml(&toml).map_err(|e| format!("generated topology: {e}"))?;
     let mut identities = BTreeMap::new();
-    let authority = if args.directory {
-        Some(prepare_authority(&dir, &topology, &mut identities)?)
+    let authority = if args.directory || net.is_some() {
+        let address = match net.and_then(|n| n.addr("directory")) {
+            Some(ip) => SocketAddr::new(ip, 8000),
+            None => free_tcp_port()?,
+        };
+        Some(prepare_authority(
+            &dir,
+            &topology,
+            &mut identities,
+            address,
+        )?)
     } else {
         write(&dir.join("topology.toml"), &toml)?;
         None
@@ -366,7 +456,10 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
         let _ = std::fs::remove_file(&key_path);
         loopix_runtime::key_file::write_seed(&key_path, &seed, &session, identities.get(&n.id))
             .map_err(|e| format!("{}: {e}", key_path.display()))?;
-        let metrics_addr = free_tcp_port()?;
+        let metrics_addr = match net {
+            Some(_) => SocketAddr::new(host(n.id)?, 9100),
+            None => free_tcp_port()?,
+        };
         metrics.insert(n.id, metrics_addr);
         let (shards, extra) = match n.role {
             Role::Mix { .. } => (args.shards, String::new()),
@@ -376,7 +469,8 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
             "{topology_line}id = {}\nkey_file = \"node-{}.key\"\nshards = {shards}\nmetrics = \"{metrics_addr}\"\ngrace_ms = 1000\n{extra}[limits]\npool_packets = 16384\nmax_packets_per_s = 500\nmax_socket_wait_ms = {TESTNET_MAX_SOCKET_WAIT_MS}\n",
             n.id.0, n.id.0
         );
-        if args.link_loss > 0.0 || args.link_delay_ms > 0 {
+        // With hosts, the links themselves are slow and lossy; on loopback the nodes are.
+        if net.is_none() && (args.link_loss > 0.0 || args.link_delay_ms > 0) {
             config += &format!(
                 "\n[faults]\ndrop_fraction = {}\nextra_delay_ms = {}\n",
                 args.link_loss, args.link_delay_ms
@@ -391,10 +485,25 @@ fn prepare(args: &TestnetArgs) -> Result<Layout, String> {
         }
         write(&dir.join(format!("node-{}.toml", n.id.0)), &config)?;
     }
+    let mut hosts = BTreeMap::new();
+    if let Some(net) = net {
+        for id in &ids {
+            let name = format!("node-{}", id.0);
+            hosts.insert(name.clone(), net.handle(&name)?);
+        }
+        hosts.insert("directory".into(), net.handle("directory")?);
+    }
+    let client_bind = if net.is_some() {
+        "0.0.0.0:0"
+    } else {
+        "127.0.0.1:0"
+    };
     Ok(Layout {
         dir,
         topology,
         authority,
+        hosts,
+        client_bind: client_bind.parse().map_err(|_| "client bind address")?,
         node_addrs,
         metrics,
         client_keys: keys.clients,
@@ -413,6 +522,7 @@ fn prepare_authority(
     dir: &Path,
     topology: &Topology,
     identities: &mut BTreeMap<Address, IdentitySecret>,
+    address: SocketAddr,
 ) -> Result<AuthorityAddress, String> {
     let adir = dir.join("authority");
     std::fs::create_dir_all(&adir).map_err(|e| format!("{}: {e}", adir.display()))?;
@@ -433,7 +543,7 @@ fn prepare_authority(
         &registry_toml(topology, &publics),
     )?;
     Ok(AuthorityAddress {
-        address: free_tcp_port()?.to_string(),
+        address: address.to_string(),
         key: key.public(),
     })
 }
@@ -488,12 +598,20 @@ fn spawn_node(layout: &Layout, id: Address) -> Result<Child, String> {
     spawn_loopix(
         &["node".as_ref(), "--config".as_ref(), config.as_os_str()],
         &layout.dir.join(format!("node-{}.log", id.0)),
+        layout.hosts.get(&format!("node-{}", id.0)),
     )
     .map_err(|e| format!("starting node {}: {e}", id.0))
 }
 
-/// Starts `loopix <args>`, its stderr appended to `log`; the child dies with this process.
-fn spawn_loopix(args: &[&std::ffi::OsStr], log: &Path) -> Result<Child, String> {
+/// Starts `loopix <args>`, its stderr appended to `log`, in the network namespace `host`
+/// opened if one is given; the child dies with this process.
+fn spawn_loopix(
+    args: &[&std::ffi::OsStr],
+    log: &Path,
+    host: Option<&std::fs::File>,
+) -> Result<Child, String> {
+    use std::os::fd::AsRawFd;
+    let host_fd = host.map(AsRawFd::as_raw_fd);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -505,10 +623,16 @@ fn spawn_loopix(args: &[&std::ffi::OsStr], log: &Path) -> Result<Child, String> 
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
-    // SAFETY: prctl is async-signal-safe; the child dies with this process.
+    // SAFETY: prctl and setns are async-signal-safe; the child dies with this process,
+    // and starts in its host's namespace (the fd stays open in the parent until then).
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            if let Some(fd) = host_fd
+                && libc::setns(fd, libc::CLONE_NEWNET) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
@@ -530,6 +654,7 @@ fn spawn_authority(layout: &Layout, a: &AuthorityAddress) -> Result<Child, Strin
             "20".as_ref(),
         ],
         &layout.dir.join("authority.log"),
+        layout.hosts.get("directory"),
     )
     .map_err(|e| format!("starting the directory authority: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -731,8 +856,8 @@ fn start_clients(args: &TestnetArgs, layout: &Layout) -> Result<StartedClients, 
             ..CoreConfig::client(*id, key.clone()).seeded(seed)
         };
         let client = Client::new(&topology, config).map_err(|e| e.to_string())?;
-        let bind: SocketAddr = "127.0.0.1:0".parse().map_err(|_| "addr")?;
-        let running = RunningClient::start(client, bind).map_err(|e| e.to_string())?;
+        let running =
+            RunningClient::start(client, layout.client_bind).map_err(|e| e.to_string())?;
         out.push(running);
     }
     let switched = Arc::new(AtomicU64::new(0));
@@ -977,6 +1102,7 @@ impl Traffic {
             },
             documents_switched: 0,
             epoch_s: args.epoch_s,
+            links: None,
         }
     }
 }
@@ -1031,6 +1157,16 @@ fn print_summary(s: &Summary) {
         println!(
             "directory: clients took {} new documents ({} s epochs); every node at epoch {epoch} or later",
             s.documents_switched, s.epoch_s
+        );
+    }
+    if let Some(l) = &s.links {
+        println!(
+            "links: {} ms, {:.1} % loss; {} packets carried, {} lost, {} overflowed",
+            l.delay_ms,
+            l.loss * 100.0,
+            l.forwarded,
+            l.lost,
+            l.overflow + l.write_errors
         );
     }
     if s.in_flight_real + s.unsent_real > 0 {
