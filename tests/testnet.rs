@@ -255,8 +255,9 @@ fn with_injected_loss_and_a_killed_mix_no_message_is_lost() {
     }
 }
 
-/// Nodes and clients get everything from `loopix directory`: no topology file exists;
-/// nodes upload their signed keys, every party follows the signed documents, and with
+/// Nodes and clients get everything from two `loopix directory` authorities and require
+/// both signatures on every document: no topology file exists; nodes upload their signed
+/// keys to both, each authority adds the other's signature, and with
 /// 8 s epochs the run crosses at least two boundaries (each a new document and new keys
 /// for every hop), delivering every message exactly once. Mix loops, built from each
 /// mix's own document, keep working after the first document's keys run out.
@@ -267,6 +268,8 @@ fn a_testnet_run_from_the_directory_crosses_epochs_and_delivers_everything_once(
         .args([
             "testnet",
             "--directory",
+            "--authorities",
+            "2",
             "--epoch-s",
             "8",
             "--duration-s",

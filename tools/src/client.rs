@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use loopix_core::acks::AckConfig;
 use loopix_core::client::{Client, ClientEvent};
-use loopix_core::pki::registry::parse_identity_key;
 use loopix_core::role::CoreConfig;
 use loopix_core::topology::Topology;
 use loopix_crypto::Address;
@@ -260,17 +259,8 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
 fn directory_config(authorities: &[String], threshold: usize) -> Result<DirectoryConfig, String> {
     let list = authorities
         .iter()
-        .map(|a| {
-            let (key, address) = a
-                .split_once('@')
-                .ok_or_else(|| format!("--authority {a}: expected <key>@<host:port>"))?;
-            let key = parse_identity_key("--authority", key).map_err(|e| e.to_string())?;
-            Ok(AuthorityAddress {
-                address: address.to_string(),
-                key,
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+        .map(|a| a.parse().map_err(|e| format!("--authority {e}")))
+        .collect::<Result<Vec<AuthorityAddress>, String>>()?;
     DirectoryConfig::new(list, threshold).map_err(|e| format!("--threshold: {e}"))
 }
 

@@ -23,7 +23,10 @@ use loopix_core::pki::key_upload::MAX_UPLOAD_BYTES;
 use loopix_core::pki::registry::{Registry, parse_identity_key};
 use loopix_crypto::{Address, IdentitySecret};
 use loopix_runtime::clock::NetworkClock;
-use loopix_runtime::directory_client::{PATH_DOCUMENT, PATH_KEYS, PATH_SCHEDULE, schedule_text};
+use loopix_runtime::directory_client::{
+    AuthorityAddress, DirectoryClient, DirectoryConfig, PATH_DOCUMENT, PATH_KEYS, PATH_SCHEDULE,
+    schedule_text,
+};
 use loopix_runtime::key_file::{read_identity_key, write_identity_key};
 
 /// Options of `loopix directory`.
@@ -97,6 +100,11 @@ pub struct ServeArgs {
     /// first document is published without the missing ones, s.
     #[arg(long, default_value_t = 30)]
     bootstrap_wait_s: u64,
+    /// Another authority of the network, `<its key>@<host:port>` (repeat for each): its
+    /// signatures of the same document are added to this one's, so readers can require
+    /// several.
+    #[arg(long = "peer")]
+    peers: Vec<String>,
 }
 
 const KEY_FILE: &str = "authority.key";
@@ -216,6 +224,11 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         },
     );
     restore(&mut authority, dir)?;
+    let peers = args
+        .peers
+        .iter()
+        .map(|p| p.parse().map_err(|e| format!("--peer {e}")))
+        .collect::<Result<Vec<AuthorityAddress>, String>>()?;
     let server =
         tiny_http::Server::http(args.listen).map_err(|e| format!("listen {}: {e}", args.listen))?;
     let local = server
@@ -230,6 +243,13 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let clock = NetworkClock::start();
     let authority = Arc::new(Mutex::new(authority));
     let in_flight = Arc::new(AtomicUsize::new(0));
+    if !peers.is_empty() {
+        let (authority, stop, dir) = (Arc::clone(&authority), Arc::clone(&stop), dir.clone());
+        std::thread::Builder::new()
+            .name("loopix-directory-peers".into())
+            .spawn(move || gather_signatures(&peers, &authority, &dir, clock, &stop))
+            .map_err(|e| format!("peer thread: {e}"))?;
+    }
     while !stop.load(Ordering::SeqCst) {
         publish_due(&authority, dir, clock.now_us());
         let request = match server.recv_timeout(Duration::from_millis(100)) {
@@ -265,6 +285,69 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     }
     tracing::info!("directory authority stopped");
     Ok(())
+}
+
+/// Once a second: for the current and the next epoch's documents, asks each peer whose
+/// signature ours lacks for its copy and adds its signature if it signed the same
+/// document (stored before it is served).
+fn gather_signatures(
+    peers: &[AuthorityAddress],
+    authority: &Mutex<Authority>,
+    dir: &Path,
+    clock: NetworkClock,
+    stop: &AtomicBool,
+) {
+    let keys: Vec<_> = peers.iter().map(|p| p.key).collect();
+    let Ok(config) = DirectoryConfig::new(peers.to_vec(), 1) else {
+        tracing::error!("--peer: the same authority twice");
+        return;
+    };
+    let client = DirectoryClient::new(config);
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = clock.now_us();
+        let current = match authority.lock() {
+            Ok(a) => a.schedule().epoch_at(now),
+            Err(_) => return,
+        };
+        for epoch in [current, current + 1] {
+            for peer in peers {
+                let lacking = authority.lock().ok().and_then(|a| {
+                    let doc = a.document(epoch)?;
+                    let line = format!("signature {}", hex::encode(peer.key.to_bytes()));
+                    (!doc.contains(&line)).then_some(())
+                });
+                if lacking.is_none() {
+                    continue;
+                }
+                let theirs = match client.document_from(peer, epoch) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::debug!(peer = %peer.address, epoch, error = %e, "no peer document");
+                        continue;
+                    }
+                };
+                let Ok(mut a) = authority.lock() else {
+                    return;
+                };
+                match a.merge_peer_document(epoch, &theirs, &keys) {
+                    Ok(Some(text)) => {
+                        let path = dir.join("documents").join(format!("{epoch}.txt"));
+                        match write_file(&path, text) {
+                            Ok(()) => {
+                                tracing::info!(peer = %peer.address, epoch, "peer's signature added")
+                            }
+                            Err(e) => tracing::error!(epoch, error = %e, "document not stored"),
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(peer = %peer.address, epoch, error = %e, "peer's document not merged")
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Loads the uploads and documents kept in `dir`.

@@ -119,6 +119,10 @@ pub struct TestnetArgs {
     /// carry `--link-delay-ms` and `--link-loss`. Needs root, iproute2 and /dev/net/tun.
     #[arg(long)]
     netns: bool,
+    /// Directory authorities (with `--directory` or `--netns`): each signs every document
+    /// and gathers the others' signatures, and nodes and clients require all of them.
+    #[arg(long, default_value_t = 1)]
+    authorities: usize,
     /// Key epoch length, s (the grace around a boundary is a third of it, at most 60 s):
     /// short epochs show nodes and clients switching keys and documents as they run.
     #[arg(long, default_value_t = 1200)]
@@ -245,6 +249,9 @@ pub fn run(args: &TestnetArgs) -> Result<(), String> {
     if args.epoch_s == 0 {
         return Err("--epoch-s: must be at least 1".into());
     }
+    if args.authorities == 0 {
+        return Err("--authorities: must be at least 1".into());
+    }
     if !(0.0..1.0).contains(&args.link_loss) {
         return Err(format!("--link-loss: {} is not in [0, 1)", args.link_loss));
     }
@@ -278,8 +285,8 @@ struct Layout {
     dir: PathBuf,
     /// The network as generated; with a directory, nodes and clients never read it.
     topology: Topology,
-    /// With `--directory`: the authority's address and key.
-    authority: Option<AuthorityAddress>,
+    /// With `--directory`: the authorities' addresses and keys (`authority-<i>/`).
+    authorities: Vec<AuthorityAddress>,
     /// With `--netns`: each host's namespace, by name (`node-<id>`, `directory`).
     hosts: BTreeMap<String, std::fs::File>,
     /// Where clients bind.
@@ -299,7 +306,11 @@ fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String>
     let mut nodes = Nodes::spawn(&layout)?;
     // With a directory, a node binds once a document lists it: every node's upload and
     // the authority's first document come first.
-    let ready_limit = if layout.authority.is_some() { 60 } else { 20 };
+    let ready_limit = if layout.authorities.is_empty() {
+        20
+    } else {
+        60
+    };
     nodes.wait_ready(&layout, Duration::from_secs(ready_limit))?;
     progress(
         args,
@@ -351,7 +362,10 @@ fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String>
 /// this thread moves into the clients' host, so everything the testnet itself does (the
 /// clients, fetches, scrapes) crosses the routed links too.
 fn virtual_net(args: &TestnetArgs) -> Result<crate::netns::VirtualNet, String> {
-    let mut hosts = vec!["directory".to_string(), "clients".to_string()];
+    let mut hosts: Vec<String> = (0..args.authorities)
+        .map(|i| format!("directory-{i}"))
+        .collect();
+    hosts.push("clients".into());
     hosts.extend(
         node_ids(&spec(args))
             .iter()
@@ -429,24 +443,33 @@ fn prepare(args: &TestnetArgs, net: Option<&crate::netns::VirtualNet>) -> Result
     });
     let topology = Topology::from_toml(&toml).map_err(|e| format!("generated topology: {e}"))?;
     let mut identities = BTreeMap::new();
-    let authority = if args.directory || net.is_some() {
-        let address = match net.and_then(|n| n.addr("directory")) {
-            Some(ip) => SocketAddr::new(ip, 8000),
-            None => free_tcp_port()?,
-        };
-        Some(prepare_authority(
-            &dir,
-            &topology,
-            &mut identities,
-            address,
-        )?)
+    let mut authorities = Vec::new();
+    if args.directory || net.is_some() {
+        for n in &topology.nodes {
+            let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+            getrandom::fill(&mut seed[..]).map_err(|e| e.to_string())?;
+            identities.insert(n.id, IdentitySecret::from_bytes(*seed));
+        }
+        let publics = identities.iter().map(|(&id, k)| (id, k.public())).collect();
+        let registry = registry_toml(&topology, &publics);
+        for i in 0..args.authorities {
+            let address = match net.and_then(|n| n.addr(&format!("directory-{i}"))) {
+                Some(ip) => SocketAddr::new(ip, 8000),
+                None => free_tcp_port()?,
+            };
+            authorities.push(prepare_authority(
+                &dir.join(format!("authority-{i}")),
+                &registry,
+                address,
+            )?);
+        }
     } else {
         write(&dir.join("topology.toml"), &toml)?;
-        None
-    };
-    let topology_line = match &authority {
-        Some(_) => String::new(),
-        None => "topology = \"topology.toml\"\n".to_string(),
+    }
+    let topology_line = if authorities.is_empty() {
+        "topology = \"topology.toml\"\n"
+    } else {
+        ""
     };
     let mut metrics = BTreeMap::new();
     for n in &topology.nodes {
@@ -476,11 +499,21 @@ fn prepare(args: &TestnetArgs, net: Option<&crate::netns::VirtualNet>) -> Result
                 args.link_loss, args.link_delay_ms
             );
         }
-        if let Some(a) = &authority {
+        if !authorities.is_empty() {
+            let list: Vec<String> = authorities
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{{ address = \"{}\", key = \"{}\" }}",
+                        a.address,
+                        hex::encode(a.key.to_bytes())
+                    )
+                })
+                .collect();
             config += &format!(
-                "\n[directory]\nauthorities = [{{ address = \"{}\", key = \"{}\" }}]\nwait_s = 60\n",
-                a.address,
-                hex::encode(a.key.to_bytes())
+                "\n[directory]\nauthorities = [{}]\nthreshold = {}\nwait_s = 60\n",
+                list.join(", "),
+                authorities.len()
             );
         }
         write(&dir.join(format!("node-{}.toml", n.id.0)), &config)?;
@@ -491,7 +524,10 @@ fn prepare(args: &TestnetArgs, net: Option<&crate::netns::VirtualNet>) -> Result
             let name = format!("node-{}", id.0);
             hosts.insert(name.clone(), net.handle(&name)?);
         }
-        hosts.insert("directory".into(), net.handle("directory")?);
+        for i in 0..authorities.len() {
+            let name = format!("directory-{i}");
+            hosts.insert(name.clone(), net.handle(&name)?);
+        }
     }
     let client_bind = if net.is_some() {
         "0.0.0.0:0"
@@ -501,7 +537,7 @@ fn prepare(args: &TestnetArgs, net: Option<&crate::netns::VirtualNet>) -> Result
     Ok(Layout {
         dir,
         topology,
-        authority,
+        authorities,
         hosts,
         client_bind: client_bind.parse().map_err(|_| "client bind address")?,
         node_addrs,
@@ -516,16 +552,14 @@ fn testnet_grace_s(epoch_s: u64) -> u64 {
     (epoch_s / 3).min(60)
 }
 
-/// Makes the authority's key and registry (every node of `topology` under a new identity
-/// key, put in `identities` for the nodes' key files) in `dir/authority`.
+/// Makes an authority's key and registry (`registry`, the same at every authority) in
+/// `adir`.
 fn prepare_authority(
-    dir: &Path,
-    topology: &Topology,
-    identities: &mut BTreeMap<Address, IdentitySecret>,
+    adir: &Path,
+    registry: &str,
     address: SocketAddr,
 ) -> Result<AuthorityAddress, String> {
-    let adir = dir.join("authority");
-    std::fs::create_dir_all(&adir).map_err(|e| format!("{}: {e}", adir.display()))?;
+    std::fs::create_dir_all(adir).map_err(|e| format!("{}: {e}", adir.display()))?;
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
     getrandom::fill(&mut seed[..]).map_err(|e| e.to_string())?;
     let key = IdentitySecret::from_bytes(*seed);
@@ -533,15 +567,7 @@ fn prepare_authority(
     let _ = std::fs::remove_file(&key_path);
     loopix_runtime::key_file::write_identity_key(&key_path, &key)
         .map_err(|e| format!("{}: {e}", key_path.display()))?;
-    for n in &topology.nodes {
-        getrandom::fill(&mut seed[..]).map_err(|e| e.to_string())?;
-        identities.insert(n.id, IdentitySecret::from_bytes(*seed));
-    }
-    let publics = identities.iter().map(|(&id, k)| (id, k.public())).collect();
-    write(
-        &adir.join("registry.toml"),
-        &registry_toml(topology, &publics),
-    )?;
+    write(&adir.join("registry.toml"), registry)?;
     Ok(AuthorityAddress {
         address: address.to_string(),
         key: key.public(),
@@ -585,8 +611,8 @@ fn unix_ms() -> u128 {
 /// The node processes; stopped (SIGTERM, then SIGKILL) when dropped.
 struct Nodes {
     children: Vec<(Address, Child)>,
-    /// With `--directory`: the authority, stopped after the nodes.
-    authority: Option<Child>,
+    /// With `--directory`: the authorities, stopped after the nodes.
+    authorities: Vec<Child>,
     /// Times each node was killed and started again.
     restarts: BTreeMap<Address, u64>,
 }
@@ -639,34 +665,45 @@ fn spawn_loopix(
     cmd.spawn().map_err(|e| e.to_string())
 }
 
-/// Starts the directory authority of `layout` and waits until it answers.
-fn spawn_authority(layout: &Layout, a: &AuthorityAddress) -> Result<Child, String> {
-    let adir = layout.dir.join("authority");
-    let mut child = spawn_loopix(
-        &[
-            "directory".as_ref(),
-            "serve".as_ref(),
-            "--dir".as_ref(),
-            adir.as_os_str(),
-            "--listen".as_ref(),
-            a.address.as_ref(),
-            "--bootstrap-wait-s".as_ref(),
-            "20".as_ref(),
-        ],
-        &layout.dir.join("authority.log"),
-        layout.hosts.get("directory"),
-    )
-    .map_err(|e| format!("starting the directory authority: {e}"))?;
+/// Starts directory authority `i` of `layout` (its peers: the others) and waits until it
+/// answers.
+fn spawn_authority(layout: &Layout, i: usize) -> Result<Child, String> {
+    let a = &layout.authorities[i];
+    let adir = layout.dir.join(format!("authority-{i}"));
+    let log = layout.dir.join(format!("authority-{i}.log"));
+    let peers: Vec<String> = layout
+        .authorities
+        .iter()
+        .enumerate()
+        .filter(|&(j, _)| j != i)
+        .map(|(_, p)| format!("{}@{}", hex::encode(p.key.to_bytes()), p.address))
+        .collect();
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "directory".as_ref(),
+        "serve".as_ref(),
+        "--dir".as_ref(),
+        adir.as_os_str(),
+        "--listen".as_ref(),
+        a.address.as_ref(),
+        "--bootstrap-wait-s".as_ref(),
+        "20".as_ref(),
+    ];
+    for p in &peers {
+        args.push("--peer".as_ref());
+        args.push(p.as_ref());
+    }
+    let mut child = spawn_loopix(&args, &log, layout.hosts.get(&format!("directory-{i}")))
+        .map_err(|e| format!("starting directory authority {i}: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(&a.address).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!(
-                "the directory authority exited: {status}; see {}",
-                layout.dir.join("authority.log").display()
+                "directory authority {i} exited: {status}; see {}",
+                log.display()
             ));
         }
         if Instant::now() > deadline {
-            return Err("the directory authority did not come up".into());
+            return Err(format!("directory authority {i} did not come up"));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -677,11 +714,11 @@ impl Nodes {
     fn spawn(layout: &Layout) -> Result<Self, String> {
         let mut nodes = Self {
             children: Vec::new(),
-            authority: None,
+            authorities: Vec::new(),
             restarts: BTreeMap::new(),
         };
-        if let Some(a) = &layout.authority {
-            nodes.authority = Some(spawn_authority(layout, a)?);
+        for i in 0..layout.authorities.len() {
+            nodes.authorities.push(spawn_authority(layout, i)?);
         }
         for id in layout.node_addrs.keys() {
             let child = spawn_node(layout, *id)?;
@@ -788,7 +825,7 @@ impl Nodes {
             }
         }
         self.children.clear();
-        if let Some(mut a) = self.authority.take() {
+        for mut a in self.authorities.drain(..) {
             let _ = a.kill();
             let _ = a.wait();
         }
@@ -835,14 +872,15 @@ type StartedClients = (Vec<RunningClient>, Option<DirectoryWatch>, Arc<AtomicU64
 
 fn start_clients(args: &TestnetArgs, layout: &Layout) -> Result<StartedClients, String> {
     // With a directory, the clients build paths from its documents only.
-    let (topology, sync) = match &layout.authority {
-        Some(a) => {
-            let config = DirectoryConfig::new(vec![a.clone()], 1).map_err(|e| e.to_string())?;
+    let (topology, sync) = match layout.authorities.len() {
+        0 => (layout.topology.clone(), None),
+        all => {
+            let config =
+                DirectoryConfig::new(layout.authorities.clone(), all).map_err(|e| e.to_string())?;
             let mut sync = DirectorySync::new(config, None);
             let topology = sync.wait_for(Duration::from_secs(60), |_| Ok(()))?;
             (topology, Some(sync))
         }
-        None => (layout.topology.clone(), None),
     };
     let mut out = Vec::new();
     for (id, key) in &layout.client_keys {

@@ -40,6 +40,23 @@ pub struct AuthorityAddress {
     pub key: IdentityPublic,
 }
 
+impl std::str::FromStr for AuthorityAddress {
+    type Err = String;
+
+    /// `<key, 64 hex digits>@<host:port>`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (key, address) = text
+            .split_once('@')
+            .ok_or_else(|| format!("{text}: expected <key>@<host:port>"))?;
+        let key = loopix_core::pki::registry::parse_identity_key("key", key)
+            .map_err(|e| format!("{text}: {e}"))?;
+        Ok(Self {
+            address: address.to_string(),
+            key,
+        })
+    }
+}
+
 /// The authorities a node or client follows, and how many must sign.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirectoryConfig {
@@ -104,6 +121,19 @@ impl DirectoryClient {
             ));
         }
         Ok(body)
+    }
+
+    /// The document of `epoch` as `authority` serves it (unverified: the caller checks).
+    pub fn document_from(
+        &self,
+        authority: &AuthorityAddress,
+        epoch: u64,
+    ) -> Result<Vec<u8>, String> {
+        self.get(
+            &authority.address,
+            &format!("{PATH_DOCUMENT}/{epoch}"),
+            MAX_DOCUMENT_BYTES,
+        )
     }
 
     /// The network's epochs, from the first authority that answers.

@@ -221,6 +221,26 @@ impl Authority {
         self.uploads.get(&node).map(|u| u.text.as_str())
     }
 
+    /// Adds the signatures of `peers` (other authorities) that `theirs`, their copy of
+    /// the document of `epoch`, carries and ours lacks; returns the document if it changed
+    /// (to store). Only the same document's signatures are taken.
+    pub fn merge_peer_document(
+        &mut self,
+        epoch: u64,
+        theirs: &[u8],
+        peers: &[loopix_crypto::IdentityPublic],
+    ) -> Result<Option<&str>, super::document::MergeError> {
+        let Some((ours, _)) = self.documents.get_mut(&epoch) else {
+            return Ok(None);
+        };
+        let (merged, added) = super::document::merge_signatures(ours, theirs, peers)?;
+        if added == 0 {
+            return Ok(None);
+        }
+        *ours = merged;
+        Ok(Some(ours.as_str()))
+    }
+
     /// The published document of `epoch`.
     pub fn document(&self, epoch: u64) -> Option<&str> {
         self.documents.get(&epoch).map(|(t, _)| t.as_str())

@@ -272,6 +272,54 @@ pub fn cosign(document: &[u8], key: &IdentitySecret) -> Result<String, DocumentE
     Ok(signed)
 }
 
+/// Why another authority's signatures could not be added to a document.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MergeError {
+    /// One of the two is not a document.
+    Document(DocumentError),
+    /// The other authority signed a different document (other nodes, keys or times):
+    /// their signatures do not count for this one.
+    Differs,
+}
+
+impl std::fmt::Display for MergeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Document(e) => e.fmt(f),
+            Self::Differs => f.write_str("the other authority signed a different document"),
+        }
+    }
+}
+
+/// Adds to `ours` the signatures in `theirs` (the same document as another authority
+/// serves it) made by one of `peers` that verify and that `ours` lacks; returns the
+/// document with them and how many were added. Signatures by anyone else are left out.
+pub fn merge_signatures(
+    ours: &str,
+    theirs: &[u8],
+    peers: &[IdentityPublic],
+) -> Result<(String, usize), MergeError> {
+    let mine = parse(ours.as_bytes()).map_err(MergeError::Document)?;
+    let other = parse(theirs).map_err(MergeError::Document)?;
+    if mine.signed != other.signed {
+        return Err(MergeError::Differs);
+    }
+    let mut text = ours.to_string();
+    let mut added = 0;
+    for (key, sig) in &other.signatures {
+        let have = mine.signatures.iter().any(|(k, _)| k == key);
+        if peers.contains(key) && !have && key.verify(LABEL, mine.signed, sig) {
+            text.push_str(&format!(
+                "signature {} {}\n",
+                hex::encode(key.to_bytes()),
+                hex::encode(sig)
+            ));
+            added += 1;
+        }
+    }
+    Ok((text, added))
+}
+
 /// What a document says, signatures not yet checked.
 struct Parsed<'a> {
     epoch: u64,
@@ -566,6 +614,48 @@ mod tests {
             cosign(two.as_bytes(), &k[2]).unwrap(),
             two,
             "signing twice adds nothing"
+        );
+    }
+
+    #[test]
+    fn peers_signatures_of_the_same_document_are_merged_and_no_others() {
+        let k = keys(3);
+        let ours = unsigned().sign(&k[0]);
+        let theirs = unsigned().sign(&k[1]);
+        let peers = [k[1].public()];
+        let (merged, added) = merge_signatures(&ours, theirs.as_bytes(), &peers).unwrap();
+        assert_eq!(added, 1);
+        let d = verify(merged.as_bytes(), &trust(&k[..2], 2), Some(7), 1500 * S).unwrap();
+        assert_eq!(d.signers.len(), 2);
+        // Merging again adds nothing.
+        assert_eq!(
+            merge_signatures(&merged, theirs.as_bytes(), &peers)
+                .unwrap()
+                .1,
+            0
+        );
+        // A signature by someone not a peer is left out.
+        let stranger = unsigned().sign(&k[2]);
+        assert_eq!(
+            merge_signatures(&ours, stranger.as_bytes(), &peers)
+                .unwrap()
+                .1,
+            0
+        );
+        // A peer's forged signature (bytes changed) is left out too.
+        let mut bent = theirs.clone().into_bytes();
+        let last = bent.len() - 2;
+        bent[last] = if bent[last] == b'0' { b'1' } else { b'0' };
+        assert_eq!(merge_signatures(&ours, &bent, &peers).unwrap().1, 0);
+        // Another document's signatures do not count for this one.
+        let other = Unsigned {
+            epoch: 8,
+            ..unsigned()
+        }
+        .sign(&k[1]);
+        assert_eq!(
+            merge_signatures(&ours, other.as_bytes(), &peers),
+            Err(MergeError::Differs)
         );
     }
 
