@@ -5,6 +5,8 @@
 //! links of 20 ms) plus little. Needs root, iproute2 and /dev/net/tun: without them the
 //! test says why and passes without running.
 
+mod common;
+
 use std::process::Command;
 
 /// Why namespaces cannot be made here, if they cannot.
@@ -51,18 +53,7 @@ fn a_network_across_namespaces_with_20_ms_links_delivers_everything_once() {
         .expect("loopix runs");
     let pid = child.id();
     let out = child.wait_with_output().expect("loopix ends");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("summary JSON: {e}\nstderr:\n{stderr}"));
-    let n = |k: &str| v[k].as_u64().unwrap();
-    assert!(out.status.success(), "{v:#}\n{stderr}");
-    assert!(n("sent_real") >= 20, "{v:#}");
-    assert_eq!(n("delivered_real"), n("sent_real"), "{v:#}");
-    assert_eq!(
-        (n("lost_real"), n("duplicates"), n("misdelivered")),
-        (0, 0, 0),
-        "{v:#}"
-    );
+    let (v, _) = common::delivered_once(&out, 20);
     let links = &v["links"];
     assert_eq!(links["delay_ms"].as_u64(), Some(20), "{v:#}");
     assert!(links["forwarded"].as_u64().unwrap() > 1000, "{links}");

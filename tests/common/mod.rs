@@ -203,3 +203,22 @@ pub fn stranger_handshake(
     stranger.write_initiation(now, rng, &mut handshake).unwrap();
     handshake
 }
+
+/// The summary a finished `loopix testnet --json` printed and its stderr, checked: the run
+/// succeeded, at least `min_sent` real messages were sent, and every one was delivered
+/// exactly once, none lost, none misdelivered. Panics with both otherwise.
+pub fn delivered_once(out: &std::process::Output, min_sent: u64) -> (serde_json::Value, String) {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("summary JSON: {e}\nstderr:\n{stderr}"));
+    let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v:#}"));
+    assert!(out.status.success(), "{v:#}\n{stderr}");
+    assert!(n("sent_real") >= min_sent, "{} sent: {v:#}", n("sent_real"));
+    assert_eq!(n("delivered_real"), n("sent_real"), "{v:#}");
+    assert_eq!(
+        (n("lost_real"), n("duplicates"), n("misdelivered")),
+        (0, 0, 0),
+        "{v:#}"
+    );
+    (v, stderr)
+}

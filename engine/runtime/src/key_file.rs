@@ -124,26 +124,23 @@ fn read_node_keys(path: &Path) -> Result<NodeKeys, String> {
         .and_then(|l| l.strip_prefix("seed "))
         .and_then(|s| parse_hex32(s.trim()))
         .ok_or_else(|| at(path, "third line must be `seed <64 hex digits>`"))?;
-    let session = match lines.next().filter(|l| !l.is_empty()) {
-        None => None,
-        Some(l) => {
-            let bytes = l
-                .strip_prefix("session ")
-                .and_then(|s| parse_hex32(s.trim()))
-                .ok_or_else(|| at(path, "fourth line must be `session <64 hex digits>`"))?;
-            Some(SessionSecret::from_bytes(*bytes))
-        }
+    // Later lines are optional (files from before they existed), in this order.
+    let mut optional = |which: &str, name: &str| match lines.next().filter(|l| !l.is_empty()) {
+        None => Ok(None),
+        Some(l) => l
+            .strip_prefix(name)
+            .and_then(|s| s.strip_prefix(' '))
+            .and_then(|s| parse_hex32(s.trim()))
+            .map(Some)
+            .ok_or_else(|| {
+                at(
+                    path,
+                    &format!("{which} line must be `{name} <64 hex digits>`"),
+                )
+            }),
     };
-    let identity = match lines.next().filter(|l| !l.is_empty()) {
-        None => None,
-        Some(l) => {
-            let bytes = l
-                .strip_prefix("identity ")
-                .and_then(|s| parse_hex32(s.trim()))
-                .ok_or_else(|| at(path, "fifth line must be `identity <64 hex digits>`"))?;
-            Some(IdentitySecret::from_bytes(*bytes))
-        }
-    };
+    let session = optional("fourth", "session")?.map(|b| SessionSecret::from_bytes(*b));
+    let identity = optional("fifth", "identity")?.map(|b| IdentitySecret::from_bytes(*b));
     Ok(NodeKeys {
         seed: EpochSeed::from_bytes(epoch, *seed),
         session,

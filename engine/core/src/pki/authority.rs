@@ -137,8 +137,8 @@ impl Authority {
         self.registry.network.epochs
     }
 
-    /// Takes a node's key upload at `now_us` (unix µs); returns the node it is from.
-    pub fn handle_upload(&mut self, now_us: u64, bytes: &[u8]) -> Result<Address, UploadError> {
+    /// An upload read and checked to be signed by its registered node.
+    fn registered_upload(&self, bytes: &[u8]) -> Result<SignedUpload, UploadError> {
         let signed = SignedUpload::parse(bytes).map_err(UploadError::Format)?;
         let node = signed.upload.node;
         let registered = self
@@ -148,6 +148,13 @@ impl Authority {
         if !signed.signed_by(&registered.identity) {
             return Err(UploadError::BadSignature(node));
         }
+        Ok(signed)
+    }
+
+    /// Takes a node's key upload at `now_us` (unix µs); returns the node it is from.
+    pub fn handle_upload(&mut self, now_us: u64, bytes: &[u8]) -> Result<Address, UploadError> {
+        let signed = self.registered_upload(bytes)?;
+        let node = signed.upload.node;
         let now_s = now_us / 1_000_000;
         let issued_s = signed.upload.issued_s;
         if issued_s > now_s + MAX_CLOCK_AHEAD_S {
@@ -193,15 +200,8 @@ impl Authority {
     /// Takes back an upload stored earlier (at start): checked again for its signature,
     /// not for its age.
     pub fn restore_upload(&mut self, bytes: &[u8]) -> Result<Address, UploadError> {
-        let signed = SignedUpload::parse(bytes).map_err(UploadError::Format)?;
+        let signed = self.registered_upload(bytes)?;
         let node = signed.upload.node;
-        let registered = self
-            .registry
-            .node(node)
-            .ok_or(UploadError::UnknownNode(node))?;
-        if !signed.signed_by(&registered.identity) {
-            return Err(UploadError::BadSignature(node));
-        }
         self.uploads.insert(node, signed);
         Ok(node)
     }
