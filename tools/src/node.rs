@@ -397,6 +397,17 @@ fn apply_document(
         node: me,
         ..cfg.clone()
     };
+    // The network's parameters (epochs, packet size, layers, rates) are fixed for a run:
+    // filters, wheels and links were sized for them.
+    let changed = cfg.needs_restart(&fresh);
+    if !changed.is_empty() {
+        tracing::error!(
+            epoch,
+            changed = %changed.join(", "),
+            "the new document changes the network's parameters, which needs a restart; keeping the old"
+        );
+        return None;
+    }
     let checked = read_seed(&cfg.key_file).and_then(|seed| {
         fresh
             .check_keys(&seed, now_us)
