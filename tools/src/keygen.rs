@@ -6,7 +6,8 @@
 //! - `loopix keygen --epochs N --out node.key [--first-epoch E]` writes a node's epoch
 //!   seed (see `loopix_crypto::EpochSeed`) and a session key, and prints the
 //!   `first_epoch`, `epoch_keys` and `session_key` lines that publish its public keys for
-//!   epochs E..E+N in the topology's `[[nodes]]` entry, and the `identity_key` an
+//!   epochs E..E+N in the topology's `[[nodes]]` entry, and, as a comment (the lines
+//!   paste into a topology as they are), the `identity_key` an
 //!   authority's registry lists for it (Ed25519: its uploads to the directory are signed
 //!   with it). E defaults to the current epoch of `--epoch-s`/`--epoch-start` (the
 //!   topology defaults) on this machine's clock.
@@ -82,7 +83,7 @@ pub fn run(args: &KeygenArgs) -> Result<(), String> {
         }
         if let Some(identity) = read_node_identity(path)? {
             println!(
-                "# for a directory registry:\nidentity_key = \"{}\"",
+                "# identity_key = \"{}\"  (its directory registry entry; a comment in a topology)",
                 hex::encode(identity.public().to_bytes())
             );
         }
@@ -100,7 +101,7 @@ pub fn run(args: &KeygenArgs) -> Result<(), String> {
             print!("{}", epoch_keys_toml(&seed, first, n));
             println!("session_key = \"{}\"", hex::encode(session.public().0));
             println!(
-                "# for a directory registry:\nidentity_key = \"{}\"",
+                "# identity_key = \"{}\"  (its directory registry entry; a comment in a topology)",
                 hex::encode(identity.public().to_bytes())
             );
         }

@@ -111,6 +111,28 @@ fn keygen_writes_an_owner_only_key_and_prints_the_public_keys() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A node's key file holds its identity key (mode 0600), and keygen prints the public
+/// half for the directory registry as a comment, so its other lines still paste into a
+/// topology as they are.
+#[test]
+fn node_keygen_prints_the_identity_key_for_the_registry() {
+    let dir = scratch("keygen-identity");
+    let key = dir.join("node.key");
+    let out = loopix(&["keygen", "--epochs", "2", "--out", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let lines = String::from_utf8(out.stdout).unwrap();
+    let printed = lines
+        .lines()
+        .find_map(|l| l.strip_prefix("# identity_key = \""))
+        .and_then(|l| l.split('"').next())
+        .unwrap_or_else(|| panic!("no identity_key comment: {lines}"));
+    let identity = loopix_runtime::key_file::read_node_identity(&key)
+        .unwrap()
+        .expect("an identity key");
+    assert_eq!(printed, hex::encode(identity.public().to_bytes()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// `loopix node --check` on a config file holding `text`.
 fn node_check(dir: &std::path::Path, text: &str) -> std::process::Output {
     let path = dir.join("node.toml");
