@@ -40,6 +40,7 @@ pub mod epoch_seed;
 pub mod identity_key;
 pub mod key_phase;
 pub mod keys;
+pub mod lanes;
 pub mod link_key;
 pub mod lioness;
 pub mod params;
