@@ -6,6 +6,7 @@
 use core::fmt;
 
 use ctr::cipher::StreamCipher;
+use curve25519_dalek::constants::RISTRETTO_BASEPOINT_COMPRESSED;
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::Identity;
@@ -15,6 +16,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::command::{Command, MalformedCommand};
 use crate::key_phase::KeyPhase;
 use crate::keys::{HopKeys, ReplayTag, SecretKey};
+use crate::lanes::{Kernel, LANES, LANES_FROM, Points8};
 use crate::lioness;
 use crate::params::{
     ALPHA_LEN, BETA_LEN, COMMAND_LEN, HEADER_LEN, MAC_LEN, PAYLOAD_TAG_LEN, Params, ROUTING_LEN,
@@ -78,6 +80,8 @@ pub struct Processor {
     /// `key` / 2, for the batched path.
     halved: SecretKey,
     params: Params,
+    /// Whether batches go through the lane kernel ([`crate::lanes`]).
+    kernel: Kernel,
 }
 
 /// Packets per batched compression: the size of the stack arrays of one chunk.
@@ -103,7 +107,20 @@ impl Processor {
             key,
             halved,
             params,
+            kernel: Kernel::detect(),
         }
+    }
+
+    /// The same processor with batches on `kernel` (the portable one, to compare; a kernel
+    /// this CPU does not run falls back to it).
+    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
+    /// The kernel batches run on.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
     /// The network parameters this processor expects.
@@ -142,6 +159,17 @@ impl Processor {
         &self,
         packet: &'a mut [u8],
     ) -> Result<(&'a mut [u8; HEADER_LEN], &'a mut [u8], RistrettoPoint), ProcessError> {
+        let (header, body, encoded) = self.open_encoded(packet)?;
+        let alpha = decompress(&encoded).ok_or(ProcessError::InvalidGroupElement)?;
+        Ok((header, body, alpha))
+    }
+
+    /// [`Self::open`] without decoding α: its bytes, key phase bit cleared.
+    #[allow(clippy::type_complexity)]
+    fn open_encoded<'a>(
+        &self,
+        packet: &'a mut [u8],
+    ) -> Result<(&'a mut [u8; HEADER_LEN], &'a mut [u8], [u8; ALPHA_LEN]), ProcessError> {
         let expected = self.params.packet_len();
         let got = packet.len();
         let (header, body) = match packet.split_first_chunk_mut::<HEADER_LEN>() {
@@ -150,8 +178,68 @@ impl Processor {
         };
         let mut encoded = alpha_of(header);
         KeyPhase::clear(&mut encoded);
-        let alpha = decompress(&encoded).ok_or(ProcessError::InvalidGroupElement)?;
-        Ok((header, body, alpha))
+        Ok((header, body, encoded))
+    }
+
+    /// Up to [`LANES`] packets through the lane kernel: every α decoded once in its lane,
+    /// the shared secrets `key·α` in one run, and the re-blinded `b·α` in another. Lanes
+    /// without a packet carry the base point and are ignored.
+    fn process_lanes<B: AsMut<[u8]>>(
+        &self,
+        packets: &mut [B],
+        results: &mut [Result<Processed, ProcessError>],
+        is_replay: &mut impl FnMut(&ReplayTag) -> bool,
+    ) {
+        let filler = RISTRETTO_BASEPOINT_COMPRESSED.to_bytes();
+        let mut encoded = [filler; LANES];
+        let mut used = [false; LANES];
+        for (i, (p, r)) in packets.iter_mut().zip(results.iter_mut()).enumerate() {
+            match self.open_encoded(p.as_mut()) {
+                Ok((_, _, alpha)) => (encoded[i], used[i]) = (alpha, true),
+                Err(e) => *r = Err(e),
+            }
+        }
+        let Some(points) = Points8::decode(&encoded) else {
+            // No kernel on this CPU after all: the one-at-a-time path.
+            return self.process_chunk(packets, results, is_replay);
+        };
+        let mut secrets = Zeroizing::new(points.mul_encode(&[*self.key.scalar(); LANES]));
+        let mut blinding = [Scalar::ONE; LANES];
+        let mut reblind = [None; LANES];
+        for i in 0..packets.len().min(LANES) {
+            if !used[i] {
+                continue;
+            }
+            if !points.valid(i) {
+                results[i] = Err(ProcessError::InvalidGroupElement);
+                continue;
+            }
+            let keys = HopKeys::derive(&secrets[i]);
+            secrets[i].zeroize();
+            let (header, body) = packets[i].as_mut().split_at_mut(HEADER_LEN);
+            let header: &mut [u8; HEADER_LEN] = header.try_into().expect("opened above");
+            results[i] = match finish(&keys, header, body, &mut *is_replay) {
+                Ok(Rest::Done(p)) => Ok(p),
+                Ok(Rest::Reblind(p, _, phase)) => {
+                    blinding[i] = keys.blinding();
+                    reblind[i] = Some(phase);
+                    Ok(p)
+                }
+                Err(e) => Err(e),
+            };
+        }
+        if reblind.iter().all(Option::is_none) {
+            return;
+        }
+        let next = points.mul_encode(&blinding);
+        blinding.zeroize();
+        for (i, phase) in reblind.iter().enumerate() {
+            if let Some(phase) = phase {
+                let out = &mut packets[i].as_mut()[..ALPHA_LEN];
+                out.copy_from_slice(&next[i]);
+                phase.mark(out);
+            }
+        }
     }
 
     /// Up to [`CHUNK`] packets with their compressions batched: the shared secrets
@@ -226,16 +314,37 @@ impl Processor {
     ) -> usize {
         let n = packets.len().min(results.len());
         let (packets, results) = (&mut packets[..n], &mut results[..n]);
-        for (p, r) in packets.chunks_mut(CHUNK).zip(results.chunks_mut(CHUNK)) {
-            if p.len() < BATCHED_FROM {
-                for (p, r) in p.iter_mut().zip(r.iter_mut()) {
-                    *r = self.process_unless_replayed(p.as_mut(), &mut is_replay);
+        if self.kernel == Kernel::Ifma && n >= LANES_FROM {
+            for (p, r) in packets.chunks_mut(LANES).zip(results.chunks_mut(LANES)) {
+                if p.len() >= LANES_FROM {
+                    self.process_lanes(p, r, &mut is_replay);
+                } else {
+                    self.process_small(p, r, &mut is_replay);
                 }
-            } else {
-                self.process_chunk(p, r, &mut is_replay);
             }
+            return n;
+        }
+        for (p, r) in packets.chunks_mut(CHUNK).zip(results.chunks_mut(CHUNK)) {
+            self.process_small(p, r, &mut is_replay);
         }
         n
+    }
+
+    /// Up to [`CHUNK`] packets without lanes: one at a time, or from [`BATCHED_FROM`] on
+    /// with batched compressions.
+    fn process_small<B: AsMut<[u8]>>(
+        &self,
+        packets: &mut [B],
+        results: &mut [Result<Processed, ProcessError>],
+        is_replay: &mut impl FnMut(&ReplayTag) -> bool,
+    ) {
+        if packets.len() < BATCHED_FROM {
+            for (p, r) in packets.iter_mut().zip(results.iter_mut()) {
+                *r = self.process_unless_replayed(p.as_mut(), &mut *is_replay);
+            }
+        } else {
+            self.process_chunk(packets, results, is_replay);
+        }
     }
 }
 

@@ -4,10 +4,16 @@
 //! AVX-512 IFMA the kernel is the portable path and the test compares dalek with itself;
 //! it says so.
 
+mod common;
+
+use common::{network, rng};
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
 use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
 use curve25519_dalek::scalar::Scalar;
 use loopix_crypto::lanes::{Kernel, LANES, mul_encoded};
+use loopix_crypto::params::ALPHA_LEN;
+use loopix_crypto::{Command, KeyPhase, Params, ProcessError, build};
+use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -128,5 +134,84 @@ fn bad_and_edge_encodings_are_refused_like_dalek() {
         let points = core::array::from_fn(|i| chunk.get(i).copied().unwrap_or(good));
         let scalars = core::array::from_fn(|_| random_scalar(&mut rng));
         check(&points, &scalars);
+    }
+}
+
+/// What can be in a shard's receive batch.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Relay,
+    /// Relayed to a hop under an odd epoch's key: the re-blinded α carries the mark.
+    RelayOdd,
+    Final,
+    Drop,
+    /// α not a point.
+    BadAlpha,
+    /// α the identity.
+    Identity,
+    /// A header bit flipped: the MAC fails.
+    Tampered,
+    /// Too short.
+    Short,
+    /// The same bytes as the packet before it: a replay.
+    Replay,
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        3 => Just(Kind::Relay),
+        2 => Just(Kind::RelayOdd),
+        1 => Just(Kind::Final),
+        1 => Just(Kind::Drop),
+        1 => Just(Kind::BadAlpha),
+        1 => Just(Kind::Identity),
+        1 => Just(Kind::Tampered),
+        1 => Just(Kind::Short),
+        1 => Just(Kind::Replay),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A batch through the lane kernel gives, byte for byte and result for result, what
+    /// one call per packet gives (dalek), whatever mix of packets it holds and however
+    /// long it is (lane groups, padded groups, small tails); replays are asked in order.
+    #[test]
+    fn a_batch_equals_its_single_unwraps(kinds in proptest::collection::vec(kind(), 1..40), seed in any::<u64>()) {
+        let params = Params::default();
+        let (relays, relay_path) = network(51, 3, Command::Final);
+        let mut odd_path = relay_path.clone();
+        odd_path[1].phase = KeyPhase::Odd;
+        let (_, final_path) = network(51, 1, Command::Final);
+        let (_, drop_path) = network(51, 1, Command::Drop);
+        let mut packets: Vec<Vec<u8>> = Vec::new();
+        for (i, k) in kinds.iter().enumerate() {
+            let fresh = |path| build(&params, path, &[i as u8; 3], &mut rng(seed ^ ((i as u64 + 1) << 20))).unwrap();
+            let p = match k {
+                Kind::Relay => fresh(&relay_path),
+                Kind::RelayOdd => fresh(&odd_path),
+                Kind::Final => fresh(&final_path),
+                Kind::Drop => fresh(&drop_path),
+                Kind::BadAlpha => { let mut p = fresh(&relay_path); p[..ALPHA_LEN].fill(0x5a); p }
+                Kind::Identity => { let mut p = fresh(&relay_path); p[..ALPHA_LEN].fill(0); p }
+                Kind::Tampered => { let mut p = fresh(&relay_path); p[ALPHA_LEN + 7] ^= 4; p }
+                Kind::Short => { let mut p = fresh(&relay_path); p.truncate(100); p }
+                Kind::Replay => packets.last().cloned().unwrap_or_else(|| fresh(&relay_path)),
+            };
+            packets.push(p);
+        }
+        let proc = &relays[0];
+        let mut singles = packets.clone();
+        let mut seen = std::collections::HashSet::new();
+        let expected: Vec<_> = singles
+            .iter_mut()
+            .map(|p| proc.process_unless_replayed(p, |t| !seen.insert(*t)))
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut results = vec![Err(ProcessError::MacMismatch); packets.len()];
+        proc.process_batch_unless_replayed(&mut packets, &mut results, |t| !seen.insert(*t));
+        prop_assert_eq!(&results, &expected);
+        prop_assert_eq!(&packets, &singles);
     }
 }

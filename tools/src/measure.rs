@@ -10,6 +10,8 @@ pub struct Case<'a> {
     run: Box<dyn FnMut(u64) -> Duration + 'a>,
     iters: u64,
     samples_ns: Vec<f64>,
+    /// Operations one call does (a batch's packets): times are reported per operation.
+    ops_per_call: usize,
 }
 
 impl<'a> Case<'a> {
@@ -31,7 +33,14 @@ impl<'a> Case<'a> {
             run: Box::new(run),
             iters: 1,
             samples_ns: Vec::new(),
+            ops_per_call: 1,
         }
+    }
+
+    /// Each call does `ops` operations (a batch): report time per operation.
+    pub fn per_call(mut self, ops: usize) -> Self {
+        self.ops_per_call = ops.max(1);
+        self
     }
 
     /// Doubles the iteration count until one round takes at least `round`.
@@ -44,7 +53,7 @@ impl<'a> Case<'a> {
     fn sample(&mut self) {
         let spent = (self.run)(self.iters);
         self.samples_ns
-            .push(spent.as_nanos() as f64 / self.iters as f64);
+            .push(spent.as_nanos() as f64 / (self.iters as f64 * self.ops_per_call as f64));
     }
 
     /// Median nanoseconds per operation over the rounds run so far.

@@ -14,6 +14,7 @@ use clap::Args;
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
 use loopix_core::link::LINK_OVERHEAD;
+use loopix_crypto::lanes::{Kernel, LANES, mul_encoded};
 use loopix_crypto::params::{BETA_LEN, ROUTING_LEN};
 use loopix_crypto::primitives::{aes_ctr_xor, compress, decompress, header_mac, mul};
 use loopix_crypto::{
@@ -75,6 +76,14 @@ pub struct SpeedReport {
     /// `link_ns / floor_ns`: what authenticated links add to a hop's crypto.
     pub link_over_floor: f64,
     pub curve_backend: &'static str,
+    /// The lane kernel this CPU runs (`loopix_crypto::lanes`); `batch_kernel` is the same.
+    pub lanes_kernel: &'static str,
+    pub batch_kernel: &'static str,
+    /// Real processing through `process_batch` in batches of 4, 8 and 16, ns per packet.
+    pub batch_ns: BTreeMap<&'static str, f64>,
+    /// The best of them, and its ratio to the floor.
+    pub batch_ns_per_packet: f64,
+    pub batch_over_floor: f64,
     pub rounds: usize,
     /// The stack position the multiplication runs at (`stack_position::calibrate`), and its
     /// cost there and at the slowest position, ns.
@@ -82,6 +91,13 @@ pub struct SpeedReport {
     pub mul_ns_at_position: f64,
     pub mul_ns_worst_position: f64,
 }
+
+/// Batch sizes measured through `process_batch`.
+const BATCH_SIZES: [(&str, usize); 3] = [
+    ("process_batch_4", 4),
+    ("process_batch_8", 8),
+    ("process_batch_16", 16),
+];
 
 /// The primitives of one relay hop, and how many times it calls each.
 const FLOOR: [(&str, u32); 7] = [
@@ -128,7 +144,16 @@ pub fn measure(params: &Params, hops: usize, rounds: usize, round: Duration) -> 
     cases.push(process_case(&fx));
     cases.push(build_case(&fx));
     cases.push(link_case(&fx));
+    let n_batch = cases.len();
+    for (name, k) in BATCH_SIZES {
+        cases.push(batch_case(&fx, name, k));
+    }
     run_round_robin(&mut cases, rounds, round);
+    let batch_ns: BTreeMap<&'static str, f64> = cases[n_batch..]
+        .iter()
+        .map(|c| (c.name, c.median_ns()))
+        .collect();
+    let batch_ns_per_packet = batch_ns.values().copied().fold(f64::INFINITY, f64::min);
 
     let primitives: BTreeMap<_, _> = cases[..n_floor]
         .iter()
@@ -159,6 +184,11 @@ pub fn measure(params: &Params, hops: usize, rounds: usize, round: Duration) -> 
         link_ns,
         link_over_floor: link_ns / floor_ns,
         curve_backend: curve_backend(),
+        lanes_kernel: Kernel::detect().name(),
+        batch_kernel: fx.processor.kernel().name(),
+        batch_over_floor: batch_ns_per_packet / floor_ns,
+        batch_ns,
+        batch_ns_per_packet,
         rounds,
         mul_stack_position: stack.position,
         mul_ns_at_position: stack.chosen_ns,
@@ -253,7 +283,26 @@ fn primitive_cases(fx: &Fixture) -> Vec<Case<'_>> {
 fn reference_cases(fx: &Fixture) -> Vec<Case<'_>> {
     let x_secret = x25519_dalek::StaticSecret::from([9u8; 32]);
     let x_public = x25519_dalek::PublicKey::from(&x_secret);
+    // Eight distinct points and scalars, one per lane.
+    let points: [[u8; 32]; LANES] =
+        core::array::from_fn(|i| compress(&(fx.point * Scalar::from(i as u64 + 2))));
+    let scalars: [Scalar; LANES] = core::array::from_fn(|i| fx.scalar + Scalar::from(i as u64));
+    let kernel = Kernel::detect();
     vec![
+        // Per packet: decode, multiply, encode, eight packets at once in the lane kernel
+        // (`lanes_kernel` names it) and one at a time with dalek, in the same run.
+        Case::simple("lanes_decode_mul_encode_per_packet_x8", move || {
+            black_box(mul_encoded(kernel, black_box(&points), black_box(&scalars)));
+        })
+        .per_call(LANES),
+        Case::simple("dalek_decode_mul_encode", move || {
+            black_box(mul_encoded(
+                Kernel::Portable,
+                black_box(&points),
+                black_box(&scalars),
+            ));
+        })
+        .per_call(LANES),
         Case::simple("x25519_dalek_montgomery_ladder", move || {
             black_box(x_secret.diffie_hellman(black_box(&x_public)));
         }),
@@ -261,6 +310,33 @@ fn reference_cases(fx: &Fixture) -> Vec<Case<'_>> {
             black_box(RistrettoPoint::mul_base(black_box(&fx.scalar)));
         }),
     ]
+}
+
+/// Real processing in batches of `k` (`Processor::process_batch`, what a shard calls on a
+/// receive batch), per packet: through the lane kernel where the CPU runs it.
+fn batch_case<'a>(fx: &'a Fixture, name: &'static str, k: usize) -> Case<'a> {
+    let mut work = fx.pool.clone();
+    let mut results = vec![Err(loopix_crypto::ProcessError::MacMismatch); k];
+    Case::with_setup(name, move |n| {
+        let mut spent = Duration::ZERO;
+        let mut done = 0;
+        while done < n {
+            for (w, p) in work.iter_mut().zip(&fx.pool) {
+                w.copy_from_slice(p);
+            }
+            // Whole batches of k from the pool of distinct packets.
+            let batches = ((n - done) as usize).div_ceil(k).min(POOL_PACKETS / k);
+            let start = Instant::now();
+            for b in 0..batches {
+                let chunk = &mut work[b * k..(b + 1) * k];
+                black_box(fx.processor.process_batch(black_box(chunk), &mut results));
+            }
+            spent += start.elapsed();
+            done += batches as u64;
+        }
+        spent
+    })
+    .per_call(k)
 }
 
 /// Real processing of a relay hop, on a pool of distinct packets refilled (untimed)
@@ -338,8 +414,8 @@ fn curve_backend() -> &'static str {
 fn print_table(out: &mut impl Write, r: &SpeedReport) -> io::Result<()> {
     writeln!(
         out,
-        "loopix speed: {} B packets ({} B payload), curve backend {}, {} rounds (median)\n",
-        r.packet_bytes, r.payload_bytes, r.curve_backend, r.rounds
+        "loopix speed: {} B packets ({} B payload), curve backend {}, lane kernel {}, {} rounds (median)\n",
+        r.packet_bytes, r.payload_bytes, r.curve_backend, r.lanes_kernel, r.rounds
     )?;
     writeln!(
         out,
@@ -373,6 +449,21 @@ fn print_table(out: &mut impl Write, r: &SpeedReport) -> io::Result<()> {
         out,
         "{:<34} {:>12.3}",
         "process / floor", r.process_over_floor
+    )?;
+    for (name, ns) in &r.batch_ns {
+        writeln!(
+            out,
+            "{:<34} {:>12.0} ns  {:>10.0} packets/s/core  ({} kernel)",
+            format!("{name} (per packet)"),
+            ns,
+            1e9 / ns,
+            r.batch_kernel
+        )?;
+    }
+    writeln!(
+        out,
+        "{:<34} {:>12.3}",
+        "best batch / floor", r.batch_over_floor
     )?;
     writeln!(
         out,

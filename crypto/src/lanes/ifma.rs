@@ -98,7 +98,9 @@ impl F8 {
     #[target_feature(enable = "avx512f")]
     pub fn add(self, b: Self) -> Self {
         // Limbs < 2^53: one carry brings them back under 2^52.
-        Self::carry(core::array::from_fn(|k| _mm512_add_epi64(self.0[k], b.0[k])))
+        Self::carry(core::array::from_fn(|k| {
+            _mm512_add_epi64(self.0[k], b.0[k])
+        }))
     }
 
     #[target_feature(enable = "avx512f")]
@@ -411,12 +413,7 @@ impl Point8 {
         let y = u1.mul(den_y);
         let t = x.mul(y);
         let ok = canonical & was_square & !t.is_negative() & !y.eq(F8::zero());
-        let p = Self {
-            x,
-            y,
-            z: one,
-            t,
-        };
+        let p = Self { x, y, z: one, t };
         (ok, Self::identity().select(p, ok))
     }
 

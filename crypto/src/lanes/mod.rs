@@ -2,22 +2,81 @@
 //! group element, multiply it by a scalar, encode the product. A hop does this twice per
 //! packet (the shared secret, then the blinding), and it is 80-90 % of the hop's cost.
 //!
-//! The kernel for CPUs with AVX-512 IFMA ([`ifma`]) runs eight packets in the lanes of
+//! The kernel for CPUs with AVX-512 IFMA (`ifma.rs`) runs eight packets in the lanes of
 //! 512-bit registers, with its own field arithmetic; elsewhere [`mul_encoded`] falls back
 //! to curve25519-dalek one packet at a time. Both give the same bytes for every input
 //! (`tests/lanes.rs` checks it against dalek over random and edge-case inputs).
 //!
-//! Status: the kernel and its differential tests exist; the packet path does not use it
-//! yet.
+//! [`crate::Processor`] sends groups of [`LANES_FROM`] or more packets of a batch through
+//! [`Points8`]: each α decoded once, multiplied by the node's key for the shared secrets,
+//! then by each packet's blinding factor.
 
 use curve25519_dalek::ristretto::CompressedRistretto;
 use curve25519_dalek::scalar::Scalar;
 
 #[cfg(target_arch = "x86_64")]
-pub mod ifma;
+mod ifma;
 
 /// Packets per batch.
 pub const LANES: usize = 8;
+
+/// The fewest packets worth a lane run: eight lanes cost the same however many carry a
+/// packet, about as much as three packets one at a time (`loopix speed`:
+/// `lanes_decode_mul_encode_per_packet_x8` against `dalek_decode_mul_encode`). Smaller
+/// groups take the one-at-a-time path.
+pub const LANES_FROM: usize = 4;
+
+/// Eight decoded points in the lanes of the kernel (only made where the CPU runs it).
+pub struct Points8 {
+    #[cfg(target_arch = "x86_64")]
+    points: ifma::Point8,
+    /// Lanes holding a valid point other than the identity.
+    valid: u8,
+}
+
+impl Points8 {
+    /// Decodes eight encodings; `None` if this CPU has no lane kernel.
+    pub fn decode(encoded: &[[u8; 32]; LANES]) -> Option<Self> {
+        if Kernel::detect() != Kernel::Ifma {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: the CPU has avx512f and avx512ifma (detected above).
+            let (ok, points) = unsafe { ifma::Point8::decode(encoded) };
+            let mut valid = ok;
+            for (i, e) in encoded.iter().enumerate() {
+                if *e == [0u8; 32] {
+                    valid &= !(1 << i);
+                }
+            }
+            Some(Self { points, valid })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        None
+    }
+
+    /// Whether lane `i` decoded to a point other than the identity.
+    pub fn valid(&self, i: usize) -> bool {
+        self.valid & (1 << i) != 0
+    }
+
+    /// Each lane's point times its scalar, encoded (lanes that are not valid give the
+    /// identity's product, to be ignored).
+    pub fn mul_encode(&self, scalars: &[Scalar; LANES]) -> [[u8; 32]; LANES] {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let bytes = zeroize::Zeroizing::new(scalars.map(|s| s.to_bytes()));
+            // SAFETY: a Points8 exists only where the CPU runs the kernel.
+            unsafe { self.points.mul(&bytes).encode() }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = scalars;
+            unreachable!("no lane kernel on this architecture")
+        }
+    }
+}
 
 /// Which implementation [`mul_encoded`] runs on this CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
