@@ -1,0 +1,78 @@
+//! The batched packet path (the lane kernel where the CPU runs it) on attacker-chosen
+//! batches: up to 16 packets, each the fuzzer's bytes or a valid packet with them laid
+//! over a window; the batch must give exactly what one call per packet gives (dalek),
+//! result for result and byte for byte, replays asked in order.
+#![no_main]
+
+mod input;
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use loopix_crypto::{Address, Command, Hop, KeyPhase, Params, ProcessError, Processor, SecretKey, build};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+struct Fixture {
+    processor: Processor,
+    /// Valid packets: relayed (to even and odd phases) and final.
+    valid: Vec<Vec<u8>>,
+}
+
+fn fixture() -> &'static Fixture {
+    static FX: OnceLock<Fixture> = OnceLock::new();
+    FX.get_or_init(|| {
+        let mut rng = ChaCha20Rng::seed_from_u64(43);
+        let params = Params::new(64).expect("valid size");
+        let a = SecretKey::generate(&mut rng);
+        let b = SecretKey::generate(&mut rng);
+        let relay = Command::Relay {
+            next: Address(2),
+            delay_us: 9,
+        };
+        let mut odd = Hop::new(b.public_key(), Command::Final);
+        odd.phase = KeyPhase::Odd;
+        let paths = [
+            vec![Hop::new(a.public_key(), relay), Hop::new(b.public_key(), Command::Final)],
+            vec![Hop::new(a.public_key(), relay), odd],
+            vec![Hop::new(a.public_key(), Command::Final)],
+        ];
+        let valid = (0..12)
+            .map(|i| build(&params, &paths[i % 3], b"fuzz", &mut rng).expect("valid path"))
+            .collect();
+        Fixture {
+            processor: Processor::new(a, params),
+            valid,
+        }
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let fx = fixture();
+    // The first byte: how many packets; then each packet's share of the rest.
+    let Some((&count, rest)) = data.split_first() else {
+        return;
+    };
+    let n = usize::from(count % 16) + 1;
+    let share = rest.len() / n;
+    let mut batch: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let part = &rest[i * share..(i + 1) * share];
+            input::from(part, &fx.valid[i % fx.valid.len()])
+                .unwrap_or_else(|| fx.valid[i % fx.valid.len()].clone())
+        })
+        .collect();
+    let mut singles = batch.clone();
+    let mut seen = HashSet::new();
+    let expected: Vec<_> = singles
+        .iter_mut()
+        .map(|p| fx.processor.process_unless_replayed(p, |t| !seen.insert(*t)))
+        .collect();
+    let mut seen = HashSet::new();
+    let mut results = vec![Err(ProcessError::MacMismatch); n];
+    fx.processor
+        .process_batch_unless_replayed(&mut batch, &mut results, |t| !seen.insert(*t));
+    assert_eq!(results, expected, "the batch differs from single calls");
+    assert_eq!(batch, singles, "the batch's bytes differ from single calls'");
+});
