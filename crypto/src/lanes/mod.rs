@@ -88,15 +88,23 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// The best this CPU runs (checked at run time, so one binary runs everywhere).
+    /// The best this CPU runs (checked at run time, so one binary runs everywhere), unless
+    /// the environment says `LOOPIX_KERNEL=portable` (to compare, or to rule the kernel
+    /// out). Decided once per process.
     pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512ifma")
-        {
-            return Self::Ifma;
-        }
-        Self::Portable
+        static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            if std::env::var("LOOPIX_KERNEL").is_ok_and(|v| v == "portable") {
+                return Self::Portable;
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512ifma")
+            {
+                return Self::Ifma;
+            }
+            Self::Portable
+        })
     }
 
     pub fn name(self) -> &'static str {
