@@ -368,7 +368,9 @@ impl Point8 {
     /// all eight entries.
     #[target_feature(enable = "avx512f,avx512ifma")]
     pub fn mul(self, scalars: &[[u8; 32]; LANES]) -> Self {
-        let digits: [[i8; 64]; LANES] = core::array::from_fn(|i| radix16(&scalars[i]));
+        // The digits are the scalars': wiped when done.
+        let digits: zeroize::Zeroizing<[[i8; 64]; LANES]> =
+            zeroize::Zeroizing::new(core::array::from_fn(|i| radix16(&scalars[i])));
         let mut table = [self.cached(); 8];
         let mut multiple = self;
         for entry in table.iter_mut().skip(1) {
