@@ -320,12 +320,19 @@ impl Point8 {
     fn double(self) -> Self {
         let a = self.x.square();
         let b = self.y.square();
-        let c = self.z.square().add(self.z.square());
+        let zz = self.z.square();
+        let c = zz.add(zz);
         let h = a.add(b); // A + B
         let e = h.sub(self.x.add(self.y).square()); // A + B - (X + Y)² = -(2XY)
         let g = a.sub(b); // A - B
         let f = c.add(g); // 2Z² + A - B
         // With a = -1: E' = -e, G' = -g, F' = -f, H' = -h; the signs cancel in pairs.
+        Self::from_efgh(e, f, g, h)
+    }
+
+    /// The point both formulas end in: (E·F : G·H : F·G : E·H).
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn from_efgh(e: F8, f: F8, g: F8, h: F8) -> Self {
         Self {
             x: e.mul(f),
             y: g.mul(h),
@@ -355,12 +362,7 @@ impl Point8 {
         let f = d.sub(c);
         let g = d.add(c);
         let h = b.add(a);
-        Self {
-            x: e.mul(f),
-            y: g.mul(h),
-            t: e.mul(h),
-            z: f.mul(g),
-        }
+        Self::from_efgh(e, f, g, h)
     }
 
     /// Each lane's point times its scalar (canonical, < 2^253), in constant time: signed
