@@ -312,12 +312,12 @@ fn gather_signatures(
         };
         for epoch in [current, current + 1] {
             for peer in peers {
-                let lacking = authority.lock().ok().and_then(|a| {
-                    let doc = a.document(epoch)?;
-                    let line = format!("signature {}", hex::encode(peer.key.to_bytes()));
-                    (!doc.contains(&line)).then_some(())
-                });
-                if lacking.is_none() {
+                let lacking = authority
+                    .lock()
+                    .ok()
+                    .and_then(|a| a.signed_by(epoch, &peer.key))
+                    == Some(false);
+                if !lacking {
                     continue;
                 }
                 let theirs = match client.document_from(peer, epoch) {

@@ -209,7 +209,7 @@ impl Authority {
     /// Takes back a document published earlier (at start). The caller read it from its
     /// own store; it is parsed, not verified.
     pub fn restore_document(&mut self, epoch: u64, text: String) -> Result<(), String> {
-        let body = body_of(&text).ok_or("not a document")?;
+        let (body, _) = super::document::unverified(text.as_bytes()).map_err(|e| e.to_string())?;
         let topology = Topology::from_toml(body).map_err(|e| e.to_string())?;
         self.documents.insert(epoch, (text, topology));
         self.forget_old();
@@ -239,6 +239,14 @@ impl Authority {
         }
         *ours = merged;
         Ok(Some(ours.as_str()))
+    }
+
+    /// Whether the published document of `epoch` carries `key`'s signature (`None`: no
+    /// such document).
+    pub fn signed_by(&self, epoch: u64, key: &loopix_crypto::IdentityPublic) -> Option<bool> {
+        let (text, _) = self.documents.get(&epoch)?;
+        let signers = super::document::unverified(text.as_bytes()).map_or(Vec::new(), |(_, k)| k);
+        Some(signers.contains(key))
     }
 
     /// The published document of `epoch`.
@@ -352,20 +360,6 @@ impl Authority {
         };
         Ok((unsigned.sign(&self.key), topology))
     }
-}
-
-/// The body of a document's text (its signed header skipped), unverified.
-fn body_of(text: &str) -> Option<&str> {
-    let mut at = 0;
-    let mut len = None;
-    for _ in 0..5 {
-        let end = text[at..].find('\n')? + at;
-        if let Some(n) = text[at..end].strip_prefix("body ") {
-            len = n.parse::<usize>().ok();
-        }
-        at = end + 1;
-    }
-    text.get(at..at + len?)
 }
 
 #[cfg(test)]
@@ -600,6 +594,8 @@ mod tests {
         let upload = n.authority.upload_text(Address(1)).unwrap().to_string();
         let mut again = net();
         again.authority.restore_document(5, text.clone()).unwrap();
+        assert_eq!(again.authority.signed_by(5, &n.key), Some(true));
+        assert_eq!(again.authority.signed_by(6, &n.key), None);
         assert_eq!(
             again.authority.restore_upload(upload.as_bytes()),
             Ok(Address(1))

@@ -241,11 +241,16 @@ impl Unsigned {
 
 fn push_signature(text: &mut String, key: &IdentitySecret) {
     let sig = key.sign(LABEL, text.as_bytes());
-    text.push_str(&format!(
+    text.push_str(&signature_line(&key.public(), &sig));
+}
+
+/// One `signature <key> <signature>` line.
+fn signature_line(key: &IdentityPublic, sig: &[u8; SIGNATURE_LEN]) -> String {
+    format!(
         "signature {} {}\n",
-        hex::encode(key.public().to_bytes()),
+        hex::encode(key.to_bytes()),
         hex::encode(sig)
-    ));
+    )
 }
 
 /// Adds `key`'s signature to a document (another authority's), after checking it is one.
@@ -255,21 +260,13 @@ pub fn cosign(document: &[u8], key: &IdentitySecret) -> Result<String, DocumentE
     if parsed.signatures.iter().any(|(k, _)| *k == key.public()) {
         return Ok(String::from_utf8_lossy(document).into_owned());
     }
-    let mut signed = String::from_utf8_lossy(parsed.signed).into_owned();
+    let mut text = String::from_utf8_lossy(parsed.signed).into_owned();
     let sig = key.sign(LABEL, parsed.signed);
     for (k, s) in &parsed.signatures {
-        signed.push_str(&format!(
-            "signature {} {}\n",
-            hex::encode(k.to_bytes()),
-            hex::encode(s)
-        ));
+        text.push_str(&signature_line(k, s));
     }
-    signed.push_str(&format!(
-        "signature {} {}\n",
-        hex::encode(key.public().to_bytes()),
-        hex::encode(sig)
-    ));
-    Ok(signed)
+    text.push_str(&signature_line(&key.public(), &sig));
+    Ok(text)
 }
 
 /// Why another authority's signatures could not be added to a document.
@@ -309,15 +306,18 @@ pub fn merge_signatures(
     for (key, sig) in &other.signatures {
         let have = mine.signatures.iter().any(|(k, _)| k == key);
         if peers.contains(key) && !have && key.verify(LABEL, mine.signed, sig) {
-            text.push_str(&format!(
-                "signature {} {}\n",
-                hex::encode(key.to_bytes()),
-                hex::encode(sig)
-            ));
+            text.push_str(&signature_line(key, sig));
             added += 1;
         }
     }
     Ok((text, added))
+}
+
+/// A document's body and the keys its signature lines name, nothing verified: for an
+/// authority reading back what it stored itself.
+pub(crate) fn unverified(bytes: &[u8]) -> Result<(&str, Vec<IdentityPublic>), DocumentError> {
+    let p = parse(bytes)?;
+    Ok((p.body, p.signatures.into_iter().map(|(k, _)| k).collect()))
 }
 
 /// What a document says, signatures not yet checked.
