@@ -11,8 +11,9 @@
 //! [`Points8`]: each α decoded once, multiplied by the node's key for the shared secrets,
 //! then by each packet's blinding factor.
 
-use curve25519_dalek::ristretto::CompressedRistretto;
 use curve25519_dalek::scalar::Scalar;
+
+use crate::primitives::{compress, decompress, mul};
 
 #[cfg(target_arch = "x86_64")]
 mod ifma;
@@ -123,32 +124,17 @@ pub fn mul_encoded(
     points: &[[u8; 32]; LANES],
     scalars: &[Scalar; LANES],
 ) -> [Option<[u8; 32]>; LANES] {
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Ifma if Kernel::detect() == Kernel::Ifma => {
-            // SAFETY: the CPU has avx512f and avx512ifma (checked just above).
-            unsafe { mul_encoded_ifma(points, scalars) }
+    let lanes = (kernel == Kernel::Ifma)
+        .then(|| Points8::decode(points))
+        .flatten();
+    match lanes {
+        Some(p) => {
+            let out = p.mul_encode(scalars);
+            core::array::from_fn(|i| p.valid(i).then_some(out[i]))
         }
-        _ => core::array::from_fn(|i| portable(&points[i], &scalars[i])),
+        // The path a packet takes one at a time (the identity refused by `decompress`).
+        None => core::array::from_fn(|i| {
+            decompress(&points[i]).map(|p| compress(&mul(&p, &scalars[i])))
+        }),
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512ifma")]
-fn mul_encoded_ifma(
-    points: &[[u8; 32]; LANES],
-    scalars: &[Scalar; LANES],
-) -> [Option<[u8; 32]>; LANES] {
-    let (ok, p) = ifma::Point8::decode(points);
-    let bytes = scalars.map(|s| s.to_bytes());
-    let out = p.mul(&bytes).encode();
-    core::array::from_fn(|i| {
-        let valid = ok & (1 << i) != 0 && points[i] != [0u8; 32];
-        valid.then_some(out[i])
-    })
-}
-
-fn portable(point: &[u8; 32], scalar: &Scalar) -> Option<[u8; 32]> {
-    let p = CompressedRistretto(*point).decompress()?;
-    (*point != [0u8; 32]).then(|| (p * scalar).compress().to_bytes())
 }
