@@ -178,13 +178,16 @@ fn a_recipient_answers_through_the_reply_blocks_a_message_carried_once_each() {
         })
         .expect("bob was offered the blocks");
     assert_eq!(blocks.len(), 2);
-    let replays_before = sim
-        .provider(provider(1))
-        .unwrap()
-        .stats()
-        .hop
-        .drops
-        .get(DropReason::Replay);
+    // Replays dropped at bob's provider.
+    let replays = |sim: &Sim| {
+        sim.provider(provider(1))
+            .unwrap()
+            .stats()
+            .hop
+            .drops
+            .get(DropReason::Replay)
+    };
+    let replays_before = replays(&sim);
     for answer in [&b"pong"[..], b"pong again", b"other block"] {
         let block = if answer == b"other block" {
             &blocks[1]
@@ -216,15 +219,8 @@ fn a_recipient_answers_through_the_reply_blocks_a_message_carried_once_each() {
         vec![b"pong".to_vec(), b"other block".to_vec()],
         "seed {seed}"
     );
-    let replays = sim
-        .provider(provider(1))
-        .unwrap()
-        .stats()
-        .hop
-        .drops
-        .get(DropReason::Replay);
     assert_eq!(
-        replays - replays_before,
+        replays(&sim) - replays_before,
         1,
         "the reused block, at bob's provider"
     );
