@@ -330,19 +330,16 @@ fn join_directory(
     id: Address,
     key_file: &std::path::Path,
 ) -> Result<(Topology, DirectorySync), String> {
-    let seed = read_seed(key_file).map_err(|e| format!("key_file: {e}"))?;
-    let session = key_file::read_session_key(key_file)
-        .map_err(|e| format!("key_file: {e}"))?
-        .ok_or(
-            "key_file: no session key: make a new key file with `loopix keygen --epochs N --out F`",
-        )?;
-    let identity = key_file::read_node_identity(key_file)
-        .map_err(|e| format!("key_file: {e}"))?
-        .ok_or(
-            "key_file: no identity key, which signs the keys a node uploads to the directory: \
-             make a new key file with `loopix keygen --epochs N --out F` and register its \
-             identity_key",
-        )?;
+    let keys = key_file::read_node_keys(key_file).map_err(|e| format!("key_file: {e}"))?;
+    let session = keys.session.ok_or(
+        "key_file: no session key: make a new key file with `loopix keygen --epochs N --out F`",
+    )?;
+    let identity = keys.identity.ok_or(
+        "key_file: no identity key, which signs the keys a node uploads to the directory: \
+         make a new key file with `loopix keygen --epochs N --out F` and register its \
+         identity_key",
+    )?;
+    let seed = keys.seed;
     // The authorities may start after the node: ask until the wait is over.
     let deadline = std::time::Instant::now() + directory.wait;
     let client = DirectoryClient::new(directory.clone());

@@ -98,14 +98,16 @@ pub fn read_session_key(path: &Path) -> Result<Option<SessionSecret>, String> {
     read_node_keys(path).map(|k| k.session)
 }
 
-/// What a node's key file holds.
-struct NodeKeys {
-    seed: EpochSeed,
-    session: Option<SessionSecret>,
-    identity: Option<IdentitySecret>,
+/// What a node's key file holds (session and identity keys: `None` in files from before
+/// they existed).
+pub struct NodeKeys {
+    pub seed: EpochSeed,
+    pub session: Option<SessionSecret>,
+    pub identity: Option<IdentitySecret>,
 }
 
-fn read_node_keys(path: &Path) -> Result<NodeKeys, String> {
+/// Reads all of a node's key file at once.
+pub fn read_node_keys(path: &Path) -> Result<NodeKeys, String> {
     let text = read_private(path)?;
     let mut lines = text.lines().map(str::trim);
     if lines.next() != Some(SEED_MAGIC) {
