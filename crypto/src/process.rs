@@ -16,7 +16,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::command::{Command, MalformedCommand};
 use crate::key_phase::KeyPhase;
 use crate::keys::{HopKeys, ReplayTag, SecretKey};
-use crate::lanes::{Kernel, LANES, LANES_FROM, Points8};
+use crate::lanes::{Kernel, MAX_LANES, Points};
 use crate::lioness;
 use crate::params::{
     ALPHA_LEN, BETA_LEN, COMMAND_LEN, HEADER_LEN, MAC_LEN, PAYLOAD_TAG_LEN, Params, ROUTING_LEN,
@@ -181,32 +181,37 @@ impl Processor {
         Ok((header, body, encoded))
     }
 
-    /// Up to [`LANES`] packets through the lane kernel: every α decoded once in its lane,
-    /// the shared secrets `key·α` in one run, and the re-blinded `b·α` in another. Lanes
-    /// without a packet carry the base point and are ignored.
+    /// One run of the lane kernel (`self.kernel.lanes()` packets at most): every α decoded
+    /// once in its lane, the shared secrets `key·α` in one run, and the re-blinded `b·α`
+    /// in another. Lanes without a packet carry the base point and are ignored.
     fn process_lanes<B: AsMut<[u8]>>(
         &self,
         packets: &mut [B],
         results: &mut [Result<Processed, ProcessError>],
         is_replay: &mut impl FnMut(&ReplayTag) -> bool,
     ) {
+        let lanes = self.kernel.lanes();
         let filler = RISTRETTO_BASEPOINT_COMPRESSED.to_bytes();
-        let mut encoded = [filler; LANES];
-        let mut used = [false; LANES];
+        let mut encoded = [filler; MAX_LANES];
+        let mut used = [false; MAX_LANES];
         for (i, (p, r)) in packets.iter_mut().zip(results.iter_mut()).enumerate() {
             match self.open_encoded(p.as_mut()) {
                 Ok((_, _, alpha)) => (encoded[i], used[i]) = (alpha, true),
                 Err(e) => *r = Err(e),
             }
         }
-        let Some(points) = Points8::decode(&encoded) else {
+        let Some(points) = Points::decode(self.kernel, &encoded[..lanes]) else {
             // No kernel on this CPU after all: the one-at-a-time path.
             return self.process_chunk(packets, results, is_replay);
         };
-        let mut secrets = Zeroizing::new(points.mul_encode(&[*self.key.scalar(); LANES]));
-        let mut blinding = [Scalar::ONE; LANES];
-        let mut reblind = [None; LANES];
-        for i in 0..packets.len().min(LANES) {
+        let mut secrets = Zeroizing::new([[0u8; 32]; MAX_LANES]);
+        points.mul_encode(
+            &[*self.key.scalar(); MAX_LANES][..lanes],
+            &mut secrets[..lanes],
+        );
+        let mut blinding = [Scalar::ONE; MAX_LANES];
+        let mut reblind = [None; MAX_LANES];
+        for i in 0..packets.len().min(lanes) {
             if !used[i] {
                 continue;
             }
@@ -231,7 +236,8 @@ impl Processor {
         if reblind.iter().all(Option::is_none) {
             return;
         }
-        let next = points.mul_encode(&blinding);
+        let mut next = [[0u8; 32]; MAX_LANES];
+        points.mul_encode(&blinding[..lanes], &mut next[..lanes]);
         blinding.zeroize();
         for (i, phase) in reblind.iter().enumerate() {
             if let Some(phase) = phase {
@@ -314,9 +320,10 @@ impl Processor {
     ) -> usize {
         let n = packets.len().min(results.len());
         let (packets, results) = (&mut packets[..n], &mut results[..n]);
-        if self.kernel == Kernel::Ifma && n >= LANES_FROM {
-            for (p, r) in packets.chunks_mut(LANES).zip(results.chunks_mut(LANES)) {
-                if p.len() >= LANES_FROM {
+        let (lanes, from) = (self.kernel.lanes(), self.kernel.lanes_from());
+        if n >= from {
+            for (p, r) in packets.chunks_mut(lanes).zip(results.chunks_mut(lanes)) {
+                if p.len() >= from {
                     self.process_lanes(p, r, &mut is_replay);
                 } else {
                     self.process_small(p, r, &mut is_replay);

@@ -1,7 +1,7 @@
-//! The batched packet path (the lane kernel where the CPU runs it) on attacker-chosen
-//! batches: up to 16 packets, each the fuzzer's bytes or a valid packet with them laid
-//! over a window; the batch must give exactly what one call per packet gives (dalek),
-//! result for result and byte for byte, replays asked in order.
+//! The batched packet path on attacker-chosen batches, through each lane kernel this CPU
+//! runs (the first byte picks one): up to 32 packets, each the fuzzer's bytes or a valid
+//! packet with them laid over a window; the batch must give exactly what one call per
+//! packet gives (dalek), result for result and byte for byte, replays asked in order.
 #![no_main]
 
 mod input;
@@ -10,12 +10,14 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use loopix_crypto::lanes::Kernel;
 use loopix_crypto::{Address, Command, Hop, KeyPhase, Params, ProcessError, Processor, SecretKey, build};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 struct Fixture {
-    processor: Processor,
+    /// The same key, one processor per kernel this CPU runs (the portable one last).
+    processors: Vec<Processor>,
     /// Valid packets: relayed (to even and odd phases) and final.
     valid: Vec<Vec<u8>>,
 }
@@ -41,20 +43,22 @@ fn fixture() -> &'static Fixture {
         let valid = (0..12)
             .map(|i| build(&params, &paths[i % 3], b"fuzz", &mut rng).expect("valid path"))
             .collect();
-        Fixture {
-            processor: Processor::new(a, params),
-            valid,
-        }
+        let processors = Kernel::available()
+            .map(|k| Processor::new(a.clone(), params).with_kernel(k))
+            .collect();
+        Fixture { processors, valid }
     })
 }
 
 fuzz_target!(|data: &[u8]| {
     let fx = fixture();
-    // The first byte: how many packets; then each packet's share of the rest.
+    // The first byte: how many packets and which kernel; then each packet's share of the
+    // rest.
     let Some((&count, rest)) = data.split_first() else {
         return;
     };
-    let n = usize::from(count % 16) + 1;
+    let n = usize::from(count % 32) + 1;
+    let processor = &fx.processors[usize::from(count / 32) % fx.processors.len()];
     let share = rest.len() / n;
     let mut batch: Vec<Vec<u8>> = (0..n)
         .map(|i| {
@@ -67,12 +71,11 @@ fuzz_target!(|data: &[u8]| {
     let mut seen = HashSet::new();
     let expected: Vec<_> = singles
         .iter_mut()
-        .map(|p| fx.processor.process_unless_replayed(p, |t| !seen.insert(*t)))
+        .map(|p| processor.process_unless_replayed(p, |t| !seen.insert(*t)))
         .collect();
     let mut seen = HashSet::new();
     let mut results = vec![Err(ProcessError::MacMismatch); n];
-    fx.processor
-        .process_batch_unless_replayed(&mut batch, &mut results, |t| !seen.insert(*t));
+    processor.process_batch_unless_replayed(&mut batch, &mut results, |t| !seen.insert(*t));
     assert_eq!(results, expected, "the batch differs from single calls");
     assert_eq!(batch, singles, "the batch's bytes differ from single calls'");
 });

@@ -14,7 +14,7 @@ use clap::Args;
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
 use loopix_core::link::LINK_OVERHEAD;
-use loopix_crypto::lanes::{Kernel, LANES, mul_encoded};
+use loopix_crypto::lanes::{Kernel, MAX_LANES, mul_encoded};
 use loopix_crypto::params::{BETA_LEN, ROUTING_LEN};
 use loopix_crypto::primitives::{aes_ctr_xor, compress, decompress, header_mac, mul};
 use loopix_crypto::{
@@ -283,33 +283,48 @@ fn primitive_cases(fx: &Fixture) -> Vec<Case<'_>> {
 fn reference_cases(fx: &Fixture) -> Vec<Case<'_>> {
     let x_secret = x25519_dalek::StaticSecret::from([9u8; 32]);
     let x_public = x25519_dalek::PublicKey::from(&x_secret);
-    // Eight distinct points and scalars, one per lane.
-    let points: [[u8; 32]; LANES] =
+    // Sixteen distinct points and scalars, one per lane.
+    let points: [[u8; 32]; MAX_LANES] =
         core::array::from_fn(|i| compress(&(fx.point * Scalar::from(i as u64 + 2))));
-    let scalars: [Scalar; LANES] = core::array::from_fn(|i| fx.scalar + Scalar::from(i as u64));
-    let kernel = Kernel::detect();
-    vec![
-        // Per packet: decode, multiply, encode, eight packets at once in the lane kernel
-        // (`lanes_kernel` names it) and one at a time with dalek, in the same run.
-        Case::simple("lanes_decode_mul_encode_per_packet_x8", move || {
-            black_box(mul_encoded(kernel, black_box(&points), black_box(&scalars)));
+    let scalars: [Scalar; MAX_LANES] = core::array::from_fn(|i| fx.scalar + Scalar::from(i as u64));
+    // Per packet: decode, multiply, encode, in a full run of each lane kernel this CPU
+    // runs, and one at a time with dalek, in the same run.
+    let mut cases: Vec<Case<'_>> = Kernel::available()
+        .map(|kernel| {
+            let k = kernel.lanes();
+            let mut out = [None; MAX_LANES];
+            Case::simple(lane_row(kernel), move || {
+                mul_encoded(
+                    kernel,
+                    black_box(&points[..k]),
+                    black_box(&scalars[..k]),
+                    &mut out[..k],
+                );
+                black_box(&out);
+            })
+            .per_call(k)
         })
-        .per_call(LANES),
-        Case::simple("dalek_decode_mul_encode", move || {
-            black_box(mul_encoded(
-                Kernel::Portable,
-                black_box(&points),
-                black_box(&scalars),
-            ));
-        })
-        .per_call(LANES),
+        .collect();
+    cases.extend([
         Case::simple("x25519_dalek_montgomery_ladder", move || {
             black_box(x_secret.diffie_hellman(black_box(&x_public)));
         }),
         Case::simple("ristretto_fixed_base_mul", || {
             black_box(RistrettoPoint::mul_base(black_box(&fx.scalar)));
         }),
-    ]
+    ]);
+    cases
+}
+
+/// The `reference` row of a kernel's decode, multiply and encode, per packet.
+fn lane_row(kernel: Kernel) -> &'static str {
+    match kernel {
+        Kernel::Ifma16 => "lanes_avx512ifma_x16_decode_mul_encode",
+        Kernel::Ifma8 => "lanes_avx512ifma_x8_decode_mul_encode",
+        Kernel::Avx2x8 => "lanes_avx2_x8_decode_mul_encode",
+        Kernel::Avx2x4 => "lanes_avx2_x4_decode_mul_encode",
+        Kernel::Portable => "dalek_decode_mul_encode",
+    }
 }
 
 /// Real processing in batches of `k` (`Processor::process_batch`, what a shard calls on a

@@ -2,56 +2,232 @@
 //! group element, multiply it by a scalar, encode the product. A hop does this twice per
 //! packet (the shared secret, then the blinding), and it is 80-90 % of the hop's cost.
 //!
-//! The kernel for CPUs with AVX-512 IFMA (`ifma.rs`) runs eight packets in the lanes of
-//! 512-bit registers, with its own field arithmetic; elsewhere [`mul_encoded`] falls back
-//! to curve25519-dalek one packet at a time. Both give the same bytes for every input
-//! (`tests/lanes.rs` checks it against dalek over random and edge-case inputs).
+//! Two kernels, each with its own field arithmetic under one curve implementation
+//! (`curve.rs` over `field::FieldLanes`): eight lanes of AVX-512 IFMA (`ifma.rs`) and four
+//! of AVX2 (`avx2.rs`), each also run two registers at a time (`pair.rs`: 16 and 8 lanes).
+//! The portable path is curve25519-dalek, one packet at a time. Every kernel gives the
+//! same bytes as dalek for every input (`tests/lanes.rs` checks each kernel this CPU runs,
+//! over random and edge-case inputs; `tests.rs` the field arithmetic at its edges).
+//! [`Kernel::best`] says which one runs by default, and why.
 //!
-//! [`crate::Processor`] sends groups of [`LANES_FROM`] or more packets of a batch through
-//! [`Points8`]: each α decoded once, multiplied by the node's key for the shared secrets,
-//! then by each packet's blinding factor.
+//! [`crate::Processor`] sends runs of a batch through [`Points`]: each α decoded once,
+//! multiplied by the node's key for the shared secrets, then by each packet's blinding
+//! factor.
 
+use curve25519_dalek::constants::RISTRETTO_BASEPOINT_COMPRESSED;
 use curve25519_dalek::scalar::Scalar;
+use zeroize::Zeroizing;
 
 use crate::primitives::{compress, decompress, mul};
 
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod curve;
+#[cfg(target_arch = "x86_64")]
+mod field;
+#[cfg(target_arch = "x86_64")]
 mod ifma;
+#[cfg(target_arch = "x86_64")]
+mod pair;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests;
 
-/// Packets per batch.
-pub const LANES: usize = 8;
+#[cfg(target_arch = "x86_64")]
+use {avx2::F4, curve::Point, ifma::F8, pair::Pair};
 
-/// The fewest packets worth a lane run: eight lanes cost the same however many carry a
-/// packet, about as much as three packets one at a time (`loopix speed`:
-/// `lanes_decode_mul_encode_per_packet_x8` against `dalek_decode_mul_encode`). Smaller
-/// groups take the one-at-a-time path.
-pub const LANES_FROM: usize = 4;
+/// The most packets in one run of any kernel.
+pub const MAX_LANES: usize = 16;
 
-/// Eight decoded points in the lanes of the kernel (only made where the CPU runs it).
-pub struct Points8 {
-    #[cfg(target_arch = "x86_64")]
-    points: ifma::Point8,
-    /// Lanes holding a valid point other than the identity.
-    valid: u8,
+/// An implementation of the batch's public-key work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// Sixteen lanes of AVX-512 IFMA (two registers of eight).
+    Ifma16,
+    /// Eight lanes of AVX-512 IFMA.
+    Ifma8,
+    /// Eight lanes of AVX2 (two registers of four).
+    Avx2x8,
+    /// Four lanes of AVX2.
+    Avx2x4,
+    /// curve25519-dalek, one packet at a time.
+    Portable,
 }
 
-impl Points8 {
-    /// Decodes eight encodings; `None` if this CPU has no lane kernel.
-    pub fn decode(encoded: &[[u8; 32]; LANES]) -> Option<Self> {
-        if Kernel::detect() != Kernel::Ifma {
+impl Kernel {
+    /// Every kernel.
+    pub const ALL: [Kernel; 5] = [
+        Self::Ifma8,
+        Self::Ifma16,
+        Self::Avx2x8,
+        Self::Avx2x4,
+        Self::Portable,
+    ];
+
+    /// The best this CPU runs (checked at run time, so one binary runs everywhere), unless
+    /// the environment names one in `LOOPIX_KERNEL` (to compare, or to rule the lanes out
+    /// with `portable`): a name this CPU does not run, or does not know, falls back to the
+    /// best, with a warning on standard error. Decided once per process.
+    pub fn detect() -> Self {
+        static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let best = Self::best();
+            let Ok(asked) = std::env::var("LOOPIX_KERNEL") else {
+                return best;
+            };
+            match Self::ALL.iter().find(|k| k.name() == asked) {
+                Some(k) if k.runs_here() => *k,
+                Some(_) => {
+                    eprintln!(
+                        "LOOPIX_KERNEL={asked}: this CPU does not run it; using {}",
+                        best.name()
+                    );
+                    best
+                }
+                None => {
+                    let names: Vec<_> = Self::ALL.iter().map(|k| k.name()).collect();
+                    eprintln!(
+                        "LOOPIX_KERNEL={asked}: not a kernel ({}); using {}",
+                        names.join(", "),
+                        best.name()
+                    );
+                    best
+                }
+            }
+        })
+    }
+
+    /// The default on this CPU: eight lanes of IFMA where it has them, else one packet at
+    /// a time. Neither the 16-lane IFMA run nor the AVX2 kernels beat those where we
+    /// measured them (crypto/SPEC.md, "Lanes"); they run when `LOOPIX_KERNEL` names them.
+    pub fn best() -> Self {
+        if Self::Ifma8.runs_here() {
+            Self::Ifma8
+        } else {
+            Self::Portable
+        }
+    }
+
+    /// The kernels this CPU runs, the portable one last.
+    pub fn available() -> impl Iterator<Item = Kernel> {
+        Self::ALL.into_iter().filter(|k| k.runs_here())
+    }
+
+    /// Whether this CPU has the instructions the kernel needs.
+    pub fn runs_here(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            match self {
+                Self::Ifma16 | Self::Ifma8 => has!("avx512f") && has!("avx512ifma"),
+                Self::Avx2x8 | Self::Avx2x4 => has!("avx2"),
+                Self::Portable => true,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Self::Portable
+        }
+    }
+
+    /// Packets in one run (1: one at a time).
+    pub fn lanes(self) -> usize {
+        match self {
+            Self::Ifma16 => 16,
+            Self::Ifma8 | Self::Avx2x8 => 8,
+            Self::Avx2x4 => 4,
+            Self::Portable => 1,
+        }
+    }
+
+    /// The fewest packets worth a run. A run costs the same however many of its lanes
+    /// carry a packet: on IFMA a run of 8 costs what about 3 packets one at a time, a run
+    /// of 16 about 6 (`loopix speed`: `lanes_*_decode_mul_encode` against
+    /// `dalek_decode_mul_encode`, times the lanes); smaller groups take the one-at-a-time
+    /// path. An AVX2 run cost more than its packets one at a time where we measured it,
+    /// so chosen by name it takes full runs only.
+    pub fn lanes_from(self) -> usize {
+        match self {
+            Self::Ifma8 => 4,
+            Self::Ifma16 => 7,
+            Self::Avx2x8 => 8,
+            Self::Avx2x4 => 4,
+            Self::Portable => usize::MAX,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ifma16 => "avx512ifma-x16",
+            Self::Ifma8 => "avx512ifma-x8",
+            Self::Avx2x8 => "avx2-x8",
+            Self::Avx2x4 => "avx2-x4",
+            Self::Portable => "portable",
+        }
+    }
+}
+
+/// One run's decoded points, in the lanes of its kernel.
+#[cfg(target_arch = "x86_64")]
+enum Run {
+    Ifma16(Point<Pair<F8>>),
+    Ifma8(Point<F8>),
+    Avx2x8(Point<Pair<F4>>),
+    Avx2x4(Point<F4>),
+}
+
+/// A run of decoded points (only made where the CPU runs the kernel).
+pub struct Points {
+    #[cfg(target_arch = "x86_64")]
+    run: Run,
+    lanes: usize,
+    /// Lanes holding a valid point other than the identity.
+    valid: u32,
+}
+
+impl Points {
+    /// Decodes `kernel.lanes()` encodings; `None` if this CPU does not run `kernel` or it
+    /// is the portable one.
+    pub fn decode(kernel: Kernel, encoded: &[[u8; 32]]) -> Option<Self> {
+        assert_eq!(encoded.len(), kernel.lanes(), "one encoding per lane");
+        if kernel == Kernel::Portable || !kernel.runs_here() {
             return None;
         }
         #[cfg(target_arch = "x86_64")]
         {
-            // SAFETY: the CPU has avx512f and avx512ifma (detected above).
-            let (ok, points) = unsafe { ifma::Point8::decode(encoded) };
+            // SAFETY: the CPU has the kernel's instructions (checked above).
+            let (ok, run) = unsafe {
+                match kernel {
+                    Kernel::Ifma16 => {
+                        let (ok, p) = ifma::decode(encoded);
+                        (ok, Run::Ifma16(p))
+                    }
+                    Kernel::Ifma8 => {
+                        let (ok, p) = ifma::decode(encoded);
+                        (ok, Run::Ifma8(p))
+                    }
+                    Kernel::Avx2x8 => {
+                        let (ok, p) = avx2::decode(encoded);
+                        (ok, Run::Avx2x8(p))
+                    }
+                    Kernel::Avx2x4 => {
+                        let (ok, p) = avx2::decode(encoded);
+                        (ok, Run::Avx2x4(p))
+                    }
+                    Kernel::Portable => unreachable!("refused above"),
+                }
+            };
             let mut valid = ok;
             for (i, e) in encoded.iter().enumerate() {
                 if *e == [0u8; 32] {
                     valid &= !(1 << i);
                 }
             }
-            Some(Self { points, valid })
+            Some(Self {
+                run,
+                lanes: encoded.len(),
+                valid,
+            })
         }
         #[cfg(not(target_arch = "x86_64"))]
         None
@@ -62,79 +238,68 @@ impl Points8 {
         self.valid & (1 << i) != 0
     }
 
-    /// Each lane's point times its scalar, encoded (lanes that are not valid give the
-    /// identity's product, to be ignored).
-    pub fn mul_encode(&self, scalars: &[Scalar; LANES]) -> [[u8; 32]; LANES] {
+    /// Each lane's point times its scalar, encoded into `out` (lanes that are not valid
+    /// give the identity's product, to be ignored).
+    pub fn mul_encode(&self, scalars: &[Scalar], out: &mut [[u8; 32]]) {
+        assert!(scalars.len() == self.lanes && out.len() == self.lanes);
+        let mut bytes = Zeroizing::new([[0u8; 32]; MAX_LANES]);
+        for (b, s) in bytes.iter_mut().zip(scalars) {
+            *b = s.to_bytes();
+        }
+        let bytes = &bytes[..self.lanes];
         #[cfg(target_arch = "x86_64")]
-        {
-            let bytes = zeroize::Zeroizing::new(scalars.map(|s| s.to_bytes()));
-            // SAFETY: a Points8 exists only where the CPU runs the kernel.
-            unsafe { self.points.mul(&bytes).encode() }
+        // SAFETY: a Points exists only where the CPU runs its kernel.
+        unsafe {
+            match &self.run {
+                Run::Ifma16(p) => ifma::mul_encode(p, bytes, out),
+                Run::Ifma8(p) => ifma::mul_encode(p, bytes, out),
+                Run::Avx2x8(p) => avx2::mul_encode(p, bytes, out),
+                Run::Avx2x4(p) => avx2::mul_encode(p, bytes, out),
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = scalars;
+            let _ = (bytes, out);
             unreachable!("no lane kernel on this architecture")
         }
     }
 }
 
-/// Which implementation [`mul_encoded`] runs on this CPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernel {
-    /// Eight lanes of AVX-512 IFMA.
-    Ifma,
-    /// curve25519-dalek, one packet at a time.
-    Portable,
-}
-
-impl Kernel {
-    /// The best this CPU runs (checked at run time, so one binary runs everywhere), unless
-    /// the environment says `LOOPIX_KERNEL=portable` (to compare, or to rule the kernel
-    /// out). Decided once per process.
-    pub fn detect() -> Self {
-        static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-        *CHOSEN.get_or_init(|| {
-            if std::env::var("LOOPIX_KERNEL").is_ok_and(|v| v == "portable") {
-                return Self::Portable;
-            }
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512ifma")
-            {
-                return Self::Ifma;
-            }
-            Self::Portable
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Ifma => "avx512ifma-x8",
-            Self::Portable => "portable",
-        }
-    }
-}
-
-/// For each lane: its 32 bytes decoded as a Ristretto point, times its scalar, encoded;
-/// `None` where the bytes are not the canonical encoding of a point, or encode the
-/// identity (whose products everyone knows).
+/// For each `i`: `points[i]` decoded as a Ristretto point, times `scalars[i]`, encoded,
+/// into `out[i]`; `None` where the bytes are not the canonical encoding of a point, or
+/// encode the identity (whose products everyone knows). Any length: runs of
+/// `kernel.lanes()`, the last one padded with the base point.
 pub fn mul_encoded(
     kernel: Kernel,
-    points: &[[u8; 32]; LANES],
-    scalars: &[Scalar; LANES],
-) -> [Option<[u8; 32]>; LANES] {
-    let lanes = (kernel == Kernel::Ifma)
-        .then(|| Points8::decode(points))
-        .flatten();
-    match lanes {
-        Some(p) => {
-            let out = p.mul_encode(scalars);
-            core::array::from_fn(|i| p.valid(i).then_some(out[i]))
+    points: &[[u8; 32]],
+    scalars: &[Scalar],
+    out: &mut [Option<[u8; 32]>],
+) {
+    assert!(points.len() == scalars.len() && points.len() == out.len());
+    let lanes = kernel.lanes();
+    for ((p, s), o) in points
+        .chunks(lanes)
+        .zip(scalars.chunks(lanes))
+        .zip(out.chunks_mut(lanes))
+    {
+        let mut padded = [RISTRETTO_BASEPOINT_COMPRESSED.to_bytes(); MAX_LANES];
+        padded[..p.len()].copy_from_slice(p);
+        let mut scalars = [Scalar::ONE; MAX_LANES];
+        scalars[..s.len()].copy_from_slice(s);
+        match Points::decode(kernel, &padded[..lanes]) {
+            Some(run) => {
+                let mut products = [[0u8; 32]; MAX_LANES];
+                run.mul_encode(&scalars[..lanes], &mut products[..lanes]);
+                for (i, o) in o.iter_mut().enumerate() {
+                    *o = run.valid(i).then_some(products[i]);
+                }
+            }
+            // The path a packet takes one at a time (the identity refused by `decompress`).
+            None => {
+                for ((p, s), o) in p.iter().zip(s).zip(o.iter_mut()) {
+                    *o = decompress(p).map(|p| compress(&mul(&p, s)));
+                }
+            }
         }
-        // The path a packet takes one at a time (the identity refused by `decompress`).
-        None => core::array::from_fn(|i| {
-            decompress(&points[i]).map(|p| compress(&mul(&p, &scalars[i])))
-        }),
     }
 }
