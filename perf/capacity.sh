@@ -2,6 +2,7 @@
 # Capacity of one mix node, for 1 shard and for all shards, against the crypto floor.
 #
 #   perf/capacity.sh [--json] [--step-s S] [--p99-bound-us U] [--send-quantum-us Q]
+#                    [--pin-generator]
 #
 # Builds release for this CPU, writes keys and a topology into a scratch directory, starts
 # `loopix node` (shards pinned to cores 0..N-1) and runs `loopix loadgen --find-capacity`
@@ -16,7 +17,8 @@
 # The generator is unpinned and shares the cores with the shards; it sends in bursts of up
 # to Q µs (default 300, `loopix loadgen --send-quantum-us`) so that it wakes once per burst
 # rather than once per packet, which on shared cores cost the node a quarter of its time
-# per packet. Q = 0 restores exact spacing.
+# per packet. Q = 0 restores exact spacing. --pin-generator pins the generator of the
+# 1-shard run to the other cores (1..N-1), so that shard's core is its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 json=0; step_s=3; bound=2000; quantum=300
@@ -26,6 +28,7 @@ while [ $# -gt 0 ]; do
     --step-s) step_s=$2; shift ;;
     --p99-bound-us) bound=$2; shift ;;
     --send-quantum-us) quantum=$2; shift ;;
+    --pin-generator) pin_generator=1 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -36,6 +39,9 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 
 run_capacity() { # $1 = shards
   start_node "$1"
+  # With --pin-generator, the 1-shard run's generator gets the cores the shard does not.
+  local generator_cpus=
+  [ "${pin_generator:-0}" = 1 ] && [ "$1" -lt "$cores" ] && generator_cpus="$1-$((cores - 1))"
   loadgen --duration-s "$step_s" --p99-bound-us "$bound" --send-quantum-us "$quantum" --find-capacity --json \
     2> "$work/loadgen-$1.log" > "$work/capacity-$1.json"
   stop_node

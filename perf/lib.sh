@@ -62,7 +62,8 @@ stop_node() {
   kill -TERM "$node_pid"; wait "$node_pid" || true
 }
 
-# loadgen ARGS...: the load generator against node 1, reading its metrics.
+# loadgen ARGS...: the load generator against node 1, reading its metrics; pinned to the
+# CPUs in $generator_cpus when that is set (e.g. "1": off the 1-shard node's core 0).
 loadgen() {
-  "$bin" loadgen --topology "$work/topology.toml" --target 1 --as 1000 --key "$work/gen.key" --metrics "127.0.0.1:$metrics_port" "$@"
+  ${generator_cpus:+taskset -c "$generator_cpus"} "$bin" loadgen --topology "$work/topology.toml" --target 1 --as 1000 --key "$work/gen.key" --metrics "127.0.0.1:$metrics_port" "$@"
 }
