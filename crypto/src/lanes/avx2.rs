@@ -16,7 +16,7 @@
 use core::arch::x86_64::*;
 
 use super::curve::Point;
-use super::field::{FieldLanes, bytes_of, limbs51_of};
+use super::field::{FieldLanes, bytes_of, field_lanes_for, limbs51_of};
 
 const LANES: usize = 4;
 
@@ -40,6 +40,25 @@ pub fn mul_encode<F: FieldLanes>(p: &Point<F>, scalars: &[[u8; 32]], out: &mut [
 /// Four field elements.
 #[derive(Clone, Copy)]
 pub struct F4([__m256i; 10]);
+
+/// `[$column!(0), ..., $column!(9)]`: a product's ten columns, each by the calling
+/// function's own `column!`.
+macro_rules! ten_columns {
+    ($column:ident) => {
+        [
+            $column!(0),
+            $column!(1),
+            $column!(2),
+            $column!(3),
+            $column!(4),
+            $column!(5),
+            $column!(6),
+            $column!(7),
+            $column!(8),
+            $column!(9),
+        ]
+    };
+}
 
 /// Bits in limb `k`.
 const fn width(k: usize) -> u32 {
@@ -195,18 +214,7 @@ impl F4 {
                 $acc = _mm256_add_epi64($acc, _mm256_mul_epu32(f[$i], gj));
             )*};
         }
-        Self::carry_chain([
-            column!(0),
-            column!(1),
-            column!(2),
-            column!(3),
-            column!(4),
-            column!(5),
-            column!(6),
-            column!(7),
-            column!(8),
-            column!(9),
-        ])
+        Self::carry_chain(ten_columns!(column))
     }
 
     #[target_feature(enable = "avx2")]
@@ -238,18 +246,7 @@ impl F4 {
                 }
             )*};
         }
-        Self::carry_chain([
-            column!(0),
-            column!(1),
-            column!(2),
-            column!(3),
-            column!(4),
-            column!(5),
-            column!(6),
-            column!(7),
-            column!(8),
-            column!(9),
-        ])
+        Self::carry_chain(ten_columns!(column))
     }
 
     /// The ref10 carry order on a product's columns (each < 2^61): two chains interleaved,
@@ -360,63 +357,4 @@ impl F4 {
     }
 }
 
-// SAFETY of every `unsafe` below: an F4 exists only inside the kernel's entry points
-// (`decode`, `mul_encode`), which run only where the CPU has avx2.
-impl FieldLanes for F4 {
-    const LANES: usize = LANES;
-
-    #[inline(always)]
-    fn constant(limbs: [u64; 5]) -> Self {
-        unsafe { Self::splat_limbs(limbs) }
-    }
-
-    #[inline(always)]
-    fn from_bytes(bytes: &[[u8; 32]]) -> Self {
-        unsafe { Self::load(bytes) }
-    }
-
-    #[inline(always)]
-    fn to_bytes(self, out: &mut [[u8; 32]]) {
-        unsafe { self.store(out) }
-    }
-
-    #[inline(always)]
-    fn add(self, b: Self) -> Self {
-        unsafe { self.add_(b) }
-    }
-
-    #[inline(always)]
-    fn sub(self, b: Self) -> Self {
-        unsafe { self.sub_(b) }
-    }
-
-    #[inline(always)]
-    fn mul(self, b: Self) -> Self {
-        unsafe { self.mul_(b) }
-    }
-
-    #[inline(always)]
-    fn square(self) -> Self {
-        unsafe { self.square_() }
-    }
-
-    #[inline(always)]
-    fn eq(self, b: Self) -> u32 {
-        unsafe { self.sub_(b).is_zero() }
-    }
-
-    #[inline(always)]
-    fn is_negative(self) -> u32 {
-        unsafe { self.is_odd() }
-    }
-
-    #[inline(always)]
-    fn select(self, b: Self, mask: u32) -> Self {
-        unsafe { self.blend(b, mask) }
-    }
-
-    #[inline(always)]
-    fn digit_masks(digits: &[i8]) -> ([u32; 8], u32) {
-        unsafe { Self::digits(digits) }
-    }
-}
+field_lanes_for!(F4, LANES, "avx2");

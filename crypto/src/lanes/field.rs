@@ -117,6 +117,77 @@ pub trait FieldLanes: Copy {
     }
 }
 
+/// `FieldLanes` for a kernel's element type `$t` of `$lanes` lanes: each method a safe
+/// wrapper around the type's target-feature function of the same job (`splat_limbs`,
+/// `load`, `store`, `add_`, `sub_`, `mul_`, `square_`, `is_zero`, `is_odd`, `blend`,
+/// `digits`). Sound because a value of `$t` exists only inside the kernel's entry points,
+/// which run only where the CPU has the kernel's instructions (`$features`, for the
+/// reader: the entry points name them).
+macro_rules! field_lanes_for {
+    ($t:ty, $lanes:expr, $features:literal) => {
+        // SAFETY of every `unsafe` below: see the macro's comment; `$features` present.
+        impl FieldLanes for $t {
+            const LANES: usize = $lanes;
+
+            #[inline(always)]
+            fn constant(limbs: [u64; 5]) -> Self {
+                unsafe { Self::splat_limbs(limbs) }
+            }
+
+            #[inline(always)]
+            fn from_bytes(bytes: &[[u8; 32]]) -> Self {
+                unsafe { Self::load(bytes) }
+            }
+
+            #[inline(always)]
+            fn to_bytes(self, out: &mut [[u8; 32]]) {
+                unsafe { self.store(out) }
+            }
+
+            #[inline(always)]
+            fn add(self, b: Self) -> Self {
+                unsafe { self.add_(b) }
+            }
+
+            #[inline(always)]
+            fn sub(self, b: Self) -> Self {
+                unsafe { self.sub_(b) }
+            }
+
+            #[inline(always)]
+            fn mul(self, b: Self) -> Self {
+                unsafe { self.mul_(b) }
+            }
+
+            #[inline(always)]
+            fn square(self) -> Self {
+                unsafe { self.square_() }
+            }
+
+            #[inline(always)]
+            fn eq(self, b: Self) -> u32 {
+                unsafe { self.sub_(b).is_zero() }
+            }
+
+            #[inline(always)]
+            fn is_negative(self) -> u32 {
+                unsafe { self.is_odd() }
+            }
+
+            #[inline(always)]
+            fn select(self, b: Self, mask: u32) -> Self {
+                unsafe { self.blend(b, mask) }
+            }
+
+            #[inline(always)]
+            fn digit_masks(digits: &[i8]) -> ([u32; 8], u32) {
+                unsafe { Self::digits(digits) }
+            }
+        }
+    };
+}
+pub(crate) use field_lanes_for;
+
 /// √-1 mod p, in radix-2^51 limbs.
 pub const SQRT_M1: [u64; 5] = [
     0x61b274a0ea0b0,

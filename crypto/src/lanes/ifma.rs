@@ -14,7 +14,7 @@
 use core::arch::x86_64::*;
 
 use super::curve::Point;
-use super::field::{FieldLanes, bytes_of, limbs51_of};
+use super::field::{FieldLanes, bytes_of, field_lanes_for, limbs51_of};
 
 const LANES: usize = 8;
 
@@ -140,6 +140,11 @@ impl F8 {
         Self::fold(lo, hi)
     }
 
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn square_(self) -> Self {
+        self.mul_(self)
+    }
+
     /// Column k = lo[k] + 2·hi[k] (< 2^57); columns 5..9 fold down times 19 (< 2^62).
     #[target_feature(enable = "avx512f")]
     fn fold(lo: [__m512i; 9], hi: [__m512i; 10]) -> Self {
@@ -229,63 +234,4 @@ impl F8 {
     }
 }
 
-// SAFETY of every `unsafe` below: an F8 exists only inside the kernel's entry points
-// (`decode`, `mul_encode`), which run only where the CPU has avx512f and avx512ifma.
-impl FieldLanes for F8 {
-    const LANES: usize = LANES;
-
-    #[inline(always)]
-    fn constant(limbs: [u64; 5]) -> Self {
-        unsafe { Self::splat_limbs(limbs) }
-    }
-
-    #[inline(always)]
-    fn from_bytes(bytes: &[[u8; 32]]) -> Self {
-        unsafe { Self::load(bytes) }
-    }
-
-    #[inline(always)]
-    fn to_bytes(self, out: &mut [[u8; 32]]) {
-        unsafe { self.store(out) }
-    }
-
-    #[inline(always)]
-    fn add(self, b: Self) -> Self {
-        unsafe { self.add_(b) }
-    }
-
-    #[inline(always)]
-    fn sub(self, b: Self) -> Self {
-        unsafe { self.sub_(b) }
-    }
-
-    #[inline(always)]
-    fn mul(self, b: Self) -> Self {
-        unsafe { self.mul_(b) }
-    }
-
-    #[inline(always)]
-    fn square(self) -> Self {
-        unsafe { self.mul_(self) }
-    }
-
-    #[inline(always)]
-    fn eq(self, b: Self) -> u32 {
-        unsafe { self.sub_(b).is_zero() }
-    }
-
-    #[inline(always)]
-    fn is_negative(self) -> u32 {
-        unsafe { self.is_odd() }
-    }
-
-    #[inline(always)]
-    fn select(self, b: Self, mask: u32) -> Self {
-        unsafe { self.blend(b, mask) }
-    }
-
-    #[inline(always)]
-    fn digit_masks(digits: &[i8]) -> ([u32; 8], u32) {
-        unsafe { Self::digits(digits) }
-    }
-}
+field_lanes_for!(F8, LANES, "avx512f,avx512ifma");
