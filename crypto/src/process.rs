@@ -310,6 +310,22 @@ impl Processor {
         self.process_batch_unless_replayed(packets, results, |_| false)
     }
 
+    /// How many packets of a batch of `n` [`Processor::process_batch`] unwraps in vector
+    /// lanes (the rest one at a time): runs of `kernel.lanes()`, each taken if it holds
+    /// at least `kernel.lanes_from()` packets. What a node counts to show how full its
+    /// batches are.
+    pub fn lanes_taken(&self, n: usize) -> usize {
+        let (lanes, from) = (self.kernel.lanes(), self.kernel.lanes_from());
+        if n < from || !self.kernel.runs_here() {
+            return 0;
+        }
+        (0..n)
+            .step_by(lanes)
+            .map(|start| (n - start).min(lanes))
+            .filter(|&run| run >= from)
+            .sum()
+    }
+
     /// [`Processor::process_batch`] with the replay check of
     /// [`Processor::process_unless_replayed`], asked in packet order.
     pub fn process_batch_unless_replayed<B: AsMut<[u8]>>(

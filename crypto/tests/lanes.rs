@@ -168,6 +168,48 @@ fn bad_and_edge_encodings_are_refused_like_dalek() {
     }
 }
 
+/// `lanes_taken` names the packets `process_batch` runs in lanes: runs of the kernel's
+/// width holding at least its threshold.
+#[test]
+fn lanes_taken_counts_full_enough_runs() {
+    let (relays, _) = network(7, 1, Command::Final);
+    let mut proc = relays.into_iter().next().unwrap();
+    let cases: [(Kernel, &[(usize, usize)]); 3] = [
+        // Runs of 8 from 4 packets: 11 = 8 + 3 (the 3 one at a time).
+        (
+            Kernel::Ifma8,
+            &[
+                (1, 0),
+                (3, 0),
+                (4, 4),
+                (8, 8),
+                (11, 8),
+                (12, 12),
+                (16, 16),
+                (19, 16),
+            ],
+        ),
+        // Runs of 4, full ones only.
+        (Kernel::Avx2x4, &[(3, 0), (4, 4), (7, 4), (8, 8), (10, 8)]),
+        (Kernel::Portable, &[(1, 0), (8, 0), (32, 0)]),
+    ];
+    for (kernel, expected) in cases {
+        if !kernel.runs_here() {
+            eprintln!("skipped: this CPU does not run {}", kernel.name());
+            continue;
+        }
+        proc = proc.with_kernel(kernel);
+        for &(n, taken) in expected {
+            assert_eq!(
+                proc.lanes_taken(n),
+                taken,
+                "{} with {n} packets",
+                kernel.name()
+            );
+        }
+    }
+}
+
 /// What can be in a shard's receive batch.
 #[derive(Clone, Copy, Debug)]
 enum Kind {

@@ -72,6 +72,12 @@ pub fn render(s: &Snapshot) -> String {
         }),
     );
     family(
+        "loopix_packets_in_lanes_total",
+        "counter",
+        "Packets whose public-key work ran in vector lanes, several at once (the rest one at a time): against loopix_packets_in_total, how full receive batches are.",
+        &mut s.reports.iter().map(|r| (shard(r), r.core.in_lanes as f64)),
+    );
+    family(
         "loopix_packets_ended_total",
         "counter",
         "Packets whose path ended here (loops back, drop cover, stored).",

@@ -51,6 +51,13 @@ pub trait Codec: Sized + 'static {
         n
     }
 
+    /// How many packets of a batch of `n` [`Codec::unwrap_batch`] unwraps in vector lanes
+    /// (none unless the codec has lanes).
+    fn lanes_taken(&self, n: usize) -> usize {
+        let _ = n;
+        0
+    }
+
     /// Writes a packet along `path` carrying `payload` into `out`.
     fn build_into<R: CryptoRng + ?Sized>(
         params: &Params,
@@ -139,6 +146,10 @@ impl Codec for Processor {
         is_replay: impl FnMut(&ReplayTag) -> bool,
     ) -> usize {
         self.process_batch_unless_replayed(packets, results, is_replay)
+    }
+
+    fn lanes_taken(&self, n: usize) -> usize {
+        Processor::lanes_taken(self, n)
     }
 
     fn build_into<R: CryptoRng + ?Sized>(

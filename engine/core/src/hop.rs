@@ -115,6 +115,9 @@ struct Held {
 pub struct HopStats {
     pub received: u64,
     pub released: u64,
+    /// Packets whose public-key work ran in vector lanes ([`Codec::lanes_taken`]): against
+    /// `received`, how full the receive batches were.
+    pub in_lanes: u64,
     pub drops: DropCounts,
     /// |actual hold - requested delay| of every released packet, µs: delay fidelity.
     pub delay_error: LatencyHistogram,
@@ -457,6 +460,7 @@ impl<C: Codec> HopEngine<C> {
             (&mut slot.filter, &mut slot.journal, self.journal_tags);
         let bufs = &mut self.staging.bufs[range.clone()];
         let results = &mut self.staging.results[range.clone()];
+        self.stats.in_lanes += codec.lanes_taken(range.len()) as u64;
         codec.unwrap_batch(bufs, results, |tag| {
             let (seen, hash) = filter.insert(tag);
             if seen == Seen::Fresh {
@@ -970,6 +974,25 @@ mod tests {
             none_recorded,
             "a restored epoch's journal goes on as it was"
         );
+    }
+
+    #[test]
+    fn packets_unwrapped_in_lanes_are_counted() {
+        let mut engine = engine();
+        let batch: Vec<Vec<u8>> = (0..9).map(|i| packet(0, 0, 30 + i)).collect();
+        let refs: Vec<&[u8]> = batch.iter().map(|p| &p[..]).collect();
+        engine.receive_batch(S, &refs[..1], route, |_, _| Ok(()));
+        assert_eq!(
+            engine.stats().in_lanes,
+            0,
+            "a lone packet never takes lanes"
+        );
+        engine.receive_batch(S, &refs[1..], route, |_, _| Ok(()));
+        // Eight at once: in lanes exactly where this CPU's default kernel runs them.
+        let key = seed().secret_key(0).unwrap();
+        let expected = Processor::new(key, Params::default()).lanes_taken(8);
+        assert_eq!(engine.stats().in_lanes, expected as u64);
+        assert_eq!(engine.stats().received, 9);
     }
 
     #[test]

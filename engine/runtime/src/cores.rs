@@ -18,6 +18,8 @@ use loopix_core::latency_histogram::LatencyHistogram;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CoreReport {
     pub received: u64,
+    /// Of those, unwrapped in vector lanes.
+    pub in_lanes: u64,
     pub sent: u64,
     pub drops: DropCounts,
     /// Packets held on the wheel.
@@ -81,6 +83,7 @@ impl ShardCore for Mix {
         let s = self.stats();
         CoreReport {
             received: s.hop.received,
+            in_lanes: s.hop.in_lanes,
             sent: s.sent,
             drops: s.hop.drops,
             pending: ShardCore::pending(self) as u64,
@@ -102,6 +105,7 @@ impl<S: InboxStore> ShardCore for Provider<S> {
         let s = self.stats();
         CoreReport {
             received: s.hop.received,
+            in_lanes: s.hop.in_lanes,
             sent: s.sent,
             drops: s.hop.drops,
             pending: ShardCore::pending(self) as u64,
