@@ -51,11 +51,28 @@ fn ctrl_c_leaves_no_node_behind() {
     let stderr = testnet.0.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
     assert!(lines.any(|l| l.contains("network up")), "testnet came up");
-    assert_eq!(
-        processes_mentioning(&needle, pid).len(),
-        8,
-        "one process per node"
-    );
+    let running = processes_mentioning(&needle, pid);
+    if running.len() != 8 {
+        // Say which node is missing and what its log says, so a failure can be told apart
+        // from a slow probe.
+        let mut logs = String::new();
+        for entry in std::fs::read_dir(&dir.0).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("node-") && name.ends_with(".log") {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let tail: String = text.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+                logs += &format!("\n{name}: {tail}");
+            }
+        }
+        let cmdlines: Vec<String> = running
+            .iter()
+            .map(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default())
+            .collect();
+        panic!(
+            "one process per node: {} running {cmdlines:?}; node logs:{logs}",
+            running.len()
+        );
+    }
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let deadline = Instant::now() + Duration::from_secs(20);
     while testnet.0.try_wait().unwrap().is_none() {
