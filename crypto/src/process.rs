@@ -4,6 +4,7 @@
 //! costly re-blinding and payload work.
 
 use core::fmt;
+use core::ops::Range;
 
 use ctr::cipher::StreamCipher;
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_COMPRESSED;
@@ -311,19 +312,28 @@ impl Processor {
     }
 
     /// How many packets of a batch of `n` [`Processor::process_batch`] unwraps in vector
-    /// lanes (the rest one at a time): runs of `kernel.lanes()`, each taken if it holds
-    /// at least `kernel.lanes_from()` packets. What a node counts to show how full its
-    /// batches are.
+    /// lanes (the rest one at a time). What a node counts to show how full its batches
+    /// are.
     pub fn lanes_taken(&self, n: usize) -> usize {
-        let (lanes, from) = (self.kernel.lanes(), self.kernel.lanes_from());
-        if n < from || !self.kernel.runs_here() {
-            return 0;
-        }
-        (0..n)
-            .step_by(lanes)
-            .map(|start| (n - start).min(lanes))
-            .filter(|&run| run >= from)
+        self.runs(n)
+            .filter(|(_, in_lanes)| *in_lanes)
+            .map(|(run, _)| run.len())
             .sum()
+    }
+
+    /// How [`Processor::process_batch`] splits a batch of `n`: where the CPU runs the
+    /// kernel and the batch holds at least `kernel.lanes_from()` packets, runs of
+    /// `kernel.lanes()`, each through the lanes (`true`) if it holds that many; otherwise
+    /// chunks of [`CHUNK`], one at a time.
+    fn runs(&self, n: usize) -> impl Iterator<Item = (Range<usize>, bool)> {
+        let (lanes, from) = (self.kernel.lanes(), self.kernel.lanes_from());
+        let lanes_at_all = n >= from && self.kernel.runs_here();
+        let step = if lanes_at_all { lanes } else { CHUNK };
+        (0..n).step_by(step).map(move |start| {
+            let run = start..(start + step).min(n);
+            let in_lanes = lanes_at_all && run.len() >= from;
+            (run, in_lanes)
+        })
     }
 
     /// [`Processor::process_batch`] with the replay check of
@@ -335,20 +345,13 @@ impl Processor {
         mut is_replay: impl FnMut(&ReplayTag) -> bool,
     ) -> usize {
         let n = packets.len().min(results.len());
-        let (packets, results) = (&mut packets[..n], &mut results[..n]);
-        let (lanes, from) = (self.kernel.lanes(), self.kernel.lanes_from());
-        if n >= from {
-            for (p, r) in packets.chunks_mut(lanes).zip(results.chunks_mut(lanes)) {
-                if p.len() >= from {
-                    self.process_lanes(p, r, &mut is_replay);
-                } else {
-                    self.process_small(p, r, &mut is_replay);
-                }
+        for (run, in_lanes) in self.runs(n) {
+            let (p, r) = (&mut packets[run.clone()], &mut results[run]);
+            if in_lanes {
+                self.process_lanes(p, r, &mut is_replay);
+            } else {
+                self.process_small(p, r, &mut is_replay);
             }
-            return n;
-        }
-        for (p, r) in packets.chunks_mut(CHUNK).zip(results.chunks_mut(CHUNK)) {
-            self.process_small(p, r, &mut is_replay);
         }
         n
     }

@@ -8,10 +8,8 @@
 
 use zeroize::Zeroizing;
 
+use super::MAX_LANES;
 use super::field::{FieldLanes, SQRT_M1};
-
-/// The most lanes any kernel runs at once.
-pub const MAX_LANES: usize = 16;
 
 const EDWARDS_D: [u64; 5] = [
     0x34dca135978a3,

@@ -195,25 +195,17 @@ impl Points {
         }
         #[cfg(target_arch = "x86_64")]
         {
+            // The decoded points, wrapped as the kernel's run.
+            fn run<P>((ok, points): (u32, P), wrap: fn(P) -> Run) -> (u32, Run) {
+                (ok, wrap(points))
+            }
             // SAFETY: the CPU has the kernel's instructions (checked above).
             let (ok, run) = unsafe {
                 match kernel {
-                    Kernel::Ifma16 => {
-                        let (ok, p) = ifma::decode(encoded);
-                        (ok, Run::Ifma16(p))
-                    }
-                    Kernel::Ifma8 => {
-                        let (ok, p) = ifma::decode(encoded);
-                        (ok, Run::Ifma8(p))
-                    }
-                    Kernel::Avx2x8 => {
-                        let (ok, p) = avx2::decode(encoded);
-                        (ok, Run::Avx2x8(p))
-                    }
-                    Kernel::Avx2x4 => {
-                        let (ok, p) = avx2::decode(encoded);
-                        (ok, Run::Avx2x4(p))
-                    }
+                    Kernel::Ifma16 => run(ifma::decode(encoded), Run::Ifma16),
+                    Kernel::Ifma8 => run(ifma::decode(encoded), Run::Ifma8),
+                    Kernel::Avx2x8 => run(avx2::decode(encoded), Run::Avx2x8),
+                    Kernel::Avx2x4 => run(avx2::decode(encoded), Run::Avx2x4),
                     Kernel::Portable => unreachable!("refused above"),
                 }
             };
