@@ -60,6 +60,21 @@ macro_rules! ten_columns {
     };
 }
 
+/// `[e(0), ..., e(9)]` for an expression `e` of the limb index `k`, spelled out: a
+/// closure through `array::map` or `from_fn` does not inline into target-feature code
+/// (each became a call, with its operands through memory).
+macro_rules! limbwise {
+    (|$k:ident| $e:expr) => {
+        limbwise!(@ $k, $e; 0 1 2 3 4 5 6 7 8 9)
+    };
+    (@ $k:ident, $e:expr; $($i:literal)*) => {
+        [$({
+            let $k = $i;
+            $e
+        }),*]
+    };
+}
+
 /// Bits in limb `k`.
 const fn width(k: usize) -> u32 {
     if k.is_multiple_of(2) { 26 } else { 25 }
@@ -82,15 +97,24 @@ fn splat(x: u64) -> __m256i {
     _mm256_set1_epi64x(x as i64)
 }
 
-/// 19 · x for a limb (19 · x < 2^32), in 32-bit lanes: the upper halves stay zero. (Put
-/// as a 64-bit operation, the compiler turns it into a full 64-bit multiplication, four
-/// instructions instead of three.)
+/// 19 · x for a limb (x < 2^32): one `vpmuludq`, written as the instruction itself. As an
+/// intrinsic, the compiler sees that only the low 32 bits of the result are ever read
+/// (it is a multiplication's operand), drops the implied 32-bit mask, and then expands
+/// a full 64-bit multiplication: five instructions for one.
 #[target_feature(enable = "avx2")]
 fn limb_times19(x: __m256i) -> __m256i {
-    _mm256_add_epi32(
-        _mm256_add_epi32(_mm256_slli_epi32::<4>(x), _mm256_slli_epi32::<1>(x)),
-        x,
-    )
+    let product: __m256i;
+    // SAFETY: one vector instruction on registers; no memory, stack or flags touched.
+    unsafe {
+        core::arch::asm!(
+            "vpmuludq {p}, {x}, {c}",
+            p = lateout(ymm_reg) product,
+            x = in(ymm_reg) x,
+            c = in(ymm_reg) splat(19),
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    product
 }
 
 /// 19 · x for any x (a carry), by shifts and adds.
@@ -153,8 +177,8 @@ impl F4 {
     /// bottom): for limbs < 2^30, leaves limbs within the invariant.
     #[target_feature(enable = "avx2")]
     fn carry(r: [__m256i; 10]) -> Self {
-        let parts: [(__m256i, __m256i); 10] = core::array::from_fn(|k| split_carry(r[k], k));
-        Self(core::array::from_fn(|k| {
+        let parts: [(__m256i, __m256i); 10] = limbwise!(|k| split_carry(r[k], k));
+        Self(limbwise!(|k| {
             let incoming = if k == 0 {
                 times19(parts[9].1)
             } else {
@@ -167,16 +191,14 @@ impl F4 {
     #[target_feature(enable = "avx2")]
     fn add_(self, b: Self) -> Self {
         // Limbs < 2^27.01: one carry brings them back within the invariant.
-        Self::carry(core::array::from_fn(|k| {
-            _mm256_add_epi64(self.0[k], b.0[k])
-        }))
+        Self::carry(limbwise!(|k| _mm256_add_epi64(self.0[k], b.0[k])))
     }
 
     #[target_feature(enable = "avx2")]
     fn sub_(self, b: Self) -> Self {
         // a + 4p - b: 4p's limbs (2^28 - 76, then 2^27 - 4 and 2^28 - 4 alternating)
         // exceed any b limb, so no lane goes negative.
-        Self::carry(core::array::from_fn(|k| {
+        Self::carry(limbwise!(|k| {
             let four_p = match k {
                 0 => 4 * (MASK26 - 18),
                 _ if k % 2 == 0 => 4 * MASK26,
@@ -187,44 +209,42 @@ impl F4 {
     }
 
     #[target_feature(enable = "avx2")]
+    #[inline(never)]
     fn mul_(self, b: Self) -> Self {
         let (f, g) = (self.0, b.0);
-        // g_j's multiples the products take: doubled where f_i and g_j are both odd (the
-        // product sits one bit above its column's weight), times 19 where i + j wraps.
-        let g2: [__m256i; 10] = g.map(|x| _mm256_add_epi64(x, x));
-        let g19: [__m256i; 10] = g.map(|x| limb_times19(x));
-        let g38: [__m256i; 10] = g19.map(|x| _mm256_add_epi32(x, x));
-        // Column k = sum over i of f_i times g_(k - i mod 10), spelled out (`column!`) so
-        // that every index is a constant: a loop left rolled keeps operands in memory and
-        // branches on the indices. Column by column, one accumulator is live at a time.
-        macro_rules! column {
-            ($k:literal) => {{
-                let mut acc = _mm256_setzero_si256();
-                column!(acc, $k; 0 1 2 3 4 5 6 7 8 9);
-                acc
-            }};
-            ($acc:ident, $k:literal; $($i:literal)*) => {$(
+        // Products past 2^255 take 19·g_j; a product of two odd limbs sits one bit above
+        // its column's weight, so f_i is doubled for it.
+        let g19: [__m256i; 10] = limbwise!(|k| limb_times19(g[k]));
+        // Row by row (f_i times every g_j, into the ten columns), spelled out (`row!`) so
+        // that every index is a constant: ten accumulators and f_i live, the g_j read as
+        // memory operands, which fits AVX2's sixteen registers.
+        let mut h = [_mm256_setzero_si256(); 10];
+        macro_rules! row {
+            ($($i:literal)*) => {$(
+                let fi = f[$i];
+                let fi2 = _mm256_add_epi64(fi, fi);
+                row!(@ $i, fi, fi2; 0 1 2 3 4 5 6 7 8 9);
+            )*};
+            (@ $i:literal, $fi:ident, $fi2:ident; $($k:literal)*) => {$(
                 let j = ($k + 10 - $i) % 10;
-                let gj = match ($i > $k, $i % 2 == 1 && j % 2 == 1) {
-                    (false, false) => g[j],
-                    (false, true) => g2[j],
-                    (true, false) => g19[j],
-                    (true, true) => g38[j],
-                };
-                $acc = _mm256_add_epi64($acc, _mm256_mul_epu32(f[$i], gj));
+                let fop = if $i % 2 == 1 && j % 2 == 1 { $fi2 } else { $fi };
+                let gop = if $i > $k { g19[j] } else { g[j] };
+                h[$k] = _mm256_add_epi64(h[$k], _mm256_mul_epu32(fop, gop));
             )*};
         }
-        Self::carry_chain(ten_columns!(column))
+        row!(0 1 2 3 4 5 6 7 8 9);
+        Self::carry_chain(h)
     }
 
     #[target_feature(enable = "avx2")]
+    #[inline(never)]
     #[allow(unused_comparisons)] // `0 <= j` in the first row, spelled out with the others
     fn square_(self) -> Self {
         // f_i·f_j and f_j·f_i are one product taken twice: 55 products instead of 100.
         let f = self.0;
-        let f2: [__m256i; 10] = f.map(|x| _mm256_add_epi64(x, x));
-        let f4: [__m256i; 10] = f2.map(|x| _mm256_add_epi64(x, x));
-        let f19: [__m256i; 10] = f.map(|x| limb_times19(x));
+        let f2: [__m256i; 10] = limbwise!(|k| _mm256_add_epi64(f[k], f[k]));
+        let f4: [__m256i; 10] = limbwise!(|k| _mm256_add_epi64(f2[k], f2[k]));
+        let f19: [__m256i; 10] = limbwise!(|k| limb_times19(f[k]));
         // Column k: the products f_i·f_j with i <= j and i + j = k mod 10 (as in `mul_`).
         macro_rules! column {
             ($k:literal) => {{
@@ -328,9 +348,7 @@ impl F4 {
             _mm256_and_si256(splat(u64::from(mask)), lane_bits),
             lane_bits,
         );
-        Self(core::array::from_fn(|k| {
-            _mm256_blendv_epi8(self.0[k], b.0[k], m)
-        }))
+        Self(limbwise!(|k| _mm256_blendv_epi8(self.0[k], b.0[k], m)))
     }
 
     #[target_feature(enable = "avx2")]
