@@ -174,7 +174,7 @@ fn bad_and_edge_encodings_are_refused_like_dalek() {
 fn lanes_taken_counts_full_enough_runs() {
     let (relays, _) = network(7, 1, Command::Final);
     let mut proc = relays.into_iter().next().unwrap();
-    let cases: [(Kernel, &[(usize, usize)]); 3] = [
+    let cases: [(Kernel, &[(usize, usize)]); 4] = [
         // Runs of 8 from 4 packets: 11 = 8 + 3 (the 3 one at a time).
         (
             Kernel::Ifma8,
@@ -189,6 +189,8 @@ fn lanes_taken_counts_full_enough_runs() {
                 (19, 16),
             ],
         ),
+        // Runs of 8 from 7: 14 = 8 + 6 (the 6 one at a time), 15 = 8 + 7.
+        (Kernel::Avx2x8, &[(6, 0), (7, 7), (8, 8), (14, 8), (15, 15)]),
         // Runs of 4, full ones only.
         (Kernel::Avx2x4, &[(3, 0), (4, 4), (7, 4), (8, 8), (10, 8)]),
         (Kernel::Portable, &[(1, 0), (8, 0), (32, 0)]),

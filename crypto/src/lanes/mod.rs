@@ -97,12 +97,15 @@ impl Kernel {
         })
     }
 
-    /// The default on this CPU: eight lanes of IFMA where it has them, else one packet at
-    /// a time. Neither the 16-lane IFMA run nor the AVX2 kernels beat those where we
-    /// measured them (crypto/SPEC.md, "Lanes"); they run when `LOOPIX_KERNEL` names them.
+    /// The default on this CPU: eight lanes of IFMA where it has them, else eight lanes of
+    /// AVX2 where it has those, else one packet at a time. The 16-lane IFMA run and the
+    /// 4-lane AVX2 run did not beat those where we measured them (crypto/SPEC.md,
+    /// "Lanes"); they run when `LOOPIX_KERNEL` names them.
     pub fn best() -> Self {
         if Self::Ifma8.runs_here() {
             Self::Ifma8
+        } else if Self::Avx2x8.runs_here() {
+            Self::Avx2x8
         } else {
             Self::Portable
         }
@@ -142,15 +145,14 @@ impl Kernel {
 
     /// The fewest packets worth a run. A run costs the same however many of its lanes
     /// carry a packet: on IFMA a run of 8 costs what about 3 packets one at a time, a run
-    /// of 16 about 6 (`loopix speed`: `lanes_*_decode_mul_encode` against
-    /// `dalek_decode_mul_encode`, times the lanes); smaller groups take the one-at-a-time
-    /// path. An AVX2 run cost more than its packets one at a time where we measured it,
-    /// so chosen by name it takes full runs only.
+    /// of 16 about 6; on AVX2 a run of 8 about 6.3, a run of 4 about 3.3 (`loopix speed`:
+    /// `lanes_*_decode_mul_encode` against `dalek_decode_mul_encode`, times the lanes);
+    /// smaller groups take the one-at-a-time path.
     pub fn lanes_from(self) -> usize {
         match self {
             Self::Ifma8 => 4,
             Self::Ifma16 => 7,
-            Self::Avx2x8 => 8,
+            Self::Avx2x8 => 7,
             Self::Avx2x4 => 4,
             Self::Portable => usize::MAX,
         }
