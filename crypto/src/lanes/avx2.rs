@@ -10,8 +10,11 @@
 //! interleaved carry chain.
 //!
 //! Invariant: every element leaving an operation has limbs < 2^26 + 2^18 (even) and
-//! < 2^25 + 2^18 (odd). Then 19·b_j < 2^31 fits a 32-bit operand, and a column of a
-//! product sums at most ten terms below 2 · 19 · 2^52.03, under 2^61: no lane overflows.
+//! < 2^25 + 2^18 (odd), but for `add_lazy`, whose sums of two such (limbs < 2^27.01) go
+//! only into `mul`, `square`, `sub` and `add`. Those take limbs < 2^27.01: then 19·g_j <
+//! 2^31.3 and 2·f_i < 2^28.1 fit 32-bit operands, and a column of a product sums at most
+//! ten terms below 2^28.1 · 2^31.3, under 2^62.7: no lane overflows. A sum's odd limbs
+//! stay below 4p's (2^27 - 4), so `sub` takes it as either side.
 
 use core::arch::x86_64::*;
 
@@ -192,6 +195,12 @@ impl F4 {
     fn add_(self, b: Self) -> Self {
         // Limbs < 2^27.01: one carry brings them back within the invariant.
         Self::carry(limbwise!(|k| _mm256_add_epi64(self.0[k], b.0[k])))
+    }
+
+    /// The limbs' sums, not carried (the module's invariant says where they may go).
+    #[target_feature(enable = "avx2")]
+    fn add_lazy_(self, b: Self) -> Self {
+        Self(limbwise!(|k| _mm256_add_epi64(self.0[k], b.0[k])))
     }
 
     #[target_feature(enable = "avx2")]

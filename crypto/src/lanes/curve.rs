@@ -71,9 +71,9 @@ impl<F: FieldLanes> Point<F> {
             let a = p.x.square();
             let b = p.y.square();
             let zz = p.z.square();
-            let c = zz.add(zz);
-            let h = a.add(b); // A + B
-            let e = h.sub(p.x.add(p.y).square()); // A + B - (X + Y)² = -(2XY)
+            let c = zz.add_lazy(zz);
+            let h = a.add_lazy(b); // A + B
+            let e = h.sub(p.x.add_lazy(p.y).square()); // A + B - (X + Y)² = -(2XY)
             let g = a.sub(b); // A - B
             let f = c.add(g); // 2Z² + A - B
             // With a = -1: E' = -e, G' = -g, F' = -f, H' = -h; the signs cancel in pairs.
@@ -105,9 +105,9 @@ impl<F: FieldLanes> Point<F> {
     #[inline(always)]
     fn cached(self) -> Cached<F> {
         Cached {
-            y_plus_x: self.y.add(self.x),
+            y_plus_x: self.y.add_lazy(self.x),
             y_minus_x: self.y.sub(self.x),
-            z2: self.z.add(self.z),
+            z2: self.z.add_lazy(self.z),
             t2d: self.t.mul(F::constant(EDWARDS_D2)),
         }
     }
@@ -116,13 +116,13 @@ impl<F: FieldLanes> Point<F> {
     #[inline(always)]
     fn add_cached(self, q: &Cached<F>) -> Self {
         let a = self.y.sub(self.x).mul(q.y_minus_x);
-        let b = self.y.add(self.x).mul(q.y_plus_x);
+        let b = self.y.add_lazy(self.x).mul(q.y_plus_x);
         let c = self.t.mul(q.t2d);
         let d = self.z.mul(q.z2);
         let e = b.sub(a);
         let f = d.sub(c);
-        let g = d.add(c);
-        let h = b.add(a);
+        let g = d.add_lazy(c);
+        let h = b.add_lazy(a);
         Self::from_efgh(e, f, g, h)
     }
 
@@ -174,13 +174,13 @@ impl<F: FieldLanes> Point<F> {
         let one = F::one();
         let ss = s.square();
         let u1 = one.sub(ss);
-        let u2 = one.add(ss);
+        let u2 = one.add_lazy(ss);
         let u2_sqr = u2.square();
         let v = F::constant(EDWARDS_D).mul(u1.square()).neg().sub(u2_sqr);
         let (was_square, invsqrt) = F::sqrt_ratio_m1(one, v.mul(u2_sqr));
         let den_x = invsqrt.mul(u2);
         let den_y = invsqrt.mul(den_x).mul(v);
-        let x = s.add(s).mul(den_x).abs();
+        let x = s.add_lazy(s).mul(den_x).abs();
         let y = u1.mul(den_y);
         let t = x.mul(y);
         let ok = canonical & was_square & !t.is_negative() & !y.eq(F::zero());
@@ -192,7 +192,7 @@ impl<F: FieldLanes> Point<F> {
     #[inline(always)]
     pub fn encode(self, out: &mut [[u8; 32]]) {
         let (x0, y0, z0, t0) = (self.x, self.y, self.z, self.t);
-        let u1 = z0.add(y0).mul(z0.sub(y0));
+        let u1 = z0.add_lazy(y0).mul(z0.sub(y0));
         let u2 = x0.mul(y0);
         let (_, invsqrt) = F::sqrt_ratio_m1(F::one(), u1.mul(u2.square()));
         let den1 = invsqrt.mul(u1);

@@ -27,6 +27,12 @@ pub trait FieldLanes: Copy {
     fn to_bytes(self, out: &mut [[u8; 32]]);
 
     fn add(self, b: Self) -> Self;
+
+    /// `self + b` where the sum is only an operand of `mul`, `square`, `sub` or `add`
+    /// (each of which brings limbs back within the bound), and `self` and `b` are outputs
+    /// of operations other than this one: a kernel whose multiplication takes the larger
+    /// limbs skips the carry `add` does ("lazy reduction").
+    fn add_lazy(self, b: Self) -> Self;
     fn sub(self, b: Self) -> Self;
     fn mul(self, b: Self) -> Self;
     fn square(self) -> Self;
@@ -147,6 +153,11 @@ macro_rules! field_lanes_for {
             #[inline(always)]
             fn add(self, b: Self) -> Self {
                 unsafe { self.add_(b) }
+            }
+
+            #[inline(always)]
+            fn add_lazy(self, b: Self) -> Self {
+                unsafe { self.add_lazy_(b) }
             }
 
             #[inline(always)]

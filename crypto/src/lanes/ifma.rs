@@ -109,6 +109,12 @@ impl F8 {
         }))
     }
 
+    /// As `add_`: `vpmadd52` reads only 52 bits of each limb, so a sum cannot go unreduced.
+    #[target_feature(enable = "avx512f")]
+    fn add_lazy_(self, b: Self) -> Self {
+        self.add_(b)
+    }
+
     #[target_feature(enable = "avx512f")]
     fn sub_(self, b: Self) -> Self {
         // a + 4p - b: 4p's limbs exceed any b limb (< 2^52), so no lane goes negative.

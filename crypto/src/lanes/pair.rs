@@ -47,6 +47,11 @@ impl<F: FieldLanes> FieldLanes for Pair<F> {
     }
 
     #[inline(always)]
+    fn add_lazy(self, b: Self) -> Self {
+        Self(self.0.add_lazy(b.0), self.1.add_lazy(b.1))
+    }
+
+    #[inline(always)]
     fn sub(self, b: Self) -> Self {
         Self(self.0.sub(b.0), self.1.sub(b.1))
     }

@@ -177,8 +177,16 @@ fn check_boundary<F: FieldLanes>() {
             b_bytes[i] = bytes(b);
         }
         let (a, b) = (F::from_bytes(&a_bytes), F::from_bytes(&b_bytes));
-        let ops: [(&str, F, Op); 5] = [
+        let ops: [(&str, F, Op); 8] = [
             ("add", a.add(b), add_ref),
+            ("add_lazy", a.add_lazy(b), add_ref),
+            ("mul of a lazy sum", a.add_lazy(b).mul(a), |x, y| {
+                mul_ref(&add_ref(x, y), x)
+            }),
+            ("square of a lazy sum", a.add_lazy(b).square(), |x, y| {
+                let s = add_ref(x, y);
+                mul_ref(&s, &s)
+            }),
             ("sub", a.sub(b), sub_ref),
             ("mul", a.mul(b), mul_ref),
             ("square", a.square(), |x, _| mul_ref(x, x)),
@@ -231,6 +239,20 @@ fn check_largest<F: FieldLanes>(largest: F, value: U256) {
         let s = add_ref(&value, &value);
         mul_ref(&s, &sub_ref(&value, &[1, 0, 0, 0]))
     });
+    // Lazy sums of the largest limbs, into every operation that may take them.
+    let s = x.add_lazy(x);
+    let sum = add_ref(&value, &value);
+    check("lazy sum", s, sum);
+    check("lazy sum times lazy sum", s.mul(s), mul_ref(&sum, &sum));
+    check("lazy sum squared", s.square(), mul_ref(&sum, &sum));
+    check("lazy sum minus", s.sub(x), modp(&value));
+    check("minus a lazy sum", x.sub(s), sub_ref(&value, &sum));
+    check("lazy sum plus", s.add(x), add_ref(&sum, &value));
+    check(
+        "lazy sum's product, twice",
+        s.mul(x).add_lazy(x).mul(s),
+        mul_ref(&add_ref(&mul_ref(&sum, &value), &value), &sum),
+    );
     assert_eq!(x.eq(x), (1u32 << F::LANES) - 1, "eq");
 }
 
