@@ -97,15 +97,15 @@ impl Kernel {
         })
     }
 
-    /// The default on this CPU: eight lanes of IFMA where it has them, else eight lanes of
+    /// The default on this CPU: eight lanes of IFMA where it has them, else four lanes of
     /// AVX2 where it has those, else one packet at a time. The 16-lane IFMA run and the
-    /// 4-lane AVX2 run did not beat those where we measured them (crypto/SPEC.md,
+    /// 8-lane AVX2 run did not beat those where we measured them (crypto/SPEC.md,
     /// "Lanes"); they run when `LOOPIX_KERNEL` names them.
     pub fn best() -> Self {
         if Self::Ifma8.runs_here() {
             Self::Ifma8
-        } else if Self::Avx2x8.runs_here() {
-            Self::Avx2x8
+        } else if Self::Avx2x4.runs_here() {
+            Self::Avx2x4
         } else {
             Self::Portable
         }
@@ -145,7 +145,7 @@ impl Kernel {
 
     /// The fewest packets worth a run. A run costs the same however many of its lanes
     /// carry a packet: on IFMA a run of 8 costs what about 3 packets one at a time, a run
-    /// of 16 about 6; on AVX2 a run of 8 about 6.3, a run of 4 about 3.3 (`loopix speed`:
+    /// of 16 about 6; on AVX2 a run of 4 about 3.2, a run of 8 about 6.5 (`loopix speed`:
     /// `lanes_*_decode_mul_encode` against `dalek_decode_mul_encode`, times the lanes);
     /// smaller groups take the one-at-a-time path.
     pub fn lanes_from(self) -> usize {
