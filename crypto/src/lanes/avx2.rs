@@ -18,7 +18,7 @@
 
 use core::arch::x86_64::*;
 
-use super::curve::Point;
+use super::curve::{Point, Table};
 use super::field::{FieldLanes, bytes_of, field_lanes_for, limbs51_of};
 
 const LANES: usize = 4;
@@ -29,15 +29,16 @@ const MASK25: u64 = (1 << 25) - 1;
 /// The kernel's entry: decodes `bytes` (four encodings per `F::LANES / 4` registers).
 /// Callers must have checked that the CPU has avx2.
 #[target_feature(enable = "avx2")]
-pub fn decode<F: FieldLanes>(bytes: &[[u8; 32]]) -> (u32, Point<F>) {
-    Point::decode(bytes)
+pub fn decode<F: FieldLanes>(bytes: &[[u8; 32]]) -> (u32, Table<F>) {
+    let (ok, points) = Point::decode(bytes);
+    (ok, points.table())
 }
 
 /// The kernel's entry: each lane's point times its scalar, encoded into `out`.
 /// Callers must have checked that the CPU has avx2.
 #[target_feature(enable = "avx2")]
-pub fn mul_encode<F: FieldLanes>(p: &Point<F>, scalars: &[[u8; 32]], out: &mut [[u8; 32]]) {
-    p.mul(scalars).encode(out)
+pub fn mul_encode<F: FieldLanes>(table: &Table<F>, scalars: &[[u8; 32]], out: &mut [[u8; 32]]) {
+    table.mul(scalars).encode(out)
 }
 
 /// Four field elements.

@@ -77,27 +77,20 @@ impl<F: FieldLanes> Point<F> {
             let g = a.sub(b); // A - B
             let f = c.add(g); // 2Z² + A - B
             // With a = -1: E' = -e, G' = -g, F' = -f, H' = -h; the signs cancel in pairs.
-            p = if round == n {
-                Self::from_efgh(e, f, g, h)
-            } else {
-                Self {
-                    x: e.mul(f),
-                    y: g.mul(h),
-                    z: f.mul(g),
-                    t: p.t, // stale: the next doubling does not read it
-                }
-            };
+            p = Self::from_efgh(e, f, g, h, round == n, p.t);
         }
         p
     }
 
-    /// The point both formulas end in: (E·F : G·H : F·G : E·H).
+    /// The point both formulas end in: (E·F : G·H : F·G : E·H). T = E·H only `with_t`;
+    /// else `stale_t` is kept, for a doubling next (which does not read T): one
+    /// multiplication fewer. (`with_t` is public: the loop position, never a secret.)
     #[inline(always)]
-    fn from_efgh(e: F, f: F, g: F, h: F) -> Self {
+    fn from_efgh(e: F, f: F, g: F, h: F, with_t: bool, stale_t: F) -> Self {
         Self {
             x: e.mul(f),
             y: g.mul(h),
-            t: e.mul(h),
+            t: if with_t { e.mul(h) } else { stale_t },
             z: f.mul(g),
         }
     }
@@ -112,9 +105,9 @@ impl<F: FieldLanes> Point<F> {
         }
     }
 
-    /// self + q (add-2008-hwcd-3, a = -1).
+    /// self + q (add-2008-hwcd-3, a = -1); T computed only `with_t` (see `from_efgh`).
     #[inline(always)]
-    fn add_cached(self, q: &Cached<F>) -> Self {
+    fn add_cached(self, q: &Cached<F>, with_t: bool) -> Self {
         let a = self.y.sub(self.x).mul(q.y_minus_x);
         let b = self.y.add_lazy(self.x).mul(q.y_plus_x);
         let c = self.t.mul(q.t2d);
@@ -123,39 +116,22 @@ impl<F: FieldLanes> Point<F> {
         let f = d.sub(c);
         let g = d.add_lazy(c);
         let h = b.add_lazy(a);
-        Self::from_efgh(e, f, g, h)
+        Self::from_efgh(e, f, g, h, with_t, self.t)
     }
 
-    /// Each lane's point times its scalar (`scalars[i]` canonical, < 2^253), in constant
-    /// time: signed radix-16 digits, a table of 1..8 times the point, and for every digit a
-    /// blend over all eight entries.
+    /// 1..8 times each lane's point, ready to be added: what a multiplication reads, so
+    /// that two multiplications of the same points (a hop's shared secret and blinding)
+    /// build it once.
     #[inline(always)]
-    pub fn mul(self, scalars: &[[u8; 32]]) -> Self {
-        debug_assert_eq!(scalars.len(), F::LANES);
-        // The digits are the scalars': wiped when done.
-        let mut digits = Zeroizing::new([[0i8; 64]; MAX_LANES]);
-        for (d, s) in digits.iter_mut().zip(scalars) {
-            *d = radix16(s);
-        }
+    pub fn table(self) -> Table<F> {
         let base = self.cached();
-        let mut table = [base; 8];
+        let mut entries = [base; 8];
         let mut multiple = self;
-        for entry in table.iter_mut().skip(1) {
-            multiple = multiple.add_cached(&base);
+        for entry in entries.iter_mut().skip(1) {
+            multiple = multiple.add_cached(&base, true);
             *entry = multiple.cached();
         }
-        let mut column = Zeroizing::new([0i8; MAX_LANES]);
-        let mut acc = Self::identity();
-        for pos in (0..64).rev() {
-            if pos != 63 {
-                acc = acc.double_n(4);
-            }
-            for (c, d) in column.iter_mut().zip(digits.iter()) {
-                *c = d[pos];
-            }
-            acc = acc.add_cached(&select(&table, &column[..F::LANES]));
-        }
-        acc
+        Table(entries)
     }
 
     /// RFC 9496 decoding of each lane's 32 bytes: the lanes holding the canonical encoding
@@ -218,6 +194,45 @@ impl<F: FieldLanes> Point<F> {
             z: self.z.select(b.z, mask),
             t: self.t.select(b.t, mask),
         }
+    }
+}
+
+/// 1·P..8·P for each lane's point P (`Point::table`).
+///
+/// Page-aligned: the multiplication reads the table while it stores its temporaries on the
+/// stack, and where a table read and a recent store lay at the same offset within a page
+/// the CPU held the read back (4K aliasing): the AVX2 kernel's speed then varied by up to
+/// a fifth with where the process's stack happened to start.
+#[derive(Clone, Copy)]
+#[repr(align(4096))]
+pub struct Table<F>([Cached<F>; 8]);
+
+impl<F: FieldLanes> Table<F> {
+    /// Each lane's point times its scalar (`scalars[i]` canonical, < 2^253), in constant
+    /// time: signed radix-16 digits, and for every digit four doublings and the addition of
+    /// the entry it picks, read as a blend over all eight (`select`). T is computed only
+    /// where something reads it: by the last of four doublings (for the addition) and by
+    /// the last addition (for the encoding).
+    #[inline(always)]
+    pub fn mul(&self, scalars: &[[u8; 32]]) -> Point<F> {
+        debug_assert_eq!(scalars.len(), F::LANES);
+        // The digits are the scalars': wiped when done.
+        let mut digits = Zeroizing::new([[0i8; 64]; MAX_LANES]);
+        for (d, s) in digits.iter_mut().zip(scalars) {
+            *d = radix16(s);
+        }
+        let mut column = Zeroizing::new([0i8; MAX_LANES]);
+        let mut acc = Point::identity();
+        for pos in (0..64).rev() {
+            if pos != 63 {
+                acc = acc.double_n(4);
+            }
+            for (c, d) in column.iter_mut().zip(digits.iter()) {
+                *c = d[pos];
+            }
+            acc = acc.add_cached(&select(&self.0, &column[..F::LANES]), pos == 0);
+        }
+        acc
     }
 }
 

@@ -13,7 +13,7 @@
 
 use core::arch::x86_64::*;
 
-use super::curve::Point;
+use super::curve::{Point, Table};
 use super::field::{FieldLanes, bytes_of, field_lanes_for, limbs51_of};
 
 const LANES: usize = 8;
@@ -23,15 +23,16 @@ const MASK51: u64 = (1 << 51) - 1;
 /// The kernel's entry: decodes `bytes` (eight encodings per `F::LANES / 8` registers).
 /// Callers must have checked that the CPU has avx512f and avx512ifma.
 #[target_feature(enable = "avx512f,avx512ifma")]
-pub fn decode<F: FieldLanes>(bytes: &[[u8; 32]]) -> (u32, Point<F>) {
-    Point::decode(bytes)
+pub fn decode<F: FieldLanes>(bytes: &[[u8; 32]]) -> (u32, Table<F>) {
+    let (ok, points) = Point::decode(bytes);
+    (ok, points.table())
 }
 
 /// The kernel's entry: each lane's point times its scalar, encoded into `out`.
 /// Callers must have checked that the CPU has avx512f and avx512ifma.
 #[target_feature(enable = "avx512f,avx512ifma")]
-pub fn mul_encode<F: FieldLanes>(p: &Point<F>, scalars: &[[u8; 32]], out: &mut [[u8; 32]]) {
-    p.mul(scalars).encode(out)
+pub fn mul_encode<F: FieldLanes>(table: &Table<F>, scalars: &[[u8; 32]], out: &mut [[u8; 32]]) {
+    table.mul(scalars).encode(out)
 }
 
 /// Eight field elements.

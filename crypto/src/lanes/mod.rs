@@ -34,7 +34,7 @@ mod pair;
 mod tests;
 
 #[cfg(target_arch = "x86_64")]
-use {avx2::F4, curve::Point, ifma::F8, pair::Pair};
+use {avx2::F4, curve::Table, ifma::F8, pair::Pair};
 
 /// The most packets in one run of any kernel.
 pub const MAX_LANES: usize = 16;
@@ -97,15 +97,15 @@ impl Kernel {
         })
     }
 
-    /// The default on this CPU: eight lanes of IFMA where it has them, else four lanes of
+    /// The default on this CPU: eight lanes of IFMA where it has them, else eight lanes of
     /// AVX2 where it has those, else one packet at a time. The 16-lane IFMA run and the
-    /// 8-lane AVX2 run did not beat those where we measured them (crypto/SPEC.md,
+    /// 4-lane AVX2 run did not beat those where we measured them (crypto/SPEC.md,
     /// "Lanes"); they run when `LOOPIX_KERNEL` names them.
     pub fn best() -> Self {
         if Self::Ifma8.runs_here() {
             Self::Ifma8
-        } else if Self::Avx2x4.runs_here() {
-            Self::Avx2x4
+        } else if Self::Avx2x8.runs_here() {
+            Self::Avx2x8
         } else {
             Self::Portable
         }
@@ -145,7 +145,7 @@ impl Kernel {
 
     /// The fewest packets worth a run. A run costs the same however many of its lanes
     /// carry a packet: on IFMA a run of 8 costs what about 3 packets one at a time, a run
-    /// of 16 about 6; on AVX2 a run of 4 about 3.2, a run of 8 about 6.5 (`loopix speed`:
+    /// of 16 about 6; on AVX2 a run of 8 about 6.2, a run of 4 about 3.3 (`loopix speed`:
     /// `lanes_*_decode_mul_encode` against `dalek_decode_mul_encode`, times the lanes);
     /// smaller groups take the one-at-a-time path.
     pub fn lanes_from(self) -> usize {
@@ -169,13 +169,14 @@ impl Kernel {
     }
 }
 
-/// One run's decoded points, in the lanes of its kernel.
+/// One run's decoded points, in the lanes of its kernel, as the table of their multiples
+/// both multiplications read.
 #[cfg(target_arch = "x86_64")]
 enum Run {
-    Ifma16(Point<Pair<F8>>),
-    Ifma8(Point<F8>),
-    Avx2x8(Point<Pair<F4>>),
-    Avx2x4(Point<F4>),
+    Ifma16(Table<Pair<F8>>),
+    Ifma8(Table<F8>),
+    Avx2x8(Table<Pair<F4>>),
+    Avx2x4(Table<F4>),
 }
 
 /// A run of decoded points (only made where the CPU runs the kernel).
