@@ -45,25 +45,6 @@ pub fn mul_encode<F: FieldLanes>(table: &Table<F>, scalars: &[[u8; 32]], out: &m
 #[derive(Clone, Copy)]
 pub struct F4([__m256i; 10]);
 
-/// `[$column!(0), ..., $column!(9)]`: a product's ten columns, each by the calling
-/// function's own `column!`.
-macro_rules! ten_columns {
-    ($column:ident) => {
-        [
-            $column!(0),
-            $column!(1),
-            $column!(2),
-            $column!(3),
-            $column!(4),
-            $column!(5),
-            $column!(6),
-            $column!(7),
-            $column!(8),
-            $column!(9),
-        ]
-    };
-}
-
 /// `[e(0), ..., e(9)]` for an expression `e` of the limb index `k`, spelled out: a
 /// closure through `array::map` or `from_fn` does not inline into target-feature code
 /// (each became a call, with its operands through memory).
@@ -195,7 +176,7 @@ impl F4 {
     #[target_feature(enable = "avx2")]
     fn add_(self, b: Self) -> Self {
         // Limbs < 2^27.01: one carry brings them back within the invariant.
-        Self::carry(limbwise!(|k| _mm256_add_epi64(self.0[k], b.0[k])))
+        Self::carry(self.add_lazy_(b).0)
     }
 
     /// The limbs' sums, not carried (the module's invariant says where they may go).
@@ -255,14 +236,15 @@ impl F4 {
         let f2: [__m256i; 10] = limbwise!(|k| _mm256_add_epi64(f[k], f[k]));
         let f4: [__m256i; 10] = limbwise!(|k| _mm256_add_epi64(f2[k], f2[k]));
         let f19: [__m256i; 10] = limbwise!(|k| limb_times19(f[k]));
-        // Column k: the products f_i·f_j with i <= j and i + j = k mod 10 (as in `mul_`).
+        // Column k: the products f_i·f_j with i <= j and i + j = k mod 10, spelled out so
+        // that every index is a constant.
         macro_rules! column {
-            ($k:literal) => {{
+            ($k:ident) => {{
                 let mut acc = _mm256_setzero_si256();
                 column!(acc, $k; 0 1 2 3 4 5 6 7 8 9);
                 acc
             }};
-            ($acc:ident, $k:literal; $($i:literal)*) => {$(
+            ($acc:ident, $k:ident; $($i:literal)*) => {$(
                 let j = ($k + 10 - $i) % 10;
                 if $i <= j {
                     // Twice for i ≠ j, twice again where both are odd: 1, 2 or 4 times.
@@ -276,7 +258,7 @@ impl F4 {
                 }
             )*};
         }
-        Self::carry_chain(ten_columns!(column))
+        Self::carry_chain(limbwise!(|k| column!(k)))
     }
 
     /// The ref10 carry order on a product's columns (each < 2^61): two chains interleaved,
