@@ -53,6 +53,23 @@ impl SessionSecret {
     }
 }
 
+impl SessionPublic {
+    /// Whether no shared secret can be agreed with this key: a point of small order (or the
+    /// zero point), for which X25519 gives the all-zero output whatever the other secret,
+    /// so an outsider knows the "shared" secret. Such keys are refused wherever a key is
+    /// published (uploads, documents, registries), before any peer tries to agree with one.
+    pub fn is_weak(&self) -> bool {
+        // Any fixed scalar not a multiple of the group order: clamping makes it a multiple
+        // of 8, which sends exactly the small-order points (and no others) to zero.
+        const PROBE: [u8; 32] = [
+            0x4b, 0x66, 0xe9, 0xd4, 0xd1, 0xb4, 0x67, 0x3c, 0x5a, 0xd2, 0x26, 0x91, 0x95, 0x7d,
+            0x6a, 0xf5, 0xc1, 0x1b, 0x64, 0x21, 0xe0, 0xea, 0x01, 0xd4, 0x2c, 0xa4, 0x16, 0x9e,
+            0x79, 0x18, 0xba, 0x4d,
+        ];
+        x25519_dalek::x25519(PROBE, self.0) == [0u8; 32]
+    }
+}
+
 impl std::fmt::Debug for SessionSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SessionSecret(..)")
@@ -75,6 +92,33 @@ mod tests {
         assert_ne!(a.as_bytes(), &*sphinx.to_bytes());
         let other = SessionSecret::derive_from(&SecretKey::generate(&mut rng));
         assert_ne!(a.public(), other.public());
+    }
+
+    #[test]
+    fn small_order_keys_are_weak_and_real_keys_are_not() {
+        // The small-order points of Curve25519 and their non-canonical encodings
+        // (the list libsodium and WireGuard refuse), each found weak.
+        let small_order = [
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "0100000000000000000000000000000000000000000000000000000000000000",
+            "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+            "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        ];
+        for hex_key in small_order {
+            let key = SessionPublic(hex::decode(hex_key).unwrap().try_into().unwrap());
+            assert!(key.is_weak(), "{hex_key} is of small order");
+        }
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        for _ in 0..64 {
+            assert!(!SessionSecret::generate(&mut rng).public().is_weak());
+        }
+        // u = 2 is of large order (on the curve or its twist alike, X25519 agrees a secret).
+        let mut twist = [0u8; 32];
+        twist[0] = 2;
+        assert!(!SessionPublic(twist).is_weak());
     }
 
     #[test]

@@ -399,7 +399,14 @@ fn publish_due(authority: &Mutex<Authority>, dir: &Path, now_us: u64) {
     };
     while let Some(p) = a.poll_publish(now_us) {
         match p {
-            Publish::Published { epoch, text } => {
+            Publish::Published {
+                epoch,
+                text,
+                left_out,
+            } => {
+                for (node, reason) in &left_out {
+                    tracing::warn!(epoch, node = node.0, %reason, "node left out of the document");
+                }
                 let path = dir.join("documents").join(format!("{epoch}.txt"));
                 match write_file(&path, &text) {
                     Ok(()) => tracing::info!(epoch, bytes = text.len(), "document published"),

@@ -574,12 +574,20 @@ pub(crate) fn parse_address(field: &str, text: &str) -> Result<SocketAddr, Topol
         .map_err(|_| err(field, "not an IP:port socket address"))
 }
 
-/// Parses 64 hex digits into a session (X25519) key.
+/// Parses 64 hex digits into a session (X25519) key; a key of small order, with which no
+/// secret can be agreed ([`SessionPublic::is_weak`]), is refused.
 pub fn parse_session_key(field: &str, text: &str) -> Result<SessionPublic, TopologyError> {
     let mut bytes = [0u8; 32];
     hex::decode_to_slice(text.trim(), &mut bytes)
         .map_err(|_| err(field, "must be 64 hex digits"))?;
-    Ok(SessionPublic(bytes))
+    let key = SessionPublic(bytes);
+    if key.is_weak() {
+        return Err(err(
+            field,
+            "a small-order X25519 key: no secret can be agreed with it",
+        ));
+    }
+    Ok(key)
 }
 
 /// Parses 64 hex digits into a public key.
@@ -790,6 +798,17 @@ session_key = "{}"
         assert_eq!(e.field, "clients[0].session_key", "{e}");
         assert!(e.problem.contains("nodes[2]"), "{e}");
         let e = error_of(|s| s.replace(&"bb".repeat(32), "zz"));
+        assert_eq!(e.field, "clients[0].session_key", "{e}");
+    }
+
+    #[test]
+    fn a_small_order_session_key_is_refused() {
+        // A node's and a client's session key of order 8 (and the zero point).
+        let small = "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800";
+        let e = error_of(|s| s.replace(&"aa".repeat(32), small));
+        assert_eq!(e.field, "nodes[2].session_key", "{e}");
+        assert!(e.problem.contains("small-order"), "{e}");
+        let e = error_of(|s| s.replace(&"bb".repeat(32), &"00".repeat(32)));
         assert_eq!(e.field, "clients[0].session_key", "{e}");
     }
 }

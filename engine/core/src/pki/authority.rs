@@ -10,10 +10,18 @@
 //! started, so nodes started together all make the first document. Once published, a
 //! document never changes, and neither can the keys it lists: an upload that would change
 //! a published key is refused.
+//!
+//! Keys are checked against the whole network, so that one registered operator cannot
+//! hold back a document: an upload whose keys repeat each other, repeat a key another
+//! node or a client holds (in a kept document, another upload or the registry), or whose
+//! session key is of small order is refused with the reason. A document is made from what
+//! is held even so: a node whose keys it cannot list (uploads restored from disk are not
+//! re-checked against each other) is left out of it, with the reason
+//! ([`Publish::Published`]'s `left_out`), and the rest are published.
 
 use std::collections::BTreeMap;
 
-use loopix_crypto::{Address, IdentitySecret};
+use loopix_crypto::{Address, IdentitySecret, PublicKey, SessionPublic};
 
 use super::document::Unsigned;
 use super::key_upload::{KeyUpload, SignedUpload, UploadFormatError};
@@ -54,6 +62,49 @@ pub enum UploadError {
     ChangesPublishedKey {
         epoch: u64,
     },
+    /// One of its keys is also its own other key, another node's or a client's.
+    KeyInUse(KeyClash),
+    /// Its session key is of small order: no secret can be agreed with it.
+    WeakSessionKey,
+}
+
+/// Why a node's keys cannot be listed beside the others'.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyClash {
+    /// One of them (`session key` or `key of epoch E`) someone else holds.
+    Held { key: String, holder: Holder },
+    /// The key of epoch `again` is the key of epoch `first` too.
+    Repeated { first: u64, again: u64 },
+}
+
+/// Who holds a key in the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder {
+    Node(Address),
+    Client(Address),
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Node(a) => write!(f, "node {}", a.0),
+            Self::Client(a) => write!(f, "client {}", a.0),
+        }
+    }
+}
+
+impl std::fmt::Display for KeyClash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Held { key, holder } => write!(f, "its {key} is also {holder}'s"),
+            Self::Repeated { first, again } => {
+                write!(
+                    f,
+                    "its key of epoch {again} is also its key of epoch {first}"
+                )
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for UploadError {
@@ -84,6 +135,10 @@ impl std::fmt::Display for UploadError {
                 f,
                 "it changes the key of epoch {epoch}, which a published document lists"
             ),
+            Self::KeyInUse(clash) => clash.fmt(f),
+            Self::WeakSessionKey => {
+                f.write_str("its session key is of small order: no secret can be agreed with it")
+            }
         }
     }
 }
@@ -93,8 +148,13 @@ impl std::error::Error for UploadError {}
 /// What [`Authority::poll_publish`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Publish {
-    /// A new document, to store and serve.
-    Published { epoch: u64, text: String },
+    /// A new document, to store and serve, and the nodes with keys held that it leaves out
+    /// because their keys cannot be listed (each with the reason).
+    Published {
+        epoch: u64,
+        text: String,
+        left_out: Vec<(Address, String)>,
+    },
     /// The deadline of `epoch` passed, and the uploads do not make a network yet (said
     /// once for each new reason).
     Waiting { epoch: u64, problem: String },
@@ -177,8 +237,31 @@ impl Authority {
             });
         }
         self.check_frozen(&signed.upload)?;
+        self.check_keys(&signed.upload)?;
         self.uploads.insert(node, signed);
         Ok(node)
+    }
+
+    /// The upload's keys are sound and its own: a session key of large order, and no key
+    /// that repeats another of its keys or that another node (in a kept document or an
+    /// upload held) or a registered client holds.
+    fn check_keys(&self, upload: &KeyUpload) -> Result<(), UploadError> {
+        if upload.session_key.is_weak() {
+            return Err(UploadError::WeakSessionKey);
+        }
+        let mut claims = Claims::default();
+        claims.registry_clients(&self.registry);
+        for (_, topology) in self.documents.values() {
+            for n in topology.nodes.iter().filter(|n| n.id != upload.node) {
+                claims.node(n.id, n.session_key, n.epoch_keys.iter());
+            }
+        }
+        for (&id, held) in self.uploads.iter().filter(|(id, _)| **id != upload.node) {
+            claims.node(id, Some(held.upload.session_key), held.upload.keys.iter());
+        }
+        claims
+            .check_node(upload.node, upload.session_key, upload.keys.iter())
+            .map_err(UploadError::KeyInUse)
     }
 
     /// Published keys stay: every key the upload gives for an epoch a document lists
@@ -286,11 +369,15 @@ impl Authority {
                 continue;
             }
             match self.make(epoch) {
-                Ok((text, topology)) => {
+                Ok((text, topology, left_out)) => {
                     self.documents.insert(epoch, (text.clone(), topology));
                     self.forget_old();
                     self.told.remove(&epoch);
-                    return Some(Publish::Published { epoch, text });
+                    return Some(Publish::Published {
+                        epoch,
+                        text,
+                        left_out,
+                    });
                 }
                 Err(problem) => {
                     if self.told.get(&epoch) != Some(&problem) {
@@ -310,10 +397,25 @@ impl Authority {
     }
 
     /// The signed document of `epoch` from the uploads held: every registered node with a
-    /// key for `epoch` (and the next one's, if uploaded), and the clients of those
-    /// providers.
-    fn make(&self, epoch: u64) -> Result<(String, Topology), String> {
+    /// key for `epoch` (and the next one's, if uploaded) whose keys can be listed, and the
+    /// clients of those providers; and the nodes left out, with the reason.
+    ///
+    /// Who may list a key, in this order: registered clients (the registry is the
+    /// operator's own), then each node for the keys a kept document already lists for it,
+    /// then nodes in registry order. A node whose keys clash with an earlier claim, repeat
+    /// each other or include a weak session key is left out, so no upload can stop the
+    /// document.
+    #[allow(clippy::type_complexity)]
+    fn make(&self, epoch: u64) -> Result<(String, Topology, Vec<(Address, String)>), String> {
+        let mut claims = Claims::default();
+        claims.registry_clients(&self.registry);
+        for (_, topology) in self.documents.values() {
+            for n in &topology.nodes {
+                claims.node(n.id, n.session_key, n.epoch_keys.iter());
+            }
+        }
         let mut nodes = Vec::new();
+        let mut left_out = Vec::new();
         for r in &self.registry.nodes {
             let Some(u) = self.uploads.get(&r.id) else {
                 continue;
@@ -324,6 +426,21 @@ impl Authority {
             if keys.is_empty() {
                 continue;
             }
+            let listed = EpochKeys::new(epoch, keys.clone());
+            let session = u.upload.session_key;
+            let refused = if session.is_weak() {
+                Some(UploadError::WeakSessionKey.to_string())
+            } else {
+                claims
+                    .check_node(r.id, session, listed.iter())
+                    .err()
+                    .map(|c| c.to_string())
+            };
+            if let Some(reason) = refused {
+                left_out.push((r.id, reason));
+                continue;
+            }
+            claims.node(r.id, Some(session), listed.iter());
             nodes.push(Node {
                 id: r.id,
                 role: r.role,
@@ -358,7 +475,67 @@ impl Authority {
             valid_until_s: (epochs.start_of(epoch + 1) + epochs.grace_us).div_ceil(1_000_000),
             body,
         };
-        Ok((unsigned.sign(&self.key), topology))
+        Ok((unsigned.sign(&self.key), topology, left_out))
+    }
+}
+
+/// Keys claimed in the network, by kind (Sphinx keys of nodes and clients share one space,
+/// X25519 session keys another), with their holders.
+#[derive(Default)]
+struct Claims {
+    sphinx: BTreeMap<[u8; 32], Holder>,
+    session: BTreeMap<[u8; 32], Holder>,
+}
+
+impl Claims {
+    fn registry_clients(&mut self, registry: &Registry) {
+        for c in &registry.clients {
+            self.sphinx
+                .insert(c.public_key.to_bytes(), Holder::Client(c.id));
+            self.session.insert(c.session_key.0, Holder::Client(c.id));
+        }
+    }
+
+    /// Claims a node's keys (the first claim of a key stays).
+    fn node(
+        &mut self,
+        id: Address,
+        session: Option<SessionPublic>,
+        keys: impl Iterator<Item = (u64, PublicKey)>,
+    ) {
+        if let Some(s) = session {
+            self.session.entry(s.0).or_insert(Holder::Node(id));
+        }
+        for (_, k) in keys {
+            self.sphinx.entry(k.to_bytes()).or_insert(Holder::Node(id));
+        }
+    }
+
+    /// Whether node `id` may list these keys: none held by anyone else, none twice.
+    fn check_node(
+        &self,
+        id: Address,
+        session: SessionPublic,
+        keys: impl Iterator<Item = (u64, PublicKey)>,
+    ) -> Result<(), KeyClash> {
+        let me = Holder::Node(id);
+        let held = |key: String, holder: Holder| Err(KeyClash::Held { key, holder });
+        if let Some(&h) = self.session.get(&session.0).filter(|h| **h != me) {
+            return held("session key".into(), h);
+        }
+        let mut own = BTreeMap::new();
+        for (epoch, k) in keys {
+            if let Some(&h) = self.sphinx.get(&k.to_bytes()).filter(|h| **h != me) {
+                return held(format!("key of epoch {epoch}"), h);
+            }
+            if let Some(first) = own.insert(k.to_bytes(), epoch) {
+                return Err(KeyClash::Repeated {
+                    first,
+                    again: epoch,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -384,7 +561,23 @@ mod tests {
 
     fn net() -> Net {
         let (text, identities) = sample();
-        let registry = Registry::from_toml(&text).unwrap();
+        net_of(&text, identities)
+    }
+
+    /// The sample network and a second mix in layer 2 (node 3), which can be left out.
+    fn net_with_spare_mix() -> Net {
+        let (text, mut identities) = sample();
+        let spare = IdentitySecret::generate(&mut ChaCha20Rng::seed_from_u64(6));
+        let text = format!(
+            "{text}\n[[nodes]]\nid = 3\nrole = \"mix\"\nlayer = 2\naddress = \"127.0.0.1:9003\"\nidentity_key = \"{}\"\n",
+            hex::encode(spare.public().to_bytes())
+        );
+        identities.insert(Address(3), spare);
+        net_of(&text, identities)
+    }
+
+    fn net_of(text: &str, identities: BTreeMap<Address, IdentitySecret>) -> Net {
+        let registry = Registry::from_toml(text).unwrap();
         let mut rng = ChaCha20Rng::seed_from_u64(5);
         let key = IdentitySecret::generate(&mut rng);
         let seeds = identities
@@ -438,7 +631,7 @@ mod tests {
             "no uploads, no deadline yet"
         );
         n.upload_all(now, 5);
-        let Some(Publish::Published { epoch: 5, text }) = n.authority.poll_publish(now) else {
+        let Some(Publish::Published { epoch: 5, text, .. }) = n.authority.poll_publish(now) else {
             panic!("epoch 5 due")
         };
         let trust = Trust::new(vec![n.key], 1).unwrap();
@@ -604,5 +797,165 @@ mod tests {
         // An upload stored under another node's key is refused on the way back too.
         let bent = upload.replacen("node 1", "node 2", 1);
         assert!(again.authority.restore_upload(bent.as_bytes()).is_err());
+    }
+
+    /// Node 3's upload of `keys` from epoch 5 with session key `session`, signed.
+    fn spare_upload(
+        n: &Net,
+        issued_s: u64,
+        session: SessionPublic,
+        keys: Vec<PublicKey>,
+    ) -> String {
+        KeyUpload {
+            node: Address(3),
+            issued_s,
+            session_key: session,
+            keys: EpochKeys::new(5, keys),
+        }
+        .sign(&n.identities[&Address(3)])
+    }
+
+    #[test]
+    fn uploads_repeating_anyones_keys_or_with_weak_keys_are_refused() {
+        let mut n = net_with_spare_mix();
+        let now = 5 * EPOCH + 10 * S;
+        assert_eq!(n.authority.poll_publish(now), None, "started");
+        n.upload_all(now, 5);
+        let t = now / S;
+        let (own_seed, own_session) = &n.seeds[&Address(3)];
+        let own: Vec<_> = (5..8)
+            .map(|e| own_seed.secret_key(e).unwrap().public_key())
+            .collect();
+        let node1_session = n.seeds[&Address(1)].1.public();
+        let node2_key = n.seeds[&Address(2)].0.secret_key(6).unwrap().public_key();
+        let client = n.authority.registry.clients[0];
+        let held = |key: &str, holder| {
+            Err(UploadError::KeyInUse(KeyClash::Held {
+                key: key.into(),
+                holder,
+            }))
+        };
+        let cases = [
+            (
+                "another node's session key",
+                spare_upload(&n, t, node1_session, own.clone()),
+                held("session key", Holder::Node(Address(1))),
+            ),
+            (
+                "another node's epoch key (an upload held)",
+                spare_upload(&n, t, own_session.public(), vec![own[0], node2_key]),
+                held("key of epoch 6", Holder::Node(Address(2))),
+            ),
+            (
+                "a client's Sphinx key",
+                spare_upload(&n, t, own_session.public(), vec![client.public_key]),
+                held("key of epoch 5", Holder::Client(client.id)),
+            ),
+            (
+                "a client's session key",
+                spare_upload(&n, t, client.session_key, own.clone()),
+                held("session key", Holder::Client(client.id)),
+            ),
+            (
+                "its own key twice",
+                spare_upload(&n, t, own_session.public(), vec![own[0], own[1], own[0]]),
+                Err(UploadError::KeyInUse(KeyClash::Repeated {
+                    first: 5,
+                    again: 7,
+                })),
+            ),
+            (
+                "a small-order session key",
+                spare_upload(&n, t, SessionPublic([0; 32]), own.clone()),
+                Err(UploadError::WeakSessionKey),
+            ),
+        ];
+        for (what, upload, refused) in cases {
+            assert_eq!(
+                n.authority.handle_upload(now, upload.as_bytes()),
+                refused,
+                "{what}"
+            );
+        }
+        // A published key stays its node's after that node's upload is replaced.
+        // (Past the bootstrap wait, so epoch 5's is published without node 3.)
+        while n.authority.poll_publish(now + 11 * S).is_some() {}
+        assert!(n.authority.document(5).is_some());
+        let node1_published = n.seeds[&Address(1)].0.secret_key(5).unwrap().public_key();
+        let fresh = EpochSeed::generate(&mut ChaCha20Rng::seed_from_u64(8), 0);
+        let replaced = KeyUpload::from_seed(Address(1), t + 1, node1_session, &fresh, 7, 3)
+            .sign(&n.identities[&Address(1)]);
+        n.authority.handle_upload(now, replaced.as_bytes()).unwrap();
+        assert_eq!(
+            n.authority.handle_upload(
+                now,
+                spare_upload(&n, t, own_session.public(), vec![node1_published]).as_bytes()
+            ),
+            held("key of epoch 5", Holder::Node(Address(1)))
+        );
+        // Its own keys are taken, and the refusals said why.
+        let good = spare_upload(&n, t, own_session.public(), own);
+        assert_eq!(
+            n.authority.handle_upload(now, good.as_bytes()),
+            Ok(Address(3))
+        );
+        assert_eq!(
+            UploadError::KeyInUse(KeyClash::Held {
+                key: "session key".into(),
+                holder: Holder::Client(Address(1001))
+            })
+            .to_string(),
+            "its session key is also client 1001's"
+        );
+    }
+
+    #[test]
+    fn a_node_whose_keys_cannot_be_listed_is_left_out_and_the_rest_published() {
+        let now = 5 * EPOCH + 10 * S;
+        for (what, bad_session, bad_keys, reason) in [
+            ("node 1's keys", false, true, "node 1's"),
+            ("a small-order session key", true, false, "small order"),
+        ] {
+            let mut n = net_with_spare_mix();
+            n.upload_all(now, 5);
+            let (seed, session) = &n.seeds[&Address(3)];
+            let seed = if bad_keys {
+                &n.seeds[&Address(1)].0
+            } else {
+                seed
+            };
+            let session = if bad_session {
+                SessionPublic([0; 32])
+            } else {
+                session.public()
+            };
+            let keys = (5..8)
+                .map(|e| seed.secret_key(e).unwrap().public_key())
+                .collect();
+            // Stored before a restart: restored uploads are not checked against others.
+            let upload = spare_upload(&n, now / S, session, keys);
+            n.authority.restore_upload(upload.as_bytes()).unwrap();
+            let Some(Publish::Published {
+                epoch: 5,
+                text,
+                left_out,
+            }) = n.authority.poll_publish(now)
+            else {
+                panic!("{what}: epoch 5 is published all the same")
+            };
+            assert_eq!(left_out.len(), 1, "{what}: {left_out:?}");
+            assert_eq!(left_out[0].0, Address(3), "{what}");
+            assert!(left_out[0].1.contains(reason), "{what}: {left_out:?}");
+            let trust = Trust::new(vec![n.key], 1).unwrap();
+            let d = verify(text.as_bytes(), &trust, Some(5), now).unwrap();
+            let ids: Vec<_> = d.topology.nodes.iter().map(|n| n.id.0).collect();
+            assert_eq!(ids, [1, 2, 100], "{what}");
+            let (seed1, _) = &n.seeds[&Address(1)];
+            assert_eq!(
+                d.topology.node(Address(1)).unwrap().epoch_keys.get(5),
+                Some(seed1.secret_key(5).unwrap().public_key()),
+                "{what}: the honest node keeps its keys"
+            );
+        }
     }
 }

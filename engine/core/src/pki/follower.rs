@@ -280,7 +280,7 @@ mod tests {
             }
         }
         while let Some(out) = authority.poll_publish(now) {
-            if let Publish::Published { epoch, text } = out {
+            if let Publish::Published { epoch, text, .. } = out {
                 published.insert(epoch, text);
             }
         }
