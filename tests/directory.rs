@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use loopix_core::pki::document::{Trust, verify};
+use loopix_core::pki::document::{Threshold, Trust, verify};
 use loopix_core::pki::key_upload::{KeyUpload, MAX_UPLOAD_BYTES};
 use loopix_core::pki::registry::registry_toml;
 use loopix_core::topology::Topology;
@@ -223,7 +223,7 @@ fn uploads_are_checked_and_documents_verify_only_under_the_authoritys_key() {
     let now_us = now_s * 1_000_000;
     let d = verify(
         &document,
-        &Trust::new(vec![authority_key], 1).unwrap(),
+        &Trust::new(vec![authority_key], Threshold::AtLeast(1)).unwrap(),
         Some(epoch),
         now_us,
     )
@@ -247,32 +247,71 @@ fn uploads_are_checked_and_documents_verify_only_under_the_authoritys_key() {
         Some(&identities[&mix]),
     )
     .unwrap();
-    let check = |trusted: &str| {
+    // `directory` is the node's [directory] section after its `authorities` line.
+    let check = |authorities: &[&str], directory: &str| {
         let config = dir.join("node.toml");
+        let list: Vec<String> = authorities
+            .iter()
+            .map(|k| format!("{{ address = \"{listen}\", key = \"{k}\" }}"))
+            .collect();
         std::fs::write(
             &config,
             format!(
                 "id = {}\nkey_file = \"node.key\"\nlisten = \"127.0.0.1:0\"\n\n[directory]\n\
-                 authorities = [{{ address = \"{listen}\", key = \"{trusted}\" }}]\nwait_s = 3\n",
-                mix.0
+                 authorities = [{}]\nwait_s = 3\n{directory}",
+                mix.0,
+                list.join(", ")
             ),
         )
         .unwrap();
         loopix(&["node", "--config", config.to_str().unwrap(), "--check"])
     };
-    let stranger = hex::encode(IdentitySecret::generate(&mut rng).public().to_bytes());
-    let refused = check(&stranger);
+    let strangers: Vec<String> = (0..3)
+        .map(|_| hex::encode(IdentitySecret::generate(&mut rng).public().to_bytes()))
+        .collect();
+    let refused = check(&[&strangers[2]], "");
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
         err.contains("signed only by keys not trusted here"),
         "{err}"
     );
-    let taken = check(&key_hex);
+    let taken = check(&[&key_hex], "");
     assert!(taken.status.success(), "{taken:?}");
     assert!(
         String::from_utf8_lossy(&taken.stdout).contains("topology from the directory"),
         "{taken:?}"
     );
+    // Three authorities named and no threshold: a document one of them signed is refused
+    // (two are required), a threshold of one is refused unless a minority is allowed.
+    let three = [key_hex.as_str(), &strangers[0], &strangers[1]];
+    let one_of_three = check(&three, "");
+    assert!(!one_of_three.status.success(), "{one_of_three:?}");
+    let err = String::from_utf8_lossy(&one_of_three.stderr);
+    assert!(
+        err.contains("signed by 1 trusted authorities; 2 are required"),
+        "{err}"
+    );
+    let minority = check(&three, "threshold = 1\n");
+    assert!(!minority.status.success());
+    let err = String::from_utf8_lossy(&minority.stderr);
+    assert!(
+        err.contains("directory.threshold") && err.contains("not a majority"),
+        "{err}"
+    );
+    let allowed = check(&three, "threshold = 1\nallow_minority_threshold = true\n");
+    assert!(allowed.status.success(), "{allowed:?}");
+    // A client's flags say the same, before it waits for anything.
+    let flags: Vec<String> = three
+        .iter()
+        .flat_map(|k| ["--authority".to_string(), format!("{k}@{listen}")])
+        .collect();
+    let mut args: Vec<&str> = vec!["client"];
+    args.extend(flags.iter().map(String::as_str));
+    args.extend(["--threshold", "1", "--id", "1", "--key", "none.key"]);
+    let client = loopix(&args);
+    assert!(!client.status.success());
+    let err = String::from_utf8_lossy(&client.stderr);
+    assert!(err.contains("not a majority"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

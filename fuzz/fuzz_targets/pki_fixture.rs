@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use loopix_core::pki::document::{Trust, Unsigned};
+use loopix_core::pki::document::{Threshold, Trust, Unsigned};
 use loopix_core::pki::key_upload::KeyUpload;
 use loopix_core::pki::registry::{Registry, registry_toml};
 use loopix_core::topology::Topology;
@@ -54,7 +54,7 @@ pub fn fixture() -> Fixture {
         identities.iter().map(|(&id, k)| (id, k.public())).collect();
     let registry = Registry::from_toml(&registry_toml(&topology, &publics)).expect("registry");
     let authority_key = IdentitySecret::from_bytes([0xa5; 32]);
-    let trust = Trust::new(vec![authority_key.public()], 1).expect("trust");
+    let trust = Trust::new(vec![authority_key.public()], Threshold::AtLeast(1)).expect("trust");
     let unsigned = Unsigned {
         epoch: EPOCH,
         valid_from_s: 0,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use loopix_core::acks::AckConfig;
 use loopix_core::client::{Client, ClientEvent};
+use loopix_core::pki::document::Threshold;
 use loopix_core::role::CoreConfig;
 use loopix_core::topology::Topology;
 use loopix_crypto::Address;
@@ -35,9 +36,14 @@ pub struct ClientArgs {
     /// `<its key, 64 hex digits>@<host:port>` (repeat for several).
     #[arg(long = "authority")]
     authorities: Vec<String>,
-    /// How many of the `--authority` keys must have signed a document.
-    #[arg(long, default_value_t = 1)]
-    threshold: usize,
+    /// How many of the `--authority` keys must have signed a document (default: more than
+    /// half of them).
+    #[arg(long)]
+    threshold: Option<usize>,
+    /// Accept a `--threshold` of half the authorities or fewer: that many authorities
+    /// together (one, at 1) could then give this client a forged network.
+    #[arg(long)]
+    allow_minority_threshold: bool,
     /// A client id from the topology (repeat for several clients).
     #[arg(long = "id", required = true)]
     ids: Vec<u64>,
@@ -96,7 +102,8 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
             (topology, None)
         }
         None => {
-            let config = directory_config(&args.authorities, args.threshold)?;
+            let threshold = Threshold::from_options(args.threshold, args.allow_minority_threshold);
+            let config = directory_config(&args.authorities, threshold)?;
             let mut sync = DirectorySync::new(config.clone(), None);
             let topology = sync.wait_for(config.wait, |_| Ok(()))?;
             (topology, Some(sync))
@@ -256,7 +263,10 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
 }
 
 /// `--authority KEY@HOST:PORT` flags as a directory to follow.
-fn directory_config(authorities: &[String], threshold: usize) -> Result<DirectoryConfig, String> {
+fn directory_config(
+    authorities: &[String],
+    threshold: Threshold,
+) -> Result<DirectoryConfig, String> {
     let list = authorities
         .iter()
         .map(|a| a.parse().map_err(|e| format!("--authority {e}")))

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use loopix_core::pki::authority::{Authority, AuthorityConfig, Publish};
+use loopix_core::pki::document::Threshold;
 use loopix_core::pki::key_upload::MAX_UPLOAD_BYTES;
 use loopix_core::pki::registry::{Registry, parse_identity_key};
 use loopix_crypto::{Address, IdentitySecret};
@@ -298,7 +299,8 @@ fn gather_signatures(
     stop: &AtomicBool,
 ) {
     let keys: Vec<_> = peers.iter().map(|p| p.key).collect();
-    let Ok(config) = DirectoryConfig::new(peers.to_vec(), 1) else {
+    // Each peer's copy is fetched for its own signature, checked when merged.
+    let Ok(config) = DirectoryConfig::new(peers.to_vec(), Threshold::AllowMinority(1)) else {
         tracing::error!("--peer: the same authority twice");
         return;
     };

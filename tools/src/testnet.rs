@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use loopix_core::acks::AckConfig;
 use loopix_core::client::{Client, ClientEvent};
+use loopix_core::pki::document::Threshold;
 use loopix_core::pki::registry::registry_toml;
 use loopix_core::role::CoreConfig;
 use loopix_core::topology::{Role, Topology};
@@ -875,8 +876,8 @@ fn start_clients(args: &TestnetArgs, layout: &Layout) -> Result<StartedClients, 
     let (topology, sync) = match layout.authorities.len() {
         0 => (layout.topology.clone(), None),
         all => {
-            let config =
-                DirectoryConfig::new(layout.authorities.clone(), all).map_err(|e| e.to_string())?;
+            let config = DirectoryConfig::new(layout.authorities.clone(), Threshold::AtLeast(all))
+                .map_err(|e| e.to_string())?;
             let mut sync = DirectorySync::new(config, None);
             let topology = sync.wait_for(Duration::from_secs(60), |_| Ok(()))?;
             (topology, Some(sync))

@@ -28,7 +28,9 @@
 //!
 //! [directory]                  # instead of `topology`: follow directory authorities
 //! authorities = [{ address = "10.0.0.250:8000", key = "<64 hex digits>" }]
-//! threshold = 1                # how many of them must have signed a document
+//! threshold = 2                # how many of them must have signed a document; left out,
+//!                              # more than half of them. Half or fewer is refused unless
+//! allow_minority_threshold = false  # is true: that many authorities could forge the network
 //! wait_s = 600                 # at start: how long to wait for a document listing this node
 //!
 //! [faults]                     # tests and demos only: what a lossy, slow link would do
@@ -43,6 +45,7 @@ use std::path::{Path, PathBuf};
 use loopix_core::faults::FaultConfig;
 use loopix_core::hop::HopLimits;
 use loopix_core::inbox::InboxLimits;
+use loopix_core::pki::document::Threshold;
 use loopix_core::pki::registry::parse_identity_key;
 use loopix_core::timing_wheel::WheelConfig;
 use loopix_core::topology::{Node, Role, Topology};
@@ -123,8 +126,11 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawDirectory {
     authorities: Vec<RawAuthority>,
-    #[serde(default = "one")]
-    threshold: usize,
+    /// Absent: more than half of the authorities.
+    threshold: Option<usize>,
+    /// A threshold of half the authorities or fewer is refused unless this is set.
+    #[serde(default)]
+    allow_minority_threshold: bool,
     #[serde(default = "default_directory_wait_s")]
     wait_s: u64,
 }
@@ -155,7 +161,8 @@ impl RawDirectory {
                 })
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
-        let mut config = DirectoryConfig::new(authorities, self.threshold)
+        let threshold = Threshold::from_options(self.threshold, self.allow_minority_threshold);
+        let mut config = DirectoryConfig::new(authorities, threshold)
             .map_err(|e| err("directory.threshold", e.to_string()))?;
         config.wait = std::time::Duration::from_secs(self.wait_s);
         Ok(config)
@@ -581,6 +588,55 @@ mod tests {
             &format!("topology = \"t.toml\"\nid = 1\nkey_file = \"k\"\n{extra}"),
             dir,
         )
+    }
+
+    #[test]
+    fn a_directory_needs_a_majority_of_its_authorities_unless_a_minority_is_allowed() {
+        let dir = std::env::temp_dir().join(format!("loopix-config-dir-{}", std::process::id()));
+        let keys: Vec<String> = (0..3u8)
+            .map(|i| {
+                let k = loopix_crypto::IdentitySecret::from_bytes([i + 1; 32]);
+                k.public()
+                    .to_bytes()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
+            })
+            .collect();
+        let parse = |extra: &str| {
+            let list: Vec<String> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| format!("{{ address = \"127.0.0.1:{}\", key = \"{k}\" }}", 8000 + i))
+                .collect();
+            // The fetch says how many signatures the directory section asks for.
+            let mut asked = None;
+            let parsed = NodeConfig::parse_with(
+                &format!(
+                    "id = 1\nkey_file = \"k\"\n[directory]\nauthorities = [{}]\n{extra}",
+                    list.join(", ")
+                ),
+                &dir,
+                &mut |d, _, _| {
+                    asked = Some(d.trust.threshold());
+                    Err("not fetched in this test".into())
+                },
+            );
+            match (parsed, asked) {
+                (Err(_), Some(threshold)) => Ok(threshold),
+                (Err(e), None) => Err(e),
+                (Ok(_), _) => panic!("nothing was fetched"),
+            }
+        };
+        assert_eq!(parse(""), Ok(2), "more than half by default");
+        assert_eq!(parse("threshold = 3\n"), Ok(3));
+        let e = parse("threshold = 1\n").unwrap_err();
+        assert_eq!(e.field, "directory.threshold", "{e}");
+        assert!(e.problem.contains("forged"), "{e}");
+        assert_eq!(
+            parse("threshold = 1\nallow_minority_threshold = true\n"),
+            Ok(1)
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use loopix_core::epoch::EpochSchedule;
-use loopix_core::pki::document::{MAX_DOCUMENT_BYTES, Trust, TrustError};
+use loopix_core::pki::document::{MAX_DOCUMENT_BYTES, Threshold, Trust, TrustError};
 use loopix_core::pki::follower::{Follower, KeyPublisher, Want};
 use loopix_core::topology::Topology;
 use loopix_crypto::IdentityPublic;
@@ -68,7 +68,10 @@ pub struct DirectoryConfig {
 
 impl DirectoryConfig {
     /// Follows `authorities`, trusting a document `threshold` of them signed.
-    pub fn new(authorities: Vec<AuthorityAddress>, threshold: usize) -> Result<Self, TrustError> {
+    pub fn new(
+        authorities: Vec<AuthorityAddress>,
+        threshold: Threshold,
+    ) -> Result<Self, TrustError> {
         let trust = Trust::new(authorities.iter().map(|a| a.key).collect(), threshold)?;
         Ok(Self {
             authorities,

@@ -542,7 +542,7 @@ impl Claims {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::document::{DocumentError, Trust, verify};
+    use crate::pki::document::{DocumentError, Threshold, Trust, verify};
     use crate::pki::registry::tests::sample;
     use loopix_crypto::{EpochSeed, SessionSecret};
     use rand_chacha::ChaCha20Rng;
@@ -634,7 +634,7 @@ mod tests {
         let Some(Publish::Published { epoch: 5, text, .. }) = n.authority.poll_publish(now) else {
             panic!("epoch 5 due")
         };
-        let trust = Trust::new(vec![n.key], 1).unwrap();
+        let trust = Trust::new(vec![n.key], Threshold::AtLeast(1)).unwrap();
         let d = verify(text.as_bytes(), &trust, Some(5), now).unwrap();
         assert_eq!(d.topology.nodes.len(), 3);
         assert_eq!(d.topology.clients.len(), 1);
@@ -946,7 +946,7 @@ mod tests {
             assert_eq!(left_out.len(), 1, "{what}: {left_out:?}");
             assert_eq!(left_out[0].0, Address(3), "{what}");
             assert!(left_out[0].1.contains(reason), "{what}: {left_out:?}");
-            let trust = Trust::new(vec![n.key], 1).unwrap();
+            let trust = Trust::new(vec![n.key], Threshold::AtLeast(1)).unwrap();
             let d = verify(text.as_bytes(), &trust, Some(5), now).unwrap();
             let ids: Vec<_> = d.topology.nodes.iter().map(|n| n.id.0).collect();
             assert_eq!(ids, [1, 2, 100], "{what}");

@@ -15,7 +15,8 @@
 //! signature ...                  one line per authority that signed
 //! ```
 //! Several authorities sign the same bytes; a reader needs `threshold` distinct authorities
-//! of its own list. The document for epoch `e` lists each node's keys for `e` and `e + 1`
+//! of its own list, by default more than half of them ([`Threshold::Majority`]), so no
+//! minority of authorities can sign a forged network alone. The document for epoch `e` lists each node's keys for `e` and `e + 1`
 //! (what its authority had), so a sender can build packets whose later hops fall after
 //! the boundary; it is valid from when it is published until `grace` after its epoch ends.
 
@@ -43,12 +44,41 @@ pub struct Trust {
     threshold: usize,
 }
 
+/// How many of the authorities a reader names must have signed a document.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Threshold {
+    /// More than half of them (the default).
+    #[default]
+    Majority,
+    /// At least this many, which must be more than half.
+    AtLeast(usize),
+    /// At least this many, fewer than half allowed: any that many authorities together (one,
+    /// at 1) can then sign a forged network document, and the reader takes it.
+    AllowMinority(usize),
+}
+
+impl Threshold {
+    /// From a reader's options: a count if one was given, and whether it may be a minority.
+    pub fn from_options(count: Option<usize>, allow_minority: bool) -> Self {
+        match (count, allow_minority) {
+            (None, _) => Self::Majority,
+            (Some(k), false) => Self::AtLeast(k),
+            (Some(k), true) => Self::AllowMinority(k),
+        }
+    }
+}
+
 /// A trust setting that cannot be met or means nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TrustError {
     NoAuthorities,
     /// The threshold must be in `1..=authorities`.
     Threshold {
+        threshold: usize,
+        authorities: usize,
+    },
+    /// Not more than half of the authorities, and a minority was not allowed.
+    Minority {
         threshold: usize,
         authorities: usize,
     },
@@ -67,6 +97,16 @@ impl std::fmt::Display for TrustError {
                 f,
                 "threshold {threshold} must be in 1..={authorities} (the authorities named)"
             ),
+            Self::Minority {
+                threshold,
+                authorities,
+            } => write!(
+                f,
+                "threshold {threshold} of {authorities} authorities is not a majority: any \
+                 {threshold} of them could sign a forged network document alone; leave the \
+                 threshold out for a majority ({}), or allow a minority explicitly",
+                authorities / 2 + 1
+            ),
             Self::Duplicate => f.write_str("an authority key is named twice"),
         }
     }
@@ -74,18 +114,29 @@ impl std::fmt::Display for TrustError {
 
 impl Trust {
     /// Trust in `threshold` of `authorities`.
-    pub fn new(authorities: Vec<IdentityPublic>, threshold: usize) -> Result<Self, TrustError> {
+    pub fn new(authorities: Vec<IdentityPublic>, threshold: Threshold) -> Result<Self, TrustError> {
         if authorities.is_empty() {
             return Err(TrustError::NoAuthorities);
         }
+        if authorities.iter().collect::<BTreeSet<_>>().len() != authorities.len() {
+            return Err(TrustError::Duplicate);
+        }
+        let majority = authorities.len() / 2 + 1;
+        let threshold = match threshold {
+            Threshold::Majority => majority,
+            Threshold::AtLeast(k) if k < majority && (1..=authorities.len()).contains(&k) => {
+                return Err(TrustError::Minority {
+                    threshold: k,
+                    authorities: authorities.len(),
+                });
+            }
+            Threshold::AtLeast(k) | Threshold::AllowMinority(k) => k,
+        };
         if !(1..=authorities.len()).contains(&threshold) {
             return Err(TrustError::Threshold {
                 threshold,
                 authorities: authorities.len(),
             });
-        }
-        if authorities.iter().collect::<BTreeSet<_>>().len() != authorities.len() {
-            return Err(TrustError::Duplicate);
         }
         Ok(Self {
             authorities,
@@ -495,8 +546,10 @@ mod tests {
         }
     }
 
+    /// Trust in `threshold` of `keys` (a minority allowed: tests count signatures).
     fn trust(keys: &[IdentitySecret], threshold: usize) -> Trust {
-        Trust::new(keys.iter().map(IdentitySecret::public).collect(), threshold).unwrap()
+        let keys = keys.iter().map(IdentitySecret::public).collect();
+        Trust::new(keys, Threshold::AllowMinority(threshold)).unwrap()
     }
 
     #[test]
@@ -713,15 +766,76 @@ mod tests {
     #[test]
     fn trust_settings_that_mean_nothing_are_refused() {
         let k: Vec<_> = keys(2).iter().map(IdentitySecret::public).collect();
-        assert_eq!(Trust::new(vec![], 1), Err(TrustError::NoAuthorities));
-        assert!(matches!(
-            Trust::new(k.clone(), 0),
-            Err(TrustError::Threshold { .. })
-        ));
-        assert!(matches!(
-            Trust::new(k.clone(), 3),
-            Err(TrustError::Threshold { .. })
-        ));
-        assert_eq!(Trust::new(vec![k[0], k[0]], 1), Err(TrustError::Duplicate));
+        let at_least = Threshold::AtLeast;
+        assert_eq!(
+            Trust::new(vec![], at_least(1)),
+            Err(TrustError::NoAuthorities)
+        );
+        for bad in [at_least(0), at_least(3), Threshold::AllowMinority(0)] {
+            assert!(
+                matches!(
+                    Trust::new(k.clone(), bad),
+                    Err(TrustError::Threshold { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            Trust::new(vec![k[0], k[0]], at_least(1)),
+            Err(TrustError::Duplicate)
+        );
+    }
+
+    #[test]
+    fn the_default_threshold_is_a_majority_and_a_minority_must_be_asked_for() {
+        let k: Vec<_> = keys(5).iter().map(IdentitySecret::public).collect();
+        for (n, majority) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3)] {
+            let t = Trust::new(k[..n].to_vec(), Threshold::Majority).unwrap();
+            assert_eq!(t.threshold(), majority, "{n} authorities");
+        }
+        assert_eq!(
+            Trust::new(k[..3].to_vec(), Threshold::AtLeast(1)),
+            Err(TrustError::Minority {
+                threshold: 1,
+                authorities: 3
+            })
+        );
+        assert!(
+            TrustError::Minority {
+                threshold: 1,
+                authorities: 3
+            }
+            .to_string()
+            .contains("forged")
+        );
+        assert_eq!(
+            Trust::new(k[..3].to_vec(), Threshold::AllowMinority(1))
+                .unwrap()
+                .threshold(),
+            1
+        );
+        assert_eq!(
+            Threshold::from_options(None, true),
+            Threshold::Majority,
+            "allowing a minority alone changes nothing"
+        );
+    }
+
+    #[test]
+    fn a_reader_of_three_authorities_refuses_a_document_one_signed() {
+        let ks = keys(3);
+        let trust = Trust::new(
+            ks.iter().map(IdentitySecret::public).collect(),
+            Threshold::Majority,
+        )
+        .unwrap();
+        let one = unsigned().sign(&ks[0]);
+        assert_eq!(
+            verify(one.as_bytes(), &trust, None, 1500 * S).unwrap_err(),
+            DocumentError::TooFewSignatures {
+                valid: 1,
+                needed: 2
+            }
+        );
     }
 }

@@ -229,6 +229,7 @@ impl KeyPublisher {
 mod tests {
     use super::*;
     use crate::pki::authority::{Authority, AuthorityConfig, Publish};
+    use crate::pki::document::Threshold;
     use crate::pki::registry::{Registry, tests::sample};
     use loopix_crypto::SessionSecret;
     use rand_chacha::ChaCha20Rng;
@@ -245,7 +246,7 @@ mod tests {
         let epochs = registry.network.epochs;
         let mut rng = ChaCha20Rng::seed_from_u64(8);
         let key = IdentitySecret::generate(&mut rng);
-        let trust = Trust::new(vec![key.public()], 1).unwrap();
+        let trust = Trust::new(vec![key.public()], Threshold::AtLeast(1)).unwrap();
         let publishers = identities
             .into_iter()
             .map(|(id, identity)| {
