@@ -80,6 +80,53 @@ fn serve(dir: &Path, listen: &str) -> Authority {
     Authority(child)
 }
 
+/// A small network (one mix, one provider, two clients) and its nodes' identities.
+struct Network {
+    topology: Topology,
+    keys: loopix_sim::network::Keys,
+    identities: BTreeMap<Address, IdentitySecret>,
+    rng: ChaCha20Rng,
+}
+
+/// Writes the registry of a small network into the authority's folder `adir`.
+fn register_network(adir: &Path) -> Network {
+    // A small network, registered whole (what register-node/-client append, at once).
+    let spec = NetworkSpec {
+        layers: 1,
+        mixes_per_layer: 1,
+        providers: 1,
+        clients: 2,
+        epoch_start_s: 0,
+        epoch_s: 1200,
+        epoch_grace_s: 60,
+        first_epoch: 0,
+        published_epochs: 1,
+        ..NetworkSpec::default()
+    };
+    let (toml, keys) = generate_toml(&spec, 7, |id| format!("127.0.0.1:{}", 30_000 + id.0));
+    let topology = Topology::from_toml(&toml).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let identities: BTreeMap<Address, IdentitySecret> = topology
+        .nodes
+        .iter()
+        .map(|n| (n.id, IdentitySecret::generate(&mut rng)))
+        .collect();
+    let publics: BTreeMap<Address, IdentityPublic> =
+        identities.iter().map(|(&id, k)| (id, k.public())).collect();
+    std::fs::write(
+        adir.join("registry.toml"),
+        registry_toml(&topology, &publics),
+    )
+    .unwrap();
+
+    Network {
+        topology,
+        keys,
+        identities,
+        rng,
+    }
+}
+
 #[test]
 fn uploads_are_checked_and_documents_verify_only_under_the_authoritys_key() {
     let dir = std::env::temp_dir().join(format!("loopix-directory-e2e-{}", std::process::id()));
@@ -122,34 +169,12 @@ fn uploads_are_checked_and_documents_verify_only_under_the_authoritys_key() {
         before
     );
 
-    // A small network, registered whole (what register-node/-client append, at once).
-    let spec = NetworkSpec {
-        layers: 1,
-        mixes_per_layer: 1,
-        providers: 1,
-        clients: 2,
-        epoch_start_s: 0,
-        epoch_s: 1200,
-        epoch_grace_s: 60,
-        first_epoch: 0,
-        published_epochs: 1,
-        ..NetworkSpec::default()
-    };
-    let (toml, keys) = generate_toml(&spec, 7, |id| format!("127.0.0.1:{}", 30_000 + id.0));
-    let topology = Topology::from_toml(&toml).unwrap();
-    let mut rng = ChaCha20Rng::seed_from_u64(3);
-    let identities: BTreeMap<Address, IdentitySecret> = topology
-        .nodes
-        .iter()
-        .map(|n| (n.id, IdentitySecret::generate(&mut rng)))
-        .collect();
-    let publics: BTreeMap<Address, IdentityPublic> =
-        identities.iter().map(|(&id, k)| (id, k.public())).collect();
-    std::fs::write(
-        adir.join("registry.toml"),
-        registry_toml(&topology, &publics),
-    )
-    .unwrap();
+    let Network {
+        topology,
+        keys,
+        identities,
+        mut rng,
+    } = register_network(&adir);
     let listen = free_port();
     let _authority = serve(&adir, &listen);
 
@@ -183,9 +208,9 @@ fn uploads_are_checked_and_documents_verify_only_under_the_authoritys_key() {
         String::from_utf8_lossy(&why).contains("not signed by node"),
         "{why:?}"
     );
-    // Oversized.
+    // Oversized: refused on its announced length, unread.
     let (status, _) = http(&listen, "POST", "/keys", &vec![b'k'; MAX_UPLOAD_BYTES + 10]);
-    assert_eq!(status, 400);
+    assert_eq!(status, 413);
     // Honest, then the same bytes again (a replay).
     let honest = upload(mix, now_s, &identities[&mix]);
     assert_eq!(http(&listen, "POST", "/keys", honest.as_bytes()).0, 200);
@@ -313,5 +338,178 @@ fn uploads_are_checked_and_documents_verify_only_under_the_authoritys_key() {
     assert!(!client.status.success());
     let err = String::from_utf8_lossy(&client.stderr);
     assert!(err.contains("not a majority"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TCP connection to `to` from the loopback address `from` (the authority caps
+/// connections per source address, so attackers and honest readers come from different
+/// ones, as on a real network).
+fn connect_from(from: &str, to: &str) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let local: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    socket.bind(&local.into())?;
+    let remote: std::net::SocketAddr = to.parse().unwrap();
+    socket.connect_timeout(&remote.into(), Duration::from_secs(2))?;
+    Ok(socket.into())
+}
+
+/// The value of an unlabelled or labelled metric line in a Prometheus text.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[test]
+fn stalling_peers_hold_up_neither_fetches_nor_uploads_nor_publishing() {
+    let dir = std::env::temp_dir().join(format!("loopix-directory-stall-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let adir = dir.join("authority");
+    let out = loopix(&["directory", "init", "--dir", adir.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let Network {
+        topology,
+        keys,
+        identities,
+        ..
+    } = register_network(&adir);
+    let listen = free_port();
+    let _authority = serve(&adir, &listen);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let running =
+        |stop: &std::sync::atomic::AtomicBool| !stop.load(std::sync::atomic::Ordering::SeqCst);
+    let mut attackers = Vec::new();
+    // 1. From 127.0.0.2: 24 connections (more than one source may hold) each pipelining
+    //    document fetches and never reading an answer, opened again whenever closed.
+    for _ in 0..24 {
+        let (listen, stop) = (listen.clone(), std::sync::Arc::clone(&stop));
+        attackers.push(std::thread::spawn(move || {
+            let request = b"GET /document HTTP/1.1\r\nHost: a\r\n\r\n".repeat(200);
+            while running(&stop) {
+                if let Ok(mut s) = connect_from("127.0.0.2", &listen) {
+                    s.set_write_timeout(Some(Duration::from_millis(500)))
+                        .unwrap();
+                    while running(&stop) && s.write_all(&request).is_ok() {}
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }));
+    }
+    // 2. From 127.0.0.3: 40 uploads that announce 4,000 bytes and send one a second.
+    // 3. From 127.0.0.4: 10 request heads trickled a byte at a time, and heads of 100 KB.
+    for (from, count, opening) in [
+        (
+            "127.0.0.3",
+            40,
+            "POST /keys HTTP/1.1\r\nHost: a\r\nContent-Length: 4000\r\n\r\nl",
+        ),
+        ("127.0.0.4", 10, "GET /schedule HTTP/1.1\r\nX-Slow: "),
+    ] {
+        for _ in 0..count {
+            let (listen, stop) = (listen.clone(), std::sync::Arc::clone(&stop));
+            attackers.push(std::thread::spawn(move || {
+                while running(&stop) {
+                    if let Ok(mut s) = connect_from(from, &listen) {
+                        let mut ok = s.write_all(opening.as_bytes()).is_ok();
+                        while ok && running(&stop) {
+                            std::thread::sleep(Duration::from_millis(300));
+                            ok = s.write_all(b"l").is_ok();
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }));
+        }
+    }
+    {
+        let (listen, stop) = (listen.clone(), std::sync::Arc::clone(&stop));
+        attackers.push(std::thread::spawn(move || {
+            let huge = format!(
+                "GET /schedule HTTP/1.1\r\nX-Huge: {}\r\n\r\n",
+                "h".repeat(100_000)
+            );
+            while running(&stop) {
+                if let Ok(mut s) = connect_from("127.0.0.4", &listen) {
+                    let _ = s.write_all(huge.as_bytes());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Honest fetches from 127.0.0.1, each answered within 1 s.
+    let timed = |path: &str| {
+        let at = Instant::now();
+        let (status, _) = http(&listen, "GET", path, b"");
+        (status, at.elapsed())
+    };
+    for _ in 0..5 {
+        let (status, took) = timed("/schedule");
+        assert_eq!(status, 200);
+        assert!(took < Duration::from_secs(1), "a fetch took {took:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Honest uploads are taken, and the document is published at once.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let epoch = now_s / 1200;
+    for n in &topology.nodes {
+        let upload = KeyUpload::from_seed(
+            n.id,
+            now_s,
+            keys.sessions[&n.id].public(),
+            &keys.nodes[&n.id],
+            epoch,
+            3,
+        )
+        .sign(&identities[&n.id]);
+        let (status, why) = http(&listen, "POST", "/keys", upload.as_bytes());
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&why));
+    }
+    let published = Instant::now();
+    loop {
+        let (status, took) = timed("/document");
+        assert!(took < Duration::from_secs(1), "a fetch took {took:?}");
+        if status == 200 {
+            break;
+        }
+        assert!(
+            published.elapsed() < Duration::from_secs(2),
+            "no document 2 s after the last upload"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The attackers were refused, and counted.
+    let (status, metrics) = http(&listen, "GET", "/metrics", b"");
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metric(
+            &metrics,
+            "loopix_directory_connections_refused_total{reason=\"per_source\"}"
+        ) > 0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "loopix_directory_connections_timed_out_total") > 0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "loopix_directory_bad_requests_total") > 0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "loopix_directory_uploads_total{result=\"taken\"}"),
+        2
+    );
+    assert!(metric(&metrics, "loopix_directory_documents_published_total") >= 1);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for a in attackers {
+        a.join().unwrap();
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

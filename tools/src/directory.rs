@@ -13,21 +13,19 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use loopix_core::pki::authority::{Authority, AuthorityConfig, Publish};
 use loopix_core::pki::document::Threshold;
-use loopix_core::pki::key_upload::MAX_UPLOAD_BYTES;
 use loopix_core::pki::registry::{Registry, parse_identity_key};
 use loopix_crypto::{Address, IdentitySecret};
 use loopix_runtime::clock::NetworkClock;
-use loopix_runtime::directory_client::{
-    AuthorityAddress, DirectoryClient, DirectoryConfig, PATH_DOCUMENT, PATH_KEYS, PATH_SCHEDULE,
-    schedule_text,
-};
+use loopix_runtime::directory_client::{AuthorityAddress, DirectoryClient, DirectoryConfig};
+
+use crate::directory_http::{self, Counters, Limits, Shared};
 use loopix_runtime::key_file::{read_identity_key, write_identity_key};
 
 /// Options of `loopix directory`.
@@ -106,16 +104,19 @@ pub struct ServeArgs {
     /// several.
     #[arg(long = "peer")]
     peers: Vec<String>,
+    /// Connections served at once; more are closed unread (counted).
+    #[arg(long, default_value_t = Limits::default().connections)]
+    max_connections: usize,
+    /// Connections served at once from one IP address; more are closed unread (counted).
+    #[arg(long, default_value_t = Limits::default().per_source)]
+    max_connections_per_source: usize,
 }
 
 const KEY_FILE: &str = "authority.key";
 const REGISTRY: &str = "registry.toml";
 
-/// Uploads read at once; more are answered 503 (each holds a thread while it reads).
-const MAX_REQUESTS_IN_FLIGHT: usize = 32;
-
-/// The whole of a request's body must arrive within this.
-const BODY_DEADLINE: Duration = Duration::from_secs(2);
+/// How often the publishing loop looks for a document due.
+const PUBLISH_TICK: Duration = Duration::from_millis(100);
 
 pub fn run(args: &DirectoryArgs) -> Result<(), String> {
     match &args.command {
@@ -230,59 +231,54 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         .iter()
         .map(|p| p.parse().map_err(|e| format!("--peer {e}")))
         .collect::<Result<Vec<AuthorityAddress>, String>>()?;
-    let server =
-        tiny_http::Server::http(args.listen).map_err(|e| format!("listen {}: {e}", args.listen))?;
-    let local = server
-        .server_addr()
-        .to_ip()
+    if args.max_connections == 0 || args.max_connections_per_source == 0 {
+        return Err("--max-connections and --max-connections-per-source must be at least 1".into());
+    }
+    let limits = Limits {
+        connections: args.max_connections,
+        per_source: args.max_connections_per_source,
+    };
+    let listener = std::net::TcpListener::bind(args.listen)
+        .map_err(|e| format!("listen {}: {e}", args.listen))?;
+    let local = listener
+        .local_addr()
         .map_or(args.listen.to_string(), |a| a.to_string());
     tracing::info!(%local, key = %hex::encode(public.to_bytes()), "directory authority serving");
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
     }
-    let clock = NetworkClock::start();
-    let authority = Arc::new(Mutex::new(authority));
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    let shared = Arc::new(Shared {
+        authority: Mutex::new(authority),
+        clock: NetworkClock::start(),
+        dir: dir.clone(),
+        counters: Counters::default(),
+    });
+    let http = {
+        let shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("loopix-directory-http".into())
+            .spawn(move || directory_http::serve(listener, shared, limits))
+            .map_err(|e| format!("HTTP thread: {e}"))?
+    };
     if !peers.is_empty() {
-        let (authority, stop, dir) = (Arc::clone(&authority), Arc::clone(&stop), dir.clone());
+        let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
         std::thread::Builder::new()
             .name("loopix-directory-peers".into())
-            .spawn(move || gather_signatures(&peers, &authority, &dir, clock, &stop))
+            .spawn(move || gather_signatures(&peers, &shared, &stop))
             .map_err(|e| format!("peer thread: {e}"))?;
     }
+    // Publishing: this loop only; the server answers from the same state, and nothing here
+    // waits on a client.
     while !stop.load(Ordering::SeqCst) {
-        publish_due(&authority, dir, clock.now_us());
-        let request = match server.recv_timeout(Duration::from_millis(100)) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "receiving a request");
-                continue;
-            }
-        };
-        // Fetches are answered here at once: they read no body. Uploads read one, each on
-        // a thread of its own, so a slow sender holds up neither fetches nor other uploads.
-        if request.method() != &tiny_http::Method::Post {
-            answer(request, &authority, dir, clock);
-            continue;
+        if http.is_finished() {
+            let why = http
+                .join()
+                .unwrap_or_else(|_| "the HTTP thread panicked".to_string());
+            return Err(format!("the HTTP server stopped: {why}"));
         }
-        if in_flight.load(Ordering::SeqCst) >= MAX_REQUESTS_IN_FLIGHT {
-            let _ = request.respond(text_response(503, "busy"));
-            continue;
-        }
-        in_flight.fetch_add(1, Ordering::SeqCst);
-        let (authority, in_flight, dir) =
-            (Arc::clone(&authority), Arc::clone(&in_flight), dir.clone());
-        let spawned = std::thread::Builder::new()
-            .name("loopix-directory-request".into())
-            .spawn(move || {
-                answer(request, &authority, &dir, clock);
-                in_flight.fetch_sub(1, Ordering::SeqCst);
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "no thread for a request");
-        }
+        publish_due(&shared, shared.clock.now_us());
+        std::thread::sleep(PUBLISH_TICK);
     }
     tracing::info!("directory authority stopped");
     Ok(())
@@ -291,13 +287,8 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
 /// Once a second: for the current and the next epoch's documents, asks each peer whose
 /// signature ours lacks for its copy and adds its signature if it signed the same
 /// document (stored before it is served).
-fn gather_signatures(
-    peers: &[AuthorityAddress],
-    authority: &Mutex<Authority>,
-    dir: &Path,
-    clock: NetworkClock,
-    stop: &AtomicBool,
-) {
+fn gather_signatures(peers: &[AuthorityAddress], shared: &Shared, stop: &AtomicBool) {
+    let (authority, dir, clock) = (&shared.authority, &shared.dir, shared.clock);
     let keys: Vec<_> = peers.iter().map(|p| p.key).collect();
     // Each peer's copy is fetched for its own signature, checked when merged.
     let Ok(config) = DirectoryConfig::new(peers.to_vec(), Threshold::AllowMinority(1)) else {
@@ -334,8 +325,9 @@ fn gather_signatures(
                 };
                 match a.merge_peer_document(epoch, &theirs, &keys) {
                     Ok(Some(text)) => {
+                        drop(a);
                         let path = dir.join("documents").join(format!("{epoch}.txt"));
-                        match write_file(&path, text) {
+                        match write_file(&path, &text) {
                             Ok(()) => {
                                 tracing::info!(peer = %peer.address, epoch, "peer's signature added")
                             }
@@ -395,10 +387,11 @@ fn restore(authority: &mut Authority, dir: &Path) -> Result<(), String> {
 }
 
 /// Publishes what is due, keeping each new document on disk before it is served.
-fn publish_due(authority: &Mutex<Authority>, dir: &Path, now_us: u64) {
-    let Ok(mut a) = authority.lock() else {
+fn publish_due(shared: &Shared, now_us: u64) {
+    let Ok(mut a) = shared.authority.lock() else {
         return;
     };
+    let (dir, counters) = (&shared.dir, &shared.counters);
     while let Some(p) = a.poll_publish(now_us) {
         match p {
             Publish::Published {
@@ -409,6 +402,9 @@ fn publish_due(authority: &Mutex<Authority>, dir: &Path, now_us: u64) {
                 for (node, reason) in &left_out {
                     tracing::warn!(epoch, node = node.0, %reason, "node left out of the document");
                 }
+                let left = left_out.len() as u64;
+                counters.nodes_left_out.fetch_add(left, Ordering::Relaxed);
+                counters.documents_published.fetch_add(1, Ordering::Relaxed);
                 let path = dir.join("documents").join(format!("{epoch}.txt"));
                 match write_file(&path, &text) {
                     Ok(()) => tracing::info!(epoch, bytes = text.len(), "document published"),
@@ -422,94 +418,10 @@ fn publish_due(authority: &Mutex<Authority>, dir: &Path, now_us: u64) {
     }
 }
 
-fn text_response(status: u16, text: &str) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    tiny_http::Response::from_string(format!("{text}\n")).with_status_code(status)
-}
-
-fn answer(
-    mut request: tiny_http::Request,
-    authority: &Mutex<Authority>,
-    dir: &Path,
-    clock: NetworkClock,
-) {
-    let now_us = clock.now_us();
-    let url = request.url().to_string();
-    let response = match (request.method(), url.as_str()) {
-        (tiny_http::Method::Get, PATH_SCHEDULE) => authority
-            .lock()
-            .map(|a| text_response(200, schedule_text(&a.schedule()).trim()))
-            .unwrap_or_else(|_| text_response(500, "authority state poisoned")),
-        (tiny_http::Method::Get, path) if path.starts_with(PATH_DOCUMENT) => {
-            let rest = &path[PATH_DOCUMENT.len()..];
-            let doc = authority.lock().ok().and_then(|a| match rest {
-                "" => a.current_document(now_us).map(str::to_string),
-                _ => rest
-                    .strip_prefix('/')
-                    .and_then(|e| e.parse().ok())
-                    .and_then(|e| a.document(e).map(str::to_string)),
-            });
-            match doc {
-                Some(d) => tiny_http::Response::from_data(d.into_bytes()),
-                None => text_response(404, "no such document (yet)"),
-            }
-        }
-        (tiny_http::Method::Post, PATH_KEYS) => match read_body(&mut request) {
-            Err(e) => text_response(400, &e),
-            Ok(body) => {
-                let taken = authority
-                    .lock()
-                    .map_err(|_| "authority state poisoned".to_string())
-                    .and_then(|mut a| {
-                        let node = a.handle_upload(now_us, &body).map_err(|e| e.to_string())?;
-                        Ok((node, a.upload_text(node).unwrap_or_default().to_string()))
-                    });
-                match taken {
-                    Ok((node, text)) => {
-                        store_upload(dir, node, &text);
-                        tracing::info!(node = node.0, "keys uploaded");
-                        text_response(200, &format!("taken: node {}", node.0))
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "upload refused");
-                        text_response(400, &e)
-                    }
-                }
-            }
-        },
-        _ => text_response(404, "not found"),
-    };
-    let _ = request.respond(response);
-}
-
-fn store_upload(dir: &Path, node: Address, text: &str) {
+/// Keeps an accepted upload, so a restarted authority has it.
+pub fn store_upload(dir: &Path, node: Address, text: &str) {
     let path = dir.join("uploads").join(format!("node-{}.txt", node.0));
     if let Err(e) = write_file(&path, text) {
         tracing::error!(node = node.0, error = %e, "upload not stored");
-    }
-}
-
-/// A request's body, at most an upload's size, whole within [`BODY_DEADLINE`].
-fn read_body(request: &mut tiny_http::Request) -> Result<Vec<u8>, String> {
-    if request.body_length().is_some_and(|n| n > MAX_UPLOAD_BYTES) {
-        return Err(format!("larger than {MAX_UPLOAD_BYTES} bytes"));
-    }
-    let deadline = std::time::Instant::now() + BODY_DEADLINE;
-    let mut body = Vec::new();
-    let mut chunk = [0u8; 1024];
-    let reader = request.as_reader();
-    loop {
-        if std::time::Instant::now() > deadline {
-            return Err("the body took too long".into());
-        }
-        match reader.read(&mut chunk) {
-            Ok(0) => return Ok(body),
-            Ok(n) => {
-                body.extend_from_slice(&chunk[..n]);
-                if body.len() > MAX_UPLOAD_BYTES {
-                    return Err(format!("larger than {MAX_UPLOAD_BYTES} bytes"));
-                }
-            }
-            Err(e) => return Err(e.to_string()),
-        }
     }
 }

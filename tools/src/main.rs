@@ -2,6 +2,7 @@
 
 mod client;
 mod directory;
+mod directory_http;
 mod hostile_load;
 mod json;
 mod keygen;

@@ -20,6 +20,7 @@
 //! ([`Publish::Published`]'s `left_out`), and the rest are published.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use loopix_crypto::{Address, IdentitySecret, PublicKey, SessionPublic};
 
@@ -174,7 +175,8 @@ pub struct Authority {
     config: AuthorityConfig,
     uploads: BTreeMap<Address, SignedUpload>,
     /// Published documents: their text and topology (for the frozen keys).
-    documents: BTreeMap<u64, (String, Topology)>,
+    /// Shared, so a server hands a document to many readers without copying it.
+    documents: BTreeMap<u64, (Arc<str>, Topology)>,
     started_us: Option<u64>,
     told: BTreeMap<u64, String>,
 }
@@ -294,7 +296,7 @@ impl Authority {
     pub fn restore_document(&mut self, epoch: u64, text: String) -> Result<(), String> {
         let (body, _) = super::document::unverified(text.as_bytes()).map_err(|e| e.to_string())?;
         let topology = Topology::from_toml(body).map_err(|e| e.to_string())?;
-        self.documents.insert(epoch, (text, topology));
+        self.documents.insert(epoch, (text.into(), topology));
         self.forget_old();
         Ok(())
     }
@@ -312,7 +314,7 @@ impl Authority {
         epoch: u64,
         theirs: &[u8],
         peers: &[loopix_crypto::IdentityPublic],
-    ) -> Result<Option<&str>, super::document::MergeError> {
+    ) -> Result<Option<Arc<str>>, super::document::MergeError> {
         let Some((ours, _)) = self.documents.get_mut(&epoch) else {
             return Ok(None);
         };
@@ -320,8 +322,8 @@ impl Authority {
         if added == 0 {
             return Ok(None);
         }
-        *ours = merged;
-        Ok(Some(ours.as_str()))
+        *ours = merged.into();
+        Ok(Some(Arc::clone(ours)))
     }
 
     /// Whether the published document of `epoch` carries `key`'s signature (`None`: no
@@ -333,12 +335,12 @@ impl Authority {
     }
 
     /// The published document of `epoch`.
-    pub fn document(&self, epoch: u64) -> Option<&str> {
-        self.documents.get(&epoch).map(|(t, _)| t.as_str())
+    pub fn document(&self, epoch: u64) -> Option<Arc<str>> {
+        self.documents.get(&epoch).map(|(t, _)| Arc::clone(t))
     }
 
     /// The document of the epoch `now_us` falls in, if published.
-    pub fn current_document(&self, now_us: u64) -> Option<&str> {
+    pub fn current_document(&self, now_us: u64) -> Option<Arc<str>> {
         self.document(self.epochs().epoch_at(now_us))
     }
 
@@ -370,7 +372,8 @@ impl Authority {
             }
             match self.make(epoch) {
                 Ok((text, topology, left_out)) => {
-                    self.documents.insert(epoch, (text.clone(), topology));
+                    self.documents
+                        .insert(epoch, (text.as_str().into(), topology));
                     self.forget_old();
                     self.told.remove(&epoch);
                     return Some(Publish::Published {
@@ -655,7 +658,10 @@ mod tests {
             Some(Publish::Published { epoch: 6, .. })
         ));
         assert_eq!(n.authority.poll_publish(now), None);
-        assert_eq!(n.authority.current_document(now), Some(text.as_str()));
+        assert_eq!(
+            n.authority.current_document(now).as_deref(),
+            Some(text.as_str())
+        );
         // Valid through its epoch and the grace after it, not later.
         assert!(verify(text.as_bytes(), &trust, Some(5), 6 * EPOCH + 59 * S).is_ok());
         assert!(matches!(
@@ -793,7 +799,7 @@ mod tests {
             again.authority.restore_upload(upload.as_bytes()),
             Ok(Address(1))
         );
-        assert_eq!(again.authority.document(5), Some(text.as_str()));
+        assert_eq!(again.authority.document(5).as_deref(), Some(text.as_str()));
         // An upload stored under another node's key is refused on the way back too.
         let bent = upload.replacen("node 1", "node 2", 1);
         assert!(again.authority.restore_upload(bent.as_bytes()).is_err());
