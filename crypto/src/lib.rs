@@ -37,6 +37,7 @@
 pub mod build;
 pub mod command;
 pub mod epoch_seed;
+pub mod handshake_mac;
 pub mod identity_key;
 pub mod key_phase;
 pub mod keys;

@@ -135,6 +135,25 @@ pub fn render(s: &Snapshot) -> String {
             .map(|r| (shard(r), r.core.inbox_packets as f64)),
     );
     family(
+        "loopix_handshakes_total",
+        "counter",
+        "Providers: client handshake initiations answered, by how (`session`: a session \
+         started; `cookie`: under load, a cookie for an address not yet proven). Refused ones \
+         are drops (`handshake_mac`, `handshake_rate_limited`, `unauthenticated`).",
+        &mut s.reports.iter().flat_map(|r| {
+            [
+                (
+                    format!("{},answer=\"session\"", shard(r)),
+                    r.core.handshakes_answered as f64,
+                ),
+                (
+                    format!("{},answer=\"cookie\"", shard(r)),
+                    r.core.cookies_sent as f64,
+                ),
+            ]
+        }),
+    );
+    family(
         "loopix_strays_forwarded_total",
         "counter",
         "Datagrams handed to their owner shard.",

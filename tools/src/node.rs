@@ -249,7 +249,8 @@ fn start(
             let config = CoreConfig::node(cfg.node.id, seed.clone(), session_key.clone())
                 .seeded(rng_seed(0)?)
                 .limited(cfg.limits)
-                .inbox_ttl(cfg.inbox.ttl_us);
+                .inbox_ttl(cfg.inbox.ttl_us)
+                .handshake_limits(cfg.handshakes);
             let mut provider: Provider<DurableInbox> =
                 Provider::new(&cfg.topology, config, inbox).map_err(|e| e.to_string())?;
             let journal = journal(0, provider.engine())?;

@@ -58,11 +58,17 @@ pub enum DropReason {
     /// Waited in the node's socket longer than its bound before it was read: shed unread,
     /// so an overloaded node spends its time on packets that can still be on time.
     Stale,
+    /// A handshake initiation whose mac1 is wrong (junk, or not for this provider):
+    /// refused without any Diffie-Hellman.
+    HandshakeMac,
+    /// A handshake beyond its source address's allowance (under load) or its client's
+    /// (one per interval).
+    HandshakeRateLimited,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the metrics order).
-    pub const ALL: [DropReason; 24] = [
+    pub const ALL: [DropReason; 26] = [
         Self::Malformed,
         Self::InvalidGroupElement,
         Self::Mac,
@@ -87,6 +93,8 @@ impl DropReason {
         Self::StoreFull,
         Self::InboxExpired,
         Self::Stale,
+        Self::HandshakeMac,
+        Self::HandshakeRateLimited,
     ];
 
     /// A short stable name, for logs and metrics labels.
@@ -116,6 +124,8 @@ impl DropReason {
             Self::StoreFull => "store_full",
             Self::InboxExpired => "inbox_expired",
             Self::Stale => "stale",
+            Self::HandshakeMac => "handshake_mac",
+            Self::HandshakeRateLimited => "handshake_rate_limited",
         }
     }
 }

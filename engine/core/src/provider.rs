@@ -45,6 +45,8 @@ pub struct ProviderStats {
     pub dummies_sent: u64,
     /// Handshakes answered (sessions started).
     pub sessions_started: u64,
+    /// Initiations answered with a cookie (under load, from an address not yet proven).
+    pub cookies_sent: u64,
     /// Answer items not sent: their session ended first (the client rekeyed long ago or
     /// stopped).
     pub answers_unsent: u64,
@@ -156,7 +158,8 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
                 layout,
                 session_keys(topology, config.id),
                 session_seed,
-            ),
+            )
+            .with_limits(config.handshakes),
             quota: ClientQuota::new(&topology.network),
             layout,
             plain: vec![0u8; layout.frame_len()],
@@ -267,7 +270,13 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
                 self.responses.push_back((from, plain[..len].to_vec()));
                 self.stats.sessions_started += 1;
             }
-            Received::Response { .. } => self.engine.count_drop(DropReason::Overload),
+            Received::Cookie { len } if self.responses.len() < MAX_RESPONSES => {
+                self.responses.push_back((from, plain[..len].to_vec()));
+                self.stats.cookies_sent += 1;
+            }
+            Received::Response { .. } | Received::Cookie { .. } => {
+                self.engine.count_drop(DropReason::Overload)
+            }
             Received::Plain {
                 client,
                 index,

@@ -16,6 +16,7 @@ use crate::inbox::InboxStore;
 use crate::link::{LinkError, Links};
 use crate::mix::Mix;
 use crate::provider::Provider;
+use crate::session::HandshakeLimits;
 use crate::timing_wheel::WheelConfigError;
 use crate::topology::{Role, Topology};
 
@@ -69,6 +70,8 @@ pub struct CoreConfig {
     /// Providers: how long a packet waits in an inbox for its client before it is deleted
     /// unread (counted as `inbox_expired`), µs.
     pub inbox_ttl_us: u64,
+    /// Providers: how many handshakes they spend work on ([`HandshakeLimits`]).
+    pub handshakes: HandshakeLimits,
 }
 
 impl CoreConfig {
@@ -101,7 +104,13 @@ impl CoreConfig {
             max_buffered_fragments: 100_000,
             acks: AckConfig::OFF,
             inbox_ttl_us: crate::inbox::DEFAULT_INBOX_TTL_US,
+            handshakes: HandshakeLimits::default(),
         }
+    }
+
+    /// The same, with these handshake limits (providers).
+    pub fn handshake_limits(self, handshakes: HandshakeLimits) -> Self {
+        Self { handshakes, ..self }
     }
 
     /// The same, with every random choice seeded from `seed`.

@@ -25,6 +25,9 @@
 //! inbox_per_client = 10000     # providers: packets kept per client
 //! inbox_total = 1000000        # providers: packets kept in all (the disk: ~2.4 GB at 2 KB)
 //! inbox_ttl_s = 604800         # providers: a packet no client collected is deleted after this
+//! handshake_load_per_s = 500   # providers: handshakes a second (per shard) beyond which
+//!                              # initiations from unproven addresses get a cookie first
+//! handshake_per_source_per_s = 20  # providers, under load: handshakes a second per address
 //!
 //! [directory]                  # instead of `topology`: follow directory authorities
 //! authorities = [{ address = "10.0.0.250:8000", key = "<64 hex digits>" }]
@@ -47,6 +50,7 @@ use loopix_core::hop::HopLimits;
 use loopix_core::inbox::InboxLimits;
 use loopix_core::pki::document::Threshold;
 use loopix_core::pki::registry::parse_identity_key;
+use loopix_core::session::HandshakeLimits;
 use loopix_core::timing_wheel::WheelConfig;
 use loopix_core::topology::{Node, Role, Topology};
 use loopix_crypto::{Address, EpochSeed};
@@ -84,6 +88,8 @@ pub struct NodeConfig {
     pub limits: HopLimits,
     /// Providers: the inboxes' bounds.
     pub inbox: InboxLimits,
+    /// Providers: how many handshakes they spend work on.
+    pub handshakes: HandshakeLimits,
     /// Faults injected into the node's sending (tests and demos).
     pub faults: FaultConfig,
 }
@@ -230,6 +236,8 @@ struct RawLimits {
     inbox_per_client: usize,
     inbox_total: usize,
     inbox_ttl_s: u64,
+    handshake_load_per_s: u32,
+    handshake_per_source_per_s: u32,
 }
 
 impl Default for RawLimits {
@@ -245,6 +253,8 @@ impl Default for RawLimits {
             inbox_per_client: InboxLimits::default().per_client,
             inbox_total: InboxLimits::default().total,
             inbox_ttl_s: InboxLimits::default().ttl_us / 1_000_000,
+            handshake_load_per_s: HandshakeLimits::default().load_per_s,
+            handshake_per_source_per_s: HandshakeLimits::default().per_source_per_s,
         }
     }
 }
@@ -400,6 +410,11 @@ impl NodeConfig {
                 total: raw.limits.inbox_total,
                 ttl_us: raw.limits.inbox_ttl_s.saturating_mul(1_000_000),
             },
+            handshakes: HandshakeLimits {
+                load_per_s: raw.limits.handshake_load_per_s,
+                per_source_per_s: raw.limits.handshake_per_source_per_s,
+                ..HandshakeLimits::default()
+            },
             faults: raw.faults.validate()?,
         })
     }
@@ -424,6 +439,12 @@ impl RawLimits {
         }
         if self.inbox_ttl_s == 0 {
             return Err(err("limits.inbox_ttl_s", "must be at least 1"));
+        }
+        if self.handshake_per_source_per_s == 0 {
+            return Err(err(
+                "limits.handshake_per_source_per_s",
+                "must be at least 1 (0 would refuse every client under load)",
+            ));
         }
         let wheel = WheelConfig {
             slot_us: self.slot_us,

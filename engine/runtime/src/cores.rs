@@ -35,6 +35,9 @@ pub struct CoreReport {
     pub released: u64,
     /// Providers: packets waiting in inboxes.
     pub inbox_packets: u64,
+    /// Providers: handshakes answered, and initiations answered with a cookie (under load).
+    pub handshakes_answered: u64,
+    pub cookies_sent: u64,
     /// The keys in use, by phase, and their replay filters.
     pub epochs: [Option<EpochStats>; 2],
     /// Mixes: loops that fell due but could not be built (no published key for an epoch
@@ -93,6 +96,8 @@ impl ShardCore for Mix {
             loop_overhead: s.loop_overhead,
             released: s.hop.released,
             inbox_packets: 0,
+            handshakes_answered: 0,
+            cookies_sent: 0,
             epochs: self.epochs(),
             loops_failed: s.loops_failed,
             faults: FaultStats::default(),
@@ -115,6 +120,8 @@ impl<S: InboxStore> ShardCore for Provider<S> {
             loop_overhead: LatencyHistogram::default(),
             released: s.hop.released,
             inbox_packets: self.inbox_total() as u64,
+            handshakes_answered: s.sessions_started,
+            cookies_sent: s.cookies_sent,
             epochs: self.epochs(),
             loops_failed: 0,
             faults: FaultStats::default(),

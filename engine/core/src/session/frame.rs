@@ -2,10 +2,14 @@
 //!
 //! ```text
 //! transport:  receiver index u32 (BE) | nonce u64 (LE) | AEAD(plaintext) (P + 16 bytes)
-//! initiation: 0u32                    | initiator index u32 | 0u32 | Noise IK message 1 | padding
+//! initiation: 0u32                    | initiator index u32 | 0u32 | Noise IK message 1 | mac1 | mac2 | padding
 //! response:   initiator index u32     | u64::MAX             | responder index u32 | message 2 | padding
+//! cookie:     initiator index u32     | u64::MAX - 1         | sealed cookie | padding
 //! plaintext:  kind u8 | body, zero-padded to P bytes
 //! ```
+//! mac1 and mac2 (16 bytes each) cover the initiation before them; a provider under load
+//! answers an initiation without a valid mac2 with a cookie frame (see
+//! `loopix_crypto::handshake_mac`). mac2 is zero when the client holds no cookie.
 //! The receiver's index comes first so a multi-shard provider can steer a session's frames
 //! to the shard that holds it (the steering program reads the first four bytes). Padding is
 //! random, so a handshake frame looks like any other. P fits the largest body either way:
@@ -25,6 +29,14 @@ pub const RESPONSE_NONCE: u64 = u64::MAX;
 pub const INITIATION_LEN: usize = 32 + (32 + TAG_LEN) + (8 + TAG_LEN);
 /// Noise IK's second message with no payload: e, an empty sealed payload.
 pub const RESPONSE_LEN: usize = 32 + TAG_LEN;
+/// The nonce field of a cookie reply (never a transport nonce).
+pub const COOKIE_NONCE: u64 = u64::MAX - 1;
+/// Where an initiation's mac1 starts (it covers the bytes before).
+pub const MAC1_AT: usize = HEADER_LEN + INITIATION_LEN;
+/// Where an initiation's mac2 starts (it covers the bytes before, mac1 included).
+pub const MAC2_AT: usize = MAC1_AT + loopix_crypto::handshake_mac::MAC_LEN;
+/// Where an initiation's padding starts.
+pub const MACS_END: usize = MAC2_AT + loopix_crypto::handshake_mac::MAC_LEN;
 
 /// What a session's plaintext carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +136,8 @@ mod tests {
             assert!(l.plaintext_len() > ITEM_ID_LEN + params.packet_len());
             assert!(l.plaintext_len() > 8 * usize::from(n));
             assert!(HEADER_LEN + 4 + INITIATION_LEN <= l.frame_len());
+            assert!(MACS_END <= l.frame_len());
+            assert!(HEADER_LEN + loopix_crypto::handshake_mac::SEALED_COOKIE_LEN <= l.frame_len());
             assert!(HEADER_LEN + 4 + RESPONSE_LEN <= l.frame_len());
             assert_ne!(
                 l.frame_len(),

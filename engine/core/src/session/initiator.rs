@@ -1,13 +1,18 @@
 //! The client's side of its session: starts handshakes, seals what it sends, opens what
 //! its provider answers. See the [module docs](super).
 
+use loopix_crypto::handshake_mac::{
+    self, Cookie, HandshakeKeys, HandshakeMac, MAC_LEN, SEALED_COOKIE_LEN,
+};
 use loopix_crypto::{SessionPublic, SessionSecret};
 use rand_core::Rng;
 use snow::HandshakeState;
 
 use super::frame::{
-    self, FrameLayout, HEADER_LEN, INITIATION_LEN, Plain, RESPONSE_LEN, RESPONSE_NONCE,
+    self, COOKIE_NONCE, FrameLayout, HEADER_LEN, INITIATION_LEN, MAC1_AT, MAC2_AT, Plain,
+    RESPONSE_LEN, RESPONSE_NONCE,
 };
+use super::handshake_guard::COOKIE_LIFETIME_US;
 use super::noise;
 use super::transport::Transport;
 use super::{HANDSHAKE_RETRY_US, REJECT_AFTER_US, REKEY_AFTER_US};
@@ -17,6 +22,9 @@ use super::{HANDSHAKE_RETRY_US, REJECT_AFTER_US, REKEY_AFTER_US};
 pub enum Opened<'a> {
     /// The answer to our handshake: the session is up.
     Established,
+    /// The provider is under load and sent a cookie for our address: the next
+    /// initiation, due at once, carries it.
+    CookieTaken,
     /// A plaintext from the provider.
     Plain(Plain<'a>),
     /// Not for us, forged, replayed, or for a session we no longer hold.
@@ -37,6 +45,8 @@ pub enum HandshakeDue {
 struct Pending {
     state: HandshakeState,
     index: u32,
+    /// Its mac1: a cookie reply is bound to it.
+    mac1: HandshakeMac,
 }
 
 struct Link {
@@ -51,6 +61,8 @@ struct Link {
 pub struct ClientSessionStats {
     pub handshakes_sent: u64,
     pub established: u64,
+    /// Cookie replies taken (the provider was under load).
+    pub cookies: u64,
     /// Frames from the provider that did not open (forged, replayed, stale session).
     pub refused: u64,
 }
@@ -59,6 +71,9 @@ pub struct ClientSessionStats {
 pub struct ClientSession {
     local: SessionSecret,
     provider: SessionPublic,
+    macs: HandshakeKeys,
+    /// The last cookie the provider sent, and when.
+    cookie: Option<(Cookie, u64)>,
     layout: FrameLayout,
     pending: Option<Pending>,
     link: Option<Link>,
@@ -74,7 +89,9 @@ impl ClientSession {
     pub fn new(local: SessionSecret, provider: SessionPublic, layout: FrameLayout) -> Self {
         Self {
             local,
+            macs: HandshakeKeys::new(&provider),
             provider,
+            cookie: None,
             layout,
             pending: None,
             link: None,
@@ -157,7 +174,18 @@ impl ClientSession {
         let body = &mut out[HEADER_LEN..HEADER_LEN + INITIATION_LEN];
         let n = state.write_message(&now_us.to_le_bytes(), body).ok()?;
         debug_assert_eq!(n, INITIATION_LEN);
-        self.pending = Some(Pending { state, index });
+        let mac1 = self.macs.mac1(&out[..MAC1_AT]);
+        out[MAC1_AT..MAC2_AT].copy_from_slice(&mac1);
+        let cookie = self
+            .cookie
+            .filter(|(_, at)| now_us < at + COOKIE_LIFETIME_US)
+            .map(|(c, _)| c);
+        let mac2 = match cookie {
+            Some(c) => handshake_mac::mac2(&c, &out[..MAC2_AT]),
+            None => [0; MAC_LEN],
+        };
+        out[MAC2_AT..MAC2_AT + MAC_LEN].copy_from_slice(&mac2);
+        self.pending = Some(Pending { state, index, mac1 });
         self.stats.handshakes_sent += 1;
         Some(len)
     }
@@ -189,6 +217,9 @@ impl ClientSession {
         if nonce == RESPONSE_NONCE {
             return self.finish_handshake(now_us, receiver, frame);
         }
+        if nonce == COOKIE_NONCE {
+            return self.take_cookie(now_us, receiver, frame);
+        }
         let link = [self.link.as_mut(), self.previous.as_mut()]
             .into_iter()
             .flatten()
@@ -204,6 +235,23 @@ impl ClientSession {
             Some(p) => Opened::Plain(p),
             None => Opened::Refused,
         }
+    }
+
+    /// A cookie reply to our pending initiation: kept for the next one, which is due now.
+    fn take_cookie<'a>(&mut self, now_us: u64, receiver: u32, frame: &[u8]) -> Opened<'a> {
+        let Some(pending) = self.pending.as_ref().filter(|p| p.index == receiver) else {
+            return Opened::Refused;
+        };
+        let sealed: Option<&[u8; SEALED_COOKIE_LEN]> = frame
+            .get(HEADER_LEN..HEADER_LEN + SEALED_COOKIE_LEN)
+            .and_then(|b| b.try_into().ok());
+        let Some(cookie) = sealed.and_then(|s| self.macs.open_cookie(s, &pending.mac1)) else {
+            return Opened::Refused;
+        };
+        self.cookie = Some((cookie, now_us));
+        self.last_attempt_us = None;
+        self.stats.cookies += 1;
+        Opened::CookieTaken
     }
 
     fn finish_handshake<'a>(&mut self, now_us: u64, receiver: u32, frame: &[u8]) -> Opened<'a> {

@@ -15,8 +15,13 @@
 //! client's uplink is one Poisson stream of equal datagrams, every poll is answered with
 //! exactly N equal datagrams, and an unauthenticated datagram never draws more bytes than
 //! it carried (a handshake response is one frame, for one frame).
+//!
+//! A provider refuses junk initiations without a Diffie-Hellman, and under load answers
+//! initiations from addresses not yet proven with a cookie first, as WireGuard does
+//! ([`handshake_guard`]).
 
 pub mod frame;
+pub mod handshake_guard;
 pub mod initiator;
 mod noise;
 pub mod replay_window;
@@ -26,6 +31,7 @@ mod tests;
 mod transport;
 
 pub use frame::{FrameKind, FrameLayout, Plain};
+pub use handshake_guard::HandshakeLimits;
 pub use initiator::ClientSession;
 pub use replay_window::ReplayWindow;
 pub use responder::{Received, Sessions};

@@ -13,8 +13,10 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
 use super::frame::{
-    self, FrameLayout, HEADER_LEN, INITIATION_LEN, Plain, RESPONSE_LEN, RESPONSE_NONCE,
+    self, COOKIE_NONCE, FrameLayout, HEADER_LEN, INITIATION_LEN, MAC1_AT, MAC2_AT, Plain,
+    RESPONSE_LEN, RESPONSE_NONCE,
 };
+use super::handshake_guard::{Admission, HandshakeGuard, HandshakeLimits};
 use super::noise;
 use super::transport::{Refusal, Transport};
 use super::{MAX_CLOCK_SKEW_US, REJECT_AFTER_US};
@@ -26,6 +28,9 @@ pub enum Received<'a> {
     /// A valid handshake: the response frame, `len` bytes, is in the output buffer; send
     /// it to the frame's source.
     Response { len: usize },
+    /// An initiation while under load without a valid mac2: a cookie frame, `len` bytes,
+    /// is in the output buffer; send it to the frame's source.
+    Cookie { len: usize },
     /// A plaintext from `client`, in session `index`.
     Plain {
         client: Address,
@@ -50,6 +55,8 @@ struct ClientSlot {
     previous: Option<u32>,
     /// The timestamp of the last handshake accepted: a handshake must be newer.
     last_handshake_us: Option<u64>,
+    /// When (on this provider's clock) the last handshake was accepted.
+    accepted_at_us: Option<u64>,
 }
 
 /// See the module docs.
@@ -60,6 +67,9 @@ pub struct Sessions {
     clients: HashMap<SessionPublic, Address>,
     slots: HashMap<Address, ClientSlot>,
     by_index: HashMap<u32, Session>,
+    guard: HandshakeGuard,
+    /// Initiations that got as far as a Diffie-Hellman.
+    computed: u64,
     rng: ChaCha20Rng,
 }
 
@@ -71,16 +81,35 @@ impl Sessions {
         clients: impl IntoIterator<Item = (Address, SessionPublic)>,
         seed: [u8; 32],
     ) -> Self {
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let mut guard_seed = [0u8; 32];
+        rng.fill_bytes(&mut guard_seed);
+        let keys = loopix_crypto::handshake_mac::HandshakeKeys::new(&local.public());
         let mut s = Self {
             local,
             layout,
             clients: HashMap::new(),
             slots: HashMap::new(),
             by_index: HashMap::new(),
-            rng: ChaCha20Rng::from_seed(seed),
+            guard: HandshakeGuard::new(
+                keys,
+                HandshakeLimits::default(),
+                ChaCha20Rng::from_seed(guard_seed),
+            ),
+            computed: 0,
+            rng,
         };
         s.set_clients(clients);
         s
+    }
+
+    /// The same with these handshake limits.
+    pub fn with_limits(mut self, limits: HandshakeLimits) -> Self {
+        let keys = loopix_crypto::handshake_mac::HandshakeKeys::new(&self.local.public());
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        self.guard = HandshakeGuard::new(keys, limits, ChaCha20Rng::from_seed(seed));
+        self
     }
 
     /// Takes a new list of clients: sessions of clients no longer on it end.
@@ -99,6 +128,11 @@ impl Sessions {
     /// This provider's session key, as the topology should list it.
     pub fn public(&self) -> SessionPublic {
         self.local.public()
+    }
+
+    /// Initiations that got as far as a Diffie-Hellman (valid mac1, admitted).
+    pub fn handshakes_computed(&self) -> u64 {
+        self.computed
     }
 
     /// Sessions held.
@@ -138,7 +172,7 @@ impl Sessions {
         if receiver == 0 {
             return self.handshake(now_us, from, frame, out);
         }
-        if nonce == RESPONSE_NONCE {
+        if nonce >= COOKIE_NONCE {
             return Received::Dropped(DropReason::Unauthenticated);
         }
         let plain_len = self.layout.plaintext_len();
@@ -174,6 +208,31 @@ impl Sessions {
         frame: &[u8],
         out: &'a mut [u8],
     ) -> Received<'a> {
+        let mac = |at: usize| -> [u8; 16] { frame[at..at + 16].try_into().unwrap_or_default() };
+        let (mac1, mac2) = (mac(MAC1_AT), mac(MAC2_AT));
+        if !self.guard.mac1_valid(&frame[..MAC1_AT], &mac1) {
+            return Received::Dropped(DropReason::HandshakeMac);
+        }
+        match self
+            .guard
+            .admit(now_us, from, &frame[..MAC2_AT], &mac1, &mac2)
+        {
+            Admission::Compute => {}
+            Admission::SourceOverLimit => {
+                return Received::Dropped(DropReason::HandshakeRateLimited);
+            }
+            Admission::SendCookie(sealed) => {
+                let len = self.layout.frame_len();
+                let reply = &mut out[..len];
+                self.rng.fill_bytes(reply);
+                let initiator = u32::from_le_bytes(frame[4..8].try_into().unwrap_or_default());
+                frame::write_header(reply, initiator, COOKIE_NONCE);
+                reply[HEADER_LEN..HEADER_LEN + sealed.len()].copy_from_slice(&sealed);
+                return Received::Cookie { len };
+            }
+        }
+        self.guard.computed(now_us);
+        self.computed += 1;
         let Ok(state) = noise::builder(&mut self.rng)
             .local_private_key(self.local.as_bytes())
             .and_then(|b| b.build_responder())
@@ -198,6 +257,13 @@ impl Sessions {
         let stale = slot.last_handshake_us.is_some_and(|last| at_us <= last);
         if stale || at_us.abs_diff(now_us) > MAX_CLOCK_SKEW_US {
             return Received::Dropped(DropReason::SessionReplay);
+        }
+        let interval = self.guard.limits().per_client_interval_us;
+        if slot
+            .accepted_at_us
+            .is_some_and(|t| now_us < t.saturating_add(interval))
+        {
+            return Received::Dropped(DropReason::HandshakeRateLimited);
         }
         let peer_index = u32::from_le_bytes(frame[4..8].try_into().unwrap_or_default());
         let index = self.fresh_index();
@@ -231,6 +297,7 @@ impl Sessions {
                 current: Some(index),
                 previous: slot.current,
                 last_handshake_us: Some(at_us),
+                accepted_at_us: Some(now_us),
             },
         );
         Received::Response { len }

@@ -227,3 +227,157 @@ fn a_rekey_keeps_answers_in_flight_and_the_answer_goes_where_the_client_now_is()
             .is_none()
     );
 }
+
+#[test]
+fn junk_initiations_are_refused_without_a_diffie_hellman() {
+    let mut p = pair();
+    let mut out = p.frame();
+    let mut junk = p.frame();
+    for i in 0..200 {
+        p.rng.fill_bytes(&mut junk);
+        junk[..4].fill(0);
+        let from: SocketAddr = format!("10.9.0.{}:{}", i % 250, 1000 + i).parse().unwrap();
+        assert_eq!(
+            drop_reason(p.provider.receive(1_000, from, &junk, &mut out)),
+            Some(DropReason::HandshakeMac)
+        );
+    }
+    // A real initiation with one bit of its mac1 or of its Noise message changed, too.
+    for at in [frame::MAC1_AT, frame::HEADER_LEN + 5] {
+        let mut init = p.frame();
+        p.client
+            .write_initiation(1_000, &mut p.rng, &mut init)
+            .unwrap();
+        init[at] ^= 1;
+        assert_eq!(
+            drop_reason(p.provider.receive(1_000, p.addr, &init, &mut out)),
+            Some(DropReason::HandshakeMac),
+            "byte {at}"
+        );
+    }
+    assert_eq!(p.provider.handshakes_computed(), 0);
+    p.client.reset();
+    p.connect(2_000);
+    assert_eq!(p.provider.handshakes_computed(), 1);
+}
+
+/// A pair whose provider is under load from its first handshake on.
+fn loaded_pair(per_source_per_s: u32) -> Pair {
+    let mut p = pair();
+    let provider = std::mem::replace(
+        &mut p.provider,
+        Sessions::new(SessionSecret::generate(&mut p.rng), p.layout, [], [0; 32]),
+    );
+    p.provider = provider.with_limits(HandshakeLimits {
+        load_per_s: 0,
+        per_source_per_s,
+        per_client_interval_us: 0,
+    });
+    p
+}
+
+#[test]
+fn under_load_a_client_gets_a_cookie_then_its_session() {
+    let mut p = loaded_pair(20);
+    // Load: one handshake computed (the threshold is 0).
+    p.connect(1_000);
+    p.client.reset();
+    let mut init = p.frame();
+    p.client
+        .write_initiation(2_000, &mut p.rng, &mut init)
+        .unwrap();
+    let mut out = p.frame();
+    let Received::Cookie { len } = p.provider.receive(2_000, p.addr, &init, &mut out) else {
+        panic!("under load, an unproven address gets a cookie");
+    };
+    assert_eq!(len, p.layout.frame_len(), "one frame answers one frame");
+    assert_eq!(p.provider.handshakes_computed(), 1, "no DH for it");
+    let mut plain = vec![0u8; p.layout.plaintext_len()];
+    // A cookie for another initiator index is not taken.
+    let mut other = out.clone();
+    other[0] ^= 1;
+    assert!(matches!(
+        p.client.open(2_000, &other, &mut plain),
+        Opened::Refused
+    ));
+    assert!(matches!(
+        p.client.open(2_000, &out[..len], &mut plain),
+        Opened::CookieTaken
+    ));
+    assert_eq!(
+        p.client.handshake_due(2_000),
+        initiator::HandshakeDue::Now,
+        "the next initiation goes at once"
+    );
+    p.connect(3_000);
+    assert_eq!(p.client.stats().cookies, 1);
+    // The same initiation with its mac2 replayed from another address: a cookie for that
+    // address, not a handshake.
+    p.client.reset();
+    let mut init = p.frame();
+    p.client
+        .write_initiation(4_000, &mut p.rng, &mut init)
+        .unwrap();
+    let elsewhere: SocketAddr = "10.6.6.6:666".parse().unwrap();
+    assert!(matches!(
+        p.provider.receive(4_000, elsewhere, &init, &mut out),
+        Received::Cookie { .. }
+    ));
+    assert!(matches!(
+        p.provider.receive(4_000, p.addr, &init, &mut out),
+        Received::Response { .. }
+    ));
+}
+
+#[test]
+fn under_load_a_proven_address_is_held_to_its_handshake_allowance() {
+    let mut p = loaded_pair(2);
+    p.connect(1_000);
+    let mut out = p.frame();
+    let mut plain = vec![0u8; p.layout.plaintext_len()];
+    let mut init = p.frame();
+    p.client
+        .write_initiation(2_000, &mut p.rng, &mut init)
+        .unwrap();
+    let Received::Cookie { len } = p.provider.receive(2_000, p.addr, &init, &mut out) else {
+        panic!()
+    };
+    p.client.open(2_000, &out[..len], &mut plain);
+    let results: Vec<_> = (0..5u64)
+        .map(|i| {
+            let mut f = p.frame();
+            p.client
+                .write_initiation(3_000 + i, &mut p.rng, &mut f)
+                .unwrap();
+            drop_reason(p.provider.receive(3_000 + i, p.addr, &f, &mut out))
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            None,
+            None,
+            Some(DropReason::HandshakeRateLimited),
+            Some(DropReason::HandshakeRateLimited),
+            Some(DropReason::HandshakeRateLimited)
+        ]
+    );
+}
+
+#[test]
+fn a_registered_client_cannot_churn_sessions() {
+    let mut p = pair();
+    p.connect(1_000);
+    let interval = HandshakeLimits::default().per_client_interval_us;
+    let mut out = p.frame();
+    let mut f = p.frame();
+    p.client
+        .write_initiation(2_000, &mut p.rng, &mut f)
+        .unwrap();
+    assert_eq!(
+        drop_reason(p.provider.receive(2_000, p.addr, &f, &mut out)),
+        Some(DropReason::HandshakeRateLimited)
+    );
+    p.client.reset();
+    p.connect(1_000 + interval);
+}
