@@ -20,7 +20,13 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
 /// Drop reasons an outsider's datagrams are counted under; honest traffic has none.
-const ATTACK_REASONS: [&str; 4] = ["malformed", "unauthenticated", "unknown_peer", "link_auth"];
+const ATTACK_REASONS: [&str; 5] = [
+    "malformed",
+    "unauthenticated",
+    "unknown_peer",
+    "link_auth",
+    "handshake_mac",
+];
 
 /// One testnet at a time: two whole networks at once would saturate a small machine.
 static ONE_NETWORK: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -3,6 +3,7 @@
 mod client;
 mod directory;
 mod directory_http;
+mod handshake_flood;
 mod hostile_load;
 mod json;
 mod keygen;

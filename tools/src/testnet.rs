@@ -19,9 +19,11 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use loopix_core::acks::AckConfig;
 use loopix_core::client::{Client, ClientEvent};
+use loopix_core::drops::DropReason;
 use loopix_core::pki::document::Threshold;
 use loopix_core::pki::registry::registry_toml;
 use loopix_core::role::CoreConfig;
+use loopix_core::session::FrameLayout;
 use loopix_core::topology::{Role, Topology};
 use loopix_crypto::{Address, IdentitySecret};
 use loopix_runtime::client_driver::{ClientOutput, RunningClient, follow_directory};
@@ -32,6 +34,8 @@ use loopix_sim::network::{NetworkSpec, generate_toml};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use serde::Serialize;
+
+use crate::handshake_flood::{self, Flood, FloodAt, FloodSummary};
 
 /// The testnet's `limits.max_socket_wait_ms` (a dedicated node's default is 100): a whole
 /// network shares this machine's few cores, where a process may wait a scheduler tick or
@@ -128,6 +132,14 @@ pub struct TestnetArgs {
     /// short epochs show nodes and clients switching keys and documents as they run.
     #[arg(long, default_value_t = 1200)]
     epoch_s: u64,
+    /// Attack: while the clients run, send this many handshake-shaped junk frames a
+    /// second (receiver index 0, random bytes, one frame length) at `--flood-at`.
+    #[arg(long, default_value_t = 0)]
+    flood_handshakes_per_s: u32,
+    /// Where the flood goes: the first provider, or a closed port on its host (a control
+    /// run that costs the machine the same sending).
+    #[arg(long, value_enum, default_value_t = FloodAt::Provider)]
+    flood_at: FloodAt,
 }
 
 /// Enough for 5 % loss on every link and a mix down for a minute (the simulation's test);
@@ -182,6 +194,8 @@ pub struct Summary {
     pub epoch_s: u64,
     /// With `--netns`: what the links between the hosts did.
     pub links: Option<LinksSummary>,
+    /// With `--flood-handshakes-per-s`: what the flood sent.
+    pub flood: Option<FloodSummary>,
 }
 
 /// The routed links of `--netns`.
@@ -322,8 +336,10 @@ fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String>
         ),
     );
     let (mut clients, watch, switched) = start_clients(args, &layout)?;
+    let flood = start_flood(args, &layout)?;
     let mut traffic = Traffic::default();
     drive(args, &layout, &mut nodes, &mut clients, &mut traffic, stop);
+    let flood = flood.map(Flood::stop);
     let node_stats = nodes.scrape(&layout);
     let lag = clients
         .iter()
@@ -344,6 +360,7 @@ fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String>
     let exits = nodes.stop();
     let mut summary = traffic.summary(args, &layout, node_stats, exits);
     summary.documents_switched = switched.load(Ordering::SeqCst);
+    summary.flood = flood;
     summary.links = net.as_ref().map(|n| LinksSummary {
         delay_ms: args.link_delay_ms,
         loss: args.link_loss,
@@ -357,6 +374,39 @@ fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String>
     summary.client_timers_late = lag.1;
     (summary.client_send_errors, summary.client_recv_errors) = socket_errors;
     Ok(summary)
+}
+
+/// `--flood-handshakes-per-s`: the flood, started.
+fn start_flood(args: &TestnetArgs, layout: &Layout) -> Result<Option<Flood>, String> {
+    if args.flood_handshakes_per_s == 0 {
+        return Ok(None);
+    }
+    let provider = layout
+        .topology
+        .providers()
+        .next()
+        .ok_or("no provider to flood")?;
+    let address = layout.node_addrs[&provider.id];
+    let target = match args.flood_at {
+        FloodAt::Provider => address,
+        FloodAt::Elsewhere => handshake_flood::closed_port(address.ip())?,
+    };
+    let network = &layout.topology.network;
+    let frame_len = FrameLayout::new(&network.params, network.poll_size).frame_len();
+    progress(
+        args,
+        &format!(
+            "flooding {target} with {} handshake-shaped frames/s",
+            args.flood_handshakes_per_s
+        ),
+    );
+    Flood::start(
+        target,
+        args.flood_at,
+        args.flood_handshakes_per_s,
+        frame_len,
+    )
+    .map(Some)
 }
 
 /// The namespaces of `--netns`: a host for every node, the directory and the clients;
@@ -1142,6 +1192,7 @@ impl Traffic {
             documents_switched: 0,
             epoch_s: args.epoch_s,
             links: None,
+            flood: None,
         }
     }
 }
@@ -1185,6 +1236,17 @@ fn print_summary(s: &Summary) {
         "real messages: {} sent, {} delivered, {} lost, {} duplicated, {} misdelivered",
         s.sent_real, s.delivered_real, s.lost_real, s.duplicates, s.misdelivered
     );
+    if let Some(f) = &s.flood {
+        let refused: u64 = s
+            .nodes
+            .iter()
+            .filter_map(|n| n.drops.get(DropReason::HandshakeMac.name()))
+            .sum();
+        println!(
+            "flood: {} handshake-shaped frames to {} ({:?}), {} refused by mac1 without a DH",
+            f.sent, f.target, f.at, refused
+        );
+    }
     if s.acked_real + s.gave_up_real + s.retransmitted + s.acks_sent > 0 {
         println!(
             "acks: {} messages acknowledged, {} given up; {} fragments sent again, {} acks sent; \

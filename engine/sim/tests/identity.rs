@@ -88,7 +88,8 @@ fn an_outsider_without_keys_draws_nothing_and_changes_no_inbox() {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     sim.record_wire(true);
     let sources = [attacker, sim.address_of(bob), sim.address_of(mix1)];
-    let mut expect = [0u64; 3]; // malformed, session_replay, unauthenticated
+    // malformed, session_replay, unauthenticated, handshake_mac
+    let mut expect = [0u64; 4];
     for claimed in [bob, mix1, Address(424_242)] {
         let mut poll = b"LXPR".to_vec();
         poll.extend_from_slice(&claimed.0.to_le_bytes());
@@ -109,10 +110,12 @@ fn an_outsider_without_keys_draws_nothing_and_changes_no_inbox() {
         let mut frame = vec![0u8; layout.frame_len()];
         rng.fill_bytes(&mut frame);
         if i % 2 == 0 {
-            frame[..4].fill(0); // a would-be handshake
+            frame[..4].fill(0); // a would-be handshake: refused by its mac1, without a DH
+            expect[3] += 1;
+        } else {
+            expect[2] += 1;
         }
         sim.inject_from(attacker, provider(0), frame);
-        expect[2] += 1;
     }
     let provider_key = sim
         .provider(provider(0))
@@ -146,6 +149,7 @@ fn an_outsider_without_keys_draws_nothing_and_changes_no_inbox() {
         drops(&sim, DropReason::Malformed),
         drops(&sim, DropReason::SessionReplay),
         drops(&sim, DropReason::Unauthenticated),
+        drops(&sim, DropReason::HandshakeMac),
     ];
     assert_eq!(
         got, expect,
