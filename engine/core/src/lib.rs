@@ -3,6 +3,7 @@
 //! threads or ambient RNG in here; the glommio runtime and the simulator both drive it.
 
 pub mod acks;
+pub mod answer_queue;
 pub mod client;
 pub mod client_quota;
 pub mod codec;

@@ -12,7 +12,9 @@
 //! bounded inbox, where it waits at most the inbox TTL; drop cover is absorbed; mix loops passing through are relayed. Every
 //! poll is answered with exactly N items, padded with dummies that have a valid group
 //! element and random bytes, so they look like stored packets. A stored packet leaves the
-//! inbox only when the client acknowledges it in a later poll.
+//! inbox only when the client acknowledges it in a later poll. Every answer is built when
+//! its poll arrives and sent a fixed delay after it ([`crate::answer_queue`]), so how long
+//! an answer takes says nothing about what it holds.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -21,6 +23,7 @@ use loopix_crypto::{Address, Command, EpochSeed, Params, Processor};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
+use crate::answer_queue::{AnswerQueue, POLL_ANSWER_DELAY_US};
 use crate::client_quota::{ClientQuota, Spend};
 use crate::codec::Codec;
 use crate::drops::DropReason;
@@ -50,6 +53,11 @@ pub struct ProviderStats {
     /// Answer items not sent: their session ended first (the client rekeyed long ago or
     /// stopped).
     pub answers_unsent: u64,
+    /// Polls refused because the answers already held filled the answer queue.
+    pub polls_refused: u64,
+    /// Answer frames sent more than the answer delay after their release time (the
+    /// provider was behind): their timing may reflect more than the poll's.
+    pub answers_late: u64,
     /// Slots a client had nothing it could build for.
     pub idle_frames: u64,
     /// Packets accepted from each registered client.
@@ -81,15 +89,8 @@ const EXPIRY_BATCH: usize = 10_000;
 /// `overload`).
 const MAX_RESPONSES: usize = 1024;
 
-/// One item of a poll answer still to send.
-#[derive(Clone, Copy, Debug)]
-struct AnswerItem {
-    client: Address,
-    /// The session the poll came in: the answer goes back in it.
-    session: u32,
-    /// A stored packet's id, or `None` for a dummy.
-    id: Option<u64>,
-}
+/// Polls whose answers the answer queue holds at once (times N frames).
+const HELD_POLLS: usize = 256;
 
 /// A provider. See the module docs.
 pub struct Provider<S: InboxStore, C: Codec = Processor> {
@@ -108,10 +109,12 @@ pub struct Provider<S: InboxStore, C: Codec = Processor> {
     layout: FrameLayout,
     /// Session plaintexts both ways, and handshake responses (a frame's length).
     plain: Vec<u8>,
+    /// An answer item's plaintext, built while the poll's own is still read.
+    item_plain: Vec<u8>,
     /// Handshake responses to send, and where.
     responses: VecDeque<(SocketAddr, Vec<u8>)>,
     poll_size: usize,
-    answers: VecDeque<AnswerItem>,
+    answers: AnswerQueue,
     rng: ChaCha20Rng,
     scratch_ids: Vec<u64>,
     events: VecDeque<ProviderEvent>,
@@ -163,9 +166,10 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
             quota: ClientQuota::new(&topology.network),
             layout,
             plain: vec![0u8; layout.frame_len()],
+            item_plain: vec![0u8; layout.plaintext_len()],
             responses: VecDeque::new(),
             poll_size,
-            answers: VecDeque::with_capacity(poll_size * 64),
+            answers: AnswerQueue::new(poll_size * HELD_POLLS, layout.frame_len()),
             rng: ChaCha20Rng::from_seed(config.seed),
             scratch_ids: Vec::with_capacity(poll_size),
             events: VecDeque::with_capacity(MAX_EVENTS),
@@ -215,6 +219,11 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
     /// Packets held on the wheel.
     pub fn pending(&self) -> usize {
         self.engine.pending()
+    }
+
+    /// Answer frames built and held until their release time.
+    pub fn answers_held(&self) -> usize {
+        self.answers.len()
     }
 
     /// Client sessions held.
@@ -292,7 +301,7 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
                     let packet = &plain.body[..self.params.packet_len()];
                     self.handle_packet(now_us, Some(client), packet);
                 }
-                FrameKind::Poll => self.handle_poll(client, index, plain.body),
+                FrameKind::Poll => self.handle_poll(now_us, client, index, plain.body),
                 FrameKind::Idle => self.stats.idle_frames += 1,
                 FrameKind::Item => self.engine.count_drop(DropReason::Malformed),
             },
@@ -302,7 +311,12 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
     }
 
     /// A poll from `client` in session `session`: its acks, then N answer items.
-    fn handle_poll(&mut self, client: Address, session: u32, body: &[u8]) {
+    fn handle_poll(&mut self, now_us: u64, client: Address, session: u32, body: &[u8]) {
+        if self.answers.room() < self.poll_size {
+            self.stats.polls_refused += 1;
+            self.engine.count_drop(DropReason::Overload);
+            return;
+        }
         let acks = body[..8 * self.poll_size]
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()));
@@ -312,14 +326,23 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         self.scratch_ids.clear();
         self.inbox
             .oldest(client, self.poll_size, &mut self.scratch_ids);
+        let release_at_us = now_us + POLL_ANSWER_DELAY_US;
+        let mut plain = std::mem::take(&mut self.item_plain);
         for i in 0..self.poll_size {
             let id = self.scratch_ids.get(i).copied();
-            self.answers.push_back(AnswerItem {
-                client,
-                session,
-                id,
-            });
+            self.write_answer_item(client, id, &mut plain);
+            let Some((slot, frame)) = self.answers.take() else {
+                break; // room was checked for N above
+            };
+            match self.sessions.seal(now_us, session, &plain, frame) {
+                Some((to, len)) => self.answers.hold(slot, len, to, release_at_us),
+                None => {
+                    self.answers.give_back(slot);
+                    self.stats.answers_unsent += 1;
+                }
+            }
         }
+        self.item_plain = plain;
         self.stats.polls_answered += 1;
     }
 
@@ -372,15 +395,14 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         self.engine.release(slot);
     }
 
-    /// Writes an answer item's plaintext: kind, id, packet (a stored one or a dummy).
-    fn write_answer_item(&mut self, item: AnswerItem, plain: &mut [u8]) {
+    /// Writes an answer item's plaintext: kind, id, packet (`client`'s stored packet `id`,
+    /// or a dummy).
+    fn write_answer_item(&mut self, client: Address, id: Option<u64>, plain: &mut [u8]) {
         plain.fill(0);
         plain[0] = FrameKind::Item as u8;
         let len = ITEM_ID_LEN + self.params.packet_len();
         let (id_bytes, packet) = plain[1..1 + len].split_at_mut(ITEM_ID_LEN);
-        let real = item
-            .id
-            .filter(|&id| self.inbox.read(item.client, id, packet));
+        let real = id.filter(|&id| self.inbox.read(client, id, packet));
         let id = match real {
             Some(id) => id,
             None => {
@@ -392,22 +414,14 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         id_bytes.copy_from_slice(&id.to_le_bytes());
     }
 
-    /// Seals the next answer item that still has its session.
+    /// The next answer frame due.
     fn next_answer(&mut self, now_us: u64, buf: &mut [u8]) -> Option<Transmit> {
-        while let Some(item) = self.answers.pop_front() {
-            let mut plain = std::mem::take(&mut self.plain);
-            let plain_len = self.layout.plaintext_len();
-            self.write_answer_item(item, &mut plain[..plain_len]);
-            let sealed = self
-                .sessions
-                .seal(now_us, item.session, &plain[..plain_len], buf);
-            self.plain = plain;
-            match sealed {
-                Some((to, len)) => return Some(Transmit { to, len }),
-                None => self.stats.answers_unsent += 1,
-            }
+        let due = self.answers.next_release_us()?;
+        let (to, len) = self.answers.release(now_us, buf)?;
+        if now_us > due + POLL_ANSWER_DELAY_US {
+            self.stats.answers_late += 1;
         }
-        None
+        Some(Transmit { to, len })
     }
 }
 
@@ -469,11 +483,12 @@ impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
     }
 
     fn poll_timeout(&self) -> Option<u64> {
-        if self.engine.has_ready() || !self.answers.is_empty() || !self.responses.is_empty() {
+        if self.engine.has_ready() || !self.responses.is_empty() {
             return Some(0);
         }
         let wheel = self.engine.poll_timeout();
-        Some(wheel.map_or(self.next_sweep_us, |t| t.min(self.next_sweep_us)))
+        let next = wheel.map_or(self.next_sweep_us, |t| t.min(self.next_sweep_us));
+        Some(self.answers.next_release_us().map_or(next, |a| a.min(next)))
     }
 
     fn max_datagram_len(&self) -> usize {
