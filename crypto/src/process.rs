@@ -206,10 +206,9 @@ impl Processor {
             return self.process_chunk(packets, results, is_replay);
         };
         let mut secrets = Zeroizing::new([[0u8; 32]; MAX_LANES]);
-        points.mul_encode(
-            &[*self.key.scalar(); MAX_LANES][..lanes],
-            &mut secrets[..lanes],
-        );
+        // The key once per lane, wiped when the batch is done like every copy of it.
+        let key = Zeroizing::new([*self.key.scalar(); MAX_LANES]);
+        points.mul_encode(&key[..lanes], &mut secrets[..lanes]);
         let mut blinding = [Scalar::ONE; MAX_LANES];
         let mut reblind = [None; MAX_LANES];
         for i in 0..packets.len().min(lanes) {

@@ -18,6 +18,7 @@
 //! was made in, so it must be used within that epoch's grace.
 
 use rand_core::CryptoRng;
+use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::build::{BuildError, Hop, check_path, check_sizes, write_header};
@@ -127,7 +128,9 @@ impl SurbOpener {
             lioness::encrypt(key, body);
         }
         lioness::decrypt(&self.reply, body);
-        if body[..PAYLOAD_TAG_LEN].iter().any(|&b| b != 0) {
+        // Compared in constant time, as at a final hop: how long the check takes says
+        // nothing about which tag byte was changed.
+        if !bool::from(body[..PAYLOAD_TAG_LEN].ct_eq(&[0u8; PAYLOAD_TAG_LEN])) {
             return Err(ProcessError::PayloadTampered);
         }
         Ok(&packet[HEADER_LEN + PAYLOAD_TAG_LEN..])

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use libfuzzer_sys::fuzz_target;
+use loopix_core::answer_queue::POLL_ANSWER_DELAY_US;
 use loopix_core::endpoint::Endpoint;
 use loopix_core::inbox::MemoryInbox;
 use loopix_core::link::{LINK_OVERHEAD, Links};
@@ -182,10 +183,12 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => fx.provider.handle_datagram(now, fx.client_addr, data),
     }
-    fx.provider.handle_timeout(now);
+    // Answers leave a fixed delay after their poll: look then.
+    let answered_at = now + POLL_ANSWER_DELAY_US;
+    fx.provider.handle_timeout(answered_at);
     let mut items = 0;
     let mut plain = vec![0u8; fx.layout.plaintext_len()];
-    while let Some(t) = fx.provider.poll_transmit(now, &mut fx.buf) {
+    while let Some(t) = fx.provider.poll_transmit(answered_at, &mut fx.buf) {
         if t.to != fx.client_addr {
             continue; // a link packet on to a mix (none here: a one-layer network)
         }
@@ -197,6 +200,7 @@ fuzz_target!(|data: &[u8]| {
         items += 1;
     }
     let polls = fx.provider.stats().polls_answered - polls_before;
+    assert_eq!(fx.provider.answers_held(), 0, "every answer left at its time");
     assert_eq!(
         items,
         polls * fx.poll_size,

@@ -95,6 +95,8 @@ const HELD_POLLS: usize = 256;
 /// A provider. See the module docs.
 pub struct Provider<S: InboxStore, C: Codec = Processor> {
     id: Address,
+    /// Which of the node's shards this is (its link trailers name it).
+    shard: usize,
     params: Params,
     engine: HopEngine<C>,
     inbox: S,
@@ -141,6 +143,7 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         session_seed[31] ^= 0x5e;
         Ok(Self {
             id: config.id,
+            shard: config.shard,
             params,
             engine: HopEngine::new(
                 epoch_seed,
@@ -195,7 +198,7 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
     pub fn reload(&mut self, topology: &Topology, epoch_seed: EpochSeed) {
         self.clients = topology.clients_of(self.id).map(|c| c.id).collect();
         self.addresses = NodeAddresses::new(topology);
-        match links_for::<C>(topology, self.id, self.sessions.key(), 0) {
+        match links_for::<C>(topology, self.id, self.sessions.key(), self.shard) {
             Ok(links) => self.links = links,
             // The runtime checked the topology before handing it over; keep the old links.
             Err(e) => debug_assert!(false, "reload with unusable links: {e}"),

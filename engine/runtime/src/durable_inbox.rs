@@ -49,6 +49,7 @@ impl DurableInbox {
         max_total: usize,
         now_us: u64,
     ) -> Result<Self, redb::Error> {
+        owner_only(path)?;
         let db = Database::create(path)?;
         let (mut counts, mut next_seq) = (HashMap::new(), 0);
         let tx = db.begin_write()?;
@@ -196,6 +197,18 @@ impl DurableInbox {
     }
 }
 
+/// Makes the store file `path` readable and writable by its owner only (mode 0600),
+/// creating it empty if missing: what clients are sent is theirs, sealed or not.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 impl InboxStore for DurableInbox {
     fn store(
         &mut self,
@@ -278,6 +291,29 @@ mod tests {
             std::env::temp_dir().join(format!("loopix-inbox-{name}-{}.redb", std::process::id()));
         let _ = std::fs::remove_file(&p);
         p
+    }
+
+    #[test]
+    fn the_store_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let path = temp("mode");
+        drop(DurableInbox::open(&path, 10, 1_000, 0).unwrap());
+        assert_eq!(mode(&path), 0o600, "a new store");
+        // One left readable by others (made before, or by hand) is closed when opened.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut s = DurableInbox::open(&path, 10, 1_000, 0).unwrap();
+        assert_eq!(mode(&path), 0o600, "an existing store");
+        s.store(Address(1), 1, 0, b"kept").unwrap();
+        s.flush().unwrap();
+        drop(s);
+        assert_eq!(
+            DurableInbox::open(&path, 10, 1_000, 0)
+                .unwrap()
+                .len(Address(1)),
+            1
+        );
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub enum Received<'a> {
 
 struct Session {
     client: Address,
+    /// The static key its handshake proved: a client re-keyed in the topology keeps no
+    /// session made under its old key.
+    key: SessionPublic,
     transport: Transport,
     /// Where answers go: the source of the last frame that authenticated.
     peer: SocketAddr,
@@ -112,12 +115,20 @@ impl Sessions {
         self
     }
 
-    /// Takes a new list of clients: sessions of clients no longer on it end.
+    /// Takes a new list of clients: sessions of clients no longer on it, or made under a
+    /// key the list no longer gives them, end.
     pub fn set_clients(&mut self, clients: impl IntoIterator<Item = (Address, SessionPublic)>) {
         self.clients = clients.into_iter().map(|(id, key)| (key, id)).collect();
-        let served: std::collections::HashSet<Address> = self.clients.values().copied().collect();
-        self.by_index.retain(|_, s| served.contains(&s.client));
-        self.slots.retain(|c, _| served.contains(c));
+        let clients = &self.clients;
+        self.by_index
+            .retain(|_, s| clients.get(&s.key) == Some(&s.client));
+        let served: std::collections::HashSet<Address> = clients.values().copied().collect();
+        let by_index = &self.by_index;
+        self.slots.retain(|c, slot| {
+            slot.current = slot.current.filter(|i| by_index.contains_key(i));
+            slot.previous = slot.previous.filter(|i| by_index.contains_key(i));
+            served.contains(c)
+        });
     }
 
     /// This provider's session key (its links derive from it too).
@@ -245,11 +256,11 @@ impl Sessions {
         if state.read_message(message, &mut timestamp) != Ok(8) {
             return Received::Dropped(DropReason::Unauthenticated);
         }
-        let client = state
+        let key = state
             .get_remote_static()
             .and_then(|k| <[u8; 32]>::try_from(k).ok())
-            .and_then(|k| self.clients.get(&SessionPublic(k)).copied());
-        let Some(client) = client else {
+            .map(SessionPublic);
+        let Some((key, client)) = key.and_then(|k| Some((k, *self.clients.get(&k)?))) else {
             return Received::Dropped(DropReason::Unauthenticated);
         };
         let at_us = u64::from_le_bytes(timestamp);
@@ -286,6 +297,7 @@ impl Sessions {
             index,
             Session {
                 client,
+                key,
                 transport: Transport::new(transport, peer_index),
                 peer: from,
                 since_us: now_us,

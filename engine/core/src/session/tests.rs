@@ -381,3 +381,32 @@ fn a_registered_client_cannot_churn_sessions() {
     p.client.reset();
     p.connect(1_000 + interval);
 }
+
+#[test]
+fn a_removed_or_re_keyed_client_loses_its_session_at_once() {
+    let mut p = pair();
+    p.connect(1_000);
+    let poll = p.plain(FrameKind::Poll, 0);
+    let mut out = p.frame();
+    let frame = p.uplink(&poll);
+    assert!(matches!(
+        p.provider.receive(2_000, p.addr, &frame, &mut out),
+        Received::Plain { .. }
+    ));
+    // The topology now gives the client another key: its session made under the old one
+    // ends, though it is young.
+    let new_key = SessionSecret::generate(&mut p.rng).public();
+    p.provider.set_clients([(CLIENT, new_key)]);
+    assert!(!p.provider.is_up(CLIENT, 3_000));
+    let frame = p.uplink(&poll);
+    assert_eq!(
+        drop_reason(p.provider.receive(3_000, p.addr, &frame, &mut out)),
+        Some(DropReason::Unauthenticated)
+    );
+    // Removed: the same.
+    let mut q = pair();
+    q.connect(1_000);
+    q.provider.set_clients([]);
+    assert!(!q.provider.is_up(CLIENT, 2_000));
+    assert_eq!(q.provider.len(), 0);
+}

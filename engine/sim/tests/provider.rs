@@ -5,18 +5,20 @@
 //!   poll-to-first-answer delays must not differ (two-sample Kolmogorov-Smirnov), although
 //!   building the full inbox's answer costs far more. The one test that reads a real clock:
 //!   what it checks is time itself;
-//! - an answer goes where its poll came from, not where the session's latest frame did.
+//! - an answer goes where its poll came from, not where the session's latest frame did;
+//! - a provider reloaded on its shard still sends from that shard.
 
 use std::time::{Duration, Instant};
 
 use loopix_core::answer_queue::POLL_ANSWER_DELAY_US;
 use loopix_core::endpoint::Endpoint;
 use loopix_core::inbox::{InboxStore, MemoryInbox, StoreRefused};
+use loopix_core::link::LINK_OVERHEAD;
 use loopix_core::provider::Provider;
 use loopix_core::role::CoreConfig;
 use loopix_core::session::initiator::Opened;
 use loopix_core::session::{ClientSession, FrameKind, FrameLayout};
-use loopix_crypto::{Address, SessionSecret};
+use loopix_crypto::{Address, Command, Hop, SessionSecret, build};
 use loopix_sim::network::{NetworkSpec, generate};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -84,6 +86,8 @@ fn median(v: &[f64]) -> f64 {
 
 /// A provider (reads costing [`READ_COST`]) and its two clients with sessions up.
 struct Bench {
+    topology: loopix_core::topology::Topology,
+    keys: loopix_sim::network::Keys,
     provider: Provider<SlowInbox>,
     layout: FrameLayout,
     poll_size: usize,
@@ -97,6 +101,11 @@ struct Bench {
 
 impl Bench {
     fn new() -> Self {
+        Self::on_shard(0, 1)
+    }
+
+    /// The same, the provider being shard `shard` of `shards`.
+    fn on_shard(shard: usize, shards: usize) -> Self {
         let spec = NetworkSpec {
             layers: 1,
             mixes_per_layer: 1,
@@ -109,10 +118,13 @@ impl Bench {
         let net = generate(&spec, 3).unwrap();
         let t = &net.topology;
         let p = t.providers().next().unwrap().id;
-        let config = CoreConfig::node(p, net.keys.nodes[&p].clone(), net.keys.sessions[&p].clone());
+        let config = CoreConfig::node(p, net.keys.nodes[&p].clone(), net.keys.sessions[&p].clone())
+            .on_shard(shard, shards);
         let provider = Provider::new(t, config, SlowInbox(MemoryInbox::new(100, 1000))).unwrap();
         let layout = FrameLayout::new(&t.network.params, t.network.poll_size);
         let mut b = Self {
+            topology: t.clone(),
+            keys: Default::default(),
             buf: vec![0u8; provider.max_datagram_len()],
             provider,
             layout,
@@ -144,6 +156,7 @@ impl Bench {
             ));
             b.clients.push((c.id, session, addr));
         }
+        b.keys = net.keys;
         b
     }
 
@@ -154,8 +167,15 @@ impl Bench {
 
     /// A frame of client `which` carrying a plaintext of `kind`.
     fn frame(&mut self, which: usize, kind: FrameKind) -> Vec<u8> {
+        self.frame_with(which, kind, &[])
+    }
+
+    /// A frame of client `which` carrying a plaintext of `kind` whose body starts with
+    /// `body`.
+    fn frame_with(&mut self, which: usize, kind: FrameKind, body: &[u8]) -> Vec<u8> {
         let mut plain = vec![0u8; self.layout.plaintext_len()];
         plain[0] = kind as u8;
+        plain[1..1 + body.len()].copy_from_slice(body);
         let mut frame = vec![0u8; self.layout.frame_len()];
         self.clients[which].1.seal(&plain, &mut frame).unwrap();
         frame
@@ -174,6 +194,60 @@ impl Bench {
         assert_eq!(p.kind, FrameKind::Item);
         Some((tx.to, u64::from_le_bytes(p.body[..8].try_into().unwrap())))
     }
+}
+
+#[test]
+fn a_provider_reloaded_on_its_shard_still_sends_from_that_shard() {
+    let mut b = Bench::on_shard(1, 2);
+    let p = b.topology.providers().next().unwrap().id;
+    let t = b.topology.clone();
+    b.provider.reload(&t, b.keys.nodes[&p].clone());
+    // A client's packet into layer 1: provider -> mix -> provider -> client.
+    let mix = t.mixes_in_layer(1).next().unwrap();
+    let me = t.node(p).unwrap();
+    let client = b.clients[0].0;
+    let hops = [
+        me.epoch_keys.hop(
+            0,
+            Command::Relay {
+                next: mix.id,
+                delay_us: 0,
+            },
+        ),
+        mix.epoch_keys.hop(
+            0,
+            Command::Relay {
+                next: p,
+                delay_us: 0,
+            },
+        ),
+        me.epoch_keys.hop(
+            0,
+            Command::Deliver {
+                client,
+                delay_us: 0,
+            },
+        ),
+    ];
+    let mut path: Vec<Hop> = hops.into_iter().map(Option::unwrap).collect();
+    path.push(Hop::new(
+        b.keys.clients[&client].public_key(),
+        Command::Final,
+    ));
+    let packet = build(&t.network.params, &path, b"hi", &mut b.rng).unwrap();
+    let frame = b.frame_with(0, FrameKind::Packet, &packet);
+    let addr = b.clients[0].2;
+    b.provider.handle_datagram(b.now(), addr, &frame);
+    let now = b.now();
+    b.provider.handle_timeout(now);
+    let tx = b
+        .provider
+        .poll_transmit(now, &mut b.buf)
+        .expect("the packet, on to the mix");
+    assert_eq!(tx.to, mix.address);
+    // The link trailer: flags (parity, shard), counter, tag.
+    let flags = b.buf[tx.len - LINK_OVERHEAD];
+    assert_eq!(flags & 0x7f, 1, "sent from shard 1 after the reload");
 }
 
 #[test]
