@@ -27,6 +27,7 @@ use loopix_runtime::key_file::{self, read_seed};
 use loopix_runtime::node::{Node, NodeLayout};
 use loopix_runtime::node_lock::NodeLock;
 use loopix_runtime::replay_journal::{ReplayJournal, Syncer};
+use loopix_runtime::unwrap_rate;
 
 use crate::metrics::{self, Snapshot};
 
@@ -48,7 +49,7 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         crate::logging::init()?;
     }
     let mut sync = None;
-    let cfg = NodeConfig::load_with(&args.config, &mut |directory, id, key_file| {
+    let mut cfg = NodeConfig::load_with(&args.config, &mut |directory, id, key_file| {
         let (topology, joined) = join_directory(directory, id, key_file)?;
         sync = Some(joined);
         Ok(topology)
@@ -65,6 +66,9 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         Role::Provider => "provider".to_string(),
     };
     check_host(&cfg, args.check).map_err(|e| format!("{}: {e}", args.config.display()))?;
+    // The replay filters hold every tag a shard can take: sized from what this CPU unwraps.
+    let measured = unwrap_rate::measure(&cfg.topology.network.params);
+    let (rate, rate_warning) = cfg.size_replay_filters(measured);
     let session_key =
         node_session_key(&cfg).map_err(|e| format!("{}: {e}", args.config.display()))?;
     if args.check {
@@ -81,14 +85,23 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
             seed.epoch()
         );
         println!(
-            "replay filters: 2 a shard of {} tags ({} packets/s over a key's {} s), {:.1} MB each, {:.1} MB for the node",
+            "a shard unwraps {measured} packets/s on this CPU (measured; kernel {})",
+            loopix_crypto::lanes::Kernel::detect().name()
+        );
+        println!(
+            "replay filters: 2 a shard of {} tags ({} packets/s{} over a key's {} s), {:.1} MB each, {:.1} MB for the node",
             cfg.limits.replay_tags,
-            cfg.max_packets_per_s,
+            rate,
+            if cfg.max_packets_per_s.is_some() {
+                ", configured"
+            } else {
+                ", measured"
+            },
             cfg.topology.network.epochs.key_lifetime_us() / 1_000_000,
             per_filter as f64 / 1e6,
             (2 * cfg.shards * per_filter) as f64 / 1e6
         );
-        for w in &keys.warnings {
+        for w in keys.warnings.iter().chain(&rate_warning) {
             println!("warning: {w}");
         }
         if let Some(d) = &cfg.directory {
@@ -100,9 +113,14 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         }
         return Ok(());
     }
-    for w in &keys.warnings {
+    for w in keys.warnings.iter().chain(&rate_warning) {
         tracing::warn!("{w}");
     }
+    tracing::info!(
+        measured_packets_per_s = measured,
+        replay_filter_rate = rate,
+        "replay filters sized"
+    );
     let (syncer, sync_thread) = Syncer::start(Duration::from_millis(cfg.replay_sync_ms))
         .map_err(|e| format!("replay journal sync thread: {e}"))?;
     // Before anything is bound: a second process of this node must not start at all.
@@ -274,7 +292,8 @@ fn reload_config(cfg: &NodeConfig, node: &Node, now_us: u64) {
     // With a directory, the topology is the document in force, not re-fetched.
     let held = cfg.topology.clone();
     let mut in_force = |_: &DirectoryConfig, _: Address, _: &std::path::Path| Ok(held.clone());
-    let loaded = NodeConfig::load_with(&cfg.source, &mut in_force).and_then(|fresh| {
+    let loaded = NodeConfig::load_with(&cfg.source, &mut in_force).and_then(|mut fresh| {
+        fresh.size_replay_filters(cfg.measured_packets_per_s);
         let seed = read_seed(&fresh.key_file)
             .map_err(|e| loopix_core::field_error::FieldError::new("key_file", e))?;
         fresh.check_keys(&seed, now_us)?;

@@ -17,7 +17,8 @@
 //!
 //! [limits]                     # all optional
 //! pool_packets = 65536         # packets held at once, per shard
-//! max_packets_per_s = 25000    # most a shard can unwrap: sizes its replay filters
+//! max_packets_per_s = 40000    # most a shard can unwrap: sizes its replay filters
+//!                              # (left out: measured on this CPU at start)
 //! journal_tags = 65536         # replay hashes a shard buffers between two writes
 //! slot_us = 100                # timing wheel slot
 //! horizon_ms = 600000          # longest delay accepted
@@ -81,8 +82,11 @@ pub struct NodeConfig {
     pub replay_dir: PathBuf,
     /// How often the journals are synced to disk, ms.
     pub replay_sync_ms: u64,
-    /// The most packets a shard unwraps per second, which sizes its replay filters.
-    pub max_packets_per_s: u32,
+    /// The most packets a shard unwraps per second, which sizes its replay filters: as
+    /// configured, or (`None`) to be measured at start ([`Self::size_replay_filters`]).
+    pub max_packets_per_s: Option<u32>,
+    /// What a shard unwraps per second on this CPU, as measured at start (0: not yet).
+    pub measured_packets_per_s: u32,
     /// Datagrams that waited in a shard's socket longer than this are shed unread.
     pub max_socket_wait: Option<std::time::Duration>,
     pub limits: HopLimits,
@@ -228,7 +232,7 @@ impl RawFaults {
 #[serde(deny_unknown_fields, default)]
 struct RawLimits {
     pool_packets: u32,
-    max_packets_per_s: u32,
+    max_packets_per_s: Option<u32>,
     journal_tags: usize,
     slot_us: u64,
     horizon_ms: u64,
@@ -245,7 +249,7 @@ impl Default for RawLimits {
         let d = HopLimits::default();
         Self {
             pool_packets: d.pool_packets,
-            max_packets_per_s: DEFAULT_MAX_PACKETS_PER_S,
+            max_packets_per_s: None,
             journal_tags: 65_536,
             slot_us: d.wheel.slot_us,
             horizon_ms: d.wheel.horizon_us / 1000,
@@ -270,9 +274,8 @@ fn one() -> usize {
     1
 }
 
-/// A little above what one core unwraps at the crypto floor on the machines measured
-/// (~20,000 packets/s; `loopix speed`): with the default epochs, two filters of ~155 MB
-/// a shard. Set it from `loopix speed` on the node's own hardware.
+/// The rate replay filters are sized for when the measurement at start gives nothing
+/// usable: a little above what one core unwraps at the crypto floor without vector lanes.
 pub const DEFAULT_MAX_PACKETS_PER_S: u32 = 25_000;
 
 fn default_replay_sync_ms() -> u64 {
@@ -402,6 +405,7 @@ impl NodeConfig {
             replay_dir: base.join(replay_dir),
             replay_sync_ms: raw.replay_sync_ms,
             max_packets_per_s: raw.limits.max_packets_per_s,
+            measured_packets_per_s: 0,
             max_socket_wait: (raw.limits.max_socket_wait_ms > 0)
                 .then(|| std::time::Duration::from_millis(raw.limits.max_socket_wait_ms)),
             limits,
@@ -425,7 +429,7 @@ impl RawLimits {
         if self.pool_packets == 0 {
             return Err(err("limits.pool_packets", "must be at least 1"));
         }
-        if self.max_packets_per_s == 0 {
+        if self.max_packets_per_s == Some(0) {
             return Err(err("limits.max_packets_per_s", "must be at least 1"));
         }
         if self.inbox_per_client == 0 {
@@ -454,8 +458,9 @@ impl RawLimits {
             .map_err(|e| err("limits.slot_us", e.to_string()))?;
         Ok(HopLimits {
             pool_packets: self.pool_packets,
+            // Until measured at start ([`NodeConfig::size_replay_filters`]).
             replay_tags: HopLimits::replay_tags_for(
-                self.max_packets_per_s,
+                self.max_packets_per_s.unwrap_or(DEFAULT_MAX_PACKETS_PER_S),
                 &topology.network.epochs,
             ),
             journal_tags: self.journal_tags,
@@ -467,6 +472,30 @@ impl RawLimits {
 }
 
 impl NodeConfig {
+    /// Sizes the replay filters for the rate a shard unwraps on this CPU, `measured`
+    /// packets/s (`crate::unwrap_rate::measure`), unless the configuration set one; the
+    /// rate used. A configured rate below the measured one is kept, with a warning: its
+    /// filters can fill before their key is retired, and fresh packets are then dropped.
+    pub fn size_replay_filters(&mut self, measured: u32) -> (u32, Option<String>) {
+        self.measured_packets_per_s = measured;
+        let (rate, warning) = match self.max_packets_per_s {
+            Some(r) if r < measured => (
+                r,
+                Some(format!(
+                    "limits.max_packets_per_s = {r} is below what a shard unwraps on this CPU \
+                     ({measured} packets/s measured): under full load its replay filters fill \
+                     before their key is retired and fresh packets drop as replay_full; leave \
+                     it out to size them from the measurement"
+                )),
+            ),
+            Some(r) => (r, None),
+            None if measured == 0 => (DEFAULT_MAX_PACKETS_PER_S, None),
+            None => (measured, None),
+        };
+        self.limits.replay_tags = HopLimits::replay_tags_for(rate, &self.topology.network.epochs);
+        (rate, warning)
+    }
+
     /// The settings that differ in `fresh` (a re-read of this file) and that only a restart
     /// applies: a SIGHUP takes the topology's keys and clients and the key file, nothing else.
     pub fn needs_restart(&self, fresh: &NodeConfig) -> Vec<&'static str> {
@@ -727,9 +756,24 @@ mod tests {
 
     #[test]
     fn replay_filters_are_sized_from_the_top_rate_over_a_keys_lifetime() {
-        let cfg = parse_with("[limits]\nmax_packets_per_s = 1000\n").unwrap();
+        let mut cfg = parse_with("[limits]\nmax_packets_per_s = 1000\n").unwrap();
         // Default epochs: 1,200 s and 60 s of grace either side.
         assert_eq!(cfg.limits.replay_tags, 1_000 * 1_320);
+        // A configured rate stays, and one below what the shard can do is warned about.
+        assert_eq!(cfg.size_replay_filters(800), (1_000, None));
+        let (rate, warning) = cfg.size_replay_filters(40_000);
+        assert_eq!(rate, 1_000);
+        assert!(warning.unwrap().contains("40000 packets/s measured"));
+        assert_eq!(cfg.limits.replay_tags, 1_000 * 1_320);
+        // Left out: the measured rate sizes them.
+        let mut measured = parse_with("").unwrap();
+        assert_eq!(measured.size_replay_filters(40_000), (40_000, None));
+        assert_eq!(measured.limits.replay_tags, 40_000 * 1_320);
+        assert_eq!(
+            measured.size_replay_filters(0).0,
+            DEFAULT_MAX_PACKETS_PER_S,
+            "no measurement"
+        );
         assert!(cfg.replay_dir.ends_with("replay-1"));
         let e = parse_with("[limits]\nmax_packets_per_s = 0\n").unwrap_err();
         assert_eq!(e.field, "limits.max_packets_per_s");

@@ -16,3 +16,4 @@ pub mod shard;
 pub mod socket_stats;
 pub mod steering;
 pub mod stray_buffers;
+pub mod unwrap_rate;
