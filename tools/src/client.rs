@@ -90,6 +90,7 @@ pub struct ClientArgs {
 
 /// Runs the clients.
 pub fn run(args: &ClientArgs) -> Result<(), String> {
+    crate::logging::init()?;
     if args.ids.len() != args.keys.len() {
         return Err("give one --key per --id".into());
     }

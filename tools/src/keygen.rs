@@ -39,8 +39,8 @@ pub struct KeygenArgs {
     /// Also write the client's topology lines (`public_key`, `session_key`) to this file.
     #[arg(long, conflicts_with = "epochs")]
     public_out: Option<PathBuf>,
-    /// A node key: publish this many epochs' public keys.
-    #[arg(long)]
+    /// A node key: publish this many epochs' public keys (at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     epochs: Option<u32>,
     /// Print the epoch keys of this existing node key file instead of making one.
     #[arg(long, requires = "epochs")]
@@ -74,20 +74,14 @@ pub fn run(args: &KeygenArgs) -> Result<(), String> {
                 seed.epoch()
             ));
         }
-        print!(
-            "{}",
-            epoch_keys_toml(&seed, first, args.epochs.unwrap_or(1))
-        );
+        let mut text = epoch_keys_toml(&seed, first, args.epochs.unwrap_or(1));
         if let Some(session) = read_session_key(path)? {
-            println!("session_key = \"{}\"", hex::encode(session.public().0));
+            text += &format!("session_key = \"{}\"\n", hex::encode(session.public().0));
         }
         if let Some(identity) = read_node_identity(path)? {
-            println!(
-                "# identity_key = \"{}\"  (its directory registry entry; a comment in a topology)",
-                hex::encode(identity.public().to_bytes())
-            );
+            text += &identity_line(&identity);
         }
-        return Ok(());
+        return emit(&text);
     }
     let out = args.out.as_ref().ok_or("--out: where to write the key")?;
     let mut rng = os_rng()?;
@@ -98,12 +92,10 @@ pub fn run(args: &KeygenArgs) -> Result<(), String> {
             let identity = IdentitySecret::generate(&mut rng);
             write_seed(out, &seed, &session, Some(&identity))
                 .map_err(|e| format!("{}: {e}", out.display()))?;
-            print!("{}", epoch_keys_toml(&seed, first, n));
-            println!("session_key = \"{}\"", hex::encode(session.public().0));
-            println!(
-                "# identity_key = \"{}\"  (its directory registry entry; a comment in a topology)",
-                hex::encode(identity.public().to_bytes())
-            );
+            let mut text = epoch_keys_toml(&seed, first, n);
+            text += &format!("session_key = \"{}\"\n", hex::encode(session.public().0));
+            text += &identity_line(&identity);
+            emit(&text)?;
         }
         None => {
             let key = SecretKey::generate(&mut rng);
@@ -112,10 +104,29 @@ pub fn run(args: &KeygenArgs) -> Result<(), String> {
             if let Some(p) = &args.public_out {
                 std::fs::write(p, &lines).map_err(|e| format!("{}: {e}", p.display()))?;
             }
-            print!("{lines}");
+            emit(&lines)?;
         }
     }
     Ok(())
+}
+
+/// The registry's `identity_key` line, as a comment (the other lines paste into a topology).
+fn identity_line(identity: &IdentitySecret) -> String {
+    format!(
+        "# identity_key = \"{}\"  (its directory registry entry; a comment in a topology)\n",
+        hex::encode(identity.public().to_bytes())
+    )
+}
+
+/// Writes `text` to stdout. A reader that closed the pipe early (`| head -1`) took what it
+/// wanted: that is no error (the key file is written by then).
+fn emit(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("stdout: {e}")),
+        _ => Ok(()),
+    }
 }
 
 fn os_rng() -> Result<ChaCha20Rng, String> {

@@ -72,6 +72,11 @@ copy of the node from starting.")]
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Every command, `--check` included: a mistaken LOOPIX_LOG is said at once.
+    if let Err(e) = logging::filter() {
+        eprintln!("loopix: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     // Before any packet work: where on the stack dalek's multiplication runs decides up to a
     // third of its cost in some builds (crypto/src/stack_position.rs). Key generation does
     // no packet work; it is spared the ~30 ms sweep.

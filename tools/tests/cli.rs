@@ -111,6 +111,38 @@ fn keygen_writes_an_owner_only_key_and_prints_the_public_keys() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `keygen | head -1` (a reader that closes the pipe) is no crash, and a node key of no
+/// epochs is refused.
+#[test]
+fn keygen_survives_a_closed_pipe_and_refuses_zero_epochs() {
+    let dir = scratch("keygen-pipe");
+    let key = dir.join("node.key");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader); // closed before keygen writes a byte
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_loopix"))
+        .args(["keygen", "--epochs", "50", "--out", key.to_str().unwrap()])
+        .stdout(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "keygen into a closed pipe");
+    assert!(key.exists(), "the key was written first");
+    let zero = loopix(&[
+        "keygen",
+        "--epochs",
+        "0",
+        "--out",
+        dir.join("z.key").to_str().unwrap(),
+    ]);
+    assert!(!zero.status.success());
+    assert!(!dir.join("z.key").exists());
+    assert!(
+        String::from_utf8_lossy(&zero.stderr).contains("--epochs"),
+        "{}",
+        String::from_utf8_lossy(&zero.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A node's key file holds its identity key (mode 0600), and keygen prints the public
 /// half for the directory registry as a comment, so its other lines still paste into a
 /// topology as they are.
@@ -246,6 +278,19 @@ fn node_check_verifies_the_epoch_keys_the_topology_publishes() {
     std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut err).unwrap();
     assert!(
         !status.success() && err.contains("LOOPIX_LOG: `info,loopix=loud`"),
+        "{err}"
+    );
+
+    // A bare word that is no level (tracing would take it for a target and hide every
+    // other line) is refused too, by `--check` as by every command.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loopix"))
+        .args(["node", "--config", path.to_str().unwrap(), "--check"])
+        .env("LOOPIX_LOG", "debg")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("LOOPIX_LOG: `debg`") && err.contains("no level"),
         "{err}"
     );
 
