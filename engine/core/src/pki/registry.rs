@@ -129,6 +129,17 @@ impl Registry {
                 address: parse_address(&format!("{at}.address"), &n.address)?,
                 identity: parse_identity_key(&format!("{at}.identity_key"), &n.identity_key)?,
             };
+            // What the document publishes is where others send: a wildcard or port 0 is
+            // where a node listens, never where it can be reached.
+            if node.address.ip().is_unspecified() || node.address.port() == 0 {
+                return Err(err(
+                    format!("{at}.address"),
+                    format!(
+                        "{} is not an address others can send to; give the node's reachable IP and port",
+                        node.address
+                    ),
+                ));
+            }
             if !ids.insert(node.id) {
                 return Err(err(
                     format!("{at}.id"),
@@ -150,9 +161,22 @@ impl Registry {
             nodes.push(node);
         }
         let mut clients = Vec::new();
+        let (mut client_keys, mut session_keys) = (BTreeMap::new(), BTreeMap::new());
         for (i, c) in raw.clients.iter().enumerate() {
             let at = format!("clients[{i}]");
             let client = c.validate(&at)?;
+            if let Some(j) = client_keys.insert(client.public_key.to_bytes(), i) {
+                return Err(err(
+                    format!("{at}.public_key"),
+                    format!("the same key as clients[{j}]"),
+                ));
+            }
+            if let Some(j) = session_keys.insert(client.session_key, i) {
+                return Err(err(
+                    format!("{at}.session_key"),
+                    format!("the same key as clients[{j}]"),
+                ));
+            }
             if !ids.insert(client.id) {
                 return Err(err(
                     format!("{at}.id"),
@@ -226,9 +250,22 @@ pub(crate) mod tests {
                 "clients[0].provider",
             ),
             ("layer = 2", "layer = 9".to_string(), "nodes[1].layer"),
+            ("127.0.0.1:", "0.0.0.0:".to_string(), "nodes[0].address"),
         ] {
             let e = Registry::from_toml(&text.replacen(from, &to, 1)).unwrap_err();
             assert_eq!(e.field, field, "{from} -> {to}: {e}");
         }
+    }
+
+    #[test]
+    fn a_client_with_another_clients_keys_is_refused() {
+        let (text, _) = sample();
+        let at = text.find("[[clients]]").unwrap();
+        let first = text[at..].to_string();
+        let twin = first.replacen("id = 1000", "id = 1002", 1);
+        assert_ne!(twin, first, "the sample's client is 1000");
+        let e = Registry::from_toml(&format!("{text}\n{twin}")).unwrap_err();
+        assert_eq!(e.field, "clients[1].public_key", "{e}");
+        assert!(e.problem.contains("clients[0]"), "{e}");
     }
 }
