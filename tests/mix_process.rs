@@ -415,6 +415,46 @@ fn a_second_copy_of_a_running_node_refuses_to_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("node 1 is already running (pid "), "{err}");
+
+    // A copy of its folder (config, topology, key), elsewhere: the same identity, refused.
+    let copy = common::Dir::new("mix-twice-copy");
+    for f in ["mix.toml", "topology.toml", "m1.key"] {
+        std::fs::copy(rig._dir.path(f), copy.path(f)).unwrap();
+    }
+    let run_copy = |config: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_loopix"))
+            .arg("node")
+            .arg("--config")
+            .arg(copy.path(config))
+            .output()
+            .unwrap()
+    };
+    let out = run_copy("mix.toml");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("node 1 is already running (pid "), "{err}");
+    assert!(
+        err.contains(&format!("node-1-")),
+        "the host-wide lock: {err}"
+    );
+
+    // Another node (the layer-2 mix's key and id) configured on this node's port: refused
+    // before it binds, where SO_REUSEPORT would have let it share the port.
+    std::fs::copy(rig._dir.path("m2.key"), copy.path("m2.key")).unwrap();
+    std::fs::write(
+        copy.path("other.toml"),
+        format!(
+            "topology = \"topology.toml\"\nid = 2\nkey_file = \"m2.key\"\nlisten = \"{}\"\n",
+            rig.mix
+        ),
+    )
+    .unwrap();
+    let out = run_copy("other.toml");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("is held by another process"), "{err}");
+
+    // The first kept all of its traffic.
     let p = rig.packet(21);
     rig.send(&p);
     assert_eq!(rig.forwarded(1), 1);

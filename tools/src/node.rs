@@ -20,12 +20,12 @@ use loopix_core::role::CoreConfig;
 use loopix_core::topology::{Role, Topology};
 use loopix_crypto::{Address, EpochSeed, SessionSecret};
 use loopix_runtime::clock::NetworkClock;
-use loopix_runtime::config::NodeConfig;
+use loopix_runtime::config::{Joining, NodeConfig};
 use loopix_runtime::directory_client::{DirectoryClient, DirectoryConfig, DirectorySync};
 use loopix_runtime::durable_inbox::DurableInbox;
 use loopix_runtime::key_file::{self, read_seed};
 use loopix_runtime::node::{Node, NodeLayout};
-use loopix_runtime::node_lock::NodeLock;
+use loopix_runtime::node_lock::{NodeLock, probe_listen};
 use loopix_runtime::replay_journal::{ReplayJournal, Syncer};
 use loopix_runtime::unwrap_rate;
 
@@ -49,12 +49,27 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         crate::logging::init()?;
     }
     let mut sync = None;
-    let mut cfg = NodeConfig::load_with(&args.config, &mut |directory, id, key_file| {
-        let (topology, joined) = join_directory(directory, id, key_file)?;
+    let mut lock = None;
+    let mut cfg = NodeConfig::load_with(&args.config, &mut |directory, joining| {
+        // One node per identity on this host, and none on a port another process holds:
+        // said before anything is uploaded in the node's name.
+        if !args.check {
+            lock = Some(NodeLock::acquire(joining.key_file, joining.id.0)?);
+        }
+        if let Some(listen) = joining.listen {
+            probe_listen(listen)?;
+        }
+        let (topology, joined) = join_directory(directory, joining.id, joining.key_file)?;
         sync = Some(joined);
         Ok(topology)
     })
     .map_err(|e| format!("{}: {e}", args.config.display()))?;
+    // Before anything is bound: a second process of this node must not start at all.
+    let lock = match lock {
+        Some(l) => Some(l),
+        None if args.check => None,
+        None => Some(NodeLock::acquire(&cfg.key_file, cfg.node.id.0)?),
+    };
     let seed = read_seed(&cfg.key_file)
         .map_err(|e| format!("{}: key_file: {e}", args.config.display()))?;
     let clock = NetworkClock::start();
@@ -123,8 +138,6 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     );
     let (syncer, sync_thread) = Syncer::start(Duration::from_millis(cfg.replay_sync_ms))
         .map_err(|e| format!("replay journal sync thread: {e}"))?;
-    // Before anything is bound: a second process of this node must not start at all.
-    let lock = NodeLock::acquire(&cfg.key_file, cfg.node.id.0)?;
     let node = start(&cfg, &seed, &session_key, &syncer)?;
     let stack = loopix_crypto::stack_position::calibrate();
     tracing::info!(
@@ -143,8 +156,8 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     served
 }
 
-/// What the configuration asks of this host: its CPUs exist, and (for `--check`) its
-/// listen and metrics addresses can be bound now.
+/// What the configuration asks of this host: its CPUs exist, no other process holds its
+/// listen port, and (for `--check`) its metrics address can be bound now.
 fn check_host(cfg: &NodeConfig, try_bind: bool) -> Result<(), String> {
     let host: Vec<usize> = core_affinity::get_core_ids()
         .unwrap_or_default()
@@ -156,12 +169,9 @@ fn check_host(cfg: &NodeConfig, try_bind: bool) -> Result<(), String> {
             "cpus: CPU {cpu} is not one this process may run on {host:?}"
         ));
     }
-    if try_bind {
-        std::net::UdpSocket::bind(cfg.listen)
-            .map_err(|e| format!("listen: {}: {e} (is the node already running?)", cfg.listen))?;
-        if let Some(m) = cfg.metrics {
-            std::net::TcpListener::bind(m).map_err(|e| format!("metrics: {m}: {e}"))?;
-        }
+    probe_listen(cfg.listen)?;
+    if try_bind && let Some(m) = cfg.metrics {
+        std::net::TcpListener::bind(m).map_err(|e| format!("metrics: {m}: {e}"))?;
     }
     Ok(())
 }
@@ -291,7 +301,7 @@ fn reload_config(cfg: &NodeConfig, node: &Node, now_us: u64) {
     let file = cfg.source.display();
     // With a directory, the topology is the document in force, not re-fetched.
     let held = cfg.topology.clone();
-    let mut in_force = |_: &DirectoryConfig, _: Address, _: &std::path::Path| Ok(held.clone());
+    let mut in_force = |_: &DirectoryConfig, _: &Joining<'_>| Ok(held.clone());
     let loaded = NodeConfig::load_with(&cfg.source, &mut in_force).and_then(|mut fresh| {
         fresh.size_replay_filters(cfg.measured_packets_per_s);
         let seed = read_seed(&fresh.key_file)

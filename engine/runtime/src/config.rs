@@ -179,10 +179,18 @@ impl RawDirectory {
     }
 }
 
+/// What a configuration says of its node before any document: who it is, its key file, and
+/// where it listens if it names the address (else the document's address for it).
+pub struct Joining<'a> {
+    pub id: Address,
+    pub key_file: &'a Path,
+    pub listen: Option<SocketAddr>,
+}
+
 /// Where a node's topology comes from when its configuration names a directory: given the
-/// authorities, the node's id and its key file, it returns the current document's topology.
+/// authorities and the node joining, it returns the current document's topology.
 pub type FetchTopology<'a> =
-    dyn FnMut(&DirectoryConfig, Address, &Path) -> Result<Topology, String> + 'a;
+    dyn FnMut(&DirectoryConfig, &Joining<'_>) -> Result<Topology, String> + 'a;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -296,7 +304,7 @@ impl NodeConfig {
     /// Reads and validates `path` and the topology file it names (a configuration that
     /// names a directory instead is refused: see [`Self::load_with`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::load_with(path, &mut |_, _, _| {
+        Self::load_with(path, &mut |_, _| {
             Err("the topology comes from the directory: load with a fetch".into())
         })
     }
@@ -314,7 +322,7 @@ impl NodeConfig {
 
     /// Validates `text`, resolving relative paths against `base` (a topology file only).
     pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
-        Self::parse_with(text, base, &mut |_, _, _| {
+        Self::parse_with(text, base, &mut |_, _| {
             Err("the topology comes from the directory: load with a fetch".into())
         })
     }
@@ -326,6 +334,11 @@ impl NodeConfig {
     ) -> Result<Self, ConfigError> {
         let raw: Raw = loopix_core::field_error::from_toml(text)?;
         let key_file = base.join(&raw.key_file);
+        let configured_listen = raw
+            .listen
+            .as_deref()
+            .map(|s| parse_addr("listen", s))
+            .transpose()?;
         let (topology, directory) = match (&raw.topology, &raw.directory) {
             (Some(file), None) => {
                 let topology_path = base.join(file);
@@ -337,8 +350,12 @@ impl NodeConfig {
             }
             (None, Some(d)) => {
                 let directory = d.validate()?;
-                let topology = fetch(&directory, Address(raw.id), &key_file)
-                    .map_err(|e| err("directory", e))?;
+                let joining = Joining {
+                    id: Address(raw.id),
+                    key_file: &key_file,
+                    listen: configured_listen,
+                };
+                let topology = fetch(&directory, &joining).map_err(|e| err("directory", e))?;
                 (topology, Some(directory))
             }
             (Some(_), Some(_)) => {
@@ -373,10 +390,7 @@ impl NodeConfig {
         if node.role == Role::Provider && raw.inbox_path.is_none() {
             return Err(err("inbox_path", "a provider needs a durable inbox store"));
         }
-        let listen = match &raw.listen {
-            Some(s) => parse_addr("listen", s)?,
-            None => node.address,
-        };
+        let listen = configured_listen.unwrap_or(node.address);
         let metrics = raw
             .metrics
             .as_deref()
@@ -667,7 +681,7 @@ mod tests {
                     list.join(", ")
                 ),
                 &dir,
-                &mut |d, _, _| {
+                &mut |d, _| {
                     asked = Some(d.trust.threshold());
                     Err("not fetched in this test".into())
                 },
