@@ -433,10 +433,7 @@ fn a_second_copy_of_a_running_node_refuses_to_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("node 1 is already running (pid "), "{err}");
-    assert!(
-        err.contains(&format!("node-1-")),
-        "the host-wide lock: {err}"
-    );
+    assert!(err.contains("node-1-"), "the host-wide lock: {err}");
 
     // Another node (the layer-2 mix's key and id) configured on this node's port: refused
     // before it binds, where SO_REUSEPORT would have let it share the port.
