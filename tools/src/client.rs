@@ -56,7 +56,8 @@ pub struct ClientArgs {
     /// A message to send (repeat for several).
     #[arg(long = "message")]
     messages: Vec<String>,
-    /// Also send every line of standard input as a message.
+    /// Also send every line of standard input as a message, each as it arrives (with
+    /// `--until-sent` or `--until-acked`, the client waits for the end of the input too).
     #[arg(long)]
     stdin: bool,
     /// Stop after this many seconds (default: run until Ctrl-C).
@@ -131,17 +132,16 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
         .map(|sync| follow_directory(sync, &clients, Arc::new(AtomicU64::new(0))))
         .transpose()
         .map_err(|e| format!("directory thread: {e}"))?;
-    let mut to_send = args.messages.clone();
-    if args.stdin {
-        to_send.extend(std::io::stdin().lock().lines().map_while(Result::ok));
-    }
+    // Lines of standard input, each queued as it arrives (a pipe may stay open for ever).
+    let lines = args.stdin.then(stdin_lines).transpose()?;
+    let mut input_done = lines.is_none();
     let mut unsent = Vec::new();
     // Messages queued at the first client and not yet all sent: id -> fragments still due.
     let mut leaving: BTreeMap<u64, u16> = BTreeMap::new();
     let mut queued_total = 0;
     if let Some(to) = args.send_to {
-        for m in to_send {
-            clients[0].send_with_replies(Address(to), m.into_bytes(), args.reply_blocks);
+        for m in &args.messages {
+            clients[0].send_with_replies(Address(to), m.clone().into_bytes(), args.reply_blocks);
             queued_total += 1;
         }
     }
@@ -154,8 +154,27 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
     let mut received = 0;
     let (mut acked, mut gave_up) = (0, Vec::new());
     while !stop.load(Ordering::SeqCst) {
-        let all_sent = sent_total + unsent.len() == queued_total;
-        let all_settled = acked + gave_up.len() + unsent.len() == queued_total;
+        if let (Some(rx), Some(to)) = (&lines, args.send_to) {
+            loop {
+                match rx.try_recv() {
+                    Ok(line) => {
+                        clients[0].send_with_replies(
+                            Address(to),
+                            line.into_bytes(),
+                            args.reply_blocks,
+                        );
+                        queued_total += 1;
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        input_done = true;
+                        break;
+                    }
+                }
+            }
+        }
+        let all_sent = input_done && sent_total + unsent.len() == queued_total;
+        let all_settled = input_done && acked + gave_up.len() + unsent.len() == queued_total;
         if deadline.is_some_and(|d| Instant::now() >= d)
             || args.until_received.is_some_and(|n| received >= n)
             || (args.until_sent && all_sent)
@@ -261,6 +280,31 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
     } else {
         Err(format!("not sent: {}", unsent.join("; ")))
     }
+}
+
+/// Standard input's lines, read on a thread of their own as they come; the channel closes
+/// at the end of the input (or a read error, said on stderr).
+fn stdin_lines() -> Result<std::sync::mpsc::Receiver<String>, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("loopix-stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                match line {
+                    Ok(l) => {
+                        if tx.send(l).is_err() {
+                            return; // the client stopped
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("loopix: stdin: {e}");
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|e| format!("stdin thread: {e}"))?;
+    Ok(rx)
 }
 
 /// `--authority KEY@HOST:PORT` flags as a directory to follow.

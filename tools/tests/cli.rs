@@ -331,10 +331,10 @@ fn node_check_verifies_the_epoch_keys_the_topology_publishes() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A sender that stops with messages still queued says how many and exits non-zero.
-#[test]
-fn a_client_stopping_with_messages_queued_says_so_and_fails() {
-    let dir = scratch("client");
+/// A one-mix topology with two clients (Alice 10000, Bob 10001) whose nodes are not
+/// running, in a scratch folder `name`: a client there queues, and sends into nothing.
+fn client_rig(name: &str) -> std::path::PathBuf {
+    let dir = scratch(name);
     let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
     let node = |f: &str| {
         let out = loopix(&[
@@ -372,6 +372,14 @@ fn a_client_stopping_with_messages_queued_says_so_and_fails() {
 
     )
     .unwrap();
+    dir
+}
+
+/// A sender that stops with messages still queued says how many and exits non-zero.
+#[test]
+fn a_client_stopping_with_messages_queued_says_so_and_fails() {
+    let dir = client_rig("client");
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
     let mut args = vec![
         "client".to_string(),
         "--topology".into(),
@@ -393,5 +401,60 @@ fn a_client_stopping_with_messages_queued_says_so_and_fails() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("still queued at exit"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--stdin` from a pipe that stays open: each line is queued as it arrives, not at the
+/// end of the input.
+#[test]
+fn a_client_queues_each_line_of_stdin_as_it_arrives() {
+    use std::io::{BufRead, Write};
+    let dir = client_rig("client-stdin");
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loopix"))
+        .args([
+            "client",
+            "--topology",
+            &path("t.toml"),
+            "--id",
+            "10000",
+            "--key",
+        ])
+        .arg(path("a.key"))
+        .args(["--send-to", "10001", "--stdin", "--duration-s", "20"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    writeln!(input, "the first line").unwrap();
+    input.flush().unwrap();
+    // The pipe stays open; the client must say it queued the line.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen = Vec::new();
+    let queued = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains("queued message") => break true,
+            Ok(l) => seen.push(l),
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(input);
+    assert!(queued, "no line queued while stdin stayed open: {seen:#?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
