@@ -92,25 +92,11 @@ pub struct ClientArgs {
 /// Runs the clients.
 pub fn run(args: &ClientArgs) -> Result<(), String> {
     crate::logging::init()?;
+    // Everything local first: nothing is asked of anyone before the arguments and the keys
+    // are known to be right.
     if args.ids.len() != args.keys.len() {
         return Err("give one --key per --id".into());
     }
-    let (topology, sync) = match &args.topology {
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let topology =
-                Topology::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            (topology, None)
-        }
-        None => {
-            let threshold = Threshold::from_options(args.threshold, args.allow_minority_threshold);
-            let config = directory_config(&args.authorities, threshold)?;
-            let mut sync = DirectorySync::new(config.clone(), None);
-            let topology = sync.wait_for(config.wait, |_| Ok(()))?;
-            (topology, Some(sync))
-        }
-    };
     let run_for = args
         .duration_s
         .map(|s| {
@@ -122,12 +108,46 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
     if sending != args.send_to.is_some() {
         return Err("--message and --stdin need --send-to, and --send-to needs a message".into());
     }
+    let directory = match &args.topology {
+        Some(_) => None,
+        None => {
+            let threshold = Threshold::from_options(args.threshold, args.allow_minority_threshold);
+            Some(directory_config(&args.authorities, threshold)?)
+        }
+    };
+    let keys = args
+        .keys
+        .iter()
+        .map(|p| read_secret(p))
+        .collect::<Result<Vec<_>, String>>()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
+    }
+    let started = Instant::now();
+    let (topology, sync) = match (&args.topology, directory) {
+        (Some(path), _) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let topology =
+                Topology::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            (topology, None)
+        }
+        (None, None) => return Err("give --topology or --authority".into()),
+        (None, Some(config)) => {
+            let mut sync = DirectorySync::new(config.clone(), None);
+            // Within --duration-s whatever the directory's wait: the run's whole length.
+            let limit = run_for.map_or(config.wait, |d| d.min(config.wait));
+            let topology = sync.wait_for(limit, &stop, |_| Ok(()))?;
+            (topology, Some(sync))
+        }
+    };
     if let Some(to) = args.send_to
         && topology.client(Address(to)).is_none()
     {
         return Err(format!("--send-to {to}: not a client of the topology"));
     }
-    let mut clients = start(args, &topology)?;
+    let mut clients = start(args, &topology, keys)?;
     let _watch = sync
         .map(|sync| follow_directory(sync, &clients, Arc::new(AtomicU64::new(0))))
         .transpose()
@@ -146,11 +166,7 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
         }
     }
     let mut sent_total = 0;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
-    }
-    let deadline = run_for.map(|d| Instant::now() + d);
+    let deadline = run_for.map(|d| started + d);
     let mut received = 0;
     let (mut acked, mut gave_up) = (0, Vec::new());
     while !stop.load(Ordering::SeqCst) {
@@ -319,14 +335,17 @@ fn directory_config(
     DirectoryConfig::new(list, threshold).map_err(|e| format!("--threshold: {e}"))
 }
 
-fn start(args: &ClientArgs, topology: &Topology) -> Result<Vec<RunningClient>, String> {
+fn start(
+    args: &ClientArgs,
+    topology: &Topology,
+    keys: Vec<loopix_crypto::SecretKey>,
+) -> Result<Vec<RunningClient>, String> {
     let mut out = Vec::new();
-    for (id, key_path) in args.ids.iter().zip(&args.keys) {
+    for ((id, key_path), key) in args.ids.iter().zip(&args.keys).zip(keys) {
         let id = Address(*id);
         let me = topology
             .client(id)
             .ok_or_else(|| format!("--id {}: not a client of the topology", id.0))?;
-        let key = read_secret(key_path)?;
         if key.public_key() != me.public_key {
             return Err(format!(
                 "--key {}: does not match client {}",

@@ -388,7 +388,9 @@ fn join_directory(
     let session_public = session.public();
     let publisher = KeyPublisher::new(id, identity, session_public, seed, schedule);
     let mut sync = DirectorySync::new(directory.clone(), Some(publisher));
-    let topology = sync.wait_for(directory.wait, |t| match t.node(id) {
+    // Ctrl-C ends the process here (no handler is installed until the node runs).
+    let never = AtomicBool::new(false);
+    let topology = sync.wait_for(directory.wait, &never, |t| match t.node(id) {
         Some(n) if n.session_key == Some(session_public) => Ok(()),
         Some(_) => Err(format!(
             "the document lists another session key for node {}",

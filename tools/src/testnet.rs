@@ -929,7 +929,8 @@ fn start_clients(args: &TestnetArgs, layout: &Layout) -> Result<StartedClients, 
             let config = DirectoryConfig::new(layout.authorities.clone(), Threshold::AtLeast(all))
                 .map_err(|e| e.to_string())?;
             let mut sync = DirectorySync::new(config, None);
-            let topology = sync.wait_for(Duration::from_secs(60), |_| Ok(()))?;
+            let topology =
+                sync.wait_for(Duration::from_secs(60), &AtomicBool::new(false), |_| Ok(()))?;
             (topology, Some(sync))
         }
     };

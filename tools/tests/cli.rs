@@ -458,3 +458,78 @@ fn a_client_queues_each_line_of_stdin_as_it_arrives() {
     assert!(queued, "no line queued while stdin stayed open: {seen:#?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A client whose authority does not answer says what it waits for and gives up within
+/// `--duration-s`; a malformed `--authority` and a key file others can read are refused
+/// before anyone is asked.
+#[test]
+fn a_client_waiting_for_a_dead_authority_says_so_and_stops_in_time() {
+    let dir = client_rig("client-dead-authority");
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let authority_key = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let client = |authority: String, key: &str| {
+        let started = std::time::Instant::now();
+        let out = loopix(&[
+            "client",
+            "--authority",
+            &authority,
+            "--id",
+            "10000",
+            "--key",
+            &path(key),
+            "--duration-s",
+            "3",
+        ]);
+        (out, started.elapsed())
+    };
+    let (out, took) = client(format!("{authority_key}@{dead}"), "a.key");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "took {took:?}: {err}"
+    );
+    assert!(err.contains("waiting for a network document"), "{err}");
+    assert!(
+        err.contains(&dead.to_string()),
+        "names the authority: {err}"
+    );
+    assert!(
+        err.contains("no usable network document within 3 s"),
+        "{err}"
+    );
+
+    let (out, took) = client(format!("{authority_key}@127.0.0.1"), "a.key");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("has no port"),
+        "{err}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "refused at once: {took:?}"
+    );
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("b.key"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let (out, took) = client(format!("{authority_key}@{dead}"), "b.key");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("readable by others"),
+            "{err}"
+        );
+        assert!(!err.contains("waiting for a network document"), "{err}");
+        assert!(
+            took < std::time::Duration::from_secs(2),
+            "refused at once: {took:?}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -165,6 +165,8 @@ impl RawDirectory {
             .iter()
             .enumerate()
             .map(|(i, a)| {
+                crate::directory_client::check_host_port(&a.address)
+                    .map_err(|e| err(&format!("directory.authorities[{i}].address"), e))?;
                 Ok(AuthorityAddress {
                     address: a.address.clone(),
                     key: parse_identity_key(&format!("directory.authorities[{i}].key"), &a.key)?,

@@ -50,10 +50,26 @@ impl std::str::FromStr for AuthorityAddress {
             .ok_or_else(|| format!("{text}: expected <key>@<host:port>"))?;
         let key = loopix_core::pki::registry::parse_identity_key("key", key)
             .map_err(|e| format!("{text}: {e}"))?;
+        check_host_port(address).map_err(|e| format!("{text}: {e}"))?;
         Ok(Self {
             address: address.to_string(),
             key,
         })
+    }
+}
+
+/// An authority's address must name a host and a port (a name or an IP; IPv6 in brackets):
+/// without one, every fetch would fail the same way until the wait ran out.
+pub fn check_host_port(address: &str) -> Result<(), String> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{address}` has no port: give <host>:<port>"))?;
+    if host.is_empty() || host.contains('/') || (host.contains(':') && !host.starts_with('[')) {
+        return Err(format!("`{address}` is not <host>:<port>"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("`{address}`: `{port}` is not a port")),
     }
 }
 
@@ -247,6 +263,9 @@ pub fn schedule_text(epochs: &EpochSchedule) -> String {
     )
 }
 
+/// How often a wait that learns nothing new says so again.
+pub const WAIT_REPORT: Duration = Duration::from_secs(10);
+
 /// A follower (and, for a node, its key publisher) kept up to date with the authorities.
 pub struct DirectorySync {
     client: DirectoryClient,
@@ -301,14 +320,37 @@ impl DirectorySync {
     }
 
     /// Runs rounds until a topology that `accept` takes arrives (a node waits for a
-    /// document that lists it), or `limit` passes.
+    /// document that lists it), `limit` passes or `stop` is set (Ctrl-C). What it waits
+    /// for is logged when it changes, and every [`WAIT_REPORT`] while it does not.
     pub fn wait_for(
         &mut self,
         limit: Duration,
+        stop: &AtomicBool,
         accept: impl Fn(&Topology) -> Result<(), String>,
     ) -> Result<Topology, String> {
-        let deadline = Instant::now() + limit;
+        let start = Instant::now();
+        let deadline = start + limit;
+        let mut said: Option<(String, Instant)> = None;
         loop {
+            if let Some(problem) = &self.last_problem {
+                let due = said
+                    .as_ref()
+                    .is_none_or(|(text, at)| text != problem || at.elapsed() >= WAIT_REPORT);
+                if due {
+                    tracing::warn!(
+                        waited_s = start.elapsed().as_secs(),
+                        limit_s = limit.as_secs(),
+                        "waiting for a network document: {problem}"
+                    );
+                    said = Some((problem.clone(), Instant::now()));
+                }
+            }
+            if stop.load(Ordering::SeqCst) {
+                let last = self.last_problem.as_deref().unwrap_or("no answer yet");
+                return Err(format!(
+                    "stopped while waiting for a network document: {last}"
+                ));
+            }
             if let Some(t) = self.step() {
                 match accept(&t) {
                     Ok(()) => return Ok(t),
