@@ -2,7 +2,7 @@
 //! Sends the messages given (as arguments or lines on stdin) from the first client to a
 //! recipient, and prints every message the clients receive, one per line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -155,20 +155,14 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
     // Lines of standard input, each queued as it arrives (a pipe may stay open for ever).
     let lines = args.stdin.then(stdin_lines).transpose()?;
     let mut input_done = lines.is_none();
-    let mut unsent = Vec::new();
-    // Messages queued at the first client and not yet all sent: id -> fragments still due.
-    let mut leaving: BTreeMap<u64, u16> = BTreeMap::new();
-    let mut queued_total = 0;
+    let mut ledger = Ledger::default();
     if let Some(to) = args.send_to {
         for m in &args.messages {
             clients[0].send_with_replies(Address(to), m.clone().into_bytes(), args.reply_blocks);
-            queued_total += 1;
+            ledger.given += 1;
         }
     }
-    let mut sent_total = 0;
     let deadline = run_for.map(|d| started + d);
-    let mut received = 0;
-    let (mut acked, mut gave_up) = (0, Vec::new());
     while !stop.load(Ordering::SeqCst) {
         if let (Some(rx), Some(to)) = (&lines, args.send_to) {
             loop {
@@ -179,7 +173,7 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
                             line.into_bytes(),
                             args.reply_blocks,
                         );
-                        queued_total += 1;
+                        ledger.given += 1;
                     }
                     Err(std::sync::mpsc::TryRecvError::Empty) => break,
                     Err(std::sync::mpsc::TryRecvError::Disconnected) => {
@@ -189,10 +183,10 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
                 }
             }
         }
-        let all_sent = input_done && sent_total + unsent.len() == queued_total;
-        let all_settled = input_done && acked + gave_up.len() + unsent.len() == queued_total;
+        let all_sent = input_done && ledger.sent.len() + ledger.refused.len() == ledger.given;
+        let all_settled = input_done && ledger.settled() == ledger.given;
         if deadline.is_some_and(|d| Instant::now() >= d)
-            || args.until_received.is_some_and(|n| received >= n)
+            || args.until_received.is_some_and(|n| ledger.received >= n)
             || (args.until_sent && all_sent)
             || (args.until_acked && all_settled)
         {
@@ -200,58 +194,7 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
         }
         for c in &clients {
             while let Ok(out) = c.output.try_recv() {
-                match out {
-                    ClientOutput::Event(ClientEvent::Delivered {
-                        msg_id, message, ..
-                    }) => {
-                        received += 1;
-                        eprintln!("client {}: delivered message {msg_id:016x}", c.id.0);
-                        print_message(args.json, c.id, msg_id, &message);
-                    }
-                    ClientOutput::Queued(Ok(msg_id)) => {
-                        eprintln!("client {}: queued message {msg_id:016x}", c.id.0);
-                        leaving.insert(msg_id, 0);
-                    }
-                    ClientOutput::Event(ClientEvent::FragmentSent { msg_id, count, .. }) => {
-                        let due = leaving.entry(msg_id).or_insert(0);
-                        *due += 1;
-                        if *due == count {
-                            leaving.remove(&msg_id);
-                            sent_total += 1;
-                            eprintln!("client {}: sent message {msg_id:016x}", c.id.0);
-                        }
-                    }
-                    ClientOutput::Queued(Err(e)) => unsent.push(e.to_string()),
-                    ClientOutput::Event(ClientEvent::RepliesOffered { msg_id, blocks }) => {
-                        if let (Some(text), Some(block)) = (&args.answer, blocks.first()) {
-                            c.reply(block.clone(), text.clone().into_bytes());
-                            eprintln!("client {}: answered message {msg_id:016x}", c.id.0);
-                        }
-                    }
-                    ClientOutput::Event(ClientEvent::ReplyReceived {
-                        msg_id, message, ..
-                    }) => {
-                        received += 1;
-                        eprintln!("client {}: answer to message {msg_id:016x}", c.id.0);
-                        print_message(args.json, c.id, msg_id, &message);
-                    }
-                    ClientOutput::ReplyRefused(e) => {
-                        eprintln!("client {}: answer not sent: {e}", c.id.0);
-                    }
-                    ClientOutput::Event(ClientEvent::Acked { msg_id, .. }) => {
-                        acked += 1;
-                        eprintln!("client {}: message {msg_id:016x} acknowledged", c.id.0);
-                    }
-                    ClientOutput::Event(ClientEvent::GaveUp { msg_id, .. }) => {
-                        eprintln!(
-                            "client {}: gave up message {msg_id:016x} (no acknowledgement \
-                             after {} sends)",
-                            c.id.0, args.ack_attempts
-                        );
-                        gave_up.push(format!("{msg_id:016x}"));
-                    }
-                    _ => {}
-                }
+                ledger.take(args, c, out);
             }
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -261,40 +204,175 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
     }
     for c in &mut clients {
         c.stop();
-        // What arrived while it let its last poll acknowledge: printed, never dropped.
+        // What came while it stopped (its last poll, fragments already on their way,
+        // acks): counted and printed, never dropped.
         while let Ok(out) = c.output.try_recv() {
-            match out {
-                ClientOutput::Event(ClientEvent::Delivered {
-                    msg_id, message, ..
-                }) => {
-                    eprintln!("client {}: delivered message {msg_id:016x}", c.id.0);
-                    print_message(args.json, c.id, msg_id, &message);
-                }
-                ClientOutput::Stopped(stats) if stats.unacked_items > 0 => eprintln!(
-                    "client {}: {} received item(s) not acknowledged before exit: the \
-                     provider keeps them and the next run receives them again",
-                    c.id.0, stats.unacked_items
-                ),
-                _ => {}
-            }
+            ledger.take(args, c, out);
         }
     }
-    if !gave_up.is_empty() {
-        unsent.push(format!(
-            "given up (never acknowledged): {}",
-            gave_up.join(", ")
-        ));
-    }
-    let still_queued = queued_total.saturating_sub(sent_total + unsent.len());
-    if still_queued > 0 {
-        unsent.push(format!(
-            "{still_queued} message(s) still queued at exit (not all fragments sent)"
-        ));
-    }
-    if unsent.is_empty() {
+    let problems = ledger.problems(args);
+    if problems.is_empty() {
         Ok(())
     } else {
-        Err(format!("not sent: {}", unsent.join("; ")))
+        Err(problems.join("; "))
+    }
+}
+
+/// What became of the messages this run was given, from the clients' outputs.
+#[derive(Default)]
+struct Ledger {
+    /// Messages given (arguments and lines of input).
+    given: usize,
+    /// Messages refused when queued, and why.
+    refused: Vec<String>,
+    /// Queued, in order.
+    queued: Vec<u64>,
+    /// Fragments sent of each message (by index: a resend counts once), and messages all
+    /// of whose fragments left.
+    fragments_sent: BTreeMap<u64, BTreeSet<u16>>,
+    sent: BTreeSet<u64>,
+    acked: BTreeSet<u64>,
+    gave_up: BTreeSet<u64>,
+    /// Taken back at the stop: never to leave.
+    withheld: BTreeSet<u64>,
+    received: usize,
+}
+
+impl Ledger {
+    fn settled(&self) -> usize {
+        self.acked.len() + self.gave_up.len() + self.refused.len()
+    }
+
+    /// Counts and prints one output of client `c`.
+    fn take(&mut self, args: &ClientArgs, c: &RunningClient, out: ClientOutput) {
+        let id = c.id.0;
+        match out {
+            ClientOutput::Event(ClientEvent::Delivered {
+                msg_id, message, ..
+            }) => {
+                self.received += 1;
+                eprintln!("client {id}: delivered message {msg_id:016x}");
+                print_message(args.json, c.id, msg_id, &message);
+            }
+            ClientOutput::Queued(Ok(msg_id)) => {
+                eprintln!("client {id}: queued message {msg_id:016x}");
+                self.queued.push(msg_id);
+            }
+            ClientOutput::Queued(Err(e)) => self.refused.push(e.to_string()),
+            ClientOutput::Event(ClientEvent::FragmentSent {
+                msg_id,
+                count,
+                index,
+                ..
+            }) => {
+                let left = self.fragments_sent.entry(msg_id).or_default();
+                left.insert(index);
+                if left.len() == usize::from(count) && self.sent.insert(msg_id) {
+                    self.sent.insert(msg_id);
+                    eprintln!("client {id}: sent message {msg_id:016x}");
+                }
+            }
+            ClientOutput::Event(ClientEvent::RepliesOffered { msg_id, blocks }) => {
+                if let (Some(text), Some(block)) = (&args.answer, blocks.first()) {
+                    c.reply(block.clone(), text.clone().into_bytes());
+                    eprintln!("client {id}: answered message {msg_id:016x}");
+                }
+            }
+            ClientOutput::Event(ClientEvent::ReplyReceived {
+                msg_id, message, ..
+            }) => {
+                self.received += 1;
+                eprintln!("client {id}: answer to message {msg_id:016x}");
+                print_message(args.json, c.id, msg_id, &message);
+            }
+            ClientOutput::ReplyRefused(e) => eprintln!("client {id}: answer not sent: {e}"),
+            ClientOutput::Event(ClientEvent::Acked { msg_id, .. }) => {
+                self.acked.insert(msg_id);
+                eprintln!("client {id}: message {msg_id:016x} acknowledged");
+            }
+            ClientOutput::Event(ClientEvent::GaveUp { msg_id, .. }) => {
+                eprintln!(
+                    "client {id}: gave up message {msg_id:016x} (no acknowledgement after {} sends)",
+                    args.ack_attempts
+                );
+                self.gave_up.insert(msg_id);
+            }
+            ClientOutput::Withheld(ids) => self.withheld.extend(ids),
+            ClientOutput::Stopped(stats) if stats.unacked_items > 0 => eprintln!(
+                "client {id}: {} received item(s) not acknowledged before exit: the provider \
+                 keeps them and the next run receives them again",
+                stats.unacked_items
+            ),
+            _ => {}
+        }
+    }
+
+    /// Why this run did not do all it was given, each naming its messages: refused when
+    /// queued, never left (nothing will leave after the exit), partly sent (will not arrive
+    /// whole), given up, and (with acks, unless `--until-sent` asked for no more) sent but
+    /// not acknowledged.
+    fn problems(&self, args: &ClientArgs) -> Vec<String> {
+        let mut out = Vec::new();
+        let list = |ids: Vec<&u64>| {
+            ids.iter()
+                .map(|i| format!("{i:016x}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !self.refused.is_empty() {
+            out.push(format!("refused: {}", self.refused.join(", ")));
+        }
+        let unqueued = self
+            .given
+            .saturating_sub(self.queued.len() + self.refused.len());
+        if unqueued > 0 {
+            out.push(format!(
+                "{unqueued} message(s) never queued (stopped first)"
+            ));
+        }
+        let unsent: Vec<&u64> = self
+            .queued
+            .iter()
+            .filter(|m| !self.sent.contains(m))
+            .collect();
+        let (partly, never): (Vec<&u64>, Vec<&u64>) = unsent
+            .into_iter()
+            .partition(|m| self.fragments_sent.contains_key(m));
+        if !never.is_empty() {
+            out.push(format!(
+                "never left ({} message(s), and none will): {}",
+                never.len(),
+                list(never)
+            ));
+        }
+        if !partly.is_empty() {
+            out.push(format!(
+                "partly sent, will not arrive whole ({}): {}",
+                partly.len(),
+                list(partly)
+            ));
+        }
+        let gave_up: Vec<&u64> = self.gave_up.iter().collect();
+        if !gave_up.is_empty() {
+            out.push(format!("given up (never acknowledged): {}", list(gave_up)));
+        }
+        if args.ack_attempts > 0 && !args.until_sent {
+            let unacked: Vec<&u64> = self
+                .queued
+                .iter()
+                .filter(|m| {
+                    self.sent.contains(m) && !self.acked.contains(m) && !self.gave_up.contains(m)
+                })
+                .collect();
+            if !unacked.is_empty() {
+                out.push(format!(
+                    "sent but not acknowledged yet ({}; they may still arrive): {}",
+                    unacked.len(),
+                    list(unacked)
+                ));
+            }
+        }
+        out
     }
 }
 

@@ -400,7 +400,7 @@ fn a_client_stopping_with_messages_queued_says_so_and_fails() {
     let out = loopix(&args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("still queued at exit"), "{err}");
+    assert!(err.contains("never left"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -531,5 +531,57 @@ fn a_client_waiting_for_a_dead_authority_says_so_and_stops_in_time() {
             "refused at once: {took:?}"
         );
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Ctrl-C with messages given and not acknowledged: the client exits non-zero and names
+/// every one, as never left or as sent but not acknowledged.
+#[test]
+fn a_client_interrupted_with_messages_unacknowledged_names_them_and_fails() {
+    use std::io::BufRead;
+    let dir = client_rig("client-sigint");
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loopix"))
+        .args([
+            "client",
+            "--topology",
+            &path("t.toml"),
+            "--id",
+            "10000",
+            "--key",
+        ])
+        .arg(path("a.key"))
+        .args(["--send-to", "10001", "--message", "one", "--message", "two"])
+        .args(["--message", "three"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut queued = Vec::new();
+    let mut line = String::new();
+    while queued.len() < 3 {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "stderr ended: {queued:?}"
+        );
+        if let Some(id) = line.trim().strip_prefix("client 10000: queued message ") {
+            queued.push(id.to_string());
+        }
+    }
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{rest}");
+    let last = rest.lines().last().unwrap_or_default();
+    for id in &queued {
+        assert!(last.contains(id.as_str()), "message {id} not named: {last}");
+    }
+    assert!(
+        last.contains("never left") || last.contains("sent but not acknowledged"),
+        "{last}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

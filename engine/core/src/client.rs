@@ -498,6 +498,23 @@ impl<C: Codec> Client<C> {
             || !self.app_replies.is_empty()
     }
 
+    /// Takes back every fragment never sent, so a client that is stopping sends nothing
+    /// new: what it reports as not sent can never leave afterwards. Returns the messages
+    /// it touched (in queue order), each once; fragments already sent keep their resends.
+    pub fn withhold_unsent(&mut self) -> Vec<u64> {
+        let mut withheld: Vec<u64> = Vec::new();
+        self.buffer.retain(|f| {
+            if f.attempts > 0 {
+                return true;
+            }
+            if !withheld.contains(&f.msg_id) {
+                withheld.push(f.msg_id);
+            }
+            false
+        });
+        withheld
+    }
+
     /// Fragments waiting in the send buffer.
     pub fn buffered(&self) -> usize {
         self.buffer.len()

@@ -44,6 +44,9 @@ pub enum ClientOutput {
     ReplyRefused(loopix_core::client::SendError),
     /// A new topology was refused (the client is no longer in it as it was).
     TopologyRefused(loopix_core::role::BuildError),
+    /// Stopping: these messages' fragments never sent were taken back (none of them will
+    /// leave; a message some of whose fragments left will not arrive whole).
+    Withheld(Vec<u64>),
     /// Final counters, as the client stops.
     Stopped(ClientStats),
 }
@@ -208,6 +211,13 @@ fn drive(
     let mut drain_until = None;
     loop {
         if stop.load(Ordering::SeqCst) {
+            if drain_until.is_none() {
+                // Nothing new leaves once stopping: what is reported unsent stays unsent.
+                let withheld = client.withhold_unsent();
+                if !withheld.is_empty() {
+                    let _ = output.send(ClientOutput::Withheld(withheld));
+                }
+            }
             let until = *drain_until.get_or_insert_with(|| std::time::Instant::now() + ACK_DRAIN);
             if !client.acks_pending() || std::time::Instant::now() >= until {
                 break;

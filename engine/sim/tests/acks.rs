@@ -225,3 +225,53 @@ fn a_recipient_answers_through_the_reply_blocks_a_message_carried_once_each() {
         "the reused block, at bob's provider"
     );
 }
+
+/// A client that stops takes back what it never sent: those messages never leave, and
+/// what had already left still arrives (a stopping client reports the first as not sent,
+/// and must not be proved wrong by a later delivery).
+#[test]
+fn messages_withheld_at_a_stop_never_leave() {
+    let seed = seed_from_env(17);
+    let spec = spec();
+    let net = generate(&spec, seed).unwrap();
+    let options = SimOptions {
+        acks: AckConfig { max_attempts: 4 },
+        ..SimOptions::default()
+    };
+    let mut sim = Sim::with_options(net, seed, LinkModel::default(), limits(), options);
+    let (alice, bob) = (client(0), client(1));
+    sim.with_client(alice, |c| c.send(bob, b"early"))
+        .unwrap()
+        .unwrap();
+    sim.run_until(5 * S); // at 2 sends a second, long gone
+    let mut late = Vec::new();
+    let withheld = sim
+        .with_client(alice, |c| {
+            for i in 0..5 {
+                late.push(c.send(bob, format!("late {i}").as_bytes()).unwrap());
+            }
+            c.withhold_unsent()
+        })
+        .unwrap();
+    assert_eq!(
+        withheld, late,
+        "every late message, none sent yet, in queue order"
+    );
+    sim.run_until(120 * S);
+    let delivered: Vec<&Vec<u8>> = sim
+        .log
+        .client_events
+        .iter()
+        .filter(|(at, _)| *at == bob)
+        .filter_map(|(_, e)| match e {
+            ClientEvent::Delivered { message, .. } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, [&b"early".to_vec()], "seed {seed}");
+    let sent_late = sim.log.client_events.iter().any(|(at, e)| {
+        *at == alice
+            && matches!(e, ClientEvent::FragmentSent { msg_id, .. } if late.contains(msg_id))
+    });
+    assert!(!sent_late, "a withheld fragment left");
+}
