@@ -8,9 +8,11 @@
 //!    with a cookie for that address (one frame for one frame) and nothing more. With one,
 //!    its source address must be within its allowance ([`HandshakeLimits::per_source_per_s`],
 //!    a token bucket), or it is refused (`handshake_rate_limited`).
-//! 3. Once the handshake shows which client sent it, a client that completed one less than
-//!    [`HandshakeLimits::per_client_interval_us`] ago is refused (`handshake_rate_limited`)
-//!    before the provider answers: a registered client cannot make it churn sessions.
+//! 3. Once the handshake shows which client sent it, a client past its own allowance (a
+//!    burst of [`PER_CLIENT_BURST`], then one a [`HandshakeLimits::per_client_interval_us`])
+//!    is refused (`handshake_rate_limited`) before the provider answers: a registered client
+//!    cannot make it churn sessions, and an honest one (a session at start, a new one after
+//!    a reload or a lost answer, a rekey every two minutes) never meets the bound.
 //!
 //! Everything here is bounded: the per-source buckets are a fixed table indexed by a keyed
 //! hash of the address (two addresses may share a bucket, which only makes their allowance
@@ -31,6 +33,9 @@ pub const COOKIE_LIFETIME_US: u64 = 120_000_000;
 /// Buckets of the per-source table.
 const SOURCE_BUCKETS: usize = 4096;
 
+/// Handshakes a client may complete at once before its interval applies.
+pub const PER_CLIENT_BURST: f32 = 4.0;
+
 /// How many handshakes a provider spends work on.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct HandshakeLimits {
@@ -39,7 +44,8 @@ pub struct HandshakeLimits {
     /// Under load: handshakes per second one source address may start (its bucket holds
     /// this many, refilled at this rate).
     pub per_source_per_s: u32,
-    /// The least time between two handshakes a client completes.
+    /// After a burst of [`PER_CLIENT_BURST`], one handshake a client may complete per
+    /// this long.
     pub per_client_interval_us: u64,
 }
 
@@ -48,9 +54,9 @@ impl Default for HandshakeLimits {
         Self {
             load_per_s: 500,
             per_source_per_s: 20,
-            // Half a client's retry interval: a retry after a lost answer still goes
-            // through, a flood of fresh initiations does not.
-            per_client_interval_us: super::HANDSHAKE_RETRY_US / 2,
+            // A client's retry interval: retries after lost answers always go through, a
+            // flood of fresh initiations does not.
+            per_client_interval_us: super::HANDSHAKE_RETRY_US,
         }
     }
 }
@@ -66,11 +72,29 @@ pub enum Admission {
     SourceOverLimit,
 }
 
-#[derive(Clone, Copy, Default)]
-struct Bucket {
+/// A token bucket: `tokens` at `at_us`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bucket {
     tokens: f32,
     /// When it was last drawn on; `None`: never (it is full).
     at_us: Option<u64>,
+}
+
+impl Bucket {
+    /// Takes a token if there is one, refilling at `per_s` up to `burst` first.
+    pub fn take(&mut self, now_us: u64, per_s: f32, burst: f32) -> bool {
+        let elapsed_s = self
+            .at_us
+            .map_or(f32::INFINITY, |t| now_us.saturating_sub(t) as f32 / 1e6);
+        self.tokens = (self.tokens + elapsed_s * per_s).min(burst);
+        self.at_us = Some(now_us);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// See the module docs.
@@ -112,9 +136,15 @@ impl HandshakeGuard {
         }
     }
 
-    /// The limits in force.
-    pub fn limits(&self) -> HandshakeLimits {
-        self.limits
+    /// Whether a client whose allowance is `bucket` may complete a handshake now.
+    pub fn client_may_handshake(&self, bucket: &mut Bucket, now_us: u64) -> bool {
+        let interval_s = self.limits.per_client_interval_us as f32 / 1e6;
+        let per_s = if interval_s > 0.0 {
+            1.0 / interval_s
+        } else {
+            f32::INFINITY
+        };
+        bucket.take(now_us, per_s, PER_CLIENT_BURST)
     }
 
     /// Whether `initiation`'s mac1 is valid (the frame bytes before it, checked against it).
@@ -200,17 +230,7 @@ impl HandshakeGuard {
         }
         let b = &mut self.sources[(h.finish() % SOURCE_BUCKETS as u64) as usize];
         let rate = self.limits.per_source_per_s as f32;
-        let elapsed_s = b
-            .at_us
-            .map_or(f32::INFINITY, |t| now_us.saturating_sub(t) as f32 / 1e6);
-        b.tokens = (b.tokens + elapsed_s * rate).min(rate);
-        b.at_us = Some(now_us);
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        b.take(now_us, rate, rate)
     }
 }
 

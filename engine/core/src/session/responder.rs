@@ -16,7 +16,7 @@ use super::frame::{
     self, COOKIE_NONCE, FrameLayout, HEADER_LEN, INITIATION_LEN, MAC1_AT, MAC2_AT, Plain,
     RESPONSE_LEN, RESPONSE_NONCE,
 };
-use super::handshake_guard::{Admission, HandshakeGuard, HandshakeLimits};
+use super::handshake_guard::{Admission, Bucket, HandshakeGuard, HandshakeLimits};
 use super::noise;
 use super::transport::{Refusal, Transport};
 use super::{MAX_CLOCK_SKEW_US, REJECT_AFTER_US};
@@ -58,8 +58,8 @@ struct ClientSlot {
     previous: Option<u32>,
     /// The timestamp of the last handshake accepted: a handshake must be newer.
     last_handshake_us: Option<u64>,
-    /// When (on this provider's clock) the last handshake was accepted.
-    accepted_at_us: Option<u64>,
+    /// Its handshake allowance ([`HandshakeGuard::client_may_handshake`]).
+    allowance: Bucket,
 }
 
 /// See the module docs.
@@ -269,11 +269,11 @@ impl Sessions {
         if stale || at_us.abs_diff(now_us) > MAX_CLOCK_SKEW_US {
             return Received::Dropped(DropReason::SessionReplay);
         }
-        let interval = self.guard.limits().per_client_interval_us;
-        if slot
-            .accepted_at_us
-            .is_some_and(|t| now_us < t.saturating_add(interval))
-        {
+        let mut allowance = slot.allowance;
+        if !self.guard.client_may_handshake(&mut allowance, now_us) {
+            if let Some(s) = self.slots.get_mut(&client) {
+                s.allowance = allowance;
+            }
             return Received::Dropped(DropReason::HandshakeRateLimited);
         }
         let peer_index = u32::from_le_bytes(frame[4..8].try_into().unwrap_or_default());
@@ -309,7 +309,7 @@ impl Sessions {
                 current: Some(index),
                 previous: slot.current,
                 last_handshake_us: Some(at_us),
-                accepted_at_us: Some(now_us),
+                allowance,
             },
         );
         Received::Response { len }

@@ -367,10 +367,15 @@ fn under_load_a_proven_address_is_held_to_its_handshake_allowance() {
 #[test]
 fn a_registered_client_cannot_churn_sessions() {
     let mut p = pair();
-    p.connect(1_000);
     let interval = HandshakeLimits::default().per_client_interval_us;
+    // A burst: the first session and three more at once (a reload, lost answers).
+    for i in 0..4 {
+        p.client.reset();
+        p.connect(1_000 + i);
+    }
     let mut out = p.frame();
     let mut f = p.frame();
+    p.client.reset();
     p.client
         .write_initiation(2_000, &mut p.rng, &mut f)
         .unwrap();
@@ -378,8 +383,18 @@ fn a_registered_client_cannot_churn_sessions() {
         drop_reason(p.provider.receive(2_000, p.addr, &f, &mut out)),
         Some(DropReason::HandshakeRateLimited)
     );
+    // Then one an interval.
     p.client.reset();
-    p.connect(1_000 + interval);
+    p.connect(2_000 + interval);
+    let mut f = p.frame();
+    p.client.reset();
+    p.client
+        .write_initiation(3_000 + interval, &mut p.rng, &mut f)
+        .unwrap();
+    assert_eq!(
+        drop_reason(p.provider.receive(3_000 + interval, p.addr, &f, &mut out)),
+        Some(DropReason::HandshakeRateLimited)
+    );
 }
 
 #[test]
