@@ -90,15 +90,21 @@ struct Network {
 
 /// Writes the registry of a small network into the authority's folder `adir`.
 fn register_network(adir: &Path) -> Network {
+    register_network_with_epochs(adir, 1200, 0)
+}
+
+/// [`register_network`] with epochs of `epoch_s` (a twentieth of it the grace) from unix
+/// second `epoch_start_s`.
+fn register_network_with_epochs(adir: &Path, epoch_s: u64, epoch_start_s: u64) -> Network {
     // A small network, registered whole (what register-node/-client append, at once).
     let spec = NetworkSpec {
         layers: 1,
         mixes_per_layer: 1,
         providers: 1,
         clients: 2,
-        epoch_start_s: 0,
-        epoch_s: 1200,
-        epoch_grace_s: 60,
+        epoch_start_s,
+        epoch_s,
+        epoch_grace_s: (epoch_s / 20).max(1),
         first_epoch: 0,
         published_epochs: 1,
         ..NetworkSpec::default()
@@ -511,5 +517,134 @@ fn stalling_peers_hold_up_neither_fetches_nor_uploads_nor_publishing() {
     for a in attackers {
         a.join().unwrap();
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An operator registers a client while the authority runs and sends it SIGHUP: the next
+/// document made lists the client, and the reload is counted.
+#[test]
+fn a_registration_added_while_the_authority_runs_is_in_the_next_document() {
+    let dir = std::env::temp_dir().join(format!("loopix-directory-hup-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let adir = dir.join("authority");
+    let init = loopix(&["directory", "init", "--dir", adir.to_str().unwrap()]);
+    let printed = String::from_utf8_lossy(&init.stdout);
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(
+        printed
+            .lines()
+            .find_map(|l| l.strip_prefix("authority key: "))
+            .unwrap(),
+        &mut key,
+    )
+    .unwrap();
+    let trust = Trust::new(
+        vec![IdentityPublic::from_bytes(key).unwrap()],
+        Threshold::AtLeast(1),
+    )
+    .unwrap();
+    const EPOCH_S: u64 = 6;
+    let unix_s = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    // Epoch 0 starts now (a seed's keys are a hash chain from its first epoch).
+    let start_s = unix_s();
+    let Network {
+        topology,
+        keys,
+        identities,
+        ..
+    } = register_network_with_epochs(&adir, EPOCH_S, start_s);
+    let listen = free_port();
+    let authority = serve(&adir, &listen);
+    let now_s = unix_s();
+    let epoch = (now_s - start_s) / EPOCH_S;
+    for n in &topology.nodes {
+        let upload = KeyUpload::from_seed(
+            n.id,
+            now_s,
+            keys.sessions[&n.id].public(),
+            &keys.nodes[&n.id],
+            epoch,
+            16,
+        )
+        .sign(&identities[&n.id]);
+        let (status, why) = http(&listen, "POST", "/keys", upload.as_bytes());
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&why));
+    }
+    let doc_of = |e: u64| -> Option<Topology> {
+        let (status, body) = http(&listen, "GET", &format!("/document/{e}"), b"");
+        (status == 200).then(|| {
+            verify(&body, &trust, Some(e), (start_s + e * EPOCH_S) * 1_000_000)
+                .unwrap()
+                .topology
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while doc_of(epoch).is_none() {
+        assert!(Instant::now() < deadline, "no first document");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A new client, registered by the CLI while the authority runs.
+    let key = dir.join("carol.key");
+    let made = loopix(&["keygen", "--out", key.to_str().unwrap()]);
+    let lines = String::from_utf8(made.stdout).unwrap();
+    let field = |name: &str| {
+        lines
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} = \"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap()
+            .to_string()
+    };
+    let provider = topology.providers().next().unwrap().id.0.to_string();
+    let carol = loopix_crypto::Address(10_005);
+    let registered = loopix(&[
+        "directory",
+        "register-client",
+        "--dir",
+        adir.to_str().unwrap(),
+        "--id",
+        "10005",
+        "--provider",
+        &provider,
+        "--public-key",
+        &field("public_key"),
+        "--session-key",
+        &field("session_key"),
+    ]);
+    assert!(registered.status.success(), "{registered:?}");
+    // SAFETY: signalling our own child.
+    assert_eq!(
+        unsafe { libc::kill(authority.0.id() as i32, libc::SIGHUP) },
+        0
+    );
+    // Documents already published do not change; the next one made lists her.
+    let deadline = Instant::now() + Duration::from_secs(4 * EPOCH_S);
+    let listed = loop {
+        let now_epoch = (unix_s() - start_s) / EPOCH_S;
+        if let Some(t) = doc_of(now_epoch + 1).filter(|t| t.client(carol).is_some()) {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "carol is in no document");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        listed.client(carol).unwrap().provider.0.to_string(),
+        provider
+    );
+    assert!(
+        doc_of(epoch).unwrap().client(carol).is_none(),
+        "published ones stay"
+    );
+    let (_, metrics) = http(&listen, "GET", "/metrics", b"");
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert_eq!(
+        metric(&metrics, "loopix_directory_registry_reloads_total"),
+        1
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

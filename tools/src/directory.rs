@@ -248,6 +248,9 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
     }
+    let reread = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reread))
+        .map_err(|e| e.to_string())?;
     let shared = Arc::new(Shared {
         authority: Mutex::new(authority),
         clock: NetworkClock::start(),
@@ -276,6 +279,9 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
                 .join()
                 .unwrap_or_else(|_| "the HTTP thread panicked".to_string());
             return Err(format!("the HTTP server stopped: {why}"));
+        }
+        if reread.swap(false, Ordering::SeqCst) {
+            reload_registry(&shared, &registry_path);
         }
         publish_due(&shared, shared.clock.now_us());
         std::thread::sleep(PUBLISH_TICK);
@@ -341,6 +347,51 @@ fn gather_signatures(peers: &[AuthorityAddress], shared: &Shared, stop: &AtomicB
                 }
             }
         }
+    }
+}
+
+/// SIGHUP: re-reads the registry, so nodes and clients registered (or removed) while the
+/// authority runs are in (or out of) the next document. A registry that does not parse, or
+/// changes the network's parameters, is refused with the reason and nothing changes.
+fn reload_registry(shared: &Shared, path: &Path) {
+    let read = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| Registry::from_toml(&text).map_err(|e| e.to_string()));
+    let registry = match read {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "registry not reloaded");
+            return;
+        }
+    };
+    let (nodes, clients) = (registry.nodes.len(), registry.clients.len());
+    let Ok(mut a) = shared.authority.lock() else {
+        return;
+    };
+    match a.set_registry(registry) {
+        Ok(dropped) => {
+            drop(a);
+            for node in &dropped {
+                let stored = shared
+                    .dir
+                    .join("uploads")
+                    .join(format!("node-{}.txt", node.0));
+                if let Err(e) = std::fs::remove_file(&stored) {
+                    tracing::warn!(file = %stored.display(), error = %e, "upload not deleted");
+                }
+            }
+            shared
+                .counters
+                .registry_reloads
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                nodes,
+                clients,
+                uploads_dropped = dropped.len(),
+                "registry reloaded"
+            );
+        }
+        Err(e) => tracing::error!(file = %path.display(), error = %e, "registry not reloaded"),
     }
 }
 

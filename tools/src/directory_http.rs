@@ -80,6 +80,7 @@ pub struct Counters {
     pub fetches: AtomicU64,
     pub documents_published: AtomicU64,
     pub nodes_left_out: AtomicU64,
+    pub registry_reloads: AtomicU64,
 }
 
 impl Counters {
@@ -132,6 +133,11 @@ impl Counters {
             "loopix_directory_documents_published_total",
             "Documents this authority made and signed.",
             &[("", get(&self.documents_published))],
+        );
+        counter(
+            "loopix_directory_registry_reloads_total",
+            "Registries re-read on SIGHUP and taken.",
+            &[("", get(&self.registry_reloads))],
         );
         counter(
             "loopix_directory_nodes_left_out_total",

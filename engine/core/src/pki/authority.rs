@@ -282,6 +282,32 @@ impl Authority {
         Ok(())
     }
 
+    /// Takes a re-read registry (the operator registered or removed nodes and clients): the
+    /// next documents are made from it. Uploads of nodes it no longer lists under the same
+    /// identity key are dropped (returned, to delete from the store). A registry whose
+    /// network parameters differ is refused: published documents and the keys nodes hold
+    /// were made for them.
+    pub fn set_registry(&mut self, registry: Registry) -> Result<Vec<Address>, String> {
+        if registry.network != self.registry.network {
+            return Err(
+                "its [network] differs from the one in force; a network's parameters change \
+                 only with a restart of every authority and node"
+                    .into(),
+            );
+        }
+        let mut dropped = Vec::new();
+        self.uploads.retain(|id, u| {
+            let kept = registry.node(*id).is_some_and(|r| u.signed_by(&r.identity));
+            if !kept {
+                dropped.push(*id);
+            }
+            kept
+        });
+        self.registry = registry;
+        self.told.clear();
+        Ok(dropped)
+    }
+
     /// Takes back an upload stored earlier (at start): checked again for its signature,
     /// not for its age.
     pub fn restore_upload(&mut self, bytes: &[u8]) -> Result<Address, UploadError> {
@@ -963,5 +989,54 @@ mod tests {
                 "{what}: the honest node keeps its keys"
             );
         }
+    }
+
+    #[test]
+    fn a_registration_read_while_running_reaches_the_next_document() {
+        let now = 5 * EPOCH + 10 * S;
+        // Running without node 3: its upload is refused as unknown.
+        let (text, identities) = sample();
+        let mut n = net_of(&text, identities);
+        let spare = net_with_spare_mix();
+        n.identities
+            .insert(Address(3), spare.identities[&Address(3)].clone());
+        let mut rng = ChaCha20Rng::seed_from_u64(33);
+        let fresh = (
+            EpochSeed::generate(&mut rng, 0),
+            SessionSecret::generate(&mut rng),
+        );
+        n.seeds.insert(Address(3), fresh);
+        n.upload_all(now, 5);
+        let u3 = n.upload(3, now / S, 5, 3);
+        assert_eq!(
+            n.authority.handle_upload(now, u3.as_bytes()),
+            Err(UploadError::UnknownNode(Address(3)))
+        );
+        // The operator registers it; the authority re-reads its registry.
+        let registry = spare.authority.registry.clone();
+        assert_eq!(n.authority.set_registry(registry), Ok(vec![]));
+        assert_eq!(
+            n.authority.handle_upload(now, u3.as_bytes()),
+            Ok(Address(3))
+        );
+        let Some(Publish::Published { epoch: 5, text, .. }) = n.authority.poll_publish(now) else {
+            panic!("epoch 5 due")
+        };
+        let trust = Trust::new(vec![n.key], Threshold::AtLeast(1)).unwrap();
+        let d = verify(text.as_bytes(), &trust, Some(5), now).unwrap();
+        assert!(
+            d.topology.node(Address(3)).is_some(),
+            "the new node is listed"
+        );
+        // Removed again: its upload goes, and a registry with other parameters is refused.
+        let (text, _) = sample();
+        let without = Registry::from_toml(&text).unwrap();
+        assert_eq!(
+            n.authority.set_registry(without.clone()),
+            Ok(vec![Address(3)])
+        );
+        let mut other = without;
+        other.network.poll_size += 1;
+        assert!(n.authority.set_registry(other).is_err());
     }
 }
