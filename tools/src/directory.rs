@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use loopix_core::pki::authority::{Authority, AuthorityConfig, Publish};
+use loopix_core::pki::authority::{Authority, AuthorityConfig, KEPT_DOCUMENTS, Publish};
 use loopix_core::pki::document::Threshold;
 use loopix_core::pki::registry::{Registry, parse_identity_key};
 use loopix_crypto::{Address, IdentitySecret};
@@ -350,6 +350,28 @@ fn gather_signatures(peers: &[AuthorityAddress], shared: &Shared, stop: &AtomicB
     }
 }
 
+/// Deletes the stored documents of epochs before `oldest` (the authority serves only the
+/// newest [`KEPT_DOCUMENTS`], so its disk stays bounded); how many it deleted.
+fn prune_documents(documents: &Path, oldest: u64) -> Result<usize, String> {
+    let mut deleted = 0;
+    let entries =
+        std::fs::read_dir(documents).map_err(|e| format!("{}: {e}", documents.display()))?;
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let epoch = path
+            .extension()
+            .filter(|x| *x == "txt")
+            .and(path.file_stem())
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u64>().ok());
+        if epoch.is_some_and(|e| e < oldest) {
+            std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
 /// SIGHUP: re-reads the registry, so nodes and clients registered (or removed) while the
 /// authority runs are in (or out of) the next document. A registry that does not parse, or
 /// changes the network's parameters, is refused with the reason and nothing changes.
@@ -461,6 +483,10 @@ fn publish_due(shared: &Shared, now_us: u64) {
                     Ok(()) => tracing::info!(epoch, bytes = text.len(), "document published"),
                     Err(e) => tracing::error!(epoch, error = %e, "document not stored"),
                 }
+                let oldest = epoch.saturating_sub(KEPT_DOCUMENTS as u64 - 1);
+                if let Err(e) = prune_documents(&dir.join("documents"), oldest) {
+                    tracing::warn!(error = %e, "old documents not deleted");
+                }
             }
             Publish::Waiting { epoch, problem } => {
                 tracing::warn!(epoch, %problem, "document not published yet")
@@ -474,5 +500,30 @@ pub fn store_upload(dir: &Path, node: Address, text: &str) {
     let path = dir.join("uploads").join(format!("node-{}.txt", node.0));
     if let Err(e) = write_file(&path, text) {
         tracing::error!(node = node.0, error = %e, "upload not stored");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_before_the_kept_ones_are_deleted_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("loopix-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in [
+            "3.txt", "9.txt", "10.txt", "11.txt", "notes.md", "x.txt", "9.next",
+        ] {
+            std::fs::write(dir.join(name), "d").unwrap();
+        }
+        assert_eq!(prune_documents(&dir, 10), Ok(2));
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["10.txt", "11.txt", "9.next", "notes.md", "x.txt"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

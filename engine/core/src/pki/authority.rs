@@ -30,8 +30,8 @@ use super::registry::Registry;
 use crate::epoch::EpochSchedule;
 use crate::topology::{EpochKeys, Node, Role, Topology};
 
-/// Documents kept in memory (older ones stay on disk only).
-const KEPT_DOCUMENTS: usize = 16;
+/// Documents kept (in memory, and by the shell on disk): the newest this many epochs'.
+pub const KEPT_DOCUMENTS: usize = 16;
 
 /// How far ahead of the authority's clock an upload's `issued` may be, s.
 const MAX_CLOCK_AHEAD_S: u64 = 120;
