@@ -193,7 +193,7 @@ impl HandshakeGuard {
     pub fn under_load(&mut self, now_us: u64) -> bool {
         self.advance(now_us);
         // The last whole second, weighted by how much of it the sliding second still covers.
-        let into = (now_us - self.window_start_us) as f64 / 1e6;
+        let into = now_us.saturating_sub(self.window_start_us) as f64 / 1e6;
         let recent = f64::from(self.this_window) + f64::from(self.last_window) * (1.0 - into);
         recent > f64::from(self.limits.load_per_s)
     }
