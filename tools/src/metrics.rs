@@ -10,6 +10,7 @@ use loopix_core::drops::DropReason;
 use loopix_core::epoch::EpochSchedule;
 use loopix_core::hop::EpochStats;
 use loopix_core::latency_histogram::LatencyHistogram;
+use loopix_core::topology::Role;
 use loopix_runtime::shard::ShardReport;
 
 /// What the metrics thread serves: the latest reports and figures derived from them.
@@ -27,6 +28,90 @@ pub struct Snapshot {
     pub now_us: u64,
     /// With a directory: the epoch of the network document in force.
     pub document_epoch: Option<u64>,
+    /// The node's role: series of the other role are left out.
+    pub role: Option<Role>,
+}
+
+/// A snapshot older than this (the node's loop stopped refreshing it) is unhealthy.
+const STALE_AFTER_US: u64 = 5_000_000;
+
+/// What `/health` and `/ready` answer: the status code and the reason.
+fn health(s: &Snapshot, now_us: u64, ready: bool) -> (u16, String) {
+    if s.now_us == 0 {
+        return (503, "starting: no shard has reported yet".into());
+    }
+    let age = now_us.saturating_sub(s.now_us);
+    if age > STALE_AFTER_US {
+        return (
+            503,
+            format!("the node's reports are {} s old", age / 1_000_000),
+        );
+    }
+    if ready && s.reports.len() < s.shards {
+        return (
+            503,
+            format!("{} of {} shards reporting", s.reports.len(), s.shards),
+        );
+    }
+    (200, "ok".into())
+}
+
+/// `process_*` series (the Prometheus client conventions) from /proc/self: resident
+/// memory, CPU time, open descriptors, start time.
+fn process_metrics(out: &mut String) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+    // SAFETY: sysconf has no memory effects.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE) as f64,
+        )
+    };
+    let boot_s = std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("btime ")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        });
+    let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).ok();
+    let mut row = |name: &str, kind: &str, help: &str, v: Option<f64>| {
+        if let Some(v) = v {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+    };
+    row(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+        field(24).map(|p| p * page),
+    );
+    row(
+        "process_cpu_seconds_total",
+        "counter",
+        "User and system CPU time spent, s.",
+        field(14).zip(field(15)).map(|(u, k)| (u + k) / ticks),
+    );
+    row(
+        "process_open_fds",
+        "gauge",
+        "Open file descriptors.",
+        fds.map(|n| n as f64),
+    );
+    row(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since the unix epoch, s.",
+        field(22).zip(boot_s).map(|(t, b)| b + t / ticks),
+    );
 }
 
 /// Renders the Prometheus text format.
@@ -36,9 +121,32 @@ pub fn render(s: &Snapshot) -> String {
         |name: &str, kind: &str, help: &str, rows: &mut dyn Iterator<Item = (String, f64)>| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (labels, v) in rows {
-                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+                if labels.is_empty() {
+                    let _ = writeln!(out, "{name} {v}");
+                } else {
+                    let _ = writeln!(out, "{name}{{{labels}}} {v}");
+                }
             }
         };
+    let provider = s.role == Some(Role::Provider);
+    let role = match s.role {
+        Some(Role::Mix { .. }) => "mix",
+        Some(Role::Provider) => "provider",
+        None => "unknown",
+    };
+    family(
+        "loopix_build_info",
+        "gauge",
+        "The build and how it runs here: version, the lane kernel this CPU chose, the role.",
+        &mut std::iter::once((
+            format!(
+                "version=\"{}\",kernel=\"{}\",role=\"{role}\"",
+                env!("CARGO_PKG_VERSION"),
+                loopix_crypto::lanes::Kernel::detect().name()
+            ),
+            1.0,
+        )),
+    );
     let shard = |r: &ShardReport| format!("shard=\"{}\"", r.shard);
     family(
         "loopix_shards",
@@ -125,34 +233,37 @@ pub fn render(s: &Snapshot) -> String {
             .iter()
             .map(|r| (shard(r), r.core.loops_failed as f64)),
     );
-    family(
-        "loopix_inbox_packets",
-        "gauge",
-        "Providers: packets waiting in client inboxes (durable).",
-        &mut s
-            .reports
-            .iter()
-            .map(|r| (shard(r), r.core.inbox_packets as f64)),
-    );
-    family(
-        "loopix_handshakes_total",
-        "counter",
-        "Providers: client handshake initiations answered, by how (`session`: a session \
-         started; `cookie`: under load, a cookie for an address not yet proven). Refused ones \
-         are drops (`handshake_mac`, `handshake_rate_limited`, `unauthenticated`).",
-        &mut s.reports.iter().flat_map(|r| {
-            [
-                (
-                    format!("{},answer=\"session\"", shard(r)),
-                    r.core.handshakes_answered as f64,
-                ),
-                (
-                    format!("{},answer=\"cookie\"", shard(r)),
-                    r.core.cookies_sent as f64,
-                ),
-            ]
-        }),
-    );
+    // Providers' series only where there is a provider.
+    if provider {
+        family(
+            "loopix_inbox_packets",
+            "gauge",
+            "Providers: packets waiting in client inboxes (durable).",
+            &mut s
+                .reports
+                .iter()
+                .map(|r| (shard(r), r.core.inbox_packets as f64)),
+        );
+        family(
+            "loopix_handshakes_total",
+            "counter",
+            "Providers: client handshake initiations answered, by how (`session`: a session \
+             started; `cookie`: under load, a cookie for an address not yet proven). Refused ones \
+             are drops (`handshake_mac`, `handshake_rate_limited`, `unauthenticated`).",
+            &mut s.reports.iter().flat_map(|r| {
+                [
+                    (
+                        format!("{},answer=\"session\"", shard(r)),
+                        r.core.handshakes_answered as f64,
+                    ),
+                    (
+                        format!("{},answer=\"cookie\"", shard(r)),
+                        r.core.cookies_sent as f64,
+                    ),
+                ]
+            }),
+        );
+    }
     family(
         "loopix_strays_forwarded_total",
         "counter",
@@ -308,6 +419,7 @@ pub fn render(s: &Snapshot) -> String {
         "Mixes: loop round trip minus the delays it asked for (path overhead), all shards.",
         &merged(|r| &r.core.loop_overhead),
     );
+    process_metrics(&mut out);
     out
 }
 
@@ -370,6 +482,25 @@ fn answer(mut stream: std::net::TcpStream, shared: &Mutex<Snapshot>) {
     };
     let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
     let _ = match line.split_whitespace().nth(1) {
+        Some(path @ ("/health" | "/ready")) => {
+            let now_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
+            let (code, why) = shared.lock().map_or_else(
+                |_| (500, "state poisoned".to_string()),
+                |s| health(&s, now_us, path == "/ready"),
+            );
+            let status = if code == 200 {
+                "OK"
+            } else {
+                "Service Unavailable"
+            };
+            write!(
+                stream,
+                "HTTP/1.1 {code} {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{why}\n",
+                why.len() + 1
+            )
+        }
         Some("/metrics") => {
             let b = render(&shared.lock().map(|s| s.clone()).unwrap_or_default());
             write!(
@@ -421,6 +552,90 @@ mod tests {
         let mut text = String::new();
         let _ = s.read_to_string(&mut text);
         text
+    }
+
+    fn unix_us() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64
+    }
+
+    /// Every sample line: no empty label set, build and process series present, and a
+    /// role's series only on that role.
+    #[test]
+    fn series_are_well_formed_and_only_the_roles_own() {
+        let mut s = Snapshot {
+            reports: vec![ShardReport::default()],
+            shards: 1,
+            role: Some(Role::Mix { layer: 1 }),
+            ..Snapshot::default()
+        };
+        let mix = render(&s);
+        assert!(!mix.contains("{}"), "an empty label set:\n{mix}");
+        assert!(mix.contains("loopix_shards 1\n"), "{mix}");
+        assert!(mix.contains("loopix_build_info{version=\""), "{mix}");
+        assert!(mix.contains("role=\"mix\"} 1"), "{mix}");
+        let rss = mix
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("resident memory");
+        assert!(rss > 1e6, "{rss} bytes resident");
+        for name in [
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(mix.contains(&format!("\n{name} ")), "{name}:\n{mix}");
+        }
+        assert!(
+            !mix.contains("loopix_inbox_packets"),
+            "a provider's series on a mix"
+        );
+        assert!(!mix.contains("loopix_handshakes_total"));
+        s.role = Some(Role::Provider);
+        let provider = render(&s);
+        assert!(
+            provider.contains("loopix_inbox_packets{shard=\"0\"} 0"),
+            "{provider}"
+        );
+        assert!(provider.contains("loopix_handshakes_total{shard=\"0\",answer=\"cookie\"} 0"));
+    }
+
+    /// `/health`: the node's loop refreshes its reports; `/ready`: every shard reports.
+    #[test]
+    fn health_and_readiness_say_why_not() {
+        let shared = Arc::new(Mutex::new(Snapshot {
+            shards: 2,
+            ..Snapshot::default()
+        }));
+        let addr = serve("127.0.0.1:0".parse().unwrap(), Arc::clone(&shared)).unwrap();
+        let ask = |path: &str| get(addr, format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes());
+        assert!(ask("/health").starts_with("HTTP/1.1 503"), "no report yet");
+        {
+            let mut s = shared.lock().unwrap();
+            s.reports = vec![ShardReport::default()];
+            s.now_us = unix_us();
+        }
+        assert!(ask("/health").starts_with("HTTP/1.1 200"));
+        let ready = ask("/ready");
+        assert!(
+            ready.starts_with("HTTP/1.1 503") && ready.contains("1 of 2 shards"),
+            "{ready}"
+        );
+        shared.lock().unwrap().reports.push(ShardReport {
+            shard: 1,
+            ..ShardReport::default()
+        });
+        assert!(ask("/ready").starts_with("HTTP/1.1 200"));
+        shared.lock().unwrap().now_us = unix_us() - 10 * STALE_AFTER_US;
+        let stale = ask("/health");
+        assert!(
+            stale.starts_with("HTTP/1.1 503") && stale.contains("old"),
+            "{stale}"
+        );
+        assert!(ask("/ready").starts_with("HTTP/1.1 503"));
     }
 
     /// A scraper that connects and says nothing, or sends an endless line, holds the

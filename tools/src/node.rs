@@ -491,6 +491,7 @@ fn serve_until_signal(
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| e.to_string())?;
     let shared = Arc::new(Mutex::new(Snapshot {
+        role: Some(cfg.node.role),
         mu_per_s: cfg.topology.network.mu_per_s,
         shards: cfg.shards,
         epochs: Some(cfg.topology.network.epochs),
