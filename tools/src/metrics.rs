@@ -603,6 +603,74 @@ mod tests {
         assert!(provider.contains("loopix_handshakes_total{shard=\"0\",answer=\"cookie\"} 0"));
     }
 
+    /// Every loopix and process series the shipped dashboard and alert rules query is one a
+    /// node serves (a mix's and a provider's scrapes together).
+    #[test]
+    fn every_series_the_dashboard_and_the_alerts_use_is_served() {
+        let used: std::collections::BTreeSet<String> = [
+            include_str!("../../docs/monitoring/loopix-node-dashboard.json"),
+            include_str!("../../docs/monitoring/alerts.yml"),
+        ]
+        .iter()
+        .flat_map(|text| {
+            let mut names = Vec::new();
+            for prefix in ["loopix_", "process_"] {
+                for (at, _) in text.match_indices(prefix) {
+                    let name: String = text[at..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                        .collect();
+                    names.push(name);
+                }
+            }
+            names
+        })
+        .map(|n| base_name(&n).to_string())
+        .collect();
+        assert!(used.len() > 15, "{used:?}");
+        let epoch = EpochStats {
+            epoch: 3,
+            tags: 10,
+            rated_tags: 100,
+            filter_bytes: 1000,
+            ..EpochStats::default()
+        };
+        let mut report = ShardReport::default();
+        report.core.loop_return_fraction = Some(1.0);
+        report.core.epochs = [Some(epoch), None];
+        let mut s = Snapshot {
+            reports: vec![report],
+            shards: 1,
+            role: Some(Role::Mix { layer: 1 }),
+            epochs: Some(EpochSchedule::new(0, 1_200_000_000, 60_000_000).unwrap()),
+            now_us: unix_us(),
+            document_epoch: Some(3),
+            ..Snapshot::default()
+        };
+        let mut scraped = render(&s);
+        s.role = Some(Role::Provider);
+        scraped += &render(&s);
+        let served: std::collections::BTreeSet<&str> = scraped
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(base_name)
+            .collect();
+        let missing: Vec<&String> = used
+            .iter()
+            .filter(|n| !served.contains(n.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "queried but never served: {missing:?}");
+    }
+
+    /// A histogram's family name from one of its sample names.
+    fn base_name(name: &str) -> &str {
+        ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name)
+    }
+
     /// `/health`: the node's loop refreshes its reports; `/ready`: every shard reports.
     #[test]
     fn health_and_readiness_say_why_not() {
