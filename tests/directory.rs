@@ -226,8 +226,34 @@ fn uploads_are_checked_and_documents_verify_only_under_the_authoritys_key() {
         String::from_utf8_lossy(&why).contains("not after the upload held"),
         "{why:?}"
     );
-    // No document while the provider's keys are missing (the bootstrap wait is long).
+    // No document while the provider's keys are missing (the bootstrap wait is long), and
+    // the operator can ask why.
     assert_eq!(http(&listen, "GET", "/document", b"").0, 404);
+    let status = loopix(&[
+        "directory",
+        "status",
+        "--authority",
+        &format!("{key_hex}@{listen}"),
+    ]);
+    let report = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{status:?}");
+    assert!(
+        report.contains(&format!(
+            "epoch {epoch}: not published yet: waiting for keys of node(s) {}",
+            provider.0
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("node {} (mix, layer 1, ", mix.0))
+            && report.contains(&format!("keys for epochs {epoch}..={}", epoch + 2)),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("node {} (provider, ", provider.0))
+            && report.contains("no keys uploaded"),
+        "{report}"
+    );
     assert_eq!(
         http(
             &listen,

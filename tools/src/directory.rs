@@ -84,6 +84,13 @@ enum DirectoryCmd {
     },
     /// Serve: take key uploads, publish every epoch's document, answer fetches.
     Serve(ServeArgs),
+    /// Ask a running authority what it holds: for the current and the next epoch, whether
+    /// the document is published or what it still lacks, and each registered node's keys.
+    Status {
+        /// The authority, `<its key>@<host:port>` (as nodes and clients name it).
+        #[arg(long)]
+        authority: String,
+    },
 }
 
 /// Options of `loopix directory serve`.
@@ -151,6 +158,15 @@ pub fn run(args: &DirectoryArgs) -> Result<(), String> {
             ),
         ),
         DirectoryCmd::Serve(args) => serve(args),
+        DirectoryCmd::Status { authority } => {
+            let authority: AuthorityAddress =
+                authority.parse().map_err(|e| format!("--authority {e}"))?;
+            let config = DirectoryConfig::new(vec![authority.clone()], Threshold::AtLeast(1))
+                .map_err(|e| e.to_string())?;
+            let report = DirectoryClient::new(config).status_from(&authority)?;
+            print!("{report}");
+            Ok(())
+        }
     }
 }
 

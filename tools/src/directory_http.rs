@@ -32,7 +32,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use loopix_core::pki::authority::Authority;
 use loopix_core::pki::key_upload::MAX_UPLOAD_BYTES;
 use loopix_runtime::clock::NetworkClock;
-use loopix_runtime::directory_client::{PATH_DOCUMENT, PATH_KEYS, PATH_SCHEDULE, schedule_text};
+use loopix_runtime::directory_client::{
+    PATH_DOCUMENT, PATH_KEYS, PATH_SCHEDULE, PATH_STATUS, schedule_text,
+};
 
 /// A request's head must arrive whole within this.
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(2);
@@ -311,6 +313,13 @@ async fn answer(request: Request<Incoming>, shared: &Shared) -> Answer {
             }
         }
         (&Method::GET, "/metrics") => text(StatusCode::OK, counters.render().trim_end()),
+        (&Method::GET, PATH_STATUS) => match shared.authority.lock() {
+            Ok(a) => text(StatusCode::OK, a.status(now_us).trim_end()),
+            Err(_) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "authority state poisoned",
+            ),
+        },
         (&Method::GET, p) if p.starts_with(PATH_DOCUMENT) => {
             let rest = &p[PATH_DOCUMENT.len()..];
             let doc = shared.authority.lock().ok().and_then(|a| match rest {

@@ -25,6 +25,8 @@ use crate::clock::NetworkClock;
 pub const PATH_SCHEDULE: &str = "/schedule";
 pub const PATH_DOCUMENT: &str = "/document";
 pub const PATH_KEYS: &str = "/keys";
+/// What the authority holds and what its next documents lack (plain text, unsigned).
+pub const PATH_STATUS: &str = "/status";
 
 /// How long one request may take in all.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -153,6 +155,12 @@ impl DirectoryClient {
             &format!("{PATH_DOCUMENT}/{epoch}"),
             MAX_DOCUMENT_BYTES,
         )
+    }
+
+    /// `authority`'s status report ([`PATH_STATUS`]): informational, not signed.
+    pub fn status_from(&self, authority: &AuthorityAddress) -> Result<String, String> {
+        self.get(&authority.address, PATH_STATUS, 1 << 20)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 
     /// The network's epochs, from the first authority that answers.

@@ -370,6 +370,69 @@ impl Authority {
         self.document(self.epochs().epoch_at(now_us))
     }
 
+    /// What an operator bootstrapping the network asks: for the current and the next epoch,
+    /// whether its document is published, and if not what it still lacks; and for every
+    /// registered node, whether its keys for those epochs are held. Plain text, a line
+    /// each.
+    pub fn status(&self, now_us: u64) -> String {
+        use std::fmt::Write;
+        let current = self.epochs().epoch_at(now_us);
+        let mut out = String::new();
+        for epoch in [current, current + 1] {
+            let state = match (self.documents.get(&epoch), self.told.get(&epoch)) {
+                (Some((text, t)), _) => format!(
+                    "published: {} nodes, {} clients, {} signature(s)",
+                    t.nodes.len(),
+                    t.clients.len(),
+                    super::document::unverified(text.as_bytes()).map_or(0, |(_, k)| k.len())
+                ),
+                (None, Some(problem)) => format!("not published: {problem}"),
+                (None, None) => {
+                    let missing: Vec<String> = self
+                        .registry
+                        .nodes
+                        .iter()
+                        .filter(|n| !self.has_keys(n.id, epoch))
+                        .map(|n| n.id.0.to_string())
+                        .collect();
+                    if missing.is_empty() {
+                        "not published yet: every node's keys are held".into()
+                    } else {
+                        format!(
+                            "not published yet: waiting for keys of node(s) {}",
+                            missing.join(", ")
+                        )
+                    }
+                }
+            };
+            let _ = writeln!(out, "epoch {epoch}: {state}");
+        }
+        for n in &self.registry.nodes {
+            let role = match n.role {
+                Role::Mix { layer } => format!("mix, layer {layer}"),
+                Role::Provider => "provider".into(),
+            };
+            let keys = match self.uploads.get(&n.id) {
+                None => "no keys uploaded".to_string(),
+                Some(u) => {
+                    let first = u.upload.keys.first();
+                    let last = u.upload.keys.iter().last().map_or(first, |(e, _)| e);
+                    format!("keys for epochs {first}..={last}")
+                }
+            };
+            let _ = writeln!(out, "node {} ({role}, {}): {keys}", n.id.0, n.address);
+        }
+        let _ = writeln!(out, "clients registered: {}", self.registry.clients.len());
+        out
+    }
+
+    /// Whether the upload held for `node` has a key for `epoch`.
+    fn has_keys(&self, node: Address, epoch: u64) -> bool {
+        self.uploads
+            .get(&node)
+            .is_some_and(|u| u.upload.keys.get(epoch).is_some())
+    }
+
     /// The registry's epoch schedule.
     pub fn schedule(&self) -> EpochSchedule {
         self.epochs()
@@ -1038,5 +1101,39 @@ mod tests {
         let mut other = without;
         other.network.poll_size += 1;
         assert!(n.authority.set_registry(other).is_err());
+    }
+
+    #[test]
+    fn the_status_says_what_a_document_still_lacks_and_who_uploaded() {
+        let mut n = net();
+        let now = 5 * EPOCH + 10 * S;
+        assert_eq!(n.authority.poll_publish(now), None);
+        let u = n.upload(1, now / S, 5, 3);
+        n.authority.handle_upload(now, u.as_bytes()).unwrap();
+        let status = n.authority.status(now);
+        assert!(
+            status.contains("epoch 5: not published yet: waiting for keys of node(s) 2, 100"),
+            "{status}"
+        );
+        assert!(status.contains("node 1 (mix, layer 1, "), "{status}");
+        assert!(status.contains("keys for epochs 5..=7"), "{status}");
+        assert!(
+            status.contains("node 2 (mix, layer 2, 127.0.0.1:9002): no keys uploaded"),
+            "{status}"
+        );
+        // At the deadline the authority says why it cannot publish.
+        let _ = n.authority.poll_publish(now + 11 * S);
+        let status = n.authority.status(now + 11 * S);
+        assert!(
+            status.contains("epoch 5: not published: ") && status.contains("layer 2"),
+            "{status}"
+        );
+        n.upload_all(now + 12 * S, 5);
+        while n.authority.poll_publish(now + 12 * S).is_some() {}
+        let status = n.authority.status(now + 12 * S);
+        assert!(
+            status.contains("epoch 5: published: 3 nodes, 1 clients, 1 signature(s)"),
+            "{status}"
+        );
     }
 }
