@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use loopix_core::acks::AckConfig;
-use loopix_core::client::{Client, ClientEvent};
+use loopix_core::client::{Client, ClientEvent, DELIVERED_REMEMBERED};
 use loopix_core::pki::document::Threshold;
 use loopix_core::role::CoreConfig;
 use loopix_core::topology::Topology;
 use loopix_crypto::Address;
 use loopix_runtime::client_driver::{ClientOutput, RunningClient, follow_directory};
+use loopix_runtime::delivered_log::DeliveredLog;
 use loopix_runtime::directory_client::{AuthorityAddress, DirectoryConfig, DirectorySync};
 
 use loopix_runtime::key_file::read_client_key as read_secret;
@@ -120,6 +121,16 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
         .iter()
         .map(|p| read_secret(p))
         .collect::<Result<Vec<_>, String>>()?;
+    // Each client's record of what it delivered in earlier runs, beside its key.
+    let mut records = BTreeMap::new();
+    let mut delivered_before = Vec::new();
+    for (id, key) in args.ids.iter().zip(&args.keys) {
+        let mut path = key.as_os_str().to_os_string();
+        path.push(".delivered");
+        let (log, ids) = DeliveredLog::open(std::path::Path::new(&path), DELIVERED_REMEMBERED)?;
+        records.insert(Address(*id), log);
+        delivered_before.push(ids);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
@@ -147,7 +158,7 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
     {
         return Err(format!("--send-to {to}: not a client of the topology"));
     }
-    let mut clients = start(args, &topology, keys)?;
+    let mut clients = start(args, &topology, keys, delivered_before)?;
     let _watch = sync
         .map(|sync| follow_directory(sync, &clients, Arc::new(AtomicU64::new(0))))
         .transpose()
@@ -155,7 +166,10 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
     // Lines of standard input, each queued as it arrives (a pipe may stay open for ever).
     let lines = args.stdin.then(stdin_lines).transpose()?;
     let mut input_done = lines.is_none();
-    let mut ledger = Ledger::default();
+    let mut ledger = Ledger {
+        records,
+        ..Ledger::default()
+    };
     if let Some(to) = args.send_to {
         for m in &args.messages {
             clients[0].send_with_replies(Address(to), m.clone().into_bytes(), args.reply_blocks);
@@ -236,6 +250,9 @@ struct Ledger {
     /// Taken back at the stop: never to leave.
     withheld: BTreeSet<u64>,
     received: usize,
+    /// Each client's record of delivered messages, and failures to write it.
+    records: BTreeMap<Address, DeliveredLog>,
+    record_errors: Vec<String>,
 }
 
 impl Ledger {
@@ -250,6 +267,12 @@ impl Ledger {
             ClientOutput::Event(ClientEvent::Delivered {
                 msg_id, message, ..
             }) => {
+                // On disk before it is shown: a crash in between loses the print, never
+                // makes the next run deliver it again.
+                if let Some(Err(e)) = self.records.get_mut(&c.id).map(|r| r.record(msg_id)) {
+                    eprintln!("client {id}: delivered message {msg_id:016x} not recorded: {e}");
+                    self.record_errors.push(e);
+                }
                 self.received += 1;
                 eprintln!("client {id}: delivered message {msg_id:016x}");
                 print_message(args.json, c.id, msg_id, &message);
@@ -313,6 +336,12 @@ impl Ledger {
     /// not acknowledged.
     fn problems(&self, args: &ClientArgs) -> Vec<String> {
         let mut out = Vec::new();
+        if !self.record_errors.is_empty() {
+            out.push(format!(
+                "deliveries not recorded (a later run may deliver them again): {}",
+                self.record_errors.join("; ")
+            ));
+        }
         let list = |ids: Vec<&u64>| {
             ids.iter()
                 .map(|i| format!("{i:016x}"))
@@ -417,9 +446,16 @@ fn start(
     args: &ClientArgs,
     topology: &Topology,
     keys: Vec<loopix_crypto::SecretKey>,
+    delivered_before: Vec<Vec<u64>>,
 ) -> Result<Vec<RunningClient>, String> {
     let mut out = Vec::new();
-    for ((id, key_path), key) in args.ids.iter().zip(&args.keys).zip(keys) {
+    let each = args
+        .ids
+        .iter()
+        .zip(&args.keys)
+        .zip(keys)
+        .zip(delivered_before);
+    for (((id, key_path), key), delivered) in each {
         let id = Address(*id);
         let me = topology
             .client(id)
@@ -443,7 +479,8 @@ fn start(
             },
             ..CoreConfig::client(id, key).seeded(seed)
         };
-        let client = Client::new(topology, config).map_err(|e| e.to_string())?;
+        let mut client = Client::new(topology, config).map_err(|e| e.to_string())?;
+        client.restore_delivered(delivered);
         let bind: SocketAddr = if provider.is_ipv4() {
             "0.0.0.0:0"
         } else {

@@ -401,6 +401,22 @@ fn a_client_stopping_with_messages_queued_says_so_and_fails() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("never left"), "{err}");
+    // Its record of delivered messages, kept for the next run, is its owner's alone; one
+    // that is not a record stops the next run before it asks anyone anything.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let record = dir.join("a.key.delivered");
+        let mode = std::fs::metadata(&record).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::write(&record, "garbage\n").unwrap();
+        let out = loopix(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("a.key.delivered: line 1: not a message id"),
+            "{err}"
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

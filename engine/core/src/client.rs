@@ -166,6 +166,10 @@ pub struct ClientStats {
     pub session: ClientSessionStats,
 }
 
+/// Delivered messages a client remembers to refuse their copies (and a driver keeps
+/// across runs, [`Client::delivered_ids`]).
+pub const DELIVERED_REMEMBERED: usize = 4096;
+
 /// Polls in a row with no answer before the client gives its session up.
 const UNANSWERED_POLLS: u32 = 3;
 
@@ -350,7 +354,7 @@ impl<C: Codec> Client<C> {
             reply_order: VecDeque::new(),
             surb_path: Vec::with_capacity(loopix_crypto::MAX_HOPS),
             poll_size: usize::from(n.poll_size),
-            reassembly: Reassembly::new(1024, 4096, REASSEMBLY_BYTES),
+            reassembly: Reassembly::new(1024, DELIVERED_REMEMBERED, REASSEMBLY_BYTES),
             loops: LoopMonitor::new(256, 60_000_000),
             events: VecDeque::new(),
             path: Vec::with_capacity(loopix_crypto::MAX_HOPS),
@@ -496,6 +500,18 @@ impl<C: Codec> Client<C> {
         !self.pending_acks.is_empty()
             || !self.ack_replies.is_empty()
             || !self.app_replies.is_empty()
+    }
+
+    /// The messages it delivered that it still remembers (a driver keeps them across runs
+    /// and hands them back with [`Self::restore_delivered`]), oldest first.
+    pub fn delivered_ids(&self) -> Vec<u64> {
+        self.reassembly.delivered().collect()
+    }
+
+    /// Remembers messages an earlier run delivered: a copy of one (resent because its ack
+    /// was lost) is acknowledged again but not delivered twice.
+    pub fn restore_delivered(&mut self, ids: impl IntoIterator<Item = u64>) {
+        self.reassembly.remember_delivered(ids);
     }
 
     /// Takes back every fragment never sent, so a client that is stopping sends nothing

@@ -287,11 +287,42 @@ impl Reassembly {
         }
         self.done.push_back(msg_id);
     }
+
+    /// The messages delivered that it remembers (to refuse their copies), oldest first.
+    pub fn delivered(&self) -> impl Iterator<Item = u64> + '_ {
+        self.done.iter().copied()
+    }
+
+    /// Remembers messages delivered before (by an earlier run, from the driver's record):
+    /// their copies are refused as they would have been in that run.
+    pub fn remember_delivered(&mut self, ids: impl IntoIterator<Item = u64>) {
+        for id in ids {
+            if !self.done.contains(&id) {
+                self.remember_done(id);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_remembered_from_an_earlier_run_is_not_delivered_again() {
+        let mut first = Reassembly::new(8, 4, 1 << 20);
+        assert_eq!(first.add(7, 0, 1, b"hello"), Some(b"hello".to_vec()));
+        let record: Vec<u64> = first.delivered().collect();
+        assert_eq!(record, [7]);
+        // The next run, told what the first delivered: a resent copy is refused.
+        let mut next = Reassembly::new(8, 4, 1 << 20);
+        next.remember_delivered(record);
+        assert_eq!(next.add(7, 0, 1, b"hello"), None);
+        assert_eq!(next.add(8, 0, 1, b"new"), Some(b"new".to_vec()));
+        // Bounded like its own record: the oldest go first.
+        next.remember_delivered([1, 2, 3, 4]);
+        assert_eq!(next.delivered().collect::<Vec<_>>(), [1, 2, 3, 4]);
+    }
 
     #[test]
     fn fragments_and_loops_round_trip() {

@@ -5,6 +5,7 @@ pub mod client_driver;
 pub mod clock;
 pub mod config;
 pub mod cores;
+pub mod delivered_log;
 pub mod directory_client;
 pub mod durable_inbox;
 pub mod key_file;
