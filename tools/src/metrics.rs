@@ -10,6 +10,7 @@ use loopix_core::drops::DropReason;
 use loopix_core::epoch::EpochSchedule;
 use loopix_core::hop::EpochStats;
 use loopix_core::latency_histogram::LatencyHistogram;
+use loopix_core::provider::INBOX_DEPTH_BOUNDS;
 use loopix_core::topology::Role;
 use loopix_runtime::shard::ShardReport;
 
@@ -236,6 +237,17 @@ pub fn render(s: &Snapshot) -> String {
     // Providers' series only where there is a provider.
     if provider {
         family(
+            "loopix_inbox_deepest_packets",
+            "gauge",
+            "Providers: the deepest client inbox (a client back after an absence drains it at \
+             poll_size items a poll).",
+            &mut s
+                .reports
+                .iter()
+                .map(|r| (shard(r), r.core.inbox_deepest as f64)),
+        );
+
+        family(
             "loopix_inbox_packets",
             "gauge",
             "Providers: packets waiting in client inboxes (durable).",
@@ -419,6 +431,31 @@ pub fn render(s: &Snapshot) -> String {
         "Mixes: loop round trip minus the delays it asked for (path overhead), all shards.",
         &merged(|r| &r.core.loop_overhead),
     );
+    if provider {
+        let _ = writeln!(
+            out,
+            "# HELP loopix_inbox_depth_clients Providers: clients by the packets waiting in their inbox.\n# TYPE loopix_inbox_depth_clients histogram"
+        );
+        let mut sum = [0u64; INBOX_DEPTH_BOUNDS.len() + 1];
+        for r in &s.reports {
+            for (total, n) in sum.iter_mut().zip(r.core.inbox_depths) {
+                *total += n;
+            }
+        }
+        for (i, n) in sum.iter().enumerate() {
+            let le = INBOX_DEPTH_BOUNDS
+                .get(i)
+                .map_or("+Inf".to_string(), u64::to_string);
+            let _ = writeln!(out, "loopix_inbox_depth_clients_bucket{{le=\"{le}\"}} {n}");
+        }
+        let packets: u64 = s.reports.iter().map(|r| r.core.inbox_packets).sum();
+        let _ = writeln!(out, "loopix_inbox_depth_clients_sum {packets}");
+        let _ = writeln!(
+            out,
+            "loopix_inbox_depth_clients_count {}",
+            sum[INBOX_DEPTH_BOUNDS.len()]
+        );
+    }
     process_metrics(&mut out);
     out
 }
@@ -601,6 +638,23 @@ mod tests {
             "{provider}"
         );
         assert!(provider.contains("loopix_handshakes_total{shard=\"0\",answer=\"cookie\"} 0"));
+        // Clients by inbox depth: two clients, one with 3 packets waiting.
+        let mut r = ShardReport::default();
+        r.core.inbox_depths = [1, 1, 2, 2, 2, 2, 2, 2, 2];
+        r.core.inbox_deepest = 3;
+        r.core.inbox_packets = 3;
+        s.reports = vec![r];
+        let depths = render(&s);
+        for line in [
+            "loopix_inbox_deepest_packets{shard=\"0\"} 3",
+            "loopix_inbox_depth_clients_bucket{le=\"0\"} 1",
+            "loopix_inbox_depth_clients_bucket{le=\"4\"} 2",
+            "loopix_inbox_depth_clients_bucket{le=\"+Inf\"} 2",
+            "loopix_inbox_depth_clients_sum 3",
+            "loopix_inbox_depth_clients_count 2",
+        ] {
+            assert!(depths.contains(&format!("{line}\n")), "{line}:\n{depths}");
+        }
     }
 
     /// Every loopix and process series the shipped dashboard and alert rules query is one a

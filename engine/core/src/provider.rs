@@ -89,6 +89,9 @@ const EXPIRY_BATCH: usize = 10_000;
 /// `overload`).
 const MAX_RESPONSES: usize = 1024;
 
+/// Upper bounds of the inbox-depth histogram's buckets ([`Provider::inbox_depths`]).
+pub const INBOX_DEPTH_BOUNDS: [u64; 8] = [0, 1, 4, 16, 64, 256, 1024, 4096];
+
 /// Polls whose answers the answer queue holds at once (times N frames).
 const HELD_POLLS: usize = 256;
 
@@ -237,6 +240,24 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
     /// Packets waiting in `client`'s inbox.
     pub fn inbox_len(&self, client: Address) -> usize {
         self.inbox.len(client)
+    }
+
+    /// How many of its clients have each inbox depth: counts of clients whose inbox
+    /// holds at most `INBOX_DEPTH_BOUNDS[i]` packets (cumulative, as a histogram's buckets),
+    /// the last for any depth; and the deepest inbox. A client back after an absence drains
+    /// its backlog at N items a poll: this is where an operator sees it waiting.
+    pub fn inbox_depths(&self) -> ([u64; INBOX_DEPTH_BOUNDS.len() + 1], u64) {
+        let mut buckets = [0u64; INBOX_DEPTH_BOUNDS.len() + 1];
+        let mut deepest = 0;
+        for &c in &self.clients {
+            let n = self.inbox.len(c) as u64;
+            deepest = deepest.max(n);
+            for (b, &bound) in buckets.iter_mut().zip(INBOX_DEPTH_BOUNDS.iter()) {
+                *b += u64::from(n <= bound);
+            }
+            buckets[INBOX_DEPTH_BOUNDS.len()] += 1;
+        }
+        (buckets, deepest)
     }
 
     /// Packets waiting in all inboxes.

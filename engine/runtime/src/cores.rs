@@ -7,6 +7,7 @@ use loopix_core::faults::{FaultStats, Faulty};
 use loopix_core::hop::{EpochStats, HopEngine};
 use loopix_core::inbox::InboxStore;
 use loopix_core::mix::Mix;
+use loopix_core::provider::INBOX_DEPTH_BOUNDS;
 use loopix_core::provider::Provider;
 use loopix_core::topology::Topology;
 
@@ -35,6 +36,11 @@ pub struct CoreReport {
     pub released: u64,
     /// Providers: packets waiting in inboxes.
     pub inbox_packets: u64,
+    /// Providers: clients by inbox depth (cumulative buckets, see
+    /// `loopix_core::provider::INBOX_DEPTH_BOUNDS`, the last for any depth), and the
+    /// deepest inbox.
+    pub inbox_depths: [u64; INBOX_DEPTH_BOUNDS.len() + 1],
+    pub inbox_deepest: u64,
     /// Providers: handshakes answered, and initiations answered with a cookie (under load).
     pub handshakes_answered: u64,
     pub cookies_sent: u64,
@@ -96,6 +102,8 @@ impl ShardCore for Mix {
             loop_overhead: s.loop_overhead,
             released: s.hop.released,
             inbox_packets: 0,
+            inbox_depths: [0; INBOX_DEPTH_BOUNDS.len() + 1],
+            inbox_deepest: 0,
             handshakes_answered: 0,
             cookies_sent: 0,
             epochs: self.epochs(),
@@ -108,6 +116,7 @@ impl ShardCore for Mix {
 impl<S: InboxStore> ShardCore for Provider<S> {
     fn report(&self, _now_us: u64) -> CoreReport {
         let s = self.stats();
+        let (depths, deepest) = self.inbox_depths();
         CoreReport {
             received: s.hop.received,
             in_lanes: s.hop.in_lanes,
@@ -120,6 +129,8 @@ impl<S: InboxStore> ShardCore for Provider<S> {
             loop_overhead: LatencyHistogram::default(),
             released: s.hop.released,
             inbox_packets: self.inbox_total() as u64,
+            inbox_depths: depths,
+            inbox_deepest: deepest,
             handshakes_answered: s.sessions_started,
             cookies_sent: s.cookies_sent,
             epochs: self.epochs(),

@@ -340,3 +340,17 @@ fn the_delay_from_poll_to_answer_does_not_tell_whether_an_inbox_holds_mail() {
         median(&delay[1])
     );
 }
+
+#[test]
+fn clients_are_counted_by_the_depth_of_their_inbox() {
+    let mut b = Bench::new();
+    let (full, now) = (b.clients[0].0, b.now());
+    let packet = vec![7u8; b.packet_len];
+    for id in 1..=4 {
+        b.provider.inbox().store(full, id, now, &packet).unwrap();
+    }
+    let (buckets, deepest) = b.provider.inbox_depths();
+    assert_eq!(deepest, 4);
+    // Bounds 0, 1, 4, 16, ...: the empty inbox in every bucket, the full one from 4 on.
+    assert_eq!(buckets, [1, 1, 2, 2, 2, 2, 2, 2, 2]);
+}
