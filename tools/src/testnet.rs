@@ -468,6 +468,8 @@ fn prepare(args: &TestnetArgs, net: Option<&crate::netns::VirtualNet>) -> Result
         )),
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // TCP ports chosen here stay bound until this returns: each is chosen once.
+    let mut held_ports: Vec<TcpListener> = Vec::new();
     let spec = spec(args);
     let node_count = (u64::from(args.layers) * u64::from(args.mixes_per_layer)
         + u64::from(args.providers)) as usize;
@@ -506,7 +508,7 @@ fn prepare(args: &TestnetArgs, net: Option<&crate::netns::VirtualNet>) -> Result
         for i in 0..args.authorities {
             let address = match net.and_then(|n| n.addr(&format!("directory-{i}"))) {
                 Some(ip) => SocketAddr::new(ip, 8000),
-                None => free_tcp_port()?,
+                None => free_tcp_port(&mut held_ports)?,
             };
             authorities.push(prepare_authority(
                 &dir.join(format!("authority-{i}")),
@@ -532,7 +534,7 @@ fn prepare(args: &TestnetArgs, net: Option<&crate::netns::VirtualNet>) -> Result
             .map_err(|e| format!("{}: {e}", key_path.display()))?;
         let metrics_addr = match net {
             Some(_) => SocketAddr::new(host(n.id)?, 9100),
-            None => free_tcp_port()?,
+            None => free_tcp_port(&mut held_ports)?,
         };
         metrics.insert(n.id, metrics_addr);
         let (shards, extra) = match n.role {
@@ -648,9 +650,14 @@ fn free_udp_ports(n: usize) -> Result<Vec<SocketAddr>, String> {
         .collect()
 }
 
-fn free_tcp_port() -> Result<SocketAddr, String> {
+/// A free loopback TCP port, held (in `held`) until the caller drops the list, so the
+/// kernel cannot hand the same port out twice while the network's ports are chosen (an
+/// authority and a node's metrics once got the same one).
+fn free_tcp_port(held: &mut Vec<TcpListener>) -> Result<SocketAddr, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    l.local_addr().map_err(|e| e.to_string())
+    let addr = l.local_addr().map_err(|e| e.to_string())?;
+    held.push(l);
+    Ok(addr)
 }
 
 fn unix_ms() -> u128 {
