@@ -16,6 +16,23 @@ pub fn scrape(addr: SocketAddr) -> Option<String> {
     Some(text.split_once("\r\n\r\n")?.1.to_string())
 }
 
+/// Whether the node at `addr` answers `GET /ready` with 200 (every shard reporting). Any
+/// other answer, or another process's on that port, is not ready.
+pub fn ready(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    if s.set_read_timeout(Some(Duration::from_secs(2))).is_err()
+        || s.write_all(b"GET /ready HTTP/1.1\r\nHost: loopix\r\n\r\n")
+            .is_err()
+    {
+        return false;
+    }
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.starts_with("HTTP/1.1 200")
+}
+
 /// One line of the text format: name, labels (raw), value.
 pub fn samples(text: &str) -> impl Iterator<Item = (&str, &str, f64)> {
     text.lines()

@@ -786,7 +786,7 @@ impl Nodes {
     }
 
     /// Kills node `id` (SIGKILL: whatever it held is lost) and starts it again on the same
-    /// files at once; returns once it answers on its metrics port again.
+    /// files at once; returns once it is ready again (`GET /ready` on its metrics port).
     fn restart(&mut self, layout: &Layout, id: Address) -> Result<(), String> {
         let Some((_, child)) = self.children.iter_mut().find(|(i, _)| *i == id) else {
             return Err(format!("node {} is not running", id.0));
@@ -799,7 +799,7 @@ impl Nodes {
         *self.restarts.entry(id).or_default() += 1;
         let addr = layout.metrics[&id];
         let deadline = Instant::now() + Duration::from_secs(20);
-        while crate::metrics_client::scrape(addr).is_none() {
+        while !crate::metrics_client::ready(addr) {
             if Instant::now() > deadline {
                 return Err(format!("node {} did not come back", id.0));
             }
@@ -808,11 +808,12 @@ impl Nodes {
         Ok(())
     }
 
-    /// Waits until every node answers on its metrics port.
+    /// Waits until every node says it is ready (`GET /ready` on its metrics port: every
+    /// shard reporting; another process answering on the port does not count).
     fn wait_ready(&mut self, layout: &Layout, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
         for (id, addr) in &layout.metrics {
-            while crate::metrics_client::scrape(*addr).is_none() {
+            while !crate::metrics_client::ready(*addr) {
                 if let Some((_, c)) = self.children.iter_mut().find(|(i, _)| i == id)
                     && let Ok(Some(status)) = c.try_wait()
                 {
