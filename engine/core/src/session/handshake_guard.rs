@@ -136,6 +136,11 @@ impl HandshakeGuard {
         }
     }
 
+    /// Takes these limits from now on (a provider sets its configured ones once, at start).
+    pub fn set_limits(&mut self, limits: HandshakeLimits) {
+        self.limits = limits;
+    }
+
     /// Whether a client whose allowance is `bucket` may complete a handshake now.
     pub fn client_may_handshake(&self, bucket: &mut Bucket, now_us: u64) -> bool {
         let interval_s = self.limits.per_client_interval_us as f32 / 1e6;

@@ -108,10 +108,7 @@ impl Sessions {
 
     /// The same with these handshake limits.
     pub fn with_limits(mut self, limits: HandshakeLimits) -> Self {
-        let keys = loopix_crypto::handshake_mac::HandshakeKeys::new(&self.local.public());
-        let mut seed = [0u8; 32];
-        self.rng.fill_bytes(&mut seed);
-        self.guard = HandshakeGuard::new(keys, limits, ChaCha20Rng::from_seed(seed));
+        self.guard.set_limits(limits);
         self
     }
 
