@@ -420,28 +420,29 @@ fn a_client_stopping_with_messages_queued_says_so_and_fails() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Alice of [`client_rig`]'s folder `dir` sending to Bob, with `extra` arguments, as a
+/// child whose stderr (and, if `stdin`, stdin) the test holds.
+fn spawn_alice(dir: &std::path::Path, extra: &[&str], stdin: bool) -> std::process::Child {
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_loopix"));
+    command
+        .args(["client", "--topology", &path("t.toml"), "--id", "10000"])
+        .args(["--key", &path("a.key"), "--send-to", "10001"])
+        .args(extra)
+        .stderr(std::process::Stdio::piped());
+    if stdin {
+        command.stdin(std::process::Stdio::piped());
+    }
+    command.spawn().unwrap()
+}
+
 /// `--stdin` from a pipe that stays open: each line is queued as it arrives, not at the
 /// end of the input.
 #[test]
 fn a_client_queues_each_line_of_stdin_as_it_arrives() {
     use std::io::{BufRead, Write};
     let dir = client_rig("client-stdin");
-    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loopix"))
-        .args([
-            "client",
-            "--topology",
-            &path("t.toml"),
-            "--id",
-            "10000",
-            "--key",
-        ])
-        .arg(path("a.key"))
-        .args(["--send-to", "10001", "--stdin", "--duration-s", "20"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_alice(&dir, &["--stdin", "--duration-s", "20"], true);
     let mut input = child.stdin.take().unwrap();
     writeln!(input, "the first line").unwrap();
     input.flush().unwrap();
@@ -556,22 +557,11 @@ fn a_client_waiting_for_a_dead_authority_says_so_and_stops_in_time() {
 fn a_client_interrupted_with_messages_unacknowledged_names_them_and_fails() {
     use std::io::BufRead;
     let dir = client_rig("client-sigint");
-    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loopix"))
-        .args([
-            "client",
-            "--topology",
-            &path("t.toml"),
-            "--id",
-            "10000",
-            "--key",
-        ])
-        .arg(path("a.key"))
-        .args(["--send-to", "10001", "--message", "one", "--message", "two"])
-        .args(["--message", "three"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_alice(
+        &dir,
+        &["--message", "one", "--message", "two", "--message", "three"],
+        false,
+    );
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut queued = Vec::new();
     let mut line = String::new();
