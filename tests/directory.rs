@@ -385,6 +385,32 @@ fn connect_from(from: &str, to: &str) -> std::io::Result<TcpStream> {
     Ok(socket.into())
 }
 
+/// Every node of `topology` uploads its keys for `count` epochs from `first` (issued at
+/// `now_s`) to the authority at `listen`, which must take each.
+fn upload_every_node(
+    topology: &Topology,
+    keys: &loopix_sim::network::Keys,
+    identities: &BTreeMap<Address, IdentitySecret>,
+    listen: &str,
+    now_s: u64,
+    first: u64,
+    count: usize,
+) {
+    for n in &topology.nodes {
+        let session = keys.sessions[&n.id].public();
+        let upload = KeyUpload::from_seed(n.id, now_s, session, &keys.nodes[&n.id], first, count)
+            .sign(&identities[&n.id]);
+        let (status, why) = http(listen, "POST", "/keys", upload.as_bytes());
+        assert_eq!(
+            status,
+            200,
+            "node {}: {}",
+            n.id.0,
+            String::from_utf8_lossy(&why)
+        );
+    }
+}
+
 /// The value of an unlabelled or labelled metric line in a Prometheus text.
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
@@ -489,19 +515,7 @@ fn stalling_peers_hold_up_neither_fetches_nor_uploads_nor_publishing() {
         .unwrap()
         .as_secs();
     let epoch = now_s / 1200;
-    for n in &topology.nodes {
-        let upload = KeyUpload::from_seed(
-            n.id,
-            now_s,
-            keys.sessions[&n.id].public(),
-            &keys.nodes[&n.id],
-            epoch,
-            3,
-        )
-        .sign(&identities[&n.id]);
-        let (status, why) = http(&listen, "POST", "/keys", upload.as_bytes());
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&why));
-    }
+    upload_every_node(&topology, &keys, &identities, &listen, now_s, epoch, 3);
     let published = Instant::now();
     loop {
         let (status, took) = timed("/document");
@@ -588,19 +602,7 @@ fn a_registration_added_while_the_authority_runs_is_in_the_next_document() {
     let authority = serve(&adir, &listen);
     let now_s = unix_s();
     let epoch = (now_s - start_s) / EPOCH_S;
-    for n in &topology.nodes {
-        let upload = KeyUpload::from_seed(
-            n.id,
-            now_s,
-            keys.sessions[&n.id].public(),
-            &keys.nodes[&n.id],
-            epoch,
-            16,
-        )
-        .sign(&identities[&n.id]);
-        let (status, why) = http(&listen, "POST", "/keys", upload.as_bytes());
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&why));
-    }
+    upload_every_node(&topology, &keys, &identities, &listen, now_s, epoch, 16);
     let doc_of = |e: u64| -> Option<Topology> {
         let (status, body) = http(&listen, "GET", &format!("/document/{e}"), b"");
         (status == 200).then(|| {
