@@ -217,10 +217,28 @@ fn uploads_are_checked_and_documents_verify_only_under_the_authoritys_key() {
     // Oversized: refused on its announced length, unread.
     let (status, _) = http(&listen, "POST", "/keys", &vec![b'k'; MAX_UPLOAD_BYTES + 10]);
     assert_eq!(status, 413);
-    // Honest, then the same bytes again (a replay).
+    // A check of it keeps nothing and says the same.
+    let (status, why) = http(
+        &listen,
+        "POST",
+        "/keys/check",
+        upload(mix, now_s, &identities[&provider]).as_bytes(),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        String::from_utf8_lossy(&why).contains("not signed by node"),
+        "{why:?}"
+    );
+    // Honest; the same bytes again change nothing; an older upload is a replay.
     let honest = upload(mix, now_s, &identities[&mix]);
+    assert_eq!(
+        http(&listen, "POST", "/keys/check", honest.as_bytes()).0,
+        200
+    );
     assert_eq!(http(&listen, "POST", "/keys", honest.as_bytes()).0, 200);
-    let (status, why) = http(&listen, "POST", "/keys", honest.as_bytes());
+    assert_eq!(http(&listen, "POST", "/keys", honest.as_bytes()).0, 200);
+    let older = upload(mix, now_s - 1, &identities[&mix]);
+    let (status, why) = http(&listen, "POST", "/keys", older.as_bytes());
     assert_eq!(status, 400);
     assert!(
         String::from_utf8_lossy(&why).contains("not after the upload held"),
@@ -630,6 +648,11 @@ fn a_registration_added_while_the_authority_runs_is_in_the_next_document() {
     };
     let provider = topology.providers().next().unwrap().id.0.to_string();
     let carol = loopix_crypto::Address(10_005);
+    let standing = || {
+        let (status, body) = http(&listen, "GET", "/status/client/10005", b"");
+        (status, String::from_utf8_lossy(&body).trim().to_string())
+    };
+    assert_eq!(standing(), (404, "client 10005: not registered".into()));
     let registered = loopix(&[
         "directory",
         "register-client",
@@ -668,11 +691,122 @@ fn a_registration_added_while_the_authority_runs_is_in_the_next_document() {
         doc_of(epoch).unwrap().client(carol).is_none(),
         "published ones stay"
     );
+    let (status, said) = standing();
+    assert_eq!(status, 200);
+    assert!(said.contains("registered, published from epoch"), "{said}");
     let (_, metrics) = http(&listen, "GET", "/metrics", b"");
     let metrics = String::from_utf8(metrics).unwrap();
     assert_eq!(
         metric(&metrics, "loopix_directory_registry_reloads_total"),
         1
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A new network, checked host by host: a registered node's `--check` succeeds at once
+/// while the rest of the network has not uploaded, saying where it stands and what the
+/// first document lacks; an unregistered id is refused at once, as is a client no
+/// authority registered, and a registered client waiting for its first document says so.
+#[test]
+fn a_check_says_where_a_registration_stands_without_the_rest_of_the_network() {
+    let dir = std::env::temp_dir().join(format!("loopix-directory-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let adir = dir.join("authority");
+    let out = loopix(&["directory", "init", "--dir", adir.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let key_hex = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("authority key: "))
+        .expect("the key is printed")
+        .to_string();
+    let Network {
+        topology,
+        keys,
+        identities,
+        ..
+    } = register_network(&adir);
+    let listen = free_port();
+    let _authority = serve(&adir, &listen);
+    let mix = topology.nodes[0].id;
+    let provider = topology.nodes[1].id;
+    loopix_runtime::key_file::write_seed(
+        &dir.join("node.key"),
+        &keys.nodes[&mix],
+        &keys.sessions[&mix],
+        Some(&identities[&mix]),
+    )
+    .unwrap();
+    let check = |id: u64| {
+        let config = dir.join(format!("node-{id}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "id = {id}\nkey_file = \"node.key\"\nlisten = \"127.0.0.1:0\"\n\n[directory]\n\
+                 authorities = [{{ address = \"{listen}\", key = \"{key_hex}\" }}]\n"
+            ),
+        )
+        .unwrap();
+        let started = Instant::now();
+        let out = loopix(&["node", "--config", config.to_str().unwrap(), "--check"]);
+        (out, started.elapsed())
+    };
+    let (ok, took) = check(mix.0);
+    let said = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(took < Duration::from_secs(20), "it did not wait: {took:?}");
+    assert!(
+        said.contains("would be taken by 1 of 1 authorities"),
+        "{said}"
+    );
+    assert!(said.contains("registered, not yet published"), "{said}");
+    assert!(
+        said.contains(&format!("{} (provider)", provider.0)),
+        "what the document lacks: {said}"
+    );
+    // A check keeps nothing: the mix has still uploaded no keys.
+    let (_, status) = http(&listen, "GET", &format!("/status/node/{}", mix.0), b"");
+    let status = String::from_utf8_lossy(&status);
+    assert!(status.contains("no keys uploaded"), "{status}");
+    // Another id with these keys: not registered, said at once.
+    let (refused, took) = check(999);
+    assert!(!refused.status.success());
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("node 999 is not registered"), "{err}");
+    // Clients: one no authority knows fails at once; a registered one waits for its
+    // first document and, when the run's time is over, says where it stands.
+    let client_key = dir.join("client.key");
+    let (&client, secret) = keys.clients.iter().next().unwrap();
+    loopix_runtime::key_file::write_client_key(&client_key, secret).unwrap();
+    let authority = format!("{key_hex}@{listen}");
+    let run_client = |id: u64| {
+        let started = Instant::now();
+        let out = loopix(&[
+            "client",
+            "--authority",
+            &authority,
+            "--id",
+            &id.to_string(),
+            "--key",
+            client_key.to_str().unwrap(),
+            "--duration-s",
+            "3",
+        ]);
+        (out, started.elapsed())
+    };
+    let (unknown, took) = run_client(4242);
+    assert!(!unknown.status.success());
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert!(err.contains("client 4242: not registered"), "{err}");
+    let (waiting, took) = run_client(client.0);
+    assert!(!waiting.status.success());
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let err = String::from_utf8_lossy(&waiting.stderr);
+    assert!(
+        err.contains("no usable network document within 3 s")
+            && err.contains("registered, not yet published"),
+        "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

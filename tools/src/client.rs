@@ -13,13 +13,16 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use loopix_core::acks::AckConfig;
 use loopix_core::client::{Client, ClientEvent, DELIVERED_REMEMBERED};
+use loopix_core::pki::authority::Holder;
 use loopix_core::pki::document::Threshold;
 use loopix_core::role::CoreConfig;
 use loopix_core::topology::Topology;
 use loopix_crypto::Address;
 use loopix_runtime::client_driver::{ClientOutput, RunningClient, follow_directory};
 use loopix_runtime::delivered_log::DeliveredLog;
-use loopix_runtime::directory_client::{AuthorityAddress, DirectoryConfig, DirectorySync};
+use loopix_runtime::directory_client::{
+    AuthorityAddress, DirectoryClient, DirectoryConfig, DirectorySync, NotYet,
+};
 
 use loopix_runtime::key_file::read_client_key as read_secret;
 
@@ -149,7 +152,14 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
             let mut sync = DirectorySync::new(config.clone(), None);
             // Within --duration-s whatever the directory's wait: the run's whole length.
             let limit = run_for.map_or(config.wait, |d| d.min(config.wait));
-            let topology = sync.wait_for(limit, &stop, |_| Ok(()))?;
+            let asker = DirectoryClient::new(config.clone());
+            let ids: Vec<Address> = args.ids.iter().map(|&i| Address(i)).collect();
+            // Where each client stands, asked once: an id no authority registered is not
+            // worth waiting for, and a wait says what it waits for.
+            let standings = registered(&asker, &ids)?;
+            let topology = sync
+                .wait_for(limit, &stop, |t| listed(&asker, t, &ids))
+                .map_err(|e| format!("{e} ({standings})"))?;
             (topology, Some(sync))
         }
     };
@@ -428,6 +438,54 @@ fn stdin_lines() -> Result<std::sync::mpsc::Receiver<String>, String> {
         })
         .map_err(|e| format!("stdin thread: {e}"))?;
     Ok(rx)
+}
+
+/// What the authorities say of each client of `ids` (logged, and returned to quote if the
+/// wait runs out); an error if one is registered at none of those that answered.
+fn registered(asker: &DirectoryClient, ids: &[Address]) -> Result<String, String> {
+    let mut said = Vec::new();
+    for &id in ids {
+        let s = asker.standing(Holder::Client(id));
+        if s.unknown_to_all {
+            return Err(not_registered(&id.0.to_string(), &s.text));
+        }
+        tracing::info!(client = id.0, standing = %s.text, "registration");
+        said.push(format!("client {}: {}", id.0, s.text));
+    }
+    Ok(said.join("; "))
+}
+
+/// Whether `topology` lists every client of `ids`; if not, what the authorities say of
+/// each missing one: registered and published from a later epoch (wait for it), or
+/// registered nowhere (give up: no document will list it).
+fn listed(asker: &DirectoryClient, topology: &Topology, ids: &[Address]) -> Result<(), NotYet> {
+    let mut said = Vec::new();
+    let mut unknown = Vec::new();
+    for &id in ids.iter().filter(|&&id| topology.client(id).is_none()) {
+        let s = asker.standing(Holder::Client(id));
+        if s.unknown_to_all {
+            unknown.push(id.0.to_string());
+        }
+        said.push(format!(
+            "client {} is not in the current document ({})",
+            id.0, s.text
+        ));
+    }
+    match (said.is_empty(), unknown.is_empty()) {
+        (true, _) => Ok(()),
+        (false, true) => Err(NotYet::Wait(said.join("; "))),
+        (false, false) => Err(NotYet::GiveUp(not_registered(
+            &unknown.join(", "),
+            &said.join("; "),
+        ))),
+    }
+}
+
+fn not_registered(ids: &str, said: &str) -> String {
+    format!(
+        "client {ids}: not registered at any authority that answered (its operator registers \
+         a client with `loopix directory register-client`): {said}"
+    )
 }
 
 /// `--authority KEY@HOST:PORT` flags as a directory to follow.

@@ -29,11 +29,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use loopix_core::pki::authority::Authority;
+use loopix_core::pki::authority::{Authority, Holder, Standing};
 use loopix_core::pki::key_upload::MAX_UPLOAD_BYTES;
+use loopix_crypto::Address;
 use loopix_runtime::clock::NetworkClock;
 use loopix_runtime::directory_client::{
-    PATH_DOCUMENT, PATH_KEYS, PATH_SCHEDULE, PATH_STATUS, schedule_text,
+    PATH_DOCUMENT, PATH_KEYS, PATH_KEYS_CHECK, PATH_SCHEDULE, PATH_STATUS, schedule_text,
 };
 
 /// A request's head must arrive whole within this.
@@ -320,6 +321,27 @@ async fn answer(request: Request<Incoming>, shared: &Shared) -> Answer {
                 "authority state poisoned",
             ),
         },
+        (&Method::GET, p) if p.starts_with(PATH_STATUS) && p.len() > PATH_STATUS.len() => {
+            let who = standing_of(&p[PATH_STATUS.len()..]);
+            let said = shared.authority.lock().ok().map(|a| {
+                who.map(|w| {
+                    let standing = a.standing(w, now_us);
+                    (standing == Standing::Unknown, format!("{w}: {standing}"))
+                })
+            });
+            match said {
+                Some(Some((false, line))) => text(StatusCode::OK, &line),
+                Some(Some((true, line))) => text(StatusCode::NOT_FOUND, &line),
+                Some(None) => {
+                    counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+                    text(StatusCode::NOT_FOUND, "not found")
+                }
+                None => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "authority state poisoned",
+                ),
+            }
+        }
         (&Method::GET, p) if p.starts_with(PATH_DOCUMENT) => {
             let rest = &p[PATH_DOCUMENT.len()..];
             let doc = shared.authority.lock().ok().and_then(|a| match rest {
@@ -335,7 +357,8 @@ async fn answer(request: Request<Incoming>, shared: &Shared) -> Answer {
                 None => text(StatusCode::NOT_FOUND, "no such document (yet)"),
             }
         }
-        (&Method::POST, PATH_KEYS) => upload(request, shared, now_us).await,
+        (&Method::POST, PATH_KEYS) => upload(request, shared, now_us, false).await,
+        (&Method::POST, PATH_KEYS_CHECK) => upload(request, shared, now_us, true).await,
         _ => {
             counters.bad_requests.fetch_add(1, Ordering::Relaxed);
             text(StatusCode::NOT_FOUND, "not found")
@@ -343,7 +366,9 @@ async fn answer(request: Request<Incoming>, shared: &Shared) -> Answer {
     }
 }
 
-async fn upload(request: Request<Incoming>, shared: &Shared, now_us: u64) -> Answer {
+/// `POST /keys` (`check` false): takes a node's keys. `POST /keys/check`: says whether it
+/// would, and keeps nothing (what `loopix node --check` asks).
+async fn upload(request: Request<Incoming>, shared: &Shared, now_us: u64, check: bool) -> Answer {
     let counters = &shared.counters;
     let refuse = |status, why: &str| {
         counters.uploads_refused.fetch_add(1, Ordering::Relaxed);
@@ -375,6 +400,17 @@ async fn upload(request: Request<Incoming>, shared: &Shared, now_us: u64) -> Ans
         }
         Ok(Ok(b)) => b.to_bytes(),
     };
+    if check {
+        let checked = shared
+            .authority
+            .lock()
+            .map_err(|_| "authority state poisoned".to_string())
+            .and_then(|a| a.check_upload(now_us, &body).map_err(|e| e.to_string()));
+        return match checked {
+            Ok(node) => text(StatusCode::OK, &format!("would be taken: node {}", node.0)),
+            Err(e) => refuse(StatusCode::BAD_REQUEST, &e),
+        };
+    }
     let taken = shared
         .authority
         .lock()
@@ -391,5 +427,16 @@ async fn upload(request: Request<Incoming>, shared: &Shared, now_us: u64) -> Ans
             text(StatusCode::OK, &format!("taken: node {}", node.0))
         }
         Err(e) => refuse(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+/// `/node/<id>` or `/client/<id>` (after [`PATH_STATUS`]): whom a standing request asks of.
+fn standing_of(rest: &str) -> Option<Holder> {
+    let (kind, id) = rest.strip_prefix('/')?.split_once('/')?;
+    let id = Address(id.parse().ok()?);
+    match kind {
+        "node" => Some(Holder::Node(id)),
+        "client" => Some(Holder::Client(id)),
+        _ => None,
     }
 }

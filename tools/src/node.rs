@@ -3,6 +3,7 @@
 //! grace period), flushes its store and exits 0.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,15 +14,16 @@ use loopix_core::endpoint::Endpoint;
 use loopix_core::faults::Faulty;
 use loopix_core::link::LINK_OVERHEAD;
 use loopix_core::mix::Mix;
-use loopix_core::pki::follower::KeyPublisher;
+use loopix_core::pki::authority::Holder;
+use loopix_core::pki::follower::{Follower, KeyPublisher, Want};
 use loopix_core::provider::Provider;
 use loopix_core::replay::ReplayFilter;
 use loopix_core::role::CoreConfig;
 use loopix_core::topology::{Role, Topology};
-use loopix_crypto::{Address, EpochSeed, SessionSecret};
+use loopix_crypto::{Address, EpochSeed, SessionPublic, SessionSecret};
 use loopix_runtime::clock::NetworkClock;
 use loopix_runtime::config::{Joining, NodeConfig};
-use loopix_runtime::directory_client::{DirectoryClient, DirectoryConfig, DirectorySync};
+use loopix_runtime::directory_client::{DirectoryClient, DirectoryConfig, DirectorySync, NotYet};
 use loopix_runtime::durable_inbox::DurableInbox;
 use loopix_runtime::key_file::{self, read_seed};
 use loopix_runtime::node::{Node, NodeLayout};
@@ -38,9 +40,20 @@ pub struct NodeArgs {
     #[arg(long)]
     config: PathBuf,
     /// Validate the configuration, key file, topology and this host (CPUs, free ports), and
-    /// exit.
+    /// exit. With a directory: upload this node's keys and say what the authorities hold
+    /// (registered, keys taken, what the network's document still lacks), without waiting
+    /// for the rest of the network.
     #[arg(long)]
     check: bool,
+    /// With `--check` and a directory: wait (up to the directory's `wait_s`) for a document
+    /// that lists this node, and check the configuration against it.
+    #[arg(long, requires = "check")]
+    wait: bool,
+}
+
+/// What `--check` found at the authorities when no document lists the node yet.
+struct Pending {
+    report: String,
 }
 
 /// Loads, checks and (unless `--check`) runs the node.
@@ -50,20 +63,40 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     }
     let mut sync = None;
     let mut lock = None;
-    let mut cfg = NodeConfig::load_with(&args.config, &mut |directory, joining| {
+    let mut pending = None;
+    let loaded = NodeConfig::load_with(&args.config, &mut |directory, joining| {
         // One node per identity on this host, and none on a port another process holds:
         // said before anything is uploaded in the node's name.
         if !args.check {
             lock = Some(NodeLock::acquire(joining.key_file, joining.id.0)?);
         }
-        if let Some(listen) = joining.listen {
-            probe_listen(listen)?;
+        check_host_local(joining.cpus, joining.listen, joining.metrics, args.check)?;
+        if args.check && !args.wait {
+            match check_registration(directory, joining.id, joining.key_file)? {
+                Ok(topology) => return Ok(topology),
+                Err(p) => {
+                    pending = Some(p);
+                    return Err("no document lists this node yet".into());
+                }
+            }
         }
         let (topology, joined) = join_directory(directory, joining.id, joining.key_file)?;
         sync = Some(joined);
         Ok(topology)
-    })
-    .map_err(|e| format!("{}: {e}", args.config.display()))?;
+    });
+    if let Some(Pending { report }) = pending {
+        // The host and the registration are as they should be: the rest of the network is
+        // not this host's check.
+        println!("ok: this host and this node's registration (no document lists it yet)");
+        println!("{report}");
+        println!(
+            "the node waits for that document when it starts (up to the directory's wait_s); \
+             `loopix node --config {} --check --wait` waits for it and checks the rest",
+            args.config.display()
+        );
+        return Ok(());
+    }
+    let mut cfg = loaded.map_err(|e| format!("{}: {e}", args.config.display()))?;
     // Before anything is bound: a second process of this node must not start at all.
     let lock = match lock {
         Some(l) => Some(l),
@@ -76,11 +109,9 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     let keys = cfg
         .check_keys(&seed, clock.now_us())
         .map_err(|e| format!("{}: {e}", args.config.display()))?;
-    let role = match cfg.node.role {
-        Role::Mix { layer } => format!("mix, layer {layer}"),
-        Role::Provider => "provider".to_string(),
-    };
-    check_host(&cfg, args.check).map_err(|e| format!("{}: {e}", args.config.display()))?;
+    let role = cfg.node.role.to_string();
+    check_host_local(&cfg.cpus, Some(cfg.listen), cfg.metrics, args.check)
+        .map_err(|e| format!("{}: {e}", args.config.display()))?;
     // The replay filters hold every tag a shard can take: sized from what this CPU unwraps.
     let measured = unwrap_rate::measure(&cfg.topology.network.params);
     let (rate, rate_warning) = cfg.size_replay_filters(measured);
@@ -157,20 +188,28 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
 }
 
 /// What the configuration asks of this host: its CPUs exist, no other process holds its
-/// listen port, and (for `--check`) its metrics address can be bound now.
-fn check_host(cfg: &NodeConfig, try_bind: bool) -> Result<(), String> {
+/// listen port (if known before the document), and (for `--check`) its metrics address can
+/// be bound now.
+fn check_host_local(
+    cpus: &[usize],
+    listen: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
+    try_bind: bool,
+) -> Result<(), String> {
     let host: Vec<usize> = core_affinity::get_core_ids()
         .unwrap_or_default()
         .into_iter()
         .map(|c| c.id)
         .collect();
-    if let Some(cpu) = cfg.cpus.iter().find(|c| !host.contains(c)) {
+    if let Some(cpu) = cpus.iter().find(|c| !host.contains(c)) {
         return Err(format!(
             "cpus: CPU {cpu} is not one this process may run on {host:?}"
         ));
     }
-    probe_listen(cfg.listen)?;
-    if try_bind && let Some(m) = cfg.metrics {
+    if let Some(listen) = listen {
+        probe_listen(listen)?;
+    }
+    if try_bind && let Some(m) = metrics {
         std::net::TcpListener::bind(m).map_err(|e| format!("metrics: {m}: {e}"))?;
     }
     Ok(())
@@ -360,6 +399,26 @@ fn join_directory(
     id: Address,
     key_file: &std::path::Path,
 ) -> Result<(Topology, DirectorySync), String> {
+    // The authorities may start after the node: ask until the wait is over.
+    let (publisher, session_public) = key_publisher(directory, id, key_file, directory.wait)?;
+    let mut sync = DirectorySync::new(directory.clone(), Some(publisher));
+    // Ctrl-C ends the process here (no handler is installed until the node runs).
+    let never = AtomicBool::new(false);
+    let asker = DirectoryClient::new(directory.clone());
+    let topology = sync.wait_for(directory.wait, &never, |t| {
+        lists_node(&asker, t, id, session_public)
+    })?;
+    Ok((topology, sync))
+}
+
+/// The publisher of this node's keys (signed with its identity key), for the network's
+/// epochs as the first authority to answer within `wait` gives them.
+fn key_publisher(
+    directory: &DirectoryConfig,
+    id: Address,
+    key_file: &std::path::Path,
+    wait: Duration,
+) -> Result<(KeyPublisher, SessionPublic), String> {
     let keys = key_file::read_node_keys(key_file).map_err(|e| format!("key_file: {e}"))?;
     let session = keys.session.ok_or(
         "key_file: no session key: make a new key file with `loopix keygen --epochs N --out F`",
@@ -369,14 +428,12 @@ fn join_directory(
          make a new key file with `loopix keygen --epochs N --out F` and register its \
          identity_key",
     )?;
-    let seed = keys.seed;
-    // The authorities may start after the node: ask until the wait is over.
-    let deadline = std::time::Instant::now() + directory.wait;
+    let deadline = Instant::now() + wait;
     let client = DirectoryClient::new(directory.clone());
     let schedule = loop {
         match client.schedule() {
             Ok(s) => break s,
-            Err(e) if std::time::Instant::now() >= deadline => {
+            Err(e) if Instant::now() >= deadline => {
                 return Err(format!("no authority answered: {e}"));
             }
             Err(e) => {
@@ -385,23 +442,98 @@ fn join_directory(
             }
         }
     };
-    let session_public = session.public();
-    let publisher = KeyPublisher::new(id, identity, session_public, seed, schedule);
-    let mut sync = DirectorySync::new(directory.clone(), Some(publisher));
-    // Ctrl-C ends the process here (no handler is installed until the node runs).
-    let never = AtomicBool::new(false);
-    let topology = sync.wait_for(directory.wait, &never, |t| match t.node(id) {
-        Some(n) if n.session_key == Some(session_public) => Ok(()),
-        Some(_) => Err(format!(
-            "the document lists another session key for node {}",
+    let public = session.public();
+    Ok((
+        KeyPublisher::new(id, identity, public, keys.seed, schedule),
+        public,
+    ))
+}
+
+/// `--check` with a directory, without waiting: uploads the node's keys once (which tells
+/// whether it is registered under this identity key), then fetches the current document.
+/// `Ok(Ok(topology))` if it lists the node with these keys; `Ok(Err(pending))` with what
+/// the authorities say of it and of the next documents if not; `Err` if an authority
+/// refused the keys or none answered.
+fn check_registration(
+    directory: &DirectoryConfig,
+    id: Address,
+    key_file: &std::path::Path,
+) -> Result<Result<Topology, Pending>, String> {
+    let (mut publisher, session) = key_publisher(directory, id, key_file, Duration::ZERO)?;
+    let client = DirectoryClient::new(directory.clone());
+    let now = NetworkClock::start().now_us();
+    let upload = publisher
+        .poll_upload(now)
+        .ok_or("no keys to upload: the key file has none for the current epoch")?;
+    let would = client
+        .check_upload(&upload)
+        .map_err(|e| format!("the authorities would not take this node's keys: {e}"))?;
+    // A document that an authority serves and this configuration refuses is an error here
+    // (the wrong authority key, a threshold the document does not meet); none at all is
+    // what a network still forming looks like.
+    for a in &directory.authorities {
+        let Ok(bytes) = client.current_document_from(a) else {
+            continue;
+        };
+        let mut follower = Follower::new(directory.trust.clone());
+        follower
+            .handle_fetched(now, Want::Current, &bytes)
+            .map_err(|e| format!("{}: document refused: {e}", a.address))?;
+        if let Some(t) = follower.poll_topology(now)
+            && lists_node(&client, &t, id, session).is_ok()
+        {
+            return Ok(Ok(t));
+        }
+    }
+    let standing = client.standing(Holder::Node(id));
+    let mut report = format!(
+        "node {}: its keys, signed by its identity key, would be taken by {would} of {} \
+         authorities; {}",
+        id.0,
+        directory.authorities.len(),
+        standing.text
+    );
+    // What the next documents lack, from the first authority that says.
+    if let Some(status) = directory
+        .authorities
+        .iter()
+        .find_map(|a| client.status_from(a).ok())
+    {
+        for line in status.lines().filter(|l| l.starts_with("epoch ")) {
+            report.push('\n');
+            report.push_str(line);
+        }
+    }
+    Ok(Err(Pending { report }))
+}
+
+/// Whether `topology` lists node `id` with `session`; if not, what the authorities say
+/// of it (registered and published from a later epoch, or registered nowhere).
+fn lists_node(
+    asker: &DirectoryClient,
+    topology: &Topology,
+    id: Address,
+    session: SessionPublic,
+) -> Result<(), NotYet> {
+    match topology.node(id) {
+        Some(n) if n.session_key == Some(session) => Ok(()),
+        Some(_) => Err(NotYet::Wait(format!(
+            "the document lists another session key for node {} (the one before this key \
+             file's; the next document takes the new one)",
             id.0
-        )),
-        None => Err(format!(
-            "node {} is not in the current document (its keys reach the next one)",
-            id.0
-        )),
-    })?;
-    Ok((topology, sync))
+        ))),
+        None => {
+            let s = asker.standing(Holder::Node(id));
+            let text = format!("node {} is not in the current document ({})", id.0, s.text);
+            Err(if s.unknown_to_all {
+                NotYet::GiveUp(format!(
+                    "{text}: register it at the authorities (`loopix directory register-node`)"
+                ))
+            } else {
+                NotYet::Wait(text)
+            })
+        }
+    }
 }
 
 /// Takes the next epoch's document: checks it still lists this node with keys its key

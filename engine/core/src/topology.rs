@@ -89,6 +89,16 @@ pub enum Role {
     Provider,
 }
 
+impl std::fmt::Display for Role {
+    /// `mix, layer 2` or `provider`: how logs, status reports and `--check` name it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Mix { layer } => write!(f, "mix, layer {layer}"),
+            Self::Provider => f.write_str("provider"),
+        }
+    }
+}
+
 /// One mix or provider.
 #[derive(Clone, Debug)]
 pub struct Node {

@@ -187,6 +187,10 @@ pub struct Joining<'a> {
     pub id: Address,
     pub key_file: &'a Path,
     pub listen: Option<SocketAddr>,
+    /// The CPUs and metrics address it names: checked on this host before anyone is
+    /// asked anything.
+    pub cpus: &'a [usize],
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Where a node's topology comes from when its configuration names a directory: given the
@@ -341,6 +345,22 @@ impl NodeConfig {
             .as_deref()
             .map(|s| parse_addr("listen", s))
             .transpose()?;
+        // Everything this file alone decides, before a topology is read or fetched.
+        if !(1..=MAX_SHARDS).contains(&raw.shards) {
+            return Err(err("shards", format!("must be in 1..={MAX_SHARDS}")));
+        }
+        if raw.spin_us > MAX_SPIN_US {
+            return Err(err("spin_us", format!("must be at most {MAX_SPIN_US}")));
+        }
+        let metrics = raw
+            .metrics
+            .as_deref()
+            .map(|s| parse_addr("metrics", s))
+            .transpose()?;
+        if raw.replay_sync_ms == 0 {
+            return Err(err("replay_sync_ms", "must be at least 1"));
+        }
+        let faults = raw.faults.validate()?;
         let (topology, directory) = match (&raw.topology, &raw.directory) {
             (Some(file), None) => {
                 let topology_path = base.join(file);
@@ -356,6 +376,8 @@ impl NodeConfig {
                     id: Address(raw.id),
                     key_file: &key_file,
                     listen: configured_listen,
+                    cpus: &raw.cpus,
+                    metrics,
                 };
                 let topology = fetch(&directory, &joining).map_err(|e| err("directory", e))?;
                 (topology, Some(directory))
@@ -377,31 +399,17 @@ impl NodeConfig {
             .node(Address(raw.id))
             .cloned()
             .ok_or_else(|| err("id", format!("{} is not a node of the topology", raw.id)))?;
-        if !(1..=MAX_SHARDS).contains(&raw.shards) {
-            return Err(err("shards", format!("must be in 1..={MAX_SHARDS}")));
-        }
         if node.role == Role::Provider && raw.shards != 1 {
             return Err(err(
                 "shards",
                 "a provider runs on 1 shard (its inboxes live there)",
             ));
         }
-        if raw.spin_us > MAX_SPIN_US {
-            return Err(err("spin_us", format!("must be at most {MAX_SPIN_US}")));
-        }
         if node.role == Role::Provider && raw.inbox_path.is_none() {
             return Err(err("inbox_path", "a provider needs a durable inbox store"));
         }
         let listen = configured_listen.unwrap_or(node.address);
-        let metrics = raw
-            .metrics
-            .as_deref()
-            .map(|s| parse_addr("metrics", s))
-            .transpose()?;
         let limits = raw.limits.validate(&topology)?;
-        if raw.replay_sync_ms == 0 {
-            return Err(err("replay_sync_ms", "must be at least 1"));
-        }
         let replay_dir = raw
             .replay_dir
             .unwrap_or_else(|| PathBuf::from(format!("replay-{}", raw.id)));
@@ -435,7 +443,7 @@ impl NodeConfig {
                 per_source_per_s: raw.limits.handshake_per_source_per_s,
                 ..HandshakeLimits::default()
             },
-            faults: raw.faults.validate()?,
+            faults,
         })
     }
 }

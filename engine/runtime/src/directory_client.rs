@@ -7,7 +7,11 @@
 //! - `GET /schedule`: its network's epochs, `start_s length_s grace_s` (unsigned: a node
 //!   uses it only to choose which keys to upload before it holds a document);
 //! - `GET /document`: the current epoch's document; `GET /document/<epoch>`: that epoch's;
-//! - `POST /keys`: a signed key upload; 200 when taken, 400 with the reason when not.
+//! - `POST /keys`: a signed key upload; 200 when taken, 400 with the reason when not;
+//!   `POST /keys/check`: the same answer, and nothing kept;
+//! - `GET /status`: what it holds and what its next documents lack (text, for operators);
+//!   `GET /status/node/<id>`, `GET /status/client/<id>`: whether that node or client is
+//!   registered and from which epoch it is published (404 when not registered).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use loopix_core::epoch::EpochSchedule;
+use loopix_core::pki::authority::Holder;
 use loopix_core::pki::document::{MAX_DOCUMENT_BYTES, Threshold, Trust, TrustError};
 use loopix_core::pki::follower::{Follower, KeyPublisher, Want};
 use loopix_core::topology::Topology;
@@ -25,11 +30,22 @@ use crate::clock::NetworkClock;
 pub const PATH_SCHEDULE: &str = "/schedule";
 pub const PATH_DOCUMENT: &str = "/document";
 pub const PATH_KEYS: &str = "/keys";
+/// Whether an upload would be taken; nothing is kept.
+pub const PATH_KEYS_CHECK: &str = "/keys/check";
 /// What the authority holds and what its next documents lack (plain text, unsigned).
 pub const PATH_STATUS: &str = "/status";
 
 /// How long one request may take in all.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the authorities say of one node or client ([`DirectoryClient::standing`]).
+#[derive(Clone, Debug)]
+pub struct Standings {
+    /// Each authority's answer, or why it gave none.
+    pub text: String,
+    /// Every authority that answered said it is not registered.
+    pub unknown_to_all: bool,
+}
 
 /// How often the watch thread looks at what is due.
 const TICK: Duration = Duration::from_millis(100);
@@ -120,8 +136,8 @@ impl DirectoryClient {
         &self.config
     }
 
-    /// `GET path` from `authority`: the body of a 200 answer, at most `limit` bytes.
-    fn get(&self, authority: &str, path: &str, limit: usize) -> Result<Vec<u8>, String> {
+    /// `GET path` from `authority`: the status and body (at most `limit` bytes).
+    fn get_any(&self, authority: &str, path: &str, limit: usize) -> Result<(u16, Vec<u8>), String> {
         let url = format!("http://{authority}{path}");
         let mut answer = self
             .agent
@@ -135,6 +151,13 @@ impl DirectoryClient {
             .limit(limit as u64)
             .read_to_vec()
             .map_err(|e| format!("{url}: {e}"))?;
+        Ok((status, body))
+    }
+
+    /// `GET path` from `authority`: the body of a 200 answer, at most `limit` bytes.
+    fn get(&self, authority: &str, path: &str, limit: usize) -> Result<Vec<u8>, String> {
+        let url = format!("http://{authority}{path}");
+        let (status, body) = self.get_any(authority, path, limit)?;
         if status != 200 {
             return Err(format!(
                 "{url}: {status} {}",
@@ -157,10 +180,43 @@ impl DirectoryClient {
         )
     }
 
+    /// `authority`'s current document (unverified: the caller checks).
+    pub fn current_document_from(&self, authority: &AuthorityAddress) -> Result<Vec<u8>, String> {
+        self.get(&authority.address, PATH_DOCUMENT, MAX_DOCUMENT_BYTES)
+    }
+
     /// `authority`'s status report ([`PATH_STATUS`]): informational, not signed.
     pub fn status_from(&self, authority: &AuthorityAddress) -> Result<String, String> {
         self.get(&authority.address, PATH_STATUS, 1 << 20)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// What each authority says of `who`: registered (and from which epoch it is
+    /// published) or not. What a node or client missing from the document it fetched
+    /// reports, so that "not yet published" and "unknown" read differently.
+    pub fn standing(&self, who: Holder) -> Standings {
+        let path = match who {
+            Holder::Node(id) => format!("{PATH_STATUS}/node/{}", id.0),
+            Holder::Client(id) => format!("{PATH_STATUS}/client/{}", id.0),
+        };
+        let mut said = Vec::new();
+        let (mut unknown, mut answered) = (0, 0);
+        for a in &self.config.authorities {
+            match self.get_any(&a.address, &path, 1024) {
+                Ok((status, body)) if status == 200 || status == 404 => {
+                    answered += 1;
+                    unknown += usize::from(status == 404);
+                    let text = String::from_utf8_lossy(&body).trim().to_string();
+                    said.push(format!("authority {}: {text}", a.address));
+                }
+                Ok((status, _)) => said.push(format!("authority {}: {status}", a.address)),
+                Err(e) => said.push(e),
+            }
+        }
+        Standings {
+            text: said.join("; "),
+            unknown_to_all: answered > 0 && unknown == answered,
+        }
     }
 
     /// The network's epochs, from the first authority that answers.
@@ -180,10 +236,20 @@ impl DirectoryClient {
 
     /// Sends a signed upload to every authority; Ok with how many took it if any did.
     pub fn upload(&self, text: &str) -> Result<usize, String> {
+        self.post_keys(PATH_KEYS, text)
+    }
+
+    /// Asks every authority whether it would take a signed upload (nothing is kept); Ok
+    /// with how many would if any would, else what each one said.
+    pub fn check_upload(&self, text: &str) -> Result<usize, String> {
+        self.post_keys(PATH_KEYS_CHECK, text)
+    }
+
+    fn post_keys(&self, path: &str, text: &str) -> Result<usize, String> {
         let mut taken = 0;
         let mut errors = Vec::new();
         for a in &self.config.authorities {
-            let url = format!("http://{}{PATH_KEYS}", a.address);
+            let url = format!("http://{}{path}", a.address);
             match self.agent.post(&url).send(text.as_bytes()) {
                 Ok(answer) if answer.status().as_u16() == 200 => taken += 1,
                 Ok(mut answer) => {
@@ -274,6 +340,15 @@ pub fn schedule_text(epochs: &EpochSchedule) -> String {
 /// How often a wait that learns nothing new says so again.
 pub const WAIT_REPORT: Duration = Duration::from_secs(10);
 
+/// Why a document [`DirectorySync::wait_for`] fetched will not do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotYet {
+    /// A later one may (said while waiting, and if the wait runs out).
+    Wait(String),
+    /// None will: waiting is pointless (an id no authority has registered).
+    GiveUp(String),
+}
+
 /// A follower (and, for a node, its key publisher) kept up to date with the authorities.
 pub struct DirectorySync {
     client: DirectoryClient,
@@ -334,7 +409,7 @@ impl DirectorySync {
         &mut self,
         limit: Duration,
         stop: &AtomicBool,
-        accept: impl Fn(&Topology) -> Result<(), String>,
+        accept: impl Fn(&Topology) -> Result<(), NotYet>,
     ) -> Result<Topology, String> {
         let start = Instant::now();
         let deadline = start + limit;
@@ -362,7 +437,8 @@ impl DirectorySync {
             if let Some(t) = self.step() {
                 match accept(&t) {
                     Ok(()) => return Ok(t),
-                    Err(e) => {
+                    Err(NotYet::GiveUp(e)) => return Err(e),
+                    Err(NotYet::Wait(e)) => {
                         tracing::info!(problem = %e, "waiting for a document that will do");
                         self.last_problem = Some(e);
                         // Ask again for the current one after a pause.

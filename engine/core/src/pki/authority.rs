@@ -146,6 +146,86 @@ impl std::fmt::Display for UploadError {
 
 impl std::error::Error for UploadError {}
 
+/// Where a node or client stands with an authority ([`Authority::standing`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// Not in this authority's registry.
+    Unknown,
+    /// Registered and listed in the published documents from epoch `from` (which may be
+    /// after `current`: published ahead).
+    Listed {
+        from: u64,
+        current: u64,
+        /// Nodes: the epochs of the keys held for it (`None`: none uploaded).
+        keys: Option<Option<(u64, u64)>>,
+    },
+    /// Registered; the first document that can list it is that of epoch `first`, not yet
+    /// published (it starts in `starts_in_s`).
+    Pending {
+        first: u64,
+        current: u64,
+        starts_in_s: u64,
+        keys: Option<Option<(u64, u64)>>,
+    },
+}
+
+impl std::fmt::Display for Standing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = |f: &mut std::fmt::Formatter<'_>, keys: &Option<Option<(u64, u64)>>| match keys {
+            None => Ok(()),
+            Some(None) => f.write_str("; no keys uploaded"),
+            Some(Some((a, b))) => write!(f, "; keys for epochs {a}..={b} held"),
+        };
+        match self {
+            Self::Unknown => f.write_str("not registered"),
+            Self::Listed {
+                from,
+                current,
+                keys: k,
+            } if from <= current => {
+                write!(
+                    f,
+                    "registered, published from epoch {from} (the current epoch is {current})"
+                )?;
+                keys(f, k)
+            }
+            Self::Listed {
+                from,
+                current,
+                keys: k,
+            } => {
+                write!(
+                    f,
+                    "registered, published from epoch {from}, which has not started (the \
+                     current epoch is {current})"
+                )?;
+                keys(f, k)
+            }
+            Self::Pending {
+                first,
+                current,
+                starts_in_s,
+                keys: k,
+            } => {
+                write!(
+                    f,
+                    "registered, not yet published: the first document that can list it is \
+                     epoch {first}'s"
+                )?;
+                if first <= current {
+                    f.write_str(" (the current epoch)")?;
+                } else {
+                    write!(
+                        f,
+                        " (starts in {starts_in_s} s; the current epoch is {current})"
+                    )?;
+                }
+                keys(f, k)
+            }
+        }
+    }
+}
+
 /// What [`Authority::poll_publish`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Publish {
@@ -213,22 +293,41 @@ impl Authority {
         Ok(signed)
     }
 
-    /// Takes a node's key upload at `now_us` (unix µs); returns the node it is from.
+    /// Takes a node's key upload at `now_us` (unix µs); returns the node it is from. The
+    /// upload held, sent again, is taken again and changes nothing (a node that restarts
+    /// within the second it last uploaded sends the same bytes).
     pub fn handle_upload(&mut self, now_us: u64, bytes: &[u8]) -> Result<Address, UploadError> {
-        let signed = self.registered_upload(bytes)?;
+        let signed = self.checked_upload(now_us, bytes)?;
         let node = signed.upload.node;
+        if let Some(held) = self.uploads.get(&node) {
+            if held.text.as_bytes() == bytes {
+                return Ok(node);
+            }
+            if signed.upload.issued_s <= held.upload.issued_s {
+                return Err(UploadError::Replayed {
+                    issued_s: signed.upload.issued_s,
+                    held_s: held.upload.issued_s,
+                });
+            }
+        }
+        self.uploads.insert(node, signed);
+        Ok(node)
+    }
+
+    /// Whether [`Self::handle_upload`] would take `bytes` as a node's keys, ignoring only
+    /// whether it is newer than the upload held; nothing changes. What `--check` asks:
+    /// registered, signed by the registered identity key, keys sound and its own.
+    pub fn check_upload(&self, now_us: u64, bytes: &[u8]) -> Result<Address, UploadError> {
+        self.checked_upload(now_us, bytes).map(|s| s.upload.node)
+    }
+
+    /// An upload checked for all but its order among the node's uploads.
+    fn checked_upload(&self, now_us: u64, bytes: &[u8]) -> Result<SignedUpload, UploadError> {
+        let signed = self.registered_upload(bytes)?;
         let now_s = now_us / 1_000_000;
         let issued_s = signed.upload.issued_s;
         if issued_s > now_s + MAX_CLOCK_AHEAD_S {
             return Err(UploadError::FromTheFuture { issued_s, now_s });
-        }
-        if let Some(held) = self.uploads.get(&node)
-            && issued_s <= held.upload.issued_s
-        {
-            return Err(UploadError::Replayed {
-                issued_s,
-                held_s: held.upload.issued_s,
-            });
         }
         let current = self.epochs().epoch_at(now_us);
         let last_epoch = signed.upload.keys.iter().last().map_or(0, |(e, _)| e);
@@ -240,8 +339,7 @@ impl Authority {
         }
         self.check_frozen(&signed.upload)?;
         self.check_keys(&signed.upload)?;
-        self.uploads.insert(node, signed);
-        Ok(node)
+        Ok(signed)
     }
 
     /// The upload's keys are sound and its own: a session key of large order, and no key
@@ -393,7 +491,7 @@ impl Authority {
                         .nodes
                         .iter()
                         .filter(|n| !self.has_keys(n.id, epoch))
-                        .map(|n| n.id.0.to_string())
+                        .map(|n| format!("{} ({})", n.id.0, n.role))
                         .collect();
                     if missing.is_empty() {
                         "not published yet: every node's keys are held".into()
@@ -408,10 +506,7 @@ impl Authority {
             let _ = writeln!(out, "epoch {epoch}: {state}");
         }
         for n in &self.registry.nodes {
-            let role = match n.role {
-                Role::Mix { layer } => format!("mix, layer {layer}"),
-                Role::Provider => "provider".into(),
-            };
+            let role = n.role;
             let keys = match self.uploads.get(&n.id) {
                 None => "no keys uploaded".to_string(),
                 Some(u) => {
@@ -424,6 +519,66 @@ impl Authority {
         }
         let _ = writeln!(out, "clients registered: {}", self.registry.clients.len());
         out
+    }
+
+    /// Where a node or client stands with this authority at `now_us`: unknown, or
+    /// registered, and from which epoch's document it is (or will be) listed. What a
+    /// client or node that is not in the document it fetched asks, to tell "registered,
+    /// published from epoch E" from "unknown".
+    pub fn standing(&self, who: Holder, now_us: u64) -> Standing {
+        let registered = match who {
+            Holder::Node(id) => self.registry.node(id).is_some(),
+            Holder::Client(id) => self.registry.clients.iter().any(|c| c.id == id),
+        };
+        if !registered {
+            return Standing::Unknown;
+        }
+        let epochs = self.epochs();
+        let current = epochs.epoch_at(now_us);
+        let lists = |t: &Topology| match who {
+            Holder::Node(id) => t.node(id).is_some(),
+            Holder::Client(id) => t.client(id).is_some(),
+        };
+        let keys = match who {
+            Holder::Node(id) => Some(self.uploads.get(&id).map(|u| {
+                let first = u.upload.keys.first();
+                (first, u.upload.keys.iter().last().map_or(first, |(e, _)| e))
+            })),
+            Holder::Client(_) => None,
+        };
+        // The first document from the current epoch on that lists it; else the first
+        // epoch from now whose document is still to be made.
+        let listed = self
+            .documents
+            .range(current..)
+            .find(|(_, (_, t))| lists(t))
+            .map(|(&e, _)| e);
+        if let Some(epoch) = listed {
+            // Listed now: from the oldest document of the unbroken run up to this one.
+            let mut from = epoch;
+            while from > 0
+                && self
+                    .documents
+                    .get(&(from - 1))
+                    .is_some_and(|(_, t)| lists(t))
+            {
+                from -= 1;
+            }
+            return Standing::Listed {
+                from,
+                current,
+                keys,
+            };
+        }
+        let first = (current..)
+            .find(|e| !self.documents.contains_key(e))
+            .unwrap_or(current);
+        Standing::Pending {
+            first,
+            current,
+            starts_in_s: epochs.start_of(first).saturating_sub(now_us) / 1_000_000,
+            keys,
+        }
     }
 
     /// Whether the upload held for `node` has a key for `epoch`.
@@ -821,13 +976,40 @@ mod tests {
             n.authority.handle_upload(now, good.as_bytes()),
             Ok(Address(1))
         );
+        // The upload held, sent again, changes nothing; an older one, or another of the
+        // same second, is a replay.
         assert_eq!(
             n.authority.handle_upload(now, good.as_bytes()),
+            Ok(Address(1))
+        );
+        let older = n.upload(1, 99, 5, 3);
+        assert_eq!(
+            n.authority.handle_upload(now, older.as_bytes()),
+            Err(UploadError::Replayed {
+                issued_s: 99,
+                held_s: 100
+            })
+        );
+        let same_second = n.upload(1, 100, 5, 4);
+        assert_eq!(
+            n.authority.handle_upload(now, same_second.as_bytes()),
             Err(UploadError::Replayed {
                 issued_s: 100,
                 held_s: 100
             })
         );
+        assert_eq!(n.authority.upload_text(Address(1)), Some(good.as_str()));
+        // A check takes nothing: an upload it would accept is not held.
+        let newer = n.upload(1, 150, 5, 3);
+        assert_eq!(
+            n.authority.check_upload(now, newer.as_bytes()),
+            Ok(Address(1))
+        );
+        assert_eq!(
+            n.authority.check_upload(now, forged.as_bytes()),
+            Err(UploadError::BadSignature(Address(1)))
+        );
+        assert_eq!(n.authority.upload_text(Address(1)), Some(good.as_str()));
         let stale = n.upload(1, 200, 1, 3);
         assert_eq!(
             n.authority.handle_upload(now, stale.as_bytes()),
@@ -1112,7 +1294,9 @@ mod tests {
         n.authority.handle_upload(now, u.as_bytes()).unwrap();
         let status = n.authority.status(now);
         assert!(
-            status.contains("epoch 5: not published yet: waiting for keys of node(s) 2, 100"),
+            status.contains(
+                "epoch 5: not published yet: waiting for keys of node(s) 2 (mix, layer 2), 100 (provider)"
+            ),
             "{status}"
         );
         assert!(status.contains("node 1 (mix, layer 1, "), "{status}");
@@ -1134,6 +1318,70 @@ mod tests {
         assert!(
             status.contains("epoch 5: published: 3 nodes, 1 clients, 1 signature(s)"),
             "{status}"
+        );
+    }
+
+    #[test]
+    fn the_standing_tells_registered_and_published_from_unknown() {
+        let mut n = net();
+        let now = 5 * EPOCH + 10 * S;
+        assert_eq!(n.authority.poll_publish(now), None);
+        let client = n.authority.registry.clients[0].id;
+        assert_eq!(
+            n.authority.standing(Holder::Client(Address(4242)), now),
+            Standing::Unknown
+        );
+        assert_eq!(
+            n.authority.standing(Holder::Node(Address(77)), now),
+            Standing::Unknown
+        );
+        // Registered, nothing published yet: epoch 5's document is the first.
+        let pending = n.authority.standing(Holder::Client(client), now);
+        assert_eq!(
+            pending,
+            Standing::Pending {
+                first: 5,
+                current: 5,
+                starts_in_s: 0,
+                keys: None
+            }
+        );
+        assert!(
+            pending.to_string().contains("not yet published"),
+            "{pending}"
+        );
+        assert_eq!(
+            n.authority
+                .standing(Holder::Node(Address(1)), now)
+                .to_string(),
+            "registered, not yet published: the first document that can list it is epoch 5's \
+             (the current epoch); no keys uploaded"
+        );
+        n.upload_all(now, 5);
+        while n.authority.poll_publish(now).is_some() {}
+        let listed = n.authority.standing(Holder::Client(client), now);
+        assert!(
+            matches!(
+                listed,
+                Standing::Listed {
+                    from: 5,
+                    current: 5,
+                    ..
+                }
+            ),
+            "{listed:?}"
+        );
+        assert!(
+            listed
+                .to_string()
+                .starts_with("registered, published from epoch 5"),
+            "{listed}"
+        );
+        assert!(
+            n.authority
+                .standing(Holder::Node(Address(1)), now)
+                .to_string()
+                .ends_with("keys for epochs 5..=7 held"),
         );
     }
 }
