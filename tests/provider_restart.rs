@@ -210,7 +210,17 @@ provider = 1000
         .args(["--until-received", "5", "--duration-s", "20", "--json"])
         .output()
         .unwrap();
-    assert!(bob.status.success());
+    let bob_log = String::from_utf8_lossy(&bob.stderr);
+    assert!(bob.status.success(), "{bob_log}");
+    // He is told his backlog (five packets, four an answer) and when it is collected.
+    assert!(
+        bob_log.contains("client 10001: 1 packet(s) wait at its provider"),
+        "{bob_log}"
+    );
+    assert!(
+        bob_log.contains("its provider holds nothing more for it"),
+        "{bob_log}"
+    );
     let mut got: Vec<String> = String::from_utf8(bob.stdout)
         .unwrap()
         .lines()

@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
         let (item, tail) = tail.split_at(usize::from(len).min(tail.len()));
         rest = tail;
         // Junk as an answer item: its packet part as a payload.
-        if let Some((_, packet)) = read_item(item)
+        if let Some(loopix_core::wire::Item { packet, .. }) = read_item(item)
             && let Some(Content::Fragment {
                 msg_id,
                 index,

@@ -178,6 +178,7 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
     let mut input_done = lines.is_none();
     let mut ledger = Ledger {
         records,
+        collect_per_s: f64::from(topology.network.poll_size) * topology.network.poll_rate_per_s,
         ..Ledger::default()
     };
     if let Some(to) = args.send_to {
@@ -242,6 +243,9 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
     }
 }
 
+/// How often a client says again that a backlog waits at its provider.
+const BACKLOG_REPORT: Duration = Duration::from_secs(10);
+
 /// What became of the messages this run was given, from the clients' outputs.
 #[derive(Default)]
 struct Ledger {
@@ -260,6 +264,10 @@ struct Ledger {
     /// Taken back at the stop: never to leave.
     withheld: BTreeSet<u64>,
     received: usize,
+    /// Packets a second a client collects from its provider (N a poll), and when each
+    /// client last said what waits there.
+    collect_per_s: f64,
+    backlog_said: BTreeMap<u64, Instant>,
     /// Each client's record of delivered messages, and failures to write it.
     records: BTreeMap<Address, DeliveredLog>,
     record_errors: Vec<String>,
@@ -330,6 +338,9 @@ impl Ledger {
                 );
                 self.gave_up.insert(msg_id);
             }
+            ClientOutput::Event(ClientEvent::Backlog { waiting, .. }) => {
+                self.backlog(id, waiting);
+            }
             ClientOutput::Withheld(ids) => self.withheld.extend(ids),
             ClientOutput::Stopped(stats) if stats.unacked_items > 0 => eprintln!(
                 "client {id}: {} received item(s) not acknowledged before exit: the provider \
@@ -338,6 +349,32 @@ impl Ledger {
             ),
             _ => {}
         }
+    }
+
+    /// Says how many packets wait at a client's provider, and how long they take to
+    /// collect: when a backlog appears, every [`BACKLOG_REPORT`] while it lasts, and once
+    /// when it is collected.
+    fn backlog(&mut self, id: u64, waiting: u32) {
+        let said = self.backlog_said.get(&id).copied();
+        let due = match said {
+            None => waiting > 0,
+            Some(at) => waiting == 0 || at.elapsed() >= BACKLOG_REPORT,
+        };
+        if !due {
+            return;
+        }
+        if waiting == 0 {
+            self.backlog_said.remove(&id);
+            eprintln!("client {id}: its provider holds nothing more for it");
+            return;
+        }
+        self.backlog_said.insert(id, Instant::now());
+        eprintln!(
+            "client {id}: {waiting} packet(s) wait at its provider (about {:.0} s to collect \
+             at {} a second)",
+            f64::from(waiting) / self.collect_per_s,
+            self.collect_per_s
+        );
     }
 
     /// Why this run did not do all it was given, each naming its messages: refused when

@@ -37,7 +37,7 @@ use crate::role::{BuildError, CoreConfig, RoleKeys};
 use crate::session::initiator::{ClientSessionStats, HandshakeDue, Opened};
 use crate::session::{ClientSession, FrameKind, FrameLayout};
 use crate::topology::Topology;
-use crate::wire::{self, ITEM_ID_LEN};
+use crate::wire::{self, ITEM_HEADER_LEN};
 
 /// Why a message was not queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +109,9 @@ pub enum ClientEvent {
     /// A fragment of message `msg_id` ran out of attempts: the message is given up (its
     /// other fragments are no longer sent).
     GaveUp { msg_id: u64, at_us: u64 },
+    /// The provider holds this many packets for the client beyond its last answer (said
+    /// when the count changes): a backlog drains at N packets a poll.
+    Backlog { waiting: u32, at_us: u64 },
 }
 
 /// Counters of a client.
@@ -134,6 +137,8 @@ pub struct ClientStats {
     pub skipped_no_session: u64,
     /// Datagrams from an address other than the provider's.
     pub foreign: u64,
+    /// Packets the provider held for this client beyond its last answer.
+    pub waiting_at_provider: u64,
     /// Sessions started because polls went unanswered.
     pub sessions_lost: u64,
     /// Items received and not yet acknowledged in a poll: the provider keeps them and a
@@ -888,9 +893,21 @@ impl<C: Codec> Client<C> {
     }
 
     fn receive_item(&mut self, now_us: u64, item: &[u8]) {
-        let Some((id, packet)) = wire::read_item(item) else {
+        let Some(wire::Item {
+            id,
+            waiting,
+            packet,
+        }) = wire::read_item(item)
+        else {
             return;
         };
+        if u64::from(waiting) != self.stats.waiting_at_provider {
+            self.stats.waiting_at_provider = waiting.into();
+            self.push_event(ClientEvent::Backlog {
+                waiting,
+                at_us: now_us,
+            });
+        }
         if packet.len() != self.scratch.len() {
             return;
         }
@@ -988,7 +1005,7 @@ impl<C: Codec> Endpoint for Client<C> {
             && p.kind == FrameKind::Item
         {
             self.polls_unanswered = 0;
-            let item = &p.body[..ITEM_ID_LEN + self.params.packet_len()];
+            let item = &p.body[..ITEM_HEADER_LEN + self.params.packet_len()];
             self.receive_item(now_us, item);
         }
         self.plain = plain;

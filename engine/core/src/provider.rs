@@ -35,7 +35,7 @@ use crate::node_addresses::NodeAddresses;
 use crate::role::{BuildError, CoreConfig, links_for};
 use crate::session::{FrameKind, FrameLayout, Received, Sessions};
 use crate::topology::{Role, Topology};
-use crate::wire::ITEM_ID_LEN;
+use crate::wire::{self, ITEM_HEADER_LEN};
 
 /// Counters of a provider.
 #[derive(Clone, Debug, Default)]
@@ -351,10 +351,17 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         self.inbox
             .oldest(client, self.poll_size, &mut self.scratch_ids);
         let release_at_us = now_us + POLL_ANSWER_DELAY_US;
+        // What the inbox holds beyond this answer: the client learns how long its backlog
+        // will take to collect.
+        let waiting = self
+            .inbox
+            .len(client)
+            .saturating_sub(self.scratch_ids.len());
+        let waiting = u32::try_from(waiting).unwrap_or(u32::MAX);
         let mut plain = std::mem::take(&mut self.item_plain);
         for i in 0..self.poll_size {
             let id = self.scratch_ids.get(i).copied();
-            self.write_answer_item(client, id, &mut plain);
+            self.write_answer_item(client, id, waiting, &mut plain);
             let Some((slot, frame)) = self.answers.take() else {
                 break; // room was checked for N above
             };
@@ -419,13 +426,19 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         self.engine.release(slot);
     }
 
-    /// Writes an answer item's plaintext: kind, id, packet (`client`'s stored packet `id`,
-    /// or a dummy).
-    fn write_answer_item(&mut self, client: Address, id: Option<u64>, plain: &mut [u8]) {
+    /// Writes an answer item's plaintext: kind, id, the count still `waiting`, packet
+    /// (`client`'s stored packet `id`, or a dummy).
+    fn write_answer_item(
+        &mut self,
+        client: Address,
+        id: Option<u64>,
+        waiting: u32,
+        plain: &mut [u8],
+    ) {
         plain.fill(0);
         plain[0] = FrameKind::Item as u8;
-        let len = ITEM_ID_LEN + self.params.packet_len();
-        let (id_bytes, packet) = plain[1..1 + len].split_at_mut(ITEM_ID_LEN);
+        let len = ITEM_HEADER_LEN + self.params.packet_len();
+        let (header, packet) = plain[1..1 + len].split_at_mut(ITEM_HEADER_LEN);
         let real = id.filter(|&id| self.inbox.read(client, id, packet));
         let id = match real {
             Some(id) => id,
@@ -435,7 +448,7 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
                 self.rng.next_u64()
             }
         };
-        id_bytes.copy_from_slice(&id.to_le_bytes());
+        wire::write_item_header(header, id, waiting);
     }
 
     /// The next answer frame due.

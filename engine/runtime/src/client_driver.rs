@@ -48,7 +48,8 @@ pub enum ClientOutput {
     /// leave; a message some of whose fragments left will not arrive whole).
     Withheld(Vec<u64>),
     /// Final counters, as the client stops.
-    Stopped(ClientStats),
+    /// (Boxed: sent once, and the other outputs stay small.)
+    Stopped(Box<ClientStats>),
 }
 
 /// A client running on its own thread.
@@ -277,7 +278,7 @@ fn drive(
             }
         }
     }
-    let _ = output.send(ClientOutput::Stopped(client.stats()));
+    let _ = output.send(ClientOutput::Stopped(Box::new(client.stats())));
 }
 
 /// Hands every topology `sync` brings (one per epoch boundary) to each of `clients`,

@@ -8,7 +8,7 @@ use common::{S, client, mixes, provider, sim};
 use loopix_core::client::ClientEvent;
 use loopix_core::drops::DropReason;
 use loopix_core::session::FrameLayout;
-use loopix_core::wire::ITEM_ID_LEN;
+use loopix_core::wire::ITEM_HEADER_LEN;
 use loopix_crypto::Address;
 use loopix_crypto::Params;
 use loopix_sim::{LinkModel, NetworkSpec, seed_from_env};
@@ -119,7 +119,7 @@ fn ten_minutes_of_a_full_network() {
     // provider, either way, one frame of one size: handshakes, packets, polls, answers.
     let frame_len =
         FrameLayout::new(&Params::new(spec.payload_bytes).unwrap(), spec.poll_size).frame_len();
-    assert!(frame_len > ITEM_ID_LEN + spec_packet_len(&spec));
+    assert!(frame_len > ITEM_HEADER_LEN + spec_packet_len(&spec));
     let is_client = |a: loopix_crypto::Address| a.0 >= 10_000;
     let items: Vec<_> = sim
         .log

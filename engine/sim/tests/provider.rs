@@ -18,6 +18,7 @@ use loopix_core::provider::Provider;
 use loopix_core::role::CoreConfig;
 use loopix_core::session::initiator::Opened;
 use loopix_core::session::{ClientSession, FrameKind, FrameLayout};
+use loopix_core::wire::read_item;
 use loopix_crypto::{Address, Command, Hop, SessionSecret, build};
 use loopix_sim::network::{NetworkSpec, generate};
 use rand_chacha::ChaCha20Rng;
@@ -184,6 +185,11 @@ impl Bench {
     /// The next frame the provider sends at the clock's time, opened by client `which`:
     /// where it went and the item's id. `None` if nothing is due.
     fn next_item(&mut self, which: usize) -> Option<(std::net::SocketAddr, u64)> {
+        self.next_item_waiting(which).map(|(to, id, _)| (to, id))
+    }
+
+    /// [`Self::next_item`], with the count the item says still waits at the provider.
+    fn next_item_waiting(&mut self, which: usize) -> Option<(std::net::SocketAddr, u64, u32)> {
         let at = self.now();
         self.provider.handle_timeout(at);
         let tx = self.provider.poll_transmit(at, &mut self.buf)?;
@@ -192,7 +198,26 @@ impl Bench {
             panic!("an answer item that does not open");
         };
         assert_eq!(p.kind, FrameKind::Item);
-        Some((tx.to, u64::from_le_bytes(p.body[..8].try_into().unwrap())))
+        let item = read_item(p.body).expect("an item");
+        Some((tx.to, item.id, item.waiting))
+    }
+
+    /// Client `which` polls, acknowledging `acks`; returns the answer's items' ids and the
+    /// waiting count each carried.
+    fn poll(&mut self, which: usize, acks: &[u64]) -> Vec<(u64, u32)> {
+        let body: Vec<u8> = acks.iter().flat_map(|a| a.to_le_bytes()).collect();
+        let poll = self.frame_with(which, FrameKind::Poll, &body);
+        let from = self.clients[which].2;
+        self.provider.handle_datagram(self.now(), from, &poll);
+        let mut items = Vec::new();
+        let started = Instant::now();
+        while items.len() < self.poll_size {
+            assert!(started.elapsed() < Duration::from_secs(1), "no answer");
+            if let Some((_, id, waiting)) = self.next_item_waiting(which) {
+                items.push((id, waiting));
+            }
+        }
+        items
     }
 }
 
@@ -353,4 +378,26 @@ fn clients_are_counted_by_the_depth_of_their_inbox() {
     assert_eq!(deepest, 4);
     // Bounds 0, 1, 4, 16, ...: the empty inbox in every bucket, the full one from 4 on.
     assert_eq!(buckets, [1, 1, 2, 2, 2, 2, 2, 2, 2]);
+}
+
+/// A recipient back after an absence learns its backlog: every item of an answer says
+/// how many packets its inbox holds beyond that answer, and the count falls as it
+/// acknowledges what it collected.
+#[test]
+fn every_answer_says_how_many_packets_still_wait() {
+    let mut b = Bench::new();
+    let (away, now) = (b.clients[0].0, b.now());
+    let packet = vec![7u8; b.packet_len];
+    let stored = b.poll_size + 6;
+    for id in 1..=stored as u64 {
+        b.provider.inbox().store(away, id, now, &packet).unwrap();
+    }
+    let first = b.poll(0, &[]);
+    assert!(first.iter().all(|&(_, w)| w == 6), "{first:?}");
+    let ids: Vec<u64> = first.iter().map(|&(id, _)| id).collect();
+    let second = b.poll(0, &ids);
+    let expected = (6usize.saturating_sub(b.poll_size)) as u32;
+    assert!(second.iter().all(|&(_, w)| w == expected), "{second:?}");
+    // The other client's inbox is empty: its answers say nothing waits.
+    assert!(b.poll(1, &[]).iter().all(|&(_, w)| w == 0));
 }

@@ -13,11 +13,12 @@
 //! The receiver's index comes first so a multi-shard provider can steer a session's frames
 //! to the shard that holds it (the steering program reads the first four bytes). Padding is
 //! random, so a handshake frame looks like any other. P fits the largest body either way:
-//! a packet, a poll's ack ids, or an answer item (its id and a packet).
+//! a packet, a poll's ack ids, or an answer item (its id, the count still waiting, and a
+//! packet).
 
 use loopix_crypto::Params;
 
-use crate::wire::ITEM_ID_LEN;
+use crate::wire::ITEM_HEADER_LEN;
 
 /// Bytes before a frame's body.
 pub const HEADER_LEN: usize = 12;
@@ -46,7 +47,8 @@ pub enum FrameKind {
     Packet = 1,
     /// Client to provider: a poll, with the ids it acknowledges.
     Poll = 2,
-    /// Provider to client: one item of a poll's answer (its id, then a packet).
+    /// Provider to client: one item of a poll's answer (its id, the count still
+    /// waiting, then a packet).
     Item = 3,
     /// Client to provider: a send slot the client had nothing it could build for (no key
     /// for an epoch on the path): the slot still goes out, so the wire shows no gap.
@@ -92,7 +94,7 @@ pub struct FrameLayout {
 impl FrameLayout {
     /// For packets of `params` and polls of `poll_size` ids.
     pub fn new(params: &Params, poll_size: u16) -> Self {
-        let body = (ITEM_ID_LEN + params.packet_len()).max(8 * usize::from(poll_size));
+        let body = (ITEM_HEADER_LEN + params.packet_len()).max(8 * usize::from(poll_size));
         Self {
             plaintext_len: 1 + body,
         }
@@ -133,7 +135,7 @@ mod tests {
         let params = Params::new(1024).unwrap();
         for n in [1u16, 8, 256] {
             let l = FrameLayout::new(&params, n);
-            assert!(l.plaintext_len() > ITEM_ID_LEN + params.packet_len());
+            assert!(l.plaintext_len() > ITEM_HEADER_LEN + params.packet_len());
             assert!(l.plaintext_len() > 8 * usize::from(n));
             assert!(HEADER_LEN + 4 + INITIATION_LEN <= l.frame_len());
             assert!(MACS_END <= l.frame_len());
@@ -148,10 +150,11 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_is_a_packet_and_37_bytes_at_default_sizes() {
+    fn a_frame_is_a_packet_and_41_bytes_at_default_sizes() {
         let params = Params::default();
         let l = FrameLayout::new(&params, 4);
-        assert_eq!(l.frame_len(), params.packet_len() + 37);
+        // Header 12, kind 1, item id 8, waiting 4, tag 16.
+        assert_eq!(l.frame_len(), params.packet_len() + 41);
     }
 
     #[test]
