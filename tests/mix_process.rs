@@ -457,3 +457,40 @@ fn a_second_copy_of_a_running_node_refuses_to_start() {
     assert_eq!(rig.forwarded(1), 1);
     rig.stop();
 }
+
+/// `--check` says how much memory the node will keep resident: within 10 % of what the
+/// node, once started with both shards up, reports for itself.
+#[test]
+fn the_memory_check_reports_is_what_the_node_holds() {
+    let mut r = rig("memory");
+    assert!(r.node.take().unwrap().terminate());
+    let out = common::loopix()
+        .args(["node", "--check", "--config"])
+        .arg(r._dir.path("mix.toml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let predicted_mb: f64 = said
+        .lines()
+        .find_map(|l| l.strip_prefix("memory: about "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no memory figure: {said}"));
+    r.node = Some(start_node(&r._dir, r.metrics));
+    let text = common::scrape(r.metrics).unwrap_or_default();
+    let rss_mb = text
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .expect("the node reports its resident memory")
+        / 1e6;
+    assert!(
+        (predicted_mb - rss_mb).abs() <= 0.10 * rss_mb,
+        "--check said {predicted_mb} MB, the node holds {rss_mb:.0} MB\n{said}"
+    );
+}

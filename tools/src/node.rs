@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use loopix_core::endpoint::Endpoint;
 use loopix_core::faults::Faulty;
+use loopix_core::inbox::MemoryInbox;
 use loopix_core::link::LINK_OVERHEAD;
 use loopix_core::mix::Mix;
 use loopix_core::pki::authority::Holder;
@@ -147,6 +148,7 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
             per_filter as f64 / 1e6,
             (2 * cfg.shards * per_filter) as f64 / 1e6
         );
+        print_memory(&cfg, &seed, &session_key)?;
         for w in keys.warnings.iter().chain(&rate_warning) {
             println!("warning: {w}");
         }
@@ -185,6 +187,59 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     drop(lock);
     drop(sync_thread);
     served
+}
+
+/// `--check`: the memory the node will keep resident, by part: what each shard's core
+/// touches at start (computed from the limits), what its executor adds (measured by
+/// starting one), and this process as it stands.
+fn print_memory(
+    cfg: &NodeConfig,
+    seed: &EpochSeed,
+    session_key: &SessionSecret,
+) -> Result<(), String> {
+    let mb = |b: usize| b as f64 / 1e6;
+    let resident =
+        || loopix_runtime::node::resident_bytes().map_err(|e| format!("resident memory: {e}"));
+    let process = resident()?;
+    // One shard's core, built as the node builds it, and measured.
+    let core = {
+        let config = CoreConfig::node(cfg.node.id, seed.clone(), session_key.clone())
+            .limited(cfg.limits)
+            .on_shard(0, cfg.shards);
+        let built = match cfg.node.role {
+            Role::Mix { .. } => Mix::<loopix_crypto::Processor>::new(&cfg.topology, config)
+                .map(|m| Box::new(m) as Box<dyn std::any::Any>),
+            Role::Provider => {
+                let inbox = MemoryInbox::new(cfg.inbox.per_client, cfg.inbox.total);
+                Provider::<_, loopix_crypto::Processor>::new(&cfg.topology, config, inbox)
+                    .map(|p| Box::new(p) as Box<dyn std::any::Any>)
+            }
+        }
+        .map_err(|e| format!("node {}: {e}", cfg.node.id.0))?;
+        let with_core = resident()?;
+        drop(built);
+        with_core.saturating_sub(process)
+    };
+    let executor = loopix_runtime::node::executor_resident_bytes().map_err(|e| e.to_string())?;
+    let parts = loopix_core::hop::resident_memory(&cfg.limits, &cfg.topology.network.params);
+    let total = process + cfg.shards * (core + executor);
+    println!(
+        "memory: about {:.0} MB resident: {} shard(s) of {:.1} MB (core {:.1} MB: packet \
+         pool {:.1} MB, replay filters {:.1} MB; executor {:.1} MB) and {:.1} MB for the \
+         process (measured)",
+        mb(total),
+        cfg.shards,
+        mb(core + executor),
+        mb(core),
+        mb(parts.pool),
+        mb(parts.replay_filters),
+        mb(executor),
+        mb(process)
+    );
+    if cfg.node.role == Role::Provider {
+        println!("memory: a provider's inbox store adds its cache, which grows with what it holds");
+    }
+    Ok(())
 }
 
 /// What the configuration asks of this host: its CPUs exist, no other process holds its

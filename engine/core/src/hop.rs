@@ -206,6 +206,24 @@ pub struct HopEngine<C: Codec = Processor> {
     stats: HopStats,
 }
 
+/// The two largest parts of what a hop engine keeps resident from the start (every page
+/// touched by [`HopEngine::new`]), for `--check` to name; the whole is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HopMemory {
+    /// The packet pool.
+    pub pool: usize,
+    /// Both epochs' replay filters.
+    pub replay_filters: usize,
+}
+
+/// [`HopMemory`] for `limits` and `params`.
+pub fn resident_memory(limits: &HopLimits, params: &loopix_crypto::Params) -> HopMemory {
+    HopMemory {
+        pool: limits.pool_packets as usize * params.packet_len(),
+        replay_filters: 2 * ReplayFilter::bytes_for(limits.replay_tags),
+    }
+}
+
 impl<C: Codec> HopEngine<C> {
     /// Allocates everything the hop will ever use. Keys come from `seed` as `schedule`
     /// brings their epochs into use; `rng_seed` seeds the replay filters' hash keys.

@@ -173,3 +173,44 @@ impl Node {
         self.reports()
     }
 }
+
+/// This process's resident memory now, bytes (Linux `/proc/self/statm`).
+pub fn resident_bytes() -> io::Result<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| io::Error::other("/proc/self/statm: no resident field"))?;
+    // SAFETY: sysconf reads a constant of the system.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Ok(pages * usize::try_from(page).unwrap_or(4096))
+}
+
+/// What one shard's executor adds to the resident memory before its core does anything
+/// (its io_uring rings and the IO memory it registers, its thread): measured by starting
+/// one, as `--check` does, since it depends on the kernel and the runtime's defaults. An
+/// error here is an error starting any shard (io_uring refused, memory lock limits).
+pub fn executor_resident_bytes() -> io::Result<usize> {
+    let before = resident_bytes()?;
+    let during = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("loopix-check")
+        .spawn(|| async {
+            // A timer and a socket's receive, as a shard's first moments have: the
+            // executor's rings and IO memory are set up by then.
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            let socket = glommio::net::UdpSocket::bind("127.0.0.1:0")?;
+            let mut buf = [0u8; 64];
+            let me = socket.local_addr()?;
+            let _ = socket.send_to(&buf, me).await;
+            let _ = glommio::timer::timeout(std::time::Duration::from_millis(1), async {
+                socket.recv(&mut buf).await
+            })
+            .await;
+            resident_bytes()
+        })
+        .map_err(|e| io::Error::other(format!("a shard's executor cannot start: {e}")))?
+        .join()
+        .map_err(|e| io::Error::other(format!("a shard's executor failed: {e}")))??;
+    Ok(during.saturating_sub(before))
+}
