@@ -240,6 +240,14 @@ fn both_shards_work_and_the_counters_add_up() {
     assert!(m.contains("loopix_kernel_drops_total{shard=\"1\"}"));
     assert_eq!(metric(&m, "loopix_socket_errors_total"), 0, "{m}");
     assert!(m.contains("loopix_socket_errors_total{shard=\"0\",op=\"send\"}"));
+    // The provider's link in is alive: heard within the last minute.
+    let heard = m
+        .lines()
+        .find_map(|l| l.strip_prefix("loopix_link_last_heard_timestamp_seconds{peer=\"1000\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("the provider's link is reported");
+    assert!(heard + 60 >= common::now_s(), "heard at {heard}");
+    assert!(m.contains("loopix_links_silent 0\n"), "{m}");
     rig.stop();
 }
 

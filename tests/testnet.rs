@@ -285,6 +285,12 @@ fn a_testnet_run_from_the_directory_crosses_epochs_and_delivers_everything_once(
             let back = node["loop_return_fraction"].as_f64().unwrap_or(0.0);
             assert!(back >= 0.9, "{node}");
         }
+        // Every link in is alive, and the last document was fetched this run.
+        assert_eq!(node["links_silent"].as_u64(), Some(0), "{node}");
+        assert!(
+            node["last_fetch_s"].as_u64().unwrap() + 120 >= common::now_s(),
+            "{node}"
+        );
     }
 }
 

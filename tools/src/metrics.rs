@@ -1,6 +1,7 @@
 //! Prometheus text exposition of a node's shard reports, served on a loopback port by a
 //! plain thread: off the packet path, reading the latest reports the control thread keeps.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -12,6 +13,7 @@ use loopix_core::hop::EpochStats;
 use loopix_core::latency_histogram::LatencyHistogram;
 use loopix_core::provider::INBOX_DEPTH_BOUNDS;
 use loopix_core::topology::Role;
+use loopix_runtime::directory_client::DirectoryFreshness;
 use loopix_runtime::shard::ShardReport;
 
 /// What the metrics thread serves: the latest reports and figures derived from them.
@@ -31,7 +33,14 @@ pub struct Snapshot {
     pub document_epoch: Option<u64>,
     /// The node's role: series of the other role are left out.
     pub role: Option<Role>,
+    /// With a directory: how fresh what the node holds from it is.
+    pub directory: Option<Arc<DirectoryFreshness>>,
+    /// The last epoch for which the topology in force publishes this node's keys.
+    pub keys_published_until: Option<u64>,
 }
+
+/// A neighbour with no verified datagram for this long counts as silent.
+pub const LINK_SILENT_AFTER_US: u64 = 60_000_000;
 
 /// A snapshot older than this (the node's loop stopped refreshing it) is unhealthy.
 const STALE_AFTER_US: u64 = 5_000_000;
@@ -414,6 +423,81 @@ pub fn render(s: &Snapshot) -> String {
             .map(|e| (String::new(), e as f64))
             .into_iter(),
     );
+    if let Some(epochs) = s.epochs {
+        family(
+            "loopix_document_valid_until_timestamp_seconds",
+            "gauge",
+            "When the epoch of the directory's document in force ends, unix s: past it, the node missed the next one.",
+            &mut s
+                .document_epoch
+                .map(|e| (String::new(), (epochs.start_of(e + 1) / 1_000_000) as f64))
+                .into_iter(),
+        );
+    }
+    family(
+        "loopix_keys_published_until_epoch",
+        "gauge",
+        "The last epoch for which the topology in force publishes this node's keys.",
+        &mut s
+            .keys_published_until
+            .map(|e| (String::new(), e as f64))
+            .into_iter(),
+    );
+    if let Some(d) = &s.directory {
+        let seconds = |a: &std::sync::atomic::AtomicU64| {
+            (a.load(std::sync::atomic::Ordering::Relaxed) / 1_000_000) as f64
+        };
+        family(
+            "loopix_directory_last_fetch_timestamp_seconds",
+            "gauge",
+            "When a network document was last fetched and taken, unix s (0: never).",
+            &mut std::iter::once((String::new(), seconds(&d.last_fetch_us))),
+        );
+        family(
+            "loopix_directory_last_upload_timestamp_seconds",
+            "gauge",
+            "When an authority last took this node's keys, unix s (0: never).",
+            &mut std::iter::once((String::new(), seconds(&d.last_upload_us))),
+        );
+        family(
+            "loopix_directory_keys_uploaded_until_epoch",
+            "gauge",
+            "The last epoch the keys an authority took cover.",
+            &mut std::iter::once((
+                String::new(),
+                d.keys_uploaded_until
+                    .load(std::sync::atomic::Ordering::Relaxed) as f64,
+            )),
+        );
+    }
+    // Each neighbour's link in: the newest verified datagram any shard has seen from it.
+    let mut heard: BTreeMap<u64, u64> = BTreeMap::new();
+    for r in &s.reports {
+        for &(peer, at) in r.links_heard.iter() {
+            let e = heard.entry(peer.0).or_default();
+            *e = (*e).max(at);
+        }
+    }
+    family(
+        "loopix_link_last_heard_timestamp_seconds",
+        "gauge",
+        "When a datagram from each neighbour this node takes packets from last verified, unix s (0: never).",
+        &mut heard
+            .iter()
+            .map(|(peer, at)| (format!("peer=\"{peer}\""), (at / 1_000_000) as f64)),
+    );
+    family(
+        "loopix_links_silent",
+        "gauge",
+        "Neighbours this node takes packets from with no verified datagram in the last 60 s (or never).",
+        &mut std::iter::once((
+            String::new(),
+            heard
+                .values()
+                .filter(|&&at| at + LINK_SILENT_AFTER_US < s.now_us || at == 0)
+                .count() as f64,
+        )),
+    );
     let merged = |pick: fn(&ShardReport) -> &LatencyHistogram| {
         let mut h = LatencyHistogram::default();
         s.reports.iter().for_each(|r| h.merge(pick(r)));
@@ -657,6 +741,57 @@ mod tests {
         }
     }
 
+    /// Each neighbour's link: the newest verified datagram any shard saw from it, and how
+    /// many have been silent for a minute (or never sent); the directory's freshness.
+    #[test]
+    fn links_and_the_directory_say_how_fresh_they_are() {
+        let now = 1_000 * 1_000_000;
+        let shard = |i: usize, heard: Vec<(u64, u64)>| {
+            let mut r = ShardReport {
+                shard: i,
+                ..ShardReport::default()
+            };
+            r.links_heard = heard
+                .into_iter()
+                .map(|(p, at)| (loopix_crypto::Address(p), at))
+                .collect::<Vec<_>>()
+                .into();
+            r
+        };
+        let directory = Arc::new(DirectoryFreshness::default());
+        directory
+            .last_fetch_us
+            .store(990 * 1_000_000, std::sync::atomic::Ordering::Relaxed);
+        let s = Snapshot {
+            // Peer 1 heard by shard 1 lately; peer 2 last 2 minutes ago; peer 3 never.
+            reports: vec![
+                shard(0, vec![(1, 900 * 1_000_000), (2, 880 * 1_000_000), (3, 0)]),
+                shard(1, vec![(1, 995 * 1_000_000), (2, 870 * 1_000_000), (3, 0)]),
+            ],
+            shards: 2,
+            role: Some(Role::Mix { layer: 2 }),
+            now_us: now,
+            epochs: Some(EpochSchedule::new(0, 100_000_000, 5_000_000).unwrap()),
+            document_epoch: Some(9),
+            directory: Some(directory),
+            keys_published_until: Some(11),
+            ..Snapshot::default()
+        };
+        let text = render(&s);
+        for line in [
+            "loopix_link_last_heard_timestamp_seconds{peer=\"1\"} 995",
+            "loopix_link_last_heard_timestamp_seconds{peer=\"2\"} 880",
+            "loopix_link_last_heard_timestamp_seconds{peer=\"3\"} 0",
+            "loopix_links_silent 2",
+            "loopix_directory_last_fetch_timestamp_seconds 990",
+            "loopix_directory_last_upload_timestamp_seconds 0",
+            "loopix_document_valid_until_timestamp_seconds 1000",
+            "loopix_keys_published_until_epoch 11",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line}:\n{text}");
+        }
+    }
+
     /// Every loopix and process series the shipped dashboard and alert rules query is one a
     /// node serves (a mix's and a provider's scrapes together).
     #[test]
@@ -692,6 +827,7 @@ mod tests {
         let mut report = ShardReport::default();
         report.core.loop_return_fraction = Some(1.0);
         report.core.epochs = [Some(epoch), None];
+        report.links_heard = vec![(loopix_crypto::Address(7), unix_us())].into();
         let mut s = Snapshot {
             reports: vec![report],
             shards: 1,
@@ -699,6 +835,8 @@ mod tests {
             epochs: Some(EpochSchedule::new(0, 1_200_000_000, 60_000_000).unwrap()),
             now_us: unix_us(),
             document_epoch: Some(3),
+            directory: Some(Arc::default()),
+            keys_published_until: Some(4),
             ..Snapshot::default()
         };
         let mut scraped = render(&s);

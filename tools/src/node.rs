@@ -182,6 +182,7 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     let started = Started {
         role,
         epoch: keys.current,
+        keys_until: keys.last_published,
     };
     let served = serve_until_signal(cfg, node, clock, seed.epoch(), started, sync);
     drop(lock);
@@ -391,7 +392,8 @@ fn start(
 /// hands them to every shard: keys that did not change keep their replay filters, other
 /// nodes' new epoch keys are used for loops from now on. A problem is logged and nothing
 /// changes.
-fn reload_config(cfg: &NodeConfig, node: &Node, now_us: u64) {
+/// Returns the last epoch the re-read topology publishes this node's keys for, if taken.
+fn reload_config(cfg: &NodeConfig, node: &Node, now_us: u64) -> Option<u64> {
     let file = cfg.source.display();
     // With a directory, the topology is the document in force, not re-fetched.
     let held = cfg.topology.clone();
@@ -400,11 +402,11 @@ fn reload_config(cfg: &NodeConfig, node: &Node, now_us: u64) {
         fresh.size_replay_filters(cfg.measured_packets_per_s);
         let seed = read_seed(&fresh.key_file)
             .map_err(|e| loopix_core::field_error::FieldError::new("key_file", e))?;
-        fresh.check_keys(&seed, now_us)?;
-        Ok((fresh, seed))
+        let keys = fresh.check_keys(&seed, now_us)?;
+        Ok((fresh, seed, keys.last_published))
     });
     match loaded {
-        Ok((fresh, seed)) => {
+        Ok((fresh, seed, keys_until)) => {
             node.reload(&fresh.topology, &seed);
             let restart = cfg.needs_restart(&fresh);
             if restart.is_empty() {
@@ -416,8 +418,12 @@ fn reload_config(cfg: &NodeConfig, node: &Node, now_us: u64) {
                     "reloaded topology and key file; these changes wait for a restart"
                 );
             }
+            Some(keys_until)
         }
-        Err(e) => tracing::error!(%file, error = %e, "reload refused; nothing changed"),
+        Err(e) => {
+            tracing::error!(%file, error = %e, "reload refused; nothing changed");
+            None
+        }
     }
 }
 
@@ -444,6 +450,8 @@ fn ratchet_key_file(cfg: &NodeConfig, now_us: u64, at: &mut u64) {
 struct Started {
     role: String,
     epoch: u64,
+    /// The last epoch the topology publishes the node's keys for.
+    keys_until: u64,
 }
 
 /// Joins the directory: uploads this node's keys (signed with its identity key) and
@@ -593,13 +601,14 @@ fn lists_node(
 
 /// Takes the next epoch's document: checks it still lists this node with keys its key
 /// file gives, then hands it to every shard. A problem is logged and nothing changes.
-/// Returns the epoch now in force, if it changed.
+/// Returns the epoch now in force and the last epoch it publishes this node's keys for,
+/// if it changed.
 fn apply_document(
     cfg: &mut NodeConfig,
     node: &Node,
     topology: Topology,
     now_us: u64,
-) -> Option<u64> {
+) -> Option<(u64, u64)> {
     let epoch = topology.network.epochs.epoch_at(now_us);
     let Some(me) = topology.node(cfg.node.id).cloned() else {
         tracing::error!(
@@ -627,11 +636,11 @@ fn apply_document(
     let checked = read_seed(&cfg.key_file).and_then(|seed| {
         fresh
             .check_keys(&seed, now_us)
-            .map(|_| seed)
+            .map(|k| (seed, k.last_published))
             .map_err(|e| e.to_string())
     });
     match checked {
-        Ok(seed) => {
+        Ok((seed, keys_until)) => {
             node.reload(&fresh.topology, &seed);
             tracing::info!(
                 epoch,
@@ -640,7 +649,7 @@ fn apply_document(
                 "network document in force"
             );
             *cfg = fresh;
-            Some(epoch)
+            Some((epoch, keys_until))
         }
         Err(e) => {
             tracing::error!(epoch, error = %e, "new document refused; keeping the old");
@@ -659,6 +668,7 @@ fn serve_until_signal(
 ) -> Result<(), String> {
     // One document an epoch: four waiting means the main loop is stuck, not busy.
     let (documents_tx, documents) = std::sync::mpsc::sync_channel::<Topology>(4);
+    let freshness = sync.as_ref().map(DirectorySync::freshness);
     let _watch = sync
         .map(|s| {
             s.spawn(move |t| {
@@ -686,6 +696,8 @@ fn serve_until_signal(
             .directory
             .as_ref()
             .map(|_| cfg.topology.network.epochs.epoch_at(clock.now_us())),
+        directory: freshness,
+        keys_published_until: Some(started.keys_until),
         ..Snapshot::default()
     }));
     if let Some(addr) = cfg.metrics {
@@ -693,19 +705,23 @@ fn serve_until_signal(
             .map_err(|e| format!("metrics {addr}: {e}"))?;
         tracing::info!(%local, "metrics on http://{local}/metrics");
     }
-    let Started { role, epoch } = started;
+    let Started { role, epoch, .. } = started;
     tracing::info!(id = cfg.node.id.0, %role, shards = cfg.shards, listen = %node.local_addr, epoch, "node started");
     let (mut last_held, mut last_at) = (0u64, Instant::now());
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
-        if reload.swap(false, Ordering::SeqCst) {
-            reload_config(cfg, &node, clock.now_us());
+        if reload.swap(false, Ordering::SeqCst)
+            && let Some(keys_until) = reload_config(cfg, &node, clock.now_us())
+            && let Ok(mut s) = shared.lock()
+        {
+            s.keys_published_until = Some(keys_until);
         }
         while let Ok(topology) = documents.try_recv() {
-            if let Some(epoch) = apply_document(cfg, &node, topology, clock.now_us())
+            if let Some((epoch, keys_until)) = apply_document(cfg, &node, topology, clock.now_us())
                 && let Ok(mut s) = shared.lock()
             {
                 s.document_epoch = Some(epoch);
+                s.keys_published_until = Some(keys_until);
             }
         }
         ratchet_key_file(cfg, clock.now_us(), &mut key_file_epoch);

@@ -248,6 +248,10 @@ pub struct NodeSummary {
     /// Mixes: loops that could not be built (no key published for an epoch a hop fell in:
     /// a mix that kept an old document once its keys ran out).
     pub loops_failed: u64,
+    /// Neighbours it takes packets from that sent nothing that verified for a minute.
+    pub links_silent: Option<u64>,
+    /// With `--directory`: when it last fetched and took a document, unix s.
+    pub last_fetch_s: Option<u64>,
 }
 
 /// Runs the network and prints the summary. Fails if any real message was lost or
@@ -915,6 +919,8 @@ fn fill_from_metrics(s: &mut NodeSummary, text: &str) {
             "loopix_fault_drops_total" => s.fault_drops += value,
             "loopix_document_epoch" => s.document_epoch = Some(value),
             "loopix_loops_failed_total" => s.loops_failed += value,
+            "loopix_links_silent" => s.links_silent = Some(value),
+            "loopix_directory_last_fetch_timestamp_seconds" => s.last_fetch_s = Some(value),
             "loopix_loop_return_fraction" => {
                 s.loop_return_fraction = Some(s.loop_return_fraction.map_or(raw, |f| f.min(raw)));
             }

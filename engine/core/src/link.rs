@@ -76,6 +76,8 @@ struct Peer {
     /// Keys for datagrams to the peer and from it, by epoch parity, made when first needed.
     send: [Option<EpochKey>; 2],
     receive: [Option<EpochKey>; 2],
+    /// When a datagram from it last verified, µs (0: never): its link is alive.
+    heard_us: u64,
 }
 
 /// A node's links to its adjacent nodes. See the module docs.
@@ -133,6 +135,7 @@ impl Links {
                     secret,
                     send: [None, None],
                     receive: [None, None],
+                    heard_us: 0,
                 },
             );
         }
@@ -240,7 +243,27 @@ impl Links {
         if !self.windows.entry(window).or_default().accept(counter) {
             return Err(DropReason::LinkReplay);
         }
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.heard_us = now_us;
+        }
         Ok(())
+    }
+
+    /// Every node this one takes datagrams from, and when one of its datagrams last
+    /// verified (µs; 0: never): whether each link in is alive.
+    pub fn heard(&self) -> impl Iterator<Item = (Address, u64)> + '_ {
+        self.accept_from
+            .iter()
+            .map(|id| (*id, self.peers.get(id).map_or(0, |p| p.heard_us)))
+    }
+
+    /// Takes what `old` (the links before a reload) heard of the peers both have.
+    pub fn keep_heard(&mut self, old: &Links) {
+        for (id, peer) in &mut self.peers {
+            if let Some(o) = old.peers.get(id) {
+                peer.heard_us = o.heard_us;
+            }
+        }
     }
 }
 
@@ -351,6 +374,33 @@ mod tests {
             m2.seal(10 * S, Address(1), &mut datagram(0)),
             Err(DropReason::NotAdjacent)
         );
+    }
+
+    /// A link counts as heard only when a datagram on it verifies: a forged, replayed or
+    /// altered one changes nothing; and a reload keeps what was heard.
+    #[test]
+    fn a_link_is_heard_only_when_a_datagram_verifies() {
+        let (t, keys) = network();
+        let (mut p, mut m1, mut m2) = (
+            links(&t, &keys, 100, 0),
+            links(&t, &keys, 1, 0),
+            links(&t, &keys, 2, 0),
+        );
+        let heard = |l: &Links| l.heard().collect::<Vec<_>>();
+        assert_eq!(heard(&m1), vec![(Address(100), 0)], "never yet");
+        let mut forged = datagram(3);
+        m2.seal(5 * S, Address(100), &mut forged).unwrap();
+        assert!(m1.open(5 * S, Address(100), &forged).is_err());
+        assert_eq!(heard(&m1), vec![(Address(100), 0)]);
+        let mut d = datagram(7);
+        p.seal(10 * S, Address(1), &mut d).unwrap();
+        m1.open(10 * S, Address(100), &d).unwrap();
+        assert_eq!(heard(&m1), vec![(Address(100), 10 * S)]);
+        assert!(m1.open(12 * S, Address(100), &d).is_err(), "a replay");
+        assert_eq!(heard(&m1), vec![(Address(100), 10 * S)]);
+        let mut fresh = links(&t, &keys, 1, 0);
+        fresh.keep_heard(&m1);
+        assert_eq!(heard(&fresh), vec![(Address(100), 10 * S)]);
     }
 
     #[test]

@@ -120,6 +120,11 @@ impl<C: Codec> Mix<C> {
         })
     }
 
+    /// Its links in: each node it takes datagrams from, and when one last verified.
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
     /// Counters.
     pub fn stats(&self) -> MixStats {
         MixStats {
@@ -138,7 +143,10 @@ impl<C: Codec> Mix<C> {
         self.directory = Directory::new(topology);
         self.addresses = NodeAddresses::new(topology);
         match links_for::<C>(topology, self.me.id, &self.session_key, self.shard) {
-            Ok(links) => self.links = links,
+            Ok(mut links) => {
+                links.keep_heard(&self.links);
+                self.links = links;
+            }
             // The runtime checked the topology before handing it over; keep the old links.
             Err(e) => debug_assert!(false, "reload with unusable links: {e}"),
         }

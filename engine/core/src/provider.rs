@@ -183,6 +183,11 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         })
     }
 
+    /// Its links in: each node it takes datagrams from, and when one last verified.
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
     /// Counters.
     pub fn stats(&self) -> ProviderStats {
         ProviderStats {
@@ -202,7 +207,10 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         self.clients = topology.clients_of(self.id).map(|c| c.id).collect();
         self.addresses = NodeAddresses::new(topology);
         match links_for::<C>(topology, self.id, self.sessions.key(), self.shard) {
-            Ok(links) => self.links = links,
+            Ok(mut links) => {
+                links.keep_heard(&self.links);
+                self.links = links;
+            }
             // The runtime checked the topology before handing it over; keep the old links.
             Err(e) => debug_assert!(false, "reload with unusable links: {e}"),
         }

@@ -11,7 +11,7 @@ use loopix_core::provider::INBOX_DEPTH_BOUNDS;
 use loopix_core::provider::Provider;
 use loopix_core::topology::Topology;
 
-use loopix_crypto::EpochSeed;
+use loopix_crypto::{Address, EpochSeed};
 
 use loopix_core::latency_histogram::LatencyHistogram;
 
@@ -69,9 +69,15 @@ pub trait ShardCore: Endpoint {
     fn reload(&mut self, topology: &Topology, seed: EpochSeed);
     /// The hop pipeline, for its replay journal.
     fn hop(&mut self) -> &mut HopEngine;
+    /// Each node it takes datagrams from, and when one last verified (µs; 0: never).
+    fn links_heard(&self) -> Vec<(Address, u64)>;
 }
 
 impl ShardCore for Mix {
+    fn links_heard(&self) -> Vec<(Address, u64)> {
+        self.links().heard().collect()
+    }
+
     fn reload(&mut self, topology: &Topology, seed: EpochSeed) {
         Mix::reload(self, topology, seed);
     }
@@ -114,6 +120,10 @@ impl ShardCore for Mix {
 }
 
 impl<S: InboxStore> ShardCore for Provider<S> {
+    fn links_heard(&self) -> Vec<(Address, u64)> {
+        self.links().heard().collect()
+    }
+
     fn report(&self, _now_us: u64) -> CoreReport {
         let s = self.stats();
         let (depths, deepest) = self.inbox_depths();
@@ -188,5 +198,9 @@ impl<C: ShardCore> ShardCore for Faulty<C> {
 
     fn hop(&mut self) -> &mut HopEngine {
         self.inner_mut().hop()
+    }
+
+    fn links_heard(&self) -> Vec<(Address, u64)> {
+        self.inner().links_heard()
     }
 }

@@ -14,7 +14,7 @@
 //!   registered and from which epoch it is published (404 when not registered).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -349,6 +349,16 @@ pub enum NotYet {
     GiveUp(String),
 }
 
+/// How fresh what a [`DirectorySync`] holds is, for metrics: unix µs of the last document
+/// taken and of the last upload taken (0: none yet), and the last epoch the uploaded keys
+/// cover. Written by the sync's thread, read by whoever serves metrics.
+#[derive(Debug, Default)]
+pub struct DirectoryFreshness {
+    pub last_fetch_us: AtomicU64,
+    pub last_upload_us: AtomicU64,
+    pub keys_uploaded_until: AtomicU64,
+}
+
 /// A follower (and, for a node, its key publisher) kept up to date with the authorities.
 pub struct DirectorySync {
     client: DirectoryClient,
@@ -357,6 +367,7 @@ pub struct DirectorySync {
     clock: NetworkClock,
     /// What went wrong last (a fetch or an upload), for a caller that gives up waiting.
     last_problem: Option<String>,
+    freshness: Arc<DirectoryFreshness>,
 }
 
 impl DirectorySync {
@@ -368,7 +379,13 @@ impl DirectorySync {
             publisher,
             clock: NetworkClock::start(),
             last_problem: None,
+            freshness: Arc::default(),
         }
+    }
+
+    /// How fresh what it holds is (shared: it stays current as the sync runs).
+    pub fn freshness(&self) -> Arc<DirectoryFreshness> {
+        Arc::clone(&self.freshness)
     }
 
     /// One round: uploads keys if due, fetches what is due; returns the topology to use
@@ -382,6 +399,12 @@ impl DirectorySync {
                 Ok(n) => {
                     tracing::info!(authorities = n, "epoch keys uploaded");
                     p.handle_uploaded(now, true);
+                    self.freshness.last_upload_us.store(now, Ordering::Relaxed);
+                    if let Some(until) = p.uploaded_until() {
+                        self.freshness
+                            .keys_uploaded_until
+                            .store(until, Ordering::Relaxed);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "epoch keys not taken; trying again");
@@ -390,10 +413,11 @@ impl DirectorySync {
                 }
             }
         }
-        if let Some(want) = self.follower.poll_fetch(now)
-            && let Err(e) = self.client.fetch_into(&mut self.follower, now, want)
-        {
-            self.last_problem = Some(e);
+        if let Some(want) = self.follower.poll_fetch(now) {
+            match self.client.fetch_into(&mut self.follower, now, want) {
+                Ok(_) => self.freshness.last_fetch_us.store(now, Ordering::Relaxed),
+                Err(e) => self.last_problem = Some(e),
+            }
         }
         let topology = self.follower.poll_topology(now)?;
         if let Some(p) = &mut self.publisher {

@@ -123,7 +123,7 @@ impl Node {
                 *slot = Some(r);
             }
         }
-        self.latest.iter().flatten().copied().collect()
+        self.latest.iter().flatten().cloned().collect()
     }
 
     /// Waits up to `timeout` for every shard to report once more; returns the reports.
@@ -144,7 +144,7 @@ impl Node {
                 Err(_) => break,
             }
         }
-        self.latest.iter().flatten().copied().collect()
+        self.latest.iter().flatten().cloned().collect()
     }
 
     /// Hands every shard a re-read topology and key seed (see [`Control::Reload`]).

@@ -12,6 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -20,7 +21,7 @@ use glommio::net::UdpSocket;
 use glommio::timer::Timer;
 use loopix_core::drops::DropReason;
 use loopix_core::topology::Topology;
-use loopix_crypto::EpochSeed;
+use loopix_crypto::{Address, EpochSeed};
 
 use crate::batch_io::{BATCH, Batch};
 use crate::clock::NetworkClock;
@@ -56,10 +57,13 @@ pub struct Stray {
 }
 
 /// A shard's counters, sent to the control thread.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ShardReport {
     pub shard: usize,
     pub core: CoreReport,
+    /// Each node the shard takes datagrams from, and when one last verified (µs; 0:
+    /// never): made once a report, never per packet.
+    pub links_heard: Arc<[(Address, u64)]>,
     pub strays_forwarded: u64,
     /// Strays dropped: no free buffer, or the owner's queue full.
     pub strays_dropped: u64,
@@ -219,6 +223,7 @@ impl<C: ShardCore> State<C> {
         ShardReport {
             shard: self.index,
             core: self.core.report(self.now_us()),
+            links_heard: self.core.links_heard().into(),
             strays_forwarded: self.strays_forwarded,
             strays_dropped: self.strays_dropped,
             receive_ns: self.receive_ns,

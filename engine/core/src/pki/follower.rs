@@ -215,6 +215,11 @@ impl KeyPublisher {
         Some(upload.sign(&self.identity))
     }
 
+    /// The last epoch the keys an authority took cover (`None`: none taken yet).
+    pub fn uploaded_until(&self) -> Option<u64> {
+        self.done_for.map(|e| e + UPLOAD_EPOCHS as u64 - 1)
+    }
+
     /// How the upload went: taken by an authority, or not (tried again later).
     pub fn handle_uploaded(&mut self, now_us: u64, accepted: bool) {
         if accepted {
