@@ -225,14 +225,21 @@ pub fn render(s: &Snapshot) -> String {
         "lambda/mu from the measured arrival rate (Lemma 1).",
         &mut std::iter::once((String::new(), expected)),
     );
+    // Mixes: NaN until the first loops are judged (present, so a dashboard shows the
+    // shard, and no alert fires on a fraction of nothing).
+    let mix = matches!(s.role, Some(Role::Mix { .. }));
     family(
         "loopix_loop_return_fraction",
         "gauge",
-        "Share of this node's recent loops that came back (mixes).",
+        "Share of this node's recent loops that came back (mixes; NaN until loops are judged).",
         &mut s
             .reports
             .iter()
-            .filter_map(|r| r.core.loop_return_fraction.map(|f| (shard(r), f))),
+            .filter_map(|r| match r.core.loop_return_fraction {
+                Some(f) => Some((shard(r), f)),
+                None if mix => Some((shard(r), f64::NAN)),
+                None => None,
+            }),
     );
     family(
         "loopix_loops_failed_total",
@@ -787,9 +794,19 @@ mod tests {
             "loopix_directory_last_upload_timestamp_seconds 0",
             "loopix_document_valid_until_timestamp_seconds 1000",
             "loopix_keys_published_until_epoch 11",
+            // A mix whose loops are not judged yet: present, and no number.
+            "loopix_loop_return_fraction{shard=\"1\"} NaN",
         ] {
             assert!(text.contains(&format!("{line}\n")), "{line}:\n{text}");
         }
+        let provider = render(&Snapshot {
+            role: Some(Role::Provider),
+            ..s
+        });
+        assert!(
+            !provider.contains("loopix_loop_return_fraction{"),
+            "{provider}"
+        );
     }
 
     /// Every loopix and process series the shipped dashboard and alert rules query is one a
