@@ -103,7 +103,7 @@ pub struct LoadgenArgs {
     #[arg(long, default_value_t = 0)]
     send_quantum_us: u32,
     /// Send valid packets among replays, junk and packets asking for a 590 s hold (six in
-    /// ten datagrams; see the README's overload section): load the node must refuse.
+    /// ten datagrams; see docs/performance.md, load generation): load the node must refuse.
     #[arg(long)]
     hostile: bool,
     /// After the load, go on with valid packets at this rate to time the node's recovery
