@@ -767,6 +767,31 @@ fn a_check_says_where_a_registration_stands_without_the_rest_of_the_network() {
     let (_, status) = http(&listen, "GET", &format!("/status/node/{}", mix.0), b"");
     let status = String::from_utf8_lossy(&status);
     assert!(status.contains("no keys uploaded"), "{status}");
+    // The authority's metrics say the same, and serve every series its alert rules use.
+    let (_, metrics) = http(&listen, "GET", "/metrics", b"");
+    let metrics = String::from_utf8(metrics).unwrap();
+    for line in [
+        "loopix_directory_nodes_registered 2",
+        "loopix_directory_clients_registered 2",
+        "loopix_directory_document_published{epoch=\"current\"} 0",
+        &format!(
+            "loopix_directory_node_keys_until_epoch{{node=\"{}\"}} 0",
+            mix.0
+        ),
+    ] {
+        assert!(metrics.contains(&format!("{line}\n")), "{line}:\n{metrics}");
+    }
+    let rules = include_str!("../docs/monitoring/authority-alerts.yml");
+    for (at, _) in rules.match_indices("loopix_directory_") {
+        let name: String = rules[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        assert!(
+            metrics.contains(&format!("# TYPE {name} ")),
+            "{name} is used by the alert rules and not served"
+        );
+    }
     // Another id with these keys: not registered, said at once.
     let (refused, took) = check(999);
     assert!(!refused.status.success());

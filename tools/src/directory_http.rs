@@ -29,7 +29,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use loopix_core::pki::authority::{Authority, Holder, Standing};
+use loopix_core::pki::authority::{Authority, AuthorityGauges, Holder, Standing};
 use loopix_core::pki::key_upload::MAX_UPLOAD_BYTES;
 use loopix_crypto::Address;
 use loopix_runtime::clock::NetworkClock;
@@ -313,7 +313,13 @@ async fn answer(request: Request<Incoming>, shared: &Shared) -> Answer {
                 ),
             }
         }
-        (&Method::GET, "/metrics") => text(StatusCode::OK, counters.render().trim_end()),
+        (&Method::GET, "/metrics") => {
+            let mut out = counters.render();
+            if let Ok(a) = shared.authority.lock() {
+                render_gauges(&mut out, &a.gauges(now_us));
+            }
+            text(StatusCode::OK, out.trim_end())
+        }
         (&Method::GET, PATH_STATUS) => match shared.authority.lock() {
             Ok(a) => text(StatusCode::OK, a.status(now_us).trim_end()),
             Err(_) => text(
@@ -428,6 +434,52 @@ async fn upload(request: Request<Incoming>, shared: &Shared, now_us: u64, check:
         }
         Err(e) => refuse(StatusCode::BAD_REQUEST, &e),
     }
+}
+
+/// The authority's state as gauges: who is registered, what is published, and how far
+/// each node's keys reach (what `loopix directory status` says, for alerting).
+fn render_gauges(out: &mut String, g: &AuthorityGauges) {
+    use std::fmt::Write;
+    let mut gauge = |name: &str, help: &str, rows: &mut dyn Iterator<Item = (String, f64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let bare = |v: f64| std::iter::once((String::new(), v));
+    gauge(
+        "loopix_directory_nodes_registered",
+        "Nodes in the registry.",
+        &mut bare(g.nodes_registered as f64),
+    );
+    gauge(
+        "loopix_directory_clients_registered",
+        "Clients in the registry.",
+        &mut bare(g.clients_registered as f64),
+    );
+    gauge(
+        "loopix_directory_newest_document_epoch",
+        "The newest epoch with a published document.",
+        &mut g
+            .newest_document
+            .map(|e| (String::new(), e as f64))
+            .into_iter(),
+    );
+    gauge(
+        "loopix_directory_document_published",
+        "Whether the current and the next epoch's documents are published (1) or not (0).",
+        &mut [("current", g.current_published), ("next", g.next_published)]
+            .into_iter()
+            .map(|(e, p)| (format!("{{epoch=\"{e}\"}}"), f64::from(u8::from(p)))),
+    );
+    gauge(
+        "loopix_directory_node_keys_until_epoch",
+        "Each registered node: the last epoch its uploaded keys cover (0: none uploaded).",
+        &mut g
+            .keys_until
+            .iter()
+            .map(|(id, until)| (format!("{{node=\"{}\"}}", id.0), until.unwrap_or(0) as f64)),
+    );
 }
 
 /// `/node/<id>` or `/client/<id>` (after [`PATH_STATUS`]): whom a standing request asks of.

@@ -146,6 +146,20 @@ impl std::fmt::Display for UploadError {
 
 impl std::error::Error for UploadError {}
 
+/// What an authority's metrics show ([`Authority::gauges`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthorityGauges {
+    pub nodes_registered: usize,
+    pub clients_registered: usize,
+    /// The newest epoch with a published document.
+    pub newest_document: Option<u64>,
+    /// Whether the current and the next epoch's documents are published.
+    pub current_published: bool,
+    pub next_published: bool,
+    /// Each registered node, and the last epoch its uploaded keys cover (`None`: none).
+    pub keys_until: Vec<(Address, Option<u64>)>,
+}
+
 /// Where a node or client stands with an authority ([`Authority::standing`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Standing {
@@ -578,6 +592,31 @@ impl Authority {
             current,
             starts_in_s: epochs.start_of(first).saturating_sub(now_us) / 1_000_000,
             keys,
+        }
+    }
+
+    /// What the authority's metrics show at `now_us`: who is registered, what is
+    /// published, and how far each node's uploaded keys reach.
+    pub fn gauges(&self, now_us: u64) -> AuthorityGauges {
+        let current = self.epochs().epoch_at(now_us);
+        AuthorityGauges {
+            nodes_registered: self.registry.nodes.len(),
+            clients_registered: self.registry.clients.len(),
+            newest_document: self.documents.keys().next_back().copied(),
+            current_published: self.documents.contains_key(&current),
+            next_published: self.documents.contains_key(&(current + 1)),
+            keys_until: self
+                .registry
+                .nodes
+                .iter()
+                .map(|n| {
+                    let last = self
+                        .uploads
+                        .get(&n.id)
+                        .and_then(|u| u.upload.keys.iter().last().map(|(e, _)| e));
+                    (n.id, last)
+                })
+                .collect(),
         }
     }
 
@@ -1312,8 +1351,24 @@ mod tests {
             status.contains("epoch 5: not published: ") && status.contains("layer 2"),
             "{status}"
         );
+        let g = n.authority.gauges(now + 11 * S);
+        assert_eq!((g.nodes_registered, g.clients_registered), (3, 1));
+        assert_eq!(
+            (g.newest_document, g.current_published, g.next_published),
+            (None, false, false)
+        );
+        assert_eq!(
+            g.keys_until,
+            vec![
+                (Address(1), Some(7)),
+                (Address(2), None),
+                (Address(100), None)
+            ]
+        );
         n.upload_all(now + 12 * S, 5);
         while n.authority.poll_publish(now + 12 * S).is_some() {}
+        let g = n.authority.gauges(now + 12 * S);
+        assert_eq!((g.newest_document, g.current_published), (Some(6), true));
         let status = n.authority.status(now + 12 * S);
         assert!(
             status.contains("epoch 5: published: 3 nodes, 1 clients, 1 signature(s)"),
