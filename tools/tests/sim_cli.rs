@@ -164,3 +164,40 @@ fn bad_scenarios_are_refused_with_a_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("k <= n"));
 }
+
+/// `loopix sim chaos`: the JSON contract, exit 0 when every invariant held; and a broken
+/// node (one that skips its journal writes) fails the sweep, naming the seed and the
+/// invariant.
+#[test]
+fn chaos_reports_its_runs_and_fails_naming_the_seed_that_broke_an_invariant() {
+    let chaos = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_loopix"))
+            .args(["sim", "chaos", "--runs", "3", "--seed", "5"])
+            .args(extra)
+            .output()
+            .expect("loopix runs")
+    };
+    let ok = chaos(&["--json"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let v = json(&ok);
+    assert_eq!(v["runs"], 3);
+    assert_eq!(v["failures"], serde_json::json!([]));
+    for field in ["messages", "crashes", "restarts", "partitions", "replays"] {
+        assert!(v[field].as_u64().unwrap() > 0, "{field}: {v}");
+    }
+    let broken = chaos(&["--skip-journal-writes"]);
+    assert!(!broken.status.success());
+    let said = String::from_utf8_lossy(&broken.stdout);
+    assert!(
+        said.contains("no replay forwarded") && said.contains("rerun: loopix sim chaos --seed "),
+        "{said}"
+    );
+    assert!(
+        String::from_utf8_lossy(&broken.stderr).contains("broke an invariant"),
+        "{broken:?}"
+    );
+}

@@ -3,6 +3,7 @@
 //! gives the same run, event for event; tests print it so a failure can be replayed.
 
 pub mod anonymity;
+pub mod chaos;
 pub mod network;
 pub mod sim;
 pub mod stats;

@@ -3,7 +3,7 @@
 //! polls out until empty, one timer per node re-armed to its next deadline).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 
 use loopix_core::acks::AckConfig;
@@ -11,14 +11,16 @@ use loopix_core::client::{Client, ClientEvent};
 use loopix_core::codec::Codec;
 use loopix_core::endpoint::Transmit;
 use loopix_core::hop::BATCH;
-use loopix_core::hop::HopLimits;
+use loopix_core::hop::{HopLimits, JournalRecord};
 use loopix_core::inbox::{InboxLimits, MemoryInbox};
 use loopix_core::link::{LINK_OVERHEAD, Links};
 use loopix_core::mix::Mix;
 use loopix_core::provider::{Provider, ProviderEvent};
 use loopix_core::rate::{exp_us, uniform};
+use loopix_core::replay::FilterKey;
 use loopix_core::role::{Core, CoreConfig, build, links_for};
-use loopix_crypto::{Address, Processor};
+use loopix_core::topology::Topology;
+use loopix_crypto::{Address, EpochSeed, Processor, SessionSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -152,6 +154,33 @@ pub struct Sim<C: Codec = Processor> {
     buf: Vec<u8>,
     record_wire: bool,
     pub log: Log,
+    /// What a node is rebuilt from when it restarts, and what it kept on disk.
+    topology: Topology,
+    recipes: BTreeMap<Address, Recipe>,
+    disks: BTreeMap<Address, Disk>,
+    limits: HopLimits,
+    options: SimOptions,
+    /// Whether journal records reach the disk (off only to show a test catches it).
+    pub journal_writes: bool,
+    /// The last datagrams delivered to each node, up to [`Sim::keep_recent`] of them.
+    recent: BTreeMap<Address, VecDeque<(SocketAddr, Vec<u8>)>>,
+    keep_recent: usize,
+}
+
+/// A node's keys, as its key file holds them: what a restart builds it from again.
+#[derive(Clone)]
+struct Recipe {
+    epoch_seed: EpochSeed,
+    session_key: SessionSecret,
+}
+
+/// What a node keeps across a crash, as `loopix node` keeps it on disk: its replay journal
+/// (each key in use: the filter's hash key and every hash recorded) and a provider's
+/// inbox store. Nothing else survives.
+#[derive(Default)]
+struct Disk {
+    journal: BTreeMap<u64, (FilterKey, Vec<u64>)>,
+    inbox: Option<MemoryInbox>,
 }
 
 impl Sim {
@@ -202,6 +231,17 @@ impl<C: Codec> Sim<C> {
         Self::build(net, seed, link, limits, SimOptions::default())
     }
 
+    /// [`Sim::with_options`] over any packet codec.
+    pub fn with_codec_options(
+        net: Generated,
+        seed: u64,
+        link: LinkModel,
+        limits: HopLimits,
+        options: SimOptions,
+    ) -> Self {
+        Self::build(net, seed, link, limits, options)
+    }
+
     fn build(
         net: Generated,
         seed: u64,
@@ -227,6 +267,14 @@ impl<C: Codec> Sim<C> {
             buf: Vec::new(),
             record_wire: false,
             log: Log::default(),
+            topology: net.topology.clone(),
+            recipes: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            limits,
+            options,
+            journal_writes: true,
+            recent: BTreeMap::new(),
+            keep_recent: 0,
         };
         let Generated {
             topology, mut keys, ..
@@ -256,15 +304,13 @@ impl<C: Codec> Sim<C> {
             let Some(session_key) = keys.sessions.remove(&n.id) else {
                 continue;
             };
-            let config = CoreConfig {
-                loop_grace_us: 5_000_000,
-                ..CoreConfig::node(n.id, epoch_seed, session_key)
-                    .seeded(seed)
-                    .limited(limits)
-                    .inbox_ttl(inbox.ttl_us)
+            let recipe = Recipe {
+                epoch_seed,
+                session_key,
             };
-            if let Ok(node) = build(&topology, config, || inbox.memory()) {
+            if let Ok(node) = sim.build_node(n.id, &recipe, seed, inbox.memory()) {
                 sim.add(n.id, node);
+                sim.recipes.insert(n.id, recipe);
             }
         }
         for c in &topology.clients {
@@ -284,6 +330,119 @@ impl<C: Codec> Sim<C> {
             sim.step(id);
         }
         sim
+    }
+
+    /// A node built as `loopix node` builds it, from its keys, with `inbox` as its store.
+    fn build_node(
+        &self,
+        id: Address,
+        recipe: &Recipe,
+        seed: [u8; 32],
+        inbox: MemoryInbox,
+    ) -> Result<Node<C>, loopix_core::role::BuildError> {
+        let config = CoreConfig {
+            loop_grace_us: 5_000_000,
+            ..CoreConfig::node(id, recipe.epoch_seed.clone(), recipe.session_key.clone())
+                .seeded(seed)
+                .limited(self.limits)
+                .inbox_ttl(self.options.inbox.ttl_us)
+        };
+        build(&self.topology, config, || inbox)
+    }
+
+    /// Kills node `id` now, as SIGKILL would: everything it held in memory (its pool, its
+    /// sessions, its links' windows) is gone; its disk stays. Datagrams to it are lost
+    /// until it restarts. False if it is not a running node.
+    pub fn crash(&mut self, id: Address) -> bool {
+        if !self.recipes.contains_key(&id) {
+            return false;
+        }
+        let Some(mut slot) = self.nodes.remove(&id) else {
+            return false;
+        };
+        if let Core::Provider(p) = &mut slot.node {
+            let store = std::mem::replace(p.inbox(), MemoryInbox::new(0, 0));
+            self.disks.entry(id).or_default().inbox = Some(store);
+        }
+        true
+    }
+
+    /// Starts a crashed node again from its keys and its disk: its replay filters refilled
+    /// from its journal (keys no longer in use are dropped, as the node deletes their
+    /// files), a provider on its inbox store.
+    pub fn restart(&mut self, id: Address) -> Result<(), String> {
+        if self.nodes.contains_key(&id) {
+            return Err(format!("node {} is running", id.0));
+        }
+        let recipe = self
+            .recipes
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| format!("node {} was never a node here", id.0))?;
+        let seed = self.derive_seed();
+        let disk = self.disks.entry(id).or_default();
+        let inbox = disk
+            .inbox
+            .take()
+            .unwrap_or_else(|| self.options.inbox.memory());
+        let journal = std::mem::take(&mut disk.journal);
+        let mut node = self
+            .build_node(id, &recipe, seed, inbox)
+            .map_err(|e| e.to_string())?;
+        let now = self.now_us;
+        let mut kept = BTreeMap::new();
+        if let Some(hop) = hop_of(&mut node) {
+            for (epoch, (key, hashes)) in journal {
+                if hop.restore(now, epoch, key, hashes.iter().copied()).is_ok() {
+                    kept.insert(epoch, (key, hashes));
+                }
+            }
+        }
+        self.disks.entry(id).or_default().journal = kept;
+        self.add(id, node);
+        self.step(id);
+        Ok(())
+    }
+
+    /// Whether node or client `id` is running.
+    pub fn is_up(&self, id: Address) -> bool {
+        self.nodes.contains_key(&id)
+    }
+
+    /// Keeps the last `n` datagrams delivered to every node (what an attacker on its link
+    /// could replay): [`Sim::recent`].
+    pub fn keep_recent(&mut self, n: usize) {
+        self.keep_recent = n;
+    }
+
+    /// The last datagrams delivered to `id` (oldest first), with their sources.
+    pub fn recent(&self, id: Address) -> impl Iterator<Item = &(SocketAddr, Vec<u8>)> + '_ {
+        self.recent.get(&id).into_iter().flatten()
+    }
+
+    /// Writes what node `id`'s hop asks to persist to its disk, as its journal does.
+    fn persist(&mut self, id: Address) {
+        let Some(slot) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let Some(hop) = hop_of(&mut slot.node) else {
+            return;
+        };
+        let disk = self.disks.entry(id).or_default();
+        let writes = self.journal_writes;
+        hop.drain_journal(|record| match record {
+            JournalRecord::Opened { epoch, key } => {
+                disk.journal.insert(epoch, (key, Vec::new()));
+            }
+            JournalRecord::Tags { epoch, hashes } => {
+                if writes && let Some((_, kept)) = disk.journal.get_mut(&epoch) {
+                    kept.extend_from_slice(hashes);
+                }
+            }
+            JournalRecord::Retired { epoch } => {
+                disk.journal.remove(&epoch);
+            }
+        });
     }
 
     fn derive_seed(&mut self) -> [u8; 32] {
@@ -469,6 +628,19 @@ impl<C: Codec> Sim<C> {
             return;
         }
         let id = self.by_address.get(&to).copied();
+        if self.keep_recent > 0
+            && let Some(id) = id
+            && self.recipes.contains_key(&id)
+            && self.nodes.contains_key(&id)
+        {
+            let kept = self.recent.entry(id).or_default();
+            for d in &batch {
+                if kept.len() == self.keep_recent {
+                    kept.pop_front();
+                }
+                kept.push_back(d.clone());
+            }
+        }
         let datagrams: Vec<(SocketAddr, &[u8])> =
             batch.iter().map(|(f, b)| (*f, b.as_slice())).collect();
         match id.and_then(|id| self.nodes.get_mut(&id)) {
@@ -498,6 +670,7 @@ impl<C: Codec> Sim<C> {
             }
             let next = ep.poll_timeout();
             self.drain_events(id);
+            self.persist(id);
             for (t, bytes) in sent {
                 self.route(id, t, bytes);
             }
@@ -583,6 +756,15 @@ impl<C: Codec> Sim<C> {
             seq: self.seq,
             kind,
         }));
+    }
+}
+
+/// The hop pipeline of a mix or provider (what its journal records).
+fn hop_of<C: Codec>(node: &mut Node<C>) -> Option<&mut loopix_core::hop::HopEngine<C>> {
+    match node {
+        Core::Mix(m) => Some(m.engine()),
+        Core::Provider(p) => Some(p.engine()),
+        Core::Client(_) => None,
     }
 }
 

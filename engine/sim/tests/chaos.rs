@@ -1,0 +1,49 @@
+//! The chaos sweep: seeded runs in which nodes crash and restart, links partition and heal,
+//! and replays are aimed at restarted mixes, each checked against the invariants (see
+//! `loopix_sim::chaos`). And the mutation it must catch: a node that skips its journal
+//! writes forwards replays after a restart.
+
+use loopix_sim::chaos::{ChaosConfig, run, sweep};
+
+#[test]
+fn a_sweep_of_crashes_partitions_and_replays_breaks_no_invariant() {
+    let first = loopix_sim::seed_from_env(1);
+    let started = std::time::Instant::now();
+    let s = sweep(first, 100, &ChaosConfig::default());
+    eprintln!(
+        "{} runs in {:?}: {} messages, {} delivered, {} given up, {} crashes, {} restarts, \
+         {} partitions, {} replays",
+        s.runs,
+        started.elapsed(),
+        s.messages,
+        s.delivered,
+        s.gave_up,
+        s.crashes,
+        s.restarts,
+        s.partitions,
+        s.replays
+    );
+    assert!(
+        s.failures.is_empty(),
+        "failing seeds: {:?}",
+        s.failures
+            .iter()
+            .map(|(seed, v)| format!("seed {seed}: {v}"))
+            .collect::<Vec<_>>()
+    );
+    // The sweep did break things.
+    assert!(s.crashes >= 100 && s.restarts >= s.crashes, "{s:?}");
+    assert!(s.partitions >= 50 && s.replays >= 500, "{s:?}");
+    assert!(s.messages >= 100 * 20 * 9 / 10, "{s:?}");
+}
+
+#[test]
+fn a_node_that_skips_its_journal_writes_is_caught() {
+    let broken = ChaosConfig {
+        journal_writes: false,
+        ..ChaosConfig::default()
+    };
+    let caught = (1..=20).find_map(|seed| run(seed, &broken).err());
+    let (v, _) = caught.expect("no seed of 20 caught a node that skips its journal writes");
+    assert_eq!(v.invariant, "no replay forwarded", "{v}");
+}
