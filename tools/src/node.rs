@@ -599,10 +599,11 @@ fn lists_node(
     }
 }
 
-/// Takes the next epoch's document: checks it still lists this node with keys its key
-/// file gives, then hands it to every shard. A problem is logged and nothing changes.
-/// Returns the epoch now in force and the last epoch it publishes this node's keys for,
-/// if it changed.
+/// Takes the next epoch's document if the core's rule says so
+/// ([`loopix_core::pki::take::take_document`]: it lists this node with its session key and
+/// keys its key file gives, on the network the node was built for), then hands it to every
+/// shard. A refusal is logged with the reason and nothing changes. Returns the epoch now in
+/// force and the last epoch it publishes this node's keys for, if it changed.
 fn apply_document(
     cfg: &mut NodeConfig,
     node: &Node,
@@ -610,46 +611,42 @@ fn apply_document(
     now_us: u64,
 ) -> Option<(u64, u64)> {
     let epoch = topology.network.epochs.epoch_at(now_us);
-    let Some(me) = topology.node(cfg.node.id).cloned() else {
+    let seed = match read_seed(&cfg.key_file) {
+        Ok(seed) => seed,
+        Err(e) => {
+            tracing::error!(epoch, error = %e, "new document not taken: the key file; keeping the old");
+            return None;
+        }
+    };
+    let Some(session) = cfg.node.session_key else {
         tracing::error!(
             epoch,
-            "the new document does not list this node; keeping the old"
+            "new document not taken: this node has no session key"
         );
         return None;
     };
-    let fresh = NodeConfig {
-        topology,
-        node: me,
-        ..cfg.clone()
-    };
-    // The network's parameters (epochs, packet size, layers, rates) are fixed for a run:
-    // filters, wheels and links were sized for them.
-    let changed = cfg.needs_restart(&fresh);
-    if !changed.is_empty() {
-        tracing::error!(
-            epoch,
-            changed = %changed.join(", "),
-            "the new document changes the network's parameters, which needs a restart; keeping the old"
-        );
-        return None;
-    }
-    let checked = read_seed(&cfg.key_file).and_then(|seed| {
-        fresh
-            .check_keys(&seed, now_us)
-            .map(|k| (seed, k.last_published))
-            .map_err(|e| e.to_string())
-    });
-    match checked {
-        Ok((seed, keys_until)) => {
-            node.reload(&fresh.topology, &seed);
+    let taken = loopix_core::pki::take::take_document(
+        &cfg.topology,
+        &topology,
+        cfg.node.id,
+        &seed,
+        session,
+        now_us,
+    );
+    match taken {
+        Ok(keys) => {
+            // Taken: it lists this node.
+            let me = topology.node(cfg.node.id).cloned()?;
+            node.reload(&topology, &seed);
             tracing::info!(
                 epoch,
-                nodes = fresh.topology.nodes.len(),
-                clients = fresh.topology.clients.len(),
+                nodes = topology.nodes.len(),
+                clients = topology.clients.len(),
                 "network document in force"
             );
-            *cfg = fresh;
-            Some((epoch, keys_until))
+            cfg.topology = topology;
+            cfg.node = me;
+            Some((epoch, keys.last_published))
         }
         Err(e) => {
             tracing::error!(epoch, error = %e, "new document refused; keeping the old");

@@ -51,6 +51,7 @@ use loopix_core::hop::HopLimits;
 use loopix_core::inbox::InboxLimits;
 use loopix_core::pki::document::Threshold;
 use loopix_core::pki::registry::parse_identity_key;
+use loopix_core::pki::take::{Refused, network_changes};
 use loopix_core::session::HandshakeLimits;
 use loopix_core::timing_wheel::WheelConfig;
 use loopix_core::topology::{Node, Role, Topology};
@@ -524,11 +525,7 @@ impl NodeConfig {
     /// applies: a SIGHUP takes the topology's keys and clients and the key file, nothing else.
     pub fn needs_restart(&self, fresh: &NodeConfig) -> Vec<&'static str> {
         let (a, b) = (self, fresh);
-        let (na, nb) = (&a.topology.network, &b.topology.network);
-        let shape = |n: &loopix_core::topology::Network| {
-            (n.layers, n.mu_per_s, n.lambda_mix_loop_per_s, n.poll_size)
-        };
-        [
+        let node = [
             ("id", a.node.id != b.node.id),
             ("shards", a.shards != b.shards),
             ("cpus", a.cpus != b.cpus),
@@ -540,82 +537,28 @@ impl NodeConfig {
             ("replay_dir", a.replay_dir != b.replay_dir),
             ("replay_sync_ms", a.replay_sync_ms != b.replay_sync_ms),
             ("limits", a.limits != b.limits || a.inbox != b.inbox),
-            (
-                "network.epoch_s/epoch_start/epoch_grace_s",
-                na.epochs != nb.epochs,
-            ),
-            ("network.payload_bytes", na.params != nb.params),
-            (
-                "network.layers/mu_per_s/lambda_mix_loop_per_s/poll_size",
-                shape(na) != shape(nb),
-            ),
         ]
         .into_iter()
-        .filter_map(|(name, changed)| changed.then_some(name))
-        .collect()
+        .filter_map(|(name, changed)| changed.then_some(name));
+        node.chain(network_changes(&a.topology.network, &b.topology.network))
+            .collect()
     }
 }
 
-/// What [`NodeConfig::check_keys`] found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyCheck {
-    /// The epoch now, and how long until the next starts.
-    pub current: u64,
-    pub until_next_us: u64,
-    /// The last epoch the topology publishes a key of this node for.
-    pub last_published: u64,
-    /// Things an operator must act on soon (keys about to run out).
-    pub warnings: Vec<String>,
-}
+pub use loopix_core::pki::take::KeyCheck;
 
 impl NodeConfig {
     /// Checks that `seed` gives every key the topology publishes for this node from the
     /// seed's epoch on, and that it still holds the keys in use at `now_us`.
     pub fn check_keys(&self, seed: &EpochSeed, now_us: u64) -> Result<KeyCheck, ConfigError> {
-        let epochs = &self.topology.network.epochs;
-        let id = self.node.id.0;
-        let oldest = epochs.oldest_live(now_us);
-        if seed.epoch() > oldest {
-            return Err(err(
-                "key_file",
-                format!(
-                    "the key file starts at epoch {}, after epoch {oldest}, which is in use: its key is gone",
-                    seed.epoch()
-                ),
-            ));
-        }
-        let mut last_published = 0;
-        for (epoch, published) in self.node.epoch_keys.iter() {
-            last_published = epoch;
-            let Some(held) = seed.secret_key(epoch) else {
-                continue;
-            };
-            if held.public_key() != published {
-                return Err(err(
-                    "key_file",
-                    format!(
-                        "{}: its key for epoch {epoch} is not the one the topology publishes for node {id}",
-                        self.key_file.display()
-                    ),
-                ));
-            }
-        }
-        let current = epochs.epoch_at(now_us);
-        let mut warnings = Vec::new();
-        for (epoch, what) in [(current, "the current"), (current + 1, "the next")] {
-            if self.node.epoch_keys.get(epoch).is_none() {
-                warnings.push(format!(
-                    "the topology publishes no key of node {id} for {what} epoch ({epoch}): \
-                     senders cannot reach it then; publish more with `loopix keygen --publish`"
-                ));
-            }
-        }
-        Ok(KeyCheck {
-            current,
-            until_next_us: epochs.until_next_us(now_us),
-            last_published,
-            warnings,
-        })
+        loopix_core::pki::take::check_node_keys(&self.topology, &self.node, seed, now_us).map_err(
+            |e| match e {
+                Refused::EpochKey { .. } => {
+                    err("key_file", format!("{}: {e}", self.key_file.display()))
+                }
+                e => err("key_file", e.to_string()),
+            },
+        )
     }
 }
 

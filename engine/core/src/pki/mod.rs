@@ -9,3 +9,4 @@ pub mod document;
 pub mod follower;
 pub mod key_upload;
 pub mod registry;
+pub mod take;
