@@ -322,11 +322,11 @@ fn start(
         spin: (cfg.spin_us > 0).then(|| Duration::from_micros(cfg.spin_us)),
         max_socket_wait: cfg.max_socket_wait,
     };
-    let journal = |shard: usize, hop: &mut loopix_core::hop::HopEngine| {
+    let journal = |shard: usize, core: &mut dyn Endpoint| {
         let mut journal = ReplayJournal::open(&cfg.replay_dir, shard, cfg.shards, syncer.clone())
             .map_err(|e| format!("replay_dir: {}: {e}", cfg.replay_dir.display()))?;
         let restored = journal
-            .restore(hop, NetworkClock::start().now_us())
+            .restore(core, NetworkClock::start().now_us())
             .map_err(|e| format!("replay_dir: {}: {e}", cfg.replay_dir.display()))?;
         tracing::info!(
             shard,
@@ -356,7 +356,7 @@ fn start(
                 let mut mix: Mix = Mix::new(&cfg.topology, config)
                     .map_err(|e| format!("node {}: {e}", cfg.node.id.0))?;
                 layout.datagram_len = mix.max_datagram_len() + 1;
-                let journal = journal(shard, mix.engine())?;
+                let journal = journal(shard, &mut mix)?;
                 cores.push_back((Faulty::new(mix, cfg.faults, rng_seed(shard)?), journal));
             }
             Node::start(&layout, |_| cores.pop_front().expect("one core per shard"))
@@ -376,7 +376,7 @@ fn start(
                 .handshake_limits(cfg.handshakes);
             let mut provider: Provider<DurableInbox> =
                 Provider::new(&cfg.topology, config, inbox).map_err(|e| e.to_string())?;
-            let journal = journal(0, provider.engine())?;
+            let journal = journal(0, &mut provider)?;
             layout.datagram_len = provider.max_datagram_len() + 1;
             let provider = Faulty::new(provider, cfg.faults, rng_seed(0)?);
             let mut core = Some((provider, journal));

@@ -1058,4 +1058,12 @@ impl<C: Codec> Endpoint for Client<C> {
     fn max_datagram_len(&self) -> usize {
         self.plain.len() + crate::session::frame::HEADER_LEN + crate::session::frame::TAG_LEN
     }
+
+    fn reload(
+        &mut self,
+        topology: &Topology,
+        _seed: Option<loopix_crypto::EpochSeed>,
+    ) -> Result<(), BuildError> {
+        Client::reload(self, topology)
+    }
 }

@@ -8,7 +8,13 @@
 
 use std::net::SocketAddr;
 
-use loopix_crypto::Address;
+use loopix_crypto::{Address, EpochSeed};
+
+use crate::drops::DropReason;
+use crate::hop::{JournalRecord, RestoreError};
+use crate::replay::FilterKey;
+use crate::role::BuildError;
+use crate::topology::Topology;
 
 /// A datagram to send: `len` bytes written at the start of the caller's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,4 +48,86 @@ pub trait Endpoint {
     fn poll_timeout(&self) -> Option<u64>;
     /// Largest datagram this endpoint sends.
     fn max_datagram_len(&self) -> usize;
+
+    // What a node's driver does beyond events in and polls out. Every driver (the runtime's
+    // shards, the simulator, the fuzz harnesses) goes through these, so none holds a role's
+    // insides.
+
+    /// Packets it holds to send later (a node's pool): what a shutdown waits for.
+    fn held(&self) -> usize {
+        0
+    }
+    /// Readies held packets due within `ahead_us` of `now_us`, so that they go out with
+    /// the batch being sent rather than a timer turn later (a mix).
+    fn release_ahead(&mut self, _now_us: u64, _ahead_us: u64) {}
+    /// A datagram the driver dropped before handing it in (it waited too long in the
+    /// socket): counted under `reason` with the role's own drops.
+    fn count_refused(&mut self, _reason: DropReason) {}
+    /// Makes what it stored durable (a provider's inboxes); the driver calls it every
+    /// timer turn.
+    fn flush_storage(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Hands the driver what it must write down so that a restart keeps refusing replays
+    /// (a node's replay journal, see [`JournalRecord`]), in order.
+    fn drain_journal(&mut self, _write: &mut dyn FnMut(JournalRecord<'_>)) {}
+    /// Refills the replay filter of `epoch` from a journal written before a restart; call
+    /// before the first packet or timeout. How many hashes it recorded.
+    fn restore_journal(
+        &mut self,
+        _now_us: u64,
+        _epoch: u64,
+        _key: FilterKey,
+        _hashes: &mut dyn Iterator<Item = u64>,
+    ) -> Result<usize, RestoreError> {
+        Err(RestoreError::NotInUse)
+    }
+    /// Takes a topology the node decided to take (a network document, or its file re-read
+    /// on SIGHUP; see [`crate::pki::take`]) and, for a node, its key seed as its key file
+    /// now holds it: keys that did not change keep their replay filters.
+    fn reload(&mut self, topology: &Topology, seed: Option<EpochSeed>) -> Result<(), BuildError>;
+    /// Each node it takes datagrams from, and when one of them last verified (µs; 0:
+    /// never): whether its links in are alive.
+    fn links_heard(&self) -> Vec<(Address, u64)> {
+        Vec::new()
+    }
 }
+
+/// The driver methods a node role (a mix, a provider) answers from its hop pipeline and its
+/// links: one body for both.
+macro_rules! node_driver_methods {
+    () => {
+        fn count_refused(&mut self, reason: crate::drops::DropReason) {
+            self.engine().refuse(reason);
+        }
+
+        fn drain_journal(&mut self, write: &mut dyn FnMut(crate::hop::JournalRecord<'_>)) {
+            self.engine().drain_journal(write);
+        }
+
+        fn restore_journal(
+            &mut self,
+            now_us: u64,
+            epoch: u64,
+            key: crate::replay::FilterKey,
+            hashes: &mut dyn Iterator<Item = u64>,
+        ) -> Result<usize, crate::hop::RestoreError> {
+            self.engine().restore(now_us, epoch, key, hashes)
+        }
+
+        fn reload(
+            &mut self,
+            topology: &crate::topology::Topology,
+            seed: Option<loopix_crypto::EpochSeed>,
+        ) -> Result<(), crate::role::BuildError> {
+            let seed = seed.ok_or(crate::role::BuildError::WrongRole(self.id()))?;
+            Self::reload(self, topology, seed);
+            Ok(())
+        }
+
+        fn links_heard(&self) -> Vec<(loopix_crypto::Address, u64)> {
+            self.links().heard().collect()
+        }
+    };
+}
+pub(crate) use node_driver_methods;

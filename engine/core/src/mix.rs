@@ -359,4 +359,14 @@ impl<C: Codec> Endpoint for Mix<C> {
     fn max_datagram_len(&self) -> usize {
         self.params.packet_len() + LINK_OVERHEAD
     }
+
+    fn held(&self) -> usize {
+        self.pool_size()
+    }
+
+    fn release_ahead(&mut self, now_us: u64, ahead_us: u64) {
+        Mix::release_ahead(self, now_us, ahead_us);
+    }
+
+    crate::endpoint::node_driver_methods!();
 }

@@ -541,4 +541,14 @@ impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
             .frame_len()
             .max(self.params.packet_len() + LINK_OVERHEAD)
     }
+
+    fn held(&self) -> usize {
+        Provider::pending(self)
+    }
+
+    fn flush_storage(&mut self) -> Result<(), String> {
+        self.inbox.flush()
+    }
+
+    crate::endpoint::node_driver_methods!();
 }

@@ -4,14 +4,11 @@
 use loopix_core::drops::DropCounts;
 use loopix_core::endpoint::Endpoint;
 use loopix_core::faults::{FaultStats, Faulty};
-use loopix_core::hop::{EpochStats, HopEngine};
+use loopix_core::hop::EpochStats;
 use loopix_core::inbox::InboxStore;
 use loopix_core::mix::Mix;
 use loopix_core::provider::INBOX_DEPTH_BOUNDS;
 use loopix_core::provider::Provider;
-use loopix_core::topology::Topology;
-
-use loopix_crypto::{Address, EpochSeed};
 
 use loopix_core::latency_histogram::LatencyHistogram;
 
@@ -53,47 +50,14 @@ pub struct CoreReport {
     pub faults: FaultStats,
 }
 
-/// A core a shard can drive.
+/// A core a shard can drive: the core's whole driver surface ([`Endpoint`]) and its
+/// counters in the runtime's report.
 pub trait ShardCore: Endpoint {
     /// Counters now.
     fn report(&self, now_us: u64) -> CoreReport;
-    /// Packets held on the wheel (what a shutdown waits for).
-    fn pending(&self) -> usize;
-    /// Readies held packets due within `ahead_us` of now, up to half a wheel slot ahead of
-    /// time (a mix; others wait for their timeout).
-    fn release_ahead(&mut self, _now_us: u64, _ahead_us: u64) {}
-    /// Makes stored state durable (a provider's inboxes); called every timer tick.
-    fn flush_storage(&mut self) {}
-    /// Takes a re-read topology and key seed (SIGHUP); keys that did not change keep
-    /// their replay filters.
-    fn reload(&mut self, topology: &Topology, seed: EpochSeed);
-    /// The hop pipeline, for its replay journal.
-    fn hop(&mut self) -> &mut HopEngine;
-    /// Each node it takes datagrams from, and when one last verified (µs; 0: never).
-    fn links_heard(&self) -> Vec<(Address, u64)>;
 }
 
 impl ShardCore for Mix {
-    fn links_heard(&self) -> Vec<(Address, u64)> {
-        self.links().heard().collect()
-    }
-
-    fn reload(&mut self, topology: &Topology, seed: EpochSeed) {
-        Mix::reload(self, topology, seed);
-    }
-
-    fn hop(&mut self) -> &mut HopEngine {
-        self.engine()
-    }
-
-    fn pending(&self) -> usize {
-        self.pool_size()
-    }
-
-    fn release_ahead(&mut self, now_us: u64, ahead_us: u64) {
-        Mix::release_ahead(self, now_us, ahead_us);
-    }
-
     fn report(&self, now_us: u64) -> CoreReport {
         let s = self.stats();
         CoreReport {
@@ -101,7 +65,7 @@ impl ShardCore for Mix {
             in_lanes: s.hop.in_lanes,
             sent: s.sent,
             drops: s.hop.drops,
-            pending: ShardCore::pending(self) as u64,
+            pending: Endpoint::held(self) as u64,
             ended: s.loops_returned,
             loop_return_fraction: self.loop_return_fraction(now_us),
             delay_error: s.hop.delay_error,
@@ -120,10 +84,6 @@ impl ShardCore for Mix {
 }
 
 impl<S: InboxStore> ShardCore for Provider<S> {
-    fn links_heard(&self) -> Vec<(Address, u64)> {
-        self.links().heard().collect()
-    }
-
     fn report(&self, _now_us: u64) -> CoreReport {
         let s = self.stats();
         let (depths, deepest) = self.inbox_depths();
@@ -132,7 +92,7 @@ impl<S: InboxStore> ShardCore for Provider<S> {
             in_lanes: s.hop.in_lanes,
             sent: s.sent,
             drops: s.hop.drops,
-            pending: ShardCore::pending(self) as u64,
+            pending: Endpoint::held(self) as u64,
             ended: s.drop_cover_absorbed + s.stored,
             loop_return_fraction: None,
             delay_error: s.hop.delay_error,
@@ -148,24 +108,6 @@ impl<S: InboxStore> ShardCore for Provider<S> {
             faults: FaultStats::default(),
         }
     }
-
-    fn reload(&mut self, topology: &Topology, seed: EpochSeed) {
-        Provider::reload(self, topology, seed);
-    }
-
-    fn hop(&mut self) -> &mut HopEngine {
-        self.engine()
-    }
-
-    fn pending(&self) -> usize {
-        Provider::pending(self)
-    }
-
-    fn flush_storage(&mut self) {
-        if let Err(e) = self.inbox().flush() {
-            tracing::error!(error = %e, "inbox flush failed");
-        }
-    }
 }
 
 /// A core whose sending suffers injected faults: what it held counts as pending, so a
@@ -178,29 +120,5 @@ impl<C: ShardCore> ShardCore for Faulty<C> {
             pending: inner.pending + self.held() as u64,
             ..inner
         }
-    }
-
-    fn pending(&self) -> usize {
-        self.inner().pending() + self.held()
-    }
-
-    fn release_ahead(&mut self, now_us: u64, ahead_us: u64) {
-        self.inner_mut().release_ahead(now_us, ahead_us);
-    }
-
-    fn flush_storage(&mut self) {
-        self.inner_mut().flush_storage();
-    }
-
-    fn reload(&mut self, topology: &Topology, seed: EpochSeed) {
-        self.inner_mut().reload(topology, seed);
-    }
-
-    fn hop(&mut self) -> &mut HopEngine {
-        self.inner_mut().hop()
-    }
-
-    fn links_heard(&self) -> Vec<(Address, u64)> {
-        self.inner().links_heard()
     }
 }

@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use loopix_core::codec::Codec;
-use loopix_core::hop::{HopEngine, JournalRecord};
+use loopix_core::endpoint::Endpoint;
+use loopix_core::hop::JournalRecord;
 use loopix_core::replay::FilterKey;
 
 const MAGIC: &[u8; 8] = b"LXRJ0001";
@@ -83,9 +83,9 @@ impl ReplayJournal {
 
     /// Refills `engine`'s filters from this shard's files of the epochs in use at `now_us`
     /// (call before its first packet); deletes the files of other epochs.
-    pub fn restore<C: Codec>(
+    pub fn restore(
         &mut self,
-        engine: &mut HopEngine<C>,
+        core: &mut (impl Endpoint + ?Sized),
         now_us: u64,
     ) -> std::io::Result<Restored> {
         let mut restored = Restored::default();
@@ -107,7 +107,7 @@ impl ReplayJournal {
                 tracing::warn!(file = %path.display(), "not a replay journal; ignored");
                 continue;
             };
-            match engine.restore(now_us, epoch, key, hashes.iter().copied()) {
+            match core.restore_journal(now_us, epoch, key, &mut hashes.iter().copied()) {
                 Ok(n) => {
                     let file = Arc::new(OpenOptions::new().append(true).open(&path)?);
                     self.syncer.register(&file);
@@ -125,8 +125,8 @@ impl ReplayJournal {
     }
 
     /// Writes down what `engine` recorded since the last call (see [`JournalRecord`]).
-    pub fn write<C: Codec>(&mut self, engine: &mut HopEngine<C>) {
-        engine.drain_journal(|record| {
+    pub fn write(&mut self, core: &mut (impl Endpoint + ?Sized)) {
+        core.drain_journal(&mut |record| {
             let result = match record {
                 JournalRecord::Opened { epoch, key } => self.create(epoch, key),
                 JournalRecord::Tags { epoch, hashes } => self.append(epoch, hashes),

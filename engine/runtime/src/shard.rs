@@ -140,7 +140,7 @@ impl<C: ShardCore> State<C> {
     /// the same work released is sent, so every packet that leaves has its tag journaled.
     fn write_journal(&mut self) {
         if let Some(journal) = &mut self.journal {
-            journal.write(self.core.hop());
+            journal.write(&mut self.core);
         }
     }
 
@@ -159,7 +159,7 @@ impl<C: ShardCore> State<C> {
             let (d, from) = batch.get(i);
             let Some(from) = from else { continue };
             if batch.arrived_ns(i).is_some_and(|t| t < shed_before_ns) {
-                self.core.hop().refuse(DropReason::Stale);
+                self.core.count_refused(DropReason::Stale);
                 continue;
             }
             if self.is_stray(d) {
@@ -361,11 +361,15 @@ async fn timer_loop<C: ShardCore>(
         st.borrow_mut().core.handle_timeout(now);
         st.borrow_mut().write_journal();
         flush(&st, &socket, &mut out).await;
-        st.borrow_mut().core.flush_storage();
+        if let Err(e) = st.borrow_mut().core.flush_storage() {
+            tracing::error!(error = %e, "inbox flush failed");
+        }
         match control.try_recv() {
             Ok(Control::Reload { topology, seed }) => {
                 let mut st = st.borrow_mut();
-                st.core.reload(&topology, seed);
+                if let Err(e) = st.core.reload(&topology, Some(seed)) {
+                    tracing::error!(error = %e, "reload refused by the shard's core");
+                }
                 st.write_journal();
             }
             Ok(Control::Shutdown { grace }) => {
@@ -379,7 +383,7 @@ async fn timer_loop<C: ShardCore>(
             Err(_) => {}
         }
         if let Some(d) = deadline {
-            let idle = st.borrow().core.pending() == 0;
+            let idle = st.borrow().core.held() == 0;
             if idle || Instant::now() >= d {
                 let _ = reports.send(st.borrow().report(true));
                 return;

@@ -391,11 +391,12 @@ impl<C: Codec> Sim<C> {
             .map_err(|e| e.to_string())?;
         let now = self.now_us;
         let mut kept = BTreeMap::new();
-        if let Some(hop) = hop_of(&mut node) {
-            for (epoch, (key, hashes)) in journal {
-                if hop.restore(now, epoch, key, hashes.iter().copied()).is_ok() {
-                    kept.insert(epoch, (key, hashes));
-                }
+        for (epoch, (key, hashes)) in journal {
+            let restored =
+                node.endpoint()
+                    .restore_journal(now, epoch, key, &mut hashes.iter().copied());
+            if restored.is_ok() {
+                kept.insert(epoch, (key, hashes));
             }
         }
         self.disks.entry(id).or_default().journal = kept;
@@ -422,27 +423,29 @@ impl<C: Codec> Sim<C> {
 
     /// Writes what node `id`'s hop asks to persist to its disk, as its journal does.
     fn persist(&mut self, id: Address) {
-        let Some(slot) = self.nodes.get_mut(&id) else {
+        if !self.recipes.contains_key(&id) {
             return;
-        };
-        let Some(hop) = hop_of(&mut slot.node) else {
+        }
+        let Some(slot) = self.nodes.get_mut(&id) else {
             return;
         };
         let disk = self.disks.entry(id).or_default();
         let writes = self.journal_writes;
-        hop.drain_journal(|record| match record {
-            JournalRecord::Opened { epoch, key } => {
-                disk.journal.insert(epoch, (key, Vec::new()));
-            }
-            JournalRecord::Tags { epoch, hashes } => {
-                if writes && let Some((_, kept)) = disk.journal.get_mut(&epoch) {
-                    kept.extend_from_slice(hashes);
+        slot.node
+            .endpoint()
+            .drain_journal(&mut |record| match record {
+                JournalRecord::Opened { epoch, key } => {
+                    disk.journal.insert(epoch, (key, Vec::new()));
                 }
-            }
-            JournalRecord::Retired { epoch } => {
-                disk.journal.remove(&epoch);
-            }
-        });
+                JournalRecord::Tags { epoch, hashes } => {
+                    if writes && let Some((_, kept)) = disk.journal.get_mut(&epoch) {
+                        kept.extend_from_slice(hashes);
+                    }
+                }
+                JournalRecord::Retired { epoch } => {
+                    disk.journal.remove(&epoch);
+                }
+            });
     }
 
     fn derive_seed(&mut self) -> [u8; 32] {
@@ -756,15 +759,6 @@ impl<C: Codec> Sim<C> {
             seq: self.seq,
             kind,
         }));
-    }
-}
-
-/// The hop pipeline of a mix or provider (what its journal records).
-fn hop_of<C: Codec>(node: &mut Node<C>) -> Option<&mut loopix_core::hop::HopEngine<C>> {
-    match node {
-        Core::Mix(m) => Some(m.engine()),
-        Core::Provider(p) => Some(p.engine()),
-        Core::Client(_) => None,
     }
 }
 
