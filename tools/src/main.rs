@@ -77,6 +77,7 @@ fn main() -> std::process::ExitCode {
         eprintln!("loopix: {e}");
         return std::process::ExitCode::FAILURE;
     }
+    choose_kernel();
     // Before any packet work: where on the stack dalek's multiplication runs decides up to a
     // third of its cost in some builds (crypto/src/stack_position.rs). Key generation does
     // no packet work; it is spared the ~30 ms sweep.
@@ -129,5 +130,24 @@ mod tests {
         let mut missing = Vec::new();
         walk(&Cli::command(), "", &mut missing);
         assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+}
+
+/// `LOOPIX_KERNEL` picks the lane kernel packets unwrap with (to compare kernels, or to rule
+/// the lanes out with `portable`); a name this CPU cannot run, or no kernel's, falls back to
+/// the best this CPU runs, with a warning.
+fn choose_kernel() {
+    use loopix_crypto::lanes::Kernel;
+    let Ok(asked) = std::env::var("LOOPIX_KERNEL") else {
+        return;
+    };
+    match Kernel::named(&asked) {
+        Ok(kernel) => {
+            Kernel::use_in_process(kernel);
+        }
+        Err(e) => eprintln!(
+            "loopix: LOOPIX_KERNEL={asked}: {e}; using {}",
+            Kernel::best().name()
+        ),
     }
 }

@@ -54,6 +54,32 @@ pub enum Kernel {
     Portable,
 }
 
+/// The kernel this process chose ([`Kernel::detect`]).
+static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+
+/// Why a kernel named by a user cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelChoiceError {
+    /// This CPU lacks the instructions it needs.
+    NotOnThisCpu(Kernel),
+    /// No kernel has this name.
+    Unknown(String),
+}
+
+impl std::fmt::Display for KernelChoiceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotOnThisCpu(k) => write!(f, "this CPU does not run {}", k.name()),
+            Self::Unknown(name) => {
+                let names: Vec<_> = Kernel::ALL.iter().map(|k| k.name()).collect();
+                write!(f, "`{name}` is not a kernel ({})", names.join(", "))
+            }
+        }
+    }
+}
+
+impl std::error::Error for KernelChoiceError {}
+
 impl Kernel {
     /// Every kernel.
     pub const ALL: [Kernel; 5] = [
@@ -64,37 +90,27 @@ impl Kernel {
         Self::Portable,
     ];
 
-    /// The best this CPU runs (checked at run time, so one binary runs everywhere), unless
-    /// the environment names one in `LOOPIX_KERNEL` (to compare, or to rule the lanes out
-    /// with `portable`): a name this CPU does not run, or does not know, falls back to the
-    /// best, with a warning on standard error. Decided once per process.
+    /// The kernel packets unwrap with in this process: the one [`Kernel::use_in_process`]
+    /// chose, else the best this CPU runs (checked at run time, so one binary runs
+    /// everywhere). Decided once per process; the crate reads no environment and prints
+    /// nothing: a binary that lets its user choose reads the choice and passes it in.
     pub fn detect() -> Self {
-        static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-        *CHOSEN.get_or_init(|| {
-            let best = Self::best();
-            let Ok(asked) = std::env::var("LOOPIX_KERNEL") else {
-                return best;
-            };
-            match Self::ALL.iter().find(|k| k.name() == asked) {
-                Some(k) if k.runs_here() => *k,
-                Some(_) => {
-                    eprintln!(
-                        "LOOPIX_KERNEL={asked}: this CPU does not run it; using {}",
-                        best.name()
-                    );
-                    best
-                }
-                None => {
-                    let names: Vec<_> = Self::ALL.iter().map(|k| k.name()).collect();
-                    eprintln!(
-                        "LOOPIX_KERNEL={asked}: not a kernel ({}); using {}",
-                        names.join(", "),
-                        best.name()
-                    );
-                    best
-                }
-            }
-        })
+        *CHOSEN.get_or_init(Self::best)
+    }
+
+    /// Makes `kernel` the one this process unwraps with; call it before any packet is
+    /// processed. False if the choice was already made (another kernel stays in use).
+    pub fn use_in_process(kernel: Kernel) -> bool {
+        CHOSEN.set(kernel).is_ok() || Self::detect() == kernel
+    }
+
+    /// The kernel named `name` ([`Kernel::name`]), if this CPU runs it.
+    pub fn named(name: &str) -> Result<Self, KernelChoiceError> {
+        match Self::ALL.iter().find(|k| k.name() == name) {
+            Some(k) if k.runs_here() => Ok(*k),
+            Some(k) => Err(KernelChoiceError::NotOnThisCpu(*k)),
+            None => Err(KernelChoiceError::Unknown(name.to_string())),
+        }
     }
 
     /// The default on this CPU: eight lanes of IFMA where it has them, else eight lanes of

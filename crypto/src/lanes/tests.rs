@@ -4,11 +4,11 @@
 //! overflowing lane or a missed carry would show. Curve-level checks against dalek are in
 //! `tests/lanes.rs`.
 
-use super::Kernel;
 use super::avx2::F4;
 use super::field::FieldLanes;
 use super::ifma::F8;
 use super::pair::Pair;
+use super::{Kernel, KernelChoiceError};
 
 /// A 256-bit little-endian integer.
 type U256 = [u64; 4];
@@ -331,4 +331,19 @@ fn the_reference_is_right() {
     assert_eq!(modp(&P), [0; 4]);
     assert_eq!(sub_ref(&[0; 4], &[1, 0, 0, 0]), minus_one);
     assert_eq!(limbs_value(&[1, 1], |k| 255 * k as u32), [20, 0, 0, 0]);
+}
+
+#[test]
+fn a_kernel_is_chosen_by_name_and_a_bad_name_is_an_error_not_a_print() {
+    assert_eq!(Kernel::named("portable"), Ok(Kernel::Portable));
+    assert!(matches!(
+        Kernel::named("avx9000"),
+        Err(KernelChoiceError::Unknown(name)) if name == "avx9000"
+    ));
+    for k in Kernel::ALL {
+        match Kernel::named(k.name()) {
+            Ok(found) => assert_eq!(found, k),
+            Err(e) => assert_eq!(e, KernelChoiceError::NotOnThisCpu(k)),
+        }
+    }
 }
