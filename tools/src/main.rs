@@ -104,6 +104,25 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `LOOPIX_KERNEL` picks the lane kernel packets unwrap with (to compare kernels, or to rule
+/// the lanes out with `portable`); a name this CPU cannot run, or no kernel's, falls back to
+/// the best this CPU runs, with a warning.
+fn choose_kernel() {
+    use loopix_crypto::lanes::Kernel;
+    let Ok(asked) = std::env::var("LOOPIX_KERNEL") else {
+        return;
+    };
+    match Kernel::named(&asked) {
+        Ok(kernel) => {
+            Kernel::use_in_process(kernel);
+        }
+        Err(e) => eprintln!(
+            "loopix: LOOPIX_KERNEL={asked}: {e}; using {}",
+            Kernel::best().name()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,24 +149,5 @@ mod tests {
         let mut missing = Vec::new();
         walk(&Cli::command(), "", &mut missing);
         assert!(missing.is_empty(), "no help text: {missing:#?}");
-    }
-}
-
-/// `LOOPIX_KERNEL` picks the lane kernel packets unwrap with (to compare kernels, or to rule
-/// the lanes out with `portable`); a name this CPU cannot run, or no kernel's, falls back to
-/// the best this CPU runs, with a warning.
-fn choose_kernel() {
-    use loopix_crypto::lanes::Kernel;
-    let Ok(asked) = std::env::var("LOOPIX_KERNEL") else {
-        return;
-    };
-    match Kernel::named(&asked) {
-        Ok(kernel) => {
-            Kernel::use_in_process(kernel);
-        }
-        Err(e) => eprintln!(
-            "loopix: LOOPIX_KERNEL={asked}: {e}; using {}",
-            Kernel::best().name()
-        ),
     }
 }
