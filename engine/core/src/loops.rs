@@ -15,6 +15,11 @@ struct Sent {
     returned: bool,
 }
 
+/// How long a loop may take before it counts as lost: longer than any honest round trip
+/// through every layer at the default rates (the sum of the hops' delays has a tail of a
+/// few seconds at µ = 10), short enough that a blocking attack shows within seconds.
+pub const LOOP_GRACE_US: u64 = 10_000_000;
+
 /// A bounded record of recent loops.
 pub struct LoopMonitor {
     sent: VecDeque<Sent>,

@@ -100,7 +100,7 @@ impl CoreConfig {
             shard: 0,
             shards: 1,
             loop_window: 200,
-            loop_grace_us: 10_000_000,
+            loop_grace_us: crate::loops::LOOP_GRACE_US,
             max_buffered_fragments: 100_000,
             acks: AckConfig::OFF,
             inbox_ttl_us: crate::inbox::DEFAULT_INBOX_TTL_US,

@@ -340,13 +340,10 @@ impl<C: Codec> Sim<C> {
         seed: [u8; 32],
         inbox: MemoryInbox,
     ) -> Result<Node<C>, loopix_core::role::BuildError> {
-        let config = CoreConfig {
-            loop_grace_us: 5_000_000,
-            ..CoreConfig::node(id, recipe.epoch_seed.clone(), recipe.session_key.clone())
-                .seeded(seed)
-                .limited(self.limits)
-                .inbox_ttl(self.options.inbox.ttl_us)
-        };
+        let config = CoreConfig::node(id, recipe.epoch_seed.clone(), recipe.session_key.clone())
+            .seeded(seed)
+            .limited(self.limits)
+            .inbox_ttl(self.options.inbox.ttl_us);
         build(&self.topology, config, || inbox)
     }
 
