@@ -9,10 +9,14 @@
 //!   message is delivered, or its sender gave it up;
 //! - an acknowledged message was delivered;
 //! - no replay is forwarded: every datagram replayed at a restarted mix is dropped as a
-//!   replay (its journal refilled the filter);
+//!   replay (its journal refilled the filter), or under a key retired since;
 //! - every drop is counted: each mix's counters add up (in = out - own loops + drops +
 //!   held + own loops back);
 //! - memory stays bounded: no pool holds more than its limit.
+//!
+//! Every node's and client's clock is off the true time by up to [`ChaosConfig::clock_skew_s`]
+//! either way, as on hosts whose clocks disagree within the tolerance the operator guide
+//! asks for.
 //!
 //! Runs use the stand-in codec ([`Plaintext`]): the same wire shape, replay tags and
 //! commands, none of the cost, so a sweep of hundreds of seeds takes seconds. A failing
@@ -56,6 +60,9 @@ pub struct ChaosConfig {
     pub replays_per_restart: usize,
     /// Messages each client sends during the chaos.
     pub messages_per_client: usize,
+    /// Each node's and client's clock is off the true time by up to this much either way
+    /// (what the operator guide tolerates: clocks within a few seconds).
+    pub clock_skew_s: f64,
     /// Off only to show that the sweep catches a node that skips its journal writes.
     pub journal_writes: bool,
 }
@@ -71,6 +78,7 @@ impl Default for ChaosConfig {
             partition_s: 4.0,
             replays_per_restart: 8,
             messages_per_client: 5,
+            clock_skew_s: 2.0,
             journal_writes: true,
         }
     }
@@ -115,7 +123,11 @@ pub fn spec() -> NetworkSpec {
         lambda_mix_loop_per_s: 0.5,
         poll_rate_per_s: 2.0,
         mu_per_s: 10.0,
-        epoch_s: 3_600,
+        // Short epochs, so that every run crosses boundaries: keys change, old ones retire
+        // after their grace, journals follow.
+        epoch_s: 120,
+        epoch_grace_s: 10,
+        published_epochs: 8,
         ..NetworkSpec::default()
     }
 }
@@ -170,6 +182,11 @@ pub fn run(seed: u64, config: &ChaosConfig) -> Result<RunStats, (Violation, RunS
     sim.keep_recent(config.replays_per_restart);
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x00c4_a05e);
     let mut stats = RunStats::default();
+    let skew_us = config.clock_skew_s * S as f64;
+    for &id in nodes.iter().chain(&clients) {
+        let offset = (uniform(&mut rng) * 2.0 - 1.0) * skew_us;
+        sim.set_clock_offset(id, offset as i64);
+    }
 
     // The plan: sends, crashes (each with its restart) and partitions, by time.
     #[derive(Debug)]
@@ -264,9 +281,12 @@ pub fn run(seed: u64, config: &ChaosConfig) -> Result<RunStats, (Violation, RunS
                 }
                 // An attacker on its link replays what it received before the crash: the
                 // filter, refilled from the journal, must drop each as a replay.
+                // Under a key retired since, a replay is refused as expired instead.
                 let replay_drops = |sim: &Sim<Plaintext>| {
-                    sim.mix(who)
-                        .map_or(0, |m| m.stats().hop.drops.get(DropReason::Replay))
+                    sim.mix(who).map_or(0, |m| {
+                        let d = &m.stats().hop.drops;
+                        d.get(DropReason::Replay) + d.get(DropReason::ExpiredKey)
+                    })
                 };
                 let before = replay_drops(&sim);
                 for (from, bytes) in &replays {
@@ -281,7 +301,7 @@ pub fn run(seed: u64, config: &ChaosConfig) -> Result<RunStats, (Violation, RunS
                             "no replay forwarded",
                             format!(
                                 "mix {} after a restart at {} s: {} of {} replayed datagrams \
-                                 dropped as replays",
+                                 dropped as replays (or under a retired key)",
                                 who.0,
                                 sim.now_us() / S,
                                 dropped,

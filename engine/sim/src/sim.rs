@@ -165,6 +165,8 @@ pub struct Sim<C: Codec = Processor> {
     /// The last datagrams delivered to each node, up to [`Sim::keep_recent`] of them.
     recent: BTreeMap<Address, VecDeque<(SocketAddr, Vec<u8>)>>,
     keep_recent: usize,
+    /// How far each party's clock is from the simulation's, µs ([`Sim::set_clock_offset`]).
+    clock_offsets: BTreeMap<Address, i64>,
 }
 
 /// A node's keys, as its key file holds them: what a restart builds it from again.
@@ -275,6 +277,7 @@ impl<C: Codec> Sim<C> {
             journal_writes: true,
             recent: BTreeMap::new(),
             keep_recent: 0,
+            clock_offsets: BTreeMap::new(),
         };
         let Generated {
             topology, mut keys, ..
@@ -386,7 +389,7 @@ impl<C: Codec> Sim<C> {
         let mut node = self
             .build_node(id, &recipe, seed, inbox)
             .map_err(|e| e.to_string())?;
-        let now = self.now_us;
+        let now = self.local_now(id);
         let mut kept = BTreeMap::new();
         for (epoch, (key, hashes)) in journal {
             let restored =
@@ -400,6 +403,19 @@ impl<C: Codec> Sim<C> {
         self.add(id, node);
         self.step(id);
         Ok(())
+    }
+
+    /// Runs party `id`'s clock `offset_us` ahead of the simulation's (behind if negative):
+    /// every time it is handed and every deadline it asks for are on its own clock, as on
+    /// a host whose clock disagrees with the others'.
+    pub fn set_clock_offset(&mut self, id: Address, offset_us: i64) {
+        self.clock_offsets.insert(id, offset_us);
+    }
+
+    /// Party `id`'s clock now.
+    fn local_now(&self, id: Address) -> u64 {
+        let offset = self.clock_offsets.get(&id).copied().unwrap_or(0);
+        self.now_us.saturating_add_signed(offset)
     }
 
     /// Whether node or client `id` is running.
@@ -614,7 +630,6 @@ impl<C: Codec> Sim<C> {
     }
 
     fn deliver(&mut self, to: SocketAddr, batch: Vec<(SocketAddr, Vec<u8>)>) {
-        let now = self.now_us;
         if self.listeners.contains(&to) || self.taps.contains(&to) {
             for (from, bytes) in &batch {
                 self.log.captured.push(Captured {
@@ -643,6 +658,7 @@ impl<C: Codec> Sim<C> {
         }
         let datagrams: Vec<(SocketAddr, &[u8])> =
             batch.iter().map(|(f, b)| (*f, b.as_slice())).collect();
+        let now = id.map_or(self.now_us, |id| self.local_now(id));
         match id.and_then(|id| self.nodes.get_mut(&id)) {
             Some(slot) => slot.node.endpoint().handle_datagrams(now, &datagrams),
             None => {
@@ -658,7 +674,7 @@ impl<C: Codec> Sim<C> {
     /// Drains a node's transmits and events and re-arms its timer, handling every timeout
     /// that is already due.
     fn step(&mut self, id: Address) {
-        let now = self.now_us;
+        let now = self.local_now(id);
         for _ in 0..MAX_STEPS_PER_INSTANT {
             let Some(slot) = self.nodes.get_mut(&id) else {
                 return;
@@ -680,9 +696,12 @@ impl<C: Codec> Sim<C> {
             match next {
                 Some(t) if t <= now => slot.node.endpoint().handle_timeout(now),
                 Some(t) => {
-                    if slot.armed_us != Some(t) {
-                        slot.armed_us = Some(t);
-                        self.push(t, EventKind::Timer { node: id });
+                    // Its clock's deadline, on the simulation's clock.
+                    let at =
+                        t.saturating_add_signed(-self.clock_offsets.get(&id).copied().unwrap_or(0));
+                    if slot.armed_us != Some(at) {
+                        slot.armed_us = Some(at);
+                        self.push(at, EventKind::Timer { node: id });
                     }
                     return;
                 }
