@@ -1066,4 +1066,8 @@ impl<C: Codec> Endpoint for Client<C> {
     ) -> Result<(), BuildError> {
         Client::reload(self, topology)
     }
+
+    fn poll_event(&mut self) -> Option<crate::endpoint::RoleEvent> {
+        Client::poll_event(self).map(crate::endpoint::RoleEvent::Client)
+    }
 }

@@ -91,6 +91,18 @@ pub trait Endpoint {
     fn links_heard(&self) -> Vec<(Address, u64)> {
         Vec::new()
     }
+    /// The next thing it tells its driver besides datagrams (a client's deliveries and
+    /// acknowledgements, a provider's stored packets), until `None`.
+    fn poll_event(&mut self) -> Option<RoleEvent> {
+        None
+    }
+}
+
+/// What a role tells its driver besides datagrams ([`Endpoint::poll_event`]).
+#[derive(Clone, Debug)]
+pub enum RoleEvent {
+    Client(crate::client::ClientEvent),
+    Provider(crate::provider::ProviderEvent),
 }
 
 /// The driver methods a node role (a mix, a provider) answers from its hop pipeline and its

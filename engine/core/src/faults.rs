@@ -222,6 +222,10 @@ impl<E: Endpoint> Endpoint for Faulty<E> {
     fn links_heard(&self) -> Vec<(loopix_crypto::Address, u64)> {
         self.inner.links_heard()
     }
+
+    fn poll_event(&mut self) -> Option<crate::endpoint::RoleEvent> {
+        self.inner.poll_event()
+    }
 }
 
 #[cfg(test)]

@@ -550,5 +550,9 @@ impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
         self.inbox.flush()
     }
 
+    fn poll_event(&mut self) -> Option<crate::endpoint::RoleEvent> {
+        Provider::poll_event(self).map(crate::endpoint::RoleEvent::Provider)
+    }
+
     crate::endpoint::node_driver_methods!();
 }

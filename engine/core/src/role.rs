@@ -303,4 +303,8 @@ impl<S: InboxStore, C: Codec> Endpoint for Core<S, C> {
     fn links_heard(&self) -> Vec<(Address, u64)> {
         self.endpoint_ref().links_heard()
     }
+
+    fn poll_event(&mut self) -> Option<crate::endpoint::RoleEvent> {
+        self.endpoint().poll_event()
+    }
 }

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use loopix_core::acks::AckConfig;
 use loopix_core::client::{Client, ClientEvent};
 use loopix_core::codec::Codec;
-use loopix_core::endpoint::Transmit;
+use loopix_core::endpoint::{RoleEvent, Transmit};
 use loopix_core::hop::BATCH;
 use loopix_core::hop::{HopLimits, JournalRecord};
 use loopix_core::inbox::{InboxLimits, MemoryInbox};
@@ -721,18 +721,11 @@ impl<C: Codec> Sim<C> {
         let Some(slot) = self.nodes.get_mut(&id) else {
             return;
         };
-        match &mut slot.node {
-            Core::Client(c) => {
-                while let Some(e) = c.poll_event() {
-                    self.log.client_events.push((id, e));
-                }
+        while let Some(e) = slot.node.endpoint().poll_event() {
+            match e {
+                RoleEvent::Client(e) => self.log.client_events.push((id, e)),
+                RoleEvent::Provider(e) => self.log.provider_events.push((id, e)),
             }
-            Core::Provider(p) => {
-                while let Some(e) = p.poll_event() {
-                    self.log.provider_events.push((id, e));
-                }
-            }
-            Core::Mix(_) => {}
         }
     }
 
