@@ -14,12 +14,10 @@ use loopix_core::endpoint::Endpoint;
 use loopix_core::faults::Faulty;
 use loopix_core::inbox::MemoryInbox;
 use loopix_core::link::LINK_OVERHEAD;
-use loopix_core::mix::Mix;
 use loopix_core::pki::authority::Holder;
 use loopix_core::pki::follower::{Follower, KeyPublisher, Want};
-use loopix_core::provider::Provider;
 use loopix_core::replay::ReplayFilter;
-use loopix_core::role::CoreConfig;
+use loopix_core::role::{Core, CoreConfig, build};
 use loopix_core::topology::{Role, Topology};
 use loopix_crypto::{Address, EpochSeed, SessionPublic, SessionSecret};
 use loopix_runtime::clock::NetworkClock;
@@ -207,16 +205,9 @@ fn print_memory(
         let config = CoreConfig::node(cfg.node.id, seed.clone(), session_key.clone())
             .limited(cfg.limits)
             .on_shard(0, cfg.shards);
-        let built = match cfg.node.role {
-            Role::Mix { .. } => Mix::<loopix_crypto::Processor>::new(&cfg.topology, config)
-                .map(|m| Box::new(m) as Box<dyn std::any::Any>),
-            Role::Provider => {
-                let inbox = MemoryInbox::new(cfg.inbox.per_client, cfg.inbox.total);
-                Provider::<_, loopix_crypto::Processor>::new(&cfg.topology, config, inbox)
-                    .map(|p| Box::new(p) as Box<dyn std::any::Any>)
-            }
-        }
-        .map_err(|e| format!("node {}: {e}", cfg.node.id.0))?;
+        let inbox = || MemoryInbox::new(cfg.inbox.per_client, cfg.inbox.total);
+        let built: Core<MemoryInbox> = build(&cfg.topology, config, inbox)
+            .map_err(|e| format!("node {}: {e}", cfg.node.id.0))?;
         let with_core = resident()?;
         drop(built);
         with_core.saturating_sub(process)
@@ -353,8 +344,10 @@ fn start(
                     .seeded(rng_seed(shard)?)
                     .limited(cfg.limits)
                     .on_shard(shard, cfg.shards);
-                let mut mix: Mix = Mix::new(&cfg.topology, config)
-                    .map_err(|e| format!("node {}: {e}", cfg.node.id.0))?;
+                // A mix keeps no store: the inbox is never made.
+                let mut mix: Core<MemoryInbox> =
+                    build(&cfg.topology, config, || MemoryInbox::new(0, 0))
+                        .map_err(|e| format!("node {}: {e}", cfg.node.id.0))?;
                 layout.datagram_len = mix.max_datagram_len() + 1;
                 let journal = journal(shard, &mut mix)?;
                 cores.push_back((Faulty::new(mix, cfg.faults, rng_seed(shard)?), journal));
@@ -374,8 +367,8 @@ fn start(
                 .limited(cfg.limits)
                 .inbox_ttl(cfg.inbox.ttl_us)
                 .handshake_limits(cfg.handshakes);
-            let mut provider: Provider<DurableInbox> =
-                Provider::new(&cfg.topology, config, inbox).map_err(|e| e.to_string())?;
+            let mut provider: Core<DurableInbox> =
+                build(&cfg.topology, config, || inbox).map_err(|e| e.to_string())?;
             let journal = journal(0, &mut provider)?;
             layout.datagram_len = provider.max_datagram_len() + 1;
             let provider = Faulty::new(provider, cfg.faults, rng_seed(0)?);

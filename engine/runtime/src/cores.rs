@@ -9,6 +9,7 @@ use loopix_core::inbox::InboxStore;
 use loopix_core::mix::Mix;
 use loopix_core::provider::INBOX_DEPTH_BOUNDS;
 use loopix_core::provider::Provider;
+use loopix_core::role::Core;
 
 use loopix_core::latency_histogram::LatencyHistogram;
 
@@ -119,6 +120,18 @@ impl<C: ShardCore> ShardCore for Faulty<C> {
             faults: self.stats(),
             pending: inner.pending + self.held() as u64,
             ..inner
+        }
+    }
+}
+
+/// Any role as [`loopix_core::role::build`] makes it: the report of the role it is.
+impl<S: InboxStore> ShardCore for Core<S> {
+    fn report(&self, now_us: u64) -> CoreReport {
+        match self {
+            Core::Mix(m) => m.report(now_us),
+            Core::Provider(p) => p.report(now_us),
+            // Clients are not shards' cores; nothing to count.
+            Core::Client(_) => CoreReport::default(),
         }
     }
 }
