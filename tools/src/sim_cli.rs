@@ -53,7 +53,7 @@ struct ChaosArgs {
     #[arg(long, default_value_t = 60)]
     chaos_s: u64,
     /// Print one JSON object (`runs`, `failures`, `messages`, `delivered`, `gave_up`,
-    /// `crashes`, `restarts`, `partitions`, `replays`).
+    /// `crashes`, `restarts`, `partitions`, `replays`, `documents`).
     #[arg(long)]
     json: bool,
     /// Nodes skip their replay journal writes: a broken node the sweep must catch (for
@@ -91,11 +91,12 @@ fn chaos_cmd(a: &ChaosArgs) -> Result<(), String> {
             "restarts": s.restarts,
             "partitions": s.partitions,
             "replays": s.replays,
+            "documents": s.documents,
         }))?;
     } else {
         println!(
             "{} runs (seeds {}..={}): {} messages, {} delivered, {} given up; {} crashes, {} \
-             restarts, {} partitions, {} replays at restarted mixes",
+             restarts, {} partitions, {} replays at restarted mixes, {} documents",
             s.runs,
             a.seed,
             a.seed + a.runs as u64 - 1,
@@ -105,7 +106,8 @@ fn chaos_cmd(a: &ChaosArgs) -> Result<(), String> {
             s.crashes,
             s.restarts,
             s.partitions,
-            s.replays
+            s.replays,
+            s.documents
         );
         for (seed, v) in &s.failures {
             println!("seed {seed}: {v} (rerun: loopix sim chaos --seed {seed} --runs 1)");

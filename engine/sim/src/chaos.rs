@@ -12,7 +12,10 @@
 //!   replay (its journal refilled the filter), or under a key retired since;
 //! - every drop is counted: each mix's counters add up (in = out - own loops + drops +
 //!   held + own loops back);
-//! - memory stays bounded: no pool holds more than its limit.
+//! - memory stays bounded: no pool holds more than its limit;
+//! - every node takes every honest network document (one an epoch, published ahead of it,
+//!   as an authority does: the first lists keys for two epochs only, so the network runs
+//!   on only if each later one is taken).
 //!
 //! Every node's and client's clock is off the true time by up to [`ChaosConfig::clock_skew_s`]
 //! either way, as on hosts whose clocks disagree within the tolerance the operator guide
@@ -65,6 +68,8 @@ pub struct ChaosConfig {
     pub clock_skew_s: f64,
     /// Off only to show that the sweep catches a node that skips its journal writes.
     pub journal_writes: bool,
+    /// Off only to show that the network depends on each epoch's document.
+    pub documents: bool,
 }
 
 impl Default for ChaosConfig {
@@ -80,6 +85,7 @@ impl Default for ChaosConfig {
             messages_per_client: 5,
             clock_skew_s: 2.0,
             journal_writes: true,
+            documents: true,
         }
     }
 }
@@ -94,6 +100,8 @@ pub struct RunStats {
     pub restarts: usize,
     pub partitions: usize,
     pub replays: usize,
+    /// Network documents published (one an epoch).
+    pub documents: usize,
 }
 
 /// An invariant a run broke, and what showed it.
@@ -127,7 +135,8 @@ pub fn spec() -> NetworkSpec {
         // after their grace, journals follow.
         epoch_s: 120,
         epoch_grace_s: 10,
-        published_epochs: 8,
+        // The first document: epochs 0 and 1. The rest come as an authority publishes them.
+        published_epochs: 2,
         ..NetworkSpec::default()
     }
 }
@@ -200,6 +209,8 @@ pub fn run(seed: u64, config: &ChaosConfig) -> Result<RunStats, (Violation, RunS
         Restart(Address),
         Cut(Address),
         Heal(Address),
+        /// The document for this epoch, published ahead of it.
+        Publish(u64),
     }
     let mut plan: Vec<(u64, Act)> = Vec::new();
     let chaos_us = config.chaos_s * S;
@@ -244,14 +255,58 @@ pub fn run(seed: u64, config: &ChaosConfig) -> Result<RunStats, (Violation, RunS
         plan.push((t, Act::Cut(who)));
         plan.push(((t + cut).min(chaos_us), Act::Heal(who)));
     }
+    // Every epoch's document, half a minute before it starts, to the end of the drain.
+    let epochs = sim.document(0, 1).network.epochs;
+    let end_us = chaos_us + config.drain_s * S;
+    // One more message from each client after the network healed, late enough to fall in
+    // an epoch the first document has no keys for.
+    for (i, &from) in clients.iter().enumerate() {
+        let to = clients[(i + 1) % clients.len()];
+        let at = end_us.saturating_sub(200 * S).max(chaos_us + S);
+        plan.push((
+            at,
+            Act::Send {
+                from,
+                to,
+                n: i * 1000 + 999,
+            },
+        ));
+    }
+    for e in 1.. {
+        let at = epochs.start_of(e).saturating_sub(30 * S);
+        if at >= end_us || !config.documents {
+            break;
+        }
+        plan.push((at, Act::Publish(e)));
+    }
     plan.sort_by_key(|(at, _)| *at);
 
     let mut sent: BTreeMap<(Address, u64), (Address, Vec<u8>)> = BTreeMap::new();
     let mut cut: BTreeMap<Address, usize> = BTreeMap::new();
     let violation = |invariant, detail: String| Violation { invariant, detail };
+    let mut healed = false;
     for (at, act) in plan {
+        if !healed && at > chaos_us {
+            sim.run_until(chaos_us);
+            heal(&mut sim, &nodes, &mut stats)
+                .map_err(|e| (violation("restart", e), stats.clone()))?;
+            healed = true;
+        }
         sim.run_until(at);
         match act {
+            Act::Publish(e) => {
+                let refused = sim.publish(sim.document(e.saturating_sub(1), e + 1));
+                stats.documents += 1;
+                if let Some((id, why)) = refused.first() {
+                    return Err((
+                        violation(
+                            "every node takes an honest document",
+                            format!("node {} refused epoch {e}'s document: {why}", id.0),
+                        ),
+                        stats,
+                    ));
+                }
+            }
             Act::Send { from, to, n } => {
                 let message = format!("message {n} from {} to {}", from.0, to.0).into_bytes();
                 if let Some(Ok(id)) = sim.with_client(from, |c| c.send(to, &message)) {
@@ -326,17 +381,11 @@ pub fn run(seed: u64, config: &ChaosConfig) -> Result<RunStats, (Violation, RunS
             }
         }
     }
-    // The network heals: every node up, no link cut; then it drains.
-    sim.run_until(chaos_us);
-    sim.link.blocked.clear();
-    for &n in &nodes {
-        if !sim.is_up(n) {
-            sim.restart(n)
-                .map_err(|e| (violation("restart", e), stats.clone()))?;
-            stats.restarts += 1;
-        }
+    if !healed {
+        sim.run_until(chaos_us);
+        heal(&mut sim, &nodes, &mut stats).map_err(|e| (violation("restart", e), stats.clone()))?;
     }
-    sim.run_until(chaos_us + config.drain_s * S);
+    sim.run_until(end_us);
 
     // What the clients saw.
     let mut delivered: BTreeMap<(Address, Vec<u8>), usize> = BTreeMap::new();
@@ -438,6 +487,18 @@ pub fn run(seed: u64, config: &ChaosConfig) -> Result<RunStats, (Violation, RunS
     Ok(stats)
 }
 
+/// The network heals when the chaos ends: every link restored, every node up.
+fn heal(sim: &mut Sim<Plaintext>, nodes: &[Address], stats: &mut RunStats) -> Result<(), String> {
+    sim.link.blocked.clear();
+    for &n in nodes {
+        if !sim.is_up(n) {
+            sim.restart(n)?;
+            stats.restarts += 1;
+        }
+    }
+    Ok(())
+}
+
 /// What a sweep of runs found.
 #[derive(Clone, Debug, Default)]
 pub struct Sweep {
@@ -451,6 +512,7 @@ pub struct Sweep {
     pub restarts: usize,
     pub partitions: usize,
     pub replays: usize,
+    pub documents: usize,
 }
 
 /// Runs seeds `first..first + runs`.
@@ -474,6 +536,7 @@ pub fn sweep(first: u64, runs: usize, config: &ChaosConfig) -> Sweep {
         out.restarts += stats.restarts;
         out.partitions += stats.partitions;
         out.replays += stats.replays;
+        out.documents += stats.documents;
     }
     out
 }

@@ -15,11 +15,12 @@ use loopix_core::hop::{HopLimits, JournalRecord};
 use loopix_core::inbox::{InboxLimits, MemoryInbox};
 use loopix_core::link::{LINK_OVERHEAD, Links};
 use loopix_core::mix::Mix;
+use loopix_core::pki::take::take_document;
 use loopix_core::provider::{Provider, ProviderEvent};
 use loopix_core::rate::{exp_us, uniform};
 use loopix_core::replay::FilterKey;
 use loopix_core::role::{Core, CoreConfig, build, links_for};
-use loopix_core::topology::Topology;
+use loopix_core::topology::{EpochKeys, Topology};
 use loopix_crypto::{Address, EpochSeed, Processor, SessionSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -416,6 +417,59 @@ impl<C: Codec> Sim<C> {
     fn local_now(&self, id: Address) -> u64 {
         let offset = self.clock_offsets.get(&id).copied().unwrap_or(0);
         self.now_us.saturating_add_signed(offset)
+    }
+
+    /// The network's document as an authority would publish it, with every node's keys for
+    /// epochs `first..=last` (from the keys each node holds).
+    pub fn document(&self, first: u64, last: u64) -> Topology {
+        let mut t = self.topology.clone();
+        for n in &mut t.nodes {
+            if let Some(r) = self.recipes.get(&n.id) {
+                let keys = (first..=last)
+                    .map_while(|e| r.epoch_seed.secret_key(e).map(|k| k.public_key()))
+                    .collect();
+                n.epoch_keys = EpochKeys::new(first, keys);
+            }
+        }
+        t
+    }
+
+    /// Hands every running node and client a new network document at the current time, as
+    /// following the authorities does: each node takes it only if the core's rule says so
+    /// ([`loopix_core::pki::take::take_document`]), clients take it as it is. Nodes started
+    /// later build from it. Returns who refused it and why.
+    pub fn publish(&mut self, fresh: Topology) -> Vec<(Address, String)> {
+        let mut refused = Vec::new();
+        let ids: Vec<Address> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let now = self.local_now(id);
+            let verdict = match self.recipes.get(&id) {
+                Some(r) => take_document(
+                    &self.topology,
+                    &fresh,
+                    id,
+                    &r.epoch_seed,
+                    r.session_key.public(),
+                    now,
+                )
+                .map(|_| Some(r.epoch_seed.clone()))
+                .map_err(|e| e.to_string()),
+                None => Ok(None),
+            };
+            let taken = verdict.and_then(|seed| {
+                let slot = self.nodes.get_mut(&id).ok_or("not running")?;
+                slot.node
+                    .endpoint()
+                    .reload(&fresh, seed)
+                    .map_err(|e| e.to_string())
+            });
+            match taken {
+                Ok(()) => self.step(id),
+                Err(e) => refused.push((id, e)),
+            }
+        }
+        self.topology = fresh;
+        refused
     }
 
     /// Whether node or client `id` is running.

@@ -1,7 +1,7 @@
 //! The chaos sweep: seeded runs in which nodes crash and restart, links partition and heal,
 //! and replays are aimed at restarted mixes, each checked against the invariants (see
-//! `loopix_sim::chaos`). And the mutation it must catch: a node that skips its journal
-//! writes forwards replays after a restart.
+//! `loopix_sim::chaos`). And the mutations it must catch: a node that skips its journal
+//! writes forwards replays after a restart; a network whose documents stop loses messages.
 
 use loopix_sim::chaos::{ChaosConfig, run, sweep};
 
@@ -35,6 +35,7 @@ fn a_sweep_of_crashes_partitions_and_replays_breaks_no_invariant() {
     assert!(s.crashes >= 100 && s.restarts >= s.crashes, "{s:?}");
     assert!(s.partitions >= 50 && s.replays >= 500, "{s:?}");
     assert!(s.messages >= 100 * 20 * 9 / 10, "{s:?}");
+    assert!(s.documents >= 100 * 3, "every run crosses epochs: {s:?}");
 }
 
 #[test]
@@ -46,4 +47,17 @@ fn a_node_that_skips_its_journal_writes_is_caught() {
     let caught = (1..=20).find_map(|seed| run(seed, &broken).err());
     let (v, _) = caught.expect("no seed of 20 caught a node that skips its journal writes");
     assert_eq!(v.invariant, "no replay forwarded", "{v}");
+}
+
+#[test]
+fn without_each_epochs_document_messages_are_lost_and_the_sweep_says_so() {
+    let stale = ChaosConfig {
+        documents: false,
+        ..ChaosConfig::default()
+    };
+    let (v, _) = run(3, &stale).expect_err("a network on its first document alone loses messages");
+    assert_eq!(
+        v.invariant, "no message lost without its sender learning it",
+        "{v}"
+    );
 }
