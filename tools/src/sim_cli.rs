@@ -94,21 +94,7 @@ fn chaos_cmd(a: &ChaosArgs) -> Result<(), String> {
             "documents": s.documents,
         }))?;
     } else {
-        println!(
-            "{} runs (seeds {}..={}): {} messages, {} delivered, {} given up; {} crashes, {} \
-             restarts, {} partitions, {} replays at restarted mixes, {} documents",
-            s.runs,
-            a.seed,
-            a.seed + a.runs as u64 - 1,
-            s.messages,
-            s.delivered,
-            s.gave_up,
-            s.crashes,
-            s.restarts,
-            s.partitions,
-            s.replays,
-            s.documents
-        );
+        println!("{s} (seeds {}..={})", a.seed, a.seed + a.runs as u64 - 1);
         for (seed, v) in &s.failures {
             println!("seed {seed}: {v} (rerun: loopix sim chaos --seed {seed} --runs 1)");
         }

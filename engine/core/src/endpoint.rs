@@ -143,3 +143,53 @@ macro_rules! node_driver_methods {
     };
 }
 pub(crate) use node_driver_methods;
+
+/// The driver methods of an endpoint that wraps another, forwarded to it: `$inner` reaches
+/// the wrapped endpoint mutably, `$inner_ref` immutably (both written with the caller's
+/// `$this`). `held` is the wrapper's own to answer.
+macro_rules! forward_driver_methods {
+    ($this:ident => $inner:expr, $inner_ref:expr) => {
+        fn release_ahead(&mut $this, now_us: u64, ahead_us: u64) {
+            $inner.release_ahead(now_us, ahead_us);
+        }
+
+        fn count_refused(&mut $this, reason: crate::drops::DropReason) {
+            $inner.count_refused(reason);
+        }
+
+        fn flush_storage(&mut $this) -> Result<(), String> {
+            $inner.flush_storage()
+        }
+
+        fn drain_journal(&mut $this, write: &mut dyn FnMut(crate::hop::JournalRecord<'_>)) {
+            $inner.drain_journal(write);
+        }
+
+        fn restore_journal(
+            &mut $this,
+            now_us: u64,
+            epoch: u64,
+            key: crate::replay::FilterKey,
+            hashes: &mut dyn Iterator<Item = u64>,
+        ) -> Result<usize, crate::hop::RestoreError> {
+            $inner.restore_journal(now_us, epoch, key, hashes)
+        }
+
+        fn reload(
+            &mut $this,
+            topology: &crate::topology::Topology,
+            seed: Option<loopix_crypto::EpochSeed>,
+        ) -> Result<(), crate::role::BuildError> {
+            $inner.reload(topology, seed)
+        }
+
+        fn links_heard(&$this) -> Vec<(loopix_crypto::Address, u64)> {
+            $inner_ref.links_heard()
+        }
+
+        fn poll_event(&mut $this) -> Option<crate::endpoint::RoleEvent> {
+            $inner.poll_event()
+        }
+    };
+}
+pub(crate) use forward_driver_methods;

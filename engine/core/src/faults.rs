@@ -185,47 +185,7 @@ impl<E: Endpoint> Endpoint for Faulty<E> {
         self.inner.held() + Faulty::held(self)
     }
 
-    fn release_ahead(&mut self, now_us: u64, ahead_us: u64) {
-        self.inner.release_ahead(now_us, ahead_us);
-    }
-
-    fn count_refused(&mut self, reason: crate::drops::DropReason) {
-        self.inner.count_refused(reason);
-    }
-
-    fn flush_storage(&mut self) -> Result<(), String> {
-        self.inner.flush_storage()
-    }
-
-    fn drain_journal(&mut self, write: &mut dyn FnMut(crate::hop::JournalRecord<'_>)) {
-        self.inner.drain_journal(write);
-    }
-
-    fn restore_journal(
-        &mut self,
-        now_us: u64,
-        epoch: u64,
-        key: crate::replay::FilterKey,
-        hashes: &mut dyn Iterator<Item = u64>,
-    ) -> Result<usize, crate::hop::RestoreError> {
-        self.inner.restore_journal(now_us, epoch, key, hashes)
-    }
-
-    fn reload(
-        &mut self,
-        topology: &crate::topology::Topology,
-        seed: Option<loopix_crypto::EpochSeed>,
-    ) -> Result<(), crate::role::BuildError> {
-        self.inner.reload(topology, seed)
-    }
-
-    fn links_heard(&self) -> Vec<(loopix_crypto::Address, u64)> {
-        self.inner.links_heard()
-    }
-
-    fn poll_event(&mut self) -> Option<crate::endpoint::RoleEvent> {
-        self.inner.poll_event()
-    }
+    crate::endpoint::forward_driver_methods!(self => self.inner, self.inner);
 }
 
 #[cfg(test)]

@@ -270,41 +270,5 @@ impl<S: InboxStore, C: Codec> Endpoint for Core<S, C> {
         self.endpoint_ref().held()
     }
 
-    fn release_ahead(&mut self, now_us: u64, ahead_us: u64) {
-        self.endpoint().release_ahead(now_us, ahead_us);
-    }
-
-    fn count_refused(&mut self, reason: crate::drops::DropReason) {
-        self.endpoint().count_refused(reason);
-    }
-
-    fn flush_storage(&mut self) -> Result<(), String> {
-        self.endpoint().flush_storage()
-    }
-
-    fn drain_journal(&mut self, write: &mut dyn FnMut(crate::hop::JournalRecord<'_>)) {
-        self.endpoint().drain_journal(write);
-    }
-
-    fn restore_journal(
-        &mut self,
-        now_us: u64,
-        epoch: u64,
-        key: crate::replay::FilterKey,
-        hashes: &mut dyn Iterator<Item = u64>,
-    ) -> Result<usize, crate::hop::RestoreError> {
-        self.endpoint().restore_journal(now_us, epoch, key, hashes)
-    }
-
-    fn reload(&mut self, topology: &Topology, seed: Option<EpochSeed>) -> Result<(), BuildError> {
-        self.endpoint().reload(topology, seed)
-    }
-
-    fn links_heard(&self) -> Vec<(Address, u64)> {
-        self.endpoint_ref().links_heard()
-    }
-
-    fn poll_event(&mut self) -> Option<crate::endpoint::RoleEvent> {
-        self.endpoint().poll_event()
-    }
+    crate::endpoint::forward_driver_methods!(self => self.endpoint(), self.endpoint_ref());
 }

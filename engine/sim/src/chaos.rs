@@ -229,31 +229,32 @@ pub fn run(seed: u64, config: &ChaosConfig) -> Result<RunStats, (Violation, RunS
             ));
         }
     }
-    let mut t = 5 * S;
-    while let Some(gap) = exp_us(&mut rng, 1.0 / config.crash_every_s) {
-        t += gap;
-        if t >= chaos_us {
-            break;
+    // Crashes and partitions: each at Poisson times from 5 s, a random node, for a random
+    // while (bounded), over before the chaos ends.
+    let spells = [
+        (config.crash_every_s, config.down_s, 30 * S, true),
+        (config.partition_every_s, config.partition_s, 20 * S, false),
+    ];
+    for (every_s, lasting_s, longest_us, crash) in spells {
+        let mut t = 5 * S;
+        while let Some(gap) = exp_us(&mut rng, 1.0 / every_s) {
+            t += gap;
+            if t >= chaos_us {
+                break;
+            }
+            let who = nodes[(rng.next_u32() as usize) % nodes.len()];
+            let ends = (t + exp_us(&mut rng, 1.0 / lasting_s)
+                .unwrap_or(S)
+                .min(longest_us))
+            .min(chaos_us);
+            let (start, end) = if crash {
+                (Act::Crash(who), Act::Restart(who))
+            } else {
+                (Act::Cut(who), Act::Heal(who))
+            };
+            plan.push((t, start));
+            plan.push((ends, end));
         }
-        let who = nodes[(rng.next_u32() as usize) % nodes.len()];
-        let down = exp_us(&mut rng, 1.0 / config.down_s)
-            .unwrap_or(S)
-            .min(30 * S);
-        plan.push((t, Act::Crash(who)));
-        plan.push(((t + down).min(chaos_us), Act::Restart(who)));
-    }
-    let mut t = 5 * S;
-    while let Some(gap) = exp_us(&mut rng, 1.0 / config.partition_every_s) {
-        t += gap;
-        if t >= chaos_us {
-            break;
-        }
-        let who = nodes[(rng.next_u32() as usize) % nodes.len()];
-        let cut = exp_us(&mut rng, 1.0 / config.partition_s)
-            .unwrap_or(S)
-            .min(20 * S);
-        plan.push((t, Act::Cut(who)));
-        plan.push(((t + cut).min(chaos_us), Act::Heal(who)));
     }
     // Every epoch's document, half a minute before it starts, to the end of the drain.
     let epochs = sim.document(0, 1).network.epochs;
@@ -513,6 +514,26 @@ pub struct Sweep {
     pub partitions: usize,
     pub replays: usize,
     pub documents: usize,
+}
+
+impl std::fmt::Display for Sweep {
+    /// One line: what the runs did.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} runs: {} messages, {} delivered, {} given up; {} crashes, {} restarts, {} \
+             partitions, {} replays at restarted mixes, {} documents",
+            self.runs,
+            self.messages,
+            self.delivered,
+            self.gave_up,
+            self.crashes,
+            self.restarts,
+            self.partitions,
+            self.replays,
+            self.documents
+        )
+    }
 }
 
 /// Runs seeds `first..first + runs`.
