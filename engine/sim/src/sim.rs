@@ -211,6 +211,10 @@ pub struct SimOptions {
     pub inbox: InboxLimits,
     /// Clients' acknowledgements and retransmission.
     pub acks: AckConfig,
+    /// What a node spends on each received packet, µs, as its shard measures it: before a
+    /// batch of n, it releases what falls due within half of n times this, as a shard
+    /// does, so that it leaves with the batch's sends (0: never early).
+    pub cost_per_packet_us: u64,
 }
 
 /// Unless a test asks for others: inboxes roomier than a node's default (the simulated
@@ -224,6 +228,7 @@ impl Default for SimOptions {
                 ttl_us: loopix_core::inbox::DEFAULT_INBOX_TTL_US,
             },
             acks: AckConfig::OFF,
+            cost_per_packet_us: 0,
         }
     }
 }
@@ -713,8 +718,15 @@ impl<C: Codec> Sim<C> {
         let datagrams: Vec<(SocketAddr, &[u8])> =
             batch.iter().map(|(f, b)| (*f, b.as_slice())).collect();
         let now = id.map_or(self.now_us, |id| self.local_now(id));
+        let ahead_us = self.options.cost_per_packet_us * datagrams.len() as u64 / 2;
         match id.and_then(|id| self.nodes.get_mut(&id)) {
-            Some(slot) => slot.node.endpoint().handle_datagrams(now, &datagrams),
+            Some(slot) => {
+                let ep = slot.node.endpoint();
+                if ahead_us > 0 {
+                    ep.release_ahead(now, ahead_us);
+                }
+                ep.handle_datagrams(now, &datagrams);
+            }
             None => {
                 self.log.undeliverable += batch.len() as u64;
                 return;
