@@ -39,6 +39,10 @@ pub struct DurableInbox {
     next_seq: u64,
     max_per_client: usize,
     max_total: usize,
+    /// Tests: the next commit fails after writing, before it commits (a full disk, an I/O
+    /// error), to show that nothing buffered is lost.
+    #[cfg(test)]
+    fail_next_commit: bool,
 }
 
 impl DurableInbox {
@@ -78,36 +82,53 @@ impl DurableInbox {
             next_seq,
             max_per_client,
             max_total,
+            #[cfg(test)]
+            fail_next_commit: false,
         })
     }
 
+    /// Writes the buffered stores and acks in one transaction. Only once it has committed
+    /// are the buffers cleared and the counts moved: a commit that fails (a full disk, an
+    /// I/O error) loses nothing, and the next flush tries the same again.
     fn commit(&mut self) -> Result<(), redb::Error> {
         let tx = self.db.begin_write()?;
+        let mut removed = Vec::new();
         {
             let mut inbox = tx.open_table(INBOX)?;
             let mut ids = tx.open_table(IDS)?;
             let mut stored_at = tx.open_table(STORED_AT)?;
-            for (client, id, at_us, packet) in self.stores.drain(..) {
+            for (seq, (client, id, at_us, packet)) in (self.next_seq..).zip(&self.stores) {
                 let mut value = Vec::with_capacity(8 + packet.len());
                 value.extend_from_slice(&id.to_le_bytes());
-                value.extend_from_slice(&packet);
-                inbox.insert((client.0, self.next_seq), value.as_slice())?;
-                ids.insert((client.0, id), self.next_seq)?;
-                stored_at.insert(self.next_seq, (client.0, at_us))?;
-                self.next_seq += 1;
-                *self.counts.entry(client).or_default() += 1;
-                self.total += 1;
+                value.extend_from_slice(packet);
+                inbox.insert((client.0, seq), value.as_slice())?;
+                ids.insert((client.0, *id), seq)?;
+                stored_at.insert(seq, (client.0, *at_us))?;
             }
-            for (client, id) in std::mem::take(&mut self.acks) {
+            for &(client, id) in &self.acks {
                 let seq = ids.remove((client.0, id))?.map(|g| g.value());
                 if let Some(seq) = seq {
                     inbox.remove((client.0, seq))?;
                     stored_at.remove(seq)?;
-                    self.forget(client);
+                    removed.push(client);
                 }
             }
         }
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next_commit) {
+            // Dropped uncommitted: redb aborts the transaction.
+            return Err(redb::Error::Corrupted("injected commit failure".into()));
+        }
         tx.commit()?;
+        self.next_seq += self.stores.len() as u64;
+        for (client, ..) in self.stores.drain(..) {
+            *self.counts.entry(client).or_default() += 1;
+            self.total += 1;
+        }
+        self.acks.clear();
+        for client in removed {
+            self.forget(client);
+        }
         Ok(())
     }
 
@@ -352,6 +373,33 @@ mod tests {
         ids.clear();
         s.oldest(c, 5, &mut ids);
         assert_eq!((ids, s.len(c)), (vec![101], 1));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A commit that fails (a full disk, an I/O error) loses nothing and moves no count:
+    /// what was buffered, stores and acks, is committed whole by the next flush.
+    #[test]
+    fn a_failed_commit_loses_nothing_and_the_next_flush_commits_it() {
+        let path = temp("failed-commit");
+        let c = Address(7);
+        let mut s = DurableInbox::open(&path, 10, 1_000, 0).unwrap();
+        s.store(c, 100, 0, b"first").unwrap();
+        s.flush().unwrap();
+        s.store(c, 101, 0, b"secnd").unwrap();
+        assert!(s.ack(c, 100));
+        s.fail_next_commit = true;
+        assert!(s.flush().is_err());
+        assert_eq!((s.len(c), s.total()), (1, 1), "counts as committed");
+        let mut ids = Vec::new();
+        s.oldest(c, 5, &mut ids);
+        assert_eq!(ids, vec![100], "the failed transaction left nothing behind");
+        s.flush().unwrap();
+        ids.clear();
+        s.oldest(c, 5, &mut ids);
+        assert_eq!((ids, s.len(c), s.total()), (vec![101], 1, 1));
+        drop(s);
+        let s = DurableInbox::open(&path, 10, 1_000, 0).unwrap();
+        assert_eq!((s.len(c), s.total()), (1, 1), "and so it is on disk");
         std::fs::remove_file(&path).unwrap();
     }
 
