@@ -53,7 +53,7 @@ struct ChaosArgs {
     #[arg(long, default_value_t = 60)]
     chaos_s: u64,
     /// Print one JSON object (`runs`, `failures`, `messages`, `delivered`, `gave_up`,
-    /// `crashes`, `restarts`, `partitions`, `replays`, `documents`).
+    /// `crashes`, `restarts`, `partitions`, `replays`, `documents`, `failed_commits`).
     #[arg(long)]
     json: bool,
     /// Nodes skip their replay journal writes: a broken node the sweep must catch (for
@@ -92,6 +92,7 @@ fn chaos_cmd(a: &ChaosArgs) -> Result<(), String> {
             "partitions": s.partitions,
             "replays": s.replays,
             "documents": s.documents,
+            "failed_commits": s.failed_commits,
         }))?;
     } else {
         println!("{s} (seeds {}..={})", a.seed, a.seed + a.runs as u64 - 1);

@@ -1,6 +1,7 @@
 //! A simulator that breaks things: seeded runs of a small network in which nodes crash and
-//! restart (keeping only what a real node keeps on disk: its keys, its replay journal, a
-//! provider's inbox store), links partition and heal, and an attacker on a restarted mix's
+//! restart (keeping only what a real node keeps on disk: its keys, its replay journal, what
+//! a provider's store committed), a provider's store commits fail now and then (5 %, kept
+//! for the next flush), links partition and heal, and an attacker on a restarted mix's
 //! link replays what it saw before the crash. Every run checks the invariants a user relies
 //! on:
 //!
@@ -103,6 +104,8 @@ pub struct RunStats {
     pub replays: usize,
     /// Network documents published (one an epoch).
     pub documents: usize,
+    /// Provider store commits that failed (and were retried).
+    pub failed_commits: u64,
 }
 
 /// An invariant a run broke, and what showed it.
@@ -187,6 +190,8 @@ pub fn run(seed: u64, config: &ChaosConfig) -> Result<RunStats, (Violation, RunS
         acks: AckConfig { max_attempts: 10 },
         // A hop's cost at the crypto floor: mixes release early as their shards do.
         cost_per_packet_us: 50,
+        // Providers' store commits fail now and then (kept for the next flush).
+        commit_failure_rate: 0.05,
         ..SimOptions::default()
     };
     let mut sim: Sim<Plaintext> = Sim::with_codec_options(net, seed, link, limits(), options);
@@ -410,6 +415,7 @@ pub fn run(seed: u64, config: &ChaosConfig) -> Result<RunStats, (Violation, RunS
         }
     }
     stats.delivered = delivered.len();
+    stats.failed_commits = sim.log.failed_commits;
     stats.gave_up = gave_up.len();
     if let Some(((to, m), n)) = delivered.iter().find(|(_, n)| **n > 1) {
         return Err((
@@ -517,6 +523,7 @@ pub struct Sweep {
     pub partitions: usize,
     pub replays: usize,
     pub documents: usize,
+    pub failed_commits: u64,
 }
 
 impl std::fmt::Display for Sweep {
@@ -525,7 +532,7 @@ impl std::fmt::Display for Sweep {
         write!(
             f,
             "{} runs: {} messages, {} delivered, {} given up; {} crashes, {} restarts, {} \
-             partitions, {} replays at restarted mixes, {} documents",
+             partitions, {} replays at restarted mixes, {} documents, {} failed store commits",
             self.runs,
             self.messages,
             self.delivered,
@@ -534,7 +541,8 @@ impl std::fmt::Display for Sweep {
             self.restarts,
             self.partitions,
             self.replays,
-            self.documents
+            self.documents,
+            self.failed_commits
         )
     }
 }
@@ -561,6 +569,7 @@ pub fn sweep(first: u64, runs: usize, config: &ChaosConfig) -> Sweep {
         out.partitions += stats.partitions;
         out.replays += stats.replays;
         out.documents += stats.documents;
+        out.failed_commits += stats.failed_commits;
     }
     out
 }

@@ -4,6 +4,7 @@
 
 pub mod anonymity;
 pub mod chaos;
+pub mod committing_inbox;
 pub mod network;
 pub mod sim;
 pub mod stats;

@@ -25,6 +25,7 @@ use loopix_crypto::{Address, EpochSeed, Processor, SessionSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
+use crate::committing_inbox::CommittingInbox;
 use crate::network::Generated;
 
 /// How datagrams travel: a fixed latency plus optional exponential jitter, independent
@@ -39,7 +40,7 @@ pub struct LinkModel {
 
 /// Any role, as the simulator holds it (built by [`loopix_core::role::build`], as
 /// `loopix node` builds its cores).
-pub type Node<C = Processor> = Core<MemoryInbox, C>;
+pub type Node<C = Processor> = Core<CommittingInbox, C>;
 
 /// One datagram as the wire saw it, its ends named by the parties at those addresses
 /// ([`UNKNOWN`] for an address nobody holds).
@@ -65,6 +66,8 @@ pub struct Log {
     pub lost: u64,
     /// Datagrams to an address nobody has.
     pub undeliverable: u64,
+    /// Provider store commits that failed (each kept for the next flush).
+    pub failed_commits: u64,
     /// Datagrams an attacker saw: those sent to its sockets ([`Sim::listen`]) and copies
     /// of those on links it taps ([`Sim::tap`]).
     pub captured: Vec<Captured>,
@@ -211,6 +214,9 @@ pub struct SimOptions {
     pub inbox: InboxLimits,
     /// Clients' acknowledgements and retransmission.
     pub acks: AckConfig,
+    /// Share of a provider's store commits that fail (kept for the next flush, as the
+    /// durable store does).
+    pub commit_failure_rate: f64,
     /// What a node spends on each received packet, µs, as its shard measures it: before a
     /// batch of n, it releases what falls due within half of n times this, as a shard
     /// does, so that it leaves with the batch's sends (0: never early).
@@ -228,6 +234,7 @@ impl Default for SimOptions {
                 ttl_us: loopix_core::inbox::DEFAULT_INBOX_TTL_US,
             },
             acks: AckConfig::OFF,
+            commit_failure_rate: 0.0,
             cost_per_packet_us: 0,
         }
     }
@@ -257,7 +264,6 @@ impl<C: Codec> Sim<C> {
         limits: HopLimits,
         options: SimOptions,
     ) -> Self {
-        let inbox = options.inbox;
         let mut sim = Self {
             seed,
             now_us: 0,
@@ -317,7 +323,8 @@ impl<C: Codec> Sim<C> {
                 epoch_seed,
                 session_key,
             };
-            if let Ok(node) = sim.build_node(n.id, &recipe, seed, inbox.memory()) {
+            let store = sim.fresh_store();
+            if let Ok(node) = sim.build_node(n.id, &recipe, seed, store) {
                 sim.add(n.id, node);
                 sim.recipes.insert(n.id, recipe);
             }
@@ -330,7 +337,10 @@ impl<C: Codec> Sim<C> {
                 acks: options.acks,
                 ..CoreConfig::client(c.id, key).seeded(sim.derive_seed())
             };
-            if let Ok(client) = build(&topology, config, || MemoryInbox::new(0, 0)) {
+            // Clients keep no store: the closure is never called.
+            if let Ok(client) = build(&topology, config, || {
+                CommittingInbox::new(InboxLimits::default(), 0.0, 0)
+            }) {
                 sim.add(c.id, client);
             }
         }
@@ -347,7 +357,7 @@ impl<C: Codec> Sim<C> {
         id: Address,
         recipe: &Recipe,
         seed: [u8; 32],
-        inbox: MemoryInbox,
+        inbox: CommittingInbox,
     ) -> Result<Node<C>, loopix_core::role::BuildError> {
         let config = CoreConfig::node(id, recipe.epoch_seed.clone(), recipe.session_key.clone())
             .seeded(seed)
@@ -367,8 +377,11 @@ impl<C: Codec> Sim<C> {
             return false;
         };
         if let Core::Provider(p) = &mut slot.node {
-            let store = std::mem::replace(p.inbox(), MemoryInbox::new(0, 0));
-            self.disks.entry(id).or_default().inbox = Some(store);
+            let store = std::mem::replace(
+                p.inbox(),
+                CommittingInbox::new(InboxLimits::default(), 0.0, 0),
+            );
+            self.disks.entry(id).or_default().inbox = Some(store.into_committed());
         }
         true
     }
@@ -386,11 +399,18 @@ impl<C: Codec> Sim<C> {
             .cloned()
             .ok_or_else(|| format!("node {} was never a node here", id.0))?;
         let seed = self.derive_seed();
+        let store_seed = self.rng.next_u64();
         let disk = self.disks.entry(id).or_default();
-        let inbox = disk
+        let committed = disk
             .inbox
             .take()
             .unwrap_or_else(|| self.options.inbox.memory());
+        let inbox = CommittingInbox::over(
+            committed,
+            self.options.inbox,
+            self.options.commit_failure_rate,
+            store_seed,
+        );
         let journal = std::mem::take(&mut disk.journal);
         let mut node = self
             .build_node(id, &recipe, seed, inbox)
@@ -520,6 +540,12 @@ impl<C: Codec> Sim<C> {
             });
     }
 
+    /// A provider's store as the options make it, its failures drawn from this run's seed.
+    fn fresh_store(&mut self) -> CommittingInbox {
+        let seed = self.rng.next_u64();
+        CommittingInbox::new(self.options.inbox, self.options.commit_failure_rate, seed)
+    }
+
     fn derive_seed(&mut self) -> [u8; 32] {
         let mut s = [0u8; 32];
         self.rng.fill_bytes(&mut s);
@@ -569,7 +595,7 @@ impl<C: Codec> Sim<C> {
     }
 
     /// A provider.
-    pub fn provider(&self, id: Address) -> Option<&Provider<MemoryInbox, C>> {
+    pub fn provider(&self, id: Address) -> Option<&Provider<CommittingInbox, C>> {
         match self.node(id) {
             Some(Core::Provider(p)) => Some(p),
             _ => None,
@@ -749,6 +775,9 @@ impl<C: Codec> Sim<C> {
             let mut sent = Vec::new();
             while let Some(t) = ep.poll_transmit(now, &mut self.buf) {
                 sent.push((t, self.buf[..t.len].to_vec()));
+            }
+            if ep.flush_storage().is_err() {
+                self.log.failed_commits += 1;
             }
             let next = ep.poll_timeout();
             self.drain_events(id);

@@ -24,6 +24,10 @@ fn a_sweep_of_crashes_partitions_and_replays_breaks_no_invariant() {
     assert!(s.partitions >= 50 && s.replays >= 500, "{s:?}");
     assert!(s.messages >= 100 * 20 * 9 / 10, "{s:?}");
     assert!(s.documents >= 100 * 3, "every run crosses epochs: {s:?}");
+    assert!(
+        s.failed_commits >= 100,
+        "store commits failed and were retried: {s:?}"
+    );
 }
 
 #[test]
