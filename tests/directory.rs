@@ -10,10 +10,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use loopix_core::network::topology::Topology;
 use loopix_core::pki::document::{Threshold, Trust, verify};
 use loopix_core::pki::key_upload::{KeyUpload, MAX_UPLOAD_BYTES};
 use loopix_core::pki::registry::registry_toml;
-use loopix_core::topology::Topology;
 use loopix_crypto::{Address, IdentityPublic, IdentitySecret};
 use loopix_sim::network::{NetworkSpec, generate_toml};
 use rand_chacha::ChaCha20Rng;

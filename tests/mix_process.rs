@@ -9,8 +9,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::{Dir, NodeProcess, free_tcp, free_udp, metric, wait_metrics};
-use loopix_core::link::{LINK_OVERHEAD, Links};
-use loopix_core::topology::Topology;
+use loopix_core::network::link::{LINK_OVERHEAD, Links};
+use loopix_core::network::topology::Topology;
 use loopix_crypto::{Address, Command, Hop, KeyPhase, Params, PublicKey, build};
 use loopix_runtime::key_file::read_session_key;
 use rand_chacha::ChaCha20Rng;

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use loopix_core::link::LINK_OVERHEAD;
+use loopix_core::network::link::LINK_OVERHEAD;
+use loopix_core::network::topology::{Role, Topology};
 use loopix_core::session::FrameLayout;
-use loopix_core::topology::{Role, Topology};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 

@@ -7,8 +7,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use loopix_core::replay::ReplayFilter;
-use loopix_core::timing_wheel::{TimingWheel, WheelConfig};
+use loopix_core::pipeline::replay::ReplayFilter;
+use loopix_core::pipeline::timing_wheel::{TimingWheel, WheelConfig};
 use loopix_crypto::ReplayTag;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};

@@ -8,8 +8,8 @@ mod input;
 use std::sync::Mutex;
 
 use libfuzzer_sys::fuzz_target;
-use loopix_core::link::{LINK_OVERHEAD, Links};
-use loopix_core::topology::Topology;
+use loopix_core::network::link::{LINK_OVERHEAD, Links};
+use loopix_core::network::topology::Topology;
 use loopix_crypto::{Address, SecretKey, SessionSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;

@@ -13,9 +13,9 @@ use std::sync::Mutex;
 
 use libfuzzer_sys::fuzz_target;
 use loopix_core::endpoint::Endpoint;
-use loopix_core::link::{LINK_OVERHEAD, Links};
-use loopix_core::mix::Mix;
-use loopix_core::role::CoreConfig;
+use loopix_core::network::link::{LINK_OVERHEAD, Links};
+use loopix_core::roles::mix::Mix;
+use loopix_core::roles::CoreConfig;
 use loopix_crypto::{Address, Command, Params, build};
 use loopix_sim::network::FIRST_PROVIDER;
 use loopix_sim::{NetworkSpec, generate};

@@ -7,8 +7,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use loopix_core::payload::{self, Content, Reassembly};
-use loopix_core::wire::read_item;
+use loopix_core::formats::payload::{self, Content, Reassembly};
+use loopix_core::formats::wire::read_item;
 
 /// Small bounds, so the fuzzer reaches eviction and refusal quickly.
 const MAX_BYTES: usize = 4_096;
@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
         let (item, tail) = tail.split_at(usize::from(len).min(tail.len()));
         rest = tail;
         // Junk as an answer item: its packet part as a payload.
-        if let Some(loopix_core::wire::Item { packet, .. }) = read_item(item)
+        if let Some(loopix_core::formats::wire::Item { packet, .. }) = read_item(item)
             && let Some(Content::Fragment {
                 msg_id,
                 index,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use loopix_core::pki::document::{Threshold, Trust, Unsigned};
 use loopix_core::pki::key_upload::KeyUpload;
 use loopix_core::pki::registry::{Registry, registry_toml};
-use loopix_core::topology::Topology;
+use loopix_core::network::topology::Topology;
 use loopix_crypto::{Address, IdentityPublic, IdentitySecret};
 use loopix_sim::network::{NetworkSpec, generate_toml};
 

@@ -13,12 +13,12 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use libfuzzer_sys::fuzz_target;
-use loopix_core::answer_queue::POLL_ANSWER_DELAY_US;
+use loopix_core::roles::answer_queue::POLL_ANSWER_DELAY_US;
 use loopix_core::endpoint::Endpoint;
-use loopix_core::inbox::MemoryInbox;
-use loopix_core::link::{LINK_OVERHEAD, Links};
-use loopix_core::provider::Provider;
-use loopix_core::role::CoreConfig;
+use loopix_core::roles::inbox::MemoryInbox;
+use loopix_core::network::link::{LINK_OVERHEAD, Links};
+use loopix_core::roles::provider::Provider;
+use loopix_core::roles::CoreConfig;
 use loopix_core::session::initiator::Opened;
 use loopix_core::session::{ClientSession, FrameKind, FrameLayout};
 use loopix_crypto::{Address, Command, Hop, Params, SessionSecret, build};

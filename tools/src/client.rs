@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use loopix_core::acks::AckConfig;
-use loopix_core::client::{Client, ClientEvent, DELIVERED_REMEMBERED};
+use loopix_core::network::topology::Topology;
 use loopix_core::pki::authority::Holder;
 use loopix_core::pki::document::Threshold;
-use loopix_core::role::CoreConfig;
-use loopix_core::topology::Topology;
+use loopix_core::roles::CoreConfig;
+use loopix_core::roles::acks::AckConfig;
+use loopix_core::roles::client::{Client, ClientEvent, DELIVERED_REMEMBERED};
 use loopix_crypto::Address;
 use loopix_runtime::client_driver::{ClientOutput, RunningClient, follow_directory};
 use loopix_runtime::delivered_log::DeliveredLog;

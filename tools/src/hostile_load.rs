@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use loopix_core::link::LINK_OVERHEAD;
+use loopix_core::network::link::LINK_OVERHEAD;
 use loopix_crypto::params::MAC_LEN;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use hdrhistogram::Histogram;
-use loopix_core::epoch::EpochSchedule;
-use loopix_core::link::{LINK_OVERHEAD, Links};
-use loopix_core::topology::{Node, Topology};
+use loopix_core::network::epoch::EpochSchedule;
+use loopix_core::network::link::{LINK_OVERHEAD, Links};
+use loopix_core::network::topology::{Node, Topology};
 use loopix_crypto::params::{HEADER_LEN, MAC_LEN};
 use loopix_crypto::{Address, Command, Hop, Params, build_into_traced};
 use loopix_runtime::clock::NetworkClock;

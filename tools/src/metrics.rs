@@ -8,11 +8,11 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 
 use loopix_core::drops::DropReason;
-use loopix_core::epoch::EpochSchedule;
-use loopix_core::hop::EpochStats;
-use loopix_core::latency_histogram::LatencyHistogram;
-use loopix_core::provider::INBOX_DEPTH_BOUNDS;
-use loopix_core::topology::Role;
+use loopix_core::network::epoch::EpochSchedule;
+use loopix_core::network::topology::Role;
+use loopix_core::pipeline::hop::EpochStats;
+use loopix_core::pipeline::latency_histogram::LatencyHistogram;
+use loopix_core::roles::provider::INBOX_DEPTH_BOUNDS;
 use loopix_runtime::directory_client::DirectoryFreshness;
 use loopix_runtime::shard::ShardReport;
 

@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use loopix_core::endpoint::Endpoint;
-use loopix_core::faults::Faulty;
-use loopix_core::inbox::MemoryInbox;
-use loopix_core::link::LINK_OVERHEAD;
+use loopix_core::network::link::LINK_OVERHEAD;
+use loopix_core::network::topology::{Role, Topology};
+use loopix_core::pipeline::faults::Faulty;
+use loopix_core::pipeline::replay::ReplayFilter;
 use loopix_core::pki::authority::Holder;
 use loopix_core::pki::follower::{Follower, KeyPublisher, Want};
-use loopix_core::replay::ReplayFilter;
-use loopix_core::role::{Core, CoreConfig, build};
-use loopix_core::topology::{Role, Topology};
+use loopix_core::roles::inbox::MemoryInbox;
+use loopix_core::roles::{Core, CoreConfig, build};
 use loopix_crypto::{Address, EpochSeed, SessionPublic, SessionSecret};
 use loopix_runtime::clock::NetworkClock;
 use loopix_runtime::config::{Joining, NodeConfig};
@@ -213,7 +213,8 @@ fn print_memory(
         with_core.saturating_sub(process)
     };
     let executor = loopix_runtime::node::executor_resident_bytes().map_err(|e| e.to_string())?;
-    let parts = loopix_core::hop::resident_memory(&cfg.limits, &cfg.topology.network.params);
+    let parts =
+        loopix_core::pipeline::hop::resident_memory(&cfg.limits, &cfg.topology.network.params);
     let total = process + cfg.shards * (core + executor);
     println!(
         "memory: about {:.0} MB resident: {} shard(s) of {:.1} MB (core {:.1} MB: packet \

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
-use loopix_core::codec::{Codec, Plaintext};
+use loopix_core::formats::codec::{Codec, Plaintext};
 use loopix_crypto::Processor;
 use loopix_sim::anonymity::mix_entropy::{self, EntropyConfig, EntropyResult};
 use loopix_sim::anonymity::network_gpa::{self, NetworkConfig, NetworkResult};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
-use loopix_core::link::LINK_OVERHEAD;
+use loopix_core::network::link::LINK_OVERHEAD;
 use loopix_crypto::lanes::{Kernel, MAX_LANES, mul_encoded};
 use loopix_crypto::params::{BETA_LEN, ROUTING_LEN};
 use loopix_crypto::primitives::{aes_ctr_xor, compress, decompress, header_mac, mul};

@@ -17,14 +17,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use loopix_core::acks::AckConfig;
-use loopix_core::client::{Client, ClientEvent};
 use loopix_core::drops::DropReason;
+use loopix_core::network::topology::{Role, Topology};
 use loopix_core::pki::document::Threshold;
 use loopix_core::pki::registry::registry_toml;
-use loopix_core::role::CoreConfig;
+use loopix_core::roles::CoreConfig;
+use loopix_core::roles::acks::AckConfig;
+use loopix_core::roles::client::{Client, ClientEvent};
 use loopix_core::session::FrameLayout;
-use loopix_core::topology::{Role, Topology};
 use loopix_crypto::{Address, IdentitySecret};
 use loopix_runtime::client_driver::{ClientOutput, RunningClient, follow_directory};
 use loopix_runtime::directory_client::{
@@ -1233,7 +1233,7 @@ fn late_or_unsent<'a>(
 }
 
 fn exp(rng: &mut ChaCha20Rng, mean_s: f64) -> Duration {
-    let us = loopix_core::rate::exp_us(rng, 1.0 / mean_s.max(1e-6)).unwrap_or(0);
+    let us = loopix_core::roles::rate::exp_us(rng, 1.0 / mean_s.max(1e-6)).unwrap_or(0);
     Duration::from_micros(us)
 }
 

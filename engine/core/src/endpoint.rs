@@ -11,10 +11,10 @@ use std::net::SocketAddr;
 use loopix_crypto::{Address, EpochSeed};
 
 use crate::drops::DropReason;
-use crate::hop::{JournalRecord, RestoreError};
-use crate::replay::FilterKey;
-use crate::role::BuildError;
-use crate::topology::Topology;
+use crate::network::topology::Topology;
+use crate::pipeline::hop::{JournalRecord, RestoreError};
+use crate::pipeline::replay::FilterKey;
+use crate::roles::BuildError;
 
 /// A datagram to send: `len` bytes written at the start of the caller's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,8 +101,8 @@ pub trait Endpoint {
 /// What a role tells its driver besides datagrams ([`Endpoint::poll_event`]).
 #[derive(Clone, Debug)]
 pub enum RoleEvent {
-    Client(crate::client::ClientEvent),
-    Provider(crate::provider::ProviderEvent),
+    Client(crate::roles::client::ClientEvent),
+    Provider(crate::roles::provider::ProviderEvent),
 }
 
 /// The driver methods a node role (a mix, a provider) answers from its hop pipeline and its
@@ -113,7 +113,10 @@ macro_rules! node_driver_methods {
             self.engine().refuse(reason);
         }
 
-        fn drain_journal(&mut self, write: &mut dyn FnMut(crate::hop::JournalRecord<'_>)) {
+        fn drain_journal(
+            &mut self,
+            write: &mut dyn FnMut(crate::pipeline::hop::JournalRecord<'_>),
+        ) {
             self.engine().drain_journal(write);
         }
 
@@ -121,18 +124,18 @@ macro_rules! node_driver_methods {
             &mut self,
             now_us: u64,
             epoch: u64,
-            key: crate::replay::FilterKey,
+            key: crate::pipeline::replay::FilterKey,
             hashes: &mut dyn Iterator<Item = u64>,
-        ) -> Result<usize, crate::hop::RestoreError> {
+        ) -> Result<usize, crate::pipeline::hop::RestoreError> {
             self.engine().restore(now_us, epoch, key, hashes)
         }
 
         fn reload(
             &mut self,
-            topology: &crate::topology::Topology,
+            topology: &crate::network::topology::Topology,
             seed: Option<loopix_crypto::EpochSeed>,
-        ) -> Result<(), crate::role::BuildError> {
-            let seed = seed.ok_or(crate::role::BuildError::WrongRole(self.id()))?;
+        ) -> Result<(), crate::roles::BuildError> {
+            let seed = seed.ok_or(crate::roles::BuildError::WrongRole(self.id()))?;
             Self::reload(self, topology, seed);
             Ok(())
         }
@@ -161,7 +164,7 @@ macro_rules! forward_driver_methods {
             $inner.flush_storage()
         }
 
-        fn drain_journal(&mut $this, write: &mut dyn FnMut(crate::hop::JournalRecord<'_>)) {
+        fn drain_journal(&mut $this, write: &mut dyn FnMut(crate::pipeline::hop::JournalRecord<'_>)) {
             $inner.drain_journal(write);
         }
 
@@ -169,17 +172,17 @@ macro_rules! forward_driver_methods {
             &mut $this,
             now_us: u64,
             epoch: u64,
-            key: crate::replay::FilterKey,
+            key: crate::pipeline::replay::FilterKey,
             hashes: &mut dyn Iterator<Item = u64>,
-        ) -> Result<usize, crate::hop::RestoreError> {
+        ) -> Result<usize, crate::pipeline::hop::RestoreError> {
             $inner.restore_journal(now_us, epoch, key, hashes)
         }
 
         fn reload(
             &mut $this,
-            topology: &crate::topology::Topology,
+            topology: &crate::network::topology::Topology,
             seed: Option<loopix_crypto::EpochSeed>,
-        ) -> Result<(), crate::role::BuildError> {
+        ) -> Result<(), crate::roles::BuildError> {
             $inner.reload(topology, seed)
         }
 

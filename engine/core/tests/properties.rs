@@ -4,13 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use loopix_core::client_quota::{BURST, ClientQuota, Spend, TOLERANCE};
-use loopix_core::epoch::EpochSchedule;
-use loopix_core::payload::Reassembly;
-use loopix_core::replay::{ReplayFilter, Seen};
+use loopix_core::formats::payload::Reassembly;
+use loopix_core::network::epoch::EpochSchedule;
+use loopix_core::network::topology::Network;
+use loopix_core::pipeline::replay::{ReplayFilter, Seen};
+use loopix_core::pipeline::timing_wheel::{TimingWheel, WheelConfig};
+use loopix_core::roles::client_quota::{BURST, ClientQuota, Spend, TOLERANCE};
 use loopix_core::session::ReplayWindow;
-use loopix_core::timing_wheel::{TimingWheel, WheelConfig};
-use loopix_core::topology::Network;
 use loopix_crypto::Address;
 use proptest::prelude::*;
 

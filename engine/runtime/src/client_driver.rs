@@ -12,8 +12,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
-use loopix_core::client::{Client, ClientEvent, ClientStats, ReplyBlock};
 use loopix_core::endpoint::Endpoint;
+use loopix_core::roles::client::{Client, ClientEvent, ClientStats, ReplyBlock};
 use loopix_crypto::Address;
 
 /// Asks a running client to do something.
@@ -31,7 +31,7 @@ pub enum ClientCommand {
         data: Vec<u8>,
     },
     /// Build paths from this topology from now on (the next epoch's document).
-    Topology(Box<loopix_core::topology::Topology>),
+    Topology(Box<loopix_core::network::topology::Topology>),
 }
 
 /// What comes out of a running client.
@@ -39,11 +39,11 @@ pub enum ClientCommand {
 pub enum ClientOutput {
     Event(ClientEvent),
     /// A message was queued under this id (or refused).
-    Queued(Result<u64, loopix_core::client::SendError>),
+    Queued(Result<u64, loopix_core::roles::client::SendError>),
     /// An answer through a reply block was refused (too long, or too many queued).
-    ReplyRefused(loopix_core::client::SendError),
+    ReplyRefused(loopix_core::roles::client::SendError),
     /// A new topology was refused (the client is no longer in it as it was).
-    TopologyRefused(loopix_core::role::BuildError),
+    TopologyRefused(loopix_core::roles::BuildError),
     /// Stopping: these messages' fragments never sent were taken back (none of them will
     /// leave; a message some of whose fragments left will not arrive whole).
     Withheld(Vec<u64>),

@@ -46,15 +46,15 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use loopix_core::faults::FaultConfig;
-use loopix_core::hop::HopLimits;
-use loopix_core::inbox::InboxLimits;
+use loopix_core::network::topology::{Node, Role, Topology};
+use loopix_core::pipeline::faults::FaultConfig;
+use loopix_core::pipeline::hop::HopLimits;
+use loopix_core::pipeline::timing_wheel::WheelConfig;
 use loopix_core::pki::document::Threshold;
 use loopix_core::pki::registry::parse_identity_key;
 use loopix_core::pki::take::{Refused, network_changes};
+use loopix_core::roles::inbox::InboxLimits;
 use loopix_core::session::HandshakeLimits;
-use loopix_core::timing_wheel::WheelConfig;
-use loopix_core::topology::{Node, Role, Topology};
 use loopix_crypto::{Address, EpochSeed};
 
 use crate::directory_client::{AuthorityAddress, DirectoryConfig};
@@ -479,7 +479,7 @@ impl RawLimits {
             slot_us: self.slot_us,
             horizon_us: self.horizon_ms.saturating_mul(1000),
         };
-        loopix_core::timing_wheel::TimingWheel::new(wheel, 0)
+        loopix_core::pipeline::timing_wheel::TimingWheel::new(wheel, 0)
             .map_err(|e| err("limits.slot_us", e.to_string()))?;
         Ok(HopLimits {
             pool_packets: self.pool_packets,

@@ -3,15 +3,15 @@
 
 use loopix_core::drops::DropCounts;
 use loopix_core::endpoint::Endpoint;
-use loopix_core::faults::{FaultStats, Faulty};
-use loopix_core::hop::EpochStats;
-use loopix_core::inbox::InboxStore;
-use loopix_core::mix::Mix;
-use loopix_core::provider::INBOX_DEPTH_BOUNDS;
-use loopix_core::provider::Provider;
-use loopix_core::role::Core;
+use loopix_core::pipeline::faults::{FaultStats, Faulty};
+use loopix_core::pipeline::hop::EpochStats;
+use loopix_core::roles::Core;
+use loopix_core::roles::inbox::InboxStore;
+use loopix_core::roles::mix::Mix;
+use loopix_core::roles::provider::INBOX_DEPTH_BOUNDS;
+use loopix_core::roles::provider::Provider;
 
-use loopix_core::latency_histogram::LatencyHistogram;
+use loopix_core::pipeline::latency_histogram::LatencyHistogram;
 
 /// A core's counters at one moment.
 #[derive(Clone, Copy, Debug, Default)]
@@ -35,7 +35,7 @@ pub struct CoreReport {
     /// Providers: packets waiting in inboxes.
     pub inbox_packets: u64,
     /// Providers: clients by inbox depth (cumulative buckets, see
-    /// `loopix_core::provider::INBOX_DEPTH_BOUNDS`, the last for any depth), and the
+    /// `loopix_core::roles::provider::INBOX_DEPTH_BOUNDS`, the last for any depth), and the
     /// deepest inbox.
     pub inbox_depths: [u64; INBOX_DEPTH_BOUNDS.len() + 1],
     pub inbox_deepest: u64,
@@ -124,7 +124,7 @@ impl<C: ShardCore> ShardCore for Faulty<C> {
     }
 }
 
-/// Any role as [`loopix_core::role::build`] makes it: the report of the role it is.
+/// Any role as [`loopix_core::roles::build`] makes it: the report of the role it is.
 impl<S: InboxStore> ShardCore for Core<S> {
     fn report(&self, now_us: u64) -> CoreReport {
         match self {

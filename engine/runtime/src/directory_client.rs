@@ -18,11 +18,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use loopix_core::epoch::EpochSchedule;
+use loopix_core::network::epoch::EpochSchedule;
+use loopix_core::network::topology::Topology;
 use loopix_core::pki::authority::Holder;
 use loopix_core::pki::document::{MAX_DOCUMENT_BYTES, Threshold, Trust, TrustError};
 use loopix_core::pki::follower::{Follower, KeyPublisher, Want};
-use loopix_core::topology::Topology;
 use loopix_crypto::IdentityPublic;
 
 use crate::clock::NetworkClock;

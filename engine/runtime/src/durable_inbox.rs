@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use loopix_core::inbox::{InboxStore, StoreRefused};
+use loopix_core::roles::inbox::{InboxStore, StoreRefused};
 use loopix_crypto::Address;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 

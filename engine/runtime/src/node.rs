@@ -150,7 +150,7 @@ impl Node {
     /// Hands every shard a re-read topology and key seed (see [`Control::Reload`]).
     pub fn reload(
         &self,
-        topology: &loopix_core::topology::Topology,
+        topology: &loopix_core::network::topology::Topology,
         seed: &loopix_crypto::EpochSeed,
     ) {
         for c in &self.controls {

@@ -25,8 +25,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use loopix_core::endpoint::Endpoint;
-use loopix_core::hop::JournalRecord;
-use loopix_core::replay::FilterKey;
+use loopix_core::pipeline::hop::JournalRecord;
+use loopix_core::pipeline::replay::FilterKey;
 
 const MAGIC: &[u8; 8] = b"LXRJ0001";
 const HEADER_LEN: usize = 32;

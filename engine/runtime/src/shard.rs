@@ -20,7 +20,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::UdpSocket;
 use glommio::timer::Timer;
 use loopix_core::drops::DropReason;
-use loopix_core::topology::Topology;
+use loopix_core::network::topology::Topology;
 use loopix_crypto::{Address, EpochSeed};
 
 use crate::batch_io::{BATCH, Batch};

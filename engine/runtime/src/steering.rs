@@ -16,7 +16,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// The shard a datagram belongs to: what the BPF program computes, `ld [0]; mod #n`
 /// (a big-endian 32-bit load), so stray datagrams can be sent on to their owner. The core
 /// owns the rule: a mix steers its own loops back to their shard by it.
-pub use loopix_core::steering::owner_shard;
+pub use loopix_core::pipeline::steering::owner_shard;
 
 /// Binds `shards` sockets to `addr` as one steered SO_REUSEPORT group, index = shard.
 pub fn bind_group(

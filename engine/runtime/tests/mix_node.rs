@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use loopix_core::drops::DropReason;
 use loopix_core::endpoint::Endpoint;
-use loopix_core::hop::HopLimits;
-use loopix_core::link::{LINK_OVERHEAD, Links};
-use loopix_core::mix::Mix;
-use loopix_core::role::CoreConfig;
-use loopix_core::topology::Topology;
+use loopix_core::network::link::{LINK_OVERHEAD, Links};
+use loopix_core::network::topology::Topology;
+use loopix_core::pipeline::hop::HopLimits;
+use loopix_core::roles::CoreConfig;
+use loopix_core::roles::mix::Mix;
 use loopix_crypto::{Address, Command, EpochSeed, Hop, Params, SecretKey, build};
 use loopix_runtime::node::{Node, NodeLayout};
 use loopix_runtime::shard::ShardReport;

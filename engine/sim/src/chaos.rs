@@ -29,13 +29,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use loopix_core::acks::AckConfig;
-use loopix_core::client::ClientEvent;
-use loopix_core::codec::Plaintext;
 use loopix_core::drops::DropReason;
-use loopix_core::hop::HopLimits;
-use loopix_core::rate::{exp_us, uniform};
-use loopix_core::timing_wheel::WheelConfig;
+use loopix_core::formats::codec::Plaintext;
+use loopix_core::pipeline::hop::HopLimits;
+use loopix_core::pipeline::timing_wheel::WheelConfig;
+use loopix_core::roles::acks::AckConfig;
+use loopix_core::roles::client::ClientEvent;
+use loopix_core::roles::rate::{exp_us, uniform};
 use loopix_crypto::Address;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -176,7 +176,7 @@ pub fn run(seed: u64, config: &ChaosConfig) -> Result<RunStats, (Violation, RunS
         .topology
         .nodes
         .iter()
-        .filter(|n| matches!(n.role, loopix_core::topology::Role::Mix { .. }))
+        .filter(|n| matches!(n.role, loopix_core::network::topology::Role::Mix { .. }))
         .map(|n| n.id)
         .collect();
     let clients: Vec<Address> = (0..u64::from(spec.clients))

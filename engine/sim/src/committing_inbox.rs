@@ -4,8 +4,8 @@
 //! the buffer stays for the next flush. The simulator's providers run on it, so that chaos
 //! runs meet what the durable store meets.
 
-use loopix_core::inbox::{InboxLimits, InboxStore, MemoryInbox, StoreRefused};
-use loopix_core::rate::uniform;
+use loopix_core::roles::inbox::{InboxLimits, InboxStore, MemoryInbox, StoreRefused};
+use loopix_core::roles::rate::uniform;
 use loopix_crypto::Address;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;

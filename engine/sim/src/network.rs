@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use loopix_core::topology::{Topology, TopologyError};
+use loopix_core::network::topology::{Topology, TopologyError};
 use loopix_crypto::{Address, EpochSeed, SecretKey, SessionSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;

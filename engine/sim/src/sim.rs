@@ -6,21 +6,21 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 
-use loopix_core::acks::AckConfig;
-use loopix_core::client::{Client, ClientEvent};
-use loopix_core::codec::Codec;
 use loopix_core::endpoint::{RoleEvent, Transmit};
-use loopix_core::hop::BATCH;
-use loopix_core::hop::{HopLimits, JournalRecord};
-use loopix_core::inbox::{InboxLimits, MemoryInbox};
-use loopix_core::link::{LINK_OVERHEAD, Links};
-use loopix_core::mix::Mix;
+use loopix_core::formats::codec::Codec;
+use loopix_core::network::link::{LINK_OVERHEAD, Links};
+use loopix_core::network::topology::{EpochKeys, Topology};
+use loopix_core::pipeline::hop::BATCH;
+use loopix_core::pipeline::hop::{HopLimits, JournalRecord};
+use loopix_core::pipeline::replay::FilterKey;
 use loopix_core::pki::take::take_document;
-use loopix_core::provider::{Provider, ProviderEvent};
-use loopix_core::rate::{exp_us, uniform};
-use loopix_core::replay::FilterKey;
-use loopix_core::role::{Core, CoreConfig, build, links_for};
-use loopix_core::topology::{EpochKeys, Topology};
+use loopix_core::roles::acks::AckConfig;
+use loopix_core::roles::client::{Client, ClientEvent};
+use loopix_core::roles::inbox::{InboxLimits, MemoryInbox};
+use loopix_core::roles::mix::Mix;
+use loopix_core::roles::provider::{Provider, ProviderEvent};
+use loopix_core::roles::rate::{exp_us, uniform};
+use loopix_core::roles::{Core, CoreConfig, build, links_for};
 use loopix_crypto::{Address, EpochSeed, Processor, SessionSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -38,7 +38,7 @@ pub struct LinkModel {
     pub blocked: BTreeSet<Address>,
 }
 
-/// Any role, as the simulator holds it (built by [`loopix_core::role::build`], as
+/// Any role, as the simulator holds it (built by [`loopix_core::roles::build`], as
 /// `loopix node` builds its cores).
 pub type Node<C = Processor> = Core<CommittingInbox, C>;
 
@@ -231,7 +231,7 @@ impl Default for SimOptions {
             inbox: InboxLimits {
                 per_client: 100_000,
                 total: 10_000_000,
-                ttl_us: loopix_core::inbox::DEFAULT_INBOX_TTL_US,
+                ttl_us: loopix_core::roles::inbox::DEFAULT_INBOX_TTL_US,
             },
             acks: AckConfig::OFF,
             commit_failure_rate: 0.0,
@@ -241,7 +241,7 @@ impl Default for SimOptions {
 }
 
 impl<C: Codec> Sim<C> {
-    /// [`Sim::new`] over any packet codec (see [`loopix_core::codec`]).
+    /// [`Sim::new`] over any packet codec (see [`loopix_core::formats::codec`]).
     pub fn with_codec(net: Generated, seed: u64, link: LinkModel, limits: HopLimits) -> Self {
         Self::build(net, seed, link, limits, SimOptions::default())
     }
@@ -358,7 +358,7 @@ impl<C: Codec> Sim<C> {
         recipe: &Recipe,
         seed: [u8; 32],
         inbox: CommittingInbox,
-    ) -> Result<Node<C>, loopix_core::role::BuildError> {
+    ) -> Result<Node<C>, loopix_core::roles::BuildError> {
         let config = CoreConfig::node(id, recipe.epoch_seed.clone(), recipe.session_key.clone())
             .seeded(seed)
             .limited(self.limits)

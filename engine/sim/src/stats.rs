@@ -29,7 +29,7 @@ pub fn exp_cdf(rate: f64) -> impl Fn(f64) -> f64 {
 
 // The Erlang CDF and the quantile search live in the core, which sizes its ack timeouts
 // with them.
-pub use loopix_core::rate::{erlang_cdf, quantile};
+pub use loopix_core::roles::rate::{erlang_cdf, quantile};
 
 #[cfg(test)]
 mod tests {

@@ -7,8 +7,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{S, client, limits, mix};
-use loopix_core::acks::AckConfig;
-use loopix_core::client::ClientEvent;
+use loopix_core::roles::acks::AckConfig;
+use loopix_core::roles::client::ClientEvent;
 use loopix_crypto::Address;
 use loopix_sim::{LinkModel, NetworkSpec, Sim, SimOptions, generate, seed_from_env};
 

@@ -1,6 +1,6 @@
 //! The anonymity experiments of `loopix sim`, checked against the paper's results.
 
-use loopix_core::codec::Plaintext;
+use loopix_core::formats::codec::Plaintext;
 use loopix_crypto::Processor;
 use loopix_sim::anonymity::mix_entropy::{self, EntropyConfig};
 use loopix_sim::seed_from_env;

@@ -4,9 +4,9 @@ mod common;
 
 use common::{S, client, drop_packet_at, hop_at, mix, mixes, provider, relay, sim};
 use loopix_core::drops::DropReason;
-use loopix_core::inbox::InboxLimits;
-use loopix_core::link::{LINK_OVERHEAD, Links};
-use loopix_core::topology::Topology;
+use loopix_core::network::link::{LINK_OVERHEAD, Links};
+use loopix_core::network::topology::Topology;
+use loopix_core::roles::inbox::InboxLimits;
 use loopix_crypto::params::{ALPHA_LEN, HEADER_LEN};
 use loopix_crypto::{Address, Command, Hop, Params, build};
 use loopix_sim::{LinkModel, NetworkSpec, Sim, SimOptions, generate, seed_from_env};
@@ -225,8 +225,8 @@ fn fraction(sim: &Sim, m: Address) -> f64 {
 #[test]
 fn a_batch_is_judged_like_single_datagrams() {
     use loopix_core::endpoint::Endpoint;
-    use loopix_core::mix::Mix;
-    use loopix_core::role::CoreConfig;
+    use loopix_core::roles::CoreConfig;
+    use loopix_core::roles::mix::Mix;
 
     let seed = seed_from_env(15);
     let spec = quiet();
@@ -338,7 +338,7 @@ fn a_delay_beyond_the_horizon_is_dropped_and_never_held() {
 /// `rate_limited` before any unwrapping; the other clients' messages still go through.
 #[test]
 fn a_client_sending_past_its_share_is_refused_and_counted() {
-    use loopix_core::client_quota::BURST;
+    use loopix_core::roles::client_quota::BURST;
     use loopix_core::session::initiator::Opened;
     use loopix_core::session::{ClientSession, FrameKind, FrameLayout};
     use loopix_crypto::SessionSecret;

@@ -6,8 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{S, client, drop_packet_at, mix, mixes, provider, sim};
-use loopix_core::client::ClientEvent;
 use loopix_core::drops::DropReason;
+use loopix_core::roles::client::ClientEvent;
 use loopix_crypto::Address;
 use loopix_sim::{LinkModel, NetworkSpec, Sim, seed_from_env};
 use rand_chacha::ChaCha20Rng;

@@ -5,10 +5,10 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{S, client, mixes, provider, sim};
-use loopix_core::client::ClientEvent;
 use loopix_core::drops::DropReason;
+use loopix_core::formats::wire::ITEM_HEADER_LEN;
+use loopix_core::roles::client::ClientEvent;
 use loopix_core::session::FrameLayout;
-use loopix_core::wire::ITEM_HEADER_LEN;
 use loopix_crypto::Address;
 use loopix_crypto::Params;
 use loopix_sim::{LinkModel, NetworkSpec, seed_from_env};

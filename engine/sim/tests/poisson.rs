@@ -5,8 +5,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{S, client, mix, sim};
-use loopix_core::client::ClientEvent;
-use loopix_core::provider::ProviderEvent;
+use loopix_core::roles::client::ClientEvent;
+use loopix_core::roles::provider::ProviderEvent;
 use loopix_sim::stats::{erlang_cdf, exp_cdf, ks_critical_0_001, ks_statistic};
 use loopix_sim::{LinkModel, NetworkSpec, seed_from_env};
 

@@ -10,15 +10,15 @@
 
 use std::time::{Duration, Instant};
 
-use loopix_core::answer_queue::POLL_ANSWER_DELAY_US;
 use loopix_core::endpoint::Endpoint;
-use loopix_core::inbox::{InboxStore, MemoryInbox, StoreRefused};
-use loopix_core::link::LINK_OVERHEAD;
-use loopix_core::provider::Provider;
-use loopix_core::role::CoreConfig;
+use loopix_core::formats::wire::read_item;
+use loopix_core::network::link::LINK_OVERHEAD;
+use loopix_core::roles::CoreConfig;
+use loopix_core::roles::answer_queue::POLL_ANSWER_DELAY_US;
+use loopix_core::roles::inbox::{InboxStore, MemoryInbox, StoreRefused};
+use loopix_core::roles::provider::Provider;
 use loopix_core::session::initiator::Opened;
 use loopix_core::session::{ClientSession, FrameKind, FrameLayout};
-use loopix_core::wire::read_item;
 use loopix_crypto::{Address, Command, Hop, SessionSecret, build};
 use loopix_sim::network::{NetworkSpec, generate};
 use rand_chacha::ChaCha20Rng;
@@ -87,7 +87,7 @@ fn median(v: &[f64]) -> f64 {
 
 /// A provider (reads costing [`READ_COST`]) and its two clients with sessions up.
 struct Bench {
-    topology: loopix_core::topology::Topology,
+    topology: loopix_core::network::topology::Topology,
     keys: loopix_sim::network::Keys,
     provider: Provider<SlowInbox>,
     layout: FrameLayout,

@@ -27,8 +27,8 @@ use loopix_crypto::{Address, IdentitySecret, PublicKey, SessionPublic};
 use super::document::Unsigned;
 use super::key_upload::{KeyUpload, SignedUpload, UploadFormatError};
 use super::registry::Registry;
-use crate::epoch::EpochSchedule;
-use crate::topology::{EpochKeys, Node, Role, Topology};
+use crate::network::epoch::EpochSchedule;
+use crate::network::topology::{EpochKeys, Node, Role, Topology};
 
 /// Documents kept (in memory, and by the shell on disk): the newest this many epochs'.
 pub const KEPT_DOCUMENTS: usize = 16;

@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use loopix_crypto::{IdentityPublic, IdentitySecret, SIGNATURE_LEN};
 
 use crate::field_error::FieldError;
-use crate::topology::Topology;
+use crate::network::topology::Topology;
 
 /// What every document signature is made under (see [`IdentitySecret::sign`]).
 const LABEL: &[u8] = b"loopix-document v1";
@@ -533,7 +533,7 @@ mod tests {
     }
 
     fn body() -> String {
-        let spec = crate::topology::tests::sample();
+        let spec = crate::network::topology::tests::sample();
         Topology::from_toml(&spec).unwrap().to_toml()
     }
 

@@ -15,8 +15,8 @@ use loopix_crypto::{Address, EpochSeed, IdentitySecret, SessionPublic};
 
 use super::document::{Document, DocumentError, Trust, verify};
 use super::key_upload::KeyUpload;
-use crate::epoch::EpochSchedule;
-use crate::topology::Topology;
+use crate::network::epoch::EpochSchedule;
+use crate::network::topology::Topology;
 
 /// How long after a failed fetch or upload the next is tried, µs.
 pub const RETRY_US: u64 = 1_000_000;

@@ -18,7 +18,7 @@ use loopix_crypto::{
     Address, EpochSeed, IdentityPublic, IdentitySecret, PublicKey, SIGNATURE_LEN, SessionPublic,
 };
 
-use crate::topology::EpochKeys;
+use crate::network::topology::EpochKeys;
 
 const LABEL: &[u8] = b"loopix-keys v1";
 const MAGIC: &str = "loopix-keys v1";

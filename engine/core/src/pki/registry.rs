@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use loopix_crypto::{Address, IdentityPublic};
 use serde::Deserialize;
 
-use crate::topology::{
+use crate::network::topology::{
     Client, Network, RawClient, RawNetwork, Role, TopologyError, err, parse_address, parse_role,
 };
 
@@ -83,7 +83,7 @@ pub fn parse_identity_key(field: &str, text: &str) -> Result<IdentityPublic, Top
 /// identity key from `identities` (nodes without one are left out): how a test network
 /// made from a topology registers everything at its authority.
 pub fn registry_toml(
-    topology: &crate::topology::Topology,
+    topology: &crate::network::topology::Topology,
     identities: &BTreeMap<Address, IdentityPublic>,
 ) -> String {
     use std::fmt::Write;
@@ -217,8 +217,10 @@ pub(crate) mod tests {
     /// A registry of one mix per layer (ids 1, 2), one provider (100), one client (1000),
     /// and the nodes' identity secrets.
     pub(crate) fn sample() -> (String, BTreeMap<Address, IdentitySecret>) {
-        let topology =
-            crate::topology::Topology::from_toml(&crate::topology::tests::sample()).unwrap();
+        let topology = crate::network::topology::Topology::from_toml(
+            &crate::network::topology::tests::sample(),
+        )
+        .unwrap();
         let mut rng = ChaCha20Rng::seed_from_u64(99);
         let secrets: BTreeMap<_, _> = topology
             .nodes

@@ -9,7 +9,7 @@
 
 use loopix_crypto::{Address, EpochSeed, SessionPublic};
 
-use crate::topology::{Network, Node, Topology};
+use crate::network::topology::{Network, Node, Topology};
 
 /// What the node's keys look like in a topology it can take ([`check_node_keys`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,8 +161,8 @@ pub fn take_document(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::EpochKeys;
-    use crate::topology::tests::sample;
+    use crate::network::topology::EpochKeys;
+    use crate::network::topology::tests::sample;
     use loopix_crypto::SessionSecret;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;

@@ -18,7 +18,7 @@
 
 use loopix_crypto::Params;
 
-use crate::wire::ITEM_HEADER_LEN;
+use crate::formats::wire::ITEM_HEADER_LEN;
 
 /// Bytes before a frame's body.
 pub const HEADER_LEN: usize = 12;

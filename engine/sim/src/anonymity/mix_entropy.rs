@@ -8,8 +8,8 @@
 //! and computes the same for both; we average over the messages whose anonymity is at
 //! stake), and the pool size is averaged over time.
 
-use loopix_core::codec::Codec;
-use loopix_core::rate::exp_us;
+use loopix_core::formats::codec::Codec;
+use loopix_core::roles::rate::exp_us;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use serde::Serialize;

@@ -7,14 +7,14 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use loopix_core::codec::Codec;
 use loopix_core::endpoint::Endpoint;
-use loopix_core::hop::HopLimits;
-use loopix_core::link::{LINK_OVERHEAD, Links};
-use loopix_core::mix::Mix;
-use loopix_core::rate::exp_us;
-use loopix_core::role::{CoreConfig, links_for};
-use loopix_core::timing_wheel::WheelConfig;
+use loopix_core::formats::codec::Codec;
+use loopix_core::network::link::{LINK_OVERHEAD, Links};
+use loopix_core::pipeline::hop::HopLimits;
+use loopix_core::pipeline::timing_wheel::WheelConfig;
+use loopix_core::roles::mix::Mix;
+use loopix_core::roles::rate::exp_us;
+use loopix_core::roles::{CoreConfig, links_for};
 use loopix_crypto::{Address, Command, Hop, Params, PublicKey};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};

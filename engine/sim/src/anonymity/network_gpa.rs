@@ -19,9 +19,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use loopix_core::client::ClientEvent;
-use loopix_core::codec::Codec;
-use loopix_core::hop::HopLimits;
+use loopix_core::formats::codec::Codec;
+use loopix_core::pipeline::hop::HopLimits;
+use loopix_core::roles::client::ClientEvent;
 use loopix_core::session::FrameLayout;
 use loopix_crypto::Address;
 use rand_chacha::ChaCha20Rng;
@@ -187,7 +187,7 @@ impl Observer {
 }
 
 /// Runs one experiment over codec `C`. Ground truth needs a codec with trace ids
-/// ([`loopix_core::codec::Plaintext`]); over Sphinx the run is the same but nothing can be
+/// ([`loopix_core::formats::codec::Plaintext`]); over Sphinx the run is the same but nothing can be
 /// judged, so `challenge_packets` is 0.
 pub fn run<C: Codec>(cfg: &NetworkConfig) -> Result<NetworkResult, NetworkError> {
     if cfg.senders < 3 {
@@ -213,7 +213,7 @@ pub fn run<C: Codec>(cfg: &NetworkConfig) -> Result<NetworkResult, NetworkError>
     let net = generate(&spec, cfg.seed).map_err(|e| NetworkError(e.to_string()))?;
     let net_params = net.topology.network.params;
     // What a node sends another: the packet and its link trailer.
-    let packet_len = net_params.packet_len() + loopix_core::link::LINK_OVERHEAD;
+    let packet_len = net_params.packet_len() + loopix_core::network::link::LINK_OVERHEAD;
     let units = cfg.burn_in_units + cfg.measure_units;
     let limits = HopLimits {
         pool_packets: 1 << 14,

@@ -5,7 +5,7 @@
 //! provider: end-to-end latency is Gamma(layers + 2, µ) (the simulator's tests check this
 //! shape). A mix's own loop is held once in every other layer and ends at its sender.
 
-use loopix_core::codec::Codec;
+use loopix_core::formats::codec::Codec;
 use serde::Serialize;
 
 use super::mix_entropy::{self, EntropyConfig};
@@ -99,7 +99,7 @@ pub fn calculate<C: Codec>(p: &ParamsInput) -> Result<ParamsReport, ParamsError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loopix_core::codec::Plaintext;
+    use loopix_core::formats::codec::Plaintext;
 
     fn input() -> ParamsInput {
         ParamsInput {

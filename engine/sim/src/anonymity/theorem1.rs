@@ -4,7 +4,7 @@
 //! the first n is that packet with probability k/(n(l+k)) and each later one with
 //! 1/(l+k), whatever the arrival times, because the delays are memoryless.
 
-use loopix_core::codec::Codec;
+use loopix_core::formats::codec::Codec;
 use serde::Serialize;
 
 use super::mix_harness::{HarnessConfig, MixHarness, Observed};

@@ -1,9 +1,9 @@
 //! Fixtures for the simulation tests.
 #![allow(dead_code)]
 
-use loopix_core::hop::HopLimits;
-use loopix_core::timing_wheel::WheelConfig;
-use loopix_core::topology::Topology;
+use loopix_core::network::topology::Topology;
+use loopix_core::pipeline::hop::HopLimits;
+use loopix_core::pipeline::timing_wheel::WheelConfig;
 use loopix_crypto::{Address, Command, Hop, Params, build};
 use loopix_sim::network::{FIRST_CLIENT, FIRST_PROVIDER};
 use loopix_sim::{LinkModel, NetworkSpec, Sim, generate};

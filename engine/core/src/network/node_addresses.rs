@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use loopix_crypto::Address;
 
-use crate::topology::Topology;
+use crate::network::topology::Topology;
 
 /// See the module docs.
 #[derive(Clone, Debug, Default)]

@@ -26,9 +26,9 @@ use std::collections::{HashMap, HashSet};
 use loopix_crypto::{Address, KeyPhase, LINK_TAG_LEN, LinkKey, LinkSecret, SessionSecret};
 
 use crate::drops::DropReason;
-use crate::epoch::EpochSchedule;
+use crate::network::epoch::EpochSchedule;
+use crate::network::topology::{Role, Topology};
 use crate::session::ReplayWindow;
-use crate::topology::{Role, Topology};
 
 /// A link's replay window: 65,472 counters (8 KiB). Counters run with the sender's clock
 /// in µs, so at low rates this is how far (65 ms) a link may reorder datagrams.
@@ -153,7 +153,7 @@ impl Links {
     }
 
     /// The same links with tags written as zeros and never checked: for simulations over
-    /// a stand-in codec only ([`crate::codec::Codec::AUTHENTICATES_LINKS`]).
+    /// a stand-in codec only ([`crate::formats::codec::Codec::AUTHENTICATES_LINKS`]).
     pub fn unauthenticated(self) -> Self {
         Self {
             authenticate: false,

@@ -23,13 +23,13 @@ use loopix_crypto::{
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::codec::Codec;
 use crate::drops::{DropCounts, DropReason};
-use crate::epoch::EpochSchedule;
-use crate::latency_histogram::LatencyHistogram;
-use crate::packet_pool::PacketPool;
-use crate::replay::{FilterKey, ReplayFilter, Seen};
-use crate::timing_wheel::{InsertError, TimingWheel, WheelConfig, WheelConfigError};
+use crate::formats::codec::Codec;
+use crate::network::epoch::EpochSchedule;
+use crate::pipeline::latency_histogram::LatencyHistogram;
+use crate::pipeline::packet_pool::PacketPool;
+use crate::pipeline::replay::{FilterKey, ReplayFilter, Seen};
+use crate::pipeline::timing_wheel::{InsertError, TimingWheel, WheelConfig, WheelConfigError};
 
 /// Capacities of a hop's preallocated state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub struct HopLimits {
     pub wheel: WheelConfig,
     /// The longest delay a packet may ask this hop for; longer: dropped as `horizon`.
     /// Mixes and providers set it to the network's delay horizon (see
-    /// [`crate::topology::Network::delay_horizon_us`]) when that is shorter.
+    /// [`crate::network::topology::Network::delay_horizon_us`]) when that is shorter.
     pub max_delay_us: u64,
 }
 
@@ -65,8 +65,8 @@ impl Default for HopLimits {
 
 impl HopLimits {
     /// These limits with the network's delay horizon applied (see
-    /// [`crate::topology::Network::delay_horizon_us`]).
-    pub fn within(self, network: &crate::topology::Network) -> Self {
+    /// [`crate::network::topology::Network::delay_horizon_us`]).
+    pub fn within(self, network: &crate::network::topology::Network) -> Self {
         Self {
             max_delay_us: self.max_delay_us.min(network.delay_horizon_us()),
             ..self
@@ -835,7 +835,7 @@ mod tests {
     #[test]
     fn early_release_is_capped_at_half_the_configured_slot() {
         let limits = HopLimits {
-            wheel: crate::timing_wheel::WheelConfig {
+            wheel: crate::pipeline::timing_wheel::WheelConfig {
                 slot_us: 20,
                 ..Default::default()
             },

@@ -5,7 +5,7 @@
 //!
 //! A node of S shards runs one mix per shard. Each sends λM/S loops, built so that they
 //! come back to it (the kernel steers a datagram to a shard by its group element's first
-//! bytes; [`crate::steering`]): the node sends λM loops in all, and every loop that returns
+//! bytes; [`crate::pipeline::steering`]): the node sends λM loops in all, and every loop that returns
 //! meets the one monitor that knows it.
 
 use std::net::SocketAddr;
@@ -14,20 +14,20 @@ use loopix_crypto::{Address, Command, EpochSeed, Params, Processor, SessionSecre
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::codec::Codec;
-use crate::directory::{Directory, Peer, requested_delay_us};
 use crate::drops::DropReason;
 use crate::endpoint::{Endpoint, Transmit};
-use crate::hop::{BATCH, Due, EpochStats, HopEngine, HopStats};
-use crate::latency_histogram::LatencyHistogram;
-use crate::link::{LINK_OVERHEAD, Links};
-use crate::loops::LoopMonitor;
-use crate::node_addresses::NodeAddresses;
-use crate::payload::{self, Content};
-use crate::rate::PoissonTimer;
-use crate::role::{BuildError, CoreConfig, links_for};
-use crate::steering::owner_shard;
-use crate::topology::{Role, Topology};
+use crate::formats::codec::Codec;
+use crate::formats::payload::{self, Content};
+use crate::network::directory::{Directory, Peer, requested_delay_us};
+use crate::network::link::{LINK_OVERHEAD, Links};
+use crate::network::node_addresses::NodeAddresses;
+use crate::network::topology::{Role, Topology};
+use crate::pipeline::hop::{BATCH, Due, EpochStats, HopEngine, HopStats};
+use crate::pipeline::latency_histogram::LatencyHistogram;
+use crate::pipeline::steering::owner_shard;
+use crate::roles::loops::LoopMonitor;
+use crate::roles::rate::PoissonTimer;
+use crate::roles::{BuildError, CoreConfig, links_for};
 
 /// Counters of a mix.
 #[derive(Clone, Copy, Debug, Default)]
@@ -74,7 +74,7 @@ pub struct Mix<C: Codec = Processor> {
 }
 
 impl<C: Codec> Mix<C> {
-    /// A mix as `topology` describes node `config.id` (see [`crate::role::build`]).
+    /// A mix as `topology` describes node `config.id` (see [`crate::roles::build`]).
     pub fn new(topology: &Topology, config: CoreConfig) -> Result<Self, BuildError> {
         let id = config.id;
         let node = topology.node(id).ok_or(BuildError::NotInTopology(id))?;

@@ -1,24 +1,39 @@
+//! The three roles of a Loopix network, each a sans-IO state machine behind one
+//! [`crate::endpoint::Endpoint`]: the mix, the provider and the client, what only they use
+//! (a mix's loops, a client's acknowledgements, a provider's inboxes, answer queue and
+//! quotas, the Poisson rates cover traffic runs on), and one way to build any of them.
+//!
 //! One way to build any role: a [`CoreConfig`] (who, with which keys, within which limits)
 //! and the topology say everything, and [`build`] returns the mix, provider or client the
 //! topology makes of that id. `loopix node`, the clients, the simulator and the anonymity
 //! harness all build their cores here, so a setting means the same everywhere.
 
+pub mod acks;
+pub mod answer_queue;
+pub mod client;
+pub mod client_quota;
+pub mod inbox;
+pub mod loops;
+pub mod mix;
+pub mod provider;
+pub mod rate;
+
 use std::net::SocketAddr;
 
 use loopix_crypto::{Address, EpochSeed, Processor, SecretKey, SessionSecret};
 
-use crate::acks::AckConfig;
-use crate::client::Client;
-use crate::codec::Codec;
 use crate::endpoint::{Endpoint, Transmit};
-use crate::hop::HopLimits;
-use crate::inbox::InboxStore;
-use crate::link::{LinkError, Links};
-use crate::mix::Mix;
-use crate::provider::Provider;
+use crate::formats::codec::Codec;
+use crate::network::link::{LinkError, Links};
+use crate::network::topology::{Role, Topology};
+use crate::pipeline::hop::HopLimits;
+use crate::pipeline::timing_wheel::WheelConfigError;
+use crate::roles::acks::AckConfig;
+use crate::roles::client::Client;
+use crate::roles::inbox::InboxStore;
+use crate::roles::mix::Mix;
+use crate::roles::provider::Provider;
 use crate::session::HandshakeLimits;
-use crate::timing_wheel::WheelConfigError;
-use crate::topology::{Role, Topology};
 
 /// The secrets a role holds.
 pub enum RoleKeys {
@@ -65,7 +80,7 @@ pub struct CoreConfig {
     /// Clients: fragments the send buffer holds before `send` refuses more (those waiting
     /// for their ack count too).
     pub max_buffered_fragments: usize,
-    /// Clients: acknowledgements and retransmission ([`crate::acks`]).
+    /// Clients: acknowledgements and retransmission ([`crate::roles::acks`]).
     pub acks: AckConfig,
     /// Providers: how long a packet waits in an inbox for its client before it is deleted
     /// unread (counted as `inbox_expired`), µs.
@@ -100,10 +115,10 @@ impl CoreConfig {
             shard: 0,
             shards: 1,
             loop_window: 200,
-            loop_grace_us: crate::loops::LOOP_GRACE_US,
+            loop_grace_us: crate::roles::loops::LOOP_GRACE_US,
             max_buffered_fragments: 100_000,
             acks: AckConfig::OFF,
-            inbox_ttl_us: crate::inbox::DEFAULT_INBOX_TTL_US,
+            inbox_ttl_us: crate::roles::inbox::DEFAULT_INBOX_TTL_US,
             handshakes: HandshakeLimits::default(),
         }
     }

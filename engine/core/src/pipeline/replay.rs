@@ -1,7 +1,7 @@
 //! The replay filter of one key epoch: which packets a node has unwrapped under that key.
 //!
 //! Sphinx replay protection only has to last as long as a key, so a node keeps one filter
-//! per key in use (see [`crate::epoch`]). A filter is sized at start for the most packets a
+//! per key in use (see [`crate::network::epoch`]). A filter is sized at start for the most packets a
 //! shard can unwrap while the key is in use (its top rate times the key's lifetime), never
 //! grows, and is reset (keeping its memory) when its key changes. Sized that way honest
 //! load cannot fill it, and neither can anyone else: every recorded tag cost the node one

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use loopix_crypto::Address;
 
-use crate::rate::{erlang_cdf, quantile};
-use crate::topology::Network;
+use crate::network::topology::Network;
+use crate::roles::rate::{erlang_cdf, quantile};
 
 /// How a client asks for acknowledgements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,7 +228,8 @@ mod tests {
             lambda_mix_loop_per_s: 0.0,
             poll_size: 4,
             poll_rate_per_s: 5.0,
-            epochs: crate::epoch::EpochSchedule::new(0, 3_600_000_000, 60_000_000).unwrap(),
+            epochs: crate::network::epoch::EpochSchedule::new(0, 3_600_000_000, 60_000_000)
+                .unwrap(),
         };
         let t = ack_timeout_us(&network).unwrap() as f64 / 1e6;
         // Gamma(10, 20) p99 0.94 s + 2 x 0.92 s (polls) + 1.15 s (slot) + 1 s.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use loopix_crypto::Address;
 
-use crate::topology::Network;
+use crate::network::topology::Network;
 
 /// How many times its honest rate a client may send, sustained.
 pub const TOLERANCE: f64 = 2.0;
@@ -93,7 +93,7 @@ impl ClientQuota {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::epoch::EpochSchedule;
+    use crate::network::epoch::EpochSchedule;
 
     fn network(lambda: f64, poll: f64) -> Network {
         Network {
@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn an_honest_poisson_sender_is_never_refused() {
-        use crate::rate::exp_us;
+        use crate::roles::rate::exp_us;
         use rand_chacha::ChaCha20Rng;
         use rand_core::SeedableRng;
         let lambda = 6.0;

@@ -6,14 +6,14 @@
 //! addresses of the topology.
 //!
 //! Ingress: packets from its registered clients (in their sessions), each client held to
-//! twice its honest rate ([`crate::client_quota`]), with per-client accounting, unwrapped
+//! twice its honest rate ([`crate::roles::client_quota`]), with per-client accounting, unwrapped
 //! and held like at a mix, then sent into layer 1.
 //! Egress: packets to deliver are held for their delay, then stored in the client's
 //! bounded inbox, where it waits at most the inbox TTL; drop cover is absorbed; mix loops passing through are relayed. Every
 //! poll is answered with exactly N items, padded with dummies that have a valid group
 //! element and random bytes, so they look like stored packets. A stored packet leaves the
 //! inbox only when the client acknowledges it in a later poll. Every answer is built when
-//! its poll arrives and sent a fixed delay after it ([`crate::answer_queue`]), so how long
+//! its poll arrives and sent a fixed delay after it ([`crate::roles::answer_queue`]), so how long
 //! an answer takes says nothing about what it holds.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -23,19 +23,19 @@ use loopix_crypto::{Address, Command, EpochSeed, Params, Processor};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::answer_queue::{AnswerQueue, POLL_ANSWER_DELAY_US};
-use crate::client_quota::{ClientQuota, Spend};
-use crate::codec::Codec;
 use crate::drops::DropReason;
 use crate::endpoint::{Endpoint, Transmit};
-use crate::hop::{Due, EpochStats, HopEngine, HopStats};
-use crate::inbox::{InboxStore, StoreRefused};
-use crate::link::{LINK_OVERHEAD, Links};
-use crate::node_addresses::NodeAddresses;
-use crate::role::{BuildError, CoreConfig, links_for};
+use crate::formats::codec::Codec;
+use crate::formats::wire::{self, ITEM_HEADER_LEN};
+use crate::network::link::{LINK_OVERHEAD, Links};
+use crate::network::node_addresses::NodeAddresses;
+use crate::network::topology::{Role, Topology};
+use crate::pipeline::hop::{Due, EpochStats, HopEngine, HopStats};
+use crate::roles::answer_queue::{AnswerQueue, POLL_ANSWER_DELAY_US};
+use crate::roles::client_quota::{ClientQuota, Spend};
+use crate::roles::inbox::{InboxStore, StoreRefused};
+use crate::roles::{BuildError, CoreConfig, links_for};
 use crate::session::{FrameKind, FrameLayout, Received, Sessions};
-use crate::topology::{Role, Topology};
-use crate::wire::{self, ITEM_HEADER_LEN};
 
 /// Counters of a provider.
 #[derive(Clone, Debug, Default)]
@@ -201,7 +201,7 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         self.events.pop_front()
     }
 
-    /// Takes a re-read topology and key seed; see [`crate::mix::Mix::reload`]. Clients
+    /// Takes a re-read topology and key seed; see [`crate::roles::mix::Mix::reload`]. Clients
     /// added to the topology are served from now on, clients removed no longer.
     pub fn reload(&mut self, topology: &Topology, epoch_seed: EpochSeed) {
         self.clients = topology.clients_of(self.id).map(|c| c.id).collect();

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use loopix_crypto::{Address, Command, Hop, PublicKey};
 use rand_core::Rng;
 
-use crate::epoch::EpochSchedule;
-use crate::rate::exp_us;
-use crate::topology::{EpochKeys, Topology};
+use crate::network::epoch::EpochSchedule;
+use crate::network::topology::{EpochKeys, Topology};
+use crate::roles::rate::exp_us;
 
 /// A path hop's owner: a node (keys per epoch) or a client (one key for good).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,7 +260,7 @@ impl Directory {
     /// `penultimate(delay)`; hop `n-1` gets `last`. Each hop is built under the key of the
     /// epoch it will unwrap the packet in, reckoned as `now_us` plus the delays of the hops
     /// before it: the earliest it can arrive, so it can only be later than reckoned, by
-    /// its links, which the nodes' grace period covers (see [`crate::epoch`]).
+    /// its links, which the nodes' grace period covers (see [`crate::network::epoch`]).
     fn chain<R: Rng + ?Sized>(
         &self,
         rng: &mut R,

@@ -11,7 +11,7 @@
 //! session's keys on a cover slot, and starts a new session when polls go unanswered
 //! (the provider restarted and forgot it).
 //!
-//! With acknowledgements on ([`crate::acks`]), every fragment carries a single-use reply
+//! With acknowledgements on ([`crate::roles::acks`]), every fragment carries a single-use reply
 //! block; its recipient sends a fixed-size ack back along it in its next payload or drop
 //! slot (so acks change nothing on the wire: they take a slot a cover packet would have
 //! used), and the sender sends a fragment again, as a fresh packet, until its ack comes or
@@ -23,21 +23,21 @@ use std::net::SocketAddr;
 
 use loopix_crypto::{Address, Command, Hop, Params, Processor, SURB_LEN, SessionSecret};
 
-use crate::acks::{Fragment, Unacked, ack_timeout_us};
-use crate::codec::Codec;
+use crate::formats::codec::Codec;
+use crate::roles::acks::{Fragment, Unacked, ack_timeout_us};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::directory::{Directory, PathError, requested_delay_us};
 use crate::endpoint::{Endpoint, Transmit};
-use crate::loops::LoopMonitor;
-use crate::payload::{self, Content, Reassembly};
-use crate::rate::PoissonTimer;
-use crate::role::{BuildError, CoreConfig, RoleKeys};
+use crate::formats::payload::{self, Content, Reassembly};
+use crate::formats::wire::{self, ITEM_HEADER_LEN};
+use crate::network::directory::{Directory, PathError, requested_delay_us};
+use crate::network::topology::Topology;
+use crate::roles::loops::LoopMonitor;
+use crate::roles::rate::PoissonTimer;
+use crate::roles::{BuildError, CoreConfig, RoleKeys};
 use crate::session::initiator::{ClientSessionStats, HandshakeDue, Opened};
 use crate::session::{ClientSession, FrameKind, FrameLayout};
-use crate::topology::Topology;
-use crate::wire::{self, ITEM_HEADER_LEN};
 
 /// Why a message was not queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 use crate::endpoint::{Endpoint, Transmit};
-use crate::rate::uniform;
+use crate::roles::rate::uniform;
 
 /// What to inject.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -225,10 +225,10 @@ mod tests {
         }
         fn reload(
             &mut self,
-            _: &crate::topology::Topology,
+            _: &crate::network::topology::Topology,
             _: Option<loopix_crypto::EpochSeed>,
-        ) -> Result<(), crate::role::BuildError> {
-            Err(crate::role::BuildError::WrongRole(Address(1)))
+        ) -> Result<(), crate::roles::BuildError> {
+            Err(crate::roles::BuildError::WrongRole(Address(1)))
         }
     }
 

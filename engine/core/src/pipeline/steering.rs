@@ -3,7 +3,7 @@
 //! of the packet's group element α (the runtime's BPF program computes the same). Every
 //! replay of a packet carries the same α, so it reaches the same shard; and a node that
 //! builds its own loops so that they return with an α of its shard's gets them back there
-//! ([`crate::codec::Codec::build_into_steered`]).
+//! ([`crate::formats::codec::Codec::build_into_steered`]).
 
 /// The shard of `shards` a datagram beginning with `head` reaches (0 for fewer than 4
 /// bytes or no shards).

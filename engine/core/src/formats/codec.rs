@@ -437,14 +437,14 @@ mod tests {
         let codec = C::new(key.clone(), params);
         for want in 0..3 {
             let mut packet = vec![0u8; params.packet_len()];
-            let mine = |head: &[u8]| crate::steering::owner_shard(head, 3) == want;
+            let mine = |head: &[u8]| crate::pipeline::steering::owner_shard(head, 3) == want;
             let path = path(key.public_key());
             C::build_into_steered(&params, &path, b"", &mut rng, &mut packet, &mine).unwrap();
             for _ in 0..2 {
                 codec.unwrap(&mut packet, |_| false).unwrap();
             }
             assert_eq!(
-                crate::steering::owner_shard(&packet, 3),
+                crate::pipeline::steering::owner_shard(&packet, 3),
                 want,
                 "{}",
                 C::NAME

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use crate::latency_histogram::LatencyHistogram;
+use crate::pipeline::latency_histogram::LatencyHistogram;
 
 #[derive(Clone, Copy, Debug)]
 struct Sent {

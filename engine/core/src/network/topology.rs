@@ -41,7 +41,7 @@ use std::net::SocketAddr;
 use loopix_crypto::{Address, Command, Hop, KeyPhase, Params, PublicKey, SessionPublic};
 use serde::Deserialize;
 
-use crate::epoch::{EpochSchedule, ScheduleError};
+use crate::network::epoch::{EpochSchedule, ScheduleError};
 
 /// A validated network description.
 #[derive(Clone, Debug)]
@@ -206,7 +206,7 @@ fn default_epoch_s() -> u64 {
     1200
 }
 
-/// See [`crate::epoch`] for what the grace must cover.
+/// See [`crate::network::epoch`] for what the grace must cover.
 fn default_epoch_grace_s() -> u64 {
     60
 }
@@ -457,8 +457,8 @@ impl RawNetwork {
         ] {
             non_negative(field, rate)?;
         }
-        if !(1..=crate::wire::MAX_POLL_SIZE).contains(&self.poll_size) {
-            let max = crate::wire::MAX_POLL_SIZE;
+        if !(1..=crate::formats::wire::MAX_POLL_SIZE).contains(&self.poll_size) {
+            let max = crate::formats::wire::MAX_POLL_SIZE;
             return Err(err("network.poll_size", format!("must be in 1..={max}")));
         }
         const S: u64 = 1_000_000;
