@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use loopix_core::drops::DropReason;
 use loopix_core::network::epoch::EpochSchedule;
 use loopix_core::network::topology::Role;
-use loopix_core::pipeline::hop::EpochStats;
+use loopix_core::pipeline::key_ring::EpochStats;
 use loopix_core::pipeline::latency_histogram::LatencyHistogram;
 use loopix_core::roles::provider::INBOX_DEPTH_BOUNDS;
 use loopix_runtime::directory_client::DirectoryFreshness;

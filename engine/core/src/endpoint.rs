@@ -12,7 +12,7 @@ use loopix_crypto::{Address, EpochSeed};
 
 use crate::drops::DropReason;
 use crate::network::topology::Topology;
-use crate::pipeline::hop::{JournalRecord, RestoreError};
+use crate::pipeline::key_ring::{JournalRecord, RestoreError};
 use crate::pipeline::replay::FilterKey;
 use crate::roles::BuildError;
 
@@ -115,7 +115,7 @@ macro_rules! node_driver_methods {
 
         fn drain_journal(
             &mut self,
-            write: &mut dyn FnMut(crate::pipeline::hop::JournalRecord<'_>),
+            write: &mut dyn FnMut(crate::pipeline::key_ring::JournalRecord<'_>),
         ) {
             self.engine().drain_journal(write);
         }
@@ -126,7 +126,7 @@ macro_rules! node_driver_methods {
             epoch: u64,
             key: crate::pipeline::replay::FilterKey,
             hashes: &mut dyn Iterator<Item = u64>,
-        ) -> Result<usize, crate::pipeline::hop::RestoreError> {
+        ) -> Result<usize, crate::pipeline::key_ring::RestoreError> {
             self.engine().restore(now_us, epoch, key, hashes)
         }
 
@@ -164,7 +164,7 @@ macro_rules! forward_driver_methods {
             $inner.flush_storage()
         }
 
-        fn drain_journal(&mut $this, write: &mut dyn FnMut(crate::pipeline::hop::JournalRecord<'_>)) {
+        fn drain_journal(&mut $this, write: &mut dyn FnMut(crate::pipeline::key_ring::JournalRecord<'_>)) {
             $inner.drain_journal(write);
         }
 
@@ -174,7 +174,7 @@ macro_rules! forward_driver_methods {
             epoch: u64,
             key: crate::pipeline::replay::FilterKey,
             hashes: &mut dyn Iterator<Item = u64>,
-        ) -> Result<usize, crate::pipeline::hop::RestoreError> {
+        ) -> Result<usize, crate::pipeline::key_ring::RestoreError> {
             $inner.restore_journal(now_us, epoch, key, hashes)
         }
 

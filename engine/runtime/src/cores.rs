@@ -4,7 +4,7 @@
 use loopix_core::drops::DropCounts;
 use loopix_core::endpoint::Endpoint;
 use loopix_core::pipeline::faults::{FaultStats, Faulty};
-use loopix_core::pipeline::hop::EpochStats;
+use loopix_core::pipeline::key_ring::EpochStats;
 use loopix_core::roles::Core;
 use loopix_core::roles::inbox::InboxStore;
 use loopix_core::roles::mix::Mix;

@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use loopix_core::endpoint::Endpoint;
-use loopix_core::pipeline::hop::JournalRecord;
+use loopix_core::pipeline::key_ring::JournalRecord;
 use loopix_core::pipeline::replay::FilterKey;
 
 const MAGIC: &[u8; 8] = b"LXRJ0001";

@@ -3,11 +3,9 @@
 //! the timing wheel for the delay its sender chose, and queue it for sending when the wheel
 //! fires.
 //!
-//! Keys change by themselves: the engine follows the [`EpochSchedule`] from the `now` it is
-//! given, derives each epoch's key from the node's [`EpochSeed`] when the key comes into
-//! use, and drops it (the key is wiped) when its grace ends. It holds at most two keys,
-//! one per [`KeyPhase`], each with its own [`ReplayFilter`]; a packet's phase bit says
-//! which one it was built for, so no packet is ever tried under two keys.
+//! Keys change by themselves ([`crate::pipeline::key_ring`]): at most two in use, one per
+//! key phase, each with its own replay filter; a packet's phase bit says which one it was
+//! built for, so no packet is ever tried under two keys.
 //!
 //! Nothing here allocates after construction: buffers come from the [`PacketPool`], the
 //! wheel and the ready queue carry pool indices, filters are reset in place, and every
@@ -17,15 +15,12 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::ops::Range;
 
-use loopix_crypto::{
-    Address, Command, EpochSeed, KeyPhase, ProcessError, Processed, Processor, PublicKey, SecretKey,
-};
-use rand_chacha::ChaCha20Rng;
-use rand_core::{Rng, SeedableRng};
+use loopix_crypto::{Address, Command, EpochSeed, KeyPhase, ProcessError, Processed, Processor};
 
 use crate::drops::{DropCounts, DropReason};
 use crate::formats::codec::Codec;
 use crate::network::epoch::EpochSchedule;
+use crate::pipeline::key_ring::{EpochStats, JournalRecord, KeyRing, RestoreError};
 use crate::pipeline::latency_histogram::LatencyHistogram;
 use crate::pipeline::packet_pool::PacketPool;
 use crate::pipeline::replay::{FilterKey, ReplayFilter, Seen};
@@ -123,78 +118,10 @@ pub struct HopStats {
     pub delay_error: LatencyHistogram,
 }
 
-/// The state of one key in use.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct EpochStats {
-    pub epoch: u64,
-    /// Tags recorded in its replay filter, and how many the filter is rated for.
-    pub tags: usize,
-    pub rated_tags: usize,
-    pub filter_bytes: usize,
-    /// Packets dropped as replays under this key.
-    pub replays: u64,
-    /// Packets dropped because their filter buckets were full (see [`Seen::Full`]).
-    pub full: u64,
-    /// Tags recorded but not kept for the journal because it was not drained in time.
-    pub journal_lost: u64,
-}
-
-/// What the driver must write down so that a restart keeps refusing replays.
-#[derive(Debug, PartialEq, Eq)]
-pub enum JournalRecord<'a> {
-    /// A key came into use with an empty filter hashing under `key`: start its journal.
-    Opened { epoch: u64, key: FilterKey },
-    /// Hashes newly recorded under `epoch` (see [`ReplayFilter::hash`]): append them.
-    Tags { epoch: u64, hashes: &'a [u64] },
-    /// The key of `epoch` is no longer in use: its journal can go.
-    Retired { epoch: u64 },
-}
-
-/// The lifecycle events of [`JournalRecord`], in order, until drained.
-#[derive(Clone, Copy, Debug)]
-enum JournalEvent {
-    Opened(u64, FilterKey),
-    Retired(u64),
-}
-
-/// Journal events kept before the oldest are forgotten (a change of keys makes at most
-/// four; a driver drains them every loop).
-const MAX_JOURNAL_EVENTS: usize = 16;
-
-/// One key phase: the key in use for it, if any, and its replay filter.
-struct EpochSlot<C> {
-    /// The epoch, its key's public half and its unwrapping side.
-    key: Option<(u64, PublicKey, C)>,
-    filter: ReplayFilter,
-    journal: Vec<u64>,
-    stats: EpochStats,
-}
-
-/// Why journalled tags could not be restored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RestoreError {
-    /// The node's seed has moved past this epoch: its key is gone, and so is every packet
-    /// that could be replayed under it.
-    KeyGone,
-    /// Restoring is for before the first packet or timeout.
-    AlreadyStarted,
-    /// The epoch's key is not in use now (its grace is over, or a stale file).
-    NotInUse,
-}
-
 /// The shared hop pipeline. See the module docs.
 pub struct HopEngine<C: Codec = Processor> {
-    params: loopix_crypto::Params,
-    seed: EpochSeed,
-    schedule: EpochSchedule,
-    slots: [EpochSlot<C>; 2],
-    /// When the keys in use change next; 0 before the first call.
-    next_change_us: u64,
-    journal_tags: usize,
+    keys: KeyRing<C>,
     max_delay_us: u64,
-    journal_events: VecDeque<JournalEvent>,
-    /// Draws the replay filters' hash keys.
-    rng: ChaCha20Rng,
     wheel: TimingWheel,
     pool: PacketPool,
     held: Box<[Held]>,
@@ -235,28 +162,16 @@ impl<C: Codec> HopEngine<C> {
         rng_seed: [u8; 32],
     ) -> Result<Self, WheelConfigError> {
         let n = limits.pool_packets;
-        let tags = limits.replay_tags;
-        let slot = || EpochSlot {
-            key: None,
-            filter: ReplayFilter::new(tags, [0; 16]),
-            journal: Vec::with_capacity(limits.journal_tags),
-            stats: EpochStats::default(),
-        };
         Ok(Self {
-            params,
-            seed,
-            schedule,
-            slots: [slot(), slot()],
-            next_change_us: 0,
-            journal_tags: limits.journal_tags,
+            keys: KeyRing::new(
+                seed,
+                schedule,
+                params,
+                limits.replay_tags,
+                limits.journal_tags,
+                rng_seed,
+            ),
             max_delay_us: limits.max_delay_us,
-            journal_events: VecDeque::with_capacity(MAX_JOURNAL_EVENTS),
-            rng: {
-                // Its own stream, so the role can seed its own choices with the same seed.
-                let mut rng = ChaCha20Rng::from_seed(rng_seed);
-                rng.set_stream(1);
-                rng
-            },
             wheel: TimingWheel::new(limits.wheel, n as usize)?,
             pool: PacketPool::new(n, params.packet_len()),
             held: vec![Held::default(); n as usize].into_boxed_slice(),
@@ -272,75 +187,13 @@ impl<C: Codec> HopEngine<C> {
         })
     }
 
-    /// Brings the keys in use up to `now_us`: retires (and wipes) keys whose grace is over,
-    /// derives the keys whose epochs have come into use, each with an empty filter, and
-    /// moves the seed past every epoch no longer needed.
+    /// Brings the keys in use up to `now_us` ([`KeyRing::advance`]).
     pub fn advance(&mut self, now_us: u64) {
-        if now_us < self.next_change_us {
-            return;
-        }
-        self.next_change_us = self.schedule.next_change_us(now_us);
-        let live = self.schedule.live(now_us);
-        for (phase, want) in live.into_iter().enumerate() {
-            let have = self.slots[phase].key.as_ref().map(|(e, _, _)| *e);
-            if have == want {
-                continue;
-            }
-            if let Some(old) = have {
-                self.retire(phase, old);
-            }
-            if let Some(epoch) = want {
-                self.install(phase, epoch);
-            }
-        }
-        self.seed.advance_to(self.schedule.oldest_live(now_us));
+        self.keys.advance(now_us);
     }
 
-    fn retire(&mut self, phase: usize, epoch: u64) {
-        let slot = &mut self.slots[phase];
-        slot.key = None;
-        slot.journal.clear();
-        self.push_journal_event(JournalEvent::Retired(epoch));
-    }
-
-    /// Puts `epoch`'s key in `phase` with an empty filter; if the seed cannot give the key
-    /// (it has moved past it), the phase stays without one.
-    fn install(&mut self, phase: usize, epoch: u64) {
-        let Some(secret) = self.seed.secret_key(epoch) else {
-            return;
-        };
-        let mut key = [0u8; 16];
-        self.rng.fill_bytes(&mut key);
-        self.put_key(phase, epoch, secret, key);
-        self.push_journal_event(JournalEvent::Opened(epoch, key));
-    }
-
-    /// Puts `secret`, the key of `epoch`, in `phase`, with an empty filter hashing under
-    /// `filter_key` and fresh counters.
-    fn put_key(&mut self, phase: usize, epoch: u64, secret: SecretKey, filter_key: FilterKey) {
-        let slot = &mut self.slots[phase];
-        slot.key = Some((epoch, secret.public_key(), C::new(secret, self.params)));
-        slot.filter.reset(filter_key);
-        slot.journal.clear();
-        slot.stats = EpochStats {
-            epoch,
-            ..Default::default()
-        };
-    }
-
-    fn push_journal_event(&mut self, event: JournalEvent) {
-        if self.journal_tags == 0 {
-            return;
-        }
-        if self.journal_events.len() == MAX_JOURNAL_EVENTS {
-            self.journal_events.pop_front();
-        }
-        self.journal_events.push_back(event);
-    }
-
-    /// Refills epoch `epoch`'s filter from a journal (hash key and hashes) written before
-    /// a restart, so the packets it recorded stay refused. Call before the first packet
-    /// or timeout, for epochs in use at `now_us`; returns how many hashes were recorded.
+    /// Refills epoch `epoch`'s filter from a journal written before a restart
+    /// ([`KeyRing::restore`]).
     pub fn restore(
         &mut self,
         now_us: u64,
@@ -348,79 +201,27 @@ impl<C: Codec> HopEngine<C> {
         key: FilterKey,
         hashes: impl IntoIterator<Item = u64>,
     ) -> Result<usize, RestoreError> {
-        if self.next_change_us != 0 {
-            return Err(RestoreError::AlreadyStarted);
-        }
-        if !self.schedule.live(now_us).contains(&Some(epoch)) {
-            return Err(RestoreError::NotInUse);
-        }
-        let secret = self.seed.secret_key(epoch).ok_or(RestoreError::KeyGone)?;
-        let phase = KeyPhase::of_epoch(epoch).index();
-        self.put_key(phase, epoch, secret, key);
-        let slot = &mut self.slots[phase];
-        let mut restored = 0;
-        for h in hashes {
-            if slot.filter.insert_hash(h) == Seen::Fresh {
-                restored += 1;
-            }
-        }
-        Ok(restored)
+        self.keys.restore(now_us, epoch, key, hashes)
     }
 
-    /// Takes a new seed (a key file re-read): a key in use whose epoch the new seed gives
-    /// a different key for is replaced, with an empty filter; a key that did not change
-    /// keeps its filter untouched.
+    /// Takes a new seed (a key file re-read; [`KeyRing::replace_seed`]).
     pub fn replace_seed(&mut self, seed: EpochSeed) {
-        self.seed = seed;
-        for phase in 0..2 {
-            let Some((epoch, public, _)) = &self.slots[phase].key else {
-                continue;
-            };
-            let epoch = *epoch;
-            let same = self.seed.secret_key(epoch).map(|k| k.public_key()) == Some(*public);
-            if !same {
-                self.retire(phase, epoch);
-                self.install(phase, epoch);
-            }
-        }
+        self.keys.replace_seed(seed);
     }
 
-    /// Hands the driver what it must persist (see [`JournalRecord`]), in order.
-    pub fn drain_journal(&mut self, mut write: impl FnMut(JournalRecord<'_>)) {
-        while let Some(event) = self.journal_events.pop_front() {
-            write(match event {
-                JournalEvent::Opened(epoch, key) => JournalRecord::Opened { epoch, key },
-                JournalEvent::Retired(epoch) => JournalRecord::Retired { epoch },
-            });
-        }
-        for slot in &mut self.slots {
-            if let Some((epoch, _, _)) = slot.key
-                && !slot.journal.is_empty()
-            {
-                write(JournalRecord::Tags {
-                    epoch,
-                    hashes: &slot.journal,
-                });
-            }
-            slot.journal.clear();
-        }
+    /// Hands the driver what it must persist ([`KeyRing::drain_journal`]).
+    pub fn drain_journal(&mut self, write: impl FnMut(JournalRecord<'_>)) {
+        self.keys.drain_journal(write);
     }
 
     /// The keys in use, by phase.
     pub fn epochs(&self) -> [Option<EpochStats>; 2] {
-        self.slots.each_ref().map(|s| {
-            s.key.as_ref().map(|_| EpochStats {
-                tags: s.filter.len(),
-                rated_tags: s.filter.rated_capacity(),
-                filter_bytes: s.filter.bytes(),
-                ..s.stats
-            })
-        })
+        self.keys.epochs()
     }
 
     /// The epoch timetable the engine follows.
     pub fn schedule(&self) -> &EpochSchedule {
-        &self.schedule
+        self.keys.schedule()
     }
 
     /// Unwraps `datagrams` in batches of [`BATCH`] and holds, ends or drops each one;
@@ -465,7 +266,7 @@ impl<C: Codec> HopEngine<C> {
         if range.is_empty() {
             return 0;
         }
-        let slot = &mut self.slots[phase.index()];
+        let slot = &mut self.keys.slots[phase.index()];
         let Some((_, _, codec)) = &slot.key else {
             for _ in range {
                 self.stats.drops.add(DropReason::ExpiredKey);
@@ -475,7 +276,7 @@ impl<C: Codec> HopEngine<C> {
         let mut full = [false; BATCH];
         let (mut refused, mut lost) = (0, 0);
         let (filter, journal, journal_tags) =
-            (&mut slot.filter, &mut slot.journal, self.journal_tags);
+            (&mut slot.filter, &mut slot.journal, self.keys.journal_tags);
         let bufs = &mut self.staging.bufs[range.clone()];
         let results = &mut self.staging.results[range.clone()];
         self.stats.in_lanes += codec.lanes_taken(range.len()) as u64;
@@ -516,7 +317,7 @@ impl<C: Codec> HopEngine<C> {
                         usize::from(!self.staging.results[i].is_ok_and(|p| p.command.is_terminal()))
                 }
                 Err(reason) => {
-                    let stats = &mut self.slots[phase.index()].stats;
+                    let stats = &mut self.keys.slots[phase.index()].stats;
                     match reason {
                         DropReason::Replay => stats.replays += 1,
                         DropReason::ReplayFull => stats.full += 1,
@@ -696,7 +497,7 @@ impl<C: Codec> HopEngine<C> {
         [
             self.wheel.next_deadline_us(),
             next,
-            Some(self.next_change_us),
+            Some(self.keys.next_change_us()),
         ]
         .into_iter()
         .flatten()
@@ -720,7 +521,7 @@ impl<C: Codec> HopEngine<C> {
 
     /// When [`Self::advance`] has work next (the next change of keys).
     pub fn next_key_change_us(&self) -> u64 {
-        self.next_change_us
+        self.keys.next_change_us()
     }
 }
 
@@ -728,6 +529,8 @@ impl<C: Codec> HopEngine<C> {
 mod tests {
     use super::*;
     use loopix_crypto::{Hop, Params, SecretKey, build};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
 
     const S: u64 = 1_000_000;
 

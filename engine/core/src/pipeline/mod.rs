@@ -5,6 +5,7 @@
 
 pub mod faults;
 pub mod hop;
+pub mod key_ring;
 pub mod latency_histogram;
 pub mod packet_pool;
 pub mod replay;
