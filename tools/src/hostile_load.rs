@@ -21,7 +21,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::loadgen::{Pool, Setup, build_pool};
+use crate::load_setup::{Pool, Setup, build_pool};
 
 /// One datagram's kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

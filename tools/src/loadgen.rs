@@ -8,46 +8,22 @@
 //! check (known from building, no key needed) and records the per-hop latency in an HDR
 //! histogram. Every packet in the pool is sent once: a second copy would be a replay.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use hdrhistogram::Histogram;
-use loopix_core::network::epoch::EpochSchedule;
-use loopix_core::network::link::{LINK_OVERHEAD, Links};
-use loopix_core::network::topology::{Node, Topology};
 use loopix_crypto::params::{HEADER_LEN, MAC_LEN};
-use loopix_crypto::{Address, Command, Hop, Params, build_into_traced};
 use loopix_runtime::clock::NetworkClock;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::hostile_load::HostileCounts;
-
-/// Who loads whom: the options `loopix loadgen` and `loopix soak` share.
-#[derive(Args, Debug, Clone)]
-pub struct LoadNodes {
-    /// The network's topology file.
-    #[arg(long)]
-    topology: PathBuf,
-    /// The node under load.
-    #[arg(long)]
-    target: u64,
-    /// The key file of the node the generator plays (`loopix keygen --epochs`): its link
-    /// keys, without which the target takes nothing from it.
-    #[arg(long)]
-    key: PathBuf,
-    /// The topology node the generator plays (it binds that node's address). The target
-    /// must take packets from it and send them back to it: a provider, for a layer-1 mix
-    /// of a one-layer network.
-    #[arg(long = "as")]
-    as_node: u64,
-}
+use crate::load_setup::{LoadNodes, Pool, Setup};
 
 /// Options of `loopix loadgen`.
 #[derive(Args, Debug, Clone)]
@@ -292,123 +268,12 @@ pub fn run(args: &LoadgenArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The prebuilt packets and how to recognise each after one hop.
-pub(crate) struct Pool {
-    pub packets: Vec<Vec<u8>>,
-    pub by_mac: HashMap<[u8; MAC_LEN], u32>,
-}
-
-/// The generator's fixed part: its socket, the target, and the path every packet takes
-/// (target, then the generator itself), under the keys of the epoch it is sent in.
-pub(crate) struct Setup {
-    pub params: Params,
-    pub epochs: EpochSchedule,
-    target_node: Node,
-    me: Node,
-    /// The hold every packet asks the target for, µs.
-    hold_us: u32,
-    /// The played node's links: every datagram to the target is sealed with them.
-    links: std::sync::Mutex<Links>,
-    pub socket: UdpSocket,
-    pub target: SocketAddr,
-}
-
 impl Setup {
     fn new(args: &LoadgenArgs) -> Result<Self, String> {
         if !(args.rate > 0.0 && args.duration_s > 0.0) {
             return Err("--rate and --duration-s must be positive".into());
         }
         Self::for_nodes(&args.nodes, args.hold_us)
-    }
-
-    /// The generator as the node `nodes` names (with its key file), loading the target,
-    /// which holds each packet `hold_us`.
-    pub fn for_nodes(nodes: &LoadNodes, hold_us: u32) -> Result<Self, String> {
-        let (topology, key_file) = (&nodes.topology, &nodes.key);
-        let text = std::fs::read_to_string(topology)
-            .map_err(|e| format!("{}: {e}", topology.display()))?;
-        let topology =
-            Topology::from_toml(&text).map_err(|e| format!("{}: {e}", topology.display()))?;
-        let target = topology
-            .node(Address(nodes.target))
-            .ok_or("--target: not a node of the topology")?;
-        let me = topology
-            .node(Address(nodes.as_node))
-            .ok_or("--as: not a node of the topology")?;
-        let key = loopix_runtime::key_file::read_session_key(key_file)?
-            .ok_or_else(|| format!("--key {}: no session key", key_file.display()))?;
-        let links = Links::new(&topology, me.id, &key, 0).map_err(|e| format!("--key: {e}"))?;
-        if !links.sends_to(target.id) {
-            return Err(format!(
-                "--as {}: node {} does not send to node {} in a stratified topology (play a \
-                 node of the layer before the target, e.g. a provider for a layer-1 mix)",
-                me.id.0, me.id.0, target.id.0
-            ));
-        }
-        let socket = bind_large(me.address).map_err(|e| format!("--as {}: {e}", me.address))?;
-        // Now, long before the first send: the kernel switches stamping on lazily.
-        loopix_runtime::rx_timestamp::enable(&socket)
-            .map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
-        Ok(Self {
-            params: topology.network.params,
-            epochs: topology.network.epochs,
-            target_node: target.clone(),
-            me: me.clone(),
-            hold_us,
-            links: std::sync::Mutex::new(links),
-            socket,
-            target: target.address,
-        })
-    }
-
-    /// The path of a packet sent at `at_us` (unix): both hops under their keys of the
-    /// epoch then.
-    pub fn path_at(&self, at_us: u64) -> Result<[Hop; 2], String> {
-        self.path_holding(at_us, self.hold_us)
-    }
-
-    /// [`Setup::path_at`], asking the target to hold the packet `hold_us`.
-    pub fn path_holding(&self, at_us: u64, hold_us: u32) -> Result<[Hop; 2], String> {
-        let epoch = self.epochs.epoch_at(at_us);
-        let (target, me) = (&self.target_node.epoch_keys, &self.me.epoch_keys);
-        let relay = Command::Relay {
-            next: self.me.id,
-            delay_us: hold_us,
-        };
-        match (target.hop(epoch, relay), me.hop(epoch, Command::Final)) {
-            (Some(first), Some(second)) => Ok([first, second]),
-            _ => Err(format!(
-                "the topology publishes no key of --target or --as for epoch {epoch}"
-            )),
-        }
-    }
-
-    /// `packet` as the played node sends it to the target at `at_us`: with its link
-    /// trailer.
-    pub fn seal(&self, at_us: u64, packet: &[u8]) -> Vec<u8> {
-        let mut d = Vec::with_capacity(packet.len() + LINK_OVERHEAD);
-        d.extend_from_slice(packet);
-        self.seal_owned(at_us, d)
-    }
-
-    /// [`Setup::seal`], extending `packet` itself.
-    pub fn seal_owned(&self, at_us: u64, packet: Vec<u8>) -> Vec<u8> {
-        let mut d = packet;
-        // Exactly: a pool of millions of datagrams must not double its capacity on growth.
-        d.reserve_exact(LINK_OVERHEAD);
-        d.resize(d.len() + LINK_OVERHEAD, 0);
-        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-        // Checked at setup: the played node sends to the target.
-        let _sealed = links.seal(at_us, self.target_node.id, &mut d);
-        debug_assert!(_sealed.is_ok());
-        d
-    }
-
-    /// Seals every packet of `pool` in place, packet `i` as sent at `at_us(i)`.
-    pub fn seal_pool(&self, pool: &mut Pool, at_us: impl Fn(usize) -> u64) {
-        for (i, p) in pool.packets.iter_mut().enumerate() {
-            *p = self.seal(at_us(i), p);
-        }
     }
 
     /// One run at `rate` for `duration_s`, with a fresh pool (a packet is never sent twice).
@@ -674,71 +539,6 @@ fn wait_for_shards(metrics: SocketAddr) -> Option<usize> {
 /// Sets up, runs and measures one load run.
 pub fn measure(args: &LoadgenArgs) -> Result<LoadReport, String> {
     Setup::new(args)?.step(args, args.rate, args.duration_s)
-}
-
-/// A UDP socket with a receive buffer big enough that bursts of forwarded packets are not
-/// lost in the generator's own kernel queue (which would be charged to the node).
-pub(crate) fn bind_large(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let s = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        None,
-    )?;
-    s.set_recv_buffer_size(8 << 20)?;
-    s.set_send_buffer_size(8 << 20)?;
-    s.bind(&addr.into())?;
-    Ok(s.into())
-}
-
-/// Builds `count` distinct packets on every core, packet `i` along `path_of(i)`.
-pub(crate) fn build_pool(
-    params: &Params,
-    path_of: &(dyn Fn(usize) -> [Hop; 2] + Sync),
-    count: usize,
-) -> Result<Pool, String> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = count.div_ceil(threads).max(1);
-    let mut base_seed = [0u8; 32];
-    getrandom::fill(&mut base_seed).map_err(|e| format!("no OS randomness: {e}"))?;
-    let parts: Vec<Vec<(Vec<u8>, [u8; MAC_LEN])>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                s.spawn(move || {
-                    // One stream per thread from the one seed.
-                    let mut seed = base_seed;
-                    seed[..8]
-                        .iter_mut()
-                        .zip(t.to_le_bytes())
-                        .for_each(|(b, x)| *b ^= x);
-                    let mut rng = ChaCha20Rng::from_seed(seed);
-                    let first = t * chunk;
-                    let n = chunk.min(count.saturating_sub(first));
-                    (first..first + n)
-                        .filter_map(|i| {
-                            let mut p = vec![0u8; params.packet_len()];
-                            let path = path_of(i);
-                            build_into_traced(params, &path, b"loadgen", &mut rng, &mut p)
-                                .ok()
-                                .map(|m| (p, m))
-                        })
-                        .collect()
-                })
-            })
-            .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
-    });
-    let mut pool = Pool {
-        packets: Vec::with_capacity(count),
-        by_mac: HashMap::with_capacity(count),
-    };
-    for (p, mac) in parts.into_iter().flatten() {
-        pool.by_mac.insert(mac, pool.packets.len() as u32);
-        pool.packets.push(p);
-    }
-    if pool.packets.len() < count {
-        return Err("could not build the packet pool".into());
-    }
-    Ok(pool)
 }
 
 /// Sends the pool open-loop while a receiver thread times what comes back.

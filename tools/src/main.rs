@@ -7,6 +7,7 @@ mod handshake_flood;
 mod hostile_load;
 mod json;
 mod keygen;
+mod load_setup;
 mod loadgen;
 mod logging;
 mod measure;
