@@ -63,6 +63,23 @@ fn free_port() -> String {
         .to_string()
 }
 
+/// A fresh scratch folder for test `name` and an authority initialised in its `authority`
+/// subfolder (a key of mode 0600 and a registry skeleton): the folder, the authority's
+/// folder and the authority key it printed.
+fn init_authority(name: &str) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("loopix-directory-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let adir = dir.join("authority");
+    let out = loopix(&["directory", "init", "--dir", adir.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let key_hex = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("authority key: "))
+        .expect("the key is printed")
+        .to_string();
+    (dir, adir, key_hex)
+}
+
 fn serve(dir: &Path, listen: &str) -> Authority {
     let child = Command::new(env!("CARGO_BIN_EXE_loopix"))
         .args(["directory", "serve", "--dir"])
@@ -135,18 +152,8 @@ fn register_network_with_epochs(adir: &Path, epoch_s: u64, epoch_start_s: u64) -
 
 #[test]
 fn uploads_are_checked_and_documents_verify_only_under_the_authoritys_key() {
-    let dir = std::env::temp_dir().join(format!("loopix-directory-e2e-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let adir = dir.join("authority");
     // init: a key (mode 0600) and a registry skeleton.
-    let out = loopix(&["directory", "init", "--dir", adir.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
-    let printed = String::from_utf8_lossy(&out.stdout);
-    let key_hex = printed
-        .lines()
-        .find_map(|l| l.strip_prefix("authority key: "))
-        .expect("the key is printed")
-        .to_string();
+    let (dir, adir, key_hex) = init_authority("e2e");
     // register-node refuses an invalid entry and leaves the registry as it was.
     let before = std::fs::read_to_string(adir.join("registry.toml")).unwrap();
     let bad = loopix(&[
@@ -439,11 +446,7 @@ fn metric(text: &str, name: &str) -> u64 {
 
 #[test]
 fn stalling_peers_hold_up_neither_fetches_nor_uploads_nor_publishing() {
-    let dir = std::env::temp_dir().join(format!("loopix-directory-stall-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let adir = dir.join("authority");
-    let out = loopix(&["directory", "init", "--dir", adir.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
+    let (dir, adir, _) = init_authority("stall");
     let Network {
         topology,
         keys,
@@ -582,20 +585,9 @@ fn stalling_peers_hold_up_neither_fetches_nor_uploads_nor_publishing() {
 /// document made lists the client, and the reload is counted.
 #[test]
 fn a_registration_added_while_the_authority_runs_is_in_the_next_document() {
-    let dir = std::env::temp_dir().join(format!("loopix-directory-hup-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let adir = dir.join("authority");
-    let init = loopix(&["directory", "init", "--dir", adir.to_str().unwrap()]);
-    let printed = String::from_utf8_lossy(&init.stdout);
+    let (dir, adir, key_hex) = init_authority("hup");
     let mut key = [0u8; 32];
-    hex::decode_to_slice(
-        printed
-            .lines()
-            .find_map(|l| l.strip_prefix("authority key: "))
-            .unwrap(),
-        &mut key,
-    )
-    .unwrap();
+    hex::decode_to_slice(&key_hex, &mut key).unwrap();
     let trust = Trust::new(
         vec![IdentityPublic::from_bytes(key).unwrap()],
         Threshold::AtLeast(1),
@@ -709,16 +701,7 @@ fn a_registration_added_while_the_authority_runs_is_in_the_next_document() {
 /// authority registered, and a registered client waiting for its first document says so.
 #[test]
 fn a_check_says_where_a_registration_stands_without_the_rest_of_the_network() {
-    let dir = std::env::temp_dir().join(format!("loopix-directory-check-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let adir = dir.join("authority");
-    let out = loopix(&["directory", "init", "--dir", adir.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
-    let key_hex = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("authority key: "))
-        .expect("the key is printed")
-        .to_string();
+    let (dir, adir, key_hex) = init_authority("check");
     let Network {
         topology,
         keys,
