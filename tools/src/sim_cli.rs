@@ -84,15 +84,15 @@ fn chaos_cmd(a: &ChaosArgs) -> Result<(), String> {
         json::print(&serde_json::json!({
             "runs": s.runs,
             "failures": failures,
-            "messages": s.messages,
-            "delivered": s.delivered,
-            "gave_up": s.gave_up,
-            "crashes": s.crashes,
-            "restarts": s.restarts,
-            "partitions": s.partitions,
-            "replays": s.replays,
-            "documents": s.documents,
-            "failed_commits": s.failed_commits,
+            "messages": s.totals.messages,
+            "delivered": s.totals.delivered,
+            "gave_up": s.totals.gave_up,
+            "crashes": s.totals.crashes,
+            "restarts": s.totals.restarts,
+            "partitions": s.totals.partitions,
+            "replays": s.totals.replays,
+            "documents": s.totals.documents,
+            "failed_commits": s.totals.failed_commits,
         }))?;
     } else {
         println!("{s} (seeds {}..={})", a.seed, a.seed + a.runs as u64 - 1);

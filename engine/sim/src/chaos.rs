@@ -108,6 +108,21 @@ pub struct RunStats {
     pub failed_commits: u64,
 }
 
+impl RunStats {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &RunStats) {
+        self.messages += other.messages;
+        self.delivered += other.delivered;
+        self.gave_up += other.gave_up;
+        self.crashes += other.crashes;
+        self.restarts += other.restarts;
+        self.partitions += other.partitions;
+        self.replays += other.replays;
+        self.documents += other.documents;
+        self.failed_commits += other.failed_commits;
+    }
+}
+
 /// An invariant a run broke, and what showed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
@@ -515,15 +530,8 @@ pub struct Sweep {
     pub runs: usize,
     /// Each failing seed and the invariant it broke.
     pub failures: Vec<(u64, Violation)>,
-    pub messages: usize,
-    pub delivered: usize,
-    pub gave_up: usize,
-    pub crashes: usize,
-    pub restarts: usize,
-    pub partitions: usize,
-    pub replays: usize,
-    pub documents: usize,
-    pub failed_commits: u64,
+    /// What the runs did, added up.
+    pub totals: RunStats,
 }
 
 impl std::fmt::Display for Sweep {
@@ -534,15 +542,15 @@ impl std::fmt::Display for Sweep {
             "{} runs: {} messages, {} delivered, {} given up; {} crashes, {} restarts, {} \
              partitions, {} replays at restarted mixes, {} documents, {} failed store commits",
             self.runs,
-            self.messages,
-            self.delivered,
-            self.gave_up,
-            self.crashes,
-            self.restarts,
-            self.partitions,
-            self.replays,
-            self.documents,
-            self.failed_commits
+            self.totals.messages,
+            self.totals.delivered,
+            self.totals.gave_up,
+            self.totals.crashes,
+            self.totals.restarts,
+            self.totals.partitions,
+            self.totals.replays,
+            self.totals.documents,
+            self.totals.failed_commits
         )
     }
 }
@@ -561,15 +569,7 @@ pub fn sweep(first: u64, runs: usize, config: &ChaosConfig) -> Sweep {
                 s
             }
         };
-        out.messages += stats.messages;
-        out.delivered += stats.delivered;
-        out.gave_up += stats.gave_up;
-        out.crashes += stats.crashes;
-        out.restarts += stats.restarts;
-        out.partitions += stats.partitions;
-        out.replays += stats.replays;
-        out.documents += stats.documents;
-        out.failed_commits += stats.failed_commits;
+        out.totals.add(&stats);
     }
     out
 }

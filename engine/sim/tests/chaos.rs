@@ -20,12 +20,21 @@ fn a_sweep_of_crashes_partitions_and_replays_breaks_no_invariant() {
             .collect::<Vec<_>>()
     );
     // The sweep did break things.
-    assert!(s.crashes >= 100 && s.restarts >= s.crashes, "{s:?}");
-    assert!(s.partitions >= 50 && s.replays >= 500, "{s:?}");
-    assert!(s.messages >= 100 * 20 * 9 / 10, "{s:?}");
-    assert!(s.documents >= 100 * 3, "every run crosses epochs: {s:?}");
     assert!(
-        s.failed_commits >= 100,
+        s.totals.crashes >= 100 && s.totals.restarts >= s.totals.crashes,
+        "{s:?}"
+    );
+    assert!(
+        s.totals.partitions >= 50 && s.totals.replays >= 500,
+        "{s:?}"
+    );
+    assert!(s.totals.messages >= 100 * 20 * 9 / 10, "{s:?}");
+    assert!(
+        s.totals.documents >= 100 * 3,
+        "every run crosses epochs: {s:?}"
+    );
+    assert!(
+        s.totals.failed_commits >= 100,
         "store commits failed and were retried: {s:?}"
     );
 }
