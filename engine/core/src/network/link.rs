@@ -243,9 +243,7 @@ impl Links {
         if !self.windows.entry(window).or_default().accept(counter) {
             return Err(DropReason::LinkReplay);
         }
-        if let Some(p) = self.peers.get_mut(&from) {
-            p.heard_us = now_us;
-        }
+        peer.heard_us = now_us;
         Ok(())
     }
 
