@@ -14,7 +14,7 @@ use loopix_core::network::topology::Topology;
 use loopix_core::pki::document::{Threshold, Trust, verify};
 use loopix_core::pki::key_upload::{KeyUpload, MAX_UPLOAD_BYTES};
 use loopix_core::pki::registry::registry_toml;
-use loopix_crypto::{Address, IdentityPublic, IdentitySecret};
+use loopix_crypto::{IdentityPublic, IdentitySecret, NodeId};
 use loopix_sim::network::{NetworkSpec, generate_toml};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -101,7 +101,7 @@ fn serve(dir: &Path, listen: &str) -> Authority {
 struct Network {
     topology: Topology,
     keys: loopix_sim::network::Keys,
-    identities: BTreeMap<Address, IdentitySecret>,
+    identities: BTreeMap<NodeId, IdentitySecret>,
     rng: ChaCha20Rng,
 }
 
@@ -129,12 +129,12 @@ fn register_network_with_epochs(adir: &Path, epoch_s: u64, epoch_start_s: u64) -
     let (toml, keys) = generate_toml(&spec, 7, |id| format!("127.0.0.1:{}", 30_000 + id.0));
     let topology = Topology::from_toml(&toml).unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(3);
-    let identities: BTreeMap<Address, IdentitySecret> = topology
+    let identities: BTreeMap<NodeId, IdentitySecret> = topology
         .nodes
         .iter()
         .map(|n| (n.id, IdentitySecret::generate(&mut rng)))
         .collect();
-    let publics: BTreeMap<Address, IdentityPublic> =
+    let publics: BTreeMap<NodeId, IdentityPublic> =
         identities.iter().map(|(&id, k)| (id, k.public())).collect();
     std::fs::write(
         adir.join("registry.toml"),
@@ -196,7 +196,7 @@ fn uploads_are_checked_and_documents_verify_only_under_the_authoritys_key() {
         .unwrap()
         .as_secs();
     let epoch = now_s / 1200;
-    let upload = |id: Address, issued: u64, signer: &IdentitySecret| {
+    let upload = |id: NodeId, issued: u64, signer: &IdentitySecret| {
         KeyUpload::from_seed(
             id,
             issued,
@@ -415,7 +415,7 @@ fn connect_from(from: &str, to: &str) -> std::io::Result<TcpStream> {
 fn upload_every_node(
     topology: &Topology,
     keys: &loopix_sim::network::Keys,
-    identities: &BTreeMap<Address, IdentitySecret>,
+    identities: &BTreeMap<NodeId, IdentitySecret>,
     listen: &str,
     now_s: u64,
     first: u64,
@@ -639,7 +639,7 @@ fn a_registration_added_while_the_authority_runs_is_in_the_next_document() {
             .to_string()
     };
     let provider = topology.providers().next().unwrap().id.0.to_string();
-    let carol = loopix_crypto::Address(10_005);
+    let carol = loopix_crypto::NodeId(10_005);
     let standing = || {
         let (status, body) = http(&listen, "GET", "/status/client/10005", b"");
         (status, String::from_utf8_lossy(&body).trim().to_string())

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{Dir, NodeProcess, free_tcp, free_udp, metric, wait_metrics};
 use loopix_core::network::link::{LINK_OVERHEAD, Links};
 use loopix_core::network::topology::Topology;
-use loopix_crypto::{Address, Command, Hop, KeyPhase, Params, PublicKey, build};
+use loopix_crypto::{Command, Hop, KeyPhase, NodeId, Params, PublicKey, build};
 use loopix_runtime::key_file::read_session_key;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -74,7 +74,7 @@ fn rig_with(name: &str, network: &str) -> Rig {
     dir.write("topology.toml", &topology);
     let session = read_session_key(&dir.path("p.key")).unwrap().unwrap();
     let parsed = Topology::from_toml(&topology).unwrap();
-    let links = Links::new(&parsed, Address(1_000), &session, 0).unwrap();
+    let links = Links::new(&parsed, NodeId(1_000), &session, 0).unwrap();
     dir.write(
         "mix.toml",
         &format!("topology = \"topology.toml\"\nid = 1\nkey_file = \"m1.key\"\nshards = 2\nmetrics = \"{metrics}\"\n[limits]\nmax_packets_per_s = 2000\n"),
@@ -130,7 +130,7 @@ impl Rig {
         let mut d = packet.to_vec();
         d.resize(packet.len() + LINK_OVERHEAD, 0);
         let now = loopix_runtime::clock::NetworkClock::start().now_us();
-        self.links.seal(now, Address(1), &mut d).unwrap();
+        self.links.seal(now, NodeId(1), &mut d).unwrap();
         d
     }
 
@@ -144,14 +144,14 @@ impl Rig {
             Hop::new(
                 keys[0],
                 Command::Relay {
-                    next: Address(2),
+                    next: NodeId(2),
                     delay_us: 1_000,
                 },
             ),
             Hop::new(
                 keys[1],
                 Command::Relay {
-                    next: Address(1_000),
+                    next: NodeId(1_000),
                     delay_us: 0,
                 },
             ),
@@ -243,7 +243,9 @@ fn both_shards_work_and_the_counters_add_up() {
     // The provider's link in is alive: heard within the last minute.
     let heard = m
         .lines()
-        .find_map(|l| l.strip_prefix("loopix_link_last_heard_timestamp_seconds{peer=\"1000\"} "))
+        .find_map(|l| {
+            l.strip_prefix("loopix_link_last_heard_timestamp_seconds{neighbour=\"1000\"} ")
+        })
         .and_then(|v| v.parse::<u64>().ok())
         .expect("the provider's link is reported");
     assert!(heard + 60 >= common::now_s(), "heard at {heard}");

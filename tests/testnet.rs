@@ -154,7 +154,7 @@ fn outsider(dir: &std::path::Path, stop: &AtomicBool) -> (u64, u64) {
             let mut datagrams = Vec::new();
             match node.role {
                 Role::Provider => {
-                    for claimed in [mix, client, loopix_crypto::Address(424_242)] {
+                    for claimed in [mix, client, loopix_crypto::NodeId(424_242)] {
                         let mut poll = b"LXPR".to_vec();
                         poll.extend_from_slice(&claimed.0.to_le_bytes());
                         poll.extend_from_slice(&[0u8; 32]);

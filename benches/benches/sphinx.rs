@@ -13,7 +13,7 @@ use curve25519_dalek::scalar::Scalar;
 use loopix_crypto::params::BETA_LEN;
 use loopix_crypto::primitives::{aes_ctr_xor, compress, decompress, header_mac, mul};
 use loopix_crypto::{
-    Address, Command, Hop, HopKeys, Params, ProcessError, Processor, SecretKey, build, build_into,
+    Command, Hop, HopKeys, NodeId, Params, ProcessError, Processor, SecretKey, build, build_into,
     lioness,
 };
 use rand_chacha::ChaCha20Rng;
@@ -36,7 +36,7 @@ fn path_and_first_hop(params: Params) -> (Vec<Hop>, Processor) {
                     Command::Final
                 } else {
                     Command::Relay {
-                        next: Address(i as u64),
+                        next: NodeId(i as u64),
                         delay_us: 500,
                     }
                 },

@@ -269,7 +269,7 @@ fn derive_path_keys<R: CryptoRng + ?Sized>(
     accepted.then_some(alpha)
 }
 
-/// The header keystream of one hop: β's length plus the one routing slot a hop appends.
+/// The header keystream of one hop: β's length plus the one routing field a hop appends.
 fn header_keystream(k: &HopKeys) -> Zeroizing<[u8; BETA_LEN + ROUTING_LEN]> {
     let mut stream = Zeroizing::new([0u8; BETA_LEN + ROUTING_LEN]);
     aes_ctr_xor(&k.header_stream, &mut stream[..]);

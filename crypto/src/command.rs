@@ -10,18 +10,18 @@ use core::fmt;
 use crate::key_phase::KeyPhase;
 use crate::params::COMMAND_LEN;
 
-/// A node or client identifier from the topology. Fixed width, so the header length
-/// never depends on who is addressed.
+/// The 64-bit id every participant (mix, provider or client) has in the topology. Fixed
+/// width, so the header length never depends on who is addressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Address(pub u64);
+pub struct NodeId(pub u64);
 
 /// What a hop must do with the packet it unwrapped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Command {
     /// Hold the packet for `delay_us`, then send it to node `next`.
-    Relay { next: Address, delay_us: u32 },
+    Relay { next: NodeId, delay_us: u32 },
     /// Provider: hold for `delay_us`, then store the packet in the inbox of `client`.
-    Deliver { client: Address, delay_us: u32 },
+    Deliver { client: NodeId, delay_us: u32 },
     /// This hop sent the packet as loop cover; it has come back. Payload is readable.
     LoopReturn,
     /// Provider: drop cover traffic; discard the packet.
@@ -112,7 +112,7 @@ impl Command {
             return Err(MalformedCommand);
         }
         let delay_us = u32::from_le_bytes([d0, d1, d2, d3]);
-        let address = Address(u64::from_le_bytes(a));
+        let address = NodeId(u64::from_le_bytes(a));
         let command = match f {
             flag::RELAY => Self::Relay {
                 next: address,
@@ -144,11 +144,11 @@ mod tests {
     fn any_command() -> impl Strategy<Value = Command> {
         prop_oneof![
             (any::<u64>(), any::<u32>()).prop_map(|(a, d)| Command::Relay {
-                next: Address(a),
+                next: NodeId(a),
                 delay_us: d
             }),
             (any::<u64>(), any::<u32>()).prop_map(|(a, d)| Command::Deliver {
-                client: Address(a),
+                client: NodeId(a),
                 delay_us: d
             }),
             Just(Command::LoopReturn),
@@ -190,14 +190,14 @@ mod tests {
         b[0] = 0;
         assert_eq!(Command::decode(&b), Err(MalformedCommand));
         let mut b = Command::Relay {
-            next: Address(1),
+            next: NodeId(1),
             delay_us: 2,
         }
         .encode();
         b[2] = 1;
         assert_eq!(Command::decode(&b), Err(MalformedCommand));
         let mut b = Command::Deliver {
-            client: Address(1),
+            client: NodeId(1),
             delay_us: 2,
         }
         .encode();
@@ -208,7 +208,7 @@ mod tests {
             "a deliver has no next phase"
         );
         let mut b = Command::Relay {
-            next: Address(1),
+            next: NodeId(1),
             delay_us: 2,
         }
         .encode();

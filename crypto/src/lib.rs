@@ -1,7 +1,7 @@
 //! Sphinx packets with the Loopix routing commands.
 //!
 //! A packet is `α ‖ β ‖ γ ‖ body`: a Ristretto group element re-blinded at every hop, the
-//! onion-encrypted routing information (one 32-byte slot per hop, eight slots always), a
+//! onion-encrypted routing information (one 32-byte field per hop, eight fields always), a
 //! truncated HMAC-SHA256 over β, and a LIONESS-encrypted body. Every packet has the same
 //! length at every hop and hides its hop count and position. The byte layout, the key
 //! derivation and the measurements behind the choice of curve arithmetic are in
@@ -14,7 +14,7 @@
 //!   crypto floor that processing is compared against.
 //!
 //! ```
-//! use loopix_crypto::{build, Address, Command, Hop, Params, Processor, SecretKey};
+//! use loopix_crypto::{build, NodeId, Command, Hop, Params, Processor, SecretKey};
 //! # use rand_core::SeedableRng;
 //! # let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
 //!
@@ -22,12 +22,12 @@
 //! let (mix, bob) = (SecretKey::generate(&mut rng), SecretKey::generate(&mut rng));
 //! let bob_public = bob.public_key();
 //! let path = [
-//!     Hop::new(mix.public_key(), Command::Relay { next: Address(7), delay_us: 800 }),
+//!     Hop::new(mix.public_key(), Command::Relay { next: NodeId(7), delay_us: 800 }),
 //!     Hop::new(bob_public, Command::Final),
 //! ];
 //! let mut packet = build(&params, &path, b"hello", &mut rng)?; // the caller's RNG
 //! let hop = Processor::new(mix, params).process(&mut packet)?; // in place
-//! assert_eq!(hop.command, Command::Relay { next: Address(7), delay_us: 800 });
+//! assert_eq!(hop.command, Command::Relay { next: NodeId(7), delay_us: 800 });
 //! let last = Processor::new(bob, params).process(&mut packet)?;
 //! assert_eq!(last.command, Command::Final);
 //! assert_eq!(&params.payload(&packet).unwrap()[..5], b"hello");
@@ -55,7 +55,7 @@ pub use build::{
     BuildError, Hop, MAX_STEER_TRIES, build, build_into, build_into_steered, build_into_traced,
     check_sizes, fill_dummy,
 };
-pub use command::{Address, Command, MalformedCommand};
+pub use command::{Command, MalformedCommand, NodeId};
 pub use epoch_seed::EpochSeed;
 pub use identity_key::{IdentityPublic, IdentitySecret, InvalidIdentityKey, SIGNATURE_LEN};
 pub use key_phase::KeyPhase;

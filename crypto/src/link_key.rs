@@ -20,7 +20,7 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::command::Address;
+use crate::command::NodeId;
 use crate::session_key::{SessionPublic, SessionSecret};
 
 /// Bytes of a link tag.
@@ -47,7 +47,7 @@ impl LinkSecret {
     }
 
     /// The key that authenticates `from`'s datagrams to `to` in `epoch`.
-    pub fn key(&self, epoch: u64, from: Address, to: Address) -> LinkKey {
+    pub fn key(&self, epoch: u64, from: NodeId, to: NodeId) -> LinkKey {
         let mut info = [0u8; 24];
         info[..8].copy_from_slice(&epoch.to_le_bytes());
         info[8..16].copy_from_slice(&from.0.to_le_bytes());
@@ -108,7 +108,7 @@ mod tests {
             SessionSecret::generate(&mut rng),
             SessionSecret::generate(&mut rng),
         );
-        let (ida, idb) = (Address(1), Address(2));
+        let (ida, idb) = (NodeId(1), NodeId(2));
         let at_a = LinkSecret::agree(&a, &b.public()).unwrap();
         let at_b = LinkSecret::agree(&b, &a.public()).unwrap();
         let data = b"a packet and its counter";

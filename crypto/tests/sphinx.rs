@@ -5,7 +5,7 @@ mod common;
 use common::{network, network_with, rng};
 use loopix_crypto::params::{ALPHA_LEN, HEADER_LEN};
 use loopix_crypto::{
-    Address, BuildError, Command, KeyPhase, Params, ProcessError, Processed, Processor, SecretKey,
+    BuildError, Command, KeyPhase, NodeId, Params, ProcessError, Processed, Processor, SecretKey,
     build,
 };
 use proptest::prelude::*;
@@ -58,7 +58,7 @@ proptest! {
 fn deliver_then_final_reaches_the_recipient() {
     let (procs, mut path) = network(7, 3, Command::Final);
     path[1].command = Command::Deliver {
-        client: Address(42),
+        client: NodeId(42),
         delay_us: 5,
     };
     let mut packet = build(&Params::default(), &path, b"hello", &mut rng(8)).unwrap();
@@ -271,7 +271,7 @@ fn invalid_paths_and_payloads_are_build_errors() {
     );
     let mut open_end = path.clone();
     open_end[2].command = Command::Relay {
-        next: Address(1),
+        next: NodeId(1),
         delay_us: 0,
     };
     assert_eq!(

@@ -9,7 +9,7 @@ mod common;
 use std::fmt::Write as _;
 
 use common::{network, rng};
-use loopix_crypto::{Address, Command, KeyPhase, Params, build};
+use loopix_crypto::{Command, KeyPhase, NodeId, Params, build};
 use sha2::{Digest, Sha256};
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/sphinx-v1.txt");
@@ -36,7 +36,7 @@ fn render() -> String {
         let (procs, mut path) = network(seed, hops, last);
         if deliver {
             path[hops - 2].command = Command::Deliver {
-                client: Address(0xc11e47),
+                client: NodeId(0xc11e47),
                 delay_us: 77,
             };
         }

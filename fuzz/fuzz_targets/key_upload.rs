@@ -31,12 +31,12 @@ fuzz_target!(|data: &[u8]| {
         );
         // The same bytes again change nothing (a node restarting within the second).
         let held = authority
-            .upload_text(loopix_crypto::Address(1))
+            .upload_text(loopix_crypto::NodeId(1))
             .map(str::to_string);
         assert!(authority.handle_upload(pki_fixture::NOW_US, &bytes).is_ok());
         assert_eq!(
             authority
-                .upload_text(loopix_crypto::Address(1))
+                .upload_text(loopix_crypto::NodeId(1))
                 .map(str::to_string),
             held
         );

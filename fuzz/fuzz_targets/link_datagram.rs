@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use libfuzzer_sys::fuzz_target;
 use loopix_core::network::link::{LINK_OVERHEAD, Links};
 use loopix_core::network::topology::Topology;
-use loopix_crypto::{Address, SecretKey, SessionSecret};
+use loopix_crypto::{NodeId, SecretKey, SessionSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -40,10 +40,10 @@ fn fixture() -> &'static Mutex<Fixture> {
             hex(p.public().0)
         );
         let t = Topology::from_toml(&text).expect("a valid topology");
-        let mut provider = Links::new(&t, Address(100), &p, 0).expect("links");
-        let mix = Links::new(&t, Address(1), &m, 0).expect("links");
+        let mut provider = Links::new(&t, NodeId(100), &p, 0).expect("links");
+        let mix = Links::new(&t, NodeId(1), &m, 0).expect("links");
         let mut valid = vec![5u8; 64 + LINK_OVERHEAD];
-        provider.seal(1_000, Address(1), &mut valid).expect("adjacent");
+        provider.seal(1_000, NodeId(1), &mut valid).expect("adjacent");
         Mutex::new(Fixture { mix, valid, opened: false })
     })
 }
@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
     let Some(datagram) = input::from(data, &fx.valid) else {
         return;
     };
-    if fx.mix.open(2_000, Address(100), &datagram).is_ok() {
+    if fx.mix.open(2_000, NodeId(100), &datagram).is_ok() {
         assert_eq!(datagram, fx.valid, "only the real datagram opens");
         assert!(!fx.opened, "and only once");
         fx.opened = true;

@@ -15,15 +15,15 @@ use libfuzzer_sys::fuzz_target;
 use loopix_core::endpoint::Endpoint;
 use loopix_core::network::link::{LINK_OVERHEAD, Links};
 use loopix_core::roles::mix::Mix;
-use loopix_core::roles::CoreConfig;
-use loopix_crypto::{Address, Command, Params, build};
+use loopix_core::roles::RoleConfig;
+use loopix_crypto::{NodeId, Command, Params, build};
 use loopix_sim::network::FIRST_PROVIDER;
 use loopix_sim::{NetworkSpec, generate};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
-const MIX: Address = Address(1);
-const PROVIDER: Address = Address(FIRST_PROVIDER);
+const MIX: NodeId = NodeId(1);
+const PROVIDER: NodeId = NodeId(FIRST_PROVIDER);
 
 struct Fixture {
     mix: Mix,
@@ -50,7 +50,7 @@ fn fixture() -> &'static Mutex<Fixture> {
         };
         let mut net = generate(&spec, 3).expect("a valid topology");
         let t = &net.topology;
-        let config = CoreConfig::node(
+        let config = RoleConfig::node(
             MIX,
             net.keys.nodes.remove(&MIX).expect("the mix's keys"),
             net.keys
@@ -61,7 +61,7 @@ fn fixture() -> &'static Mutex<Fixture> {
         .seeded([4; 32]);
         let mix = Mix::new(t, config).expect("a mix");
         let provider = Links::new(t, PROVIDER, &net.keys.sessions[&PROVIDER], 0).expect("links");
-        let hop = |id: Address, command| {
+        let hop = |id: NodeId, command| {
             t.node(id)
                 .expect("a node")
                 .epoch_keys

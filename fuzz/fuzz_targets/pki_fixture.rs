@@ -10,7 +10,7 @@ use loopix_core::pki::document::{Threshold, Trust, Unsigned};
 use loopix_core::pki::key_upload::KeyUpload;
 use loopix_core::pki::registry::{Registry, registry_toml};
 use loopix_core::network::topology::Topology;
-use loopix_crypto::{Address, IdentityPublic, IdentitySecret};
+use loopix_crypto::{NodeId, IdentityPublic, IdentitySecret};
 use loopix_sim::network::{NetworkSpec, generate_toml};
 
 pub const S: u64 = 1_000_000;
@@ -45,12 +45,12 @@ pub fn fixture() -> Fixture {
     };
     let (toml, keys) = generate_toml(&spec, 1, |id| format!("127.0.0.1:{}", 30_000 + id.0));
     let topology = Topology::from_toml(&toml).expect("generated");
-    let identities: BTreeMap<Address, IdentitySecret> = topology
+    let identities: BTreeMap<NodeId, IdentitySecret> = topology
         .nodes
         .iter()
         .map(|n| (n.id, IdentitySecret::from_bytes([n.id.0 as u8; 32])))
         .collect();
-    let publics: BTreeMap<Address, IdentityPublic> =
+    let publics: BTreeMap<NodeId, IdentityPublic> =
         identities.iter().map(|(&id, k)| (id, k.public())).collect();
     let registry = Registry::from_toml(&registry_toml(&topology, &publics)).expect("registry");
     let authority_key = IdentitySecret::from_bytes([0xa5; 32]);
@@ -61,7 +61,7 @@ pub fn fixture() -> Fixture {
         valid_until_s: u64::MAX / S,
         body: topology.to_toml(),
     };
-    let id = Address(1);
+    let id = NodeId(1);
     let upload = KeyUpload::from_seed(id, 100, keys.sessions[&id].public(), &keys.nodes[&id], EPOCH, 2)
         .sign(&identities[&id]);
     let upload_signed = upload[..upload.find("signature ").expect("signed")].to_string();

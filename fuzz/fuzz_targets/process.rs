@@ -8,7 +8,7 @@ mod input;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use loopix_crypto::{Address, Command, Hop, Params, Processor, SecretKey, build};
+use loopix_crypto::{NodeId, Command, Hop, Params, Processor, SecretKey, build};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -28,7 +28,7 @@ fn fixture() -> &'static Fixture {
             Hop::new(
                 a.public_key(),
                 Command::Relay {
-                    next: Address(2),
+                    next: NodeId(2),
                     delay_us: 9,
                 },
             ),

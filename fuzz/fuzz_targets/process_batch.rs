@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use loopix_crypto::lanes::Kernel;
-use loopix_crypto::{Address, Command, Hop, KeyPhase, Params, ProcessError, Processor, SecretKey, build};
+use loopix_crypto::{NodeId, Command, Hop, KeyPhase, Params, ProcessError, Processor, SecretKey, build};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -30,7 +30,7 @@ fn fixture() -> &'static Fixture {
         let a = SecretKey::generate(&mut rng);
         let b = SecretKey::generate(&mut rng);
         let relay = Command::Relay {
-            next: Address(2),
+            next: NodeId(2),
             delay_us: 9,
         };
         let mut odd = Hop::new(b.public_key(), Command::Final);

@@ -18,18 +18,18 @@ use loopix_core::endpoint::Endpoint;
 use loopix_core::roles::inbox::MemoryInbox;
 use loopix_core::network::link::{LINK_OVERHEAD, Links};
 use loopix_core::roles::provider::Provider;
-use loopix_core::roles::CoreConfig;
+use loopix_core::roles::RoleConfig;
 use loopix_core::session::initiator::Opened;
 use loopix_core::session::{ClientSession, FrameKind, FrameLayout};
-use loopix_crypto::{Address, Command, Hop, Params, SessionSecret, build};
+use loopix_crypto::{NodeId, Command, Hop, Params, SessionSecret, build};
 use loopix_sim::network::{FIRST_CLIENT, FIRST_PROVIDER};
 use loopix_sim::{NetworkSpec, generate};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
-const MIX: Address = Address(1);
-const PROVIDER: Address = Address(FIRST_PROVIDER);
-const CLIENT: Address = Address(FIRST_CLIENT);
+const MIX: NodeId = NodeId(1);
+const PROVIDER: NodeId = NodeId(FIRST_PROVIDER);
+const CLIENT: NodeId = NodeId(FIRST_CLIENT);
 /// A new session this often, well within the provider's session lifetime.
 const REKEY_US: u64 = 60_000_000;
 
@@ -89,7 +89,7 @@ fn fixture() -> &'static Mutex<Fixture> {
         };
         let mut net = generate(&spec, 3).expect("a valid topology");
         let t = &net.topology;
-        let config = CoreConfig::node(
+        let config = RoleConfig::node(
             PROVIDER,
             net.keys
                 .nodes

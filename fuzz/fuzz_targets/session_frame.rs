@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use libfuzzer_sys::fuzz_target;
 use loopix_core::session::initiator::Opened;
 use loopix_core::session::{ClientSession, FrameKind, FrameLayout, Received, Sessions};
-use loopix_crypto::{Address, Params, SessionSecret};
+use loopix_crypto::{NodeId, Params, SessionSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -33,7 +33,7 @@ fn fixture() -> &'static Mutex<Fixture> {
             SessionSecret::generate(&mut rng),
         );
         let mut provider =
-            Sessions::new(p.clone(), layout, [(Address(10_000), c.public())], [1; 32]);
+            Sessions::new(p.clone(), layout, [(NodeId(10_000), c.public())], [1; 32]);
         let mut client = ClientSession::new(c, p.public(), layout);
         let mut init = vec![0u8; layout.frame_len()];
         client

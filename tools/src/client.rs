@@ -14,10 +14,10 @@ use clap::Args;
 use loopix_core::network::topology::Topology;
 use loopix_core::pki::authority::Holder;
 use loopix_core::pki::document::Threshold;
-use loopix_core::roles::CoreConfig;
+use loopix_core::roles::RoleConfig;
 use loopix_core::roles::acks::AckConfig;
 use loopix_core::roles::client::{Client, ClientEvent, DELIVERED_REMEMBERED};
-use loopix_crypto::Address;
+use loopix_crypto::NodeId;
 use loopix_runtime::client_driver::{ClientOutput, RunningClient, follow_directory};
 use loopix_runtime::delivered_log::DeliveredLog;
 use loopix_runtime::directory_client::{
@@ -131,7 +131,7 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
         let mut path = key.as_os_str().to_os_string();
         path.push(".delivered");
         let (log, ids) = DeliveredLog::open(std::path::Path::new(&path), DELIVERED_REMEMBERED)?;
-        records.insert(Address(*id), log);
+        records.insert(NodeId(*id), log);
         delivered_before.push(ids);
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -153,7 +153,7 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
             // Within --duration-s whatever the directory's wait: the run's whole length.
             let limit = run_for.map_or(config.wait, |d| d.min(config.wait));
             let asker = DirectoryClient::new(config.clone());
-            let ids: Vec<Address> = args.ids.iter().map(|&i| Address(i)).collect();
+            let ids: Vec<NodeId> = args.ids.iter().map(|&i| NodeId(i)).collect();
             // Where each client stands, asked once: an id no authority registered is not
             // worth waiting for, and a wait says what it waits for.
             let standings = registered(&asker, &ids)?;
@@ -164,7 +164,7 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
         }
     };
     if let Some(to) = args.send_to
-        && topology.client(Address(to)).is_none()
+        && topology.client(NodeId(to)).is_none()
     {
         return Err(format!("--send-to {to}: not a client of the topology"));
     }
@@ -183,7 +183,7 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
     };
     if let Some(to) = args.send_to {
         for m in &args.messages {
-            clients[0].send_with_replies(Address(to), m.clone().into_bytes(), args.reply_blocks);
+            clients[0].send_with_replies(NodeId(to), m.clone().into_bytes(), args.reply_blocks);
             ledger.given += 1;
         }
     }
@@ -194,7 +194,7 @@ pub fn run(args: &ClientArgs) -> Result<(), String> {
                 match rx.try_recv() {
                     Ok(line) => {
                         clients[0].send_with_replies(
-                            Address(to),
+                            NodeId(to),
                             line.into_bytes(),
                             args.reply_blocks,
                         );
@@ -269,7 +269,7 @@ struct Ledger {
     collect_per_s: f64,
     backlog_said: BTreeMap<u64, Instant>,
     /// Each client's record of delivered messages, and failures to write it.
-    records: BTreeMap<Address, DeliveredLog>,
+    records: BTreeMap<NodeId, DeliveredLog>,
     record_errors: Vec<String>,
 }
 
@@ -479,7 +479,7 @@ fn stdin_lines() -> Result<std::sync::mpsc::Receiver<String>, String> {
 
 /// What the authorities say of each client of `ids` (logged, and returned to quote if the
 /// wait runs out); an error if one is registered at none of those that answered.
-fn registered(asker: &DirectoryClient, ids: &[Address]) -> Result<String, String> {
+fn registered(asker: &DirectoryClient, ids: &[NodeId]) -> Result<String, String> {
     let mut said = Vec::new();
     for &id in ids {
         let s = asker.standing(Holder::Client(id));
@@ -495,7 +495,7 @@ fn registered(asker: &DirectoryClient, ids: &[Address]) -> Result<String, String
 /// Whether `topology` lists every client of `ids`; if not, what the authorities say of
 /// each missing one: registered and published from a later epoch (wait for it), or
 /// registered nowhere (give up: no document will list it).
-fn listed(asker: &DirectoryClient, topology: &Topology, ids: &[Address]) -> Result<(), NotYet> {
+fn listed(asker: &DirectoryClient, topology: &Topology, ids: &[NodeId]) -> Result<(), NotYet> {
     let mut said = Vec::new();
     let mut unknown = Vec::new();
     for &id in ids.iter().filter(|&&id| topology.client(id).is_none()) {
@@ -551,7 +551,7 @@ fn start(
         .zip(keys)
         .zip(delivered_before);
     for (((id, key_path), key), delivered) in each {
-        let id = Address(*id);
+        let id = NodeId(*id);
         let me = topology
             .client(id)
             .ok_or_else(|| format!("--id {}: not a client of the topology", id.0))?;
@@ -568,11 +568,11 @@ fn start(
             .address;
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
-        let config = CoreConfig {
+        let config = RoleConfig {
             acks: AckConfig {
                 max_attempts: args.ack_attempts,
             },
-            ..CoreConfig::client(id, key).seeded(seed)
+            ..RoleConfig::client(id, key).seeded(seed)
         };
         let mut client = Client::new(topology, config).map_err(|e| e.to_string())?;
         client.restore_delivered(delivered);
@@ -588,7 +588,7 @@ fn start(
     Ok(out)
 }
 
-fn print_message(json: bool, to: Address, msg_id: u64, message: &[u8]) {
+fn print_message(json: bool, to: NodeId, msg_id: u64, message: &[u8]) {
     let text = String::from_utf8_lossy(message);
     if json {
         let line = serde_json::json!({ "to": to.0, "msg_id": msg_id, "message": text });

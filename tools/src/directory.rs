@@ -21,7 +21,7 @@ use clap::{Args, Subcommand};
 use loopix_core::pki::authority::{Authority, AuthorityConfig, KEPT_DOCUMENTS, Publish};
 use loopix_core::pki::document::Threshold;
 use loopix_core::pki::registry::{Registry, parse_identity_key};
-use loopix_crypto::{Address, IdentitySecret};
+use loopix_crypto::{IdentitySecret, NodeId};
 use loopix_runtime::clock::NetworkClock;
 use loopix_runtime::directory_client::{AuthorityAddress, DirectoryClient, DirectoryConfig};
 
@@ -512,7 +512,7 @@ fn publish_due(shared: &Shared, now_us: u64) {
 }
 
 /// Keeps an accepted upload, so a restarted authority has it.
-pub fn store_upload(dir: &Path, node: Address, text: &str) {
+pub fn store_upload(dir: &Path, node: NodeId, text: &str) {
     let path = dir.join("uploads").join(format!("node-{}.txt", node.0));
     if let Err(e) = write_file(&path, text) {
         tracing::error!(node = node.0, error = %e, "upload not stored");

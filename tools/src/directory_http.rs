@@ -31,7 +31,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use loopix_core::pki::authority::{Authority, AuthorityGauges, Holder, Standing};
 use loopix_core::pki::key_upload::MAX_UPLOAD_BYTES;
-use loopix_crypto::Address;
+use loopix_crypto::NodeId;
 use loopix_runtime::clock::NetworkClock;
 use loopix_runtime::directory_client::{
     PATH_DOCUMENT, PATH_KEYS, PATH_KEYS_CHECK, PATH_SCHEDULE, PATH_STATUS, schedule_text,
@@ -485,7 +485,7 @@ fn render_gauges(out: &mut String, g: &AuthorityGauges) {
 /// `/node/<id>` or `/client/<id>` (after [`PATH_STATUS`]): whom a standing request asks of.
 fn standing_of(rest: &str) -> Option<Holder> {
     let (kind, id) = rest.strip_prefix('/')?.split_once('/')?;
-    let id = Address(id.parse().ok()?);
+    let id = NodeId(id.parse().ok()?);
     match kind {
         "node" => Some(Holder::Node(id)),
         "client" => Some(Holder::Client(id)),

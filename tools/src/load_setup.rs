@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use clap::Args;
 use loopix_core::network::epoch::EpochSchedule;
 use loopix_core::network::link::{LINK_OVERHEAD, Links};
-use loopix_core::network::topology::{Node, Topology};
+use loopix_core::network::topology::{NodeEntry, Topology};
 use loopix_crypto::params::MAC_LEN;
-use loopix_crypto::{Address, Command, Hop, Params, build_into_traced};
+use loopix_crypto::{Command, Hop, NodeId, Params, build_into_traced};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -48,8 +48,8 @@ pub(crate) struct Pool {
 pub(crate) struct Setup {
     pub params: Params,
     pub epochs: EpochSchedule,
-    target_node: Node,
-    me: Node,
+    target_node: NodeEntry,
+    me: NodeEntry,
     /// The hold every packet asks the target for, µs.
     hold_us: u32,
     /// The played node's links: every datagram to the target is sealed with them.
@@ -68,10 +68,10 @@ impl Setup {
         let topology =
             Topology::from_toml(&text).map_err(|e| format!("{}: {e}", topology.display()))?;
         let target = topology
-            .node(Address(nodes.target))
+            .node(NodeId(nodes.target))
             .ok_or("--target: not a node of the topology")?;
         let me = topology
-            .node(Address(nodes.as_node))
+            .node(NodeId(nodes.as_node))
             .ok_or("--as: not a node of the topology")?;
         let key = loopix_runtime::key_file::read_session_key(key_file)?
             .ok_or_else(|| format!("--key {}: no session key", key_file.display()))?;

@@ -480,8 +480,8 @@ pub fn render(s: &Snapshot) -> String {
     // Each neighbour's link in: the newest verified datagram any shard has seen from it.
     let mut heard: BTreeMap<u64, u64> = BTreeMap::new();
     for r in &s.reports {
-        for &(peer, at) in r.links_heard.iter() {
-            let e = heard.entry(peer.0).or_default();
+        for &(neighbour, at) in r.links_heard.iter() {
+            let e = heard.entry(neighbour.0).or_default();
             *e = (*e).max(at);
         }
     }
@@ -489,9 +489,12 @@ pub fn render(s: &Snapshot) -> String {
         "loopix_link_last_heard_timestamp_seconds",
         "gauge",
         "When a datagram from each neighbour this node takes packets from last verified, unix s (0: never).",
-        &mut heard
-            .iter()
-            .map(|(peer, at)| (format!("peer=\"{peer}\""), (at / 1_000_000) as f64)),
+        &mut heard.iter().map(|(neighbour, at)| {
+            (
+                format!("neighbour=\"{neighbour}\""),
+                (at / 1_000_000) as f64,
+            )
+        }),
     );
     family(
         "loopix_links_silent",
@@ -760,7 +763,7 @@ mod tests {
             };
             r.links_heard = heard
                 .into_iter()
-                .map(|(p, at)| (loopix_crypto::Address(p), at))
+                .map(|(p, at)| (loopix_crypto::NodeId(p), at))
                 .collect::<Vec<_>>()
                 .into();
             r
@@ -770,7 +773,7 @@ mod tests {
             .last_fetch_us
             .store(990 * 1_000_000, std::sync::atomic::Ordering::Relaxed);
         let s = Snapshot {
-            // Peer 1 heard by shard 1 lately; peer 2 last 2 minutes ago; peer 3 never.
+            // Neighbour 1 heard by shard 1 lately; 2 last 2 minutes ago; 3 never.
             reports: vec![
                 shard(0, vec![(1, 900 * 1_000_000), (2, 880 * 1_000_000), (3, 0)]),
                 shard(1, vec![(1, 995 * 1_000_000), (2, 870 * 1_000_000), (3, 0)]),
@@ -786,9 +789,9 @@ mod tests {
         };
         let text = render(&s);
         for line in [
-            "loopix_link_last_heard_timestamp_seconds{peer=\"1\"} 995",
-            "loopix_link_last_heard_timestamp_seconds{peer=\"2\"} 880",
-            "loopix_link_last_heard_timestamp_seconds{peer=\"3\"} 0",
+            "loopix_link_last_heard_timestamp_seconds{neighbour=\"1\"} 995",
+            "loopix_link_last_heard_timestamp_seconds{neighbour=\"2\"} 880",
+            "loopix_link_last_heard_timestamp_seconds{neighbour=\"3\"} 0",
             "loopix_links_silent 2",
             "loopix_directory_last_fetch_timestamp_seconds 990",
             "loopix_directory_last_upload_timestamp_seconds 0",
@@ -844,7 +847,7 @@ mod tests {
         let mut report = ShardReport::default();
         report.core.loop_return_fraction = Some(1.0);
         report.core.epochs = [Some(epoch), None];
-        report.links_heard = vec![(loopix_crypto::Address(7), unix_us())].into();
+        report.links_heard = vec![(loopix_crypto::NodeId(7), unix_us())].into();
         let mut s = Snapshot {
             reports: vec![report],
             shards: 1,
@@ -965,7 +968,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(300));
         let start = Instant::now();
         let mut answered = false;
-        // The tricklers hold every slot for at most the deadline; a scrape gets one by then.
+        // The tricklers hold every connection for at most the deadline; a scrape gets one by then.
         while !answered && start.elapsed() < Duration::from_secs(3) {
             answered = get(addr, b"GET /metrics HTTP/1.1\r\n\r\n").contains("loopix_shards");
         }

@@ -18,14 +18,14 @@ use loopix_core::pipeline::replay::ReplayFilter;
 use loopix_core::pki::authority::Holder;
 use loopix_core::pki::follower::{Follower, KeyPublisher, Want};
 use loopix_core::roles::inbox::MemoryInbox;
-use loopix_core::roles::{Core, CoreConfig, build};
-use loopix_crypto::{Address, EpochSeed, SessionPublic, SessionSecret};
+use loopix_core::roles::{AnyRole, RoleConfig, build};
+use loopix_crypto::{EpochSeed, NodeId, SessionPublic, SessionSecret};
 use loopix_runtime::clock::NetworkClock;
 use loopix_runtime::config::{Joining, NodeConfig};
 use loopix_runtime::directory_client::{DirectoryClient, DirectoryConfig, DirectorySync, NotYet};
 use loopix_runtime::durable_inbox::DurableInbox;
 use loopix_runtime::key_file::{self, read_seed};
-use loopix_runtime::node::{Node, NodeLayout};
+use loopix_runtime::node::{NodeLayout, RunningNode};
 use loopix_runtime::node_lock::{NodeLock, probe_listen};
 use loopix_runtime::replay_journal::{ReplayJournal, Syncer};
 use loopix_runtime::unwrap_rate;
@@ -202,11 +202,11 @@ fn print_memory(
     let process = resident()?;
     // One shard's core, built as the node builds it, and measured.
     let core = {
-        let config = CoreConfig::node(cfg.node.id, seed.clone(), session_key.clone())
+        let config = RoleConfig::node(cfg.node.id, seed.clone(), session_key.clone())
             .limited(cfg.limits)
             .on_shard(0, cfg.shards);
         let inbox = || MemoryInbox::new(cfg.inbox.per_client, cfg.inbox.total);
-        let built: Core<MemoryInbox> = build(&cfg.topology, config, inbox)
+        let built: AnyRole<MemoryInbox> = build(&cfg.topology, config, inbox)
             .map_err(|e| format!("node {}: {e}", cfg.node.id.0))?;
         let with_core = resident()?;
         drop(built);
@@ -302,7 +302,7 @@ fn start(
     seed: &EpochSeed,
     session_key: &SessionSecret,
     syncer: &Syncer,
-) -> Result<Node, String> {
+) -> Result<RunningNode, String> {
     let params = cfg.topology.network.params;
     let mut layout = NodeLayout {
         listen: cfg.listen,
@@ -341,19 +341,19 @@ fn start(
         Role::Mix { .. } => {
             let mut cores = VecDeque::new();
             for shard in 0..cfg.shards {
-                let config = CoreConfig::node(cfg.node.id, seed.clone(), session_key.clone())
+                let config = RoleConfig::node(cfg.node.id, seed.clone(), session_key.clone())
                     .seeded(rng_seed(shard)?)
                     .limited(cfg.limits)
                     .on_shard(shard, cfg.shards);
                 // A mix keeps no store: the inbox is never made.
-                let mut mix: Core<MemoryInbox> =
+                let mut mix: AnyRole<MemoryInbox> =
                     build(&cfg.topology, config, || MemoryInbox::new(0, 0))
                         .map_err(|e| format!("node {}: {e}", cfg.node.id.0))?;
                 layout.datagram_len = mix.max_datagram_len() + 1;
                 let journal = journal(shard, &mut mix)?;
                 cores.push_back((Faulty::new(mix, cfg.faults, rng_seed(shard)?), journal));
             }
-            Node::start(&layout, |_| cores.pop_front().expect("one core per shard"))
+            RunningNode::start(&layout, |_| cores.pop_front().expect("one core per shard"))
         }
         Role::Provider => {
             let path = cfg
@@ -363,18 +363,18 @@ fn start(
             let now_us = NetworkClock::start().now_us();
             let inbox = DurableInbox::open(&path, cfg.inbox.per_client, cfg.inbox.total, now_us)
                 .map_err(|e| format!("inbox_path: {}: {e}", path.display()))?;
-            let config = CoreConfig::node(cfg.node.id, seed.clone(), session_key.clone())
+            let config = RoleConfig::node(cfg.node.id, seed.clone(), session_key.clone())
                 .seeded(rng_seed(0)?)
                 .limited(cfg.limits)
                 .inbox_ttl(cfg.inbox.ttl_us)
                 .handshake_limits(cfg.handshakes);
-            let mut provider: Core<DurableInbox> =
+            let mut provider: AnyRole<DurableInbox> =
                 build(&cfg.topology, config, || inbox).map_err(|e| e.to_string())?;
             let journal = journal(0, &mut provider)?;
             layout.datagram_len = provider.max_datagram_len() + 1;
             let provider = Faulty::new(provider, cfg.faults, rng_seed(0)?);
             let mut core = Some((provider, journal));
-            Node::start(&layout, move |_| {
+            RunningNode::start(&layout, move |_| {
                 core.take().expect("providers run one shard")
             })
         }
@@ -387,7 +387,7 @@ fn start(
 /// nodes' new epoch keys are used for loops from now on. A problem is logged and nothing
 /// changes.
 /// Returns the last epoch the re-read topology publishes this node's keys for, if taken.
-fn reload_config(cfg: &NodeConfig, node: &Node, now_us: u64) -> Option<u64> {
+fn reload_config(cfg: &NodeConfig, node: &RunningNode, now_us: u64) -> Option<u64> {
     let file = cfg.source.display();
     // With a directory, the topology is the document in force, not re-fetched.
     let held = cfg.topology.clone();
@@ -453,7 +453,7 @@ struct Started {
 /// keeps following.
 fn join_directory(
     directory: &DirectoryConfig,
-    id: Address,
+    id: NodeId,
     key_file: &std::path::Path,
 ) -> Result<(Topology, DirectorySync), String> {
     // The authorities may start after the node: ask until the wait is over.
@@ -472,7 +472,7 @@ fn join_directory(
 /// epochs as the first authority to answer within `wait` gives them.
 fn key_publisher(
     directory: &DirectoryConfig,
-    id: Address,
+    id: NodeId,
     key_file: &std::path::Path,
     wait: Duration,
 ) -> Result<(KeyPublisher, SessionPublic), String> {
@@ -513,7 +513,7 @@ fn key_publisher(
 /// refused the keys or none answered.
 fn check_registration(
     directory: &DirectoryConfig,
-    id: Address,
+    id: NodeId,
     key_file: &std::path::Path,
 ) -> Result<Result<Topology, Pending>, String> {
     let (mut publisher, session) = key_publisher(directory, id, key_file, Duration::ZERO)?;
@@ -569,7 +569,7 @@ fn check_registration(
 fn lists_node(
     asker: &DirectoryClient,
     topology: &Topology,
-    id: Address,
+    id: NodeId,
     session: SessionPublic,
 ) -> Result<(), NotYet> {
     match topology.node(id) {
@@ -600,7 +600,7 @@ fn lists_node(
 /// force and the last epoch it publishes this node's keys for, if it changed.
 fn apply_document(
     cfg: &mut NodeConfig,
-    node: &Node,
+    node: &RunningNode,
     topology: Topology,
     now_us: u64,
 ) -> Option<(u64, u64)> {
@@ -651,7 +651,7 @@ fn apply_document(
 
 fn serve_until_signal(
     mut cfg: NodeConfig,
-    mut node: Node,
+    mut node: RunningNode,
     clock: NetworkClock,
     mut key_file_epoch: u64,
     started: Started,

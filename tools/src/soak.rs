@@ -299,8 +299,8 @@ fn receive(
         }
         seen[i] = true;
         let second = sent_at_s[i].load(Ordering::Relaxed) as usize;
-        if let Some(slot) = per_s.get_mut(second) {
-            *slot += 1;
+        if let Some(count) = per_s.get_mut(second) {
+            *count += 1;
         }
     }
     (per_s, twice)

@@ -18,7 +18,7 @@ use loopix_crypto::lanes::{Kernel, MAX_LANES, mul_encoded};
 use loopix_crypto::params::{BETA_LEN, ROUTING_LEN};
 use loopix_crypto::primitives::{aes_ctr_xor, compress, decompress, header_mac, mul};
 use loopix_crypto::{
-    Address, Command, Hop, HopKeys, LINK_TAG_LEN, LinkSecret, Params, Processor, SecretKey,
+    Command, Hop, HopKeys, LINK_TAG_LEN, LinkSecret, NodeId, Params, Processor, SecretKey,
     SessionSecret, lioness,
 };
 use rand_chacha::ChaCha20Rng;
@@ -242,7 +242,7 @@ fn hop_command(i: usize, hops: usize) -> Command {
         Command::Final
     } else {
         Command::Relay {
-            next: Address(i as u64 + 1),
+            next: NodeId(i as u64 + 1),
             delay_us: 1000,
         }
     }
@@ -385,10 +385,9 @@ fn link_case(fx: &Fixture) -> Case<'_> {
         SessionSecret::generate(&mut rng),
         SessionSecret::generate(&mut rng),
     );
-    let key =
-        LinkSecret::agree(&a, &b.public())
-            .expect("fresh keys")
-            .key(0, Address(1), Address(2));
+    let key = LinkSecret::agree(&a, &b.public())
+        .expect("fresh keys")
+        .key(0, NodeId(1), NodeId(2));
     let datagram = vec![5u8; fx.params.packet_len() + LINK_OVERHEAD - LINK_TAG_LEN];
     Case::simple("link_tag_chacha20poly1305", move || {
         black_box(key.tag(7, 0, black_box(&datagram)));

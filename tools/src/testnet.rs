@@ -21,11 +21,11 @@ use loopix_core::drops::DropReason;
 use loopix_core::network::topology::{Role, Topology};
 use loopix_core::pki::document::Threshold;
 use loopix_core::pki::registry::registry_toml;
-use loopix_core::roles::CoreConfig;
+use loopix_core::roles::RoleConfig;
 use loopix_core::roles::acks::AckConfig;
 use loopix_core::roles::client::{Client, ClientEvent};
 use loopix_core::session::FrameLayout;
-use loopix_crypto::{Address, IdentitySecret};
+use loopix_crypto::{IdentitySecret, NodeId};
 use loopix_runtime::client_driver::{ClientOutput, RunningClient, follow_directory};
 use loopix_runtime::directory_client::{
     AuthorityAddress, DirectoryConfig, DirectorySync, DirectoryWatch,
@@ -185,8 +185,8 @@ pub struct Summary {
     pub acks_sent: u64,
     /// What one real message cost in packets on the wire: its fragments' sends (first and
     /// again) and the acks of what arrived, over the messages sent. Acks and resends take
-    /// payload and drop slots, so the wire's rate is unchanged; this is how many of those
-    /// slots a message used.
+    /// payload and drop ticks, so the wire's rate is unchanged; this is how many of those
+    /// ticks a message used.
     pub packets_per_message: f64,
     /// With `--directory`: network documents the clients took after the first (one at
     /// each epoch boundary crossed).
@@ -310,9 +310,9 @@ struct Layout {
     hosts: BTreeMap<String, std::fs::File>,
     /// Where clients bind.
     client_bind: SocketAddr,
-    node_addrs: BTreeMap<Address, SocketAddr>,
-    metrics: BTreeMap<Address, SocketAddr>,
-    client_keys: BTreeMap<Address, loopix_crypto::SecretKey>,
+    node_addrs: BTreeMap<NodeId, SocketAddr>,
+    metrics: BTreeMap<NodeId, SocketAddr>,
+    client_keys: BTreeMap<NodeId, loopix_crypto::SecretKey>,
 }
 
 fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String> {
@@ -478,11 +478,11 @@ fn prepare(args: &TestnetArgs, net: Option<&crate::netns::VirtualNet>) -> Result
     let node_count = (u64::from(args.layers) * u64::from(args.mixes_per_layer)
         + u64::from(args.providers)) as usize;
     let ids = node_ids(&spec);
-    let host = |id: Address| {
+    let host = |id: NodeId| {
         net.and_then(|n| n.addr(&format!("node-{}", id.0)))
             .ok_or_else(|| format!("no host for node {}", id.0))
     };
-    let node_addrs: BTreeMap<Address, SocketAddr> = match net {
+    let node_addrs: BTreeMap<NodeId, SocketAddr> = match net {
         None => ids
             .iter()
             .copied()
@@ -631,11 +631,11 @@ fn prepare_authority(
     })
 }
 
-fn node_ids(spec: &NetworkSpec) -> Vec<Address> {
+fn node_ids(spec: &NetworkSpec) -> Vec<NodeId> {
     let mixes = u64::from(spec.layers) * u64::from(spec.mixes_per_layer);
     let providers =
-        (0..u64::from(spec.providers)).map(|p| Address(loopix_sim::network::FIRST_PROVIDER + p));
-    (1..=mixes).map(Address).chain(providers).collect()
+        (0..u64::from(spec.providers)).map(|p| NodeId(loopix_sim::network::FIRST_PROVIDER + p));
+    (1..=mixes).map(NodeId).chain(providers).collect()
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
@@ -672,16 +672,16 @@ fn unix_ms() -> u128 {
 
 /// The node processes; stopped (SIGTERM, then SIGKILL) when dropped.
 struct Nodes {
-    children: Vec<(Address, Child)>,
+    children: Vec<(NodeId, Child)>,
     /// With `--directory`: the authorities, stopped after the nodes.
     authorities: Vec<Child>,
     /// Times each node was killed and started again.
-    restarts: BTreeMap<Address, u64>,
+    restarts: BTreeMap<NodeId, u64>,
 }
 
 /// Starts `loopix node` for node `id` of `layout`, its log appended to `node-<id>.log`; the
 /// child dies with this process.
-fn spawn_node(layout: &Layout, id: Address) -> Result<Child, String> {
+fn spawn_node(layout: &Layout, id: NodeId) -> Result<Child, String> {
     let config = layout.dir.join(format!("node-{}.toml", id.0));
     spawn_loopix(
         &["node".as_ref(), "--config".as_ref(), config.as_os_str()],
@@ -791,7 +791,7 @@ impl Nodes {
 
     /// Kills node `id` (SIGKILL: whatever it held is lost) and starts it again on the same
     /// files at once; returns once it is ready again (`GET /ready` on its metrics port).
-    fn restart(&mut self, layout: &Layout, id: Address) -> Result<(), String> {
+    fn restart(&mut self, layout: &Layout, id: NodeId) -> Result<(), String> {
         let Some((_, child)) = self.children.iter_mut().find(|(i, _)| *i == id) else {
             return Err(format!("node {} is not running", id.0));
         };
@@ -836,7 +836,7 @@ impl Nodes {
         Ok(())
     }
 
-    fn scrape(&self, layout: &Layout) -> BTreeMap<Address, NodeSummary> {
+    fn scrape(&self, layout: &Layout) -> BTreeMap<NodeId, NodeSummary> {
         let mut out = BTreeMap::new();
         for n in &layout.topology.nodes {
             let role = match n.role {
@@ -862,7 +862,7 @@ impl Nodes {
     }
 
     /// SIGTERM to all, then waits (SIGKILL after 10 s); returns who exited cleanly.
-    fn stop(&mut self) -> BTreeSet<Address> {
+    fn stop(&mut self) -> BTreeSet<NodeId> {
         for (_, c) in &self.children {
             // SAFETY: plain kill(2) on our own child's pid.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
@@ -952,12 +952,12 @@ fn start_clients(args: &TestnetArgs, layout: &Layout) -> Result<StartedClients, 
     for (id, key) in &layout.client_keys {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
-        let config = CoreConfig {
+        let config = RoleConfig {
             max_buffered_fragments: 10_000,
             acks: AckConfig {
                 max_attempts: args.ack_attempts,
             },
-            ..CoreConfig::client(*id, key.clone()).seeded(seed)
+            ..RoleConfig::client(*id, key.clone()).seeded(seed)
         };
         let client = Client::new(&topology, config).map_err(|e| e.to_string())?;
         let running =
@@ -976,11 +976,11 @@ fn start_clients(args: &TestnetArgs, layout: &Layout) -> Result<StartedClients, 
 #[derive(Default)]
 struct Traffic {
     /// Queued messages: sender, recipient, queue time, content.
-    sent: BTreeMap<u64, (Address, Address, Instant, Vec<u8>)>,
+    sent: BTreeMap<u64, (NodeId, NodeId, Instant, Vec<u8>)>,
     delivered: BTreeMap<u64, u32>,
     misdelivered: u64,
     latencies_ms: Vec<f64>,
-    pending_queue: BTreeMap<Address, Vec<(Address, Instant, Vec<u8>)>>,
+    pending_queue: BTreeMap<NodeId, Vec<(NodeId, Instant, Vec<u8>)>>,
     /// Fragments of each message that have left their sender, and when the last did.
     left: BTreeMap<u64, (u16, u16, Instant)>,
     /// When the run stopped waiting for deliveries.
@@ -1003,7 +1003,7 @@ fn drive(
     stop: &AtomicBool,
 ) {
     let mut rng = ChaCha20Rng::seed_from_u64(unix_ms() as u64);
-    let ids: Vec<Address> = clients.iter().map(|c| c.id).collect();
+    let ids: Vec<NodeId> = clients.iter().map(|c| c.id).collect();
     let start = Instant::now();
     // `--kill-mix-after-s`: the first layer-1 mix, once.
     let mut kill = args.kill_mix_after_s.and_then(|s| {
@@ -1131,8 +1131,8 @@ impl Traffic {
         mut self,
         args: &TestnetArgs,
         layout: &Layout,
-        nodes: BTreeMap<Address, NodeSummary>,
-        exits: BTreeSet<Address>,
+        nodes: BTreeMap<NodeId, NodeSummary>,
+        exits: BTreeSet<NodeId>,
     ) -> Summary {
         self.latencies_ms.sort_by(f64::total_cmp);
         let pct = |p: f64| {

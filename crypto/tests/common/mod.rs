@@ -1,7 +1,7 @@
 //! Shared fixtures: a network of keys from a seed and paths through it.
 #![allow(dead_code)]
 
-use loopix_crypto::{Address, Command, Hop, Params, Processor, SecretKey};
+use loopix_crypto::{Command, Hop, NodeId, Params, Processor, SecretKey};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -30,7 +30,7 @@ pub fn network_with(
                     last
                 } else {
                     Command::Relay {
-                        next: Address(i as u64 + 1),
+                        next: NodeId(i as u64 + 1),
                         delay_us: i as u32 * 1000,
                     }
                 },

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 
-use loopix_crypto::{Address, EpochSeed};
+use loopix_crypto::{EpochSeed, NodeId};
 
 use crate::drops::DropReason;
 use crate::network::topology::Topology;
@@ -26,7 +26,7 @@ pub struct Transmit {
 /// Events in, polls out. Time is microseconds on the driver's clock; no role reads one.
 pub trait Endpoint {
     /// This endpoint's id in the topology.
-    fn id(&self) -> Address;
+    fn id(&self) -> NodeId;
     /// A datagram from source address `from` arrived at `now_us`.
     fn handle_datagram(&mut self, now_us: u64, from: SocketAddr, bytes: &[u8]);
     /// Datagrams that arrived together (a receive batch, or the simulator's arrivals at
@@ -88,7 +88,7 @@ pub trait Endpoint {
     fn reload(&mut self, topology: &Topology, seed: Option<EpochSeed>) -> Result<(), BuildError>;
     /// Each node it takes datagrams from, and when one of them last verified (µs; 0:
     /// never): whether its links in are alive.
-    fn links_heard(&self) -> Vec<(Address, u64)> {
+    fn links_heard(&self) -> Vec<(NodeId, u64)> {
         Vec::new()
     }
     /// The next thing it tells its driver besides datagrams (a client's deliveries and
@@ -140,7 +140,7 @@ macro_rules! node_driver_methods {
             Ok(())
         }
 
-        fn links_heard(&self) -> Vec<(loopix_crypto::Address, u64)> {
+        fn links_heard(&self) -> Vec<(loopix_crypto::NodeId, u64)> {
             self.links().heard().collect()
         }
     };
@@ -186,7 +186,7 @@ macro_rules! forward_driver_methods {
             $inner.reload(topology, seed)
         }
 
-        fn links_heard(&$this) -> Vec<(loopix_crypto::Address, u64)> {
+        fn links_heard(&$this) -> Vec<(loopix_crypto::NodeId, u64)> {
             $inner_ref.links_heard()
         }
 

@@ -11,7 +11,7 @@ use loopix_core::pipeline::replay::{ReplayFilter, Seen};
 use loopix_core::pipeline::timing_wheel::{TimingWheel, WheelConfig};
 use loopix_core::roles::client_quota::{BURST, ClientQuota, Spend, TOLERANCE};
 use loopix_core::session::ReplayWindow;
-use loopix_crypto::Address;
+use loopix_crypto::NodeId;
 use proptest::prelude::*;
 
 const SLOT_US: u64 = 100;
@@ -169,7 +169,7 @@ proptest! {
             epochs: EpochSchedule::new(0, 1_200_000_000, 60_000_000).unwrap(),
         };
         let mut quota = ClientQuota::new(&network);
-        let (client, start) = (Address(5), 1_000_000u64);
+        let (client, start) = (NodeId(5), 1_000_000u64);
         let mut now = start;
         let mut allowed = 0u64;
         for gap in gaps_us {

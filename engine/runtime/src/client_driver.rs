@@ -14,14 +14,14 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use loopix_core::endpoint::Endpoint;
 use loopix_core::roles::client::{Client, ClientEvent, ClientStats, ReplyBlock};
-use loopix_crypto::Address;
+use loopix_crypto::NodeId;
 
 /// Asks a running client to do something.
 #[derive(Debug)]
 pub enum ClientCommand {
     /// Queue `message` for `to`, with `replies` reply blocks it can be answered through.
     Send {
-        to: Address,
+        to: NodeId,
         message: Vec<u8>,
         replies: u8,
     },
@@ -54,7 +54,7 @@ pub enum ClientOutput {
 
 /// A client running on its own thread.
 pub struct RunningClient {
-    pub id: Address,
+    pub id: NodeId,
     pub local_addr: SocketAddr,
     commands: Sender<ClientCommand>,
     pub output: Receiver<ClientOutput>,
@@ -128,14 +128,14 @@ impl RunningClient {
     }
 
     /// Queues a message; the answer arrives on `output` as [`ClientOutput::Queued`].
-    pub fn send(&self, to: Address, message: Vec<u8>) {
+    pub fn send(&self, to: NodeId, message: Vec<u8>) {
         self.send_with_replies(to, message, 0);
     }
 
     /// Queues a message with `replies` reply blocks; the answer arrives on `output` as
     /// [`ClientOutput::Queued`], answers through the blocks as
     /// [`ClientEvent::ReplyReceived`].
-    pub fn send_with_replies(&self, to: Address, message: Vec<u8>, replies: u8) {
+    pub fn send_with_replies(&self, to: NodeId, message: Vec<u8>, replies: u8) {
         let _ = self.commands.send(ClientCommand::Send {
             to,
             message,

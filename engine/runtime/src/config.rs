@@ -46,7 +46,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use loopix_core::network::topology::{Node, Role, Topology};
+use loopix_core::network::topology::{NodeEntry, Role, Topology};
 use loopix_core::pipeline::faults::FaultConfig;
 use loopix_core::pipeline::hop::HopLimits;
 use loopix_core::pipeline::timing_wheel::WheelConfig;
@@ -55,7 +55,7 @@ use loopix_core::pki::registry::parse_identity_key;
 use loopix_core::pki::take::{Refused, network_changes};
 use loopix_core::roles::inbox::InboxLimits;
 use loopix_core::session::HandshakeLimits;
-use loopix_crypto::{Address, EpochSeed};
+use loopix_crypto::{EpochSeed, NodeId};
 
 use crate::directory_client::{AuthorityAddress, DirectoryConfig};
 use serde::Deserialize;
@@ -69,7 +69,7 @@ pub struct NodeConfig {
     pub topology: Topology,
     /// The authorities the topology comes from, if not from a file.
     pub directory: Option<DirectoryConfig>,
-    pub node: Node,
+    pub node: NodeEntry,
     pub key_file: PathBuf,
     pub shards: usize,
     pub cpus: Vec<usize>,
@@ -185,7 +185,7 @@ impl RawDirectory {
 /// What a configuration says of its node before any document: who it is, its key file, and
 /// where it listens if it names the address (else the document's address for it).
 pub struct Joining<'a> {
-    pub id: Address,
+    pub id: NodeId,
     pub key_file: &'a Path,
     pub listen: Option<SocketAddr>,
     /// The CPUs and metrics address it names: checked on this host before anyone is
@@ -374,7 +374,7 @@ impl NodeConfig {
             (None, Some(d)) => {
                 let directory = d.validate()?;
                 let joining = Joining {
-                    id: Address(raw.id),
+                    id: NodeId(raw.id),
                     key_file: &key_file,
                     listen: configured_listen,
                     cpus: &raw.cpus,
@@ -397,7 +397,7 @@ impl NodeConfig {
             }
         };
         let node = topology
-            .node(Address(raw.id))
+            .node(NodeId(raw.id))
             .cloned()
             .ok_or_else(|| err("id", format!("{} is not a node of the topology", raw.id)))?;
         if node.role == Role::Provider && raw.shards != 1 {

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use loopix_core::roles::inbox::{InboxStore, StoreRefused};
-use loopix_crypto::Address;
+use loopix_crypto::NodeId;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 const INBOX: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("inbox");
@@ -31,9 +31,9 @@ const STORED_AT: TableDefinition<u64, (u64, u64)> = TableDefinition::new("stored
 pub struct DurableInbox {
     db: Database,
     /// Stores not yet committed: client, id, time stored, packet.
-    stores: Vec<(Address, u64, u64, Box<[u8]>)>,
-    acks: Vec<(Address, u64)>,
-    counts: HashMap<Address, usize>,
+    stores: Vec<(NodeId, u64, u64, Box<[u8]>)>,
+    acks: Vec<(NodeId, u64)>,
+    counts: HashMap<NodeId, usize>,
     /// Committed packets in all (the sum of `counts`).
     total: usize,
     next_seq: u64,
@@ -64,7 +64,7 @@ impl DurableInbox {
             for entry in inbox.iter()? {
                 let (key, _) = entry?;
                 let (client, seq) = key.value();
-                *counts.entry(Address(client)).or_default() += 1;
+                *counts.entry(NodeId(client)).or_default() += 1;
                 next_seq = next_seq.max(seq + 1);
                 if stored_at.get(seq)?.is_none() {
                     stored_at.insert(seq, (client, now_us))?;
@@ -133,7 +133,7 @@ impl DurableInbox {
     }
 
     /// One committed packet of `client` is gone.
-    fn forget(&mut self, client: Address) {
+    fn forget(&mut self, client: NodeId) {
         if let Some(n) = self.counts.get_mut(&client) {
             *n = n.saturating_sub(1);
         }
@@ -151,7 +151,7 @@ impl DurableInbox {
                 if at_us >= before_us {
                     break;
                 }
-                victims.push((seq.value(), Address(client)));
+                victims.push((seq.value(), NodeId(client)));
             }
         }
         if victims.is_empty() {
@@ -177,7 +177,7 @@ impl DurableInbox {
         Ok(victims.len())
     }
 
-    fn committed(&self, client: Address, id: u64) -> Result<Option<Vec<u8>>, redb::Error> {
+    fn committed(&self, client: NodeId, id: u64) -> Result<Option<Vec<u8>>, redb::Error> {
         let tx = self.db.begin_read()?;
         let Some(seq) = tx.open_table(IDS)?.get((client.0, id))?.map(|g| g.value()) else {
             return Ok(None);
@@ -189,7 +189,7 @@ impl DurableInbox {
         Ok(value)
     }
 
-    fn is_committed(&self, client: Address, id: u64) -> bool {
+    fn is_committed(&self, client: NodeId, id: u64) -> bool {
         let lookup = || -> Result<bool, redb::Error> {
             let tx = self.db.begin_read()?;
             Ok(tx.open_table(IDS)?.get((client.0, id))?.is_some())
@@ -202,7 +202,7 @@ impl DurableInbox {
 
     fn oldest_committed(
         &self,
-        client: Address,
+        client: NodeId,
         max: usize,
         out: &mut Vec<u64>,
     ) -> Result<(), redb::Error> {
@@ -233,7 +233,7 @@ fn owner_only(path: &Path) -> std::io::Result<()> {
 impl InboxStore for DurableInbox {
     fn store(
         &mut self,
-        client: Address,
+        client: NodeId,
         id: u64,
         at_us: u64,
         packet: &[u8],
@@ -249,13 +249,13 @@ impl InboxStore for DurableInbox {
         Ok(())
     }
 
-    fn oldest(&self, client: Address, max: usize, out: &mut Vec<u64>) {
+    fn oldest(&self, client: NodeId, max: usize, out: &mut Vec<u64>) {
         if let Err(e) = self.oldest_committed(client, max, out) {
             tracing::error!(error = %e, "inbox read failed");
         }
     }
 
-    fn read(&self, client: Address, id: u64, out: &mut [u8]) -> bool {
+    fn read(&self, client: NodeId, id: u64, out: &mut [u8]) -> bool {
         match self.committed(client, id) {
             Ok(Some(v)) if v.len() == 8 + out.len() => {
                 out.copy_from_slice(&v[8..]);
@@ -269,7 +269,7 @@ impl InboxStore for DurableInbox {
         }
     }
 
-    fn ack(&mut self, client: Address, id: u64) -> bool {
+    fn ack(&mut self, client: NodeId, id: u64) -> bool {
         let buffered = self.stores.iter().any(|s| s.0 == client && s.1 == id);
         let known = buffered || self.is_committed(client, id);
         // Polls ack every id they got, dummies' random ones too: only real ones are queued.
@@ -287,7 +287,7 @@ impl InboxStore for DurableInbox {
             })
     }
 
-    fn len(&self, client: Address) -> usize {
+    fn len(&self, client: NodeId) -> usize {
         self.counts.get(&client).copied().unwrap_or(0)
     }
 
@@ -325,13 +325,13 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let mut s = DurableInbox::open(&path, 10, 1_000, 0).unwrap();
         assert_eq!(mode(&path), 0o600, "an existing store");
-        s.store(Address(1), 1, 0, b"kept").unwrap();
+        s.store(NodeId(1), 1, 0, b"kept").unwrap();
         s.flush().unwrap();
         drop(s);
         assert_eq!(
             DurableInbox::open(&path, 10, 1_000, 0)
                 .unwrap()
-                .len(Address(1)),
+                .len(NodeId(1)),
             1
         );
         let _ = std::fs::remove_file(&path);
@@ -340,7 +340,7 @@ mod tests {
     #[test]
     fn only_flushed_packets_are_handed_out_and_they_survive_reopening() {
         let path = temp("reopen");
-        let c = Address(7);
+        let c = NodeId(7);
         {
             let mut s = DurableInbox::open(&path, 10, 1_000, 0).unwrap();
             s.store(c, 100, 0, b"first").unwrap();
@@ -381,7 +381,7 @@ mod tests {
     #[test]
     fn a_failed_commit_loses_nothing_and_the_next_flush_commits_it() {
         let path = temp("failed-commit");
-        let c = Address(7);
+        let c = NodeId(7);
         let mut s = DurableInbox::open(&path, 10, 1_000, 0).unwrap();
         s.store(c, 100, 0, b"first").unwrap();
         s.flush().unwrap();
@@ -407,7 +407,7 @@ mod tests {
     fn a_full_inbox_refuses_more() {
         let path = temp("full");
         let mut s = DurableInbox::open(&path, 2, 1_000, 0).unwrap();
-        let c = Address(1);
+        let c = NodeId(1);
         s.store(c, 1, 0, b"a").unwrap();
         s.store(c, 2, 0, b"b").unwrap();
         assert_eq!(s.store(c, 3, 0, b"c"), Err(StoreRefused::InboxFull));
@@ -423,31 +423,25 @@ mod tests {
         {
             let mut s = DurableInbox::open(&path, 10, 3, 0).unwrap();
             for c in 1..=3 {
-                s.store(Address(c), c, 0, b"p").unwrap();
+                s.store(NodeId(c), c, 0, b"p").unwrap();
             }
-            assert_eq!(
-                s.store(Address(9), 9, 0, b"p"),
-                Err(StoreRefused::StoreFull)
-            );
+            assert_eq!(s.store(NodeId(9), 9, 0, b"p"), Err(StoreRefused::StoreFull));
             s.flush().unwrap();
         }
         let mut s = DurableInbox::open(&path, 10, 3, 0).unwrap();
         assert_eq!(s.total(), 3);
-        assert_eq!(
-            s.store(Address(9), 9, 0, b"p"),
-            Err(StoreRefused::StoreFull)
-        );
-        assert!(s.ack(Address(2), 2));
+        assert_eq!(s.store(NodeId(9), 9, 0, b"p"), Err(StoreRefused::StoreFull));
+        assert!(s.ack(NodeId(2), 2));
         s.flush().unwrap();
         assert_eq!(s.total(), 2);
-        assert!(s.store(Address(9), 9, 0, b"p").is_ok());
+        assert!(s.store(NodeId(9), 9, 0, b"p").is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn packets_expire_after_a_reopen_and_acks_of_expired_ones_are_harmless() {
         let path = temp("expire");
-        let (a, b) = (Address(1), Address(2));
+        let (a, b) = (NodeId(1), NodeId(2));
         {
             let mut s = DurableInbox::open(&path, 10, 100, 0).unwrap();
             s.store(a, 1, 100, b"p").unwrap();

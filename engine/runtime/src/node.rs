@@ -10,9 +10,9 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::clock::NetworkClock;
-use crate::cores::ShardCore;
 use crate::replay_journal::ReplayJournal;
 use crate::shard::{Control, ShardReport, ShardSetup, Stray, run};
+use crate::shard_core::ShardCore;
 use crate::steering::bind_group;
 use crate::stray_buffers::StrayBuffers;
 
@@ -41,7 +41,7 @@ pub struct NodeLayout {
 }
 
 /// A running node.
-pub struct Node {
+pub struct RunningNode {
     controls: Vec<Sender<Control>>,
     reports: Receiver<ShardReport>,
     /// The newest report of each shard, once it has sent one.
@@ -50,7 +50,7 @@ pub struct Node {
     pub local_addr: SocketAddr,
 }
 
-impl Node {
+impl RunningNode {
     /// Binds the group and starts one shard per core made by `make_core(shard_index)`,
     /// with the replay journal it has restored its filters from, if it keeps one.
     pub fn start<C: ShardCore + Send + 'static>(
@@ -119,8 +119,8 @@ impl Node {
     /// The newest report of every shard that has reported (collecting what has arrived).
     pub fn reports(&mut self) -> Vec<ShardReport> {
         while let Ok(r) = self.reports.try_recv() {
-            if let Some(slot) = self.latest.get_mut(r.shard) {
-                *slot = Some(r);
+            if let Some(latest) = self.latest.get_mut(r.shard) {
+                *latest = Some(r);
             }
         }
         self.latest.iter().flatten().cloned().collect()
@@ -136,9 +136,9 @@ impl Node {
             };
             match self.reports.recv_timeout(left) {
                 Ok(r) => {
-                    if let Some(slot) = self.latest.get_mut(r.shard) {
+                    if let Some(latest) = self.latest.get_mut(r.shard) {
                         seen[r.shard] = true;
-                        *slot = Some(r);
+                        *latest = Some(r);
                     }
                 }
                 Err(_) => break,

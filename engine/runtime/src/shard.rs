@@ -21,13 +21,13 @@ use glommio::net::UdpSocket;
 use glommio::timer::Timer;
 use loopix_core::drops::DropReason;
 use loopix_core::network::topology::Topology;
-use loopix_crypto::{Address, EpochSeed};
+use loopix_crypto::{EpochSeed, NodeId};
 
 use crate::batch_io::{BATCH, Batch};
 use crate::clock::NetworkClock;
-use crate::cores::{CoreReport, ShardCore};
 use crate::replay_journal::ReplayJournal;
 use crate::rx_timestamp::now_ns;
+use crate::shard_core::{RoleReport, ShardCore};
 use crate::steering::owner_shard;
 use crate::stray_buffers::StrayBuffers;
 
@@ -60,10 +60,10 @@ pub struct Stray {
 #[derive(Clone, Debug, Default)]
 pub struct ShardReport {
     pub shard: usize,
-    pub core: CoreReport,
+    pub core: RoleReport,
     /// Each node the shard takes datagrams from, and when one last verified (µs; 0:
     /// never): made once a report, never per packet.
-    pub links_heard: Arc<[(Address, u64)]>,
+    pub links_heard: Arc<[(NodeId, u64)]>,
     pub strays_forwarded: u64,
     /// Strays dropped: no free buffer, or the owner's queue full.
     pub strays_dropped: u64,

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use loopix_crypto::{Address, Command, Hop, Params, ProcessError, Processor, SecretKey, build};
+use loopix_crypto::{Command, Hop, NodeId, Params, ProcessError, Processor, SecretKey, build};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -25,7 +25,7 @@ pub fn measure(params: &Params) -> u32 {
         Hop::new(
             key.public_key(),
             Command::Relay {
-                next: Address(2),
+                next: NodeId(2),
                 delay_us: 0,
             },
         ),

@@ -10,17 +10,17 @@ use loopix_core::endpoint::Endpoint;
 use loopix_core::network::link::{LINK_OVERHEAD, Links};
 use loopix_core::network::topology::Topology;
 use loopix_core::pipeline::hop::HopLimits;
-use loopix_core::roles::CoreConfig;
+use loopix_core::roles::RoleConfig;
 use loopix_core::roles::mix::Mix;
-use loopix_crypto::{Address, Command, EpochSeed, Hop, Params, SecretKey, build};
-use loopix_runtime::node::{Node, NodeLayout};
+use loopix_crypto::{Command, EpochSeed, Hop, NodeId, Params, SecretKey, build};
+use loopix_runtime::node::{NodeLayout, RunningNode};
 use loopix_runtime::shard::ShardReport;
 use loopix_sim::{NetworkSpec, generate};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
 struct Rig {
-    node: Node,
+    node: RunningNode,
     topology: Topology,
     /// The provider's socket and links: what layer 1 takes packets from.
     provider: UdpSocket,
@@ -32,9 +32,9 @@ struct Rig {
     seed: EpochSeed,
 }
 
-const MIX: Address = Address(1);
-const NEXT: Address = Address(2);
-const PROVIDER: Address = Address(1_000);
+const MIX: NodeId = NodeId(1);
+const NEXT: NodeId = NodeId(2);
+const PROVIDER: NodeId = NodeId(1_000);
 
 /// Mix 1 on two shards; mix 2's address is `sink`, a socket of the test.
 fn rig() -> Rig {
@@ -108,10 +108,10 @@ fn rig_with(max_socket_wait: Option<Duration>, next: Option<std::net::SocketAddr
         ..HopLimits::default()
     };
     let make = |i: usize| {
-        let config = CoreConfig {
+        let config = RoleConfig {
             loop_window: 10,
             loop_grace_us: 1_000_000,
-            ..CoreConfig::node(MIX, seed.clone(), session_key.clone())
+            ..RoleConfig::node(MIX, seed.clone(), session_key.clone())
                 .seeded([i as u8; 32])
                 .limited(limits)
                 .on_shard(i, 2)
@@ -129,7 +129,7 @@ fn rig_with(max_socket_wait: Option<Duration>, next: Option<std::net::SocketAddr
         spin: None,
         max_socket_wait,
     };
-    let node = Node::start(&layout, make).unwrap();
+    let node = RunningNode::start(&layout, make).unwrap();
     Rig {
         node,
         topology,
@@ -143,7 +143,7 @@ fn rig_with(max_socket_wait: Option<Duration>, next: Option<std::net::SocketAddr
 }
 
 /// A node's key of epoch 0 in `topology`.
-fn key_of(topology: &Topology, id: Address) -> loopix_crypto::PublicKey {
+fn key_of(topology: &Topology, id: NodeId) -> loopix_crypto::PublicKey {
     topology.node(id).unwrap().epoch_keys.get(0).unwrap()
 }
 
@@ -180,11 +180,11 @@ impl Rig {
             Hop::new(
                 key(NEXT),
                 Command::Relay {
-                    next: Address(1_000),
+                    next: NodeId(1_000),
                     delay_us: 0,
                 },
             ),
-            Hop::new(key(Address(1_000)), Command::Drop),
+            Hop::new(key(NodeId(1_000)), Command::Drop),
         ];
         build(
             &self.params,

@@ -36,7 +36,7 @@ use loopix_core::pipeline::timing_wheel::WheelConfig;
 use loopix_core::roles::acks::AckConfig;
 use loopix_core::roles::client::ClientEvent;
 use loopix_core::roles::rate::{exp_us, uniform};
-use loopix_crypto::Address;
+use loopix_crypto::NodeId;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -186,16 +186,16 @@ pub fn run(seed: u64, config: &ChaosConfig) -> Result<RunStats, (Violation, RunS
             RunStats::default(),
         )
     })?;
-    let nodes: Vec<Address> = net.topology.nodes.iter().map(|n| n.id).collect();
-    let mixes: BTreeSet<Address> = net
+    let nodes: Vec<NodeId> = net.topology.nodes.iter().map(|n| n.id).collect();
+    let mixes: BTreeSet<NodeId> = net
         .topology
         .nodes
         .iter()
         .filter(|n| matches!(n.role, loopix_core::network::topology::Role::Mix { .. }))
         .map(|n| n.id)
         .collect();
-    let clients: Vec<Address> = (0..u64::from(spec.clients))
-        .map(|i| Address(FIRST_CLIENT + i))
+    let clients: Vec<NodeId> = (0..u64::from(spec.clients))
+        .map(|i| NodeId(FIRST_CLIENT + i))
         .collect();
     let link = LinkModel {
         latency_us: 1_000,
@@ -224,14 +224,14 @@ pub fn run(seed: u64, config: &ChaosConfig) -> Result<RunStats, (Violation, RunS
     #[derive(Debug)]
     enum Act {
         Send {
-            from: Address,
-            to: Address,
+            from: NodeId,
+            to: NodeId,
             n: usize,
         },
-        Crash(Address),
-        Restart(Address),
-        Cut(Address),
-        Heal(Address),
+        Crash(NodeId),
+        Restart(NodeId),
+        Cut(NodeId),
+        Heal(NodeId),
         /// The document for this epoch, published ahead of it.
         Publish(u64),
     }
@@ -240,7 +240,7 @@ pub fn run(seed: u64, config: &ChaosConfig) -> Result<RunStats, (Violation, RunS
     for (i, &from) in clients.iter().enumerate() {
         for n in 0..config.messages_per_client {
             let at = 2 * S + (uniform(&mut rng) * (chaos_us - 2 * S) as f64) as u64;
-            let others: Vec<Address> = clients.iter().copied().filter(|&c| c != from).collect();
+            let others: Vec<NodeId> = clients.iter().copied().filter(|&c| c != from).collect();
             let to = others[(rng.next_u32() as usize) % others.len()];
             plan.push((
                 at,
@@ -305,8 +305,8 @@ pub fn run(seed: u64, config: &ChaosConfig) -> Result<RunStats, (Violation, RunS
     }
     plan.sort_by_key(|(at, _)| *at);
 
-    let mut sent: BTreeMap<(Address, u64), (Address, Vec<u8>)> = BTreeMap::new();
-    let mut cut: BTreeMap<Address, usize> = BTreeMap::new();
+    let mut sent: BTreeMap<(NodeId, u64), (NodeId, Vec<u8>)> = BTreeMap::new();
+    let mut cut: BTreeMap<NodeId, usize> = BTreeMap::new();
     let violation = |invariant, detail: String| Violation { invariant, detail };
     let mut healed = false;
     for (at, act) in plan {
@@ -412,7 +412,7 @@ pub fn run(seed: u64, config: &ChaosConfig) -> Result<RunStats, (Violation, RunS
     sim.run_until(end_us);
 
     // What the clients saw.
-    let mut delivered: BTreeMap<(Address, Vec<u8>), usize> = BTreeMap::new();
+    let mut delivered: BTreeMap<(NodeId, Vec<u8>), usize> = BTreeMap::new();
     let mut acked = BTreeSet::new();
     let mut gave_up = BTreeSet::new();
     for (at, e) in &sim.log.client_events {
@@ -513,7 +513,7 @@ pub fn run(seed: u64, config: &ChaosConfig) -> Result<RunStats, (Violation, RunS
 }
 
 /// The network heals when the chaos ends: every link restored, every node up.
-fn heal(sim: &mut Sim<Plaintext>, nodes: &[Address], stats: &mut RunStats) -> Result<(), String> {
+fn heal(sim: &mut Sim<Plaintext>, nodes: &[NodeId], stats: &mut RunStats) -> Result<(), String> {
     sim.link.blocked.clear();
     for &n in nodes {
         if !sim.is_up(n) {

@@ -6,15 +6,15 @@
 
 use loopix_core::roles::inbox::{InboxLimits, InboxStore, MemoryInbox, StoreRefused};
 use loopix_core::roles::rate::uniform;
-use loopix_crypto::Address;
+use loopix_crypto::NodeId;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 /// See the module docs.
 pub struct CommittingInbox {
     committed: MemoryInbox,
-    stores: Vec<(Address, u64, u64, Box<[u8]>)>,
-    acks: Vec<(Address, u64)>,
+    stores: Vec<(NodeId, u64, u64, Box<[u8]>)>,
+    acks: Vec<(NodeId, u64)>,
     limits: InboxLimits,
     /// Share of commits that fail.
     fail_rate: f64,
@@ -47,7 +47,7 @@ impl CommittingInbox {
         self.committed
     }
 
-    fn buffered(&self, client: Address, id: u64) -> bool {
+    fn buffered(&self, client: NodeId, id: u64) -> bool {
         self.stores.iter().any(|s| s.0 == client && s.1 == id)
     }
 }
@@ -55,7 +55,7 @@ impl CommittingInbox {
 impl InboxStore for CommittingInbox {
     fn store(
         &mut self,
-        client: Address,
+        client: NodeId,
         id: u64,
         at_us: u64,
         packet: &[u8],
@@ -71,15 +71,15 @@ impl InboxStore for CommittingInbox {
         Ok(())
     }
 
-    fn oldest(&self, client: Address, max: usize, out: &mut Vec<u64>) {
+    fn oldest(&self, client: NodeId, max: usize, out: &mut Vec<u64>) {
         self.committed.oldest(client, max, out);
     }
 
-    fn read(&self, client: Address, id: u64, out: &mut [u8]) -> bool {
+    fn read(&self, client: NodeId, id: u64, out: &mut [u8]) -> bool {
         self.committed.read(client, id, out)
     }
 
-    fn ack(&mut self, client: Address, id: u64) -> bool {
+    fn ack(&mut self, client: NodeId, id: u64) -> bool {
         let mut probe = Vec::new();
         self.committed.oldest(client, usize::MAX, &mut probe);
         let known = probe.contains(&id) || self.buffered(client, id);
@@ -93,7 +93,7 @@ impl InboxStore for CommittingInbox {
         self.committed.expire(stored_before_us, max)
     }
 
-    fn len(&self, client: Address) -> usize {
+    fn len(&self, client: NodeId) -> usize {
         self.committed.len(client)
     }
 
@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn only_committed_packets_are_handed_out_and_a_failed_commit_keeps_the_buffer() {
-        let c = Address(3);
+        let c = NodeId(3);
         let mut s = CommittingInbox::new(limits(), 1.0, 1);
         s.store(c, 7, 0, b"pkt").unwrap();
         let mut ids = Vec::new();

@@ -11,5 +11,5 @@ pub mod stats;
 
 pub use network::{NetworkSpec, generate};
 pub use sim::{
-    Captured, LinkModel, Log, Node, Sim, SimOptions, WireRecord, host_address, seed_from_env,
+    Captured, LinkModel, Log, Sim, SimOptions, SimRole, WireRecord, host_address, seed_from_env,
 };

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use loopix_core::network::topology::{Topology, TopologyError};
-use loopix_crypto::{Address, EpochSeed, SecretKey, SessionSecret};
+use loopix_crypto::{EpochSeed, NodeId, SecretKey, SessionSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -73,9 +73,9 @@ pub struct Generated {
 /// session key derives from it).
 #[derive(Default)]
 pub struct Keys {
-    pub nodes: BTreeMap<Address, EpochSeed>,
-    pub sessions: BTreeMap<Address, SessionSecret>,
-    pub clients: BTreeMap<Address, SecretKey>,
+    pub nodes: BTreeMap<NodeId, EpochSeed>,
+    pub sessions: BTreeMap<NodeId, SessionSecret>,
+    pub clients: BTreeMap<NodeId, SecretKey>,
 }
 
 /// Generates keys from `seed` and the topology `spec` describes. Clients are spread over
@@ -93,7 +93,7 @@ pub fn generate(spec: &NetworkSpec, seed: u64) -> Result<Generated, TopologyErro
 pub fn generate_toml(
     spec: &NetworkSpec,
     seed: u64,
-    address_of: impl Fn(Address) -> String,
+    address_of: impl Fn(NodeId) -> String,
 ) -> (String, Keys) {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let mut keys = Keys::default();
@@ -105,15 +105,15 @@ pub fn generate_toml(
             epoch_keys_toml(&seed, spec.first_epoch, spec.published_epochs),
             hex::encode(session.public().0)
         );
-        keys.nodes.insert(Address(id), seed);
-        keys.sessions.insert(Address(id), session);
+        keys.nodes.insert(NodeId(id), seed);
+        keys.sessions.insert(NodeId(id), session);
         line
     };
     let mut clients = BTreeMap::new();
     let mut key = |id: u64, rng: &mut ChaCha20Rng| {
         let sk = SecretKey::generate(rng);
         let line = client_keys_toml(&sk);
-        clients.insert(Address(id), sk);
+        clients.insert(NodeId(id), sk);
         line
     };
     let mut toml = network_section(spec);
@@ -124,7 +124,7 @@ pub fn generate_toml(
             let _ = write!(
                 toml,
                 "\n[[nodes]]\nid = {id}\nrole = \"mix\"\nlayer = {layer}\naddress = \"{}\"\n{keys}",
-                address_of(Address(id))
+                address_of(NodeId(id))
             );
             id += 1;
         }
@@ -135,7 +135,7 @@ pub fn generate_toml(
         let _ = write!(
             toml,
             "\n[[nodes]]\nid = {pid}\nrole = \"provider\"\naddress = \"{}\"\n{keys}",
-            address_of(Address(pid))
+            address_of(NodeId(pid))
         );
     }
     for c in 0..u64::from(spec.clients) {

@@ -21,8 +21,8 @@ use loopix_core::roles::inbox::{InboxLimits, MemoryInbox};
 use loopix_core::roles::mix::Mix;
 use loopix_core::roles::provider::{Provider, ProviderEvent};
 use loopix_core::roles::rate::{exp_us, uniform};
-use loopix_core::roles::{Core, CoreConfig, build, links_for};
-use loopix_crypto::{Address, EpochSeed, Processor, SessionSecret};
+use loopix_core::roles::{AnyRole, RoleConfig, build, links_for};
+use loopix_crypto::{EpochSeed, NodeId, Processor, SessionSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -36,20 +36,20 @@ pub struct LinkModel {
     pub latency_us: u64,
     pub jitter_mean_us: u64,
     pub loss: f64,
-    pub blocked: BTreeSet<Address>,
+    pub blocked: BTreeSet<NodeId>,
 }
 
 /// Any role, as the simulator holds it (built by [`loopix_core::roles::build`], as
 /// `loopix node` builds its cores).
-pub type Node<C = Processor> = Core<CommittingInbox, C>;
+pub type SimRole<C = Processor> = AnyRole<CommittingInbox, C>;
 
 /// One datagram as the wire saw it, its ends named by the parties at those addresses
 /// ([`UNKNOWN`] for an address nobody holds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WireRecord {
     pub at_us: u64,
-    pub from: Address,
-    pub to: Address,
+    pub from: NodeId,
+    pub to: NodeId,
     pub len: usize,
     /// The packet's [`Codec::trace_id`]: the same on every hop (ground truth for
     /// experiments; `None` over Sphinx).
@@ -61,8 +61,8 @@ pub struct WireRecord {
 pub struct Log {
     /// Every datagram sent, if [`Sim::record_wire`] is on.
     pub wire: Vec<WireRecord>,
-    pub client_events: Vec<(Address, ClientEvent)>,
-    pub provider_events: Vec<(Address, ProviderEvent)>,
+    pub client_events: Vec<(NodeId, ClientEvent)>,
+    pub provider_events: Vec<(NodeId, ProviderEvent)>,
     /// Datagrams the link lost (loss or blocking).
     pub lost: u64,
     /// Datagrams to an address nobody has.
@@ -83,11 +83,11 @@ pub struct Captured {
 }
 
 /// How a [`WireRecord`] names an address nobody in the simulation holds.
-pub const UNKNOWN: Address = Address(u64::MAX);
+pub const UNKNOWN: NodeId = NodeId(u64::MAX);
 
 /// Where a party that is not a topology node (a client, an attacker) sends from:
 /// 10.x.y.z:7000, from its id.
-pub fn host_address(id: Address) -> SocketAddr {
+pub fn host_address(id: NodeId) -> SocketAddr {
     let b = (id.0 as u32).to_be_bytes();
     SocketAddr::from((Ipv4Addr::new(10, b[1], b[2], b[3]), 7000))
 }
@@ -99,7 +99,7 @@ enum EventKind {
         bytes: Vec<u8>,
     },
     Timer {
-        node: Address,
+        node: NodeId,
     },
 }
 
@@ -126,8 +126,8 @@ impl Ord for Event {
     }
 }
 
-struct Slot<C: Codec> {
-    node: Node<C>,
+struct Hosted<C: Codec> {
+    node: SimRole<C>,
     armed_us: Option<u64>,
 }
 
@@ -143,16 +143,16 @@ pub struct Sim<C: Codec = Processor> {
     now_us: u64,
     seq: u64,
     queue: BinaryHeap<Reverse<Event>>,
-    nodes: BTreeMap<Address, Slot<C>>,
+    nodes: BTreeMap<NodeId, Hosted<C>>,
     /// Every party's address: topology nodes where the topology says, others by
     /// [`host_address`].
-    addresses: BTreeMap<Address, SocketAddr>,
-    by_address: BTreeMap<SocketAddr, Address>,
+    addresses: BTreeMap<NodeId, SocketAddr>,
+    by_address: BTreeMap<SocketAddr, NodeId>,
     listeners: BTreeSet<SocketAddr>,
     taps: BTreeSet<SocketAddr>,
     /// Each node's links, as a test's hand holds them ([`Sim::inject`]): a shard index of
     /// their own, so their counters never meet the node's.
-    injectors: BTreeMap<Address, Links>,
+    injectors: BTreeMap<NodeId, Links>,
     packet_len: usize,
     pub link: LinkModel,
     rng: ChaCha20Rng,
@@ -161,17 +161,17 @@ pub struct Sim<C: Codec = Processor> {
     pub log: Log,
     /// What a node is rebuilt from when it restarts, and what it kept on disk.
     topology: Topology,
-    recipes: BTreeMap<Address, Recipe>,
-    disks: BTreeMap<Address, Disk>,
+    recipes: BTreeMap<NodeId, Recipe>,
+    disks: BTreeMap<NodeId, Disk>,
     limits: HopLimits,
     options: SimOptions,
     /// Whether journal records reach the disk (off only to show a test catches it).
     pub journal_writes: bool,
     /// The last datagrams delivered to each node, up to [`Sim::keep_recent`] of them.
-    recent: BTreeMap<Address, VecDeque<(SocketAddr, Vec<u8>)>>,
+    recent: BTreeMap<NodeId, VecDeque<(SocketAddr, Vec<u8>)>>,
     keep_recent: usize,
     /// How far each party's clock is from the simulation's, µs ([`Sim::set_clock_offset`]).
-    clock_offsets: BTreeMap<Address, i64>,
+    clock_offsets: BTreeMap<NodeId, i64>,
 }
 
 /// A node's keys, as its key file holds them: what a restart builds it from again.
@@ -334,9 +334,9 @@ impl<C: Codec> Sim<C> {
             let Some(key) = keys.clients.remove(&c.id) else {
                 continue;
             };
-            let config = CoreConfig {
+            let config = RoleConfig {
                 acks: options.acks,
-                ..CoreConfig::client(c.id, key).seeded(sim.derive_seed())
+                ..RoleConfig::client(c.id, key).seeded(sim.derive_seed())
             };
             // Clients keep no store: the closure is never called.
             if let Ok(client) = build(&topology, config, || {
@@ -345,7 +345,7 @@ impl<C: Codec> Sim<C> {
                 sim.add(c.id, client);
             }
         }
-        let ids: Vec<Address> = sim.nodes.keys().copied().collect();
+        let ids: Vec<NodeId> = sim.nodes.keys().copied().collect();
         for id in ids {
             sim.step(id);
         }
@@ -355,12 +355,12 @@ impl<C: Codec> Sim<C> {
     /// A node built as `loopix node` builds it, from its keys, with `inbox` as its store.
     fn build_node(
         &self,
-        id: Address,
+        id: NodeId,
         recipe: &Recipe,
         seed: [u8; 32],
         inbox: CommittingInbox,
-    ) -> Result<Node<C>, loopix_core::roles::BuildError> {
-        let config = CoreConfig::node(id, recipe.epoch_seed.clone(), recipe.session_key.clone())
+    ) -> Result<SimRole<C>, loopix_core::roles::BuildError> {
+        let config = RoleConfig::node(id, recipe.epoch_seed.clone(), recipe.session_key.clone())
             .seeded(seed)
             .limited(self.limits)
             .inbox_ttl(self.options.inbox.ttl_us);
@@ -370,14 +370,14 @@ impl<C: Codec> Sim<C> {
     /// Kills node `id` now, as SIGKILL would: everything it held in memory (its pool, its
     /// sessions, its links' windows) is gone; its disk stays. Datagrams to it are lost
     /// until it restarts. False if it is not a running node.
-    pub fn crash(&mut self, id: Address) -> bool {
+    pub fn crash(&mut self, id: NodeId) -> bool {
         if !self.recipes.contains_key(&id) {
             return false;
         }
-        let Some(mut slot) = self.nodes.remove(&id) else {
+        let Some(mut hosted) = self.nodes.remove(&id) else {
             return false;
         };
-        if let Core::Provider(p) = &mut slot.node {
+        if let AnyRole::Provider(p) = &mut hosted.node {
             let store = std::mem::replace(
                 p.inbox(),
                 CommittingInbox::new(InboxLimits::default(), 0.0, 0),
@@ -390,7 +390,7 @@ impl<C: Codec> Sim<C> {
     /// Starts a crashed node again from its keys and its disk: its replay filters refilled
     /// from its journal (keys no longer in use are dropped, as the node deletes their
     /// files), a provider on its inbox store.
-    pub fn restart(&mut self, id: Address) -> Result<(), String> {
+    pub fn restart(&mut self, id: NodeId) -> Result<(), String> {
         if self.nodes.contains_key(&id) {
             return Err(format!("node {} is running", id.0));
         }
@@ -435,12 +435,12 @@ impl<C: Codec> Sim<C> {
     /// Runs party `id`'s clock `offset_us` ahead of the simulation's (behind if negative):
     /// every time it is handed and every deadline it asks for are on its own clock, as on
     /// a host whose clock disagrees with the others'.
-    pub fn set_clock_offset(&mut self, id: Address, offset_us: i64) {
+    pub fn set_clock_offset(&mut self, id: NodeId, offset_us: i64) {
         self.clock_offsets.insert(id, offset_us);
     }
 
     /// Party `id`'s clock now.
-    fn local_now(&self, id: Address) -> u64 {
+    fn local_now(&self, id: NodeId) -> u64 {
         let offset = self.clock_offsets.get(&id).copied().unwrap_or(0);
         self.now_us.saturating_add_signed(offset)
     }
@@ -464,9 +464,9 @@ impl<C: Codec> Sim<C> {
     /// following the authorities does: each node takes it only if the core's rule says so
     /// ([`loopix_core::pki::take::take_document`]), clients take it as it is. Nodes started
     /// later build from it. Returns who refused it and why.
-    pub fn publish(&mut self, fresh: Topology) -> Vec<(Address, String)> {
+    pub fn publish(&mut self, fresh: Topology) -> Vec<(NodeId, String)> {
         let mut refused = Vec::new();
-        let ids: Vec<Address> = self.nodes.keys().copied().collect();
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
             let now = self.local_now(id);
             let verdict = match self.recipes.get(&id) {
@@ -483,8 +483,9 @@ impl<C: Codec> Sim<C> {
                 None => Ok(None),
             };
             let taken = verdict.and_then(|seed| {
-                let slot = self.nodes.get_mut(&id).ok_or("not running")?;
-                slot.node
+                let hosted = self.nodes.get_mut(&id).ok_or("not running")?;
+                hosted
+                    .node
                     .endpoint()
                     .reload(&fresh, seed)
                     .map_err(|e| e.to_string())
@@ -499,7 +500,7 @@ impl<C: Codec> Sim<C> {
     }
 
     /// Whether node or client `id` is running.
-    pub fn is_up(&self, id: Address) -> bool {
+    pub fn is_up(&self, id: NodeId) -> bool {
         self.nodes.contains_key(&id)
     }
 
@@ -510,21 +511,22 @@ impl<C: Codec> Sim<C> {
     }
 
     /// The last datagrams delivered to `id` (oldest first), with their sources.
-    pub fn recent(&self, id: Address) -> impl Iterator<Item = &(SocketAddr, Vec<u8>)> + '_ {
+    pub fn recent(&self, id: NodeId) -> impl Iterator<Item = &(SocketAddr, Vec<u8>)> + '_ {
         self.recent.get(&id).into_iter().flatten()
     }
 
     /// Writes what node `id`'s hop asks to persist to its disk, as its journal does.
-    fn persist(&mut self, id: Address) {
+    fn persist(&mut self, id: NodeId) {
         if !self.recipes.contains_key(&id) {
             return;
         }
-        let Some(slot) = self.nodes.get_mut(&id) else {
+        let Some(hosted) = self.nodes.get_mut(&id) else {
             return;
         };
         let disk = self.disks.entry(id).or_default();
         let writes = self.journal_writes;
-        slot.node
+        hosted
+            .node
             .endpoint()
             .drain_journal(&mut |record| match record {
                 JournalRecord::Opened { epoch, key } => {
@@ -553,14 +555,14 @@ impl<C: Codec> Sim<C> {
         s
     }
 
-    fn add(&mut self, id: Address, mut node: Node<C>) {
+    fn add(&mut self, id: NodeId, mut node: SimRole<C>) {
         let len = node.endpoint().max_datagram_len();
         if self.buf.len() < len {
             self.buf.resize(len, 0);
         }
         self.nodes.insert(
             id,
-            Slot {
+            Hosted {
                 node,
                 armed_us: None,
             },
@@ -583,47 +585,43 @@ impl<C: Codec> Sim<C> {
     }
 
     /// The node with this id.
-    pub fn node(&self, id: Address) -> Option<&Node<C>> {
+    pub fn node(&self, id: NodeId) -> Option<&SimRole<C>> {
         self.nodes.get(&id).map(|s| &s.node)
     }
 
     /// A mix.
-    pub fn mix(&self, id: Address) -> Option<&Mix<C>> {
+    pub fn mix(&self, id: NodeId) -> Option<&Mix<C>> {
         match self.node(id) {
-            Some(Core::Mix(m)) => Some(m),
+            Some(AnyRole::Mix(m)) => Some(m),
             _ => None,
         }
     }
 
     /// A provider.
-    pub fn provider(&self, id: Address) -> Option<&Provider<CommittingInbox, C>> {
+    pub fn provider(&self, id: NodeId) -> Option<&Provider<CommittingInbox, C>> {
         match self.node(id) {
-            Some(Core::Provider(p)) => Some(p),
+            Some(AnyRole::Provider(p)) => Some(p),
             _ => None,
         }
     }
 
     /// A client.
-    pub fn client(&self, id: Address) -> Option<&Client<C>> {
+    pub fn client(&self, id: NodeId) -> Option<&Client<C>> {
         match self.node(id) {
-            Some(Core::Client(c)) => Some(c),
+            Some(AnyRole::Client(c)) => Some(c),
             _ => None,
         }
     }
 
     /// Ids of every node and client, in order.
-    pub fn ids(&self) -> impl Iterator<Item = Address> + '_ {
+    pub fn ids(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.nodes.keys().copied()
     }
 
     /// Lets `f` act on a client (e.g. queue a message), then lets the client react.
-    pub fn with_client<T>(
-        &mut self,
-        id: Address,
-        f: impl FnOnce(&mut Client<C>) -> T,
-    ) -> Option<T> {
+    pub fn with_client<T>(&mut self, id: NodeId, f: impl FnOnce(&mut Client<C>) -> T) -> Option<T> {
         let out = match self.nodes.get_mut(&id).map(|s| &mut s.node) {
-            Some(Core::Client(c)) => Some(f(c)),
+            Some(AnyRole::Client(c)) => Some(f(c)),
             _ => None,
         };
         self.step(id);
@@ -632,7 +630,7 @@ impl<C: Codec> Sim<C> {
 
     /// Where party `id` sends from and listens: its topology address, or for anyone
     /// else (clients, attackers) [`host_address`].
-    pub fn address_of(&self, id: Address) -> SocketAddr {
+    pub fn address_of(&self, id: NodeId) -> SocketAddr {
         self.addresses
             .get(&id)
             .copied()
@@ -642,7 +640,7 @@ impl<C: Codec> Sim<C> {
     /// Puts a datagram on the wire from `from`'s address to `to` now, as a test would. A
     /// bare packet from a node goes over that node's link to `to` when it has one (as the
     /// node would send it); anything else goes as it is.
-    pub fn inject(&mut self, from: Address, to: Address, mut bytes: Vec<u8>) {
+    pub fn inject(&mut self, from: NodeId, to: NodeId, mut bytes: Vec<u8>) {
         let now = self.now_us;
         if bytes.len() == self.packet_len
             && let Some(links) = self.injectors.get_mut(&from)
@@ -659,7 +657,7 @@ impl<C: Codec> Sim<C> {
 
     /// Puts a datagram on the wire to `to` with any source address at all, as an
     /// attacker forging the source would.
-    pub fn inject_from(&mut self, from: SocketAddr, to: Address, bytes: Vec<u8>) {
+    pub fn inject_from(&mut self, from: SocketAddr, to: NodeId, bytes: Vec<u8>) {
         let to = self.address_of(to);
         self.push(self.now_us, EventKind::Datagram { from, to, bytes });
     }
@@ -747,8 +745,8 @@ impl<C: Codec> Sim<C> {
         let now = id.map_or(self.now_us, |id| self.local_now(id));
         let ahead_us = self.options.cost_per_packet_us * datagrams.len() as u64 / 2;
         match id.and_then(|id| self.nodes.get_mut(&id)) {
-            Some(slot) => {
-                let ep = slot.node.endpoint();
+            Some(hosted) => {
+                let ep = hosted.node.endpoint();
                 if ahead_us > 0 {
                     ep.release_ahead(now, ahead_us);
                 }
@@ -766,13 +764,13 @@ impl<C: Codec> Sim<C> {
 
     /// Drains a node's transmits and events and re-arms its timer, handling every timeout
     /// that is already due.
-    fn step(&mut self, id: Address) {
+    fn step(&mut self, id: NodeId) {
         let now = self.local_now(id);
         for _ in 0..MAX_STEPS_PER_INSTANT {
-            let Some(slot) = self.nodes.get_mut(&id) else {
+            let Some(hosted) = self.nodes.get_mut(&id) else {
                 return;
             };
-            let ep = slot.node.endpoint();
+            let ep = hosted.node.endpoint();
             let mut sent = Vec::new();
             while let Some(t) = ep.poll_transmit(now, &mut self.buf) {
                 sent.push((t, self.buf[..t.len].to_vec()));
@@ -786,23 +784,23 @@ impl<C: Codec> Sim<C> {
             for (t, bytes) in sent {
                 self.route(id, t, bytes);
             }
-            let Some(slot) = self.nodes.get_mut(&id) else {
+            let Some(hosted) = self.nodes.get_mut(&id) else {
                 return;
             };
             match next {
-                Some(t) if t <= now => slot.node.endpoint().handle_timeout(now),
+                Some(t) if t <= now => hosted.node.endpoint().handle_timeout(now),
                 Some(t) => {
                     // Its clock's deadline, on the simulation's clock.
                     let at =
                         t.saturating_add_signed(-self.clock_offsets.get(&id).copied().unwrap_or(0));
-                    if slot.armed_us != Some(at) {
-                        slot.armed_us = Some(at);
+                    if hosted.armed_us != Some(at) {
+                        hosted.armed_us = Some(at);
                         self.push(at, EventKind::Timer { node: id });
                     }
                     return;
                 }
                 None => {
-                    slot.armed_us = None;
+                    hosted.armed_us = None;
                     return;
                 }
             }
@@ -813,11 +811,11 @@ impl<C: Codec> Sim<C> {
         );
     }
 
-    fn drain_events(&mut self, id: Address) {
-        let Some(slot) = self.nodes.get_mut(&id) else {
+    fn drain_events(&mut self, id: NodeId) {
+        let Some(hosted) = self.nodes.get_mut(&id) else {
             return;
         };
-        while let Some(e) = slot.node.endpoint().poll_event() {
+        while let Some(e) = hosted.node.endpoint().poll_event() {
             match e {
                 RoleEvent::Client(e) => self.log.client_events.push((id, e)),
                 RoleEvent::Provider(e) => self.log.provider_events.push((id, e)),
@@ -825,7 +823,7 @@ impl<C: Codec> Sim<C> {
         }
     }
 
-    fn route(&mut self, from: Address, t: Transmit, bytes: Vec<u8>) {
+    fn route(&mut self, from: NodeId, t: Transmit, bytes: Vec<u8>) {
         let to_id = self.by_address.get(&t.to).copied().unwrap_or(UNKNOWN);
         if self.record_wire {
             self.log.wire.push(WireRecord {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use common::{S, client, limits, mix};
 use loopix_core::roles::acks::AckConfig;
 use loopix_core::roles::client::ClientEvent;
-use loopix_crypto::Address;
+use loopix_crypto::NodeId;
 use loopix_sim::{LinkModel, NetworkSpec, Sim, SimOptions, generate, seed_from_env};
 
 fn spec() -> NetworkSpec {
@@ -32,7 +32,7 @@ fn spec() -> NetworkSpec {
 struct Run {
     sent: usize,
     /// Deliveries per (recipient, message).
-    delivered: BTreeMap<(Address, Vec<u8>), usize>,
+    delivered: BTreeMap<(NodeId, Vec<u8>), usize>,
     acked: usize,
     gave_up: usize,
     retransmitted: u64,

@@ -8,7 +8,7 @@ use loopix_core::network::link::{LINK_OVERHEAD, Links};
 use loopix_core::network::topology::Topology;
 use loopix_core::roles::inbox::InboxLimits;
 use loopix_crypto::params::{ALPHA_LEN, HEADER_LEN};
-use loopix_crypto::{Address, Command, Hop, Params, build};
+use loopix_crypto::{Command, Hop, NodeId, Params, build};
 use loopix_sim::{LinkModel, NetworkSpec, Sim, SimOptions, generate, seed_from_env};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -34,7 +34,7 @@ fn topology(spec: &NetworkSpec, seed: u64) -> Topology {
 }
 
 /// A hop under `id`'s key of epoch 0 (the simulations here start at time 0).
-fn hop(t: &Topology, id: Address, command: Command) -> Hop {
+fn hop(t: &Topology, id: NodeId, command: Command) -> Hop {
     hop_at(t, id, 0, command)
 }
 
@@ -43,7 +43,7 @@ fn drop_packet(spec: &NetworkSpec, t: &Topology, seed: u64) -> Vec<u8> {
     drop_packet_at(spec, t, 0, seed)
 }
 
-fn mix_drops(sim: &Sim, id: Address, reason: DropReason) -> u64 {
+fn mix_drops(sim: &Sim, id: NodeId, reason: DropReason) -> u64 {
     sim.mix(id).unwrap().stats().hop.drops.get(reason)
 }
 
@@ -149,7 +149,7 @@ fn strangers_are_dropped_at_the_provider_and_counted() {
     p.resize(p.len() + LINK_OVERHEAD, 0);
     // Link-sized datagrams from a sender nobody knows, and from a client's own address:
     // clients send only inside their sessions.
-    sim.inject(Address(77_777), provider(0), p.clone());
+    sim.inject(NodeId(77_777), provider(0), p.clone());
     sim.inject(client(0), provider(0), p);
     sim.run_until(5 * S);
     let s = sim.provider(provider(0)).unwrap().stats();
@@ -193,7 +193,7 @@ fn blocking_a_mix_makes_the_others_loops_fail() {
         },
     );
     let victim = mix(&spec, 2, 0);
-    let others: Vec<Address> = mixes(&spec)
+    let others: Vec<NodeId> = mixes(&spec)
         .into_iter()
         .filter(|m| m.0 != 3 && m.0 != 4)
         .collect();
@@ -214,7 +214,7 @@ fn blocking_a_mix_makes_the_others_loops_fail() {
     }
 }
 
-fn fraction(sim: &Sim, m: Address) -> f64 {
+fn fraction(sim: &Sim, m: NodeId) -> f64 {
     sim.mix(m)
         .unwrap()
         .loop_return_fraction(sim.now_us())
@@ -225,7 +225,7 @@ fn fraction(sim: &Sim, m: Address) -> f64 {
 #[test]
 fn a_batch_is_judged_like_single_datagrams() {
     use loopix_core::endpoint::Endpoint;
-    use loopix_core::roles::CoreConfig;
+    use loopix_core::roles::RoleConfig;
     use loopix_core::roles::mix::Mix;
 
     let seed = seed_from_env(15);
@@ -233,7 +233,7 @@ fn a_batch_is_judged_like_single_datagrams() {
     let id = mix(&spec, 1, 0);
     let make = || {
         let mut net = generate(&spec, seed).unwrap();
-        let config = CoreConfig::node(
+        let config = RoleConfig::node(
             id,
             net.keys.nodes.remove(&id).unwrap(),
             net.keys.sessions.remove(&id).unwrap(),
@@ -365,7 +365,7 @@ fn a_client_sending_past_its_share_is_refused_and_counted() {
     sim.run_until(2 * S);
 
     // The flooder's own session, from an address of its own.
-    let at = host_address(Address(66_670));
+    let at = host_address(NodeId(66_670));
     sim.listen(at);
     let params = Params::new(spec.payload_bytes).unwrap();
     let layout = FrameLayout::new(&params, spec.poll_size);
@@ -418,7 +418,7 @@ fn a_client_sending_past_its_share_is_refused_and_counted() {
 }
 
 /// A packet from the last mix for `to`, stored by its provider `at` (no further hops).
-fn delivery(spec: &NetworkSpec, t: &Topology, at: Address, to: Address, n: u64) -> Vec<u8> {
+fn delivery(spec: &NetworkSpec, t: &Topology, at: NodeId, to: NodeId, n: u64) -> Vec<u8> {
     let path = [
         hop(
             t,

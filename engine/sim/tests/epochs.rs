@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use common::{S, client, drop_packet_at, mix, mixes, provider, sim};
 use loopix_core::drops::DropReason;
 use loopix_core::roles::client::ClientEvent;
-use loopix_crypto::Address;
+use loopix_crypto::NodeId;
 use loopix_sim::{LinkModel, NetworkSpec, Sim, seed_from_env};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -33,7 +33,7 @@ fn spec() -> NetworkSpec {
     }
 }
 
-fn drops(sim: &Sim, id: Address, reason: DropReason) -> u64 {
+fn drops(sim: &Sim, id: NodeId, reason: DropReason) -> u64 {
     sim.mix(id).unwrap().stats().hop.drops.get(reason)
 }
 
@@ -48,7 +48,7 @@ fn five_epochs_under_load_lose_nothing_and_refuse_every_replay() {
     };
     let mut sim = sim(&spec, seed, link);
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let mut sent: BTreeMap<u64, Address> = BTreeMap::new();
+    let mut sent: BTreeMap<u64, NodeId> = BTreeMap::new();
 
     // The replay probe: one packet under epoch 1's key (60..120 s, in use 58..122 s), first
     // seen at 90 s, replayed in its epoch, in the grace after it, and after the grace.

@@ -7,7 +7,7 @@ mod common;
 use common::{S, client, mix, provider, sim};
 use loopix_core::drops::DropReason;
 use loopix_core::session::{ClientSession, FrameLayout};
-use loopix_crypto::{Address, Params, SessionSecret};
+use loopix_crypto::{NodeId, Params, SessionSecret};
 use loopix_sim::{Captured, LinkModel, NetworkSpec, Sim, host_address, seed_from_env};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -42,7 +42,7 @@ fn drops(sim: &Sim, reason: DropReason) -> u64 {
 }
 
 /// Frames a client sent its provider, as a tap in front of the provider saw them.
-fn frames_of(sim: &Sim, who: Address) -> Vec<Vec<u8>> {
+fn frames_of(sim: &Sim, who: NodeId) -> Vec<Vec<u8>> {
     let from = host_address(who);
     sim.log
         .captured
@@ -69,7 +69,7 @@ fn an_outsider_without_keys_draws_nothing_and_changes_no_inbox() {
     let spec = spec(0.0); // Bob never polls: his inbox only grows.
     let mut sim = sim(&spec, seed, LinkModel::default());
     let provider_addr = sim.address_of(provider(0));
-    let attacker = host_address(Address(66_666));
+    let attacker = host_address(NodeId(66_666));
     sim.tap(provider_addr);
     sim.listen(attacker);
     let (alice, bob, mix1) = (client(0), client(1), mix(&spec, 1, 0));
@@ -90,7 +90,7 @@ fn an_outsider_without_keys_draws_nothing_and_changes_no_inbox() {
     let sources = [attacker, sim.address_of(bob), sim.address_of(mix1)];
     // malformed, session_replay, unauthenticated, handshake_mac
     let mut expect = [0u64; 4];
-    for claimed in [bob, mix1, Address(424_242)] {
+    for claimed in [bob, mix1, NodeId(424_242)] {
         let mut poll = b"LXPR".to_vec();
         poll.extend_from_slice(&claimed.0.to_le_bytes());
         poll.extend_from_slice(&[0u8; 32]);
@@ -172,7 +172,7 @@ fn a_replayed_poll_draws_no_answer_and_moves_no_session() {
     let seed = seed_from_env(41);
     let spec = spec(4.0);
     let mut sim = sim(&spec, seed, LinkModel::default());
-    let attacker = host_address(Address(66_667));
+    let attacker = host_address(NodeId(66_667));
     sim.tap(sim.address_of(provider(0)));
     sim.listen(attacker);
     sim.run_until(5 * S);
@@ -239,7 +239,7 @@ fn a_replayed_link_datagram_is_dropped_before_the_unwrap() {
     let before = stats(&sim);
     for d in &seen {
         sim.inject_from(from_provider, target, d.clone());
-        sim.inject_from(host_address(Address(66_668)), target, d.clone());
+        sim.inject_from(host_address(NodeId(66_668)), target, d.clone());
     }
     sim.run_until(10 * S);
     let after = stats(&sim);

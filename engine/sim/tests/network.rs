@@ -9,7 +9,7 @@ use loopix_core::drops::DropReason;
 use loopix_core::formats::wire::ITEM_HEADER_LEN;
 use loopix_core::roles::client::ClientEvent;
 use loopix_core::session::FrameLayout;
-use loopix_crypto::Address;
+use loopix_crypto::NodeId;
 use loopix_crypto::Params;
 use loopix_sim::{LinkModel, NetworkSpec, seed_from_env};
 use rand_chacha::ChaCha20Rng;
@@ -37,7 +37,7 @@ fn ten_minutes_of_a_full_network() {
     let mut sim = sim(&spec, seed, link);
     sim.record_wire(true);
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let mut sent: BTreeMap<u64, (Address, Vec<u8>)> = BTreeMap::new();
+    let mut sent: BTreeMap<u64, (NodeId, Vec<u8>)> = BTreeMap::new();
     for round in 0..3u64 {
         sim.run_until((10 + round * 190) * S);
         for c in 0..u64::from(spec.clients) {
@@ -120,7 +120,7 @@ fn ten_minutes_of_a_full_network() {
     let frame_len =
         FrameLayout::new(&Params::new(spec.payload_bytes).unwrap(), spec.poll_size).frame_len();
     assert!(frame_len > ITEM_HEADER_LEN + spec_packet_len(&spec));
-    let is_client = |a: loopix_crypto::Address| a.0 >= 10_000;
+    let is_client = |a: loopix_crypto::NodeId| a.0 >= 10_000;
     let items: Vec<_> = sim
         .log
         .wire

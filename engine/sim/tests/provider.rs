@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use loopix_core::endpoint::Endpoint;
 use loopix_core::formats::wire::read_item;
 use loopix_core::network::link::LINK_OVERHEAD;
-use loopix_core::roles::CoreConfig;
+use loopix_core::roles::RoleConfig;
 use loopix_core::roles::answer_queue::POLL_ANSWER_DELAY_US;
 use loopix_core::roles::inbox::{InboxStore, MemoryInbox, StoreRefused};
 use loopix_core::roles::provider::Provider;
 use loopix_core::session::initiator::Opened;
 use loopix_core::session::{ClientSession, FrameKind, FrameLayout};
-use loopix_crypto::{Address, Command, Hop, SessionSecret, build};
+use loopix_crypto::{Command, Hop, NodeId, SessionSecret, build};
 use loopix_sim::network::{NetworkSpec, generate};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -32,26 +32,26 @@ const READ_COST: Duration = Duration::from_micros(300);
 struct SlowInbox(MemoryInbox);
 
 impl InboxStore for SlowInbox {
-    fn store(&mut self, c: Address, id: u64, at: u64, p: &[u8]) -> Result<(), StoreRefused> {
+    fn store(&mut self, c: NodeId, id: u64, at: u64, p: &[u8]) -> Result<(), StoreRefused> {
         self.0.store(c, id, at, p)
     }
-    fn oldest(&self, client: Address, max: usize, out: &mut Vec<u64>) {
+    fn oldest(&self, client: NodeId, max: usize, out: &mut Vec<u64>) {
         self.0.oldest(client, max, out)
     }
-    fn read(&self, client: Address, id: u64, out: &mut [u8]) -> bool {
+    fn read(&self, client: NodeId, id: u64, out: &mut [u8]) -> bool {
         let until = Instant::now() + READ_COST;
         while Instant::now() < until {
             std::hint::spin_loop();
         }
         self.0.read(client, id, out)
     }
-    fn ack(&mut self, client: Address, id: u64) -> bool {
+    fn ack(&mut self, client: NodeId, id: u64) -> bool {
         self.0.ack(client, id)
     }
     fn expire(&mut self, before_us: u64, max: usize) -> usize {
         self.0.expire(before_us, max)
     }
-    fn len(&self, client: Address) -> usize {
+    fn len(&self, client: NodeId) -> usize {
         self.0.len(client)
     }
     fn total(&self) -> usize {
@@ -97,7 +97,7 @@ struct Bench {
     rng: ChaCha20Rng,
     buf: Vec<u8>,
     plain: Vec<u8>,
-    clients: Vec<(Address, ClientSession, std::net::SocketAddr)>,
+    clients: Vec<(NodeId, ClientSession, std::net::SocketAddr)>,
 }
 
 impl Bench {
@@ -119,7 +119,7 @@ impl Bench {
         let net = generate(&spec, 3).unwrap();
         let t = &net.topology;
         let p = t.providers().next().unwrap().id;
-        let config = CoreConfig::node(p, net.keys.nodes[&p].clone(), net.keys.sessions[&p].clone())
+        let config = RoleConfig::node(p, net.keys.nodes[&p].clone(), net.keys.sessions[&p].clone())
             .on_shard(shard, shards);
         let provider = Provider::new(t, config, SlowInbox(MemoryInbox::new(100, 1000))).unwrap();
         let layout = FrameLayout::new(&t.network.params, t.network.poll_size);

@@ -210,17 +210,17 @@ impl Codec for Processor {
 }
 
 /// Bytes one hop takes in a [`Plaintext`] header: its replay tag and its command.
-const SLOT_LEN: usize = REPLAY_TAG_LEN + loopix_crypto::params::COMMAND_LEN;
-const _: () = assert!(SLOT_LEN * MAX_HOPS <= HEADER_LEN);
+const HOP_FIELD_LEN: usize = REPLAY_TAG_LEN + loopix_crypto::params::COMMAND_LEN;
+const _: () = assert!(HOP_FIELD_LEN * MAX_HOPS <= HEADER_LEN);
 /// Where a [`Plaintext`] header keeps the phase of the key its next hop unwraps it with.
-const PHASE_AT: usize = SLOT_LEN * MAX_HOPS;
+const PHASE_AT: usize = HOP_FIELD_LEN * MAX_HOPS;
 const _: () = assert!(PHASE_AT < HEADER_LEN);
 /// Bytes of a [`Plaintext`] packet's trace id, in the body's first (tag) bytes.
 const TRACE_LEN: usize = 8;
 const _: () = assert!(TRACE_LEN <= PAYLOAD_TAG_LEN);
 
 /// A stand-in codec for simulations: the header is the path's commands in the clear, each
-/// with a random replay tag, shifted one slot per hop; the body is the payload as is.
+/// with a random replay tag, shifted one field per hop; the body is the payload as is.
 /// Costs a memmove per hop instead of ~50 µs of curve arithmetic. No secrecy, no
 /// integrity: never for a network.
 #[derive(Debug)]
@@ -253,7 +253,7 @@ impl Codec for Plaintext {
             });
         }
         let tag = ReplayTag(packet[..REPLAY_TAG_LEN].try_into().expect("tag length"));
-        let command_bytes = packet[REPLAY_TAG_LEN..SLOT_LEN]
+        let command_bytes = packet[REPLAY_TAG_LEN..HOP_FIELD_LEN]
             .try_into()
             .expect("command length");
         let (command, next_phase) =
@@ -261,9 +261,9 @@ impl Codec for Plaintext {
         if is_replay(&tag) {
             return Err(ProcessError::Replayed);
         }
-        let header = &mut packet[..SLOT_LEN * MAX_HOPS];
-        header.copy_within(SLOT_LEN.., 0);
-        header[SLOT_LEN * (MAX_HOPS - 1)..].fill(0);
+        let header = &mut packet[..HOP_FIELD_LEN * MAX_HOPS];
+        header.copy_within(HOP_FIELD_LEN.., 0);
+        header[HOP_FIELD_LEN * (MAX_HOPS - 1)..].fill(0);
         packet[PHASE_AT] = next_phase.index() as u8;
         Ok(Processed { command, tag })
     }
@@ -281,13 +281,13 @@ impl Codec for Plaintext {
         loopix_crypto::check_sizes(params, payload, out.len())?;
         out.fill(0);
         let next_phases = path[1..].iter().map(|h| h.phase).chain([KeyPhase::Even]);
-        for ((slot, hop), next_phase) in out[..SLOT_LEN * MAX_HOPS]
-            .chunks_exact_mut(SLOT_LEN)
+        for ((field, hop), next_phase) in out[..HOP_FIELD_LEN * MAX_HOPS]
+            .chunks_exact_mut(HOP_FIELD_LEN)
             .zip(path)
             .zip(next_phases)
         {
-            rng.fill_bytes(&mut slot[..REPLAY_TAG_LEN]);
-            slot[REPLAY_TAG_LEN..].copy_from_slice(&hop.command.encode_routed(next_phase));
+            rng.fill_bytes(&mut field[..REPLAY_TAG_LEN]);
+            field[REPLAY_TAG_LEN..].copy_from_slice(&hop.command.encode_routed(next_phase));
         }
         out[PHASE_AT] = path[0].phase.index() as u8;
         // The bytes Sphinx keeps for its zero tag carry the trace id here.
@@ -305,11 +305,11 @@ impl Codec for Plaintext {
         out: &mut [u8],
         accept: &dyn Fn(&[u8]) -> bool,
     ) -> Result<(), BuildError> {
-        // The last hop's packet begins with its slot's replay tag.
-        let last_slot = SLOT_LEN * path.len().saturating_sub(1);
+        // The last hop's packet begins with its field's replay tag.
+        let last_field = HOP_FIELD_LEN * path.len().saturating_sub(1);
         for _ in 0..loopix_crypto::MAX_STEER_TRIES {
             Self::build_into(params, path, payload, rng, out)?;
-            if accept(&out[last_slot..last_slot + REPLAY_TAG_LEN]) {
+            if accept(&out[last_field..last_field + REPLAY_TAG_LEN]) {
                 return Ok(());
             }
         }
@@ -387,13 +387,13 @@ impl Codec for Plaintext {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loopix_crypto::Address;
+    use loopix_crypto::NodeId;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
 
     fn path(key: loopix_crypto::PublicKey) -> [Hop; 3] {
         let relay = |n| Command::Relay {
-            next: Address(n),
+            next: NodeId(n),
             delay_us: 7,
         };
         [

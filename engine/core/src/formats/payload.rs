@@ -154,7 +154,7 @@ pub fn read(payload: &[u8]) -> Option<Content<'_>> {
 ///
 /// Bounded: at most `max_partial` messages in progress (the oldest is abandoned when a
 /// new one would exceed it), at most `max_bytes` held for them (a fragment's bytes and a
-/// slot per announced fragment; the oldest other messages are abandoned to make room, and a
+/// place per announced fragment; the oldest other messages are abandoned to make room, and a
 /// message that cannot fit alone is refused and counted), and the ids of the last
 /// `max_done` delivered messages are remembered to drop duplicates. Anyone who has a
 /// client's public key can send it fragments, so without the byte bound one packet
@@ -170,8 +170,8 @@ pub struct Reassembly {
     refused: u64,
 }
 
-/// What one announced fragment's slot costs before its bytes arrive.
-const SLOT_BYTES: usize = std::mem::size_of::<Option<Vec<u8>>>();
+/// What one announced fragment's place costs before its bytes arrive.
+const PART_BYTES: usize = std::mem::size_of::<Option<Vec<u8>>>();
 
 struct Partial {
     parts: Vec<Option<Vec<u8>>>,
@@ -209,17 +209,17 @@ impl Reassembly {
             return None;
         }
         let new = !self.partial.contains_key(&msg_id);
-        let fresh_slot = new
+        let fresh_part = new
             || self.partial[&msg_id]
                 .parts
                 .get(usize::from(index))
                 .is_some_and(Option::is_none);
-        if !fresh_slot {
+        if !fresh_part {
             return None;
         }
         let needed = data.len()
             + if new {
-                usize::from(count) * SLOT_BYTES
+                usize::from(count) * PART_BYTES
             } else {
                 0
             };
@@ -231,8 +231,8 @@ impl Reassembly {
             self.start(msg_id, count);
         }
         let p = self.partial.get_mut(&msg_id)?;
-        let slot = p.parts.get_mut(usize::from(index))?;
-        *slot = Some(data.to_vec());
+        let part = p.parts.get_mut(usize::from(index))?;
+        *part = Some(data.to_vec());
         p.have += 1;
         self.bytes += data.len();
         if p.have < p.parts.len() {
@@ -260,7 +260,7 @@ impl Reassembly {
         let p = self.partial.remove(&msg_id)?;
         self.order.retain(|&id| id != msg_id);
         self.bytes -=
-            p.parts.len() * SLOT_BYTES + p.parts.iter().flatten().map(Vec::len).sum::<usize>();
+            p.parts.len() * PART_BYTES + p.parts.iter().flatten().map(Vec::len).sum::<usize>();
         Some(p)
     }
 
@@ -270,7 +270,7 @@ impl Reassembly {
         {
             self.remove(old);
         }
-        self.bytes += usize::from(count) * SLOT_BYTES;
+        self.bytes += usize::from(count) * PART_BYTES;
         self.order.push_back(msg_id);
         self.partial.insert(
             msg_id,
@@ -390,7 +390,7 @@ mod tests {
     #[test]
     fn a_message_announcing_more_than_fits_is_refused_and_memory_stays_bounded() {
         let mut r = Reassembly::new(1024, 16, 100_000);
-        // 65,535 announced fragments would take 1.5 MB of slots alone.
+        // 65,535 announced fragments would take 1.5 MB of places alone.
         assert_eq!(r.add(1, 0, u16::MAX, b"x"), None);
         assert_eq!((r.refused(), r.bytes()), (1, 0));
         // Many small partial messages: the oldest go to make room, the bound holds.

@@ -10,7 +10,7 @@
 //!
 //! How long the grace must be: a sender builds each hop under the key of the epoch in
 //! which that hop will *unwrap* it, reckoning from its own clock plus the delays it chose
-//! for the earlier hops (see [`crate::network::directory`]). Those delays are kept exactly, so a hop
+//! for the earlier hops (see [`crate::network::path_index`]). Those delays are kept exactly, so a hop
 //! sees the packet later than the sender reckoned only by the links crossed so far, the
 //! queues on them and the sender's clock error, never by the delays. `grace` bounds that
 //! lateness (and the same error ahead of time); it does not need to cover the delay

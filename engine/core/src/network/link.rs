@@ -18,12 +18,12 @@
 //! public-key work.
 //!
 //! A sender's counter is `max(last + 1, now in µs)`: it never repeats, even across a
-//! restart, as long as a shard sends fewer than one datagram a microsecond to all peers.
+//! restart, as long as a shard sends fewer than one datagram a microsecond to all neighbours.
 //! The receiver's window is 65,472 counters: 65 ms of reordering at low rates.
 
 use std::collections::{HashMap, HashSet};
 
-use loopix_crypto::{Address, KeyPhase, LINK_TAG_LEN, LinkKey, LinkSecret, SessionSecret};
+use loopix_crypto::{KeyPhase, LINK_TAG_LEN, LinkKey, LinkSecret, NodeId, SessionSecret};
 
 use crate::drops::DropReason;
 use crate::network::epoch::EpochSchedule;
@@ -44,11 +44,11 @@ pub const MAX_LINK_SHARDS: usize = 128;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkError {
     /// This node, or an adjacent one, has no session key in the topology.
-    NoSessionKey(Address),
+    NoSessionKey(NodeId),
     /// The topology lists a session key for `0` that shares no secret (small order).
-    WeakKey(Address),
+    WeakKey(NodeId),
     /// The node's own key is not the one the topology lists.
-    KeyMismatch(Address),
+    KeyMismatch(NodeId),
 }
 
 impl std::fmt::Display for LinkError {
@@ -71,9 +71,9 @@ struct EpochKey {
     key: LinkKey,
 }
 
-struct Peer {
+struct Neighbour {
     secret: LinkSecret,
-    /// Keys for datagrams to the peer and from it, by epoch parity, made when first needed.
+    /// Keys for datagrams to the neighbour and from it, by epoch parity, made when first needed.
     send: [Option<EpochKey>; 2],
     receive: [Option<EpochKey>; 2],
     /// When a datagram from it last verified, µs (0: never): its link is alive.
@@ -82,24 +82,24 @@ struct Peer {
 
 /// A node's links to its adjacent nodes. See the module docs.
 pub struct Links {
-    me: Address,
+    me: NodeId,
     shard: u8,
     schedule: EpochSchedule,
-    peers: HashMap<Address, Peer>,
-    accept_from: HashSet<Address>,
-    send_to: HashSet<Address>,
+    neighbours: HashMap<NodeId, Neighbour>,
+    accept_from: HashSet<NodeId>,
+    send_to: HashSet<NodeId>,
     counter: u64,
     /// False only under a simulation's stand-in codec: trailers without tags.
     authenticate: bool,
     /// One window per (sending node, its shard); made only for datagrams that verified.
-    windows: HashMap<(Address, u8), LinkWindow>,
+    windows: HashMap<(NodeId, u8), LinkWindow>,
 }
 
 impl Links {
     /// Node `me` (holding `key`) as `topology` places it, sending from shard `shard`.
     pub fn new(
         topology: &Topology,
-        me: Address,
+        me: NodeId,
         key: &SessionSecret,
         shard: usize,
     ) -> Result<Self, LinkError> {
@@ -120,18 +120,18 @@ impl Links {
         let after = |l: u8| if l == layers { 0 } else { l + 1 };
         let mine = layer_of(node.role);
         let adjacent = |l: u8| topology.nodes.iter().filter(move |n| layer_of(n.role) == l);
-        let accept_from: HashSet<Address> = adjacent(before(mine)).map(|n| n.id).collect();
-        let send_to: HashSet<Address> = adjacent(after(mine)).map(|n| n.id).collect();
-        let mut peers = HashMap::new();
+        let accept_from: HashSet<NodeId> = adjacent(before(mine)).map(|n| n.id).collect();
+        let send_to: HashSet<NodeId> = adjacent(after(mine)).map(|n| n.id).collect();
+        let mut neighbours = HashMap::new();
         for n in topology.nodes.iter() {
             if !accept_from.contains(&n.id) && !send_to.contains(&n.id) {
                 continue;
             }
             let public = n.session_key.ok_or(LinkError::NoSessionKey(n.id))?;
             let secret = LinkSecret::agree(key, &public).map_err(|_| LinkError::WeakKey(n.id))?;
-            peers.insert(
+            neighbours.insert(
                 n.id,
-                Peer {
+                Neighbour {
                     secret,
                     send: [None, None],
                     receive: [None, None],
@@ -143,7 +143,7 @@ impl Links {
             me,
             shard: (shard % MAX_LINK_SHARDS) as u8,
             schedule: topology.network.epochs,
-            peers,
+            neighbours,
             accept_from,
             send_to,
             counter: 0,
@@ -162,19 +162,14 @@ impl Links {
     }
 
     /// Whether this node sends to `to` (the next layer).
-    pub fn sends_to(&self, to: Address) -> bool {
+    pub fn sends_to(&self, to: NodeId) -> bool {
         self.send_to.contains(&to)
     }
 
     /// Writes the trailer after the packet in `datagram` (the packet, then
     /// [`LINK_OVERHEAD`] bytes) for node `to`, under the link key of the epoch of `now_us`.
     /// Refused (`NotAdjacent`) for a node this one does not send to.
-    pub fn seal(
-        &mut self,
-        now_us: u64,
-        to: Address,
-        datagram: &mut [u8],
-    ) -> Result<(), DropReason> {
+    pub fn seal(&mut self, now_us: u64, to: NodeId, datagram: &mut [u8]) -> Result<(), DropReason> {
         let at = datagram
             .len()
             .checked_sub(LINK_OVERHEAD)
@@ -184,8 +179,11 @@ impl Links {
         }
         let epoch = self.schedule.epoch_at(now_us);
         let me = self.me;
-        let peer = self.peers.get_mut(&to).ok_or(DropReason::NotAdjacent)?;
-        let key = key_for(&mut peer.send, &peer.secret, epoch, me, to);
+        let neighbour = self
+            .neighbours
+            .get_mut(&to)
+            .ok_or(DropReason::NotAdjacent)?;
+        let key = key_for(&mut neighbour.send, &neighbour.secret, epoch, me, to);
         self.counter = (self.counter + 1).max(now_us);
         let parity = if KeyPhase::of_epoch(epoch) == KeyPhase::Odd {
             PARITY_BIT
@@ -206,7 +204,7 @@ impl Links {
 
     /// Checks a datagram that came from `from`'s address: adjacent, tag verified under a
     /// key in use, counter new. On success the packet is `datagram[..len - LINK_OVERHEAD]`.
-    pub fn open(&mut self, now_us: u64, from: Address, datagram: &[u8]) -> Result<(), DropReason> {
+    pub fn open(&mut self, now_us: u64, from: NodeId, datagram: &[u8]) -> Result<(), DropReason> {
         let at = datagram
             .len()
             .checked_sub(LINK_OVERHEAD)
@@ -233,8 +231,11 @@ impl Links {
             return Err(DropReason::LinkReplay);
         }
         let me = self.me;
-        let peer = self.peers.get_mut(&from).ok_or(DropReason::NotAdjacent)?;
-        let key = key_for(&mut peer.receive, &peer.secret, epoch, from, me);
+        let neighbour = self
+            .neighbours
+            .get_mut(&from)
+            .ok_or(DropReason::NotAdjacent)?;
+        let key = key_for(&mut neighbour.receive, &neighbour.secret, epoch, from, me);
         if self.authenticate
             && !key.verify(counter, flags, &datagram[..at + 9], &datagram[at + 9..])
         {
@@ -243,44 +244,44 @@ impl Links {
         if !self.windows.entry(window).or_default().accept(counter) {
             return Err(DropReason::LinkReplay);
         }
-        peer.heard_us = now_us;
+        neighbour.heard_us = now_us;
         Ok(())
     }
 
     /// Every node this one takes datagrams from, and when one of its datagrams last
     /// verified (µs; 0: never): whether each link in is alive.
-    pub fn heard(&self) -> impl Iterator<Item = (Address, u64)> + '_ {
+    pub fn heard(&self) -> impl Iterator<Item = (NodeId, u64)> + '_ {
         self.accept_from
             .iter()
-            .map(|id| (*id, self.peers.get(id).map_or(0, |p| p.heard_us)))
+            .map(|id| (*id, self.neighbours.get(id).map_or(0, |p| p.heard_us)))
     }
 
-    /// Takes what `old` (the links before a reload) heard of the peers both have.
+    /// Takes what `old` (the links before a reload) heard of the neighbours both have.
     pub fn keep_heard(&mut self, old: &Links) {
-        for (id, peer) in &mut self.peers {
-            if let Some(o) = old.peers.get(id) {
-                peer.heard_us = o.heard_us;
+        for (id, neighbour) in &mut self.neighbours {
+            if let Some(o) = old.neighbours.get(id) {
+                neighbour.heard_us = o.heard_us;
             }
         }
     }
 }
 
-/// The key of `epoch` in its parity slot, derived when the slot holds another epoch's.
+/// The key of `epoch` under its parity, derived when that parity holds another epoch's.
 fn key_for<'a>(
-    slots: &'a mut [Option<EpochKey>; 2],
+    by_parity: &'a mut [Option<EpochKey>; 2],
     secret: &LinkSecret,
     epoch: u64,
-    from: Address,
-    to: Address,
+    from: NodeId,
+    to: NodeId,
 ) -> &'a LinkKey {
-    let slot = &mut slots[KeyPhase::of_epoch(epoch).index()];
-    if slot.as_ref().is_none_or(|k| k.epoch != epoch) {
-        *slot = Some(EpochKey {
+    let held = &mut by_parity[KeyPhase::of_epoch(epoch).index()];
+    if held.as_ref().is_none_or(|k| k.epoch != epoch) {
+        *held = Some(EpochKey {
             epoch,
             key: secret.key(epoch, from, to),
         });
     }
-    match slot {
+    match held {
         Some(k) => &k.key,
         None => unreachable!("filled above"),
     }
@@ -326,7 +327,7 @@ mod tests {
             2 => 1,
             _ => 2,
         };
-        Links::new(t, Address(id), &keys[i], shard).unwrap()
+        Links::new(t, NodeId(id), &keys[i], shard).unwrap()
     }
 
     fn datagram(fill: u8) -> Vec<u8> {
@@ -342,34 +343,31 @@ mod tests {
             links(&t, &keys, 2, 5),
         );
         let mut d = datagram(7);
-        p.seal(10 * S, Address(1), &mut d).unwrap();
+        p.seal(10 * S, NodeId(1), &mut d).unwrap();
         // Claimed to come from mix 2 (a forged source): mix 2 is not adjacent to mix 1's
         // input, so not even the tag is checked.
+        assert_eq!(m1.open(10 * S, NodeId(2), &d), Err(DropReason::NotAdjacent));
+        assert_eq!(m1.open(10 * S, NodeId(100), &d), Ok(()));
         assert_eq!(
-            m1.open(10 * S, Address(2), &d),
-            Err(DropReason::NotAdjacent)
-        );
-        assert_eq!(m1.open(10 * S, Address(100), &d), Ok(()));
-        assert_eq!(
-            m1.open(10 * S, Address(100), &d),
+            m1.open(10 * S, NodeId(100), &d),
             Err(DropReason::LinkReplay)
         );
         // Mix 2 seals for the provider; replayed to mix 1 claiming the provider's address.
         let mut e = datagram(8);
-        m2.seal(10 * S, Address(100), &mut e).unwrap();
-        assert_eq!(m1.open(10 * S, Address(100), &e), Err(DropReason::LinkAuth));
+        m2.seal(10 * S, NodeId(100), &mut e).unwrap();
+        assert_eq!(m1.open(10 * S, NodeId(100), &e), Err(DropReason::LinkAuth));
         // One changed byte anywhere.
         let mut f = datagram(9);
-        p.seal(10 * S, Address(1), &mut f).unwrap();
+        p.seal(10 * S, NodeId(1), &mut f).unwrap();
         f[3] ^= 1;
-        assert_eq!(m1.open(10 * S, Address(100), &f), Err(DropReason::LinkAuth));
+        assert_eq!(m1.open(10 * S, NodeId(100), &f), Err(DropReason::LinkAuth));
         // Nobody sends backwards: mix 1 to the provider, mix 2 to mix 1.
         assert_eq!(
-            m1.seal(10 * S, Address(100), &mut datagram(0)),
+            m1.seal(10 * S, NodeId(100), &mut datagram(0)),
             Err(DropReason::NotAdjacent)
         );
         assert_eq!(
-            m2.seal(10 * S, Address(1), &mut datagram(0)),
+            m2.seal(10 * S, NodeId(1), &mut datagram(0)),
             Err(DropReason::NotAdjacent)
         );
     }
@@ -385,20 +383,20 @@ mod tests {
             links(&t, &keys, 2, 0),
         );
         let heard = |l: &Links| l.heard().collect::<Vec<_>>();
-        assert_eq!(heard(&m1), vec![(Address(100), 0)], "never yet");
+        assert_eq!(heard(&m1), vec![(NodeId(100), 0)], "never yet");
         let mut forged = datagram(3);
-        m2.seal(5 * S, Address(100), &mut forged).unwrap();
-        assert!(m1.open(5 * S, Address(100), &forged).is_err());
-        assert_eq!(heard(&m1), vec![(Address(100), 0)]);
+        m2.seal(5 * S, NodeId(100), &mut forged).unwrap();
+        assert!(m1.open(5 * S, NodeId(100), &forged).is_err());
+        assert_eq!(heard(&m1), vec![(NodeId(100), 0)]);
         let mut d = datagram(7);
-        p.seal(10 * S, Address(1), &mut d).unwrap();
-        m1.open(10 * S, Address(100), &d).unwrap();
-        assert_eq!(heard(&m1), vec![(Address(100), 10 * S)]);
-        assert!(m1.open(12 * S, Address(100), &d).is_err(), "a replay");
-        assert_eq!(heard(&m1), vec![(Address(100), 10 * S)]);
+        p.seal(10 * S, NodeId(1), &mut d).unwrap();
+        m1.open(10 * S, NodeId(100), &d).unwrap();
+        assert_eq!(heard(&m1), vec![(NodeId(100), 10 * S)]);
+        assert!(m1.open(12 * S, NodeId(100), &d).is_err(), "a replay");
+        assert_eq!(heard(&m1), vec![(NodeId(100), 10 * S)]);
         let mut fresh = links(&t, &keys, 1, 0);
         fresh.keep_heard(&m1);
-        assert_eq!(heard(&fresh), vec![(Address(100), 10 * S)]);
+        assert_eq!(heard(&fresh), vec![(NodeId(100), 10 * S)]);
     }
 
     #[test]
@@ -408,20 +406,20 @@ mod tests {
         let mut m1 = links(&t, &keys, 1, 0);
         // Sealed at 59.5 s (epoch 0), arriving at 61 s: epoch 0 is still in its grace.
         let mut late = datagram(1);
-        p.seal(59 * S + S / 2, Address(1), &mut late).unwrap();
-        assert_eq!(m1.open(61 * S, Address(100), &late), Ok(()));
+        p.seal(59 * S + S / 2, NodeId(1), &mut late).unwrap();
+        assert_eq!(m1.open(61 * S, NodeId(100), &late), Ok(()));
         // Sealed in epoch 0 and arriving after its grace (or the receiver's clock that far
         // ahead): no key of that epoch is in use, so the tag cannot verify.
         let mut stale = datagram(2);
-        p.seal(59 * S + S / 2 + 1, Address(1), &mut stale).unwrap();
+        p.seal(59 * S + S / 2 + 1, NodeId(1), &mut stale).unwrap();
         assert_eq!(
-            m1.open(63 * S, Address(100), &stale),
+            m1.open(63 * S, NodeId(100), &stale),
             Err(DropReason::LinkAuth)
         );
         // A sender whose clock is 1 s ahead, across the boundary: epoch 1 is in use early.
         let mut early = datagram(3);
-        p.seal(60 * S + S / 2, Address(1), &mut early).unwrap();
-        assert_eq!(m1.open(59 * S + S / 2, Address(100), &early), Ok(()));
+        p.seal(60 * S + S / 2, NodeId(1), &mut early).unwrap();
+        assert_eq!(m1.open(59 * S + S / 2, NodeId(100), &early), Ok(()));
     }
 
     #[test]
@@ -432,11 +430,11 @@ mod tests {
         // Shard 0 runs far ahead; shard 1's older counters still open.
         let mut ahead = datagram(1);
         for _ in 0..100_000 {
-            a.seal(10 * S, Address(1), &mut ahead).unwrap();
+            a.seal(10 * S, NodeId(1), &mut ahead).unwrap();
         }
         let mut behind = datagram(2);
-        b.seal(10 * S, Address(1), &mut behind).unwrap();
-        assert_eq!(m1.open(10 * S, Address(100), &ahead), Ok(()));
-        assert_eq!(m1.open(10 * S, Address(100), &behind), Ok(()));
+        b.seal(10 * S, NodeId(1), &mut behind).unwrap();
+        assert_eq!(m1.open(10 * S, NodeId(100), &ahead), Ok(()));
+        assert_eq!(m1.open(10 * S, NodeId(100), &behind), Ok(()));
     }
 }

@@ -5,15 +5,15 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use loopix_crypto::Address;
+use loopix_crypto::NodeId;
 
 use crate::network::topology::Topology;
 
 /// See the module docs.
 #[derive(Clone, Debug, Default)]
 pub struct NodeAddresses {
-    by_id: HashMap<Address, SocketAddr>,
-    by_addr: HashMap<SocketAddr, Address>,
+    by_id: HashMap<NodeId, SocketAddr>,
+    by_addr: HashMap<SocketAddr, NodeId>,
 }
 
 impl NodeAddresses {
@@ -26,13 +26,13 @@ impl NodeAddresses {
     }
 
     /// Where node `id` listens.
-    pub fn address(&self, id: Address) -> Option<SocketAddr> {
+    pub fn address(&self, id: NodeId) -> Option<SocketAddr> {
         self.by_id.get(&id).copied()
     }
 
     /// The node listening at `addr`, if any. A source address can be forged: this says
     /// where a datagram claims to come from, not who sent it.
-    pub fn node_at(&self, addr: &SocketAddr) -> Option<Address> {
+    pub fn node_at(&self, addr: &SocketAddr) -> Option<NodeId> {
         self.by_addr.get(addr).copied()
     }
 }

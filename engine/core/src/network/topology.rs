@@ -38,7 +38,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use loopix_crypto::{Address, Command, Hop, KeyPhase, Params, PublicKey, SessionPublic};
+use loopix_crypto::{Command, Hop, KeyPhase, NodeId, Params, PublicKey, SessionPublic};
 use serde::Deserialize;
 
 use crate::network::epoch::{EpochSchedule, ScheduleError};
@@ -47,7 +47,7 @@ use crate::network::epoch::{EpochSchedule, ScheduleError};
 #[derive(Clone, Debug)]
 pub struct Topology {
     pub network: Network,
-    pub nodes: Vec<Node>,
+    pub nodes: Vec<NodeEntry>,
     pub clients: Vec<Client>,
 }
 
@@ -101,8 +101,8 @@ impl std::fmt::Display for Role {
 
 /// One mix or provider.
 #[derive(Clone, Debug)]
-pub struct Node {
-    pub id: Address,
+pub struct NodeEntry {
+    pub id: NodeId,
     pub role: Role,
     pub address: SocketAddr,
     /// The node's public key for each epoch it has published.
@@ -154,8 +154,8 @@ impl EpochKeys {
 /// One client, registered at one provider.
 #[derive(Clone, Copy, Debug)]
 pub struct Client {
-    pub id: Address,
-    pub provider: Address,
+    pub id: NodeId,
+    pub provider: NodeId,
     /// The key packets for this client are built to (its Sphinx key).
     pub public_key: PublicKey,
     /// The X25519 key it authenticates to its provider with.
@@ -342,34 +342,34 @@ impl Topology {
     }
 
     /// The node with this id.
-    pub fn node(&self, id: Address) -> Option<&Node> {
+    pub fn node(&self, id: NodeId) -> Option<&NodeEntry> {
         self.nodes.iter().find(|n| n.id == id)
     }
 
     /// The client with this id.
-    pub fn client(&self, id: Address) -> Option<&Client> {
+    pub fn client(&self, id: NodeId) -> Option<&Client> {
         self.clients.iter().find(|c| c.id == id)
     }
 
     /// The mixes of one layer, in file order.
-    pub fn mixes_in_layer(&self, layer: u8) -> impl Iterator<Item = &Node> {
+    pub fn mixes_in_layer(&self, layer: u8) -> impl Iterator<Item = &NodeEntry> {
         self.nodes
             .iter()
             .filter(move |n| n.role == Role::Mix { layer })
     }
 
     /// The providers, in file order.
-    pub fn providers(&self) -> impl Iterator<Item = &Node> {
+    pub fn providers(&self) -> impl Iterator<Item = &NodeEntry> {
         self.nodes.iter().filter(|n| n.role == Role::Provider)
     }
 
     /// The clients registered at `provider`.
-    pub fn clients_of(&self, provider: Address) -> impl Iterator<Item = &Client> {
+    pub fn clients_of(&self, provider: NodeId) -> impl Iterator<Item = &Client> {
         self.clients.iter().filter(move |c| c.provider == provider)
     }
 
     /// Every client's public key by id.
-    pub fn client_keys(&self) -> BTreeMap<Address, PublicKey> {
+    pub fn client_keys(&self) -> BTreeMap<NodeId, PublicKey> {
         self.clients.iter().map(|c| (c.id, c.public_key)).collect()
     }
 }
@@ -506,7 +506,7 @@ fn non_negative(field: &str, v: f64) -> Result<(), TopologyError> {
 }
 
 impl RawNode {
-    fn validate(&self, at: &str, layers: u8) -> Result<Node, TopologyError> {
+    fn validate(&self, at: &str, layers: u8) -> Result<NodeEntry, TopologyError> {
         let role = parse_role(at, &self.role, self.layer, layers)?;
         let address = parse_address(&format!("{at}.address"), &self.address)?;
         if self.epoch_keys.is_empty() {
@@ -532,8 +532,8 @@ impl RawNode {
                 "a provider needs a session key: its clients authenticate to it",
             ));
         }
-        Ok(Node {
-            id: Address(self.id),
+        Ok(NodeEntry {
+            id: NodeId(self.id),
             role,
             address,
             epoch_keys: EpochKeys::new(self.first_epoch, keys),
@@ -547,8 +547,8 @@ impl RawClient {
         let public_key = parse_public_key(&format!("{at}.public_key"), &self.public_key)?;
         let session_key = parse_session_key(&format!("{at}.session_key"), &self.session_key)?;
         Ok(Client {
-            id: Address(self.id),
-            provider: Address(self.provider),
+            id: NodeId(self.id),
+            provider: NodeId(self.provider),
             public_key,
             session_key,
         })
@@ -679,9 +679,9 @@ session_key = "{}"
         assert_eq!(t.network.layers, 2);
         assert_eq!(t.network.params, Params::default());
         assert_eq!(t.mixes_in_layer(2).count(), 1);
-        assert_eq!(t.clients_of(Address(100)).count(), 1);
+        assert_eq!(t.clients_of(NodeId(100)).count(), 1);
         assert_eq!(t.client_keys().len(), 1);
-        let provider = &t.node(Address(100)).unwrap().epoch_keys;
+        let provider = &t.node(NodeId(100)).unwrap().epoch_keys;
         assert_eq!(provider.get(4), None);
         assert_eq!(
             provider.get(6).map(|k| hex::encode(k.to_bytes())),

@@ -61,19 +61,19 @@ pub struct Faulty<E> {
     config: FaultConfig,
     rng: ChaCha20Rng,
     /// Due time, destination and length of each held datagram, oldest first; the i-th
-    /// lives in ring slot (`first` + i) mod `max_held`.
+    /// lives in ring entry (`first` + i) mod `max_held`.
     held: VecDeque<(u64, SocketAddr, usize)>,
     first: usize,
     ring: Vec<u8>,
-    slot_len: usize,
+    entry_len: usize,
     stats: FaultStats,
 }
 
 impl<E: Endpoint> Faulty<E> {
     /// `inner`, suffering `config`, its random choices seeded by `seed`.
     pub fn new(inner: E, config: FaultConfig, seed: [u8; 32]) -> Self {
-        let slot_len = inner.max_datagram_len();
-        let slots = if config.extra_delay_us > 0 {
+        let entry_len = inner.max_datagram_len();
+        let entries = if config.extra_delay_us > 0 {
             config.max_held
         } else {
             0
@@ -82,10 +82,10 @@ impl<E: Endpoint> Faulty<E> {
             inner,
             config,
             rng: ChaCha20Rng::from_seed(seed),
-            held: VecDeque::with_capacity(slots),
+            held: VecDeque::with_capacity(entries),
             first: 0,
-            ring: vec![0; slots * slot_len],
-            slot_len,
+            ring: vec![0; entries * entry_len],
+            entry_len,
             stats: FaultStats::default(),
         }
     }
@@ -110,9 +110,9 @@ impl<E: Endpoint> Faulty<E> {
         self.held.len()
     }
 
-    fn slot(&mut self, i: usize) -> &mut [u8] {
-        let at = (self.first + i) % self.config.max_held * self.slot_len;
-        &mut self.ring[at..at + self.slot_len]
+    fn entry(&mut self, i: usize) -> &mut [u8] {
+        let at = (self.first + i) % self.config.max_held * self.entry_len;
+        &mut self.ring[at..at + self.entry_len]
     }
 
     /// Holds the datagram in `buf` (`t`) until `now_us` + the delay, if there is room.
@@ -122,7 +122,7 @@ impl<E: Endpoint> Faulty<E> {
             return;
         }
         let i = self.held.len();
-        self.slot(i)[..t.len].copy_from_slice(&buf[..t.len]);
+        self.entry(i)[..t.len].copy_from_slice(&buf[..t.len]);
         self.held
             .push_back((now_us + self.config.extra_delay_us, t.to, t.len));
         self.stats.delayed += 1;
@@ -130,7 +130,7 @@ impl<E: Endpoint> Faulty<E> {
 }
 
 impl<E: Endpoint> Endpoint for Faulty<E> {
-    fn id(&self) -> loopix_crypto::Address {
+    fn id(&self) -> loopix_crypto::NodeId {
         self.inner.id()
     }
 
@@ -150,7 +150,7 @@ impl<E: Endpoint> Endpoint for Faulty<E> {
         if let Some(&(due, to, len)) = self.held.front()
             && due <= now_us
         {
-            buf[..len].copy_from_slice(&self.slot(0)[..len]);
+            buf[..len].copy_from_slice(&self.entry(0)[..len]);
             self.held.pop_front();
             self.first = (self.first + 1) % self.config.max_held;
             return Some(Transmit { to, len });
@@ -191,7 +191,7 @@ impl<E: Endpoint> Endpoint for Faulty<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loopix_crypto::Address;
+    use loopix_crypto::NodeId;
 
     /// Emits `n` datagrams of one byte (its sequence number) whenever asked.
     struct Source {
@@ -200,8 +200,8 @@ mod tests {
     }
 
     impl Endpoint for Source {
-        fn id(&self) -> Address {
-            Address(1)
+        fn id(&self) -> NodeId {
+            NodeId(1)
         }
         fn handle_datagram(&mut self, _: u64, _: SocketAddr, _: &[u8]) {}
         fn handle_timeout(&mut self, _: u64) {}
@@ -228,7 +228,7 @@ mod tests {
             _: &crate::network::topology::Topology,
             _: Option<loopix_crypto::EpochSeed>,
         ) -> Result<(), crate::roles::BuildError> {
-            Err(crate::roles::BuildError::WrongRole(Address(1)))
+            Err(crate::roles::BuildError::WrongRole(NodeId(1)))
         }
     }
 
@@ -267,7 +267,7 @@ mod tests {
         assert!(drain(&mut f, 1_099).is_empty());
         assert_eq!(drain(&mut f, 1_100), vec![10, 11, 12]);
         assert_eq!(f.held(), 0);
-        // Two more, then three: the second batch starts in the ring's last slot and wraps.
+        // Two more, then three: the second batch starts in the ring's last entry and wraps.
         f.inner_mut().left = 1;
         assert!(drain(&mut f, 2_000).is_empty());
         assert_eq!(drain(&mut f, 3_000), vec![15]);

@@ -15,7 +15,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::ops::Range;
 
-use loopix_crypto::{Address, Command, EpochSeed, KeyPhase, ProcessError, Processed, Processor};
+use loopix_crypto::{Command, EpochSeed, KeyPhase, NodeId, ProcessError, Processed, Processor};
 
 use crate::drops::{DropCounts, DropReason};
 use crate::formats::codec::Codec;
@@ -82,15 +82,15 @@ impl HopLimits {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Due {
     /// Send to a node (or, from a provider, to a client).
-    Send(Address),
+    Send(NodeId),
     /// Provider: store in this client's inbox.
-    Store(Address),
+    Store(NodeId),
 }
 
 /// Datagrams unwrapped together through [`loopix_crypto::Processor::process_batch_unless_replayed`].
 pub const BATCH: usize = 32;
 
-/// Where a batch is unwrapped before its held packets move to pool slots. The copy costs
+/// Where a batch is unwrapped before its held packets move to the pool. The copy costs
 /// ~0.1 µs per packet against ~50 µs of crypto, and keeps the batch call on one slice.
 struct Staging {
     bufs: Box<[Box<[u8]>]>,
@@ -266,8 +266,8 @@ impl<C: Codec> HopEngine<C> {
         if range.is_empty() {
             return 0;
         }
-        let slot = &mut self.keys.slots[phase.index()];
-        let Some((_, _, codec)) = &slot.key else {
+        let state = &mut self.keys.phases[phase.index()];
+        let Some((_, _, codec)) = &state.key else {
             for _ in range {
                 self.stats.drops.add(DropReason::ExpiredKey);
             }
@@ -275,8 +275,11 @@ impl<C: Codec> HopEngine<C> {
         };
         let mut full = [false; BATCH];
         let (mut refused, mut lost) = (0, 0);
-        let (filter, journal, journal_tags) =
-            (&mut slot.filter, &mut slot.journal, self.keys.journal_tags);
+        let (filter, journal, journal_tags) = (
+            &mut state.filter,
+            &mut state.journal,
+            self.keys.journal_tags,
+        );
         let bufs = &mut self.staging.bufs[range.clone()];
         let results = &mut self.staging.results[range.clone()];
         self.stats.in_lanes += codec.lanes_taken(range.len()) as u64;
@@ -295,7 +298,7 @@ impl<C: Codec> HopEngine<C> {
                 true
             }
         });
-        slot.stats.journal_lost += lost;
+        state.stats.journal_lost += lost;
         let (mut held, mut replays) = (0, 0);
         for i in range {
             let outcome = match self.staging.results[i] {
@@ -317,7 +320,7 @@ impl<C: Codec> HopEngine<C> {
                         usize::from(!self.staging.results[i].is_ok_and(|p| p.command.is_terminal()))
                 }
                 Err(reason) => {
-                    let stats = &mut self.keys.slots[phase.index()].stats;
+                    let stats = &mut self.keys.phases[phase.index()].stats;
                     match reason {
                         DropReason::Replay => stats.replays += 1,
                         DropReason::ReplayFull => stats.full += 1,
@@ -354,7 +357,7 @@ impl<C: Codec> HopEngine<C> {
         (even, n)
     }
 
-    /// Moves staged packet `staged` to a pool slot and onto the wheel.
+    /// Moves staged packet `staged` into the pool and onto the wheel.
     fn hold(
         &mut self,
         now_us: u64,
@@ -370,22 +373,22 @@ impl<C: Codec> HopEngine<C> {
         if requested_us > self.max_delay_us {
             return Err(DropReason::Horizon);
         }
-        let slot = self.pool.alloc().ok_or(DropReason::Overload)?;
+        let index = self.pool.alloc().ok_or(DropReason::Overload)?;
         self.pool
-            .get_mut(slot)
+            .get_mut(index)
             .copy_from_slice(&self.staging.bufs[staged]);
-        // One slot early: the wheel rounds up to a slot boundary, the imminent heap then
+        // One index early: the wheel rounds up to a index boundary, the imminent heap then
         // waits for the exact due time.
         let early = (now_us + requested_us).saturating_sub(self.wheel.config().slot_us);
-        let inserted = self.wheel.insert(slot, early, now_us);
+        let inserted = self.wheel.insert(index, early, now_us);
         if let Err(e) = inserted {
-            self.pool.release(slot);
+            self.pool.release(index);
             return Err(match e {
                 InsertError::BeyondHorizon => DropReason::Horizon,
                 InsertError::IndexOutOfRange => DropReason::Overload,
             });
         }
-        self.held[slot as usize] = Held {
+        self.held[index as usize] = Held {
             due: Some(due),
             requested_us,
             since_us: now_us,
@@ -415,23 +418,23 @@ impl<C: Codec> HopEngine<C> {
     pub fn send_own(
         &mut self,
         now_us: u64,
-        to: Address,
+        to: NodeId,
         fill: impl FnOnce(&mut [u8]) -> bool,
     ) -> bool {
-        let Some(slot) = self.pool.alloc() else {
+        let Some(index) = self.pool.alloc() else {
             self.stats.drops.add(DropReason::Overload);
             return false;
         };
-        if !fill(self.pool.get_mut(slot)) {
-            self.pool.release(slot);
+        if !fill(self.pool.get_mut(index)) {
+            self.pool.release(index);
             return false;
         }
-        self.held[slot as usize] = Held {
+        self.held[index as usize] = Held {
             due: Some(Due::Send(to)),
             requested_us: 0,
             since_us: now_us,
         };
-        self.ready.push_back(slot);
+        self.ready.push_back(index);
         true
     }
 
@@ -443,7 +446,7 @@ impl<C: Codec> HopEngine<C> {
     }
 
     /// Readies what falls due within `ahead_us` of now, ahead of time, but never more than
-    /// half a wheel slot ahead: the early side of the delay error stays within the slot
+    /// half a wheel index ahead: the early side of the delay error stays within the index
     /// whatever the configured width. A shell about to spend `d` unwrapping a batch on the
     /// thread that sends asks for d/2, so those packets leave up to d/2 early instead of up
     /// to d late. The error is recorded when a packet is taken, against the time then.
@@ -455,40 +458,40 @@ impl<C: Codec> HopEngine<C> {
     /// Moves every packet due by `horizon_us` to the ready queue.
     fn release_due_by(&mut self, horizon_us: u64) {
         let (held, imminent) = (&self.held, &mut self.imminent);
-        self.wheel.poll(horizon_us, |slot| {
-            let h = held[slot as usize];
-            imminent.push(Reverse((h.since_us + h.requested_us, slot)));
+        self.wheel.poll(horizon_us, |index| {
+            let h = held[index as usize];
+            imminent.push(Reverse((h.since_us + h.requested_us, index)));
         });
-        while let Some(&Reverse((due, slot))) = self.imminent.peek() {
+        while let Some(&Reverse((due, index))) = self.imminent.peek() {
             if due > horizon_us {
                 break;
             }
             self.imminent.pop();
-            self.ready.push_back(slot);
+            self.ready.push_back(index);
         }
     }
 
     /// The next ready packet: where it goes and its bytes, valid until [`Self::release`].
     pub fn next_ready(&mut self, now_us: u64) -> Option<(Due, u32)> {
-        let slot = self.ready.pop_front()?;
-        let held = self.held[slot as usize];
+        let index = self.ready.pop_front()?;
+        let held = self.held[index as usize];
         let actual = now_us.saturating_sub(held.since_us);
         self.stats
             .delay_error
             .record(actual.abs_diff(held.requested_us));
         self.stats.released += 1;
-        held.due.map(|d| (d, slot))
+        held.due.map(|d| (d, index))
     }
 
-    /// The bytes in a pool slot.
-    pub fn packet(&self, slot: u32) -> &[u8] {
-        self.pool.get(slot)
+    /// The bytes at a pool index.
+    pub fn packet(&self, index: u32) -> &[u8] {
+        self.pool.get(index)
     }
 
-    /// Gives a slot back to the pool.
-    pub fn release(&mut self, slot: u32) {
-        self.held[slot as usize] = Held::default();
-        self.pool.release(slot);
+    /// Gives a index back to the pool.
+    pub fn release(&mut self, index: u32) {
+        self.held[index as usize] = Held::default();
+        self.pool.release(index);
     }
 
     /// When [`Self::handle_timeout`] has work next.
@@ -567,7 +570,7 @@ mod tests {
         let mut first = Hop::new(
             key,
             Command::Relay {
-                next: Address(2),
+                next: NodeId(2),
                 delay_us,
             },
         );
@@ -623,9 +626,9 @@ mod tests {
         );
         engine.release_ahead(4_970, 70);
         assert!(engine.has_ready(), "due by 5,020");
-        let (due, slot) = engine.next_ready(4_970).expect("ready");
-        assert_eq!(due, Due::Send(Address(2)));
-        engine.release(slot);
+        let (due, index) = engine.next_ready(4_970).expect("ready");
+        assert_eq!(due, Due::Send(NodeId(2)));
+        engine.release(index);
         let error = engine.stats().delay_error;
         assert_eq!(error.count(), 1);
         // 30 µs early: recorded in the bucket that holds 30 µs.
@@ -867,8 +870,8 @@ mod tests {
             ..Default::default()
         });
         engine.handle_timeout(0);
-        let slot = engine.epochs()[0].unwrap();
-        assert!(slot.rated_tags >= 70_000);
-        assert!(slot.filter_bytes as f64 / 70_000.0 <= 4.8);
+        let epoch = engine.epochs()[0].unwrap();
+        assert!(epoch.rated_tags >= 70_000);
+        assert!(epoch.filter_bytes as f64 / 70_000.0 <= 4.8);
     }
 }

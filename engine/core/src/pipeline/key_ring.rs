@@ -55,7 +55,7 @@ enum JournalEvent {
 const MAX_JOURNAL_EVENTS: usize = 16;
 
 /// One key phase: the key in use for it, if any, and its replay filter.
-pub(crate) struct EpochSlot<C> {
+pub(crate) struct EpochState<C> {
     /// The epoch, its key's public half and its unwrapping side.
     pub(crate) key: Option<(u64, PublicKey, C)>,
     pub(crate) filter: ReplayFilter,
@@ -81,10 +81,10 @@ pub struct KeyRing<C> {
     params: loopix_crypto::Params,
     seed: EpochSeed,
     schedule: EpochSchedule,
-    pub(crate) slots: [EpochSlot<C>; 2],
+    pub(crate) phases: [EpochState<C>; 2],
     /// When the keys in use change next; 0 before the first call.
     next_change_us: u64,
-    /// Hashes a slot's journal keeps between two drains.
+    /// Hashes a phase's journal keeps between two drains.
     pub(crate) journal_tags: usize,
     journal_events: VecDeque<JournalEvent>,
     /// Draws the replay filters' hash keys.
@@ -102,7 +102,7 @@ impl<C: Codec> KeyRing<C> {
         journal_tags: usize,
         rng_seed: [u8; 32],
     ) -> Self {
-        let slot = || EpochSlot {
+        let empty = || EpochState {
             key: None,
             filter: ReplayFilter::new(replay_tags, [0; 16]),
             journal: Vec::with_capacity(journal_tags),
@@ -112,7 +112,7 @@ impl<C: Codec> KeyRing<C> {
             params,
             seed,
             schedule,
-            slots: [slot(), slot()],
+            phases: [empty(), empty()],
             next_change_us: 0,
             journal_tags,
             journal_events: VecDeque::with_capacity(MAX_JOURNAL_EVENTS),
@@ -135,7 +135,7 @@ impl<C: Codec> KeyRing<C> {
         self.next_change_us = self.schedule.next_change_us(now_us);
         let live = self.schedule.live(now_us);
         for (phase, want) in live.into_iter().enumerate() {
-            let have = self.slots[phase].key.as_ref().map(|(e, _, _)| *e);
+            let have = self.phases[phase].key.as_ref().map(|(e, _, _)| *e);
             if have == want {
                 continue;
             }
@@ -150,9 +150,9 @@ impl<C: Codec> KeyRing<C> {
     }
 
     fn retire(&mut self, phase: usize, epoch: u64) {
-        let slot = &mut self.slots[phase];
-        slot.key = None;
-        slot.journal.clear();
+        let state = &mut self.phases[phase];
+        state.key = None;
+        state.journal.clear();
         self.push_journal_event(JournalEvent::Retired(epoch));
     }
 
@@ -171,11 +171,11 @@ impl<C: Codec> KeyRing<C> {
     /// Puts `secret`, the key of `epoch`, in `phase`, with an empty filter hashing under
     /// `filter_key` and fresh counters.
     fn put_key(&mut self, phase: usize, epoch: u64, secret: SecretKey, filter_key: FilterKey) {
-        let slot = &mut self.slots[phase];
-        slot.key = Some((epoch, secret.public_key(), C::new(secret, self.params)));
-        slot.filter.reset(filter_key);
-        slot.journal.clear();
-        slot.stats = EpochStats {
+        let state = &mut self.phases[phase];
+        state.key = Some((epoch, secret.public_key(), C::new(secret, self.params)));
+        state.filter.reset(filter_key);
+        state.journal.clear();
+        state.stats = EpochStats {
             epoch,
             ..Default::default()
         };
@@ -210,10 +210,10 @@ impl<C: Codec> KeyRing<C> {
         let secret = self.seed.secret_key(epoch).ok_or(RestoreError::KeyGone)?;
         let phase = KeyPhase::of_epoch(epoch).index();
         self.put_key(phase, epoch, secret, key);
-        let slot = &mut self.slots[phase];
+        let state = &mut self.phases[phase];
         let mut restored = 0;
         for h in hashes {
-            if slot.filter.insert_hash(h) == Seen::Fresh {
+            if state.filter.insert_hash(h) == Seen::Fresh {
                 restored += 1;
             }
         }
@@ -226,7 +226,7 @@ impl<C: Codec> KeyRing<C> {
     pub fn replace_seed(&mut self, seed: EpochSeed) {
         self.seed = seed;
         for phase in 0..2 {
-            let Some((epoch, public, _)) = &self.slots[phase].key else {
+            let Some((epoch, public, _)) = &self.phases[phase].key else {
                 continue;
             };
             let epoch = *epoch;
@@ -246,22 +246,22 @@ impl<C: Codec> KeyRing<C> {
                 JournalEvent::Retired(epoch) => JournalRecord::Retired { epoch },
             });
         }
-        for slot in &mut self.slots {
-            if let Some((epoch, _, _)) = slot.key
-                && !slot.journal.is_empty()
+        for state in &mut self.phases {
+            if let Some((epoch, _, _)) = state.key
+                && !state.journal.is_empty()
             {
                 write(JournalRecord::Tags {
                     epoch,
-                    hashes: &slot.journal,
+                    hashes: &state.journal,
                 });
             }
-            slot.journal.clear();
+            state.journal.clear();
         }
     }
 
     /// The keys in use, by phase.
     pub fn epochs(&self) -> [Option<EpochStats>; 2] {
-        self.slots.each_ref().map(|s| {
+        self.phases.each_ref().map(|s| {
             s.key.as_ref().map(|_| EpochStats {
                 tags: s.filter.len(),
                 rated_tags: s.filter.rated_capacity(),

@@ -11,7 +11,7 @@
 //! aim tags at chosen buckets) to 64 bits `h`; 32 of them are a fingerprint, the rest pick
 //! two candidate buckets of 32 fingerprints (two 64-byte cache lines each). A tag goes
 //! into the emptier of its two buckets, which keeps buckets even: the first tag to find
-//! both its buckets full came at 94 % of all slots filled in a 100 k-tag filter, 93 % at
+//! both its buckets full came at 94 % of all entries filled in a 100 k-tag filter, 93 % at
 //! 4 M and 91.4-92.4 % at 16 M (three seeds each; it falls slowly with size). Filters are
 //! rated at 85 % ([`RATED_LOAD`]), so a tag costs 4 / 0.85 = 4.7 bytes at the rated
 //! capacity, against ~19.5 for an exact hash set of 16-byte tags. (Buckets of 16 filled
@@ -47,7 +47,7 @@ pub enum Seen {
 
 /// Fingerprints per bucket: 32 × 4 bytes, two cache lines.
 pub const BUCKET: usize = 32;
-/// The share of slots a filter is rated to fill with no tag finding both its buckets
+/// The share of entries a filter is rated to fill with no tag finding both its buckets
 /// full (see the module docs for the measurements behind it).
 pub const RATED_LOAD: f64 = 0.85;
 /// The most a fresh tag can be mistaken for a replay: 2 buckets × 32 fingerprints of
@@ -143,7 +143,7 @@ impl ReplayFilter {
         scan(&self.buckets[b1], fp).0 || scan(&self.buckets[b2], fp).0
     }
 
-    /// The fingerprint (never 0, which marks a free slot) and the two buckets of `h`.
+    /// The fingerprint (never 0, which marks a free entry) and the two buckets of `h`.
     fn place(&self, h: u64) -> (u32, usize, usize) {
         let fp = ((h >> 32) as u32).max(1);
         let n = self.buckets.len() as u64;
@@ -190,14 +190,14 @@ fn buckets_for(rated_tags: usize) -> usize {
         .max(1.0) as usize
 }
 
-/// Whether `fp` is in the bucket, and the index of its first free slot (slots fill from
-/// the front and are never emptied one by one, so every slot after it is free too).
+/// Whether `fp` is in the bucket, and the index of its first free entry (entries fill from
+/// the front and are never emptied one by one, so every entry after it is free too).
 fn scan(bucket: &Bucket, fp: u32) -> (bool, usize) {
     let mut seen = false;
     let mut free = BUCKET;
-    for (i, &slot) in bucket.0.iter().enumerate().rev() {
-        seen |= slot == fp;
-        if slot == 0 {
+    for (i, &entry) in bucket.0.iter().enumerate().rev() {
+        seen |= entry == fp;
+        if entry == 0 {
             free = i;
         }
     }

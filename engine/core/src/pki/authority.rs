@@ -22,13 +22,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use loopix_crypto::{Address, IdentitySecret, PublicKey, SessionPublic};
+use loopix_crypto::{IdentitySecret, NodeId, PublicKey, SessionPublic};
 
 use super::document::Unsigned;
 use super::key_upload::{KeyUpload, SignedUpload, UploadFormatError};
 use super::registry::Registry;
 use crate::network::epoch::EpochSchedule;
-use crate::network::topology::{EpochKeys, Node, Role, Topology};
+use crate::network::topology::{EpochKeys, NodeEntry, Role, Topology};
 
 /// Documents kept (in memory, and by the shell on disk): the newest this many epochs'.
 pub const KEPT_DOCUMENTS: usize = 16;
@@ -41,9 +41,9 @@ const MAX_CLOCK_AHEAD_S: u64 = 120;
 pub enum UploadError {
     Format(UploadFormatError),
     /// No node of this id is registered.
-    UnknownNode(Address),
+    UnknownNode(NodeId),
     /// Not signed by the registered node's identity key.
-    BadSignature(Address),
+    BadSignature(NodeId),
     /// Not newer than the upload held (a replay, or an old upload sent again).
     Replayed {
         issued_s: u64,
@@ -81,8 +81,8 @@ pub enum KeyClash {
 /// Who holds a key in the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Holder {
-    Node(Address),
-    Client(Address),
+    Node(NodeId),
+    Client(NodeId),
 }
 
 impl std::fmt::Display for Holder {
@@ -157,7 +157,7 @@ pub struct AuthorityGauges {
     pub current_published: bool,
     pub next_published: bool,
     /// Each registered node, and the last epoch its uploaded keys cover (`None`: none).
-    pub keys_until: Vec<(Address, Option<u64>)>,
+    pub keys_until: Vec<(NodeId, Option<u64>)>,
 }
 
 /// Where a node or client stands with an authority ([`Authority::standing`]).
@@ -248,7 +248,7 @@ pub enum Publish {
     Published {
         epoch: u64,
         text: String,
-        left_out: Vec<(Address, String)>,
+        left_out: Vec<(NodeId, String)>,
     },
     /// The deadline of `epoch` passed, and the uploads do not make a network yet (said
     /// once for each new reason).
@@ -267,7 +267,7 @@ pub struct Authority {
     registry: Registry,
     key: IdentitySecret,
     config: AuthorityConfig,
-    uploads: BTreeMap<Address, SignedUpload>,
+    uploads: BTreeMap<NodeId, SignedUpload>,
     /// Published documents: their text and topology (for the frozen keys).
     /// Shared, so a server hands a document to many readers without copying it.
     documents: BTreeMap<u64, (Arc<str>, Topology)>,
@@ -310,7 +310,7 @@ impl Authority {
     /// Takes a node's key upload at `now_us` (unix µs); returns the node it is from. The
     /// upload held, sent again, is taken again and changes nothing (a node that restarts
     /// within the second it last uploaded sends the same bytes).
-    pub fn handle_upload(&mut self, now_us: u64, bytes: &[u8]) -> Result<Address, UploadError> {
+    pub fn handle_upload(&mut self, now_us: u64, bytes: &[u8]) -> Result<NodeId, UploadError> {
         let signed = self.checked_upload(now_us, bytes)?;
         let node = signed.upload.node;
         if let Some(held) = self.uploads.get(&node) {
@@ -331,7 +331,7 @@ impl Authority {
     /// Whether [`Self::handle_upload`] would take `bytes` as a node's keys, ignoring only
     /// whether it is newer than the upload held; nothing changes. What `--check` asks:
     /// registered, signed by the registered identity key, keys sound and its own.
-    pub fn check_upload(&self, now_us: u64, bytes: &[u8]) -> Result<Address, UploadError> {
+    pub fn check_upload(&self, now_us: u64, bytes: &[u8]) -> Result<NodeId, UploadError> {
         self.checked_upload(now_us, bytes).map(|s| s.upload.node)
     }
 
@@ -399,7 +399,7 @@ impl Authority {
     /// identity key are dropped (returned, to delete from the store). A registry whose
     /// network parameters differ is refused: published documents and the keys nodes hold
     /// were made for them.
-    pub fn set_registry(&mut self, registry: Registry) -> Result<Vec<Address>, String> {
+    pub fn set_registry(&mut self, registry: Registry) -> Result<Vec<NodeId>, String> {
         if registry.network != self.registry.network {
             return Err(
                 "its [network] differs from the one in force; a network's parameters change \
@@ -422,7 +422,7 @@ impl Authority {
 
     /// Takes back an upload stored earlier (at start): checked again for its signature,
     /// not for its age.
-    pub fn restore_upload(&mut self, bytes: &[u8]) -> Result<Address, UploadError> {
+    pub fn restore_upload(&mut self, bytes: &[u8]) -> Result<NodeId, UploadError> {
         let signed = self.registered_upload(bytes)?;
         let node = signed.upload.node;
         self.uploads.insert(node, signed);
@@ -440,7 +440,7 @@ impl Authority {
     }
 
     /// The upload held for `node`, as received (to store).
-    pub fn upload_text(&self, node: Address) -> Option<&str> {
+    pub fn upload_text(&self, node: NodeId) -> Option<&str> {
         self.uploads.get(&node).map(|u| u.text.as_str())
     }
 
@@ -621,7 +621,7 @@ impl Authority {
     }
 
     /// Whether the upload held for `node` has a key for `epoch`.
-    fn has_keys(&self, node: Address, epoch: u64) -> bool {
+    fn has_keys(&self, node: NodeId, epoch: u64) -> bool {
         self.uploads
             .get(&node)
             .is_some_and(|u| u.upload.keys.get(epoch).is_some())
@@ -692,7 +692,7 @@ impl Authority {
     /// each other or include a weak session key is left out, so no upload can stop the
     /// document.
     #[allow(clippy::type_complexity)]
-    fn make(&self, epoch: u64) -> Result<(String, Topology, Vec<(Address, String)>), String> {
+    fn make(&self, epoch: u64) -> Result<(String, Topology, Vec<(NodeId, String)>), String> {
         let mut claims = Claims::default();
         claims.registry_clients(&self.registry);
         for (_, topology) in self.documents.values() {
@@ -727,7 +727,7 @@ impl Authority {
                 continue;
             }
             claims.node(r.id, Some(session), listed.iter());
-            nodes.push(Node {
+            nodes.push(NodeEntry {
                 id: r.id,
                 role: r.role,
                 address: r.address,
@@ -785,7 +785,7 @@ impl Claims {
     /// Claims a node's keys (the first claim of a key stays).
     fn node(
         &mut self,
-        id: Address,
+        id: NodeId,
         session: Option<SessionPublic>,
         keys: impl Iterator<Item = (u64, PublicKey)>,
     ) {
@@ -800,7 +800,7 @@ impl Claims {
     /// Whether node `id` may list these keys: none held by anyone else, none twice.
     fn check_node(
         &self,
-        id: Address,
+        id: NodeId,
         session: SessionPublic,
         keys: impl Iterator<Item = (u64, PublicKey)>,
     ) -> Result<(), KeyClash> {
@@ -841,8 +841,8 @@ mod tests {
     struct Net {
         authority: Authority,
         key: loopix_crypto::IdentityPublic,
-        identities: BTreeMap<Address, IdentitySecret>,
-        seeds: BTreeMap<Address, (EpochSeed, SessionSecret)>,
+        identities: BTreeMap<NodeId, IdentitySecret>,
+        seeds: BTreeMap<NodeId, (EpochSeed, SessionSecret)>,
     }
 
     fn net() -> Net {
@@ -858,11 +858,11 @@ mod tests {
             "{text}\n[[nodes]]\nid = 3\nrole = \"mix\"\nlayer = 2\naddress = \"127.0.0.1:9003\"\nidentity_key = \"{}\"\n",
             hex::encode(spare.public().to_bytes())
         );
-        identities.insert(Address(3), spare);
+        identities.insert(NodeId(3), spare);
         net_of(&text, identities)
     }
 
-    fn net_of(text: &str, identities: BTreeMap<Address, IdentitySecret>) -> Net {
+    fn net_of(text: &str, identities: BTreeMap<NodeId, IdentitySecret>) -> Net {
         let registry = Registry::from_toml(text).unwrap();
         let mut rng = ChaCha20Rng::seed_from_u64(5);
         let key = IdentitySecret::generate(&mut rng);
@@ -894,9 +894,9 @@ mod tests {
 
     impl Net {
         fn upload(&self, id: u64, issued_s: u64, first: u64, count: usize) -> String {
-            let (seed, session) = &self.seeds[&Address(id)];
-            KeyUpload::from_seed(Address(id), issued_s, session.public(), seed, first, count)
-                .sign(&self.identities[&Address(id)])
+            let (seed, session) = &self.seeds[&NodeId(id)];
+            KeyUpload::from_seed(NodeId(id), issued_s, session.public(), seed, first, count)
+                .sign(&self.identities[&NodeId(id)])
         }
 
         fn upload_all(&mut self, now_us: u64, first: u64) {
@@ -924,8 +924,8 @@ mod tests {
         let d = verify(text.as_bytes(), &trust, Some(5), now).unwrap();
         assert_eq!(d.topology.nodes.len(), 3);
         assert_eq!(d.topology.clients.len(), 1);
-        let mix = d.topology.node(Address(1)).unwrap();
-        let (seed, session) = &n.seeds[&Address(1)];
+        let mix = d.topology.node(NodeId(1)).unwrap();
+        let (seed, session) = &n.seeds[&NodeId(1)];
         assert_eq!(
             mix.epoch_keys.get(5),
             Some(seed.secret_key(5).unwrap().public_key())
@@ -998,28 +998,28 @@ mod tests {
         let now = 5 * EPOCH;
         let good = n.upload(1, 100, 5, 3);
         // Signed by another registered node's identity.
-        let (seed, session) = &n.seeds[&Address(1)];
-        let forged = KeyUpload::from_seed(Address(1), 100, session.public(), seed, 5, 3)
-            .sign(&n.identities[&Address(2)]);
+        let (seed, session) = &n.seeds[&NodeId(1)];
+        let forged = KeyUpload::from_seed(NodeId(1), 100, session.public(), seed, 5, 3)
+            .sign(&n.identities[&NodeId(2)]);
         assert_eq!(
             n.authority.handle_upload(now, forged.as_bytes()),
-            Err(UploadError::BadSignature(Address(1)))
+            Err(UploadError::BadSignature(NodeId(1)))
         );
-        let stranger = KeyUpload::from_seed(Address(7), 100, session.public(), seed, 5, 3)
-            .sign(&n.identities[&Address(1)]);
+        let stranger = KeyUpload::from_seed(NodeId(7), 100, session.public(), seed, 5, 3)
+            .sign(&n.identities[&NodeId(1)]);
         assert_eq!(
             n.authority.handle_upload(now, stranger.as_bytes()),
-            Err(UploadError::UnknownNode(Address(7)))
+            Err(UploadError::UnknownNode(NodeId(7)))
         );
         assert_eq!(
             n.authority.handle_upload(now, good.as_bytes()),
-            Ok(Address(1))
+            Ok(NodeId(1))
         );
         // The upload held, sent again, changes nothing; an older one, or another of the
         // same second, is a replay.
         assert_eq!(
             n.authority.handle_upload(now, good.as_bytes()),
-            Ok(Address(1))
+            Ok(NodeId(1))
         );
         let older = n.upload(1, 99, 5, 3);
         assert_eq!(
@@ -1037,18 +1037,18 @@ mod tests {
                 held_s: 100
             })
         );
-        assert_eq!(n.authority.upload_text(Address(1)), Some(good.as_str()));
+        assert_eq!(n.authority.upload_text(NodeId(1)), Some(good.as_str()));
         // A check takes nothing: an upload it would accept is not held.
         let newer = n.upload(1, 150, 5, 3);
         assert_eq!(
             n.authority.check_upload(now, newer.as_bytes()),
-            Ok(Address(1))
+            Ok(NodeId(1))
         );
         assert_eq!(
             n.authority.check_upload(now, forged.as_bytes()),
-            Err(UploadError::BadSignature(Address(1)))
+            Err(UploadError::BadSignature(NodeId(1)))
         );
-        assert_eq!(n.authority.upload_text(Address(1)), Some(good.as_str()));
+        assert_eq!(n.authority.upload_text(NodeId(1)), Some(good.as_str()));
         let stale = n.upload(1, 200, 1, 3);
         assert_eq!(
             n.authority.handle_upload(now, stale.as_bytes()),
@@ -1076,19 +1076,19 @@ mod tests {
         while n.authority.poll_publish(now).is_some() {}
         // Node 1 comes back with a new seed: its keys for 5..7 differ from the documents'.
         let other = EpochSeed::generate(&mut ChaCha20Rng::seed_from_u64(77), 0);
-        let session = n.seeds[&Address(1)].1.public();
-        let changed = KeyUpload::from_seed(Address(1), now / S + 1, session, &other, 6, 3)
-            .sign(&n.identities[&Address(1)]);
+        let session = n.seeds[&NodeId(1)].1.public();
+        let changed = KeyUpload::from_seed(NodeId(1), now / S + 1, session, &other, 6, 3)
+            .sign(&n.identities[&NodeId(1)]);
         assert_eq!(
             n.authority.handle_upload(now, changed.as_bytes()),
             Err(UploadError::ChangesPublishedKey { epoch: 6 })
         );
         // From an epoch no document lists yet, new keys are taken.
-        let later = KeyUpload::from_seed(Address(1), now / S + 1, session, &other, 8, 3)
-            .sign(&n.identities[&Address(1)]);
+        let later = KeyUpload::from_seed(NodeId(1), now / S + 1, session, &other, 8, 3)
+            .sign(&n.identities[&NodeId(1)]);
         assert_eq!(
             n.authority.handle_upload(now, later.as_bytes()),
-            Ok(Address(1))
+            Ok(NodeId(1))
         );
     }
 
@@ -1100,14 +1100,14 @@ mod tests {
         let Some(Publish::Published { text, .. }) = n.authority.poll_publish(now) else {
             panic!()
         };
-        let upload = n.authority.upload_text(Address(1)).unwrap().to_string();
+        let upload = n.authority.upload_text(NodeId(1)).unwrap().to_string();
         let mut again = net();
         again.authority.restore_document(5, text.clone()).unwrap();
         assert_eq!(again.authority.signed_by(5, &n.key), Some(true));
         assert_eq!(again.authority.signed_by(6, &n.key), None);
         assert_eq!(
             again.authority.restore_upload(upload.as_bytes()),
-            Ok(Address(1))
+            Ok(NodeId(1))
         );
         assert_eq!(again.authority.document(5).as_deref(), Some(text.as_str()));
         // An upload stored under another node's key is refused on the way back too.
@@ -1123,12 +1123,12 @@ mod tests {
         keys: Vec<PublicKey>,
     ) -> String {
         KeyUpload {
-            node: Address(3),
+            node: NodeId(3),
             issued_s,
             session_key: session,
             keys: EpochKeys::new(5, keys),
         }
-        .sign(&n.identities[&Address(3)])
+        .sign(&n.identities[&NodeId(3)])
     }
 
     #[test]
@@ -1138,12 +1138,12 @@ mod tests {
         assert_eq!(n.authority.poll_publish(now), None, "started");
         n.upload_all(now, 5);
         let t = now / S;
-        let (own_seed, own_session) = &n.seeds[&Address(3)];
+        let (own_seed, own_session) = &n.seeds[&NodeId(3)];
         let own: Vec<_> = (5..8)
             .map(|e| own_seed.secret_key(e).unwrap().public_key())
             .collect();
-        let node1_session = n.seeds[&Address(1)].1.public();
-        let node2_key = n.seeds[&Address(2)].0.secret_key(6).unwrap().public_key();
+        let node1_session = n.seeds[&NodeId(1)].1.public();
+        let node2_key = n.seeds[&NodeId(2)].0.secret_key(6).unwrap().public_key();
         let client = n.authority.registry.clients[0];
         let held = |key: &str, holder| {
             Err(UploadError::KeyInUse(KeyClash::Held {
@@ -1155,12 +1155,12 @@ mod tests {
             (
                 "another node's session key",
                 spare_upload(&n, t, node1_session, own.clone()),
-                held("session key", Holder::Node(Address(1))),
+                held("session key", Holder::Node(NodeId(1))),
             ),
             (
                 "another node's epoch key (an upload held)",
                 spare_upload(&n, t, own_session.public(), vec![own[0], node2_key]),
-                held("key of epoch 6", Holder::Node(Address(2))),
+                held("key of epoch 6", Holder::Node(NodeId(2))),
             ),
             (
                 "a client's Sphinx key",
@@ -1197,28 +1197,28 @@ mod tests {
         // (Past the bootstrap wait, so epoch 5's is published without node 3.)
         while n.authority.poll_publish(now + 11 * S).is_some() {}
         assert!(n.authority.document(5).is_some());
-        let node1_published = n.seeds[&Address(1)].0.secret_key(5).unwrap().public_key();
+        let node1_published = n.seeds[&NodeId(1)].0.secret_key(5).unwrap().public_key();
         let fresh = EpochSeed::generate(&mut ChaCha20Rng::seed_from_u64(8), 0);
-        let replaced = KeyUpload::from_seed(Address(1), t + 1, node1_session, &fresh, 7, 3)
-            .sign(&n.identities[&Address(1)]);
+        let replaced = KeyUpload::from_seed(NodeId(1), t + 1, node1_session, &fresh, 7, 3)
+            .sign(&n.identities[&NodeId(1)]);
         n.authority.handle_upload(now, replaced.as_bytes()).unwrap();
         assert_eq!(
             n.authority.handle_upload(
                 now,
                 spare_upload(&n, t, own_session.public(), vec![node1_published]).as_bytes()
             ),
-            held("key of epoch 5", Holder::Node(Address(1)))
+            held("key of epoch 5", Holder::Node(NodeId(1)))
         );
         // Its own keys are taken, and the refusals said why.
         let good = spare_upload(&n, t, own_session.public(), own);
         assert_eq!(
             n.authority.handle_upload(now, good.as_bytes()),
-            Ok(Address(3))
+            Ok(NodeId(3))
         );
         assert_eq!(
             UploadError::KeyInUse(KeyClash::Held {
                 key: "session key".into(),
-                holder: Holder::Client(Address(1001))
+                holder: Holder::Client(NodeId(1001))
             })
             .to_string(),
             "its session key is also client 1001's"
@@ -1234,9 +1234,9 @@ mod tests {
         ] {
             let mut n = net_with_spare_mix();
             n.upload_all(now, 5);
-            let (seed, session) = &n.seeds[&Address(3)];
+            let (seed, session) = &n.seeds[&NodeId(3)];
             let seed = if bad_keys {
-                &n.seeds[&Address(1)].0
+                &n.seeds[&NodeId(1)].0
             } else {
                 seed
             };
@@ -1260,15 +1260,15 @@ mod tests {
                 panic!("{what}: epoch 5 is published all the same")
             };
             assert_eq!(left_out.len(), 1, "{what}: {left_out:?}");
-            assert_eq!(left_out[0].0, Address(3), "{what}");
+            assert_eq!(left_out[0].0, NodeId(3), "{what}");
             assert!(left_out[0].1.contains(reason), "{what}: {left_out:?}");
             let trust = Trust::new(vec![n.key], Threshold::AtLeast(1)).unwrap();
             let d = verify(text.as_bytes(), &trust, Some(5), now).unwrap();
             let ids: Vec<_> = d.topology.nodes.iter().map(|n| n.id.0).collect();
             assert_eq!(ids, [1, 2, 100], "{what}");
-            let (seed1, _) = &n.seeds[&Address(1)];
+            let (seed1, _) = &n.seeds[&NodeId(1)];
             assert_eq!(
-                d.topology.node(Address(1)).unwrap().epoch_keys.get(5),
+                d.topology.node(NodeId(1)).unwrap().epoch_keys.get(5),
                 Some(seed1.secret_key(5).unwrap().public_key()),
                 "{what}: the honest node keeps its keys"
             );
@@ -1283,33 +1283,30 @@ mod tests {
         let mut n = net_of(&text, identities);
         let spare = net_with_spare_mix();
         n.identities
-            .insert(Address(3), spare.identities[&Address(3)].clone());
+            .insert(NodeId(3), spare.identities[&NodeId(3)].clone());
         let mut rng = ChaCha20Rng::seed_from_u64(33);
         let fresh = (
             EpochSeed::generate(&mut rng, 0),
             SessionSecret::generate(&mut rng),
         );
-        n.seeds.insert(Address(3), fresh);
+        n.seeds.insert(NodeId(3), fresh);
         n.upload_all(now, 5);
         let u3 = n.upload(3, now / S, 5, 3);
         assert_eq!(
             n.authority.handle_upload(now, u3.as_bytes()),
-            Err(UploadError::UnknownNode(Address(3)))
+            Err(UploadError::UnknownNode(NodeId(3)))
         );
         // The operator registers it; the authority re-reads its registry.
         let registry = spare.authority.registry.clone();
         assert_eq!(n.authority.set_registry(registry), Ok(vec![]));
-        assert_eq!(
-            n.authority.handle_upload(now, u3.as_bytes()),
-            Ok(Address(3))
-        );
+        assert_eq!(n.authority.handle_upload(now, u3.as_bytes()), Ok(NodeId(3)));
         let Some(Publish::Published { epoch: 5, text, .. }) = n.authority.poll_publish(now) else {
             panic!("epoch 5 due")
         };
         let trust = Trust::new(vec![n.key], Threshold::AtLeast(1)).unwrap();
         let d = verify(text.as_bytes(), &trust, Some(5), now).unwrap();
         assert!(
-            d.topology.node(Address(3)).is_some(),
+            d.topology.node(NodeId(3)).is_some(),
             "the new node is listed"
         );
         // Removed again: its upload goes, and a registry with other parameters is refused.
@@ -1317,7 +1314,7 @@ mod tests {
         let without = Registry::from_toml(&text).unwrap();
         assert_eq!(
             n.authority.set_registry(without.clone()),
-            Ok(vec![Address(3)])
+            Ok(vec![NodeId(3)])
         );
         let mut other = without;
         other.network.poll_size += 1;
@@ -1359,11 +1356,7 @@ mod tests {
         );
         assert_eq!(
             g.keys_until,
-            vec![
-                (Address(1), Some(7)),
-                (Address(2), None),
-                (Address(100), None)
-            ]
+            vec![(NodeId(1), Some(7)), (NodeId(2), None), (NodeId(100), None)]
         );
         n.upload_all(now + 12 * S, 5);
         while n.authority.poll_publish(now + 12 * S).is_some() {}
@@ -1383,11 +1376,11 @@ mod tests {
         assert_eq!(n.authority.poll_publish(now), None);
         let client = n.authority.registry.clients[0].id;
         assert_eq!(
-            n.authority.standing(Holder::Client(Address(4242)), now),
+            n.authority.standing(Holder::Client(NodeId(4242)), now),
             Standing::Unknown
         );
         assert_eq!(
-            n.authority.standing(Holder::Node(Address(77)), now),
+            n.authority.standing(Holder::Node(NodeId(77)), now),
             Standing::Unknown
         );
         // Registered, nothing published yet: epoch 5's document is the first.
@@ -1407,7 +1400,7 @@ mod tests {
         );
         assert_eq!(
             n.authority
-                .standing(Holder::Node(Address(1)), now)
+                .standing(Holder::Node(NodeId(1)), now)
                 .to_string(),
             "registered, not yet published: the first document that can list it is epoch 5's \
              (the current epoch); no keys uploaded"
@@ -1434,7 +1427,7 @@ mod tests {
         );
         assert!(
             n.authority
-                .standing(Holder::Node(Address(1)), now)
+                .standing(Holder::Node(NodeId(1)), now)
                 .to_string()
                 .ends_with("keys for epochs 5..=7 held"),
         );

@@ -11,7 +11,7 @@
 //!   [`RETRY_US`]. If the current document expires with no next one, it asks for the
 //!   current one again.
 
-use loopix_crypto::{Address, EpochSeed, IdentitySecret, SessionPublic};
+use loopix_crypto::{EpochSeed, IdentitySecret, NodeId, SessionPublic};
 
 use super::document::{Document, DocumentError, Trust, verify};
 use super::key_upload::KeyUpload;
@@ -153,7 +153,7 @@ pub const UPLOAD_EPOCHS: usize = 4;
 /// A node's side of key publishing: when to upload, and the signed upload. The seed it
 /// holds moves forward with the epochs (earlier keys wiped), as the key file does.
 pub struct KeyPublisher {
-    node: Address,
+    node: NodeId,
     identity: IdentitySecret,
     session_key: SessionPublic,
     seed: EpochSeed,
@@ -167,7 +167,7 @@ pub struct KeyPublisher {
 impl KeyPublisher {
     /// Publishes `seed`'s keys for `node` under `identity`, on `epochs`.
     pub fn new(
-        node: Address,
+        node: NodeId,
         identity: IdentitySecret,
         session_key: SessionPublic,
         seed: EpochSeed,

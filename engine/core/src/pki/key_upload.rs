@@ -15,7 +15,7 @@
 //! ```
 
 use loopix_crypto::{
-    Address, EpochSeed, IdentityPublic, IdentitySecret, PublicKey, SIGNATURE_LEN, SessionPublic,
+    EpochSeed, IdentityPublic, IdentitySecret, NodeId, PublicKey, SIGNATURE_LEN, SessionPublic,
 };
 
 use crate::network::topology::EpochKeys;
@@ -32,7 +32,7 @@ pub const MAX_UPLOAD_BYTES: usize = 4096;
 /// What a node says about its keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyUpload {
-    pub node: Address,
+    pub node: NodeId,
     /// Unix s.
     pub issued_s: u64,
     pub session_key: SessionPublic,
@@ -68,7 +68,7 @@ impl std::fmt::Display for UploadFormatError {
 impl KeyUpload {
     /// The upload of the keys of `count` epochs from `first` that `seed` gives.
     pub fn from_seed(
-        node: Address,
+        node: NodeId,
         issued_s: u64,
         session_key: SessionPublic,
         seed: &EpochSeed,
@@ -133,7 +133,7 @@ impl SignedUpload {
             v.parse::<u64>()
                 .map_err(|_| bad(&format!("`{name}` is not a number")))
         };
-        let node = Address(number(field("node")?, "node")?);
+        let node = NodeId(number(field("node")?, "node")?);
         let issued_s = number(field("issued")?, "issued")?;
         let mut session = [0u8; 32];
         hex::decode_to_slice(field("session")?, &mut session)
@@ -215,7 +215,7 @@ mod tests {
         let epochs = EpochSeed::generate(&mut rng, 10);
         let session = SessionSecret::generate(&mut rng).public();
         (
-            KeyUpload::from_seed(Address(3), 5000, session, &epochs, 10, 3),
+            KeyUpload::from_seed(NodeId(3), 5000, session, &epochs, 10, 3),
             identity,
         )
     }

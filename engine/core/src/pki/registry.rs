@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use loopix_crypto::{Address, IdentityPublic};
+use loopix_crypto::{IdentityPublic, NodeId};
 use serde::Deserialize;
 
 use crate::network::topology::{
@@ -45,7 +45,7 @@ pub struct Registry {
 /// A node its operator registered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegisteredNode {
-    pub id: Address,
+    pub id: NodeId,
     pub role: Role,
     pub address: SocketAddr,
     pub identity: IdentityPublic,
@@ -84,7 +84,7 @@ pub fn parse_identity_key(field: &str, text: &str) -> Result<IdentityPublic, Top
 /// made from a topology registers everything at its authority.
 pub fn registry_toml(
     topology: &crate::network::topology::Topology,
-    identities: &BTreeMap<Address, IdentityPublic>,
+    identities: &BTreeMap<NodeId, IdentityPublic>,
 ) -> String {
     use std::fmt::Write;
     let text = topology.to_toml();
@@ -124,7 +124,7 @@ impl Registry {
         for (i, n) in raw.nodes.iter().enumerate() {
             let at = format!("nodes[{i}]");
             let node = RegisteredNode {
-                id: Address(n.id),
+                id: NodeId(n.id),
                 role: parse_role(&at, &n.role, n.layer, network.layers)?,
                 address: parse_address(&format!("{at}.address"), &n.address)?,
                 identity: parse_identity_key(&format!("{at}.identity_key"), &n.identity_key)?,
@@ -202,7 +202,7 @@ impl Registry {
     }
 
     /// The registered node with this id.
-    pub fn node(&self, id: Address) -> Option<&RegisteredNode> {
+    pub fn node(&self, id: NodeId) -> Option<&RegisteredNode> {
         self.nodes.iter().find(|n| n.id == id)
     }
 }
@@ -216,7 +216,7 @@ pub(crate) mod tests {
 
     /// A registry of one mix per layer (ids 1, 2), one provider (100), one client (1000),
     /// and the nodes' identity secrets.
-    pub(crate) fn sample() -> (String, BTreeMap<Address, IdentitySecret>) {
+    pub(crate) fn sample() -> (String, BTreeMap<NodeId, IdentitySecret>) {
         let topology = crate::network::topology::Topology::from_toml(
             &crate::network::topology::tests::sample(),
         )
@@ -237,12 +237,12 @@ pub(crate) mod tests {
         let r = Registry::from_toml(&text).unwrap();
         assert_eq!(r.nodes.len(), 3);
         assert_eq!(
-            r.node(Address(100)).unwrap().identity,
-            secrets[&Address(100)].public()
+            r.node(NodeId(100)).unwrap().identity,
+            secrets[&NodeId(100)].public()
         );
         assert_eq!(r.clients.len(), 1);
-        let key1 = hex::encode(secrets[&Address(1)].public().to_bytes());
-        let key2 = hex::encode(secrets[&Address(2)].public().to_bytes());
+        let key1 = hex::encode(secrets[&NodeId(1)].public().to_bytes());
+        let key2 = hex::encode(secrets[&NodeId(2)].public().to_bytes());
         for (from, to, field) in [
             (key1.as_str(), "abcd".to_string(), "nodes[0].identity_key"),
             (key2.as_str(), key1.clone(), "nodes[1].identity_key"),

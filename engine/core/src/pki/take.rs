@@ -7,9 +7,9 @@
 //! filters, wheels and links were sized for; anything else is refused with the reason, and
 //! the node keeps what it has.
 
-use loopix_crypto::{Address, EpochSeed, SessionPublic};
+use loopix_crypto::{EpochSeed, NodeId, SessionPublic};
 
-use crate::network::topology::{Network, Node, Topology};
+use crate::network::topology::{Network, NodeEntry, Topology};
 
 /// What the node's keys look like in a topology it can take ([`check_node_keys`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,13 +27,13 @@ pub struct KeyCheck {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refused {
     /// It does not list the node.
-    NotListed(Address),
+    NotListed(NodeId),
     /// It lists another session key for the node than the one it holds.
-    SessionKey(Address),
+    SessionKey(NodeId),
     /// The node's seed starts after an epoch in use: that key is gone.
     KeyGone { seed_epoch: u64, in_use: u64 },
     /// It publishes a key for `epoch` that the node's seed does not give.
-    EpochKey { node: Address, epoch: u64 },
+    EpochKey { node: NodeId, epoch: u64 },
     /// It changes network parameters the node was built for (needs a restart).
     NetworkChanged(Vec<&'static str>),
 }
@@ -93,7 +93,7 @@ pub fn network_changes(a: &Network, b: &Network) -> Vec<&'static str> {
 /// epoch on, and that it still holds the keys in use at `now_us`.
 pub fn check_node_keys(
     topology: &Topology,
-    node: &Node,
+    node: &NodeEntry,
     seed: &EpochSeed,
     now_us: u64,
 ) -> Result<KeyCheck, Refused> {
@@ -142,7 +142,7 @@ pub fn check_node_keys(
 pub fn take_document(
     current: &Topology,
     fresh: &Topology,
-    me: Address,
+    me: NodeId,
     seed: &EpochSeed,
     session: SessionPublic,
     now_us: u64,

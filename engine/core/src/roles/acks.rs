@@ -6,7 +6,7 @@
 //! How long to wait ([`ack_timeout_us`]): the fragment and its ack each cross a client's
 //! provider, every layer and the other provider, so the mixing delays of both ways are the
 //! sum of 2·(layers + 2) Exp(µ) draws, a Gamma(2·(layers + 2), µ); then the recipient's
-//! poll picks the fragment up, a payload or drop slot of the recipient (rate λP + λD) sends
+//! poll picks the fragment up, a payload or drop tick of the recipient (rate λP + λD) sends
 //! the ack, and the sender's poll picks the ack up. The wait is the sum of the p99 of each
 //! of these (the p99 of a sum is smaller: the sum of p99s is a safe bound), plus a second
 //! for links and processing. Attempt `a` (from 0) waits that times 2^min(a, 4), so a crash
@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use loopix_crypto::Address;
+use loopix_crypto::NodeId;
 
 use crate::network::topology::Network;
 use crate::roles::rate::{erlang_cdf, quantile};
@@ -45,24 +45,24 @@ const LINK_SLACK_US: f64 = 1e6;
 const MAX_BACKOFF_SHIFT: u32 = 4;
 
 /// How long a fragment waits for its ack before it is sent again (see the module docs),
-/// µs; `None` when the network's rates cannot bring an ack back (no polling, or no slot to
+/// µs; `None` when the network's rates cannot bring an ack back (no polling, or no tick to
 /// send it in).
 pub fn ack_timeout_us(network: &Network) -> Option<u64> {
     let hops = 2 * (usize::from(network.layers) + 2);
-    let slot_rate = network.lambda_payload_per_s + network.lambda_drop_per_s;
-    if network.poll_rate_per_s <= 0.0 || slot_rate <= 0.0 || network.mu_per_s <= 0.0 {
+    let tick_rate = network.lambda_payload_per_s + network.lambda_drop_per_s;
+    if network.poll_rate_per_s <= 0.0 || tick_rate <= 0.0 || network.mu_per_s <= 0.0 {
         return None;
     }
     let p99_exp = |rate: f64| 100f64.ln() / rate * 1e6;
     let mixing = quantile(erlang_cdf(hops as u32, network.mu_per_s), 0.99) * 1e6;
-    let waits = 2.0 * p99_exp(network.poll_rate_per_s) + p99_exp(slot_rate);
+    let waits = 2.0 * p99_exp(network.poll_rate_per_s) + p99_exp(tick_rate);
     Some((mixing + waits + LINK_SLACK_US).ceil() as u64)
 }
 
 /// A fragment of a message, as the client queues and resends it.
 #[derive(Clone, Debug)]
 pub struct Fragment {
-    pub recipient: Address,
+    pub recipient: NodeId,
     pub msg_id: u64,
     pub index: u16,
     pub count: u16,
@@ -187,7 +187,7 @@ mod tests {
 
     fn fragment(msg_id: u64, index: u16) -> Fragment {
         Fragment {
-            recipient: Address(9),
+            recipient: NodeId(9),
             msg_id,
             index,
             count: 2,
@@ -232,7 +232,7 @@ mod tests {
                 .unwrap(),
         };
         let t = ack_timeout_us(&network).unwrap() as f64 / 1e6;
-        // Gamma(10, 20) p99 0.94 s + 2 x 0.92 s (polls) + 1.15 s (slot) + 1 s.
+        // Gamma(10, 20) p99 0.94 s + 2 x 0.92 s (polls) + 1.15 s (tick) + 1 s.
         assert!((t - 4.93).abs() < 0.02, "{t}");
         let no_polls = Network {
             poll_rate_per_s: 0.0,

@@ -21,7 +21,7 @@ pub const POLL_ANSWER_DELAY_US: u64 = 2_000;
 struct Held {
     release_at_us: u64,
     to: SocketAddr,
-    slot: u32,
+    index: u32,
     len: usize,
 }
 
@@ -62,25 +62,25 @@ impl AnswerQueue {
     /// A free frame buffer to seal into; hand it back with [`Self::hold`] or
     /// [`Self::give_back`]. `None` when full.
     pub fn take(&mut self) -> Option<(u32, &mut [u8])> {
-        let slot = self.free.pop()?;
-        let at = slot as usize * self.frame_len;
-        Some((slot, &mut self.frames[at..at + self.frame_len]))
+        let index = self.free.pop()?;
+        let at = index as usize * self.frame_len;
+        Some((index, &mut self.frames[at..at + self.frame_len]))
     }
 
-    /// Holds the frame sealed in `slot` (`len` bytes, for `to`) until `release_at_us`.
+    /// Holds the frame sealed in `index` (`len` bytes, for `to`) until `release_at_us`.
     /// Releases are in the order held (each poll's time plus the same delay).
-    pub fn hold(&mut self, slot: u32, len: usize, to: SocketAddr, release_at_us: u64) {
+    pub fn hold(&mut self, index: u32, len: usize, to: SocketAddr, release_at_us: u64) {
         self.held.push_back(Held {
             release_at_us,
             to,
-            slot,
+            index,
             len,
         });
     }
 
-    /// Returns a taken slot unused.
-    pub fn give_back(&mut self, slot: u32) {
-        self.free.push(slot);
+    /// Returns a taken frame unused.
+    pub fn give_back(&mut self, index: u32) {
+        self.free.push(index);
     }
 
     /// When the next frame is due.
@@ -94,9 +94,9 @@ impl AnswerQueue {
             return None;
         }
         let h = self.held.pop_front()?;
-        let at = h.slot as usize * self.frame_len;
+        let at = h.index as usize * self.frame_len;
         out[..h.len].copy_from_slice(&self.frames[at..at + h.len]);
-        self.free.push(h.slot);
+        self.free.push(h.index);
         Some((h.to, h.len))
     }
 }
@@ -110,9 +110,9 @@ mod tests {
         let mut q = AnswerQueue::new(3, 4);
         let to: SocketAddr = "10.0.0.1:1".parse().unwrap();
         for (i, at) in [(1u8, 100), (2, 100), (3, 150)] {
-            let (slot, buf) = q.take().unwrap();
+            let (index, buf) = q.take().unwrap();
             buf.fill(i);
-            q.hold(slot, 4, to, at);
+            q.hold(index, 4, to, at);
         }
         assert!(q.take().is_none(), "full");
         let mut out = [0u8; 4];
@@ -124,8 +124,8 @@ mod tests {
         assert_eq!(out, [2; 4]);
         assert_eq!(q.release(120, &mut out), None);
         assert_eq!(q.room(), 2);
-        let (slot, _) = q.take().unwrap();
-        q.give_back(slot);
+        let (index, _) = q.take().unwrap();
+        q.give_back(index);
         assert_eq!(q.release(200, &mut out), Some((to, 4)));
         assert_eq!(out, [3; 4]);
         assert!(q.is_empty());

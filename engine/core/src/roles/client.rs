@@ -7,13 +7,13 @@
 //!
 //! Everything it sends and receives travels in a session with its provider
 //! ([`crate::session`]): one frame length both ways, so its uplink is one Poisson stream
-//! of equal datagrams. Until a session is up, its send slots pass unused; it renews the
-//! session's keys on a cover slot, and starts a new session when polls go unanswered
+//! of equal datagrams. Until a session is up, its send ticks pass unused; it renews the
+//! session's keys on a cover tick, and starts a new session when polls go unanswered
 //! (the provider restarted and forgot it).
 //!
 //! With acknowledgements on ([`crate::roles::acks`]), every fragment carries a single-use reply
 //! block; its recipient sends a fixed-size ack back along it in its next payload or drop
-//! slot (so acks change nothing on the wire: they take a slot a cover packet would have
+//! tick (so acks change nothing on the wire: they take a tick a cover packet would have
 //! used), and the sender sends a fragment again, as a fresh packet, until its ack comes or
 //! it runs out of attempts (then the user hears `GaveUp`). The recipient delivers each
 //! message once, however often its fragments arrive, and acks every copy.
@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use loopix_crypto::{Address, Command, Hop, Params, Processor, SURB_LEN, SessionSecret};
+use loopix_crypto::{Command, Hop, NodeId, Params, Processor, SURB_LEN, SessionSecret};
 
 use crate::formats::codec::Codec;
 use crate::roles::acks::{Fragment, Unacked, ack_timeout_us};
@@ -31,18 +31,18 @@ use rand_core::{Rng, SeedableRng};
 use crate::endpoint::{Endpoint, Transmit};
 use crate::formats::payload::{self, Content, Reassembly};
 use crate::formats::wire::{self, ITEM_HEADER_LEN};
-use crate::network::directory::{Directory, PathError, requested_delay_us};
+use crate::network::path_index::{PathError, PathIndex, requested_delay_us};
 use crate::network::topology::Topology;
 use crate::roles::loops::LoopMonitor;
 use crate::roles::rate::PoissonTimer;
-use crate::roles::{BuildError, CoreConfig, RoleKeys};
+use crate::roles::{BuildError, RoleConfig, RoleKeys};
 use crate::session::initiator::{ClientSessionStats, HandshakeDue, Opened};
 use crate::session::{ClientSession, FrameKind, FrameLayout};
 
 /// Why a message was not queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendError {
-    UnknownRecipient(Address),
+    UnknownRecipient(NodeId),
     /// The buffer would exceed its bound; nothing was queued.
     BufferFull,
     /// More than 65,535 fragments (or, for a reply, more than one packet's payload).
@@ -128,12 +128,12 @@ pub struct ClientStats {
     pub loops_returned: u64,
     pub delivered: u64,
     /// Packets that could not be built (no path: e.g. the topology lists no key for an
-    /// epoch the path falls in); the send slot went out as an idle frame (a fragment
+    /// epoch the path falls in); the send tick went out as an idle frame (a fragment
     /// stays queued).
     pub build_failed: u64,
     /// Fragments refused because their message would not fit the reassembly bound.
     pub fragments_refused: u64,
-    /// Send slots that passed with no session up.
+    /// Send ticks that passed with no session up.
     pub skipped_no_session: u64,
     /// Datagrams from an address other than the provider's.
     pub foreign: u64,
@@ -264,18 +264,18 @@ struct Timers {
 
 /// A client. See the module docs.
 pub struct Client<C: Codec = Processor> {
-    id: Address,
-    provider: Address,
+    id: NodeId,
+    provider: NodeId,
     provider_addr: SocketAddr,
     session: ClientSession,
     /// Session plaintexts, both ways.
     plain: Vec<u8>,
     polls_unanswered: u32,
-    /// Whether the last payload slot carried a fragment (for [`ClientEvent::PacketSent`]).
+    /// Whether the last payload tick carried a fragment (for [`ClientEvent::PacketSent`]).
     last_was_fragment: bool,
     params: Params,
     processor: C,
-    directory: Directory,
+    paths: PathIndex,
     rng: ChaCha20Rng,
     rates_per_s: [f64; 4],
     timers: Option<Timers>,
@@ -308,7 +308,7 @@ pub struct Client<C: Codec = Processor> {
 
 impl<C: Codec> Client<C> {
     /// A client as `topology` describes `config.id`.
-    pub fn new(topology: &Topology, config: CoreConfig) -> Result<Self, BuildError> {
+    pub fn new(topology: &Topology, config: RoleConfig) -> Result<Self, BuildError> {
         let me = topology
             .client(config.id)
             .ok_or(BuildError::NotInTopology(config.id))?;
@@ -337,7 +337,7 @@ impl<C: Codec> Client<C> {
             last_was_fragment: false,
             params: n.params,
             processor: C::new(key, n.params),
-            directory: Directory::new(topology),
+            paths: PathIndex::new(topology),
             rng: ChaCha20Rng::from_seed(config.seed),
             rates_per_s: [
                 n.lambda_payload_per_s,
@@ -382,12 +382,12 @@ impl<C: Codec> Client<C> {
             .filter(|p| me.provider == self.provider && p.session_key.is_some())
             .ok_or(BuildError::NoProvider(me.provider))?;
         self.provider_addr = provider.address;
-        self.directory = Directory::new(topology);
+        self.paths = PathIndex::new(topology);
         Ok(())
     }
 
     /// Queues `message` for `recipient`, split into fragments; returns its id.
-    pub fn send(&mut self, recipient: Address, message: &[u8]) -> Result<u64, SendError> {
+    pub fn send(&mut self, recipient: NodeId, message: &[u8]) -> Result<u64, SendError> {
         self.send_with_replies(0, recipient, message, 0)
     }
 
@@ -398,11 +398,11 @@ impl<C: Codec> Client<C> {
     pub fn send_with_replies(
         &mut self,
         now_us: u64,
-        recipient: Address,
+        recipient: NodeId,
         message: &[u8],
         blocks: u8,
     ) -> Result<u64, SendError> {
-        if self.directory.client(recipient).is_none() {
+        if self.paths.client(recipient).is_none() {
             return Err(SendError::UnknownRecipient(recipient));
         }
         let msg_id = self.rng.next_u64();
@@ -431,7 +431,7 @@ impl<C: Codec> Client<C> {
 
     /// Answers a message through one of the reply blocks it carried
     /// ([`ClientEvent::RepliesOffered`]): `data` goes in one packet, in the next payload
-    /// slot, to whoever made the block.
+    /// tick, to whoever made the block.
     pub fn reply(&mut self, block: &ReplyBlock, data: &[u8]) -> Result<(), SendError> {
         if data.len() > self.params.payload_bytes() - payload::REPLY_HEADER_LEN {
             return Err(SendError::TooLong);
@@ -455,7 +455,7 @@ impl<C: Codec> Client<C> {
     }
 
     /// Splits `envelope` into fragments of message `msg_id` at the back of the buffer.
-    fn queue(&mut self, recipient: Address, msg_id: u64, envelope: &[u8]) -> Result<(), SendError> {
+    fn queue(&mut self, recipient: NodeId, msg_id: u64, envelope: &[u8]) -> Result<(), SendError> {
         let cap = payload::fragment_capacity(self.params.payload_bytes(), self.unacked.is_some());
         let count = envelope.len().div_ceil(cap).max(1);
         let count = u16::try_from(count).map_err(|_| SendError::TooLong)?;
@@ -494,7 +494,7 @@ impl<C: Codec> Client<C> {
     }
 
     /// The provider this client polls and sends through.
-    pub fn provider(&self) -> Address {
+    pub fn provider(&self) -> NodeId {
         self.provider
     }
 
@@ -650,7 +650,7 @@ impl<C: Codec> Client<C> {
         let surb = block.as_ref().map(|(_, surb, _)| surb);
         payload::write_fragment(&mut body, f.msg_id, f.index, f.count, surb, &f.data);
         let (rng, path) = (&mut self.rng, &mut self.path);
-        let ok = self.directory.client_path(
+        let ok = self.paths.client_path(
             rng,
             now_us,
             self.provider,
@@ -685,13 +685,13 @@ impl<C: Codec> Client<C> {
     fn reply_block(
         &mut self,
         now_us: u64,
-        recipient: Address,
+        recipient: NodeId,
     ) -> Option<(u64, [u8; SURB_LEN], C::SurbOpener)> {
-        let (_, their_provider) = self.directory.client(recipient)?;
+        let (_, their_provider) = self.paths.client(recipient)?;
         let ack_id = self.rng.next_u64();
         let (rng, path) = (&mut self.rng, &mut self.surb_path);
         let reply = Command::Reply { surb_id: ack_id };
-        self.directory
+        self.paths
             .client_path(rng, now_us, their_provider, self.id, reply, path)
             .ok()?;
         let (surb, opener) = C::build_surb(&self.surb_path, &mut self.rng).ok()?;
@@ -833,7 +833,7 @@ impl<C: Codec> Client<C> {
         let mut body = [0u8; 16];
         payload::write_loop(&mut body, nonce);
         let (rng, path) = (&mut self.rng, &mut self.path);
-        let ok = self.directory.client_path(
+        let ok = self.paths.client_path(
             rng,
             now_us,
             self.provider,
@@ -852,7 +852,7 @@ impl<C: Codec> Client<C> {
 
     fn write_drop(&mut self, now_us: u64, buf: &mut [u8]) -> bool {
         let ok = self
-            .directory
+            .paths
             .drop_path(&mut self.rng, now_us, self.provider, &mut self.path);
         let built = self.build_on(ok, &[], buf);
         if built {
@@ -863,7 +863,7 @@ impl<C: Codec> Client<C> {
 
     /// Builds along `self.path` when the path could be made; counts a failure (e.g. the
     /// topology has no key yet for an epoch the path falls in).
-    fn build_on(&mut self, path: Result<Address, PathError>, body: &[u8], buf: &mut [u8]) -> bool {
+    fn build_on(&mut self, path: Result<NodeId, PathError>, body: &[u8], buf: &mut [u8]) -> bool {
         let out = &mut buf[..self.params.packet_len()];
         let built = path.is_ok()
             && C::build_into(&self.params, &self.path, body, &mut self.rng, out).is_ok();
@@ -991,7 +991,7 @@ fn open_envelope(envelope: &[u8]) -> Option<(&[u8], Vec<ReplyBlock>)> {
 }
 
 impl<C: Codec> Endpoint for Client<C> {
-    fn id(&self) -> Address {
+    fn id(&self) -> NodeId {
         self.id
     }
 

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use loopix_crypto::Address;
+use loopix_crypto::NodeId;
 
 use crate::network::topology::Network;
 
@@ -57,7 +57,7 @@ impl Bucket {
 pub struct ClientQuota {
     packet_rate_per_s: f64,
     poll_rate_per_s: f64,
-    buckets: HashMap<(Address, bool), Bucket>,
+    buckets: HashMap<(NodeId, bool), Bucket>,
 }
 
 impl ClientQuota {
@@ -73,7 +73,7 @@ impl ClientQuota {
     }
 
     /// Whether `client` may send one more of `what` at `now_us` (and takes its token).
-    pub fn allow(&mut self, client: Address, what: Spend, now_us: u64) -> bool {
+    pub fn allow(&mut self, client: NodeId, what: Spend, now_us: u64) -> bool {
         let rate = match what {
             Spend::Packet => self.packet_rate_per_s,
             Spend::Poll => self.poll_rate_per_s,
@@ -85,7 +85,7 @@ impl ClientQuota {
     }
 
     /// Forgets clients no longer served.
-    pub fn retain(&mut self, served: impl Fn(Address) -> bool) {
+    pub fn retain(&mut self, served: impl Fn(NodeId) -> bool) {
         self.buckets.retain(|(c, _), _| served(*c));
     }
 }
@@ -113,7 +113,7 @@ mod tests {
     #[test]
     fn a_burst_passes_then_the_rate_holds() {
         let mut q = ClientQuota::new(&network(5.0, 1.0));
-        let c = Address(7);
+        let c = NodeId(7);
         let passed = (0..100)
             .filter(|_| q.allow(c, Spend::Packet, 1_000_000))
             .count();
@@ -128,7 +128,7 @@ mod tests {
         assert_eq!(later, 10);
         // Polls have their own bucket; other clients theirs.
         assert!(q.allow(c, Spend::Poll, 2_000_000));
-        assert!(q.allow(Address(8), Spend::Packet, 2_000_000));
+        assert!(q.allow(NodeId(8), Spend::Packet, 2_000_000));
     }
 
     #[test]
@@ -143,7 +143,7 @@ mod tests {
         // An hour of sends at λ.
         for _ in 0..(3600.0 * lambda) as usize {
             t += exp_us(&mut rng, lambda).unwrap();
-            assert!(q.allow(Address(1), Spend::Packet, t), "refused at {t} µs");
+            assert!(q.allow(NodeId(1), Spend::Packet, t), "refused at {t} µs");
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use loopix_crypto::Address;
+use loopix_crypto::NodeId;
 
 /// A provider's inbox bounds, in count and in time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,22 +58,22 @@ pub trait InboxStore {
     /// stored at `at_us` (the driver's clock, never decreasing).
     fn store(
         &mut self,
-        client: Address,
+        client: NodeId,
         id: u64,
         at_us: u64,
         packet: &[u8],
     ) -> Result<(), StoreRefused>;
     /// Appends the ids of the oldest `max` packets of `client` to `out`.
-    fn oldest(&self, client: Address, max: usize, out: &mut Vec<u64>);
+    fn oldest(&self, client: NodeId, max: usize, out: &mut Vec<u64>);
     /// Copies packet `id` into `out`; false if it is not there.
-    fn read(&self, client: Address, id: u64, out: &mut [u8]) -> bool;
+    fn read(&self, client: NodeId, id: u64, out: &mut [u8]) -> bool;
     /// Removes packet `id`; false if it was not there.
-    fn ack(&mut self, client: Address, id: u64) -> bool;
+    fn ack(&mut self, client: NodeId, id: u64) -> bool;
     /// Removes packets stored before `stored_before_us`, at most `max` of them (the rest
     /// at the next call: one call's work stays bounded); returns how many it removed.
     fn expire(&mut self, stored_before_us: u64, max: usize) -> usize;
     /// Packets waiting for `client`.
-    fn len(&self, client: Address) -> usize;
+    fn len(&self, client: NodeId) -> usize;
     /// Packets waiting in all inboxes.
     fn total(&self) -> usize;
     /// Makes every store and ack so far durable. Stores that are not yet durable are not
@@ -95,7 +95,7 @@ type Queue = VecDeque<Stored>;
 
 /// Inboxes in memory, each bounded to `max_per_client` packets.
 pub struct MemoryInbox {
-    inboxes: BTreeMap<Address, Queue>,
+    inboxes: BTreeMap<NodeId, Queue>,
     max_per_client: usize,
     max_total: usize,
     total: usize,
@@ -116,7 +116,7 @@ impl MemoryInbox {
 impl InboxStore for MemoryInbox {
     fn store(
         &mut self,
-        client: Address,
+        client: NodeId,
         id: u64,
         at_us: u64,
         packet: &[u8],
@@ -137,13 +137,13 @@ impl InboxStore for MemoryInbox {
         Ok(())
     }
 
-    fn oldest(&self, client: Address, max: usize, out: &mut Vec<u64>) {
+    fn oldest(&self, client: NodeId, max: usize, out: &mut Vec<u64>) {
         if let Some(q) = self.inboxes.get(&client) {
             out.extend(q.iter().take(max).map(|s| s.id));
         }
     }
 
-    fn read(&self, client: Address, id: u64, out: &mut [u8]) -> bool {
+    fn read(&self, client: NodeId, id: u64, out: &mut [u8]) -> bool {
         let found = self
             .inboxes
             .get(&client)
@@ -157,7 +157,7 @@ impl InboxStore for MemoryInbox {
         }
     }
 
-    fn ack(&mut self, client: Address, id: u64) -> bool {
+    fn ack(&mut self, client: NodeId, id: u64) -> bool {
         let Some(q) = self.inboxes.get_mut(&client) else {
             return false;
         };
@@ -183,7 +183,7 @@ impl InboxStore for MemoryInbox {
         removed
     }
 
-    fn len(&self, client: Address) -> usize {
+    fn len(&self, client: NodeId) -> usize {
         self.inboxes.get(&client).map_or(0, VecDeque::len)
     }
 
@@ -199,7 +199,7 @@ mod tests {
     #[test]
     fn messages_stay_until_acknowledged() {
         let mut s = MemoryInbox::new(2, 100);
-        let c = Address(5);
+        let c = NodeId(5);
         s.store(c, 10, 0, b"one").unwrap();
         s.store(c, 11, 0, b"two").unwrap();
         assert_eq!(s.store(c, 12, 0, b"three"), Err(StoreRefused::InboxFull));
@@ -212,30 +212,27 @@ mod tests {
         assert!(s.ack(c, 10));
         assert!(!s.ack(c, 10));
         assert_eq!(s.len(c), 1);
-        assert_eq!(s.len(Address(6)), 0);
+        assert_eq!(s.len(NodeId(6)), 0);
     }
 
     #[test]
     fn the_whole_store_is_bounded_too_and_acks_make_room() {
         let mut s = MemoryInbox::new(10, 3);
         for (i, c) in [1, 2, 3].into_iter().enumerate() {
-            s.store(Address(c), i as u64, 0, b"p").unwrap();
+            s.store(NodeId(c), i as u64, 0, b"p").unwrap();
         }
-        assert_eq!(
-            s.store(Address(4), 9, 0, b"p"),
-            Err(StoreRefused::StoreFull)
-        );
+        assert_eq!(s.store(NodeId(4), 9, 0, b"p"), Err(StoreRefused::StoreFull));
         assert_eq!(s.total(), 3);
-        assert!(s.ack(Address(2), 1));
-        assert!(!s.ack(Address(2), 1), "acked once");
+        assert!(s.ack(NodeId(2), 1));
+        assert!(!s.ack(NodeId(2), 1), "acked once");
         assert_eq!(s.total(), 2);
-        assert!(s.store(Address(4), 9, 0, b"p").is_ok());
+        assert!(s.store(NodeId(4), 9, 0, b"p").is_ok());
     }
 
     #[test]
     fn packets_stored_before_the_cutoff_expire_at_most_max_a_call() {
         let mut s = MemoryInbox::new(10, 100);
-        let (a, b) = (Address(1), Address(2));
+        let (a, b) = (NodeId(1), NodeId(2));
         s.store(a, 1, 100, b"p").unwrap();
         s.store(a, 2, 200, b"p").unwrap();
         s.store(b, 3, 150, b"p").unwrap();

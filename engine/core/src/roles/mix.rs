@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 
-use loopix_crypto::{Address, Command, EpochSeed, Params, Processor, SessionSecret};
+use loopix_crypto::{Command, EpochSeed, NodeId, Params, Processor, SessionSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -18,9 +18,9 @@ use crate::drops::DropReason;
 use crate::endpoint::{Endpoint, Transmit};
 use crate::formats::codec::Codec;
 use crate::formats::payload::{self, Content};
-use crate::network::directory::{Directory, Peer, requested_delay_us};
 use crate::network::link::{LINK_OVERHEAD, Links};
 use crate::network::node_addresses::NodeAddresses;
+use crate::network::path_index::{HopOwner, PathIndex, requested_delay_us};
 use crate::network::topology::{Role, Topology};
 use crate::pipeline::hop::{BATCH, Due, HopEngine, HopStats};
 use crate::pipeline::key_ring::EpochStats;
@@ -28,7 +28,7 @@ use crate::pipeline::latency_histogram::LatencyHistogram;
 use crate::pipeline::steering::owner_shard;
 use crate::roles::loops::LoopMonitor;
 use crate::roles::rate::PoissonTimer;
-use crate::roles::{BuildError, CoreConfig, links_for};
+use crate::roles::{BuildError, RoleConfig, links_for};
 
 /// Counters of a mix.
 #[derive(Clone, Copy, Debug, Default)]
@@ -51,11 +51,11 @@ pub const LOOP_WARMUP_US: u64 = 5_000_000;
 
 /// A mix node. See the module docs.
 pub struct Mix<C: Codec = Processor> {
-    me: Peer,
+    me: HopOwner,
     layer: usize,
     params: Params,
     engine: HopEngine<C>,
-    directory: Directory,
+    paths: PathIndex,
     addresses: NodeAddresses,
     links: Links,
     session_key: SessionSecret,
@@ -76,7 +76,7 @@ pub struct Mix<C: Codec = Processor> {
 
 impl<C: Codec> Mix<C> {
     /// A mix as `topology` describes node `config.id` (see [`crate::roles::build`]).
-    pub fn new(topology: &Topology, config: CoreConfig) -> Result<Self, BuildError> {
+    pub fn new(topology: &Topology, config: RoleConfig) -> Result<Self, BuildError> {
         let id = config.id;
         let node = topology.node(id).ok_or(BuildError::NotInTopology(id))?;
         let Role::Mix { layer } = node.role else {
@@ -84,10 +84,8 @@ impl<C: Codec> Mix<C> {
         };
         let (epoch_seed, session_key) = config.keys.into_node(id)?;
         let params = topology.network.params;
-        let directory = Directory::new(topology);
-        let me = directory
-            .node(node.id)
-            .ok_or(BuildError::NotInTopology(id))?;
+        let paths = PathIndex::new(topology);
+        let me = paths.node(node.id).ok_or(BuildError::NotInTopology(id))?;
         let engine = HopEngine::new(
             epoch_seed,
             topology.network.epochs,
@@ -102,7 +100,7 @@ impl<C: Codec> Mix<C> {
             layer: usize::from(layer) - 1,
             params,
             engine,
-            directory,
+            paths,
             addresses: NodeAddresses::new(topology),
             links,
             session_key,
@@ -141,7 +139,7 @@ impl<C: Codec> Mix<C> {
     /// Takes a re-read topology (new epoch keys of other nodes) and key seed; a key in use
     /// that did not change keeps its replay filter (see [`HopEngine::replace_seed`]).
     pub fn reload(&mut self, topology: &Topology, epoch_seed: EpochSeed) {
-        self.directory = Directory::new(topology);
+        self.paths = PathIndex::new(topology);
         self.addresses = NodeAddresses::new(topology);
         match links_for::<C>(topology, self.me.id, &self.session_key, self.shard) {
             Ok(mut links) => {
@@ -151,7 +149,7 @@ impl<C: Codec> Mix<C> {
             // The runtime checked the topology before handing it over; keep the old links.
             Err(e) => debug_assert!(false, "reload with unusable links: {e}"),
         }
-        if let Some(me) = self.directory.node(self.me.id) {
+        if let Some(me) = self.paths.node(self.me.id) {
             self.me = me;
         }
         self.engine.replace_seed(epoch_seed);
@@ -253,13 +251,9 @@ impl<C: Codec> Mix<C> {
     }
 
     fn send_loop(&mut self, now_us: u64) {
-        let first = self.directory.mix_loop_path(
-            &mut self.rng,
-            now_us,
-            self.me,
-            self.layer,
-            &mut self.path,
-        );
+        let first =
+            self.paths
+                .mix_loop_path(&mut self.rng, now_us, self.me, self.layer, &mut self.path);
         let nonce = self.rng.next_u64();
         let mut body = [0u8; 16];
         payload::write_loop(&mut body, nonce);
@@ -286,7 +280,7 @@ impl<C: Codec> Mix<C> {
 }
 
 impl<C: Codec> Endpoint for Mix<C> {
-    fn id(&self) -> Address {
+    fn id(&self) -> NodeId {
         self.me.id
     }
 
@@ -317,17 +311,17 @@ impl<C: Codec> Endpoint for Mix<C> {
 
     fn poll_transmit(&mut self, now_us: u64, buf: &mut [u8]) -> Option<Transmit> {
         loop {
-            let (due, slot) = self.engine.next_ready(now_us)?;
+            let (due, index) = self.engine.next_ready(now_us)?;
             let (Due::Send(to) | Due::Store(to)) = due;
             let Some(addr) = self.addresses.address(to) else {
-                self.engine.release(slot);
+                self.engine.release(index);
                 self.engine.count_drop(DropReason::Unroutable);
                 continue;
             };
-            let packet = self.engine.packet(slot);
+            let packet = self.engine.packet(index);
             let len = packet.len() + LINK_OVERHEAD;
             buf[..packet.len()].copy_from_slice(packet);
-            self.engine.release(slot);
+            self.engine.release(index);
             if let Err(reason) = self.links.seal(now_us, to, &mut buf[..len]) {
                 self.engine.count_drop(reason);
                 continue;

@@ -3,7 +3,7 @@
 //! (a mix's loops, a client's acknowledgements, a provider's inboxes, answer queue and
 //! quotas, the Poisson rates cover traffic runs on), and one way to build any of them.
 //!
-//! One way to build any role: a [`CoreConfig`] (who, with which keys, within which limits)
+//! One way to build any role: a [`RoleConfig`] (who, with which keys, within which limits)
 //! and the topology say everything, and [`build`] returns the mix, provider or client the
 //! topology makes of that id. `loopix node`, the clients, the simulator and the anonymity
 //! harness all build their cores here, so a setting means the same everywhere.
@@ -20,7 +20,7 @@ pub mod rate;
 
 use std::net::SocketAddr;
 
-use loopix_crypto::{Address, EpochSeed, Processor, SecretKey, SessionSecret};
+use loopix_crypto::{EpochSeed, NodeId, Processor, SecretKey, SessionSecret};
 
 use crate::endpoint::{Endpoint, Transmit};
 use crate::formats::codec::Codec;
@@ -49,7 +49,7 @@ pub enum RoleKeys {
 
 impl RoleKeys {
     /// A node's keys, or `WrongRole(id)` for a client's.
-    pub fn into_node(self, id: Address) -> Result<(EpochSeed, SessionSecret), BuildError> {
+    pub fn into_node(self, id: NodeId) -> Result<(EpochSeed, SessionSecret), BuildError> {
         match self {
             RoleKeys::Node {
                 epoch_seed,
@@ -61,8 +61,8 @@ impl RoleKeys {
 }
 
 /// What any core needs besides the topology.
-pub struct CoreConfig {
-    pub id: Address,
+pub struct RoleConfig {
+    pub id: NodeId,
     pub keys: RoleKeys,
     /// Seeds every random choice the core makes.
     pub seed: [u8; 32],
@@ -89,9 +89,9 @@ pub struct CoreConfig {
     pub handshakes: HandshakeLimits,
 }
 
-impl CoreConfig {
+impl RoleConfig {
     /// Node `id` with these keys and the default limits, on shard 0.
-    pub fn node(id: Address, epoch_seed: EpochSeed, session_key: SessionSecret) -> Self {
+    pub fn node(id: NodeId, epoch_seed: EpochSeed, session_key: SessionSecret) -> Self {
         Self::with_keys(
             id,
             RoleKeys::Node {
@@ -102,11 +102,11 @@ impl CoreConfig {
     }
 
     /// Client `id` with its key.
-    pub fn client(id: Address, key: SecretKey) -> Self {
+    pub fn client(id: NodeId, key: SecretKey) -> Self {
         Self::with_keys(id, RoleKeys::Client(key))
     }
 
-    fn with_keys(id: Address, keys: RoleKeys) -> Self {
+    fn with_keys(id: NodeId, keys: RoleKeys) -> Self {
         Self {
             id,
             keys,
@@ -160,13 +160,13 @@ impl CoreConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BuildError {
     /// No node or client of the topology has this id.
-    NotInTopology(Address),
+    NotInTopology(NodeId),
     /// The id is another role's than the one asked for, or the keys are another role's.
-    WrongRole(Address),
+    WrongRole(NodeId),
     /// The client's provider is not a provider of the topology with a session key.
-    NoProvider(Address),
+    NoProvider(NodeId),
     /// The topology lists another session key for this node than the one it holds.
-    SessionKeyMismatch(Address),
+    SessionKeyMismatch(NodeId),
     Wheel(WheelConfigError),
     Link(LinkError),
 }
@@ -200,7 +200,7 @@ impl std::error::Error for BuildError {}
 /// under a simulation's stand-in codec framed only (see [`Codec::AUTHENTICATES_LINKS`]).
 pub fn links_for<C: Codec>(
     topology: &Topology,
-    id: Address,
+    id: NodeId,
     key: &SessionSecret,
     shard: usize,
 ) -> Result<Links, BuildError> {
@@ -213,7 +213,7 @@ pub fn links_for<C: Codec>(
 }
 
 /// Any role, built by [`build`].
-pub enum Core<S: InboxStore, C: Codec = Processor> {
+pub enum AnyRole<S: InboxStore, C: Codec = Processor> {
     Mix(Box<Mix<C>>),
     Provider(Box<Provider<S, C>>),
     Client(Box<Client<C>>),
@@ -223,43 +223,43 @@ pub enum Core<S: InboxStore, C: Codec = Processor> {
 /// the inbox `inbox` makes).
 pub fn build<S: InboxStore, C: Codec>(
     topology: &Topology,
-    config: CoreConfig,
+    config: RoleConfig,
     inbox: impl FnOnce() -> S,
-) -> Result<Core<S, C>, BuildError> {
+) -> Result<AnyRole<S, C>, BuildError> {
     let id = config.id;
     if topology.client(id).is_some() {
-        return Client::new(topology, config).map(|c| Core::Client(Box::new(c)));
+        return Client::new(topology, config).map(|c| AnyRole::Client(Box::new(c)));
     }
     match topology.node(id).map(|n| n.role) {
-        Some(Role::Mix { .. }) => Mix::new(topology, config).map(|m| Core::Mix(Box::new(m))),
+        Some(Role::Mix { .. }) => Mix::new(topology, config).map(|m| AnyRole::Mix(Box::new(m))),
         Some(Role::Provider) => {
-            Provider::new(topology, config, inbox()).map(|p| Core::Provider(Box::new(p)))
+            Provider::new(topology, config, inbox()).map(|p| AnyRole::Provider(Box::new(p)))
         }
         None => Err(BuildError::NotInTopology(id)),
     }
 }
 
-impl<S: InboxStore, C: Codec> Core<S, C> {
+impl<S: InboxStore, C: Codec> AnyRole<S, C> {
     /// The role as an endpoint.
     pub fn endpoint(&mut self) -> &mut dyn Endpoint {
         match self {
-            Core::Mix(m) => m.as_mut(),
-            Core::Provider(p) => p.as_mut(),
-            Core::Client(c) => c.as_mut(),
+            AnyRole::Mix(m) => m.as_mut(),
+            AnyRole::Provider(p) => p.as_mut(),
+            AnyRole::Client(c) => c.as_mut(),
         }
     }
 
     fn endpoint_ref(&self) -> &dyn Endpoint {
         match self {
-            Core::Mix(m) => m.as_ref(),
-            Core::Provider(p) => p.as_ref(),
-            Core::Client(c) => c.as_ref(),
+            AnyRole::Mix(m) => m.as_ref(),
+            AnyRole::Provider(p) => p.as_ref(),
+            AnyRole::Client(c) => c.as_ref(),
         }
     }
 }
 
-impl<S: InboxStore, C: Codec> Endpoint for Core<S, C> {
-    fn id(&self) -> Address {
+impl<S: InboxStore, C: Codec> Endpoint for AnyRole<S, C> {
+    fn id(&self) -> NodeId {
         self.endpoint_ref().id()
     }
     fn handle_datagram(&mut self, now_us: u64, from: SocketAddr, bytes: &[u8]) {

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
-use loopix_crypto::{Address, Command, EpochSeed, Params, Processor};
+use loopix_crypto::{Command, EpochSeed, NodeId, Params, Processor};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -35,7 +35,7 @@ use crate::pipeline::key_ring::EpochStats;
 use crate::roles::answer_queue::{AnswerQueue, POLL_ANSWER_DELAY_US};
 use crate::roles::client_quota::{ClientQuota, Spend};
 use crate::roles::inbox::{InboxStore, StoreRefused};
-use crate::roles::{BuildError, CoreConfig, links_for};
+use crate::roles::{BuildError, RoleConfig, links_for};
 use crate::session::{FrameKind, FrameLayout, Received, Sessions};
 
 /// Counters of a provider.
@@ -59,21 +59,17 @@ pub struct ProviderStats {
     /// Answer frames sent more than the answer delay after their release time (the
     /// provider was behind): their timing may reflect more than the poll's.
     pub answers_late: u64,
-    /// Slots a client had nothing it could build for.
+    /// Send ticks a client had nothing it could build for.
     pub idle_frames: u64,
     /// Packets accepted from each registered client.
-    pub per_client_in: BTreeMap<Address, u64>,
+    pub per_client_in: BTreeMap<NodeId, u64>,
 }
 
 /// Something the provider's driver may want to know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProviderEvent {
     /// A packet was stored in `client`'s inbox under `id`.
-    Stored {
-        client: Address,
-        id: u64,
-        at_us: u64,
-    },
+    Stored { client: NodeId, id: u64, at_us: u64 },
 }
 
 /// Events kept for the driver before the oldest are discarded.
@@ -98,7 +94,7 @@ const HELD_POLLS: usize = 256;
 
 /// A provider. See the module docs.
 pub struct Provider<S: InboxStore, C: Codec = Processor> {
-    id: Address,
+    id: NodeId,
     /// Which of the node's shards this is (its link trailers name it).
     shard: usize,
     params: Params,
@@ -107,7 +103,7 @@ pub struct Provider<S: InboxStore, C: Codec = Processor> {
     inbox_ttl_us: u64,
     /// When the inboxes are next swept for expired packets.
     next_sweep_us: u64,
-    clients: BTreeSet<Address>,
+    clients: BTreeSet<NodeId>,
     addresses: NodeAddresses,
     links: Links,
     sessions: Sessions,
@@ -129,7 +125,7 @@ pub struct Provider<S: InboxStore, C: Codec = Processor> {
 
 impl<S: InboxStore, C: Codec> Provider<S, C> {
     /// A provider as `topology` describes node `config.id`, storing into `inbox`.
-    pub fn new(topology: &Topology, config: CoreConfig, inbox: S) -> Result<Self, BuildError> {
+    pub fn new(topology: &Topology, config: RoleConfig, inbox: S) -> Result<Self, BuildError> {
         let id = config.id;
         let node = topology.node(id).ok_or(BuildError::NotInTopology(id))?;
         let (epoch_seed, session_key) = config.keys.into_node(id)?;
@@ -247,7 +243,7 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
     }
 
     /// Packets waiting in `client`'s inbox.
-    pub fn inbox_len(&self, client: Address) -> usize {
+    pub fn inbox_len(&self, client: NodeId) -> usize {
         self.inbox.len(client)
     }
 
@@ -280,7 +276,7 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
     }
 
     /// A packet from a node (`client` None) or from `client`'s session.
-    fn handle_packet(&mut self, now_us: u64, client: Option<Address>, bytes: &[u8]) {
+    fn handle_packet(&mut self, now_us: u64, client: Option<NodeId>, bytes: &[u8]) {
         let (clients, stats, links) = (&self.clients, &mut self.stats, &self.links);
         let route = |command| match command {
             Command::Relay { next, .. } if links.sends_to(next) => Ok(Due::Send(next)),
@@ -344,7 +340,7 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
     }
 
     /// A poll from `client` in session `session`: its acks, then N answer items.
-    fn handle_poll(&mut self, now_us: u64, client: Address, session: u32, body: &[u8]) {
+    fn handle_poll(&mut self, now_us: u64, client: NodeId, session: u32, body: &[u8]) {
         if self.answers.room() < self.poll_size {
             self.stats.polls_refused += 1;
             self.engine.count_drop(DropReason::Overload);
@@ -371,13 +367,13 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         for i in 0..self.poll_size {
             let id = self.scratch_ids.get(i).copied();
             self.write_answer_item(client, id, waiting, &mut plain);
-            let Some((slot, frame)) = self.answers.take() else {
+            let Some((index, frame)) = self.answers.take() else {
                 break; // room was checked for N above
             };
             match self.sessions.seal(now_us, session, &plain, frame) {
-                Some((to, len)) => self.answers.hold(slot, len, to, release_at_us),
+                Some((to, len)) => self.answers.hold(index, len, to, release_at_us),
                 None => {
-                    self.answers.give_back(slot);
+                    self.answers.give_back(index);
                     self.stats.answers_unsent += 1;
                 }
             }
@@ -388,35 +384,35 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
 
     /// Stores packets whose delay is over; returns the first packet to send, if any.
     fn next_send(&mut self, now_us: u64, buf: &mut [u8]) -> Option<Transmit> {
-        while let Some((due, slot)) = self.engine.next_ready(now_us) {
+        while let Some((due, index)) = self.engine.next_ready(now_us) {
             match due {
                 Due::Send(to) => {
                     let Some(addr) = self.addresses.address(to) else {
-                        self.engine.release(slot);
+                        self.engine.release(index);
                         self.engine.count_drop(DropReason::Unroutable);
                         continue;
                     };
-                    let packet = self.engine.packet(slot);
+                    let packet = self.engine.packet(index);
                     buf[..packet.len()].copy_from_slice(packet);
                     let len = packet.len() + LINK_OVERHEAD;
-                    self.engine.release(slot);
+                    self.engine.release(index);
                     if let Err(reason) = self.links.seal(now_us, to, &mut buf[..len]) {
                         self.engine.count_drop(reason);
                         continue;
                     }
                     return Some(Transmit { to: addr, len });
                 }
-                Due::Store(client) => self.store(now_us, client, slot),
+                Due::Store(client) => self.store(now_us, client, index),
             }
         }
         None
     }
 
-    fn store(&mut self, now_us: u64, client: Address, slot: u32) {
+    fn store(&mut self, now_us: u64, client: NodeId, index: u32) {
         let id = self.rng.next_u64();
         match self
             .inbox
-            .store(client, id, now_us, self.engine.packet(slot))
+            .store(client, id, now_us, self.engine.packet(index))
         {
             Ok(()) => {
                 self.stats.stored += 1;
@@ -432,14 +428,14 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
             Err(StoreRefused::InboxFull) => self.engine.count_drop(DropReason::InboxFull),
             Err(StoreRefused::StoreFull) => self.engine.count_drop(DropReason::StoreFull),
         }
-        self.engine.release(slot);
+        self.engine.release(index);
     }
 
     /// Writes an answer item's plaintext: kind, id, the count still `waiting`, packet
     /// (`client`'s stored packet `id`, or a dummy).
     fn write_answer_item(
         &mut self,
-        client: Address,
+        client: NodeId,
         id: Option<u64>,
         waiting: u32,
         plain: &mut [u8],
@@ -474,13 +470,13 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
 /// The session keys of `provider`'s clients.
 fn session_keys(
     topology: &Topology,
-    provider: Address,
-) -> impl Iterator<Item = (Address, loopix_crypto::SessionPublic)> + '_ {
+    provider: NodeId,
+) -> impl Iterator<Item = (NodeId, loopix_crypto::SessionPublic)> + '_ {
     topology.clients_of(provider).map(|c| (c.id, c.session_key))
 }
 
 impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
-    fn id(&self) -> Address {
+    fn id(&self) -> NodeId {
         self.id
     }
 

@@ -50,8 +50,8 @@ pub enum FrameKind {
     /// Provider to client: one item of a poll's answer (its id, the count still
     /// waiting, then a packet).
     Item = 3,
-    /// Client to provider: a send slot the client had nothing it could build for (no key
-    /// for an epoch on the path): the slot still goes out, so the wire shows no gap.
+    /// Client to provider: a send tick the client had nothing it could build for (no key
+    /// for an epoch on the path): the tick still goes out, so the wire shows no gap.
     Idle = 4,
 }
 

@@ -38,7 +38,7 @@ pub enum HandshakeDue {
     No,
     /// Now: there is no session to send anything else in.
     Now,
-    /// On the next cover slot: the session is due for new keys.
+    /// On the next cover tick: the session is due for new keys.
     OnCover,
 }
 
@@ -113,7 +113,7 @@ impl ClientSession {
             .is_some_and(|l| now_us.saturating_sub(l.since_us) < REJECT_AFTER_US)
     }
 
-    /// Whether to send a handshake now, on a cover slot, or not at all.
+    /// Whether to send a handshake now, on a cover tick, or not at all.
     pub fn handshake_due(&self, now_us: u64) -> HandshakeDue {
         let retry_due = self
             .last_attempt_us

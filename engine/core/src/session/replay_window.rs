@@ -36,7 +36,7 @@ impl<const WORDS: usize> ReplayWindow<WORDS> {
         if self.next - 1 - nonce >= Self::WINDOW {
             return false;
         }
-        let (w, b) = Self::slot(nonce);
+        let (w, b) = Self::position(nonce);
         self.bits[w] & (1 << b) == 0
     }
 
@@ -58,12 +58,12 @@ impl<const WORDS: usize> ReplayWindow<WORDS> {
             }
             self.next = nonce + 1;
         }
-        let (w, b) = Self::slot(nonce);
+        let (w, b) = Self::position(nonce);
         self.bits[w] |= 1 << b;
         true
     }
 
-    fn slot(nonce: u64) -> (usize, u32) {
+    fn position(nonce: u64) -> (usize, u32) {
         (((nonce / 64) % WORDS as u64) as usize, (nonce % 64) as u32)
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use loopix_crypto::{Address, SessionPublic, SessionSecret};
+use loopix_crypto::{NodeId, SessionPublic, SessionSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -33,7 +33,7 @@ pub enum Received<'a> {
     Cookie { len: usize },
     /// A plaintext from `client`, in session `index`.
     Plain {
-        client: Address,
+        client: NodeId,
         index: u32,
         plain: Plain<'a>,
     },
@@ -42,7 +42,7 @@ pub enum Received<'a> {
 }
 
 struct Session {
-    client: Address,
+    client: NodeId,
     /// The static key its handshake proved: a client re-keyed in the topology keeps no
     /// session made under its old key.
     key: SessionPublic,
@@ -53,7 +53,7 @@ struct Session {
 }
 
 #[derive(Clone, Copy, Debug, Default)]
-struct ClientSlot {
+struct ClientSessions {
     current: Option<u32>,
     previous: Option<u32>,
     /// The timestamp of the last handshake accepted: a handshake must be newer.
@@ -67,8 +67,8 @@ pub struct Sessions {
     local: SessionSecret,
     layout: FrameLayout,
     /// Clients of this provider, by their session key.
-    clients: HashMap<SessionPublic, Address>,
-    slots: HashMap<Address, ClientSlot>,
+    clients: HashMap<SessionPublic, NodeId>,
+    by_client: HashMap<NodeId, ClientSessions>,
     by_index: HashMap<u32, Session>,
     guard: HandshakeGuard,
     /// Initiations that got as far as a Diffie-Hellman.
@@ -81,7 +81,7 @@ impl Sessions {
     pub fn new(
         local: SessionSecret,
         layout: FrameLayout,
-        clients: impl IntoIterator<Item = (Address, SessionPublic)>,
+        clients: impl IntoIterator<Item = (NodeId, SessionPublic)>,
         seed: [u8; 32],
     ) -> Self {
         let mut rng = ChaCha20Rng::from_seed(seed);
@@ -92,7 +92,7 @@ impl Sessions {
             local,
             layout,
             clients: HashMap::new(),
-            slots: HashMap::new(),
+            by_client: HashMap::new(),
             by_index: HashMap::new(),
             guard: HandshakeGuard::new(
                 keys,
@@ -114,16 +114,16 @@ impl Sessions {
 
     /// Takes a new list of clients: sessions of clients no longer on it, or made under a
     /// key the list no longer gives them, end.
-    pub fn set_clients(&mut self, clients: impl IntoIterator<Item = (Address, SessionPublic)>) {
+    pub fn set_clients(&mut self, clients: impl IntoIterator<Item = (NodeId, SessionPublic)>) {
         self.clients = clients.into_iter().map(|(id, key)| (key, id)).collect();
         let clients = &self.clients;
         self.by_index
             .retain(|_, s| clients.get(&s.key) == Some(&s.client));
-        let served: std::collections::HashSet<Address> = clients.values().copied().collect();
+        let served: std::collections::HashSet<NodeId> = clients.values().copied().collect();
         let by_index = &self.by_index;
-        self.slots.retain(|c, slot| {
-            slot.current = slot.current.filter(|i| by_index.contains_key(i));
-            slot.previous = slot.previous.filter(|i| by_index.contains_key(i));
+        self.by_client.retain(|c, held| {
+            held.current = held.current.filter(|i| by_index.contains_key(i));
+            held.previous = held.previous.filter(|i| by_index.contains_key(i));
             served.contains(c)
         });
     }
@@ -154,8 +154,8 @@ impl Sessions {
     }
 
     /// Whether `client` has a session up.
-    pub fn is_up(&self, client: Address, now_us: u64) -> bool {
-        let current = self.slots.get(&client).and_then(|s| s.current);
+    pub fn is_up(&self, client: NodeId, now_us: u64) -> bool {
+        let current = self.by_client.get(&client).and_then(|s| s.current);
         current
             .and_then(|i| self.by_index.get(&i))
             .is_some_and(|s| now_us.saturating_sub(s.since_us) < REJECT_AFTER_US)
@@ -261,14 +261,14 @@ impl Sessions {
             return Received::Dropped(DropReason::Unauthenticated);
         };
         let at_us = u64::from_le_bytes(timestamp);
-        let slot = self.slots.get(&client).copied().unwrap_or_default();
-        let stale = slot.last_handshake_us.is_some_and(|last| at_us <= last);
+        let held = self.by_client.get(&client).copied().unwrap_or_default();
+        let stale = held.last_handshake_us.is_some_and(|last| at_us <= last);
         if stale || at_us.abs_diff(now_us) > MAX_CLOCK_SKEW_US {
             return Received::Dropped(DropReason::SessionReplay);
         }
-        let mut allowance = slot.allowance;
+        let mut allowance = held.allowance;
         if !self.guard.client_may_handshake(&mut allowance, now_us) {
-            if let Some(s) = self.slots.get_mut(&client) {
+            if let Some(s) = self.by_client.get_mut(&client) {
                 s.allowance = allowance;
             }
             return Received::Dropped(DropReason::HandshakeRateLimited);
@@ -287,7 +287,7 @@ impl Sessions {
         let Some(transport) = transport else {
             return Received::Dropped(DropReason::Unauthenticated);
         };
-        if let Some(old) = slot.previous {
+        if let Some(old) = held.previous {
             self.by_index.remove(&old);
         }
         self.by_index.insert(
@@ -300,11 +300,11 @@ impl Sessions {
                 since_us: now_us,
             },
         );
-        self.slots.insert(
+        self.by_client.insert(
             client,
-            ClientSlot {
+            ClientSessions {
                 current: Some(index),
-                previous: slot.current,
+                previous: held.current,
                 last_handshake_us: Some(at_us),
                 allowance,
             },

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use loopix_crypto::{Address, Params, SessionSecret};
+use loopix_crypto::{NodeId, Params, SessionSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -10,7 +10,7 @@ use super::initiator::Opened;
 use super::*;
 use crate::drops::DropReason;
 
-const CLIENT: Address = Address(10_000);
+const CLIENT: NodeId = NodeId(10_000);
 
 struct Pair {
     client: ClientSession,

@@ -14,8 +14,8 @@ use loopix_core::pipeline::hop::HopLimits;
 use loopix_core::pipeline::timing_wheel::WheelConfig;
 use loopix_core::roles::mix::Mix;
 use loopix_core::roles::rate::exp_us;
-use loopix_core::roles::{CoreConfig, links_for};
-use loopix_crypto::{Address, Command, Hop, Params, PublicKey};
+use loopix_core::roles::{RoleConfig, links_for};
+use loopix_crypto::{Command, Hop, NodeId, Params, PublicKey};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -68,11 +68,11 @@ pub struct MixHarness<C: Codec> {
     integral_from_us: u64,
 }
 
-const MIX: Address = Address(1);
+const MIX: NodeId = NodeId(1);
 /// The one epoch a run lives in (35,000 years): the mix's timer for the end of it is not
 /// an event of the experiment, and "nothing pending" ignores it.
 const EPOCH_S: u64 = 1 << 40;
-const PROVIDER: Address = Address(FIRST_PROVIDER);
+const PROVIDER: NodeId = NodeId(FIRST_PROVIDER);
 
 impl<C: Codec> MixHarness<C> {
     pub fn new(config: HarnessConfig) -> Self {
@@ -116,12 +116,12 @@ impl<C: Codec> MixHarness<C> {
             max_delay_us: u64::MAX,
         };
         let delay_horizon_us = net.topology.network.delay_horizon_us();
-        let core = CoreConfig::node(
+        let core = RoleConfig::node(
             MIX,
             net.keys.nodes.remove(&MIX).expect("generated"),
             net.keys.sessions.remove(&MIX).expect("generated"),
         );
-        let core = CoreConfig {
+        let core = RoleConfig {
             loop_window: 1,
             loop_grace_us: u64::MAX / 4,
             ..core.seeded(seed).limited(limits)
@@ -200,7 +200,7 @@ impl<C: Codec> MixHarness<C> {
             Hop::new(
                 self.provider_key,
                 Command::Deliver {
-                    client: Address(index),
+                    client: NodeId(index),
                     delay_us: 0,
                 },
             ),

@@ -23,7 +23,7 @@ use loopix_core::formats::codec::Codec;
 use loopix_core::pipeline::hop::HopLimits;
 use loopix_core::roles::client::ClientEvent;
 use loopix_core::session::FrameLayout;
-use loopix_crypto::Address;
+use loopix_crypto::NodeId;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use serde::Serialize;
@@ -117,23 +117,23 @@ impl LabelPool {
 
 /// The adversary and the ground truth, fed the wire log in order.
 struct Observer {
-    challengers: [Address; 2],
+    challengers: [NodeId; 2],
     last_layer: std::ops::RangeInclusive<u64>,
     packet_len: usize,
-    pools: BTreeMap<Address, LabelPool>,
+    pools: BTreeMap<NodeId, LabelPool>,
     origin: HashMap<u64, usize>,
     /// The packets each client sent at each instant (from its events, in this chunk):
     /// their trace ids and whether each was a message fragment. The wire shows only equal
     /// session frames, polls among them; this is the experiment's ground truth of which
     /// frames carry packets, so the adversary is as strong as one that could tell.
-    packets_sent: HashMap<(Address, u64), Vec<(u64, bool)>>,
+    packets_sent: HashMap<(NodeId, u64), Vec<(u64, bool)>>,
     frame_len: usize,
     measure_from_us: u64,
     signed: Vec<f64>,
 }
 
 impl Observer {
-    fn is_client(a: Address) -> bool {
+    fn is_client(a: NodeId) -> bool {
         a.0 >= FIRST_CLIENT
     }
 
@@ -224,7 +224,7 @@ pub fn run<C: Codec>(cfg: &NetworkConfig) -> Result<NetworkResult, NetworkError>
     sim.record_wire(true);
     let first_last = u64::from(cfg.layers - 1) * u64::from(cfg.mixes_per_layer) + 1;
     let mut observer = Observer {
-        challengers: [Address(FIRST_CLIENT), Address(FIRST_CLIENT + 1)],
+        challengers: [NodeId(FIRST_CLIENT), NodeId(FIRST_CLIENT + 1)],
         last_layer: first_last..=first_last + u64::from(cfg.mixes_per_layer) - 1,
         packet_len,
         frame_len: FrameLayout::new(&net_params, spec.poll_size).frame_len(),
@@ -242,7 +242,7 @@ pub fn run<C: Codec>(cfg: &NetworkConfig) -> Result<NetworkResult, NetworkError>
                 continue;
             }
             let to = other_client(&mut rng, c, cfg.senders);
-            sim.with_client(Address(FIRST_CLIENT + c), |client| {
+            sim.with_client(NodeId(FIRST_CLIENT + c), |client| {
                 let _ = client.send(to, b"m");
             });
         }
@@ -276,10 +276,10 @@ fn replay_capacity(cfg: &NetworkConfig, units: u64) -> usize {
     (provider.max(mix) * units as f64 * 1.3) as usize + 4096
 }
 
-fn other_client(rng: &mut ChaCha20Rng, me: u64, clients: u32) -> Address {
+fn other_client(rng: &mut ChaCha20Rng, me: u64, clients: u32) -> NodeId {
     let n = u64::from(clients);
     let pick = (me + 1 + rng.next_u64() % (n - 1)) % n;
-    Address(FIRST_CLIENT + pick)
+    NodeId(FIRST_CLIENT + pick)
 }
 
 fn summarise<C: Codec>(cfg: &NetworkConfig, signed: Vec<f64>) -> NetworkResult {

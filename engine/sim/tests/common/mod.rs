@@ -4,7 +4,7 @@
 use loopix_core::network::topology::Topology;
 use loopix_core::pipeline::hop::HopLimits;
 use loopix_core::pipeline::timing_wheel::WheelConfig;
-use loopix_crypto::{Address, Command, Hop, Params, build};
+use loopix_crypto::{Command, Hop, NodeId, Params, build};
 use loopix_sim::network::{FIRST_CLIENT, FIRST_PROVIDER};
 use loopix_sim::{LinkModel, NetworkSpec, Sim, generate};
 use rand_chacha::ChaCha20Rng;
@@ -32,28 +32,28 @@ pub fn sim(spec: &NetworkSpec, seed: u64, link: LinkModel) -> Sim {
 
 pub const S: u64 = 1_000_000;
 
-pub fn client(i: u64) -> Address {
-    Address(FIRST_CLIENT + i)
+pub fn client(i: u64) -> NodeId {
+    NodeId(FIRST_CLIENT + i)
 }
 
-pub fn provider(i: u64) -> Address {
-    Address(FIRST_PROVIDER + i)
+pub fn provider(i: u64) -> NodeId {
+    NodeId(FIRST_PROVIDER + i)
 }
 
 /// Mix ids of a generated network: layer `l` (1-based), index `i`.
-pub fn mix(spec: &NetworkSpec, layer: u8, i: u32) -> Address {
-    Address(1 + u64::from(layer - 1) * u64::from(spec.mixes_per_layer) + u64::from(i))
+pub fn mix(spec: &NetworkSpec, layer: u8, i: u32) -> NodeId {
+    NodeId(1 + u64::from(layer - 1) * u64::from(spec.mixes_per_layer) + u64::from(i))
 }
 
 /// All mix ids.
-pub fn mixes(spec: &NetworkSpec) -> Vec<Address> {
+pub fn mixes(spec: &NetworkSpec) -> Vec<NodeId> {
     (1..=spec.layers)
         .flat_map(|l| (0..spec.mixes_per_layer).map(move |i| mix(spec, l, i)))
         .collect()
 }
 
 /// A hop under `id`'s key of `epoch` (a node's; a client's one key for any epoch).
-pub fn hop_at(t: &Topology, id: Address, epoch: u64, command: Command) -> Hop {
+pub fn hop_at(t: &Topology, id: NodeId, epoch: u64, command: Command) -> Hop {
     match t.node(id) {
         Some(n) => n
             .epoch_keys
@@ -64,7 +64,7 @@ pub fn hop_at(t: &Topology, id: Address, epoch: u64, command: Command) -> Hop {
 }
 
 /// Relay to `next` after 1 ms.
-pub fn relay(next: Address) -> Command {
+pub fn relay(next: NodeId) -> Command {
     Command::Relay {
         next,
         delay_us: 1_000,

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use loopix_crypto::{Address, Command, Hop, PublicKey};
+use loopix_crypto::{Command, Hop, NodeId, PublicKey};
 use rand_core::Rng;
 
 use crate::network::epoch::EpochSchedule;
@@ -14,28 +14,28 @@ use crate::roles::rate::exp_us;
 
 /// A path hop's owner: a node (keys per epoch) or a client (one key for good).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Peer {
-    pub id: Address,
-    /// Index into the directory's key table.
+pub struct HopOwner {
+    pub id: NodeId,
+    /// Index into the index's key table.
     keys: usize,
 }
 
 /// The path-building view of a topology.
 #[derive(Clone, Debug)]
-pub struct Directory {
-    layers: Vec<Vec<Peer>>,
-    providers: Vec<Peer>,
+pub struct PathIndex {
+    layers: Vec<Vec<HopOwner>>,
+    providers: Vec<HopOwner>,
     /// Each client and its provider, by id: looked up for every packet a client sends.
-    clients: BTreeMap<Address, (Peer, Address)>,
-    /// Every peer's keys: nodes' per epoch, clients' one key.
-    keys: Vec<PeerKeys>,
+    clients: BTreeMap<NodeId, (HopOwner, NodeId)>,
+    /// Every hop owner's keys: nodes' per epoch, clients' one key.
+    keys: Vec<OwnerKeys>,
     epochs: EpochSchedule,
     mu_per_s: f64,
     delay_horizon_us: u64,
 }
 
 #[derive(Clone, Debug)]
-enum PeerKeys {
+enum OwnerKeys {
     Epochs(EpochKeys),
     Fixed(PublicKey),
 }
@@ -56,26 +56,26 @@ fn hop_delay_us(command: Command) -> u64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PathError {
     /// A name not in the topology.
-    UnknownPeer(Address),
+    UnknownPeer(NodeId),
     /// The topology lists no key of `node` for the epoch a hop falls in: it must publish
     /// keys further ahead.
-    NoKey { node: Address, epoch: u64 },
+    NoKey { node: NodeId, epoch: u64 },
 }
 
-impl Directory {
+impl PathIndex {
     /// Indexes `topology`.
     pub fn new(topology: &Topology) -> Self {
         let mut keys = Vec::new();
-        let mut peer = |id, k| {
+        let mut owner = |id, k| {
             keys.push(k);
-            Peer {
+            HopOwner {
                 id,
                 keys: keys.len() - 1,
             }
         };
         let mut nodes = BTreeMap::new();
         for n in &topology.nodes {
-            nodes.insert(n.id, peer(n.id, PeerKeys::Epochs(n.epoch_keys.clone())));
+            nodes.insert(n.id, owner(n.id, OwnerKeys::Epochs(n.epoch_keys.clone())));
         }
         let clients = topology
             .clients
@@ -83,7 +83,7 @@ impl Directory {
             .map(|c| {
                 (
                     c.id,
-                    (peer(c.id, PeerKeys::Fixed(c.public_key)), c.provider),
+                    (owner(c.id, OwnerKeys::Fixed(c.public_key)), c.provider),
                 )
             })
             .collect();
@@ -108,7 +108,7 @@ impl Directory {
     }
 
     /// A node by id (a mix or a provider).
-    pub fn node(&self, id: Address) -> Option<Peer> {
+    pub fn node(&self, id: NodeId) -> Option<HopOwner> {
         self.layers
             .iter()
             .flatten()
@@ -118,33 +118,33 @@ impl Directory {
     }
 
     /// A provider by id.
-    pub fn provider(&self, id: Address) -> Option<Peer> {
+    pub fn provider(&self, id: NodeId) -> Option<HopOwner> {
         self.providers.iter().copied().find(|p| p.id == id)
     }
 
     /// A client and its provider.
-    pub fn client(&self, id: Address) -> Option<(Peer, Address)> {
+    pub fn client(&self, id: NodeId) -> Option<(HopOwner, NodeId)> {
         self.clients.get(&id).copied()
     }
 
     /// A uniformly chosen provider.
-    pub fn random_provider<R: Rng + ?Sized>(&self, rng: &mut R) -> Peer {
+    pub fn random_provider<R: Rng + ?Sized>(&self, rng: &mut R) -> HopOwner {
         pick(rng, &self.providers)
     }
 
     /// A uniformly chosen mix of `layer` (0-based).
-    pub fn random_mix<R: Rng + ?Sized>(&self, rng: &mut R, layer: usize) -> Peer {
+    pub fn random_mix<R: Rng + ?Sized>(&self, rng: &mut R, layer: usize) -> HopOwner {
         pick(rng, &self.layers[layer])
     }
 
-    /// `peer` as a hop told `command`, under the key it unwraps with at `at_us`.
-    pub fn hop_at(&self, peer: Peer, at_us: u64, command: Command) -> Result<Hop, PathError> {
-        match &self.keys[peer.keys] {
-            PeerKeys::Fixed(key) => Ok(Hop::new(*key, command)),
-            PeerKeys::Epochs(keys) => {
+    /// `owner` as a hop told `command`, under the key it unwraps with at `at_us`.
+    pub fn hop_at(&self, owner: HopOwner, at_us: u64, command: Command) -> Result<Hop, PathError> {
+        match &self.keys[owner.keys] {
+            OwnerKeys::Fixed(key) => Ok(Hop::new(*key, command)),
+            OwnerKeys::Epochs(keys) => {
                 let epoch = self.epochs.epoch_at(at_us);
                 keys.hop(epoch, command).ok_or(PathError::NoKey {
-                    node: peer.id,
+                    node: owner.id,
                     epoch,
                 })
             }
@@ -158,11 +158,11 @@ impl Directory {
         &self,
         rng: &mut R,
         now_us: u64,
-        own_provider: Address,
-        recipient: Address,
+        own_provider: NodeId,
+        recipient: NodeId,
         last: Command,
         out: &mut Vec<Hop>,
-    ) -> Result<Address, PathError> {
+    ) -> Result<NodeId, PathError> {
         let ingress = self
             .provider(own_provider)
             .ok_or(PathError::UnknownPeer(own_provider))?;
@@ -191,9 +191,9 @@ impl Directory {
         &self,
         rng: &mut R,
         now_us: u64,
-        own_provider: Address,
+        own_provider: NodeId,
         out: &mut Vec<Hop>,
-    ) -> Result<Address, PathError> {
+    ) -> Result<NodeId, PathError> {
         let ingress = self
             .provider(own_provider)
             .ok_or(PathError::UnknownPeer(own_provider))?;
@@ -211,10 +211,10 @@ impl Directory {
         &self,
         rng: &mut R,
         now_us: u64,
-        me: Peer,
+        me: HopOwner,
         my_layer: usize,
         out: &mut Vec<Hop>,
-    ) -> Result<Address, PathError> {
+    ) -> Result<NodeId, PathError> {
         let mut peers = [me; loopix_crypto::MAX_HOPS];
         let mut n = 0;
         for l in my_layer + 1..self.layers.len() {
@@ -233,7 +233,12 @@ impl Directory {
     }
 
     /// Writes one random mix per layer into `peers[from..]`; returns the next free index.
-    fn fill_layers<R: Rng + ?Sized>(&self, rng: &mut R, peers: &mut [Peer], from: usize) -> usize {
+    fn fill_layers<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        peers: &mut [HopOwner],
+        from: usize,
+    ) -> usize {
         for l in 0..self.layers.len() {
             peers[from + l] = self.random_mix(rng, l);
         }
@@ -245,7 +250,7 @@ impl Directory {
         &self,
         rng: &mut R,
         now_us: u64,
-        peers: &[Peer],
+        peers: &[HopOwner],
         last: Command,
         out: &mut Vec<Hop>,
     ) -> Result<(), PathError> {
@@ -265,7 +270,7 @@ impl Directory {
         &self,
         rng: &mut R,
         now_us: u64,
-        peers: &[Peer],
+        peers: &[HopOwner],
         last: Command,
         out: &mut Vec<Hop>,
         penultimate: impl Fn(u32) -> Command,
@@ -303,6 +308,6 @@ impl Directory {
     }
 }
 
-fn pick<R: Rng + ?Sized>(rng: &mut R, peers: &[Peer]) -> Peer {
+fn pick<R: Rng + ?Sized>(rng: &mut R, peers: &[HopOwner]) -> HopOwner {
     peers[(rng.next_u64() % peers.len() as u64) as usize]
 }

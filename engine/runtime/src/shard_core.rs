@@ -5,7 +5,7 @@ use loopix_core::drops::DropCounts;
 use loopix_core::endpoint::Endpoint;
 use loopix_core::pipeline::faults::{FaultStats, Faulty};
 use loopix_core::pipeline::key_ring::EpochStats;
-use loopix_core::roles::Core;
+use loopix_core::roles::AnyRole;
 use loopix_core::roles::inbox::InboxStore;
 use loopix_core::roles::mix::Mix;
 use loopix_core::roles::provider::INBOX_DEPTH_BOUNDS;
@@ -15,7 +15,7 @@ use loopix_core::pipeline::latency_histogram::LatencyHistogram;
 
 /// A core's counters at one moment.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct CoreReport {
+pub struct RoleReport {
     pub received: u64,
     /// Of those, unwrapped in vector lanes.
     pub in_lanes: u64,
@@ -55,13 +55,13 @@ pub struct CoreReport {
 /// counters in the runtime's report.
 pub trait ShardCore: Endpoint {
     /// Counters now.
-    fn report(&self, now_us: u64) -> CoreReport;
+    fn report(&self, now_us: u64) -> RoleReport;
 }
 
 impl ShardCore for Mix {
-    fn report(&self, now_us: u64) -> CoreReport {
+    fn report(&self, now_us: u64) -> RoleReport {
         let s = self.stats();
-        CoreReport {
+        RoleReport {
             received: s.hop.received,
             in_lanes: s.hop.in_lanes,
             sent: s.sent,
@@ -85,10 +85,10 @@ impl ShardCore for Mix {
 }
 
 impl<S: InboxStore> ShardCore for Provider<S> {
-    fn report(&self, _now_us: u64) -> CoreReport {
+    fn report(&self, _now_us: u64) -> RoleReport {
         let s = self.stats();
         let (depths, deepest) = self.inbox_depths();
-        CoreReport {
+        RoleReport {
             received: s.hop.received,
             in_lanes: s.hop.in_lanes,
             sent: s.sent,
@@ -114,9 +114,9 @@ impl<S: InboxStore> ShardCore for Provider<S> {
 /// A core whose sending suffers injected faults: what it held counts as pending, so a
 /// shutdown lets it out.
 impl<C: ShardCore> ShardCore for Faulty<C> {
-    fn report(&self, now_us: u64) -> CoreReport {
+    fn report(&self, now_us: u64) -> RoleReport {
         let inner = self.inner().report(now_us);
-        CoreReport {
+        RoleReport {
             faults: self.stats(),
             pending: inner.pending + self.held() as u64,
             ..inner
@@ -125,13 +125,13 @@ impl<C: ShardCore> ShardCore for Faulty<C> {
 }
 
 /// Any role as [`loopix_core::roles::build`] makes it: the report of the role it is.
-impl<S: InboxStore> ShardCore for Core<S> {
-    fn report(&self, now_us: u64) -> CoreReport {
+impl<S: InboxStore> ShardCore for AnyRole<S> {
+    fn report(&self, now_us: u64) -> RoleReport {
         match self {
-            Core::Mix(m) => m.report(now_us),
-            Core::Provider(p) => p.report(now_us),
+            AnyRole::Mix(m) => m.report(now_us),
+            AnyRole::Provider(p) => p.report(now_us),
             // Clients are not shards' cores; nothing to count.
-            Core::Client(_) => CoreReport::default(),
+            AnyRole::Client(_) => RoleReport::default(),
         }
     }
 }
