@@ -1,8 +1,5 @@
 //! `loopix`: the command-line front end of the loopix mix engine.
 
-mod client;
-mod directory;
-mod directory_http;
 mod handshake_flood;
 mod hostile_load;
 mod json;
@@ -11,10 +8,8 @@ mod load_setup;
 mod loadgen;
 mod logging;
 mod measure;
-mod metrics;
 mod metrics_client;
 mod netns;
-mod node;
 mod plot;
 mod sim_cli;
 mod soak;
@@ -22,6 +17,8 @@ mod speed;
 mod testnet;
 
 use clap::{Parser, Subcommand};
+use loopix_authority as directory;
+use loopix_runtime::service::{client, node};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -75,6 +72,17 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Every command, `--check` included: a mistaken LOOPIX_LOG is said at once.
     if let Err(e) = logging::filter() {
+        eprintln!("loopix: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    // The long-running commands log; `--check` and the measuring tools print.
+    let logs = match &cli.command {
+        Cmd::Node(args) => !args.check,
+        Cmd::Client(_) => true,
+        Cmd::Directory(args) => args.serves(),
+        _ => false,
+    };
+    if logs && let Err(e) = logging::init() {
         eprintln!("loopix: {e}");
         return std::process::ExitCode::FAILURE;
     }

@@ -12,6 +12,7 @@ pub mod node;
 pub mod node_lock;
 pub mod replay_journal;
 pub mod rx_timestamp;
+pub mod service;
 pub mod shard;
 pub mod shard_core;
 pub mod socket_stats;

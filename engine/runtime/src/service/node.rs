@@ -9,6 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::clock::NetworkClock;
+use crate::config::{Joining, NodeConfig};
+use crate::directory_client::{DirectoryClient, DirectoryConfig, DirectorySync, NotYet};
+use crate::durable_inbox::DurableInbox;
+use crate::key_file::{self, read_seed};
+use crate::node::{NodeLayout, RunningNode};
+use crate::node_lock::{NodeLock, probe_listen};
+use crate::replay_journal::{ReplayJournal, Syncer};
+use crate::unwrap_rate;
 use clap::Args;
 use loopix_core::endpoint::Endpoint;
 use loopix_core::network::link::LINK_OVERHEAD;
@@ -20,34 +29,25 @@ use loopix_core::pki::follower::{Follower, KeyPublisher, Want};
 use loopix_core::roles::inbox::MemoryInbox;
 use loopix_core::roles::{AnyRole, RoleConfig, build};
 use loopix_crypto::{EpochSeed, NodeId, SessionPublic, SessionSecret};
-use loopix_runtime::clock::NetworkClock;
-use loopix_runtime::config::{Joining, NodeConfig};
-use loopix_runtime::directory_client::{DirectoryClient, DirectoryConfig, DirectorySync, NotYet};
-use loopix_runtime::durable_inbox::DurableInbox;
-use loopix_runtime::key_file::{self, read_seed};
-use loopix_runtime::node::{NodeLayout, RunningNode};
-use loopix_runtime::node_lock::{NodeLock, probe_listen};
-use loopix_runtime::replay_journal::{ReplayJournal, Syncer};
-use loopix_runtime::unwrap_rate;
 
-use crate::metrics::{self, Snapshot};
+use crate::service::metrics::{self, Snapshot};
 
 /// Options of `loopix node`.
 #[derive(Args, Debug)]
 pub struct NodeArgs {
     /// The node's configuration file.
     #[arg(long)]
-    config: PathBuf,
+    pub config: PathBuf,
     /// Validate the configuration, key file, topology and this host (CPUs, free ports), and
     /// exit. With a directory: upload this node's keys and say what the authorities hold
     /// (registered, keys taken, what the network's document still lacks), without waiting
     /// for the rest of the network.
     #[arg(long)]
-    check: bool,
+    pub check: bool,
     /// With `--check` and a directory: wait (up to the directory's `wait_s`) for a document
     /// that lists this node, and check the configuration against it.
     #[arg(long, requires = "check")]
-    wait: bool,
+    pub wait: bool,
 }
 
 /// What `--check` found at the authorities when no document lists the node yet.
@@ -57,9 +57,6 @@ struct Pending {
 
 /// Loads, checks and (unless `--check`) runs the node.
 pub fn run(args: &NodeArgs) -> Result<(), String> {
-    if !args.check {
-        crate::logging::init()?;
-    }
     let mut sync = None;
     let mut lock = None;
     let mut pending = None;
@@ -197,8 +194,7 @@ fn print_memory(
     session_key: &SessionSecret,
 ) -> Result<(), String> {
     let mb = |b: usize| b as f64 / 1e6;
-    let resident =
-        || loopix_runtime::node::resident_bytes().map_err(|e| format!("resident memory: {e}"));
+    let resident = || crate::node::resident_bytes().map_err(|e| format!("resident memory: {e}"));
     let process = resident()?;
     // One shard's core, built as the node builds it, and measured.
     let core = {
@@ -212,7 +208,7 @@ fn print_memory(
         drop(built);
         with_core.saturating_sub(process)
     };
-    let executor = loopix_runtime::node::executor_resident_bytes().map_err(|e| e.to_string())?;
+    let executor = crate::node::executor_resident_bytes().map_err(|e| e.to_string())?;
     let parts =
         loopix_core::pipeline::hop::resident_memory(&cfg.limits, &cfg.topology.network.params);
     let total = process + cfg.shards * (core + executor);

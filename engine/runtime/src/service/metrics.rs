@@ -7,14 +7,14 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 
+use crate::directory_client::DirectoryFreshness;
+use crate::shard::ShardReport;
 use loopix_core::drops::DropReason;
 use loopix_core::network::epoch::EpochSchedule;
 use loopix_core::network::topology::Role;
 use loopix_core::pipeline::key_ring::EpochStats;
 use loopix_core::pipeline::latency_histogram::LatencyHistogram;
 use loopix_core::roles::provider::INBOX_DEPTH_BOUNDS;
-use loopix_runtime::directory_client::DirectoryFreshness;
-use loopix_runtime::shard::ShardReport;
 
 /// What the metrics thread serves: the latest reports and figures derived from them.
 #[derive(Clone, Debug, Default)]
@@ -817,8 +817,8 @@ mod tests {
     #[test]
     fn every_series_the_dashboard_and_the_alerts_use_is_served() {
         let used: std::collections::BTreeSet<String> = [
-            include_str!("../../docs/monitoring/loopix-node-dashboard.json"),
-            include_str!("../../docs/monitoring/alerts.yml"),
+            include_str!("../../../../docs/monitoring/loopix-node-dashboard.json"),
+            include_str!("../../../../docs/monitoring/alerts.yml"),
         ]
         .iter()
         .flat_map(|text| {

@@ -427,7 +427,7 @@ async fn upload(request: Request<Incoming>, shared: &Shared, now_us: u64, check:
         });
     match taken {
         Ok((node, text_held)) => {
-            crate::directory::store_upload(&shared.dir, node, &text_held);
+            crate::store_upload(&shared.dir, node, &text_held);
             counters.uploads_taken.fetch_add(1, Ordering::Relaxed);
             tracing::info!(node = node.0, "keys uploaded");
             text(StatusCode::OK, &format!("taken: node {}", node.0))

@@ -1,4 +1,5 @@
-//! `loopix directory`: a directory authority.
+//! A directory authority (`loopix directory`): its registry, key uploads, the signed
+//! document of each epoch, and the HTTP server that hands them out.
 //!
 //! - `loopix directory init --dir D` makes the authority's key (`D/authority.key`, mode
 //!   0600) and a registry (`D/registry.toml`) with the default network parameters, and
@@ -25,7 +26,9 @@ use loopix_crypto::{IdentitySecret, NodeId};
 use loopix_runtime::clock::NetworkClock;
 use loopix_runtime::directory_client::{AuthorityAddress, DirectoryClient, DirectoryConfig};
 
-use crate::directory_http::{self, Counters, Limits, Shared};
+pub mod http;
+
+use crate::http::{Counters, Limits, Shared};
 use loopix_runtime::key_file::{read_identity_key, write_identity_key};
 
 /// Options of `loopix directory`.
@@ -125,6 +128,14 @@ const REGISTRY: &str = "registry.toml";
 /// How often the publishing loop looks for a document due.
 const PUBLISH_TICK: Duration = Duration::from_millis(100);
 
+impl DirectoryArgs {
+    /// Whether the command serves (and so logs) rather than prints and exits.
+    pub fn serves(&self) -> bool {
+        matches!(self.command, DirectoryCmd::Serve(_))
+    }
+}
+
+/// Runs `loopix directory`'s subcommand.
 pub fn run(args: &DirectoryArgs) -> Result<(), String> {
     match &args.command {
         DirectoryCmd::Init { dir } => init(dir),
@@ -225,7 +236,6 @@ fn write_file(path: &Path, text: &str) -> Result<(), String> {
 }
 
 fn serve(args: &ServeArgs) -> Result<(), String> {
-    crate::logging::init()?;
     let dir = &args.dir;
     let key = read_identity_key(&dir.join(KEY_FILE))?;
     let registry_path = dir.join(REGISTRY);
@@ -277,7 +287,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         let shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("loopix-directory-http".into())
-            .spawn(move || directory_http::serve(listener, shared, limits))
+            .spawn(move || http::serve(listener, shared, limits))
             .map_err(|e| format!("HTTP thread: {e}"))?
     };
     if !peers.is_empty() {

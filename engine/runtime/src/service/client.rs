@@ -10,6 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::client_driver::{ClientOutput, RunningClient, follow_directory};
+use crate::delivered_log::DeliveredLog;
+use crate::directory_client::{
+    AuthorityAddress, DirectoryClient, DirectoryConfig, DirectorySync, NotYet,
+};
 use clap::Args;
 use loopix_core::network::topology::Topology;
 use loopix_core::pki::authority::Holder;
@@ -18,13 +23,8 @@ use loopix_core::roles::RoleConfig;
 use loopix_core::roles::acks::AckConfig;
 use loopix_core::roles::client::{Client, ClientEvent, DELIVERED_REMEMBERED};
 use loopix_crypto::NodeId;
-use loopix_runtime::client_driver::{ClientOutput, RunningClient, follow_directory};
-use loopix_runtime::delivered_log::DeliveredLog;
-use loopix_runtime::directory_client::{
-    AuthorityAddress, DirectoryClient, DirectoryConfig, DirectorySync, NotYet,
-};
 
-use loopix_runtime::key_file::read_client_key as read_secret;
+use crate::key_file::read_client_key as read_secret;
 
 /// Options of `loopix client`.
 #[derive(Args, Debug)]
@@ -95,7 +95,6 @@ pub struct ClientArgs {
 
 /// Runs the clients.
 pub fn run(args: &ClientArgs) -> Result<(), String> {
-    crate::logging::init()?;
     // Everything local first: nothing is asked of anyone before the arguments and the keys
     // are known to be right.
     if args.ids.len() != args.keys.len() {
