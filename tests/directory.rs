@@ -15,7 +15,7 @@ use loopix_core::pki::document::{Threshold, Trust, verify};
 use loopix_core::pki::key_upload::{KeyUpload, MAX_UPLOAD_BYTES};
 use loopix_core::pki::registry::registry_toml;
 use loopix_crypto::{IdentityPublic, IdentitySecret, NodeId};
-use loopix_sim::network::{NetworkSpec, generate_toml};
+use loopix_sim::network::{Generated, NetworkSpec, generate_at};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -126,8 +126,10 @@ fn register_network_with_epochs(adir: &Path, epoch_s: u64, epoch_start_s: u64) -
         published_epochs: 1,
         ..NetworkSpec::default()
     };
-    let (toml, keys) = generate_toml(&spec, 7, |id| format!("127.0.0.1:{}", 30_000 + id.0));
-    let topology = Topology::from_toml(&toml).unwrap();
+    let Generated { topology, keys } = generate_at(&spec, 7, |id| {
+        std::net::SocketAddr::from(([127, 0, 0, 1], 30_000 + id.0 as u16))
+    })
+    .unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(3);
     let identities: BTreeMap<NodeId, IdentitySecret> = topology
         .nodes

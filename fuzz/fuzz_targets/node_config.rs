@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use libfuzzer_sys::fuzz_target;
 use loopix_runtime::config::NodeConfig;
 use loopix_sim::NetworkSpec;
-use loopix_sim::network::generate_toml;
+use loopix_sim::network::generate;
 
 const VALID: &str = "topology = \"topology.toml\"\nid = 1\nkey_file = \"node-1.key\"\n\
 shards = 2\ncpus = [0, 1]\nlisten = \"127.0.0.1:9001\"\nmetrics = \"127.0.0.1:9101\"\n\
@@ -24,9 +24,10 @@ fn base() -> &'static PathBuf {
     BASE.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("loopix-fuzz-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a scratch directory");
-        let (toml, _) = generate_toml(&NetworkSpec::default(), 1, |id| {
-            format!("127.0.0.1:{}", 20_000 + id.0)
-        });
+        let toml = generate(&NetworkSpec::default(), 1)
+            .expect("generated")
+            .topology
+            .to_toml();
         std::fs::write(dir.join("topology.toml"), toml).expect("the topology");
         assert!(
             NodeConfig::parse(VALID, &dir).is_ok(),

@@ -9,9 +9,8 @@ use std::collections::BTreeMap;
 use loopix_core::pki::document::{Threshold, Trust, Unsigned};
 use loopix_core::pki::key_upload::KeyUpload;
 use loopix_core::pki::registry::{Registry, registry_toml};
-use loopix_core::network::topology::Topology;
-use loopix_crypto::{NodeId, IdentityPublic, IdentitySecret};
-use loopix_sim::network::{NetworkSpec, generate_toml};
+use loopix_crypto::{IdentityPublic, IdentitySecret, NodeId};
+use loopix_sim::network::{Generated, NetworkSpec, generate_at};
 
 pub const S: u64 = 1_000_000;
 /// The fixture's epoch (1200 s epochs from 0).
@@ -43,8 +42,10 @@ pub fn fixture() -> Fixture {
         published_epochs: 2,
         ..NetworkSpec::default()
     };
-    let (toml, keys) = generate_toml(&spec, 1, |id| format!("127.0.0.1:{}", 30_000 + id.0));
-    let topology = Topology::from_toml(&toml).expect("generated");
+    let Generated { topology, keys } = generate_at(&spec, 1, |id| {
+        std::net::SocketAddr::from(([127, 0, 0, 1], 30_000 + id.0 as u16))
+    })
+    .expect("generated");
     let identities: BTreeMap<NodeId, IdentitySecret> = topology
         .nodes
         .iter()
@@ -62,8 +63,15 @@ pub fn fixture() -> Fixture {
         body: topology.to_toml(),
     };
     let id = NodeId(1);
-    let upload = KeyUpload::from_seed(id, 100, keys.sessions[&id].public(), &keys.nodes[&id], EPOCH, 2)
-        .sign(&identities[&id]);
+    let upload = KeyUpload::from_seed(
+        id,
+        100,
+        keys.sessions[&id].public(),
+        &keys.nodes[&id],
+        EPOCH,
+        2,
+    )
+    .sign(&identities[&id]);
     let upload_signed = upload[..upload.find("signature ").expect("signed")].to_string();
     Fixture {
         registry,

@@ -8,7 +8,7 @@ mod input;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use loopix_crypto::{NodeId, Command, Hop, Params, Processor, SecretKey, build};
+use loopix_crypto::{Command, Hop, NodeId, Params, Processor, SecretKey, build};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 

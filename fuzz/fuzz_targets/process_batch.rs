@@ -11,7 +11,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use loopix_crypto::lanes::Kernel;
-use loopix_crypto::{NodeId, Command, Hop, KeyPhase, Params, ProcessError, Processor, SecretKey, build};
+use loopix_crypto::{
+    Command, Hop, KeyPhase, NodeId, Params, ProcessError, Processor, SecretKey, build,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -36,7 +38,10 @@ fn fixture() -> &'static Fixture {
         let mut odd = Hop::new(b.public_key(), Command::Final);
         odd.phase = KeyPhase::Odd;
         let paths = [
-            vec![Hop::new(a.public_key(), relay), Hop::new(b.public_key(), Command::Final)],
+            vec![
+                Hop::new(a.public_key(), relay),
+                Hop::new(b.public_key(), Command::Final),
+            ],
             vec![Hop::new(a.public_key(), relay), odd],
             vec![Hop::new(a.public_key(), Command::Final)],
         ];
@@ -77,5 +82,8 @@ fuzz_target!(|data: &[u8]| {
     let mut results = vec![Err(ProcessError::MacMismatch); n];
     processor.process_batch_unless_replayed(&mut batch, &mut results, |t| !seen.insert(*t));
     assert_eq!(results, expected, "the batch differs from single calls");
-    assert_eq!(batch, singles, "the batch's bytes differ from single calls'");
+    assert_eq!(
+        batch, singles,
+        "the batch's bytes differ from single calls'"
+    );
 });

@@ -13,15 +13,15 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use libfuzzer_sys::fuzz_target;
-use loopix_core::roles::answer_queue::POLL_ANSWER_DELAY_US;
 use loopix_core::endpoint::Endpoint;
-use loopix_core::roles::inbox::MemoryInbox;
 use loopix_core::network::link::{LINK_OVERHEAD, Links};
-use loopix_core::roles::provider::Provider;
 use loopix_core::roles::RoleConfig;
+use loopix_core::roles::answer_queue::POLL_ANSWER_DELAY_US;
+use loopix_core::roles::inbox::MemoryInbox;
+use loopix_core::roles::provider::Provider;
 use loopix_core::session::initiator::Opened;
 use loopix_core::session::{ClientSession, FrameKind, FrameLayout};
-use loopix_crypto::{NodeId, Command, Hop, Params, SessionSecret, build};
+use loopix_crypto::{Command, Hop, NodeId, Params, SessionSecret, build};
 use loopix_sim::network::{FIRST_CLIENT, FIRST_PROVIDER};
 use loopix_sim::{NetworkSpec, generate};
 use rand_chacha::ChaCha20Rng;
@@ -200,7 +200,11 @@ fuzz_target!(|data: &[u8]| {
         items += 1;
     }
     let polls = fx.provider.stats().polls_answered - polls_before;
-    assert_eq!(fx.provider.answers_held(), 0, "every answer left at its time");
+    assert_eq!(
+        fx.provider.answers_held(),
+        0,
+        "every answer left at its time"
+    );
     assert_eq!(
         items,
         polls * fx.poll_size,

@@ -20,12 +20,12 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use loopix_core::network::topology::{EpochKeys, client_keys_toml, node_keys_toml};
 use loopix_crypto::{EpochSeed, IdentitySecret, SecretKey, SessionSecret};
 use loopix_runtime::clock::NetworkClock;
 use loopix_runtime::key_file::{
     read_node_identity, read_seed, read_session_key, write_client_key, write_seed,
 };
-use loopix_sim::network::{client_keys_toml, epoch_keys_toml};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use zeroize::Zeroizing;
@@ -74,10 +74,9 @@ pub fn run(args: &KeygenArgs) -> Result<(), String> {
                 seed.epoch()
             ));
         }
-        let mut text = epoch_keys_toml(&seed, first, args.epochs.unwrap_or(1));
-        if let Some(session) = read_session_key(path)? {
-            text += &format!("session_key = \"{}\"\n", hex::encode(session.public().0));
-        }
+        let session = read_session_key(path)?.map(|s| s.public());
+        let epochs = EpochKeys::derive(&seed, first, args.epochs.unwrap_or(1));
+        let mut text = node_keys_toml(&epochs, session);
         if let Some(identity) = read_node_identity(path)? {
             text += &identity_line(&identity);
         }
@@ -92,15 +91,16 @@ pub fn run(args: &KeygenArgs) -> Result<(), String> {
             let identity = IdentitySecret::generate(&mut rng);
             write_seed(out, &seed, &session, Some(&identity))
                 .map_err(|e| format!("{}: {e}", out.display()))?;
-            let mut text = epoch_keys_toml(&seed, first, n);
-            text += &format!("session_key = \"{}\"\n", hex::encode(session.public().0));
+            let epochs = EpochKeys::derive(&seed, first, n);
+            let mut text = node_keys_toml(&epochs, Some(session.public()));
             text += &identity_line(&identity);
             emit(&text)?;
         }
         None => {
             let key = SecretKey::generate(&mut rng);
             write_client_key(out, &key).map_err(|e| format!("{}: {e}", out.display()))?;
-            let lines = client_keys_toml(&key);
+            let session = SessionSecret::derive_from(&key).public();
+            let lines = client_keys_toml(&key.public_key(), &session);
             if let Some(p) = &args.public_out {
                 std::fs::write(p, &lines).map_err(|e| format!("{}: {e}", p.display()))?;
             }

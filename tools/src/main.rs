@@ -1,24 +1,15 @@
 //! `loopix`: the command-line front end of the loopix mix engine.
 
-mod handshake_flood;
-mod hostile_load;
-mod json;
 mod keygen;
-mod load_setup;
-mod loadgen;
 mod logging;
-mod measure;
-mod metrics_client;
-mod netns;
 mod plot;
 mod sim_cli;
-mod soak;
-mod speed;
-mod testnet;
 
 use clap::{Parser, Subcommand};
 use loopix_authority as directory;
+use loopix_load::{json, loadgen, soak, speed};
 use loopix_runtime::service::{client, node};
+use loopix_testnet as testnet;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -2,10 +2,13 @@
 //! the real loader, so every simulated network is one a node could load.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::net::SocketAddr;
 
-use loopix_core::network::topology::{Topology, TopologyError};
-use loopix_crypto::{EpochSeed, NodeId, SecretKey, SessionSecret};
+use loopix_core::network::epoch::EpochSchedule;
+use loopix_core::network::topology::{
+    ClientEntry, EpochKeys, Network, NodeEntry, Role, Topology, TopologyError,
+};
+use loopix_crypto::{EpochSeed, NodeId, Params, SecretKey, SessionSecret};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -82,113 +85,85 @@ pub struct Keys {
 /// providers round-robin; node `id` listens on `127.0.0.1:(20000 + id)` (the simulator
 /// never binds them).
 pub fn generate(spec: &NetworkSpec, seed: u64) -> Result<Generated, TopologyError> {
-    let (toml, keys) = generate_toml(spec, seed, |id| format!("127.0.0.1:{}", 20_000 + id.0));
-    Ok(Generated {
-        topology: Topology::from_toml(&toml)?,
-        keys,
+    generate_at(spec, seed, |id| {
+        SocketAddr::from(([127, 0, 0, 1], 20_000 + id.0 as u16))
     })
 }
 
-/// [`generate`]'s TOML text and keys, with node addresses from `address_of`.
-pub fn generate_toml(
+/// [`generate`] with node addresses from `address_of`. The topology is written by the
+/// real writer ([`Topology::to_toml`]) and read back by the real loader, so every
+/// generated network is one a node could load.
+pub fn generate_at(
     spec: &NetworkSpec,
     seed: u64,
-    address_of: impl Fn(NodeId) -> String,
-) -> (String, Keys) {
+    address_of: impl Fn(NodeId) -> SocketAddr,
+) -> Result<Generated, TopologyError> {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let mut keys = Keys::default();
-    let mut node_keys = |id: u64, rng: &mut ChaCha20Rng| {
+    let mut nodes = Vec::new();
+    let mut node = |id: NodeId, role: Role, rng: &mut ChaCha20Rng| {
         let seed = EpochSeed::generate(rng, spec.first_epoch);
         let session = SessionSecret::generate(rng);
-        let line = format!(
-            "{}session_key = \"{}\"\n",
-            epoch_keys_toml(&seed, spec.first_epoch, spec.published_epochs),
-            hex::encode(session.public().0)
-        );
-        keys.nodes.insert(NodeId(id), seed);
-        keys.sessions.insert(NodeId(id), session);
-        line
+        nodes.push(NodeEntry {
+            id,
+            role,
+            address: address_of(id),
+            epoch_keys: EpochKeys::derive(&seed, spec.first_epoch, spec.published_epochs),
+            session_key: Some(session.public()),
+        });
+        keys.nodes.insert(id, seed);
+        keys.sessions.insert(id, session);
     };
-    let mut clients = BTreeMap::new();
-    let mut key = |id: u64, rng: &mut ChaCha20Rng| {
-        let sk = SecretKey::generate(rng);
-        let line = client_keys_toml(&sk);
-        clients.insert(NodeId(id), sk);
-        line
-    };
-    let mut toml = network_section(spec);
     let mut id = 1;
     for layer in 1..=spec.layers {
         for _ in 0..spec.mixes_per_layer {
-            let keys = node_keys(id, &mut rng);
-            let _ = write!(
-                toml,
-                "\n[[nodes]]\nid = {id}\nrole = \"mix\"\nlayer = {layer}\naddress = \"{}\"\n{keys}",
-                address_of(NodeId(id))
-            );
+            node(NodeId(id), Role::Mix { layer }, &mut rng);
             id += 1;
         }
     }
     for p in 0..u64::from(spec.providers) {
-        let pid = FIRST_PROVIDER + p;
-        let keys = node_keys(pid, &mut rng);
-        let _ = write!(
-            toml,
-            "\n[[nodes]]\nid = {pid}\nrole = \"provider\"\naddress = \"{}\"\n{keys}",
-            address_of(NodeId(pid))
-        );
+        node(NodeId(FIRST_PROVIDER + p), Role::Provider, &mut rng);
     }
+    let mut clients = Vec::new();
     for c in 0..u64::from(spec.clients) {
-        let provider = FIRST_PROVIDER + c % u64::from(spec.providers.max(1));
-        let keys = key(FIRST_CLIENT + c, &mut rng);
-        let _ = write!(
-            toml,
-            "\n[[clients]]\nid = {}\nprovider = {provider}\n{keys}",
-            FIRST_CLIENT + c
-        );
+        let key = SecretKey::generate(&mut rng);
+        let id = NodeId(FIRST_CLIENT + c);
+        clients.push(ClientEntry {
+            id,
+            provider: NodeId(FIRST_PROVIDER + c % u64::from(spec.providers.max(1))),
+            public_key: key.public_key(),
+            session_key: SessionSecret::derive_from(&key).public(),
+        });
+        keys.clients.insert(id, key);
     }
-    keys.clients = clients;
-    (toml, keys)
+    let written = Topology {
+        network: network(spec)?,
+        nodes,
+        clients,
+    }
+    .to_toml();
+    Ok(Generated {
+        topology: Topology::from_toml(&written)?,
+        keys,
+    })
 }
 
-/// The topology lines of a client's keys: its Sphinx key and its session key.
-pub fn client_keys_toml(key: &SecretKey) -> String {
-    format!(
-        "public_key = \"{}\"\nsession_key = \"{}\"\n",
-        hex::encode(key.public_key().to_bytes()),
-        hex::encode(SessionSecret::derive_from(key).public().0)
-    )
-}
-
-/// The topology lines that publish `count` epoch keys from `first` (`first_epoch` and
-/// `epoch_keys`), derived from `seed`.
-pub fn epoch_keys_toml(seed: &EpochSeed, first: u64, count: u32) -> String {
-    let keys: Vec<String> = (first..first + u64::from(count))
-        .filter_map(|e| seed.secret_key(e))
-        .map(|k| format!("\"{}\"", hex::encode(k.public_key().to_bytes())))
-        .collect();
-    format!(
-        "first_epoch = {first}\nepoch_keys = [{}]\n",
-        keys.join(", ")
-    )
-}
-
-fn network_section(s: &NetworkSpec) -> String {
-    format!(
-        "[network]\npayload_bytes = {}\nlayers = {}\nmu_per_s = {:?}\nlambda_payload_per_s = {:?}\n\
-         lambda_loop_per_s = {:?}\nlambda_drop_per_s = {:?}\nlambda_mix_loop_per_s = {:?}\n\
-         poll_size = {}\npoll_rate_per_s = {:?}\nepoch_s = {}\nepoch_start = {}\nepoch_grace_s = {}\n",
-        s.payload_bytes,
-        s.layers,
-        s.mu_per_s,
-        s.lambda_payload_per_s,
-        s.lambda_loop_per_s,
-        s.lambda_drop_per_s,
-        s.lambda_mix_loop_per_s,
-        s.poll_size,
-        s.poll_rate_per_s,
-        s.epoch_s,
-        s.epoch_start_s,
-        s.epoch_grace_s
-    )
+fn network(s: &NetworkSpec) -> Result<Network, TopologyError> {
+    const S: u64 = 1_000_000;
+    let params = Params::new(s.payload_bytes)
+        .map_err(|e| TopologyError::new("network.payload_bytes", e.to_string()))?;
+    let epochs = EpochSchedule::new(s.epoch_start_s * S, s.epoch_s * S, s.epoch_grace_s * S)
+        .map_err(|e| TopologyError::new("network.epoch_s", format!("{e:?}")))?;
+    Ok(Network {
+        params,
+        layers: s.layers,
+        mu_per_s: s.mu_per_s,
+        lambda_payload_per_s: s.lambda_payload_per_s,
+        lambda_loop_per_s: s.lambda_loop_per_s,
+        lambda_drop_per_s: s.lambda_drop_per_s,
+        lambda_mix_loop_per_s: s.lambda_mix_loop_per_s,
+        poll_size: s.poll_size,
+        poll_rate_per_s: s.poll_rate_per_s,
+        epochs,
+    })
 }

@@ -38,7 +38,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use loopix_crypto::{Command, Hop, KeyPhase, NodeId, Params, PublicKey, SessionPublic};
+use loopix_crypto::{Command, EpochSeed, Hop, KeyPhase, NodeId, Params, PublicKey, SessionPublic};
 use serde::Deserialize;
 
 use crate::network::epoch::{EpochSchedule, ScheduleError};
@@ -48,7 +48,7 @@ use crate::network::epoch::{EpochSchedule, ScheduleError};
 pub struct Topology {
     pub network: Network,
     pub nodes: Vec<NodeEntry>,
-    pub clients: Vec<Client>,
+    pub clients: Vec<ClientEntry>,
 }
 
 /// Network-wide parameters (rates per second; a rate of 0 turns that stream off).
@@ -120,6 +120,17 @@ pub struct EpochKeys {
 }
 
 impl EpochKeys {
+    /// The public keys of `count` epochs from `first`, derived from `seed` (none before
+    /// the seed's own epoch: those are gone).
+    pub fn derive(seed: &EpochSeed, first: u64, count: u32) -> Self {
+        let first = first.max(seed.epoch());
+        let keys = (first..first + u64::from(count))
+            .filter_map(|e| seed.secret_key(e))
+            .map(|k| k.public_key())
+            .collect();
+        Self::new(first, keys)
+    }
+
     /// Keys for epochs `first`, `first + 1`, ...
     pub fn new(first: u64, keys: Vec<PublicKey>) -> Self {
         Self { first, keys }
@@ -153,7 +164,7 @@ impl EpochKeys {
 
 /// One client, registered at one provider.
 #[derive(Clone, Copy, Debug)]
-pub struct Client {
+pub struct ClientEntry {
     pub id: NodeId,
     pub provider: NodeId,
     /// The key packets for this client are built to (its Sphinx key).
@@ -347,7 +358,7 @@ impl Topology {
     }
 
     /// The client with this id.
-    pub fn client(&self, id: NodeId) -> Option<&Client> {
+    pub fn client(&self, id: NodeId) -> Option<&ClientEntry> {
         self.clients.iter().find(|c| c.id == id)
     }
 
@@ -364,7 +375,7 @@ impl Topology {
     }
 
     /// The clients registered at `provider`.
-    pub fn clients_of(&self, provider: NodeId) -> impl Iterator<Item = &Client> {
+    pub fn clients_of(&self, provider: NodeId) -> impl Iterator<Item = &ClientEntry> {
         self.clients.iter().filter(move |c| c.provider == provider)
     }
 
@@ -376,29 +387,11 @@ impl Topology {
 
 impl Topology {
     /// The topology in the TOML format [`Topology::from_toml`] reads: parsing the text
-    /// gives this topology back. A directory authority writes its documents' bodies so.
+    /// gives this topology back. A directory authority writes its documents' bodies so,
+    /// and every generated network (the testnet's, the simulator's) is written by it.
     pub fn to_toml(&self) -> String {
         use std::fmt::Write;
-        let n = &self.network;
-        const S: u64 = 1_000_000;
-        let mut out = format!(
-            "[network]\npayload_bytes = {}\nlayers = {}\nmu_per_s = {:?}\n\
-             lambda_payload_per_s = {:?}\nlambda_loop_per_s = {:?}\nlambda_drop_per_s = {:?}\n\
-             lambda_mix_loop_per_s = {:?}\npoll_size = {}\npoll_rate_per_s = {:?}\n\
-             epoch_s = {}\nepoch_start = {}\nepoch_grace_s = {}\n",
-            n.params.payload_bytes(),
-            n.layers,
-            n.mu_per_s,
-            n.lambda_payload_per_s,
-            n.lambda_loop_per_s,
-            n.lambda_drop_per_s,
-            n.lambda_mix_loop_per_s,
-            n.poll_size,
-            n.poll_rate_per_s,
-            n.epochs.length_us / S,
-            n.epochs.start_us / S,
-            n.epochs.grace_us / S,
-        );
+        let mut out = self.network.to_toml();
         for node in &self.nodes {
             let _ = write!(out, "\n[[nodes]]\nid = {}\n", node.id.0);
             match node.role {
@@ -407,34 +400,73 @@ impl Topology {
                 }
                 Role::Provider => out.push_str("role = \"provider\"\n"),
             }
-            let keys: Vec<String> = node
-                .epoch_keys
-                .iter()
-                .map(|(_, k)| format!("\"{}\"", hex::encode(k.to_bytes())))
-                .collect();
-            let _ = write!(
-                out,
-                "address = \"{}\"\nfirst_epoch = {}\nepoch_keys = [{}]\n",
-                node.address,
-                node.epoch_keys.first(),
-                keys.join(", ")
-            );
-            if let Some(k) = node.session_key {
-                let _ = writeln!(out, "session_key = \"{}\"", hex::encode(k.0));
-            }
+            let _ = writeln!(out, "address = \"{}\"", node.address);
+            out.push_str(&node_keys_toml(&node.epoch_keys, node.session_key));
         }
         for c in &self.clients {
             let _ = write!(
                 out,
-                "\n[[clients]]\nid = {}\nprovider = {}\npublic_key = \"{}\"\nsession_key = \"{}\"\n",
+                "\n[[clients]]\nid = {}\nprovider = {}\n{}",
                 c.id.0,
                 c.provider.0,
-                hex::encode(c.public_key.to_bytes()),
-                hex::encode(c.session_key.0)
+                client_keys_toml(&c.public_key, &c.session_key)
             );
         }
         out
     }
+}
+
+impl Network {
+    /// The `[network]` section of [`Topology::to_toml`].
+    pub fn to_toml(&self) -> String {
+        const S: u64 = 1_000_000;
+        format!(
+            "[network]\npayload_bytes = {}\nlayers = {}\nmu_per_s = {:?}\n\
+             lambda_payload_per_s = {:?}\nlambda_loop_per_s = {:?}\nlambda_drop_per_s = {:?}\n\
+             lambda_mix_loop_per_s = {:?}\npoll_size = {}\npoll_rate_per_s = {:?}\n\
+             epoch_s = {}\nepoch_start = {}\nepoch_grace_s = {}\n",
+            self.params.payload_bytes(),
+            self.layers,
+            self.mu_per_s,
+            self.lambda_payload_per_s,
+            self.lambda_loop_per_s,
+            self.lambda_drop_per_s,
+            self.lambda_mix_loop_per_s,
+            self.poll_size,
+            self.poll_rate_per_s,
+            self.epochs.length_us / S,
+            self.epochs.start_us / S,
+            self.epochs.grace_us / S,
+        )
+    }
+}
+
+/// A node's key lines (`first_epoch`, `epoch_keys`, and `session_key` if it has one), as
+/// [`Topology::to_toml`] writes them and `loopix keygen` prints them to paste.
+pub fn node_keys_toml(keys: &EpochKeys, session: Option<SessionPublic>) -> String {
+    let hexed: Vec<String> = keys
+        .iter()
+        .map(|(_, k)| format!("\"{}\"", hex::encode(k.to_bytes())))
+        .collect();
+    let mut out = format!(
+        "first_epoch = {}\nepoch_keys = [{}]\n",
+        keys.first(),
+        hexed.join(", ")
+    );
+    if let Some(k) = session {
+        out += &format!("session_key = \"{}\"\n", hex::encode(k.0));
+    }
+    out
+}
+
+/// A client's key lines (`public_key`, `session_key`), as [`Topology::to_toml`] writes
+/// them and `loopix keygen` prints them to paste.
+pub fn client_keys_toml(public_key: &PublicKey, session_key: &SessionPublic) -> String {
+    format!(
+        "public_key = \"{}\"\nsession_key = \"{}\"\n",
+        hex::encode(public_key.to_bytes()),
+        hex::encode(session_key.0)
+    )
 }
 
 impl RawNetwork {
@@ -543,10 +575,10 @@ impl RawNode {
 }
 
 impl RawClient {
-    pub(crate) fn validate(&self, at: &str) -> Result<Client, TopologyError> {
+    pub(crate) fn validate(&self, at: &str) -> Result<ClientEntry, TopologyError> {
         let public_key = parse_public_key(&format!("{at}.public_key"), &self.public_key)?;
         let session_key = parse_session_key(&format!("{at}.session_key"), &self.session_key)?;
-        Ok(Client {
+        Ok(ClientEntry {
             id: NodeId(self.id),
             provider: NodeId(self.provider),
             public_key,

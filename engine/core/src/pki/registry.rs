@@ -31,7 +31,8 @@ use loopix_crypto::{IdentityPublic, NodeId};
 use serde::Deserialize;
 
 use crate::network::topology::{
-    Client, Network, RawClient, RawNetwork, Role, TopologyError, err, parse_address, parse_role,
+    ClientEntry, Network, RawClient, RawNetwork, Role, TopologyError, err, parse_address,
+    parse_role,
 };
 
 /// A validated registry.
@@ -39,7 +40,7 @@ use crate::network::topology::{
 pub struct Registry {
     pub network: Network,
     pub nodes: Vec<RegisteredNode>,
-    pub clients: Vec<Client>,
+    pub clients: Vec<ClientEntry>,
 }
 
 /// A node its operator registered.

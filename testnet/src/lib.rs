@@ -30,12 +30,14 @@ use loopix_runtime::client_driver::{ClientOutput, RunningClient, follow_director
 use loopix_runtime::directory_client::{
     AuthorityAddress, DirectoryConfig, DirectorySync, DirectoryWatch,
 };
-use loopix_sim::network::{NetworkSpec, generate_toml};
+use loopix_sim::network::{Generated, NetworkSpec, generate_at};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::handshake_flood::{self, Flood, FloodAt, FloodSummary};
+pub mod netns;
+
+use loopix_load::handshake_flood::{self, Flood, FloodAt, FloodSummary};
 
 /// The testnet's `limits.max_socket_wait_ms` (a dedicated node's default is 100): a whole
 /// network shares this machine's few cores, where a process may wait a scheduler tick or
@@ -287,7 +289,7 @@ pub fn run(args: &TestnetArgs) -> Result<(), String> {
     }
     let summary = run_network(args, &stop)?;
     if args.json {
-        crate::json::print(&summary)?;
+        loopix_load::json::print(&summary)?;
     } else {
         print_summary(&summary);
     }
@@ -495,10 +497,10 @@ fn prepare(args: &TestnetArgs, net: Option<&crate::netns::VirtualNet>) -> Result
     };
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
-    let (toml, mut keys) = generate_toml(&spec, u64::from_le_bytes(seed), |id| {
-        node_addrs[&id].to_string()
-    });
-    let topology = Topology::from_toml(&toml).map_err(|e| format!("generated topology: {e}"))?;
+    let Generated { topology, mut keys } =
+        generate_at(&spec, u64::from_le_bytes(seed), |id| node_addrs[&id])
+            .map_err(|e| format!("generated topology: {e}"))?;
+    let toml = topology.to_toml();
     let mut identities = BTreeMap::new();
     let mut authorities = Vec::new();
     if args.directory || net.is_some() {
@@ -803,7 +805,7 @@ impl Nodes {
         *self.restarts.entry(id).or_default() += 1;
         let addr = layout.metrics[&id];
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !crate::metrics_client::ready(addr) {
+        while !loopix_load::scrape::ready(addr) {
             if Instant::now() > deadline {
                 return Err(format!("node {} did not come back", id.0));
             }
@@ -817,7 +819,7 @@ impl Nodes {
     fn wait_ready(&mut self, layout: &Layout, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
         for (id, addr) in &layout.metrics {
-            while !crate::metrics_client::ready(*addr) {
+            while !loopix_load::scrape::ready(*addr) {
                 if let Some((_, c)) = self.children.iter_mut().find(|(i, _)| i == id)
                     && let Ok(Some(status)) = c.try_wait()
                 {
@@ -852,7 +854,7 @@ impl Nodes {
             if let Some(text) = layout
                 .metrics
                 .get(&n.id)
-                .and_then(|a| crate::metrics_client::scrape(*a))
+                .and_then(|a| loopix_load::scrape::scrape(*a))
             {
                 fill_from_metrics(&mut s, &text);
             }
@@ -904,7 +906,7 @@ impl Drop for Nodes {
 
 /// Sums a node's shard metrics into its summary.
 fn fill_from_metrics(s: &mut NodeSummary, text: &str) {
-    use crate::metrics_client::{label, samples};
+    use loopix_load::scrape::{label, samples};
     for (name, labels, raw) in samples(text) {
         let value = raw as u64;
         match name {

@@ -22,8 +22,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::hostile_load::HostileCounts;
-use crate::load_setup::{LoadNodes, Pool, Setup};
+use crate::hostile::HostileCounts;
+use crate::setup::{LoadNodes, Pool, Setup};
 
 /// Options of `loopix loadgen`.
 #[derive(Args, Debug, Clone)]
@@ -283,10 +283,10 @@ impl Setup {
         eprintln!("loadgen: building {count} packets for {rate:.0} packets/s");
         let now = NetworkClock::start().now_us();
         let hostile = if args.hostile { count } else { 0 };
-        let pool = crate::hostile_load::pool(self, now, count + tail_count, hostile)?;
+        let pool = crate::hostile::pool(self, now, count + tail_count, hostile)?;
         // Building saturates every core; start the load on a quiet machine.
         std::thread::sleep(Duration::from_millis(args.settle_ms));
-        let before = args.metrics.and_then(crate::metrics_client::scrape);
+        let before = args.metrics.and_then(crate::scrape::scrape);
         let pace = Pace {
             rate,
             poisson: args.poisson,
@@ -297,7 +297,7 @@ impl Setup {
             tail_rate: args.then_rate,
         };
         let blast = blast(&pace, &self.socket, self.target, &pool)?;
-        let after = args.metrics.and_then(crate::metrics_client::scrape);
+        let after = args.metrics.and_then(crate::scrape::scrape);
         let (node_delay_error_p99_us, node_receive_us_per_packet, node_drops) =
             match (before, after) {
                 (Some(b), Some(a)) => (
@@ -394,8 +394,8 @@ fn recovery_of(
 
 /// The target's drops between two scrapes of its metrics, by reason (non-zero only).
 fn node_drops(before: &str, after: &str) -> BTreeMap<String, u64> {
-    let b = crate::metrics_client::drops(before);
-    crate::metrics_client::drops(after)
+    let b = crate::scrape::drops(before);
+    crate::scrape::drops(after)
         .into_iter()
         .map(|(k, v)| (k.clone(), v - b.get(&k).copied().unwrap_or(0)))
         .filter(|(_, v)| *v > 0)
@@ -406,9 +406,9 @@ fn node_drops(before: &str, after: &str) -> BTreeMap<String, u64> {
 /// |actual - requested hold| fell; `None` if nothing was held or it lies above 100 ms.
 fn node_delay_error_p99_us(before: &str, after: &str) -> Option<f64> {
     let name = "loopix_delay_error_seconds";
-    let b = crate::metrics_client::buckets(before, name)?;
-    let a = crate::metrics_client::buckets(after, name)?;
-    crate::metrics_client::quantile_bound(&b, &a, 0.99)
+    let b = crate::scrape::buckets(before, name)?;
+    let a = crate::scrape::buckets(after, name)?;
+    crate::scrape::quantile_bound(&b, &a, 0.99)
         .filter(|s| s.is_finite())
         .map(|s| s * 1e6)
 }
@@ -421,7 +421,7 @@ fn middle(mut v: Vec<f64>) -> Option<f64> {
 
 /// The target's receive time per packet received between two scrapes, µs.
 fn node_receive_us_per_packet(before: &str, after: &str) -> Option<f64> {
-    use crate::metrics_client::sum;
+    use crate::scrape::sum;
     let delta = |name| Some(sum(after, name)? - sum(before, name)?);
     let packets = delta("loopix_packets_in_total")?;
     (packets > 0.0).then(|| delta("loopix_receive_seconds_total").map(|s| s * 1e6 / packets))?
@@ -526,7 +526,7 @@ pub fn find_capacity(args: &LoadgenArgs) -> Result<CapacityReport, String> {
 fn wait_for_shards(metrics: SocketAddr) -> Option<usize> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        if let Some(n) = crate::metrics_client::shards(metrics) {
+        if let Some(n) = crate::scrape::shards(metrics) {
             return Some(n);
         }
         if Instant::now() > deadline {

@@ -20,7 +20,7 @@ use loopix_crypto::params::{HEADER_LEN, MAC_LEN};
 use loopix_runtime::clock::NetworkClock;
 use serde::Serialize;
 
-use crate::load_setup::{LoadNodes, Pool, Setup, build_pool};
+use crate::setup::{LoadNodes, Pool, Setup, build_pool};
 
 /// Options of `loopix soak`.
 #[derive(Args, Debug, Clone)]

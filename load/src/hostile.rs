@@ -21,7 +21,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::load_setup::{Pool, Setup, build_pool};
+use crate::setup::{Pool, Setup, build_pool};
 
 /// One datagram's kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +86,12 @@ impl HostileCounts {
 /// `count` datagrams, sealed as sent at `at_us`: the first `hostile` in the hostile
 /// interleaving, the rest valid. Only the valid ones are in the pool's MAC index (a
 /// replay that is forwarded instead of its original counts as the original).
-pub fn pool(setup: &Setup, at_us: u64, count: usize, hostile: usize) -> Result<Pool, String> {
+pub(crate) fn pool(
+    setup: &Setup,
+    at_us: u64,
+    count: usize,
+    hostile: usize,
+) -> Result<Pool, String> {
     let kind = |i: usize| {
         if i < hostile {
             PATTERN[i % PATTERN.len()]
