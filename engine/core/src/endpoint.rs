@@ -40,10 +40,12 @@ pub trait Endpoint {
     /// The driver's timer fired; do what is due at `now_us`.
     fn handle_timeout(&mut self, now_us: u64);
     /// The next datagram to send, written into `buf` (at least
-    /// [`Endpoint::max_datagram_len`] bytes).
+    /// [`Endpoint::max_datagram_len`] bytes). A driver calls it until `None` after every
+    /// `handle_*` call: what a call made ready is sent then, never left for a timer.
     #[must_use]
     fn poll_transmit(&mut self, now_us: u64, buf: &mut [u8]) -> Option<Transmit>;
-    /// When to call [`Endpoint::handle_timeout`] next.
+    /// When to call [`Endpoint::handle_timeout`] next: a deadline only. Datagrams waiting
+    /// to be sent do not show here (the driver drains [`Endpoint::poll_transmit`]).
     #[must_use]
     fn poll_timeout(&self) -> Option<u64>;
     /// Largest datagram this endpoint sends.

@@ -1040,9 +1040,7 @@ impl<C: Codec> Endpoint for Client<C> {
     }
 
     fn poll_timeout(&self) -> Option<u64> {
-        if !self.emissions.is_empty() {
-            return Some(0);
-        }
+        // Not started: its first timeout starts its streams.
         let Some(t) = &self.timers else {
             return Some(0);
         };

@@ -332,9 +332,6 @@ impl<C: Codec> Endpoint for Mix<C> {
     }
 
     fn poll_timeout(&self) -> Option<u64> {
-        if self.engine.has_ready() {
-            return Some(0);
-        }
         let loop_at = match &self.loop_timer {
             None => self.started_us.map_or(Some(0), |s| {
                 Some(if self.heard_from_network {

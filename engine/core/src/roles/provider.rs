@@ -525,9 +525,6 @@ impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
     }
 
     fn poll_timeout(&self) -> Option<u64> {
-        if self.engine.has_ready() || !self.responses.is_empty() {
-            return Some(0);
-        }
         let wheel = self.engine.poll_timeout();
         let next = wheel.map_or(self.next_sweep_us, |t| t.min(self.next_sweep_us));
         Some(self.answers.next_release_us().map_or(next, |a| a.min(next)))
