@@ -47,6 +47,10 @@ const TESTNET_MAX_SOCKET_WAIT_MS: u64 = 1_000;
 /// Options of `loopix testnet`.
 #[derive(Args, Debug, Clone)]
 pub struct TestnetArgs {
+    /// The nodes' I/O backend: `auto` (io_uring where this host allows it, else portable,
+    /// each node saying why), `io_uring`, or `portable`.
+    #[arg(long, env = "LOOPIX_BACKEND", default_value = "auto")]
+    backend: loopix_runtime::backend::Backend,
     /// Mix layers.
     #[arg(long, default_value_t = 3)]
     layers: u8,
@@ -548,8 +552,8 @@ fn prepare(args: &TestnetArgs, net: Option<&crate::netns::VirtualNet>) -> Result
             Role::Provider => (1, format!("inbox_path = \"node-{}.redb\"\n", n.id.0)),
         };
         let mut config = format!(
-            "{topology_line}id = {}\nkey_file = \"node-{}.key\"\nshards = {shards}\nmetrics = \"{metrics_addr}\"\ngrace_ms = 1000\n{extra}[limits]\npool_packets = 16384\nmax_packets_per_s = 500\nmax_socket_wait_ms = {TESTNET_MAX_SOCKET_WAIT_MS}\n",
-            n.id.0, n.id.0
+            "{topology_line}id = {}\nkey_file = \"node-{}.key\"\nshards = {shards}\nmetrics = \"{metrics_addr}\"\ngrace_ms = 1000\nbackend = \"{}\"\n{extra}[limits]\npool_packets = 16384\nmax_packets_per_s = 500\nmax_socket_wait_ms = {TESTNET_MAX_SOCKET_WAIT_MS}\n",
+            n.id.0, n.id.0, args.backend
         );
         // With hosts, the links themselves are slow and lossy; on loopback the nodes are.
         if net.is_none() && (args.link_loss > 0.0 || args.link_delay_ms > 0) {
@@ -709,7 +713,10 @@ fn spawn_loopix(
         .open(log)
         .map_err(|e| format!("{}: {e}", log.display()))?;
     let mut cmd = Command::new(&exe);
+    // Each node's configuration names its backend (`--backend`); the environment's choice
+    // came in through that flag and must not override it a second time.
     cmd.args(args)
+        .env_remove("LOOPIX_BACKEND")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);

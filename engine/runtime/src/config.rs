@@ -11,6 +11,8 @@
 //! metrics = "127.0.0.1:9101"   # optional: Prometheus text on GET /metrics
 //! grace_ms = 2000              # on SIGTERM: how long the wheel may still send
 //! spin_us = 0                  # busy-poll this long before a shard sleeps (dedicated cores)
+//! backend = "auto"             # "io_uring", "portable", or "auto": io_uring where the host
+//!                              # allows it, else portable (saying why)
 //! inbox_path = "inbox.redb"    # providers: the durable inbox store
 //! replay_dir = "replay-1"      # replay journals (default: replay-<id> beside this file)
 //! replay_sync_ms = 1000        # how often the journals are synced to disk
@@ -78,6 +80,8 @@ pub struct NodeConfig {
     pub grace_ms: u64,
     /// How long an idle shard busy-polls its socket and timers before sleeping, µs.
     pub spin_us: u64,
+    /// The I/O backend the shards run on.
+    pub backend: crate::backend::Backend,
     pub inbox_path: Option<PathBuf>,
     /// Where each shard journals its replay filters.
     pub replay_dir: PathBuf,
@@ -123,6 +127,8 @@ struct Raw {
     grace_ms: u64,
     #[serde(default)]
     spin_us: u64,
+    #[serde(default)]
+    backend: crate::backend::Backend,
     inbox_path: Option<PathBuf>,
     replay_dir: Option<PathBuf>,
     #[serde(default = "default_replay_sync_ms")]
@@ -426,6 +432,7 @@ impl NodeConfig {
             metrics,
             grace_ms: raw.grace_ms,
             spin_us: raw.spin_us,
+            backend: raw.backend,
             inbox_path: raw.inbox_path.map(|p| base.join(p)),
             replay_dir: base.join(replay_dir),
             replay_sync_ms: raw.replay_sync_ms,
@@ -532,6 +539,7 @@ impl NodeConfig {
             ("listen", a.listen != b.listen),
             ("metrics", a.metrics != b.metrics),
             ("spin_us", a.spin_us != b.spin_us),
+            ("backend", a.backend != b.backend),
             ("grace_ms", a.grace_ms != b.grace_ms),
             ("inbox_path", a.inbox_path != b.inbox_path),
             ("replay_dir", a.replay_dir != b.replay_dir),

@@ -1,5 +1,6 @@
 //! The thread-per-core shell around `loopix-core`: glommio shards, steered UDP sockets.
 
+pub mod backend;
 pub mod batch_io;
 pub mod client_driver;
 pub mod clock;

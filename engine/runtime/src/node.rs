@@ -1,17 +1,20 @@
-//! Starting a node's shards and talking to them: one glommio executor per shard, pinned
-//! to a core, its socket bound in shard order into the steered group; stats and shutdown
-//! over crossbeam channels, never on the packet path.
+//! Starting a node's shards and talking to them: one thread per shard, pinned to a core,
+//! running the chosen backend (a glommio executor, or the portable loop), its socket bound
+//! in shard order into the steered group; stats and shutdown over crossbeam channels,
+//! never on the packet path. A shard that fails to start or stops on its own (a panic)
+//! is reported ([`RunningNode::failed_shard`]): a node never runs on with dead shards.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
-use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::backend::Chosen;
 use crate::clock::NetworkClock;
 use crate::replay_journal::ReplayJournal;
-use crate::shard::{Control, ShardReport, ShardSetup, Stray, run};
+use crate::shard::{Control, ShardReport, ShardSetup, Stray};
 use crate::shard_core::ShardCore;
 use crate::steering::bind_group;
 use crate::stray_buffers::StrayBuffers;
@@ -34,7 +37,10 @@ pub struct NodeLayout {
     /// Busy-poll this long before an idle shard sleeps (glommio's spin before park): on a
     /// dedicated core, timers and arrivals are then seen within microseconds instead of a
     /// wake-up's latency, at the price of that core's idle time. `None`: sleep at once.
+    /// The io_uring backend's only.
     pub spin: Option<Duration>,
+    /// The backend the shards run on.
+    pub backend: Chosen,
     /// Datagrams that waited in a shard's socket longer than this are shed unread, counted
     /// as `stale` (receive timestamps are turned on for it); `None`: never.
     pub max_socket_wait: Option<Duration>,
@@ -46,7 +52,9 @@ pub struct RunningNode {
     reports: Receiver<ShardReport>,
     /// The newest report of each shard, once it has sent one.
     latest: Vec<Option<ShardReport>>,
-    threads: Vec<ExecutorJoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Each shard's end, as it ends: `Err` with the reason when it failed.
+    exits: Receiver<(usize, Result<(), String>)>,
     pub local_addr: SocketAddr,
 }
 
@@ -72,6 +80,7 @@ impl RunningNode {
             StrayBuffers::new(STRAY_BUFFERS_PER_SHARD * layout.shards, layout.datagram_len);
         let mut controls = Vec::new();
         let mut threads = Vec::new();
+        let (exit_tx, exits) = unbounded();
         for (index, (socket, (_, strays_in))) in sockets.into_iter().zip(strays).enumerate() {
             let (control_tx, control) = unbounded();
             controls.push(control_tx);
@@ -92,18 +101,20 @@ impl RunningNode {
                 stray_buffers: stray_buffers.clone(),
                 max_socket_wait: layout.max_socket_wait,
             };
-            let placement = match layout.cpus.get(index % layout.cpus.len().max(1)) {
-                Some(&cpu) => Placement::Fixed(cpu),
-                None => Placement::Unbound,
-            };
-            let mut builder = LocalExecutorBuilder::new(placement);
-            if let Some(spin) = layout.spin {
-                builder = builder.spin_before_park(spin);
-            }
-            let handle = builder
-                .name(&format!("loopix-shard-{index}"))
-                .spawn(move || run(setup))
-                .map_err(|e| io::Error::other(e.to_string()))?;
+            let cpu = layout.cpus.get(index % layout.cpus.len().max(1)).copied();
+            let (backend, spin, exit) = (layout.backend, layout.spin, exit_tx.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("loopix-shard-{index}"))
+                .spawn(move || {
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_shard(backend, cpu, spin, setup)
+                    }));
+                    let outcome = match ran {
+                        Ok(r) => r,
+                        Err(panic) => Err(format!("panicked: {}", panic_text(&panic))),
+                    };
+                    let _ = exit.send((index, outcome));
+                })?;
             threads.push(handle);
         }
         let latest = vec![None; layout.shards];
@@ -112,8 +123,21 @@ impl RunningNode {
             reports,
             latest,
             threads,
+            exits,
             local_addr,
         })
+    }
+
+    /// A shard that has ended while the node runs (it failed to start, or panicked), and
+    /// why: the node cannot do its job and must stop. `None` while every shard runs.
+    pub fn failed_shard(&self) -> Option<String> {
+        self.exits
+            .try_recv()
+            .ok()
+            .map(|(index, outcome)| match outcome {
+                Err(why) => format!("shard {index}: {why}"),
+                Ok(()) => format!("shard {index} stopped on its own"),
+            })
     }
 
     /// The newest report of every shard that has reported (collecting what has arrived).
@@ -172,6 +196,46 @@ impl RunningNode {
         }
         self.reports()
     }
+}
+
+/// Runs one shard on this thread, on `backend`, pinned to `cpu` if given.
+fn run_shard<C: ShardCore + 'static>(
+    backend: Chosen,
+    cpu: Option<usize>,
+    spin: Option<Duration>,
+    setup: ShardSetup<C>,
+) -> Result<(), String> {
+    match backend {
+        Chosen::IoUring => {
+            let placement = cpu.map_or(Placement::Unbound, Placement::Fixed);
+            let mut builder = LocalExecutorBuilder::new(placement);
+            if let Some(spin) = spin {
+                builder = builder.spin_before_park(spin);
+            }
+            let executor = builder
+                .make()
+                .map_err(|e| format!("the io_uring executor cannot start: {e}"))?;
+            executor.run(crate::shard::uring::run(setup));
+        }
+        Chosen::Portable => {
+            if let Some(cpu) = cpu
+                && !core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+            {
+                return Err(format!("cannot pin the shard to CPU {cpu}"));
+            }
+            crate::shard::portable::run(setup);
+        }
+    }
+    Ok(())
+}
+
+/// A panic's message, if it has one.
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
 }
 
 /// This process's resident memory now, bytes (Linux `/proc/self/statm`).

@@ -13,6 +13,7 @@ use loopix_core::pipeline::hop::HopLimits;
 use loopix_core::roles::RoleConfig;
 use loopix_core::roles::mix::Mix;
 use loopix_crypto::{Command, EpochSeed, Hop, NodeId, Params, SecretKey, build};
+use loopix_runtime::backend::{Backend, Chosen};
 use loopix_runtime::node::{NodeLayout, RunningNode};
 use loopix_runtime::shard::ShardReport;
 use loopix_sim::{NetworkSpec, generate};
@@ -37,6 +38,15 @@ const NEXT: NodeId = NodeId(2);
 const PROVIDER: NodeId = NodeId(1_000);
 
 /// Mix 1 on two shards; mix 2's address is `sink`, a socket of the test.
+/// The backend these tests run the node on: `LOOPIX_BACKEND` (the CI runs them on each),
+/// else what `auto` picks on this host.
+fn backend_under_test() -> Chosen {
+    let asked: Backend = std::env::var("LOOPIX_BACKEND")
+        .map(|v| v.parse().expect("LOOPIX_BACKEND names a backend"))
+        .unwrap_or_default();
+    asked.choose().expect("the backend runs on this host").0
+}
+
 fn rig() -> Rig {
     rig_with(None, None)
 }
@@ -128,6 +138,7 @@ fn rig_with(max_socket_wait: Option<Duration>, next: Option<std::net::SocketAddr
         recv_buffer_bytes: 1 << 23,
         spin: None,
         max_socket_wait,
+        backend: backend_under_test(),
     };
     let node = RunningNode::start(&layout, make).unwrap();
     Rig {

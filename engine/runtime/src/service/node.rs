@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::backend::Chosen;
 use crate::clock::NetworkClock;
 use crate::config::{Joining, NodeConfig};
 use crate::directory_client::{DirectoryClient, DirectoryConfig, DirectorySync, NotYet};
@@ -48,6 +49,10 @@ pub struct NodeArgs {
     /// that lists this node, and check the configuration against it.
     #[arg(long, requires = "check")]
     pub wait: bool,
+    /// The I/O backend, instead of node.toml's `backend`: `auto` (io_uring where this host
+    /// allows it, else portable, saying why), `io_uring`, or `portable`.
+    #[arg(long, env = "LOOPIX_BACKEND")]
+    pub backend: Option<crate::backend::Backend>,
 }
 
 /// What `--check` found at the authorities when no document lists the node yet.
@@ -108,6 +113,15 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     let role = cfg.node.role.to_string();
     check_host_local(&cfg.cpus, Some(cfg.listen), cfg.metrics, args.check)
         .map_err(|e| format!("{}: {e}", args.config.display()))?;
+    // The backend, before anything is started on it: `io_uring` on a host that refuses it
+    // is an error here, naming why; `auto` falls back and says so.
+    if let Some(b) = args.backend {
+        cfg.backend = b;
+    }
+    let (backend, fallback) = cfg
+        .backend
+        .choose()
+        .map_err(|e| format!("{}: {e}", args.config.display()))?;
     // The replay filters hold every tag a shard can take: sized from what this CPU unwraps.
     let measured = unwrap_rate::measure(&cfg.topology.network.params);
     let (rate, rate_warning) = cfg.size_replay_filters(measured);
@@ -143,7 +157,11 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
             per_filter as f64 / 1e6,
             (2 * cfg.shards * per_filter) as f64 / 1e6
         );
-        print_memory(&cfg, &seed, &session_key)?;
+        match &fallback {
+            Some(why) => println!("backend: portable ({why})"),
+            None => println!("backend: {backend}"),
+        }
+        print_memory(&cfg, &seed, &session_key, backend)?;
         for w in keys.warnings.iter().chain(&rate_warning) {
             println!("warning: {w}");
         }
@@ -166,7 +184,13 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     );
     let (syncer, sync_thread) = Syncer::start(Duration::from_millis(cfg.replay_sync_ms))
         .map_err(|e| format!("replay journal sync thread: {e}"))?;
-    let node = start(&cfg, &seed, &session_key, &syncer)?;
+    match &fallback {
+        Some(why) => {
+            tracing::warn!("io_uring is not available, running on the portable backend: {why}")
+        }
+        None => tracing::info!(%backend, "I/O backend"),
+    }
+    let node = start(&cfg, &seed, &session_key, &syncer, backend)?;
     let stack = loopix_crypto::stack_position::calibrate();
     tracing::info!(
         position = stack.position,
@@ -192,6 +216,7 @@ fn print_memory(
     cfg: &NodeConfig,
     seed: &EpochSeed,
     session_key: &SessionSecret,
+    backend: Chosen,
 ) -> Result<(), String> {
     let mb = |b: usize| b as f64 / 1e6;
     let resident = || crate::node::resident_bytes().map_err(|e| format!("resident memory: {e}"));
@@ -208,7 +233,11 @@ fn print_memory(
         drop(built);
         with_core.saturating_sub(process)
     };
-    let executor = crate::node::executor_resident_bytes().map_err(|e| e.to_string())?;
+    // The portable backend's shard is a thread: its stack, touched as it runs.
+    let executor = match backend {
+        Chosen::IoUring => crate::node::executor_resident_bytes().map_err(|e| e.to_string())?,
+        Chosen::Portable => 0,
+    };
     let parts =
         loopix_core::pipeline::hop::resident_memory(&cfg.limits, &cfg.topology.network.params);
     let total = process + cfg.shards * (core + executor);
@@ -298,6 +327,7 @@ fn start(
     seed: &EpochSeed,
     session_key: &SessionSecret,
     syncer: &Syncer,
+    backend: Chosen,
 ) -> Result<RunningNode, String> {
     let params = cfg.topology.network.params;
     let mut layout = NodeLayout {
@@ -309,6 +339,7 @@ fn start(
         recv_buffer_bytes: 8 << 20,
         spin: (cfg.spin_us > 0).then(|| Duration::from_micros(cfg.spin_us)),
         max_socket_wait: cfg.max_socket_wait,
+        backend,
     };
     let journal = |shard: usize, core: &mut dyn Endpoint| {
         let mut journal = ReplayJournal::open(&cfg.replay_dir, shard, cfg.shards, syncer.clone())
@@ -697,6 +728,14 @@ fn serve_until_signal(
     let (mut last_held, mut last_at) = (0u64, Instant::now());
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
+        // A shard that failed to start or died: the node cannot do its job. The others
+        // send what they hold, and the process exits non-zero saying why (a supervisor
+        // restarts it), never running on with a dead shard.
+        if let Some(why) = node.failed_shard() {
+            tracing::error!("{why}; stopping the node");
+            node.shutdown(Duration::from_millis(cfg.grace_ms));
+            return Err(why);
+        }
         if reload.swap(false, Ordering::SeqCst)
             && let Some(keys_until) = reload_config(cfg, &node, clock.now_us())
             && let Ok(mut s) = shared.lock()

@@ -1,24 +1,25 @@
-//! One shard: a glommio executor pinned to a core, owning a steered socket and one core
-//! object (its replay set, timing wheel, packet pool and RNG with it). Nothing it touches
-//! on the packet path is shared or locked. Two tasks:
+//! One shard: one thread pinned to a core, owning a steered socket and one core object
+//! (its replay set, timing wheel, packet pool and RNG with it). Nothing it touches on the
+//! packet path is shared or locked. Two backends drive it ([`crate::backend`]):
 //!
-//! - the receive loop awaits one datagram, drains what else is waiting with `recvmmsg`,
-//!   hands the batch to the core and sends what the core emits with `sendmmsg`;
-//! - the timer loop holds the shard's one glommio timer, re-armed to the core's next
-//!   deadline (and woken early by the receive loop when that moves); it also handles the
-//!   control channel, stray datagrams from other shards, and reports.
+//! - [`uring`]: a glommio executor (io_uring); a receive task awaits datagrams and a timer
+//!   task holds the shard's one timer;
+//! - [`portable`]: a plain thread that waits on its socket with `ppoll`, the core's next
+//!   deadline as the timeout: for hosts where io_uring is not allowed.
+//!
+//! Both receive with `recvmmsg` and send with `sendmmsg`, and share everything else here:
+//! the shard's state, what it does with a received batch, and its chores between batches
+//! (datagrams other shards passed on, what fell due, the replay journal, the store's
+//! commits, control messages, reports).
 
-use std::cell::{Cell, RefCell};
+pub mod portable;
+pub mod uring;
+
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use glommio::net::UdpSocket;
-use glommio::timer::Timer;
 use loopix_core::drops::DropReason;
 use loopix_core::network::topology::Topology;
 use loopix_crypto::{EpochSeed, NodeId};
@@ -109,7 +110,7 @@ pub struct ShardSetup<C> {
     pub max_socket_wait: Option<Duration>,
 }
 
-struct State<C> {
+pub(crate) struct State<C> {
     index: usize,
     shards: usize,
     core: C,
@@ -132,6 +133,50 @@ struct State<C> {
 }
 
 impl<C: ShardCore> State<C> {
+    /// The state of a shard about to run, what it keeps for its chores, and its socket.
+    fn new(setup: ShardSetup<C>) -> (Self, Chores, StdUdpSocket) {
+        use std::os::fd::AsRawFd;
+        let fd = setup.socket.as_raw_fd();
+        let chores = Chores {
+            control: setup.control,
+            reports: setup.reports,
+            strays: setup.strays_in,
+            stray_batch: Batch::new(setup.datagram_len),
+            datagram_len: setup.datagram_len,
+            last_report: Instant::now(),
+            deadline: None,
+        };
+        let st = State {
+            index: setup.index,
+            shards: setup.shards,
+            core: setup.core,
+            clock: setup.clock,
+            journal: setup.journal,
+            fd,
+            packet_len: setup.packet_len,
+            strays_out: setup.strays_out,
+            stray_buffers: setup.stray_buffers,
+            strays_forwarded: 0,
+            strays_dropped: 0,
+            receive_ns: 0,
+            handed: 0,
+            max_socket_wait_ns: setup.max_socket_wait.map(|d| d.as_nanos() as u64),
+            send_errors: 0,
+            recv_errors: 0,
+        };
+        (st, chores, setup.socket)
+    }
+
+    /// A received batch: handed to the core, its journal records written, and whatever is
+    /// due already (a zero or sub-slot delay) readied to go out with it rather than wait
+    /// for the timer's next turn.
+    fn take_batch(&mut self, batch: &Batch) {
+        self.receive(batch);
+        self.write_journal();
+        let now = self.now_us();
+        self.core.handle_timeout(now);
+    }
+
     fn now_us(&self) -> u64 {
         self.clock.now_us()
     }
@@ -236,184 +281,8 @@ impl<C: ShardCore> State<C> {
     }
 }
 
-/// Sends everything the core has to send: `sendmmsg` first, awaited sends for any rest
-/// (what the socket would not take at once). Every datagram the socket refuses is counted.
-async fn flush<C: ShardCore>(st: &RefCell<State<C>>, socket: &UdpSocket, out: &mut Batch) {
-    while st.borrow_mut().fill(out) {
-        // An error here is retried datagram by datagram below, where it is counted.
-        let mut sent = out.send_from(socket.as_raw_fd(), 0).unwrap_or(0);
-        while sent < out.len() {
-            let (d, to) = out.get(sent);
-            let failed = match to {
-                Some(to) => socket.send_to(d, to).await.is_err(),
-                None => true,
-            };
-            st.borrow_mut().send_errors += u64::from(failed);
-            sent += 1;
-        }
-    }
-}
-
-/// Runs the shard until a shutdown completes. Call inside a glommio executor.
-pub async fn run<C: ShardCore + 'static>(setup: ShardSetup<C>) {
-    // SAFETY: the fd comes from a socket this shard owns alone from here on.
-    let socket = Rc::new(unsafe { UdpSocket::from_raw_fd(setup.socket.into_raw_fd()) });
-    let st = Rc::new(RefCell::new(State {
-        index: setup.index,
-        shards: setup.shards,
-        core: setup.core,
-        clock: setup.clock,
-        journal: setup.journal,
-        fd: socket.as_raw_fd(),
-        packet_len: setup.packet_len,
-        strays_out: setup.strays_out,
-        stray_buffers: setup.stray_buffers,
-        strays_forwarded: 0,
-        strays_dropped: 0,
-        receive_ns: 0,
-        handed: 0,
-        max_socket_wait_ns: setup.max_socket_wait.map(|d| d.as_nanos() as u64),
-        send_errors: 0,
-        recv_errors: 0,
-    }));
-    let stopping = Rc::new(Cell::new(false));
-    let (wake_tx, wake_rx) = local_channel::new_bounded(1);
-    let len = setup.datagram_len;
-    glommio::spawn_local(receive_loop(
-        st.clone(),
-        socket.clone(),
-        wake_tx,
-        stopping.clone(),
-        len,
-    ))
-    .detach();
-    let channels = (setup.control, setup.reports, setup.strays_in);
-    timer_loop(st, socket, wake_rx, stopping, channels, len).await;
-}
-
-async fn receive_loop<C: ShardCore>(
-    st: Rc<RefCell<State<C>>>,
-    socket: Rc<UdpSocket>,
-    wake: LocalSender<()>,
-    stopping: Rc<Cell<bool>>,
-    datagram_len: usize,
-) {
-    let (mut inb, mut out) = (Batch::new(datagram_len), Batch::new(datagram_len));
-    loop {
-        inb.clear();
-        // What is waiting comes with the kernel's arrival times; only when nothing is does
-        // the shard await the next datagram, which then arrived while it was idle (fresh).
-        let waiting = inb.recv_waiting(socket.as_raw_fd()).unwrap_or_else(|_| {
-            st.borrow_mut().recv_errors += 1;
-            0
-        });
-        if waiting == 0 {
-            match socket.recv_from(inb.next_buf()).await {
-                Ok((n, from)) => inb.push_len(n, from),
-                Err(_) => {
-                    st.borrow_mut().recv_errors += 1;
-                    continue;
-                }
-            }
-            if inb.recv_waiting(socket.as_raw_fd()).is_err() {
-                st.borrow_mut().recv_errors += 1;
-            }
-        }
-        if stopping.get() {
-            futures_lite::future::yield_now().await;
-            continue;
-        }
-        st.borrow_mut().release_ahead_of(inb.len());
-        flush(&st, &socket, &mut out).await;
-        {
-            let mut st = st.borrow_mut();
-            st.receive(&inb);
-            st.write_journal();
-            // Whatever is due already (a zero or sub-slot delay) goes out with this batch
-            // rather than waiting for the timer loop's next turn.
-            let now = st.now_us();
-            st.core.handle_timeout(now);
-        }
-        flush(&st, &socket, &mut out).await;
-        let _ = wake.try_send(());
-        // While datagrams keep arriving, recv_from completes without ever suspending; yield
-        // so the timer loop still gets its turn to send what the wheel releases.
-        futures_lite::future::yield_now().await;
-    }
-}
-
-async fn timer_loop<C: ShardCore>(
-    st: Rc<RefCell<State<C>>>,
-    socket: Rc<UdpSocket>,
-    wake: LocalReceiver<()>,
-    stopping: Rc<Cell<bool>>,
-    (control, reports, strays): (Receiver<Control>, Sender<ShardReport>, Receiver<Stray>),
-    datagram_len: usize,
-) {
-    let mut out = Batch::new(datagram_len);
-    let mut stray_batch = Batch::new(datagram_len);
-    let mut timer = Timer::new(TICK);
-    let mut last_report = Instant::now();
-    let mut deadline: Option<Instant> = None;
-    loop {
-        take_strays(&st, &strays, &mut stray_batch);
-        let now = st.borrow().now_us();
-        st.borrow_mut().core.handle_timeout(now);
-        st.borrow_mut().write_journal();
-        flush(&st, &socket, &mut out).await;
-        if let Err(e) = st.borrow_mut().core.flush_storage() {
-            tracing::error!(error = %e, "inbox flush failed");
-        }
-        match control.try_recv() {
-            Ok(Control::Reload { topology, seed }) => {
-                let mut st = st.borrow_mut();
-                if let Err(e) = st.core.reload(&topology, Some(seed)) {
-                    tracing::error!(error = %e, "reload refused by the shard's core");
-                }
-                st.write_journal();
-            }
-            Ok(Control::Shutdown { grace }) => {
-                stopping.set(true);
-                deadline = Some(Instant::now() + grace);
-            }
-            Err(TryRecvError::Disconnected) if deadline.is_none() => {
-                stopping.set(true);
-                deadline = Some(Instant::now());
-            }
-            Err(_) => {}
-        }
-        if let Some(d) = deadline {
-            let idle = st.borrow().core.held() == 0;
-            if idle || Instant::now() >= d {
-                let _ = reports.send(st.borrow().report(true));
-                return;
-            }
-        }
-        if last_report.elapsed() >= REPORT_EVERY {
-            let _ = reports.try_send(st.borrow().report(false));
-            last_report = Instant::now();
-        }
-        let wait = st
-            .borrow()
-            .core
-            .poll_timeout()
-            .map(|t| t.saturating_sub(now));
-        let wait = wait.map_or(TICK, Duration::from_micros).min(TICK);
-        timer.reset(wait);
-        futures_lite::future::or(
-            async {
-                (&mut timer).await;
-            },
-            async {
-                wake.recv().await;
-            },
-        )
-        .await;
-    }
-}
-
 /// Processes datagrams other shards received for this one.
-fn take_strays<C: ShardCore>(st: &RefCell<State<C>>, strays: &Receiver<Stray>, batch: &mut Batch) {
+fn take_strays<C: ShardCore>(st: &mut State<C>, strays: &Receiver<Stray>, batch: &mut Batch) {
     loop {
         batch.clear();
         while !batch.is_full() {
@@ -421,11 +290,89 @@ fn take_strays<C: ShardCore>(st: &RefCell<State<C>>, strays: &Receiver<Stray>, b
             let n = s.bytes.len().min(batch.next_buf().len());
             batch.next_buf()[..n].copy_from_slice(&s.bytes[..n]);
             batch.push_len(n, s.from);
-            st.borrow().stray_buffers.give_back(s.bytes);
+            st.stray_buffers.give_back(s.bytes);
         }
         if batch.is_empty() {
             return;
         }
-        st.borrow_mut().receive(batch);
+        st.receive(batch);
+    }
+}
+
+/// Whether a shard goes on after its chores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum After {
+    Continue,
+    /// A shutdown completed (nothing held, or the grace ran out): the shard exits.
+    Exit,
+}
+
+/// What a shard does between batches, on either backend.
+pub(crate) struct Chores {
+    control: Receiver<Control>,
+    reports: Sender<ShardReport>,
+    strays: Receiver<Stray>,
+    stray_batch: Batch,
+    /// The largest datagram the node receives or sends.
+    datagram_len: usize,
+    last_report: Instant,
+    /// Set once a shutdown is asked: when the shard must be gone by.
+    deadline: Option<Instant>,
+}
+
+impl Chores {
+    /// Before sending: datagrams other shards passed on, what fell due at `now`, and the
+    /// journal records for both (written before anything they released leaves).
+    fn before_send<C: ShardCore>(&mut self, st: &mut State<C>, now_us: u64) {
+        take_strays(st, &self.strays, &mut self.stray_batch);
+        st.core.handle_timeout(now_us);
+        st.write_journal();
+    }
+
+    /// After sending: the store's commit, control messages, the drain's end, reports.
+    fn after_send<C: ShardCore>(&mut self, st: &mut State<C>) -> After {
+        if let Err(e) = st.core.flush_storage() {
+            tracing::error!(error = %e, "inbox flush failed");
+        }
+        match self.control.try_recv() {
+            Ok(Control::Reload { topology, seed }) => {
+                if let Err(e) = st.core.reload(&topology, Some(seed)) {
+                    tracing::error!(error = %e, "reload refused by the shard's core");
+                }
+                st.write_journal();
+            }
+            Ok(Control::Shutdown { grace }) => {
+                self.deadline = Some(Instant::now() + grace);
+            }
+            Err(TryRecvError::Disconnected) if self.deadline.is_none() => {
+                self.deadline = Some(Instant::now());
+            }
+            Err(_) => {}
+        }
+        if let Some(d) = self.deadline
+            && (st.core.held() == 0 || Instant::now() >= d)
+        {
+            let _ = self.reports.send(st.report(true));
+            return After::Exit;
+        }
+        if self.last_report.elapsed() >= REPORT_EVERY {
+            let _ = self.reports.try_send(st.report(false));
+            self.last_report = Instant::now();
+        }
+        After::Continue
+    }
+
+    /// True once a shutdown is asked: the shard takes no new datagrams.
+    fn stopping(&self) -> bool {
+        self.deadline.is_some()
+    }
+
+    /// How long the shard may wait from `now_us` for a datagram: until the core's next
+    /// deadline, and never more than [`TICK`] (control messages and strays are seen then).
+    fn wait<C: ShardCore>(&self, st: &State<C>, now_us: u64) -> Duration {
+        st.core
+            .poll_timeout()
+            .map_or(TICK, |t| Duration::from_micros(t.saturating_sub(now_us)))
+            .min(TICK)
     }
 }
