@@ -161,8 +161,15 @@ pub struct Summary {
     pub lost_real: u64,
     /// Left their senders too late to be judged: within `late_window_s` of the end.
     pub in_flight_real: u64,
-    /// Never (completely) left their senders: the clients could not keep up.
+    /// Never (completely) left their senders: given too late in the run to leave, or the
+    /// clients could not keep up.
     pub unsent_real: u64,
+    /// Of those, messages given long enough before the end to have left (more than the
+    /// drain and the late window before it): stuck at their senders (no session with
+    /// their provider, or a network that does not run). The run fails on any.
+    pub stuck_real: u64,
+    /// A node that exited while the network ran; the run stopped there and fails.
+    pub node_died: Option<String>,
     /// How long before the end a message must have left to count as lost when missing:
     /// four mean path delays ((layers + 2) / µ) and two poll intervals.
     pub late_window_s: f64,
@@ -230,6 +237,8 @@ pub struct Latency {
 pub struct NodeSummary {
     pub id: u64,
     pub role: String,
+    /// The I/O backend it ran on (`io_uring` or `portable`), from its metrics.
+    pub backend: Option<String>,
     pub packets_in: u64,
     pub packets_out: u64,
     pub drops: BTreeMap<String, u64>,
@@ -296,6 +305,29 @@ pub fn run(args: &TestnetArgs) -> Result<(), String> {
         loopix_load::json::print(&summary)?;
     } else {
         print_summary(&summary);
+    }
+    if let Some(why) = &summary.node_died {
+        return Err(why.clone());
+    }
+    let unclean: Vec<String> = summary
+        .nodes
+        .iter()
+        .filter(|n| !n.exit_ok)
+        .map(|n| n.id.to_string())
+        .collect();
+    if !unclean.is_empty() {
+        return Err(format!(
+            "node(s) {} did not stop cleanly (see their logs)",
+            unclean.join(", ")
+        ));
+    }
+    if summary.stuck_real > 0 {
+        return Err(format!(
+            "{} real messages never left their senders though given more than {:.0} s before \
+             the end (no session with their provider, or a network that does not run)",
+            summary.stuck_real,
+            args.drain_s + summary.late_window_s
+        ));
     }
     if summary.lost_real > 0 || summary.duplicates > 0 || summary.misdelivered > 0 {
         return Err(format!(
@@ -871,6 +903,18 @@ impl Nodes {
     }
 
     /// SIGTERM to all, then waits (SIGKILL after 10 s); returns who exited cleanly.
+    /// A node that has exited while the network runs (nothing here stopped it), and how.
+    fn died(&mut self) -> Option<String> {
+        self.children.iter_mut().find_map(|(id, c)| {
+            c.try_wait().ok().flatten().map(|status| {
+                format!(
+                    "node {} exited while the network ran ({status}; its log: node-{}.log)",
+                    id.0, id.0
+                )
+            })
+        })
+    }
+
     fn stop(&mut self) -> BTreeSet<NodeId> {
         for (_, c) in &self.children {
             // SAFETY: plain kill(2) on our own child's pid.
@@ -917,6 +961,7 @@ fn fill_from_metrics(s: &mut NodeSummary, text: &str) {
     for (name, labels, raw) in samples(text) {
         let value = raw as u64;
         match name {
+            "loopix_build_info" => s.backend = label(labels, "backend").map(str::to_string),
             "loopix_packets_in_total" => s.packets_in += value,
             "loopix_packets_out_total" => s.packets_out += value,
             "loopix_packets_dropped_total" if value > 0 => {
@@ -994,6 +1039,8 @@ struct Traffic {
     left: BTreeMap<u64, (u16, u16, Instant)>,
     /// When the run stopped waiting for deliveries.
     ended: Option<Instant>,
+    /// A node that died while the network ran: the run stops there.
+    node_died: Option<String>,
     /// Messages their senders heard acknowledged, and gave up.
     acked: BTreeSet<u64>,
     gave_up: BTreeSet<u64>,
@@ -1031,6 +1078,7 @@ fn drive(
         .map(|_| start + exp(&mut rng, args.message_interval_s))
         .collect();
     let mut last_progress = start;
+    let mut last_death_check = start;
     let mut n = 0u64;
     while !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
@@ -1038,6 +1086,14 @@ fn drive(
             && (args.ack_attempts == 0 || t.acked.len() + t.gave_up.len() >= t.sent.len());
         if now >= drain_until || (now >= send_until && settled) {
             break;
+        }
+        if now.duration_since(last_death_check) >= Duration::from_millis(100) {
+            last_death_check = now;
+            if let Some(why) = nodes.died() {
+                progress(args, &why);
+                t.node_died = Some(why);
+                break;
+            }
         }
         if let Some((at, mix)) = kill
             && now >= at
@@ -1182,12 +1238,24 @@ impl Traffic {
             let (in_flight, unsent) = late_or_unsent(missing, &self.left, ended, window_s);
             (in_flight, unsent, 0)
         };
+        // Unsent and given more than the drain and the late window before the end.
+        let stuck = self
+            .sent
+            .iter()
+            .filter(|(id, (_, _, queued, _))| {
+                !self.delivered.contains_key(id)
+                    && self.left.get(id).is_none_or(|&(n, count, _)| n < count)
+                    && ended.duration_since(*queued).as_secs_f64() > args.drain_s + window_s
+            })
+            .count() as u64;
         Summary {
             sent_real: sent,
             delivered_real: delivered,
             lost_real: sent - delivered - in_flight - unsent,
             in_flight_real: in_flight,
             unsent_real: unsent,
+            stuck_real: stuck,
+            node_died: self.node_died.clone(),
             late_window_s: window_s,
             duplicates: self.delivered.values().map(|&n| u64::from(n - 1)).sum(),
             misdelivered: self.misdelivered,
@@ -1323,6 +1391,17 @@ fn print_summary(s: &Summary) {
     if let Some(ms) = s.loop_overhead_ms {
         println!("mix loop overhead (round trip minus requested delays): mean {ms:.2} ms");
     }
+    let mut backends: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in &s.nodes {
+        *backends
+            .entry(n.backend.as_deref().unwrap_or("unknown"))
+            .or_default() += 1;
+    }
+    let backends: Vec<String> = backends
+        .iter()
+        .map(|(b, n)| format!("{n} on {b}"))
+        .collect();
+    println!("I/O backends: {}", backends.join(", "));
     println!(
         "\n{:>6} {:<9} {:>10} {:>10}  drops",
         "node", "role", "in", "out"

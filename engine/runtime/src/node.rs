@@ -278,3 +278,91 @@ pub fn executor_resident_bytes() -> io::Result<usize> {
         .map_err(|e| io::Error::other(format!("a shard's executor failed: {e}")))??;
     Ok(during.saturating_sub(before))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard_core::RoleReport;
+    use loopix_core::endpoint::{Endpoint, Transmit};
+    use loopix_core::network::topology::Topology;
+    use loopix_core::roles::BuildError;
+    use loopix_crypto::{EpochSeed, NodeId};
+
+    /// A core with a bug: the first datagram makes it panic.
+    struct Crashing;
+
+    impl Endpoint for Crashing {
+        fn id(&self) -> NodeId {
+            NodeId(1)
+        }
+        fn handle_datagram(&mut self, _: u64, _: SocketAddr, _: &[u8]) {
+            panic!("a bug in the core");
+        }
+        fn handle_timeout(&mut self, _: u64) {}
+        fn poll_transmit(&mut self, _: u64, _: &mut [u8]) -> Option<Transmit> {
+            None
+        }
+        fn poll_timeout(&self) -> Option<u64> {
+            None
+        }
+        fn max_datagram_len(&self) -> usize {
+            64
+        }
+        fn reload(&mut self, _: &Topology, _: Option<EpochSeed>) -> Result<(), BuildError> {
+            Ok(())
+        }
+    }
+
+    impl ShardCore for Crashing {
+        fn report(&self, _: u64) -> RoleReport {
+            RoleReport::default()
+        }
+    }
+
+    /// The backends this host runs: portable always, io_uring where allowed.
+    fn backends() -> Vec<Chosen> {
+        let mut all = vec![Chosen::Portable];
+        if crate::backend::io_uring_allowed().is_ok() {
+            all.push(Chosen::IoUring);
+        }
+        all
+    }
+
+    #[test]
+    fn a_shard_that_panics_is_reported_with_its_reason_on_either_backend() {
+        for backend in backends() {
+            let layout = NodeLayout {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                shards: 2,
+                cpus: vec![],
+                packet_len: 1_000,
+                datagram_len: 64,
+                recv_buffer_bytes: 1 << 20,
+                spin: None,
+                max_socket_wait: None,
+                backend,
+            };
+            let node = RunningNode::start(&layout, |_| (Crashing, None)).unwrap();
+            assert_eq!(node.failed_shard(), None, "{backend}: every shard runs");
+            let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let failed = loop {
+                // Any shard of the group may take it: each datagram finds one.
+                probe.send_to(b"boom", node.local_addr).unwrap();
+                if let Some(why) = node.failed_shard() {
+                    break why;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{backend}: no shard failure seen"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            assert!(
+                failed.contains("panicked: a bug in the core"),
+                "{backend}: {failed}"
+            );
+            node.shutdown(Duration::ZERO);
+        }
+    }
+}

@@ -20,6 +20,8 @@ use loopix_core::roles::provider::INBOX_DEPTH_BOUNDS;
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub reports: Vec<ShardReport>,
+    /// The I/O backend the shards run on.
+    pub backend: Option<crate::backend::Chosen>,
     /// Measured arrival rate of packets held on the wheels, per second.
     pub held_rate_per_s: f64,
     /// µ from the topology: the expected pool is `held_rate_per_s / mu_per_s` (Lemma 1).
@@ -147,12 +149,13 @@ pub fn render(s: &Snapshot) -> String {
     family(
         "loopix_build_info",
         "gauge",
-        "The build and how it runs here: version, the lane kernel this CPU chose, the role.",
+        "The build and how it runs here: version, the lane kernel this CPU chose, the I/O backend, the role.",
         &mut std::iter::once((
             format!(
-                "version=\"{}\",kernel=\"{}\",role=\"{role}\"",
+                "version=\"{}\",kernel=\"{}\",backend=\"{}\",role=\"{role}\"",
                 env!("CARGO_PKG_VERSION"),
-                loopix_crypto::lanes::Kernel::detect().name()
+                loopix_crypto::lanes::Kernel::detect().name(),
+                s.backend.map_or("unknown".to_string(), |b| b.to_string())
             ),
             1.0,
         )),

@@ -200,6 +200,7 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     );
     let started = Started {
         role,
+        backend,
         epoch: keys.current,
         keys_until: keys.last_published,
     };
@@ -470,6 +471,7 @@ fn ratchet_key_file(cfg: &NodeConfig, now_us: u64, at: &mut u64) {
 /// What "node started" reports, once every listener is bound.
 struct Started {
     role: String,
+    backend: Chosen,
     epoch: u64,
     /// The last epoch the topology publishes the node's keys for.
     keys_until: u64,
@@ -716,6 +718,7 @@ fn serve_until_signal(
             .map(|_| cfg.topology.network.epochs.epoch_at(clock.now_us())),
         directory: freshness,
         keys_published_until: Some(started.keys_until),
+        backend: Some(started.backend),
         ..Snapshot::default()
     }));
     if let Some(addr) = cfg.metrics {
@@ -723,8 +726,13 @@ fn serve_until_signal(
             .map_err(|e| format!("metrics {addr}: {e}"))?;
         tracing::info!(%local, "metrics on http://{local}/metrics");
     }
-    let Started { role, epoch, .. } = started;
-    tracing::info!(id = cfg.node.id.0, %role, shards = cfg.shards, listen = %node.local_addr, epoch, "node started");
+    let Started {
+        role,
+        epoch,
+        backend,
+        ..
+    } = started;
+    tracing::info!(id = cfg.node.id.0, %role, shards = cfg.shards, %backend, listen = %node.local_addr, epoch, "node started");
     let (mut last_held, mut last_at) = (0u64, Instant::now());
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
