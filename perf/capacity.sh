@@ -2,7 +2,7 @@
 # Capacity of one mix node, for 1 shard and for all shards, against the crypto floor.
 #
 #   perf/capacity.sh [--json] [--step-s S] [--p99-bound-us U] [--send-quantum-us Q]
-#                    [--pin-generator]
+#                    [--pin-generator] [--backend auto|io_uring|portable]
 #
 # Builds release for this CPU, writes keys and a topology into a scratch directory, starts
 # `loopix node` (shards pinned to cores 0..N-1) and runs `loopix loadgen --find-capacity`
@@ -18,10 +18,12 @@
 # to Q µs (default 300, `loopix loadgen --send-quantum-us`) so that it wakes once per burst
 # rather than once per packet, which on shared cores cost the node a quarter of its time
 # per packet. Q = 0 restores exact spacing. --pin-generator pins the generator of the
-# 1-shard run to the other cores (1..N-1), so that shard's core is its own.
+# 1-shard run to the other cores (1..N-1), so that shard's core is its own. --backend runs
+# the node on that I/O backend (default auto: io_uring where the host allows it); the JSON
+# and the report name it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-json=0; step_s=3; bound=2000; quantum=300
+json=0; step_s=3; bound=2000; quantum=300; backend=auto
 while [ $# -gt 0 ]; do
   case "$1" in
     --json) json=1 ;;
@@ -29,11 +31,14 @@ while [ $# -gt 0 ]; do
     --p99-bound-us) bound=$2; shift ;;
     --send-quantum-us) quantum=$2; shift ;;
     --pin-generator) pin_generator=1 ;;
+    --backend) backend=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
 source perf/lib.sh
+# Every `loopix node` started below runs on it (`loopix node --backend`'s variable).
+export LOOPIX_BACKEND=$backend
 cores=$(nproc)
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 
@@ -56,5 +61,5 @@ run_capacity "$cores"
 mkdir -p perf/reports
 report=perf/reports/capacity-$stamp.md
 python3 perf/capacity_report.py "$work/capacity-1.json" "$work/capacity-$cores.json" "$report" "$json" \
-  "$work/stalls.json"
+  "$work/stalls.json" "$backend"
 [ "$json" = 1 ] || echo "capacity report: $report"

@@ -26,13 +26,15 @@ def p99_at_80pct(run):
 def main():
     one, allc, report, as_json = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
     r1, rn = json.load(open(one)), json.load(open(allc))
-    stalls = json.load(open(sys.argv[5])) if len(sys.argv) > 5 else None
+    stalls = json.load(open(sys.argv[5])) if len(sys.argv) > 5 and sys.argv[5] else None
+    backend = sys.argv[6] if len(sys.argv) > 6 else "auto"
     allowed = {c["cpu"]: c["max_load_within_bound"] for c in stalls["cpus"]} if stalls else {}
     summary = {
         "floor_pps": r1["floor_pps"],
         "capacity_pps_1": r1["capacity_pps"],
         "capacity_pps_all": rn["capacity_pps"],
         "shards": rn["shards"],
+        "backend": backend,
         "p99_us_at_80pct": p99_at_80pct(r1),
         "efficiency_1": r1["efficiency"],
         "efficiency_all": rn["efficiency"],
@@ -48,6 +50,7 @@ def main():
         f.write(f"Produced by `perf/capacity.sh` (loss < 0.1 %, p99 <= {r1['p99_bound_us']:.0f} us).\n\n")
         f.write("| | 1 shard | all shards |\n|---|---|---|\n")
         f.write(f"| shards | 1 | {rn['shards']} |\n")
+        f.write(f"| I/O backend (`--backend`) | {backend} | {backend} |\n")
         f.write(f"| floor pps per core (loopix speed, same run) | {r1['floor_pps']:.0f} | {rn['floor_pps']:.0f} |\n")
         f.write(f"| capacity pps | {r1['capacity_pps']:.0f} | {rn['capacity_pps']:.0f} |\n")
         f.write(f"| efficiency (capacity / (floor x shards)) | {r1['efficiency']:.2f} | {rn['efficiency']:.2f} |\n\n")

@@ -9,39 +9,17 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
-
-/// A filter that answers `io_uring_setup` with EPERM and allows everything else.
-fn refuse_io_uring() -> BpfProgram {
-    let arch: TargetArch = std::env::consts::ARCH.try_into().expect("a seccomp target");
-    let filter = SeccompFilter::new(
-        [(libc::SYS_io_uring_setup, vec![])].into_iter().collect(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        arch,
-    )
-    .expect("the filter");
-    filter.try_into().expect("it compiles")
-}
-
-/// `loopix` with `args`, confined by [`refuse_io_uring`], its backend left to its
-/// configuration.
+/// `loopix` with `args`, confined as a container's default seccomp profile would, its
+/// backend left to its configuration.
 fn confined(args: &[&str]) -> Command {
-    let program = refuse_io_uring();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_loopix"));
     cmd.args(args)
         .env_remove("LOOPIX_BACKEND")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: apply_filter makes two system calls (prctl, seccomp) and allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            seccompiler::apply_filter(&program).map_err(|e| std::io::Error::other(e.to_string()))
-        });
-    }
+    common::refuse_io_uring(&mut cmd);
     cmd
 }
 

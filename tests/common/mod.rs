@@ -222,3 +222,26 @@ pub fn delivered_once(out: &std::process::Output, min_sent: u64) -> (serde_json:
     );
     (v, stderr)
 }
+
+/// Confines `cmd` as a container runtime's default seccomp profile does where it matters
+/// to us: `io_uring_setup` answers EPERM, everything else is allowed. Installed in the
+/// child before it execs (rust-vmm's seccompiler); what it starts inherits it.
+pub fn refuse_io_uring(cmd: &mut Command) {
+    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+    use std::os::unix::process::CommandExt;
+    let arch: TargetArch = std::env::consts::ARCH.try_into().expect("a seccomp target");
+    let filter = SeccompFilter::new(
+        [(libc::SYS_io_uring_setup, vec![])].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .expect("the filter");
+    let program: BpfProgram = filter.try_into().expect("it compiles");
+    // SAFETY: apply_filter makes two system calls (prctl, seccomp) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            seccompiler::apply_filter(&program).map_err(|e| std::io::Error::other(e.to_string()))
+        });
+    }
+}
