@@ -1,4 +1,5 @@
 //! End-to-end: Ctrl-C on `loopix testnet` stops every node it started; none is left over.
+//! A node that dies while the testnet runs stops the run, which fails saying which.
 
 mod common;
 
@@ -82,5 +83,41 @@ fn ctrl_c_leaves_no_node_behind() {
     assert!(
         processes_mentioning(&needle, pid).is_empty(),
         "orphaned nodes left behind"
+    );
+}
+
+#[test]
+fn a_node_that_dies_fails_the_testnet_naming_it() {
+    let dir = Dir::new("node-dies");
+    let child = loopix()
+        .args(["testnet", "--duration-s", "60", "--dir"])
+        .arg(&dir.0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut testnet = Guard(child);
+    let pid = testnet.0.id();
+    let stderr = testnet.0.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    assert!(lines.any(|l| l.contains("network up")), "testnet came up");
+    // The provider dies as a crash would end it: no drain, no exit code of its own choice.
+    let config = format!("{}/node-1000.toml", dir.0.to_str().unwrap());
+    let provider = processes_mentioning(&config, pid);
+    assert_eq!(provider.len(), 1, "one provider process: {provider:?}");
+    // SAFETY: plain kill(2) of a process the testnet under test started.
+    unsafe { libc::kill(provider[0] as i32, libc::SIGKILL) };
+    let started = Instant::now();
+    let rest: Vec<String> = lines.collect();
+    let status = testnet.0.wait().unwrap();
+    assert!(!status.success(), "{rest:#?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "the run stopped at the death, not at its end"
+    );
+    let said = rest.join("\n");
+    assert!(
+        said.contains("node 1000 exited while the network ran"),
+        "{said}"
     );
 }
