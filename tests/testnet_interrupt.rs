@@ -36,10 +36,8 @@ impl Drop for Guard {
     }
 }
 
-#[test]
-fn ctrl_c_leaves_no_node_behind() {
-    let dir = Dir::new("interrupt");
-    let needle = format!("{}/node-", dir.0.to_str().unwrap());
+/// A 60-second testnet in `dir`, once it says its network is up, and the rest of its stderr.
+fn testnet_up(dir: &Dir) -> (Guard, impl Iterator<Item = String>) {
     let child = loopix()
         .args(["testnet", "--duration-s", "60", "--dir"])
         .arg(&dir.0)
@@ -48,10 +46,19 @@ fn ctrl_c_leaves_no_node_behind() {
         .spawn()
         .unwrap();
     let mut testnet = Guard(child);
-    let pid = testnet.0.id();
     let stderr = testnet.0.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
     assert!(lines.any(|l| l.contains("network up")), "testnet came up");
+    (testnet, lines)
+}
+
+#[test]
+fn ctrl_c_leaves_no_node_behind() {
+    let dir = Dir::new("interrupt");
+    let needle = format!("{}/node-", dir.0.to_str().unwrap());
+    // Its stderr stays open (kept) while it runs.
+    let (mut testnet, _lines) = testnet_up(&dir);
+    let pid = testnet.0.id();
     let running = processes_mentioning(&needle, pid);
     if running.len() != 8 {
         // Say which node is missing and what its log says, so a failure can be told apart
@@ -89,18 +96,8 @@ fn ctrl_c_leaves_no_node_behind() {
 #[test]
 fn a_node_that_dies_fails_the_testnet_naming_it() {
     let dir = Dir::new("node-dies");
-    let child = loopix()
-        .args(["testnet", "--duration-s", "60", "--dir"])
-        .arg(&dir.0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut testnet = Guard(child);
+    let (mut testnet, lines) = testnet_up(&dir);
     let pid = testnet.0.id();
-    let stderr = testnet.0.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
-    assert!(lines.any(|l| l.contains("network up")), "testnet came up");
     // The provider dies as a crash would end it: no drain, no exit code of its own choice.
     let config = format!("{}/node-1000.toml", dir.0.to_str().unwrap());
     let provider = processes_mentioning(&config, pid);
