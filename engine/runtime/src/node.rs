@@ -257,25 +257,30 @@ pub fn resident_bytes() -> io::Result<usize> {
 /// error here is an error starting any shard (io_uring refused, memory lock limits).
 pub fn executor_resident_bytes() -> io::Result<usize> {
     let before = resident_bytes()?;
-    let during = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("loopix-check")
-        .spawn(|| async {
-            // A timer and a socket's receive, as a shard's first moments have: the
-            // executor's rings and IO memory are set up by then.
-            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-            let socket = glommio::net::UdpSocket::bind("127.0.0.1:0")?;
-            let mut buf = [0u8; 64];
-            let me = socket.local_addr()?;
-            let _ = socket.send_to(&buf, me).await;
-            let _ = glommio::timer::timeout(std::time::Duration::from_millis(1), async {
-                socket.recv(&mut buf).await
+    let during = std::thread::Builder::new()
+        .name("loopix-check".into())
+        .spawn(|| -> io::Result<usize> {
+            // Made on this thread, so a refusal is an error to report, not a panic.
+            let executor = LocalExecutorBuilder::new(Placement::Unbound)
+                .make()
+                .map_err(|e| io::Error::other(format!("a shard's executor cannot start: {e}")))?;
+            executor.run(async {
+                // A timer and a socket's receive, as a shard's first moments have: the
+                // executor's rings and IO memory are set up by then.
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                let socket = glommio::net::UdpSocket::bind("127.0.0.1:0")?;
+                let mut buf = [0u8; 64];
+                let me = socket.local_addr()?;
+                let _ = socket.send_to(&buf, me).await;
+                let _ = glommio::timer::timeout(std::time::Duration::from_millis(1), async {
+                    socket.recv(&mut buf).await
+                })
+                .await;
+                resident_bytes()
             })
-            .await;
-            resident_bytes()
-        })
-        .map_err(|e| io::Error::other(format!("a shard's executor cannot start: {e}")))?
+        })?
         .join()
-        .map_err(|e| io::Error::other(format!("a shard's executor failed: {e}")))??;
+        .map_err(|_| io::Error::other("a shard's executor failed"))??;
     Ok(during.saturating_sub(before))
 }
 

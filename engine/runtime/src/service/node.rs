@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::backend::Chosen;
+use crate::backend::{Backend, Chosen};
 use crate::clock::NetworkClock;
 use crate::config::{Joining, NodeConfig};
 use crate::directory_client::{DirectoryClient, DirectoryConfig, DirectorySync, NotYet};
@@ -122,6 +122,15 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         .backend
         .choose()
         .map_err(|e| format!("{}: {e}", args.config.display()))?;
+    // `auto` also falls back when the kernel gives an io_uring but an executor still cannot
+    // start on it (its rings' locked memory, say): one is started to see.
+    let (backend, fallback) = match (cfg.backend, backend) {
+        (Backend::Auto, Chosen::IoUring) => match crate::node::executor_resident_bytes() {
+            Ok(_) => (backend, fallback),
+            Err(e) => (Chosen::Portable, Some(e.to_string())),
+        },
+        _ => (backend, fallback),
+    };
     // The replay filters hold every tag a shard can take: sized from what this CPU unwraps.
     let measured = unwrap_rate::measure(&cfg.topology.network.params);
     let (rate, rate_warning) = cfg.size_replay_filters(measured);
