@@ -122,14 +122,23 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         .backend
         .choose()
         .map_err(|e| format!("{}: {e}", args.config.display()))?;
-    // `auto` also falls back when the kernel gives an io_uring but an executor still cannot
-    // start on it (its rings' locked memory, say): one is started to see.
-    let (backend, fallback) = match (cfg.backend, backend) {
-        (Backend::Auto, Chosen::IoUring) => match crate::node::executor_resident_bytes() {
-            Ok(_) => (backend, fallback),
-            Err(e) => (Chosen::Portable, Some(e.to_string())),
+    // The kernel gives an io_uring; an executor may still not start on it (its rings'
+    // locked memory, say): one is started to see, and what it adds to the resident memory
+    // is measured on the way (`--check` reports it). `auto` then falls back; `io_uring`
+    // fails here, saying why.
+    let (backend, fallback, executor_bytes) = match backend {
+        Chosen::IoUring => match crate::node::executor_resident_bytes() {
+            Ok(bytes) => (backend, fallback, bytes),
+            Err(e) if cfg.backend == Backend::Auto => (Chosen::Portable, Some(e.to_string()), 0),
+            Err(e) => {
+                return Err(format!(
+                    "{}: backend = \"io_uring\": {e}",
+                    args.config.display()
+                ));
+            }
         },
-        _ => (backend, fallback),
+        // The portable backend's shard is a thread: its stack, touched as it runs.
+        Chosen::Portable => (backend, fallback, 0),
     };
     // The replay filters hold every tag a shard can take: sized from what this CPU unwraps.
     let measured = unwrap_rate::measure(&cfg.topology.network.params);
@@ -170,7 +179,7 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
             Some(why) => println!("backend: portable ({why})"),
             None => println!("backend: {backend}"),
         }
-        print_memory(&cfg, &seed, &session_key, backend)?;
+        print_memory(&cfg, &seed, &session_key, executor_bytes)?;
         for w in keys.warnings.iter().chain(&rate_warning) {
             println!("warning: {w}");
         }
@@ -220,13 +229,14 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
 }
 
 /// `--check`: the memory the node will keep resident, by part: what each shard's core
-/// touches at start (computed from the limits), what its executor adds (measured by
-/// starting one), and this process as it stands.
+/// touches at start (computed from the limits), what its executor adds (`executor`: an
+/// io_uring executor, measured when the backend was chosen by starting one; 0 for the
+/// portable backend's thread), and this process as it stands.
 fn print_memory(
     cfg: &NodeConfig,
     seed: &EpochSeed,
     session_key: &SessionSecret,
-    backend: Chosen,
+    executor: usize,
 ) -> Result<(), String> {
     let mb = |b: usize| b as f64 / 1e6;
     let resident = || crate::node::resident_bytes().map_err(|e| format!("resident memory: {e}"));
@@ -242,11 +252,6 @@ fn print_memory(
         let with_core = resident()?;
         drop(built);
         with_core.saturating_sub(process)
-    };
-    // The portable backend's shard is a thread: its stack, touched as it runs.
-    let executor = match backend {
-        Chosen::IoUring => crate::node::executor_resident_bytes().map_err(|e| e.to_string())?,
-        Chosen::Portable => 0,
     };
     let parts =
         loopix_core::pipeline::hop::resident_memory(&cfg.limits, &cfg.topology.network.params);
