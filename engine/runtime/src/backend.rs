@@ -62,19 +62,40 @@ impl std::str::FromStr for Backend {
     }
 }
 
+/// What [`Backend::choose`] decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub backend: Chosen,
+    /// For `auto` on the portable backend: why not io_uring.
+    pub fallback: Option<String>,
+    /// What one io_uring executor adds to the resident memory (started to see that one
+    /// can start; `--check` reports it); 0 on the portable backend, whose shard is a thread.
+    pub executor_bytes: usize,
+}
+
 impl Backend {
-    /// The backend to run on, and for `auto` on a host without io_uring, why not io_uring.
-    /// `io_uring` on such a host is an error naming the reason.
-    pub fn choose(self) -> Result<(Chosen, Option<String>), String> {
-        match self {
-            Self::Portable => Ok((Chosen::Portable, None)),
-            Self::IoUring => io_uring_allowed()
-                .map(|()| (Chosen::IoUring, None))
-                .map_err(|why| format!("backend = \"io_uring\": {why}")),
-            Self::Auto => Ok(match io_uring_allowed() {
-                Ok(()) => (Chosen::IoUring, None),
-                Err(why) => (Chosen::Portable, Some(why)),
+    /// The backend to run on. io_uring needs both the kernel's io_uring and an executor
+    /// that starts on it (its rings' locked memory, say): one is started to see. `auto`
+    /// without them falls back to portable, naming why; `io_uring` is an error naming it.
+    pub fn choose(self) -> Result<Choice, String> {
+        let portable = |fallback| Choice {
+            backend: Chosen::Portable,
+            fallback,
+            executor_bytes: 0,
+        };
+        if self == Self::Portable {
+            return Ok(portable(None));
+        }
+        let started = io_uring_allowed()
+            .and_then(|()| crate::node::executor_resident_bytes().map_err(|e| e.to_string()));
+        match (started, self) {
+            (Ok(executor_bytes), _) => Ok(Choice {
+                backend: Chosen::IoUring,
+                fallback: None,
+                executor_bytes,
             }),
+            (Err(why), Self::Auto) => Ok(portable(Some(why))),
+            (Err(why), _) => Err(format!("backend = \"io_uring\": {why}")),
         }
     }
 }
@@ -121,15 +142,26 @@ mod tests {
     fn portable_is_always_chosen_when_asked_and_auto_names_why_it_falls_back() {
         assert_eq!(
             Backend::Portable.choose().unwrap(),
-            (Chosen::Portable, None)
+            Choice {
+                backend: Chosen::Portable,
+                fallback: None,
+                executor_bytes: 0
+            }
         );
         let allowed = io_uring_allowed();
-        match Backend::Auto.choose().unwrap() {
+        let auto = Backend::Auto.choose().unwrap();
+        match (&auto.backend, &auto.fallback) {
             (Chosen::IoUring, None) => assert!(allowed.is_ok()),
-            (Chosen::Portable, Some(why)) => assert_eq!(Err(why), allowed),
+            (Chosen::Portable, Some(why)) => match &allowed {
+                Err(refused) => assert_eq!(why, refused),
+                Ok(()) => assert!(why.contains("executor cannot start"), "{why}"),
+            },
             other => panic!("auto chose {other:?}"),
         }
-        assert_eq!(Backend::IoUring.choose().is_ok(), allowed.is_ok());
+        assert_eq!(
+            Backend::IoUring.choose().is_ok(),
+            auto.backend == Chosen::IoUring
+        );
         assert_eq!("portable".parse(), Ok(Backend::Portable));
         assert!(
             "uring"

@@ -44,7 +44,10 @@ fn backend_under_test() -> Chosen {
     let asked: Backend = std::env::var("LOOPIX_BACKEND")
         .map(|v| v.parse().expect("LOOPIX_BACKEND names a backend"))
         .unwrap_or_default();
-    asked.choose().expect("the backend runs on this host").0
+    asked
+        .choose()
+        .expect("the backend runs on this host")
+        .backend
 }
 
 fn rig() -> Rig {

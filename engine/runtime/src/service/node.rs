@@ -1,6 +1,6 @@
-//! `loopix node --config node.toml`: runs a mix or a provider on pinned glommio shards
-//! until SIGINT or SIGTERM, then stops receiving, sends what its wheels hold (within the
-//! grace period), flushes its store and exits 0.
+//! `loopix node --config node.toml`: runs a mix or a provider on pinned shards (on the
+//! io_uring or the portable backend) until SIGINT or SIGTERM, then stops receiving, sends
+//! what its wheels hold (within the grace period), flushes its store and exits 0.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, Chosen};
+use crate::backend::{Choice, Chosen};
 use crate::clock::NetworkClock;
 use crate::config::{Joining, NodeConfig};
 use crate::directory_client::{DirectoryClient, DirectoryConfig, DirectorySync, NotYet};
@@ -114,32 +114,18 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
     check_host_local(&cfg.cpus, Some(cfg.listen), cfg.metrics, args.check)
         .map_err(|e| format!("{}: {e}", args.config.display()))?;
     // The backend, before anything is started on it: `io_uring` on a host that refuses it
-    // is an error here, naming why; `auto` falls back and says so.
+    // is an error here, naming why; `auto` falls back and says so (`Backend::choose`).
     if let Some(b) = args.backend {
         cfg.backend = b;
     }
-    let (backend, fallback) = cfg
+    let Choice {
+        backend,
+        fallback,
+        executor_bytes,
+    } = cfg
         .backend
         .choose()
         .map_err(|e| format!("{}: {e}", args.config.display()))?;
-    // The kernel gives an io_uring; an executor may still not start on it (its rings'
-    // locked memory, say): one is started to see, and what it adds to the resident memory
-    // is measured on the way (`--check` reports it). `auto` then falls back; `io_uring`
-    // fails here, saying why.
-    let (backend, fallback, executor_bytes) = match backend {
-        Chosen::IoUring => match crate::node::executor_resident_bytes() {
-            Ok(bytes) => (backend, fallback, bytes),
-            Err(e) if cfg.backend == Backend::Auto => (Chosen::Portable, Some(e.to_string()), 0),
-            Err(e) => {
-                return Err(format!(
-                    "{}: backend = \"io_uring\": {e}",
-                    args.config.display()
-                ));
-            }
-        },
-        // The portable backend's shard is a thread: its stack, touched as it runs.
-        Chosen::Portable => (backend, fallback, 0),
-    };
     // The replay filters hold every tag a shard can take: sized from what this CPU unwraps.
     let measured = unwrap_rate::measure(&cfg.topology.network.params);
     let (rate, rate_warning) = cfg.size_replay_filters(measured);
@@ -229,9 +215,8 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
 }
 
 /// `--check`: the memory the node will keep resident, by part: what each shard's core
-/// touches at start (computed from the limits), what its executor adds (`executor`: an
-/// io_uring executor, measured when the backend was chosen by starting one; 0 for the
-/// portable backend's thread), and this process as it stands.
+/// touches at start (computed from the limits), what its executor adds (`executor`:
+/// [`Choice::executor_bytes`]), and this process as it stands.
 fn print_memory(
     cfg: &NodeConfig,
     seed: &EpochSeed,
