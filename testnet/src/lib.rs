@@ -1244,7 +1244,7 @@ impl Traffic {
             .iter()
             .filter(|(id, (_, _, queued, _))| {
                 !self.delivered.contains_key(id)
-                    && self.left.get(id).is_none_or(|&(n, count, _)| n < count)
+                    && left_whole(&self.left, id).is_none()
                     && ended.duration_since(*queued).as_secs_f64() > args.drain_s + window_s
             })
             .count() as u64;
@@ -1299,14 +1299,20 @@ fn late_or_unsent<'a>(
 ) -> (u64, u64) {
     let (mut in_flight, mut unsent) = (0, 0);
     for id in missing {
-        match left.get(id) {
-            Some(&(n, count, last)) if n >= count => {
+        match left_whole(left, id) {
+            Some(last) => {
                 in_flight += u64::from(ended.duration_since(last).as_secs_f64() < window_s);
             }
-            _ => unsent += 1,
+            None => unsent += 1,
         }
     }
     (in_flight, unsent)
+}
+
+/// When the last fragment of message `id` left its sender, if every one has.
+fn left_whole(left: &BTreeMap<u64, (u16, u16, Instant)>, id: &u64) -> Option<Instant> {
+    left.get(id)
+        .and_then(|&(n, count, last)| (n >= count).then_some(last))
 }
 
 fn exp(rng: &mut ChaCha20Rng, mean_s: f64) -> Duration {

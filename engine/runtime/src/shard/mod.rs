@@ -142,7 +142,6 @@ impl<C: ShardCore> State<C> {
             reports: setup.reports,
             strays: setup.strays_in,
             stray_batch: Batch::new(setup.datagram_len),
-            datagram_len: setup.datagram_len,
             last_report: Instant::now(),
             deadline: None,
         };
@@ -313,8 +312,6 @@ pub(crate) struct Chores {
     reports: Sender<ShardReport>,
     strays: Receiver<Stray>,
     stray_batch: Batch,
-    /// The largest datagram the node receives or sends.
-    datagram_len: usize,
     last_report: Instant,
     /// Set once a shutdown is asked: when the shard must be gone by.
     deadline: Option<Instant>,

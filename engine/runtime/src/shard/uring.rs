@@ -53,7 +53,7 @@ pub async fn run<C: ShardCore + 'static>(setup: ShardSetup<C>) {
         len,
     ))
     .detach();
-    timer_loop(st, socket, wake_rx, stopping, chores).await;
+    timer_loop(st, socket, wake_rx, stopping, chores, len).await;
 }
 
 async fn receive_loop<C: ShardCore>(
@@ -105,8 +105,9 @@ async fn timer_loop<C: ShardCore>(
     wake: LocalReceiver<()>,
     stopping: Rc<Cell<bool>>,
     mut chores: Chores,
+    datagram_len: usize,
 ) {
-    let mut out = Batch::new(chores.datagram_len);
+    let mut out = Batch::new(datagram_len);
     let mut timer = Timer::new(TICK);
     loop {
         let now = st.borrow().now_us();
