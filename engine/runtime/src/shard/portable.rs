@@ -34,8 +34,9 @@ pub fn run<C: ShardCore>(setup: ShardSetup<C>) {
                     Ok(n) if n > 0 && !chores.stopping() => {
                         st.release_ahead_of(n);
                         flush(&mut st, &socket, &mut out);
-                        st.take_batch(&inb);
-                        flush(&mut st, &socket, &mut out);
+                        // The chores below come at once: they ready what is due now,
+                        // write the journal and send, for this batch too.
+                        st.receive(&inb);
                     }
                     // Taken and dropped while draining, as the io_uring backend does.
                     Ok(_) => {}
