@@ -64,11 +64,17 @@ pub enum DropReason {
     /// A handshake beyond its source address's allowance (under load) or its client's
     /// (one per interval).
     HandshakeRateLimited,
+    /// Work for another shard of the node (a provider's packet or handshake for a client
+    /// whose home is there) that found that shard's queue full.
+    HandoffFull,
+    /// A packet to store that found the provider's store writer behind by more than its
+    /// queue holds (a slow disk): refused rather than wait on it.
+    StoreBusy,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the metrics order).
-    pub const ALL: [DropReason; 26] = [
+    pub const ALL: [DropReason; 28] = [
         Self::Malformed,
         Self::InvalidGroupElement,
         Self::Mac,
@@ -95,6 +101,8 @@ impl DropReason {
         Self::Stale,
         Self::HandshakeMac,
         Self::HandshakeRateLimited,
+        Self::HandoffFull,
+        Self::StoreBusy,
     ];
 
     /// A short stable name, for logs and metrics labels.
@@ -126,6 +134,8 @@ impl DropReason {
             Self::Stale => "stale",
             Self::HandshakeMac => "handshake_mac",
             Self::HandshakeRateLimited => "handshake_rate_limited",
+            Self::HandoffFull => "handoff_full",
+            Self::StoreBusy => "store_busy",
         }
     }
 }

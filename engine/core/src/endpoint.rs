@@ -15,6 +15,7 @@ use crate::network::topology::Topology;
 use crate::pipeline::key_ring::{JournalRecord, RestoreError};
 use crate::pipeline::replay::FilterKey;
 use crate::roles::BuildError;
+pub use crate::roles::provider::Handoff;
 
 /// A datagram to send: `len` bytes written at the start of the caller's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +94,15 @@ pub trait Endpoint {
     fn links_heard(&self) -> Vec<(NodeId, u64)> {
         Vec::new()
     }
+    /// Work for another shard of the same node, and which: a multi-shard provider keeps a
+    /// client's inbox and sessions on the client's home shard, so a packet to store or a
+    /// handshake that reached another shard goes there. The driver passes each to
+    /// [`Endpoint::handle_handoff`] of that shard, until `None`.
+    fn poll_handoff(&mut self) -> Option<(usize, Handoff)> {
+        None
+    }
+    /// Work another shard handed this one ([`Endpoint::poll_handoff`]), at `now_us`.
+    fn handle_handoff(&mut self, _now_us: u64, _handoff: Handoff) {}
     /// The next thing it tells its driver besides datagrams (a client's deliveries and
     /// acknowledgements, a provider's stored packets), until `None`.
     fn poll_event(&mut self) -> Option<RoleEvent> {
@@ -194,6 +204,14 @@ macro_rules! forward_driver_methods {
 
         fn poll_event(&mut $this) -> Option<crate::endpoint::RoleEvent> {
             $inner.poll_event()
+        }
+
+        fn poll_handoff(&mut $this) -> Option<(usize, crate::endpoint::Handoff)> {
+            $inner.poll_handoff()
+        }
+
+        fn handle_handoff(&mut $this, now_us: u64, handoff: crate::endpoint::Handoff) {
+            $inner.handle_handoff(now_us, handoff);
         }
     };
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use loopix_core::endpoint::Endpoint;
 use loopix_core::formats::wire::read_item;
 use loopix_core::network::link::LINK_OVERHEAD;
+use loopix_core::pipeline::steering::home_shard;
 use loopix_core::roles::RoleConfig;
 use loopix_core::roles::answer_queue::POLL_ANSWER_DELAY_US;
 use loopix_core::roles::inbox::{InboxStore, MemoryInbox, StoreRefused};
@@ -111,7 +112,8 @@ impl Bench {
             layers: 1,
             mixes_per_layer: 1,
             providers: 1,
-            clients: 2,
+            // On a shard of many, only the clients whose home it is talk to it.
+            clients: if shards == 1 { 2 } else { 8 },
             // Polls as fast as the test sends them, within each client's quota.
             poll_rate_per_s: 1000.0,
             ..NetworkSpec::default()
@@ -137,7 +139,10 @@ impl Bench {
             clients: Vec::new(),
         };
         let provider_key = t.node(p).unwrap().session_key.unwrap();
-        for (i, c) in t.clients_of(p).enumerate() {
+        let homed = t
+            .clients_of(p)
+            .filter(|c| home_shard(c.id, shards) == shard);
+        for (i, c) in homed.enumerate() {
             let key = SessionSecret::derive_from(&net.keys.clients[&c.id]);
             let mut session = ClientSession::new(key, provider_key, layout);
             let addr = format!("10.0.0.{}:5000", i + 1).parse().unwrap();

@@ -50,6 +50,8 @@ pub enum StoreRefused {
     InboxFull,
     /// The whole store is at its bound.
     StoreFull,
+    /// The store's writer is behind by more than its queue holds.
+    Busy,
 }
 
 /// Per-client storage of packets awaiting pickup.

@@ -15,6 +15,13 @@
 //! inbox only when the client acknowledges it in a later poll. Every answer is built when
 //! its poll arrives and sent a fixed delay after it ([`crate::roles::answer_queue`]), so how long
 //! an answer takes says nothing about what it holds.
+//!
+//! On many shards: each client has a home shard ([`home_shard`]) that holds its inbox,
+//! its quota and its sessions, so nothing a client's packets, polls or answers touch is
+//! shared between shards. Its session frames reach that shard because the session's index
+//! steers there ([`crate::session::frame::receiver_shard`]). What reaches another shard
+//! is handed over ([`Handoff`]): a packet to store whose delay ended on the shard its α
+//! steered it to, and a handshake read on the shard its initiation reached.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -32,10 +39,12 @@ use crate::network::node_addresses::NodeAddresses;
 use crate::network::topology::{Role, Topology};
 use crate::pipeline::hop::{Due, HopEngine, HopStats};
 use crate::pipeline::key_ring::EpochStats;
+use crate::pipeline::steering::home_shard;
 use crate::roles::answer_queue::{AnswerQueue, POLL_ANSWER_DELAY_US};
 use crate::roles::client_quota::{ClientQuota, Spend};
 use crate::roles::inbox::{InboxStore, StoreRefused};
 use crate::roles::{BuildError, RoleConfig, links_for};
+use crate::session::responder::Accepted;
 use crate::session::{FrameKind, FrameLayout, Received, Sessions};
 
 /// Counters of a provider.
@@ -64,6 +73,22 @@ pub struct ProviderStats {
     /// Packets accepted from each registered client.
     pub per_client_in: BTreeMap<NodeId, u64>,
 }
+
+/// Work one shard of a provider hands another ([`Endpoint::poll_handoff`]).
+#[derive(Debug)]
+pub enum Handoff {
+    /// A packet to store in `client`'s inbox, its delay over.
+    Deliver { client: NodeId, packet: Box<[u8]> },
+    /// A handshake of a client whose home the receiving shard is.
+    Session(Box<Accepted>),
+}
+
+/// Handoffs waiting for the driver before further ones are refused (`handoff_full`).
+const MAX_HANDOFFS: usize = 4096;
+
+/// Packet buffers kept for handoffs: deliveries handed to a shard come back out of it as
+/// its own, so a steady exchange allocates nothing.
+const SPARE_BUFFERS: usize = 1024;
 
 /// Something the provider's driver may want to know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,8 +120,9 @@ const HELD_POLLS: usize = 256;
 /// A provider. See the module docs.
 pub struct Provider<S: InboxStore, C: Codec = Processor> {
     id: NodeId,
-    /// Which of the node's shards this is (its link trailers name it).
+    /// Which of the node's shards this is (its link trailers name it), of how many.
     shard: usize,
+    shards: usize,
     params: Params,
     engine: HopEngine<C>,
     inbox: S,
@@ -114,12 +140,15 @@ pub struct Provider<S: InboxStore, C: Codec = Processor> {
     /// An answer item's plaintext, built while the poll's own is still read.
     item_plain: Vec<u8>,
     /// Handshake responses to send, and where.
-    responses: VecDeque<(SocketAddr, Vec<u8>)>,
+    responses: VecDeque<(SocketAddr, Box<[u8]>)>,
     poll_size: usize,
     answers: AnswerQueue,
     rng: ChaCha20Rng,
     scratch_ids: Vec<u64>,
     events: VecDeque<ProviderEvent>,
+    /// Work for other shards, and which.
+    handoffs: VecDeque<(usize, Handoff)>,
+    spare: Vec<Box<[u8]>>,
     stats: ProviderStats,
 }
 
@@ -144,6 +173,7 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         Ok(Self {
             id: config.id,
             shard: config.shard,
+            shards: config.shards,
             params,
             engine: HopEngine::new(
                 epoch_seed,
@@ -165,7 +195,8 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
                 session_keys(topology, config.id),
                 session_seed,
             )
-            .with_limits(config.handshakes),
+            .with_limits(config.handshakes)
+            .on_shard(config.shard, config.shards),
             quota: ClientQuota::new(&topology.network),
             layout,
             plain: vec![0u8; layout.frame_len()],
@@ -176,6 +207,8 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
             rng: ChaCha20Rng::from_seed(config.seed),
             scratch_ids: Vec::with_capacity(poll_size),
             events: VecDeque::with_capacity(MAX_EVENTS),
+            handoffs: VecDeque::new(),
+            spare: Vec::new(),
             stats: ProviderStats::default(),
         })
     }
@@ -254,7 +287,7 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
     pub fn inbox_depths(&self) -> ([u64; INBOX_DEPTH_BOUNDS.len() + 1], u64) {
         let mut buckets = [0u64; INBOX_DEPTH_BOUNDS.len() + 1];
         let mut deepest = 0;
-        for &c in &self.clients {
+        for &c in self.clients.iter().filter(|&&c| self.is_home(c)) {
             let n = self.inbox.len(c) as u64;
             deepest = deepest.max(n);
             for (b, &bound) in buckets.iter_mut().zip(INBOX_DEPTH_BOUNDS.iter()) {
@@ -263,6 +296,11 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
             buckets[INBOX_DEPTH_BOUNDS.len()] += 1;
         }
         (buckets, deepest)
+    }
+
+    /// Whether this shard is `client`'s home.
+    fn is_home(&self, client: NodeId) -> bool {
+        home_shard(client, self.shards) == self.shard
     }
 
     /// Packets waiting in all inboxes.
@@ -305,15 +343,19 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         let mut plain = std::mem::take(&mut self.plain);
         match self.sessions.receive(now_us, from, bytes, &mut plain) {
             Received::Response { len } if self.responses.len() < MAX_RESPONSES => {
-                self.responses.push_back((from, plain[..len].to_vec()));
+                self.responses.push_back((from, plain[..len].into()));
                 self.stats.sessions_started += 1;
             }
             Received::Cookie { len } if self.responses.len() < MAX_RESPONSES => {
-                self.responses.push_back((from, plain[..len].to_vec()));
+                self.responses.push_back((from, plain[..len].into()));
                 self.stats.cookies_sent += 1;
             }
             Received::Response { .. } | Received::Cookie { .. } => {
                 self.engine.count_drop(DropReason::Overload)
+            }
+            Received::Handoff(accepted) => {
+                let home = home_shard(accepted.client(), self.shards);
+                self.hand_off(home, Handoff::Session(accepted));
             }
             Received::Plain {
                 client,
@@ -402,18 +444,32 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
                     }
                     return Some(Transmit { to: addr, len });
                 }
-                Due::Store(client) => self.store(now_us, client, index),
+                Due::Store(client) if self.is_home(client) => {
+                    let id = self.rng.next_u64();
+                    let result = self
+                        .inbox
+                        .store(client, id, now_us, self.engine.packet(index));
+                    self.engine.release(index);
+                    self.stored(now_us, client, id, result);
+                }
+                Due::Store(client) => {
+                    let mut packet = self
+                        .spare
+                        .pop()
+                        .unwrap_or_else(|| vec![0u8; self.params.packet_len()].into());
+                    packet.copy_from_slice(self.engine.packet(index));
+                    self.engine.release(index);
+                    let home = home_shard(client, self.shards);
+                    self.hand_off(home, Handoff::Deliver { client, packet });
+                }
             }
         }
         None
     }
 
-    fn store(&mut self, now_us: u64, client: NodeId, index: u32) {
-        let id = self.rng.next_u64();
-        match self
-            .inbox
-            .store(client, id, now_us, self.engine.packet(index))
-        {
+    /// Counts what became of a packet given to `client`'s inbox under `id`.
+    fn stored(&mut self, now_us: u64, client: NodeId, id: u64, result: Result<(), StoreRefused>) {
+        match result {
             Ok(()) => {
                 self.stats.stored += 1;
                 if self.events.len() >= MAX_EVENTS {
@@ -427,8 +483,17 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
             }
             Err(StoreRefused::InboxFull) => self.engine.count_drop(DropReason::InboxFull),
             Err(StoreRefused::StoreFull) => self.engine.count_drop(DropReason::StoreFull),
+            Err(StoreRefused::Busy) => self.engine.count_drop(DropReason::StoreBusy),
         }
-        self.engine.release(index);
+    }
+
+    /// Queues work for shard `to`, or counts it dropped if too much is waiting.
+    fn hand_off(&mut self, to: usize, handoff: Handoff) {
+        if self.handoffs.len() < MAX_HANDOFFS {
+            self.handoffs.push_back((to, handoff));
+        } else {
+            self.engine.count_drop(DropReason::HandoffFull);
+        }
     }
 
     /// Writes an answer item's plaintext: kind, id, the count still `waiting`, packet
@@ -546,6 +611,35 @@ impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
 
     fn poll_event(&mut self) -> Option<crate::endpoint::RoleEvent> {
         Provider::poll_event(self).map(crate::endpoint::RoleEvent::Provider)
+    }
+
+    fn poll_handoff(&mut self) -> Option<(usize, Handoff)> {
+        self.handoffs.pop_front()
+    }
+
+    fn handle_handoff(&mut self, now_us: u64, handoff: Handoff) {
+        match handoff {
+            Handoff::Deliver { client, packet } => {
+                if self.is_home(client) && packet.len() == self.params.packet_len() {
+                    let id = self.rng.next_u64();
+                    let result = self.inbox.store(client, id, now_us, &packet);
+                    self.stored(now_us, client, id, result);
+                } else {
+                    self.engine.count_drop(DropReason::UnknownClient);
+                }
+                if self.spare.len() < SPARE_BUFFERS {
+                    self.spare.push(packet);
+                }
+            }
+            Handoff::Session(accepted) => match self.sessions.take(now_us, accepted) {
+                Ok(response) if self.responses.len() < MAX_RESPONSES => {
+                    self.responses.push_back(response);
+                    self.stats.sessions_started += 1;
+                }
+                Ok(_) => self.engine.count_drop(DropReason::Overload),
+                Err(reason) => self.engine.count_drop(reason),
+            },
+        }
     }
 
     crate::endpoint::node_driver_methods!();

@@ -116,6 +116,13 @@ pub fn receiver_index(frame: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(*frame.first_chunk::<4>()?))
 }
 
+/// The shard of a provider running `shards` that frames to receiver `index` reach: a
+/// provider picks its sessions' indices by it, so that a session's frames reach the shard
+/// that holds it.
+pub fn receiver_shard(index: u32, shards: usize) -> usize {
+    crate::pipeline::steering::owner_shard(&index.to_be_bytes(), shards)
+}
+
 /// A frame's nonce field.
 pub fn nonce(frame: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(frame.get(4..12)?.try_into().ok()?))

@@ -14,13 +14,14 @@ use rand_core::{Rng, SeedableRng};
 
 use super::frame::{
     self, COOKIE_NONCE, FrameLayout, HEADER_LEN, INITIATION_LEN, MAC1_AT, MAC2_AT, Plain,
-    RESPONSE_LEN, RESPONSE_NONCE,
+    RESPONSE_LEN, RESPONSE_NONCE, receiver_shard,
 };
 use super::handshake_guard::{Admission, Bucket, HandshakeGuard, HandshakeLimits};
 use super::noise;
 use super::transport::{Refusal, Transport};
 use super::{MAX_CLOCK_SKEW_US, REJECT_AFTER_US};
 use crate::drops::DropReason;
+use crate::pipeline::steering::home_shard;
 
 /// What a frame turned out to be.
 #[derive(Debug)]
@@ -37,8 +38,45 @@ pub enum Received<'a> {
         index: u32,
         plain: Plain<'a>,
     },
+    /// A valid handshake of a client whose home is another of the provider's shards
+    /// ([`crate::pipeline::steering::home_shard`]): hand it there, to [`Sessions::take`].
+    Handoff(Box<Accepted>),
     /// Refused, for this reason.
     Dropped(DropReason),
+}
+
+/// A handshake read and answered on the shard its initiation reached (the Diffie-Hellmans
+/// are done there, so initiations spread over the shards), for the client's home shard to
+/// take: what decides whether it is accepted (is it newer than the client's last, is the
+/// client within its handshake allowance) is the client's state, and lives on its home.
+pub struct Accepted {
+    client: NodeId,
+    key: SessionPublic,
+    /// The initiation's timestamp.
+    at_us: u64,
+    /// The session's index here, one that steers to the client's home.
+    index: u32,
+    transport: Transport,
+    from: SocketAddr,
+    /// The response frame, to send once the session is taken.
+    response: Box<[u8]>,
+}
+
+impl Accepted {
+    /// Whose handshake it is.
+    pub fn client(&self) -> NodeId {
+        self.client
+    }
+}
+
+impl std::fmt::Debug for Accepted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accepted")
+            .field("client", &self.client)
+            .field("index", &self.index)
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Session {
@@ -74,6 +112,9 @@ pub struct Sessions {
     /// Initiations that got as far as a Diffie-Hellman.
     computed: u64,
     rng: ChaCha20Rng,
+    /// Which of the provider's shards holds this table, of how many.
+    shard: usize,
+    shards: usize,
 }
 
 impl Sessions {
@@ -101,6 +142,8 @@ impl Sessions {
             ),
             computed: 0,
             rng,
+            shard: 0,
+            shards: 1,
         };
         s.set_clients(clients);
         s
@@ -109,6 +152,14 @@ impl Sessions {
     /// The same with these handshake limits.
     pub fn with_limits(mut self, limits: HandshakeLimits) -> Self {
         self.guard.set_limits(limits);
+        self
+    }
+
+    /// The table of shard `shard` of a provider running `shards`: it holds the sessions of
+    /// the clients whose home it is, with indices that steer their frames here.
+    pub fn on_shard(mut self, shard: usize, shards: usize) -> Self {
+        self.shard = shard;
+        self.shards = shards.max(1);
         self
     }
 
@@ -261,24 +312,16 @@ impl Sessions {
             return Received::Dropped(DropReason::Unauthenticated);
         };
         let at_us = u64::from_le_bytes(timestamp);
-        let held = self.by_client.get(&client).copied().unwrap_or_default();
-        let stale = held.last_handshake_us.is_some_and(|last| at_us <= last);
-        if stale || at_us.abs_diff(now_us) > MAX_CLOCK_SKEW_US {
+        if at_us.abs_diff(now_us) > MAX_CLOCK_SKEW_US {
             return Received::Dropped(DropReason::SessionReplay);
         }
-        let mut allowance = held.allowance;
-        if !self.guard.client_may_handshake(&mut allowance, now_us) {
-            if let Some(s) = self.by_client.get_mut(&client) {
-                s.allowance = allowance;
-            }
-            return Received::Dropped(DropReason::HandshakeRateLimited);
-        }
+        let home = home_shard(client, self.shards);
         let peer_index = u32::from_le_bytes(frame[4..8].try_into().unwrap_or_default());
-        let index = self.fresh_index();
+        let index = self.fresh_index(home);
         let len = self.layout.frame_len();
-        let response = &mut out[..len];
-        self.rng.fill_bytes(response);
-        frame::write_header(response, peer_index, RESPONSE_NONCE);
+        let mut response = vec![0u8; len].into_boxed_slice();
+        self.rng.fill_bytes(&mut response);
+        frame::write_header(&mut response, peer_index, RESPONSE_NONCE);
         response[12..16].copy_from_slice(&index.to_le_bytes());
         let written = state.write_message(&[], &mut response[16..16 + RESPONSE_LEN]);
         let transport = written
@@ -287,35 +330,92 @@ impl Sessions {
         let Some(transport) = transport else {
             return Received::Dropped(DropReason::Unauthenticated);
         };
+        let accepted = Accepted {
+            client,
+            key,
+            at_us,
+            index,
+            transport: Transport::new(transport, peer_index),
+            from,
+            response,
+        };
+        if home != self.shard {
+            return Received::Handoff(Box::new(accepted));
+        }
+        match self.install(now_us, accepted) {
+            Ok(response) => {
+                out[..len].copy_from_slice(&response);
+                Received::Response { len }
+            }
+            Err(reason) => Received::Dropped(reason),
+        }
+    }
+
+    /// Takes a handshake another shard read for a client whose home this is
+    /// ([`Received::Handoff`]): the response frame and where to send it, or why it was
+    /// refused.
+    pub fn take(
+        &mut self,
+        now_us: u64,
+        accepted: Box<Accepted>,
+    ) -> Result<(SocketAddr, Box<[u8]>), DropReason> {
+        let from = accepted.from;
+        self.install(now_us, *accepted).map(|r| (from, r))
+    }
+
+    /// Decides a handshake by its client's state, and makes its session the client's
+    /// current one: the response frame to send.
+    fn install(&mut self, now_us: u64, a: Accepted) -> Result<Box<[u8]>, DropReason> {
+        if home_shard(a.client, self.shards) != self.shard
+            || self.clients.get(&a.key) != Some(&a.client)
+        {
+            return Err(DropReason::Unauthenticated);
+        }
+        let held = self.by_client.get(&a.client).copied().unwrap_or_default();
+        if held.last_handshake_us.is_some_and(|last| a.at_us <= last) {
+            return Err(DropReason::SessionReplay);
+        }
+        if self.by_index.contains_key(&a.index) {
+            // Another shard picked an index already in use here: one in 2^32 / sessions.
+            return Err(DropReason::Overload);
+        }
+        let mut allowance = held.allowance;
+        if !self.guard.client_may_handshake(&mut allowance, now_us) {
+            if let Some(s) = self.by_client.get_mut(&a.client) {
+                s.allowance = allowance;
+            }
+            return Err(DropReason::HandshakeRateLimited);
+        }
         if let Some(old) = held.previous {
             self.by_index.remove(&old);
         }
         self.by_index.insert(
-            index,
+            a.index,
             Session {
-                client,
-                key,
-                transport: Transport::new(transport, peer_index),
-                peer: from,
+                client: a.client,
+                key: a.key,
+                transport: a.transport,
+                peer: a.from,
                 since_us: now_us,
             },
         );
         self.by_client.insert(
-            client,
+            a.client,
             ClientSessions {
-                current: Some(index),
+                current: Some(a.index),
                 previous: held.current,
-                last_handshake_us: Some(at_us),
+                last_handshake_us: Some(a.at_us),
                 allowance,
             },
         );
-        Received::Response { len }
+        Ok(a.response)
     }
 
-    fn fresh_index(&mut self) -> u32 {
+    /// A session index not in use here, whose frames steer to shard `home`.
+    fn fresh_index(&mut self, home: usize) -> u32 {
         loop {
             let i = self.rng.next_u32();
-            if i != 0 && !self.by_index.contains_key(&i) {
+            if i != 0 && receiver_shard(i, self.shards) == home && !self.by_index.contains_key(&i) {
                 return i;
             }
         }
