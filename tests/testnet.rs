@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use loopix_core::network::link::LINK_OVERHEAD;
 use loopix_core::network::topology::{Role, Topology};
+use loopix_core::pipeline::steering::home_shard;
 use loopix_core::session::FrameLayout;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -39,7 +40,8 @@ fn a_twenty_second_testnet_delivers_every_message_exactly_once() {
     let child = Command::new(env!("CARGO_BIN_EXE_loopix"))
         .args([
             "testnet",
-            // Two shards a mix: loops come back to the shard that sent them.
+            // Two shards a node: a mix's loops come back to the shard that sent them, a
+            // provider's clients each live on their home shard.
             "--shards",
             "2",
             "--duration-s",
@@ -116,6 +118,31 @@ fn a_twenty_second_testnet_delivers_every_message_exactly_once() {
     for reason in ["malformed", "unauthenticated", "unknown_peer"] {
         assert!(refused.get(reason).is_some_and(|&n| n > 0), "{refused:?}");
     }
+    // Every provider's sessions started on its clients' home shards, and on no other.
+    let topology = std::fs::read_to_string(dir.join("topology.toml")).unwrap();
+    let topology = Topology::from_toml(&topology).unwrap();
+    let mut both_serving = 0;
+    for p in topology.providers() {
+        let n = nodes.iter().find(|n| n["id"] == p.id.0).unwrap();
+        let started = &n["sessions_by_shard"];
+        let mut serving = 0;
+        for shard in 0..2 {
+            let homed = topology
+                .clients_of(p.id)
+                .filter(|c| home_shard(c.id, 2) == shard)
+                .count();
+            let sessions = started[shard.to_string()].as_u64().unwrap_or(0);
+            assert_eq!(
+                homed > 0,
+                sessions > 0,
+                "provider {}: shard {shard}: {n}",
+                p.id.0
+            );
+            serving += usize::from(sessions > 0);
+        }
+        both_serving += usize::from(serving == 2);
+    }
+    assert!(both_serving > 0, "a provider served clients on both shards");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -72,7 +72,8 @@ pub struct TestnetArgs {
     /// Mean seconds between one client's real messages.
     #[arg(long, default_value_t = 2.0)]
     message_interval_s: f64,
-    /// Shards per mix process.
+    /// Shards per node process, mixes and providers (a provider's clients each live on a
+    /// home shard).
     #[arg(long, default_value_t = 1)]
     shards: usize,
     /// µ: each hop's delay is Exp(µ), mean 1/µ seconds.
@@ -267,6 +268,8 @@ pub struct NodeSummary {
     pub links_silent: Option<u64>,
     /// With `--directory`: when it last fetched and took a document, unix s.
     pub last_fetch_s: Option<u64>,
+    /// Providers: client sessions started on each shard (each on its client's home shard).
+    pub sessions_by_shard: BTreeMap<usize, u64>,
 }
 
 /// Runs the network and prints the summary. Fails if any real message was lost or
@@ -579,9 +582,10 @@ fn prepare(args: &TestnetArgs, net: Option<&crate::netns::VirtualNet>) -> Result
             None => free_tcp_port(&mut held_ports)?,
         };
         metrics.insert(n.id, metrics_addr);
-        let (shards, extra) = match n.role {
-            Role::Mix { .. } => (args.shards, String::new()),
-            Role::Provider => (1, format!("inbox_path = \"node-{}.redb\"\n", n.id.0)),
+        let shards = args.shards;
+        let extra = match n.role {
+            Role::Mix { .. } => String::new(),
+            Role::Provider => format!("inbox_path = \"node-{}.redb\"\n", n.id.0),
         };
         let mut config = format!(
             "{topology_line}id = {}\nkey_file = \"node-{}.key\"\nshards = {shards}\nmetrics = \"{metrics_addr}\"\ngrace_ms = 1000\nbackend = \"{}\"\n{extra}[limits]\npool_packets = 16384\nmax_packets_per_s = 500\nmax_socket_wait_ms = {TESTNET_MAX_SOCKET_WAIT_MS}\n",
@@ -973,6 +977,10 @@ fn fill_from_metrics(s: &mut NodeSummary, text: &str) {
             "loopix_fault_drops_total" => s.fault_drops += value,
             "loopix_document_epoch" => s.document_epoch = Some(value),
             "loopix_loops_failed_total" => s.loops_failed += value,
+            "loopix_handshakes_total" if label(labels, "answer") == Some("session") => {
+                let shard = label(labels, "shard").and_then(|v| v.parse().ok());
+                *s.sessions_by_shard.entry(shard.unwrap_or(0)).or_default() += value;
+            }
             "loopix_links_silent" => s.links_silent = Some(value),
             "loopix_directory_last_fetch_timestamp_seconds" => s.last_fetch_s = Some(value),
             "loopix_loop_return_fraction" => {

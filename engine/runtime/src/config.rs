@@ -5,7 +5,7 @@
 //! topology = "topology.toml"   # or a [directory] to fetch it from (below)
 //! id = 1                       # this node's id in the topology
 //! key_file = "node-1.key"      # from `loopix keygen --epochs` (mode 0600)
-//! shards = 2                   # one pinned executor each (providers: 1)
+//! shards = 2                   # one pinned executor each
 //! cpus = [0, 1]                # optional: shard i runs on cpus[i % len]
 //! listen = "127.0.0.1:9001"    # optional: defaults to the topology's address
 //! metrics = "127.0.0.1:9101"   # optional: Prometheus text on GET /metrics
@@ -28,6 +28,8 @@
 //! inbox_per_client = 10000     # providers: packets kept per client
 //! inbox_total = 1000000        # providers: packets kept in all (the disk: ~2.4 GB at 2 KB)
 //! inbox_ttl_s = 604800         # providers: a packet no client collected is deleted after this
+//! store_queue = 65536          # providers: packets a shard may have waiting for the store's
+//!                              # writer; beyond it stores are refused (store_busy), never waited on
 //! handshake_load_per_s = 500   # providers: handshakes a second (per shard) beyond which
 //!                              # initiations from unproven addresses get a cookie first
 //! handshake_per_source_per_s = 20  # providers, under load: handshakes a second per address
@@ -43,6 +45,7 @@
 //! drop_fraction = 0.05         # share of outgoing datagrams dropped (counted)
 //! extra_delay_ms = 20          # every other outgoing datagram held this much longer
 //! max_held = 16384             # datagrams held at once; more are dropped (counted)
+//! store_commit_delay_ms = 0    # providers: every store commit takes this much longer (a slow disk)
 //! ```
 
 use std::net::SocketAddr;
@@ -101,6 +104,10 @@ pub struct NodeConfig {
     pub handshakes: HandshakeLimits,
     /// Faults injected into the node's sending (tests and demos).
     pub faults: FaultConfig,
+    /// Providers: packets a shard may have waiting for the store's writer.
+    pub store_queue: usize,
+    /// Providers: how much longer every store commit takes (a slow disk; tests and demos).
+    pub store_commit_delay: std::time::Duration,
 }
 
 /// A configuration problem, naming the field.
@@ -211,6 +218,7 @@ struct RawFaults {
     drop_fraction: f64,
     extra_delay_ms: u64,
     max_held: usize,
+    store_commit_delay_ms: u64,
 }
 
 impl Default for RawFaults {
@@ -220,6 +228,7 @@ impl Default for RawFaults {
             drop_fraction: d.drop_fraction,
             extra_delay_ms: d.extra_delay_us / 1000,
             max_held: d.max_held,
+            store_commit_delay_ms: 0,
         }
     }
 }
@@ -240,6 +249,12 @@ impl RawFaults {
         }
         if self.max_held == 0 {
             return Err(err("faults.max_held", "must be at least 1"));
+        }
+        if self.store_commit_delay_ms > MAX_FAULT_DELAY_MS {
+            return Err(err(
+                "faults.store_commit_delay_ms",
+                format!("must be at most {MAX_FAULT_DELAY_MS}"),
+            ));
         }
         Ok(FaultConfig {
             drop_fraction: self.drop_fraction,
@@ -263,6 +278,7 @@ struct RawLimits {
     inbox_ttl_s: u64,
     handshake_load_per_s: u32,
     handshake_per_source_per_s: u32,
+    store_queue: usize,
 }
 
 impl Default for RawLimits {
@@ -280,6 +296,7 @@ impl Default for RawLimits {
             inbox_ttl_s: InboxLimits::default().ttl_us / 1_000_000,
             handshake_load_per_s: HandshakeLimits::default().load_per_s,
             handshake_per_source_per_s: HandshakeLimits::default().per_source_per_s,
+            store_queue: DEFAULT_STORE_QUEUE,
         }
     }
 }
@@ -290,6 +307,10 @@ impl Default for RawLimits {
 /// receive buffer alone holds ~200 ms at a shard's floor: shedding at this bound keeps
 /// the latency of what is forwarded bounded.
 pub const DEFAULT_MAX_SOCKET_WAIT_MS: u64 = 100;
+
+/// A shard's stores waiting for the writer: at a shard's whole floor rate of deliveries
+/// (~25,000 packets/s), over two seconds of a stalled disk.
+pub const DEFAULT_STORE_QUEUE: usize = 65_536;
 
 fn one() -> usize {
     1
@@ -406,11 +427,8 @@ impl NodeConfig {
             .node(NodeId(raw.id))
             .cloned()
             .ok_or_else(|| err("id", format!("{} is not a node of the topology", raw.id)))?;
-        if node.role == Role::Provider && raw.shards != 1 {
-            return Err(err(
-                "shards",
-                "a provider runs on 1 shard (its inboxes live there)",
-            ));
+        if raw.limits.store_queue == 0 {
+            return Err(err("limits.store_queue", "must be at least 1"));
         }
         if node.role == Role::Provider && raw.inbox_path.is_none() {
             return Err(err("inbox_path", "a provider needs a durable inbox store"));
@@ -452,6 +470,8 @@ impl NodeConfig {
                 ..HandshakeLimits::default()
             },
             faults,
+            store_queue: raw.limits.store_queue,
+            store_commit_delay: std::time::Duration::from_millis(raw.faults.store_commit_delay_ms),
         })
     }
 }
@@ -544,7 +564,14 @@ impl NodeConfig {
             ("inbox_path", a.inbox_path != b.inbox_path),
             ("replay_dir", a.replay_dir != b.replay_dir),
             ("replay_sync_ms", a.replay_sync_ms != b.replay_sync_ms),
-            ("limits", a.limits != b.limits || a.inbox != b.inbox),
+            (
+                "limits",
+                a.limits != b.limits || a.inbox != b.inbox || a.store_queue != b.store_queue,
+            ),
+            (
+                "faults",
+                a.faults != b.faults || a.store_commit_delay != b.store_commit_delay,
+            ),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name));
@@ -694,6 +721,11 @@ mod tests {
                 "faults.extra_delay_ms:",
             ),
             ("[faults]\nmax_held = 0\n", "faults.max_held:"),
+            (
+                "[faults]\nstore_commit_delay_ms = 60001\n",
+                "faults.store_commit_delay_ms:",
+            ),
+            ("[limits]\nstore_queue = 0\n", "limits.store_queue:"),
         ] {
             let e = parse_with(toml).unwrap_err();
             assert!(e.to_string().starts_with(field), "{toml}: {e}");

@@ -18,11 +18,17 @@ use crate::shard::{Control, ShardReport, ShardSetup, Stray};
 use crate::shard_core::ShardCore;
 use crate::steering::bind_group;
 use crate::stray_buffers::StrayBuffers;
+use loopix_core::endpoint::Handoff;
 
 /// Stray buffers per shard: enough for a steering misfire on half the traffic of a busy
 /// shard between two turns of its owner's timer loop (10 ms); 2.4 MB of reserve a shard
 /// at the default packet size, touched only when used.
 const STRAY_BUFFERS_PER_SHARD: usize = 1024;
+
+/// Work one shard may have waiting for another before more is refused (`handoff_full`):
+/// a provider's packets to store and handshakes for clients whose home is elsewhere, for
+/// up to a timer turn (10 ms) of a busy shard.
+const HANDOFFS_PER_SHARD: usize = 4096;
 
 /// How a node's shards are laid out.
 #[derive(Clone, Debug)]
@@ -32,6 +38,8 @@ pub struct NodeLayout {
     /// Pin shard `i` to CPU `cpus[i % cpus.len()]`; empty: leave placement to the OS.
     pub cpus: Vec<usize>,
     pub packet_len: usize,
+    /// A provider's session frames' length (0 for a mix).
+    pub frame_len: usize,
     pub datagram_len: usize,
     pub recv_buffer_bytes: usize,
     /// Busy-poll this long before an idle shard sleeps (glommio's spin before park): on a
@@ -76,6 +84,12 @@ impl RunningNode {
         let (report_tx, reports) = bounded(1024);
         let strays: Vec<_> = (0..layout.shards).map(|_| bounded::<Stray>(4096)).collect();
         let strays_out: Vec<Sender<Stray>> = strays.iter().map(|(tx, _)| tx.clone()).collect();
+        let handoffs: Vec<_> = (0..layout.shards)
+            .map(|_| bounded::<Handoff>(HANDOFFS_PER_SHARD))
+            .collect();
+        let handoffs_out: Vec<Sender<Handoff>> =
+            handoffs.iter().map(|(tx, _)| tx.clone()).collect();
+        let mut handoffs_in = handoffs.into_iter().map(|(_, rx)| rx);
         let stray_buffers =
             StrayBuffers::new(STRAY_BUFFERS_PER_SHARD * layout.shards, layout.datagram_len);
         let mut controls = Vec::new();
@@ -93,11 +107,14 @@ impl RunningNode {
                 clock,
                 journal,
                 packet_len: layout.packet_len,
+                frame_len: layout.frame_len,
                 datagram_len: layout.datagram_len,
                 control,
                 reports: report_tx.clone(),
                 strays_in,
                 strays_out: strays_out.clone(),
+                handoffs_in: handoffs_in.next().expect("one queue per shard"),
+                handoffs_out: handoffs_out.clone(),
                 stray_buffers: stray_buffers.clone(),
                 max_socket_wait: layout.max_socket_wait,
             };
@@ -341,6 +358,7 @@ mod tests {
                 shards: 2,
                 cpus: vec![],
                 packet_len: 1_000,
+                frame_len: 0,
                 datagram_len: 64,
                 recv_buffer_bytes: 1 << 20,
                 spin: None,

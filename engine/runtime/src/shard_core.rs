@@ -49,6 +49,10 @@ pub struct RoleReport {
     pub loops_failed: u64,
     /// Faults injected into the core's sending (`[faults]` in node.toml).
     pub faults: FaultStats,
+    /// Providers: client sessions held (those of the clients whose home this shard is).
+    pub sessions: u64,
+    /// Providers: the longest a store call waited on the disk, µs.
+    pub store_wait_us: u64,
 }
 
 /// A core a shard can drive: the core's whole driver surface ([`Endpoint`]) and its
@@ -80,6 +84,8 @@ impl ShardCore for Mix {
             epochs: self.epochs(),
             loops_failed: s.loops_failed,
             faults: FaultStats::default(),
+            sessions: 0,
+            store_wait_us: 0,
         }
     }
 }
@@ -107,6 +113,8 @@ impl<S: InboxStore> ShardCore for Provider<S> {
             epochs: self.epochs(),
             loops_failed: 0,
             faults: FaultStats::default(),
+            sessions: self.sessions() as u64,
+            store_wait_us: self.store_wait_us(),
         }
     }
 }

@@ -1,7 +1,10 @@
 //! One UDP port for all shards: a SO_REUSEPORT group with a classic BPF program that picks
 //! the socket from the first 4 bytes of the datagram (the first bytes of the packet's group
-//! element, α). Every replay of a packet carries the same α, so it reaches the same shard,
-//! and each shard's replay set only ever needs the tags of its own packets.
+//! element, α; a session frame's receiver index). Every replay of a packet carries the same
+//! α, so it reaches the same shard, and each shard's replay set only ever needs the tags of
+//! its own packets. A datagram whose first 4 bytes are zero (a handshake initiation) gets
+//! an index out of range from the program, and the kernel falls back to its hash of the
+//! source address and port (see `loopix_core::pipeline::steering`).
 //!
 //! The kernel numbers a group's sockets in bind order, so the sockets are created here, on
 //! one thread, in shard order, before any shard starts; closing one would renumber the rest,
@@ -16,7 +19,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// The shard a datagram belongs to: what the BPF program computes, `ld [0]; mod #n`
 /// (a big-endian 32-bit load), so stray datagrams can be sent on to their owner. The core
 /// owns the rule: a mix steers its own loops back to their shard by it.
-pub use loopix_core::pipeline::steering::owner_shard;
+pub use loopix_core::pipeline::steering::{owner_shard, steered_shard};
 
 /// Binds `shards` sockets to `addr` as one steered SO_REUSEPORT group, index = shard.
 pub fn bind_group(
@@ -52,12 +55,20 @@ pub fn bind_group(
     Ok(sockets)
 }
 
-/// Attaches `ld [0]; mod #shards; ret a` to the group (through any of its sockets).
+/// Attaches `ld [0]; jeq #0 -> ret #-1; mod #shards; ret a` to the group (through any of
+/// its sockets).
 fn attach_steering(socket: &UdpSocket, shards: usize) -> io::Result<()> {
     let program = [
         libc::sock_filter {
             code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
             jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        // Zero: on to the last instruction (out of range: the kernel's hash decides).
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 2,
             jf: 0,
             k: 0,
         },
@@ -72,6 +83,12 @@ fn attach_steering(socket: &UdpSocket, shards: usize) -> io::Result<()> {
             jt: 0,
             jf: 0,
             k: 0,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: u32::MAX,
         },
     ];
     let prog = libc::sock_fprog {
@@ -145,5 +162,44 @@ mod tests {
             per_socket[sockets[0]] += 1;
         }
         assert!(per_socket.iter().all(|&n| n > 50), "{per_socket:?}");
+    }
+
+    /// Datagrams whose first 4 bytes are zero (initiations) from 64 source ports: each
+    /// source always reaches one socket (a client's retry finds the shard that answered it),
+    /// and the sources spread over both.
+    #[test]
+    fn zero_headed_datagrams_go_by_their_source() {
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), 2, 1 << 22).unwrap();
+        let to = group[0].local_addr().unwrap();
+        let senders: Vec<UdpSocket> = (0..64)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut seen: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        let mut buf = [0u8; 64];
+        for round in 0..4u8 {
+            for s in &senders {
+                s.send_to(&[0, 0, 0, 0, round, 1, 2, 3], to).unwrap();
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut got = 0;
+            while got < senders.len() && Instant::now() < deadline {
+                for (i, sock) in group.iter().enumerate() {
+                    while let Ok((_, from)) = sock.recv_from(&mut buf) {
+                        seen.entry(from.port()).or_default().push(i);
+                        got += 1;
+                    }
+                }
+            }
+            assert_eq!(got, senders.len(), "round {round}: datagrams missing");
+        }
+        let mut per_socket = [0; 2];
+        for (port, sockets) in &seen {
+            assert!(
+                sockets.iter().all(|&s| s == sockets[0]),
+                "{port}: {sockets:?}"
+            );
+            per_socket[sockets[0]] += 1;
+        }
+        assert!(per_socket.iter().all(|&n| n > 8), "{per_socket:?}");
     }
 }

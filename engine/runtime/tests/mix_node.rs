@@ -137,6 +137,7 @@ fn rig_with(max_socket_wait: Option<Duration>, next: Option<std::net::SocketAddr
         shards: 2,
         cpus: vec![],
         packet_len: probe.max_datagram_len(),
+        frame_len: 0,
         datagram_len: probe.max_datagram_len() + 1,
         recv_buffer_bytes: 1 << 23,
         spin: None,

@@ -78,10 +78,16 @@ pub trait InboxStore {
     fn len(&self, client: NodeId) -> usize;
     /// Packets waiting in all inboxes.
     fn total(&self) -> usize;
-    /// Makes every store and ack so far durable. Stores that are not yet durable are not
-    /// handed out, so a crash can lose only packets no client has seen.
+    /// Makes every store and ack so far durable, or hands them to what will (a writer
+    /// off the packet path). Stores that are not yet durable are not handed out, so a
+    /// crash can lose only packets no client has seen.
     fn flush(&mut self) -> Result<(), String> {
         Ok(())
+    }
+    /// The longest any call waited on a disk, µs (0 for a store in memory): what a shard
+    /// spent blocked on it.
+    fn longest_wait_us(&self) -> u64 {
+        0
     }
 }
 

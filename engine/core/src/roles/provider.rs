@@ -275,6 +275,11 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         self.sessions.len()
     }
 
+    /// The longest any store call waited on a disk, µs.
+    pub fn store_wait_us(&self) -> u64 {
+        self.inbox.longest_wait_us()
+    }
+
     /// Packets waiting in `client`'s inbox.
     pub fn inbox_len(&self, client: NodeId) -> usize {
         self.inbox.len(client)

@@ -39,6 +39,8 @@ pub struct Snapshot {
     pub directory: Option<Arc<DirectoryFreshness>>,
     /// The last epoch for which the topology in force publishes this node's keys.
     pub keys_published_until: Option<u64>,
+    /// Providers: what the store's writer did.
+    pub store: Option<Arc<crate::durable_inbox::StoreStats>>,
 }
 
 /// A neighbour with no verified datagram for this long counts as silent.
@@ -276,6 +278,13 @@ pub fn render(s: &Snapshot) -> String {
                 .map(|r| (shard(r), r.core.inbox_packets as f64)),
         );
         family(
+            "loopix_provider_sessions",
+            "gauge",
+            "Providers: client sessions held, on each client's home shard (a client's current \
+             session and the one before its last rekey).",
+            &mut s.reports.iter().map(|r| (shard(r), r.core.sessions as f64)),
+        );
+        family(
             "loopix_handshakes_total",
             "counter",
             "Providers: client handshake initiations answered, by how (`session`: a session \
@@ -295,6 +304,16 @@ pub fn render(s: &Snapshot) -> String {
             }),
         );
     }
+    family(
+        "loopix_shard_max_block_seconds",
+        "gauge",
+        "The longest a shard waited on anything but the network since it started (its store, \
+         its replay journal's writes): a slow disk shows here before it costs packets.",
+        &mut s
+            .reports
+            .iter()
+            .map(|r| (shard(r), r.max_block_us as f64 / 1e6)),
+    );
     family(
         "loopix_strays_forwarded_total",
         "counter",
@@ -553,8 +572,63 @@ pub fn render(s: &Snapshot) -> String {
             sum[INBOX_DEPTH_BOUNDS.len()]
         );
     }
+    if let Some(store) = &s.store {
+        store_metrics(&mut out, store);
+    }
     process_metrics(&mut out);
     out
+}
+
+/// A provider's store writer: its commits (each one fsync), what they wrote, how long they
+/// took.
+fn store_metrics(out: &mut String, st: &crate::durable_inbox::StoreStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = [
+        (
+            "loopix_store_commits_total",
+            "Providers: store transactions committed (one fsync each, for all shards' batches).",
+            st.commits.load(Relaxed),
+        ),
+        (
+            "loopix_store_batches_total",
+            "Providers: shards' write batches committed (over commits: how many a commit groups).",
+            st.batches.load(Relaxed),
+        ),
+        (
+            "loopix_store_packets_written_total",
+            "Providers: packets made durable in inboxes.",
+            st.stored.load(Relaxed),
+        ),
+        (
+            "loopix_store_packets_removed_total",
+            "Providers: packets removed from the store (acknowledged or expired).",
+            st.removed.load(Relaxed),
+        ),
+        (
+            "loopix_store_commit_failures_total",
+            "Providers: commits that failed and were tried again (each logged).",
+            st.failures.load(Relaxed),
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP loopix_store_commit_max_seconds Providers: the longest store commit.\n\
+         # TYPE loopix_store_commit_max_seconds gauge\nloopix_store_commit_max_seconds {}",
+        st.commit_us_max.load(Relaxed) as f64 / 1e6
+    );
+    let h = st.commit_us.lock().map(|h| *h).unwrap_or_default();
+    histogram(
+        out,
+        "loopix_store_commit_seconds",
+        "Providers: how long each store commit took, fsync included (off the packet path).",
+        &h,
+    );
 }
 
 /// One Prometheus histogram family from a [`LatencyHistogram`] (µs, exposed in seconds).

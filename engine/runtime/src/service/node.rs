@@ -13,7 +13,7 @@ use crate::backend::{Choice, Chosen};
 use crate::clock::NetworkClock;
 use crate::config::{Joining, NodeConfig};
 use crate::directory_client::{DirectoryClient, DirectoryConfig, DirectorySync, NotYet};
-use crate::durable_inbox::DurableInbox;
+use crate::durable_inbox::{self, ShardInbox, StoreOptions, StoreWriter, WriterFaults};
 use crate::key_file::{self, read_seed};
 use crate::node::{NodeLayout, RunningNode};
 use crate::node_lock::{NodeLock, probe_listen};
@@ -194,7 +194,7 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         }
         None => tracing::info!(%backend, "I/O backend"),
     }
-    let node = start(&cfg, &seed, &session_key, &syncer, backend)?;
+    let (node, store) = start(&cfg, &seed, &session_key, &syncer, backend)?;
     let stack = loopix_crypto::stack_position::calibrate();
     tracing::info!(
         position = stack.position,
@@ -208,7 +208,12 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         epoch: keys.current,
         keys_until: keys.last_published,
     };
-    let served = serve_until_signal(cfg, node, clock, seed.epoch(), started, sync);
+    let stats = store.as_ref().map(|w| Arc::clone(&w.stats));
+    let served = serve_until_signal(cfg, node, clock, seed.epoch(), started, sync, stats);
+    // The shards are gone: the writer commits what they last handed it, then stops.
+    if let Some(writer) = store {
+        writer.join();
+    }
     drop(lock);
     drop(sync_thread);
     served
@@ -321,20 +326,21 @@ fn node_session_key(cfg: &NodeConfig) -> Result<SessionSecret, String> {
 }
 
 /// Builds every shard's core, refills its replay filters from its journal, and starts
-/// the shards.
+/// the shards; a provider's store writer with them.
 fn start(
     cfg: &NodeConfig,
     seed: &EpochSeed,
     session_key: &SessionSecret,
     syncer: &Syncer,
     backend: Chosen,
-) -> Result<RunningNode, String> {
+) -> Result<(RunningNode, Option<StoreWriter>), String> {
     let params = cfg.topology.network.params;
     let mut layout = NodeLayout {
         listen: cfg.listen,
         shards: cfg.shards,
         cpus: cfg.cpus.clone(),
         packet_len: params.packet_len() + LINK_OVERHEAD,
+        frame_len: 0,
         datagram_len: 0,
         recv_buffer_bytes: 8 << 20,
         spin: (cfg.spin_us > 0).then(|| Duration::from_micros(cfg.spin_us)),
@@ -364,23 +370,34 @@ fn start(
             "fault injection on ([faults]): for tests and demos, never a real network"
         );
     }
-    let started = match cfg.node.role {
+    // Shard `shard`'s core, as the topology describes this node.
+    let role_config = |shard: usize| -> Result<RoleConfig, String> {
+        Ok(
+            RoleConfig::node(cfg.node.id, seed.clone(), session_key.clone())
+                .seeded(rng_seed(shard)?)
+                .limited(cfg.limits)
+                .on_shard(shard, cfg.shards),
+        )
+    };
+    let listening = |e: std::io::Error| format!("listen {}: {e}", cfg.listen);
+    match cfg.node.role {
         Role::Mix { .. } => {
             let mut cores = VecDeque::new();
             for shard in 0..cfg.shards {
-                let config = RoleConfig::node(cfg.node.id, seed.clone(), session_key.clone())
-                    .seeded(rng_seed(shard)?)
-                    .limited(cfg.limits)
-                    .on_shard(shard, cfg.shards);
                 // A mix keeps no store: the inbox is never made.
                 let mut mix: AnyRole<MemoryInbox> =
-                    build(&cfg.topology, config, || MemoryInbox::new(0, 0))
-                        .map_err(|e| format!("node {}: {e}", cfg.node.id.0))?;
+                    build(&cfg.topology, role_config(shard)?, || {
+                        MemoryInbox::new(0, 0)
+                    })
+                    .map_err(|e| format!("node {}: {e}", cfg.node.id.0))?;
                 layout.datagram_len = mix.max_datagram_len() + 1;
                 let journal = journal(shard, &mut mix)?;
                 cores.push_back((Faulty::new(mix, cfg.faults, rng_seed(shard)?), journal));
             }
-            RunningNode::start(&layout, |_| cores.pop_front().expect("one core per shard"))
+            let node =
+                RunningNode::start(&layout, |_| cores.pop_front().expect("one core per shard"))
+                    .map_err(listening)?;
+            Ok((node, None))
         }
         Role::Provider => {
             let path = cfg
@@ -388,25 +405,43 @@ fn start(
                 .clone()
                 .ok_or("inbox_path: a provider needs a store")?;
             let now_us = NetworkClock::start().now_us();
-            let inbox = DurableInbox::open(&path, cfg.inbox.per_client, cfg.inbox.total, now_us)
+            let options = StoreOptions {
+                per_client: cfg.inbox.per_client,
+                total: cfg.inbox.total,
+                queue: cfg.store_queue,
+                faults: WriterFaults {
+                    commit_delay: cfg.store_commit_delay,
+                    fail_first: 0,
+                },
+            };
+            if !cfg.store_commit_delay.is_zero() {
+                tracing::warn!(
+                    store_commit_delay_ms = cfg.store_commit_delay.as_millis() as u64,
+                    "fault injection on ([faults]): every store commit is slowed"
+                );
+            }
+            let (writer, inboxes) = durable_inbox::open(&path, cfg.shards, options, now_us)
                 .map_err(|e| format!("inbox_path: {}: {e}", path.display()))?;
-            let config = RoleConfig::node(cfg.node.id, seed.clone(), session_key.clone())
-                .seeded(rng_seed(0)?)
-                .limited(cfg.limits)
-                .inbox_ttl(cfg.inbox.ttl_us)
-                .handshake_limits(cfg.handshakes);
-            let mut provider: AnyRole<DurableInbox> =
-                build(&cfg.topology, config, || inbox).map_err(|e| e.to_string())?;
-            let journal = journal(0, &mut provider)?;
-            layout.datagram_len = provider.max_datagram_len() + 1;
-            let provider = Faulty::new(provider, cfg.faults, rng_seed(0)?);
-            let mut core = Some((provider, journal));
-            RunningNode::start(&layout, move |_| {
-                core.take().expect("providers run one shard")
-            })
+            let mut cores = VecDeque::new();
+            for (shard, inbox) in inboxes.into_iter().enumerate() {
+                let config = role_config(shard)?
+                    .inbox_ttl(cfg.inbox.ttl_us)
+                    .handshake_limits(cfg.handshakes);
+                let mut provider: AnyRole<ShardInbox> =
+                    build(&cfg.topology, config, || inbox).map_err(|e| e.to_string())?;
+                layout.datagram_len = provider.max_datagram_len() + 1;
+                let journal = journal(shard, &mut provider)?;
+                cores.push_back((Faulty::new(provider, cfg.faults, rng_seed(shard)?), journal));
+            }
+            layout.frame_len =
+                loopix_core::session::FrameLayout::new(&params, cfg.topology.network.poll_size)
+                    .frame_len();
+            let node =
+                RunningNode::start(&layout, |_| cores.pop_front().expect("one core per shard"))
+                    .map_err(listening)?;
+            Ok((node, Some(writer)))
         }
-    };
-    started.map_err(|e| format!("listen {}: {e}", cfg.listen))
+    }
 }
 
 /// SIGHUP: re-reads the configuration's topology and the key file and, if they agree,
@@ -684,6 +719,7 @@ fn serve_until_signal(
     mut key_file_epoch: u64,
     started: Started,
     sync: Option<DirectorySync>,
+    store: Option<Arc<durable_inbox::StoreStats>>,
 ) -> Result<(), String> {
     // One document an epoch: four waiting means the main loop is stuck, not busy.
     let (documents_tx, documents) = std::sync::mpsc::sync_channel::<Topology>(4);
@@ -718,6 +754,7 @@ fn serve_until_signal(
         directory: freshness,
         keys_published_until: Some(started.keys_until),
         backend: Some(started.backend),
+        store,
         ..Snapshot::default()
     }));
     if let Some(addr) = cfg.metrics {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use loopix_core::drops::DropReason;
+use loopix_core::endpoint::Handoff;
 use loopix_core::network::topology::Topology;
 use loopix_crypto::{EpochSeed, NodeId};
 
@@ -29,7 +30,7 @@ use crate::clock::NetworkClock;
 use crate::replay_journal::ReplayJournal;
 use crate::rx_timestamp::now_ns;
 use crate::shard_core::{RoleReport, ShardCore};
-use crate::steering::owner_shard;
+use crate::steering::{owner_shard, steered_shard};
 use crate::stray_buffers::StrayBuffers;
 
 /// The longest the timer loop sleeps: bounds how late control messages and strays are seen.
@@ -68,6 +69,9 @@ pub struct ShardReport {
     pub strays_forwarded: u64,
     /// Strays dropped: no free buffer, or the owner's queue full.
     pub strays_dropped: u64,
+    /// The longest the shard waited on anything but the network (its store, its journal's
+    /// writes, a queue to another shard), µs: what a slow disk would make it lose.
+    pub max_block_us: u64,
     /// Nanoseconds the core spent on received batches (unwrap, replay check, hold): per
     /// packet, the engine's cost to set against `loopix speed`'s crypto floor. It is how a
     /// 25 % loss to stack placement was found (crypto/src/stack_position.rs).
@@ -97,12 +101,19 @@ pub struct ShardSetup<C> {
     pub journal: Option<ReplayJournal>,
     /// Datagrams of exactly this length are Sphinx packets, steered by their first bytes.
     pub packet_len: usize,
+    /// Datagrams of exactly this length are a provider's session frames, steered by their
+    /// receiver index (0 for a mix: it takes none).
+    pub frame_len: usize,
     /// The largest datagram the node receives or sends.
     pub datagram_len: usize,
     pub control: Receiver<Control>,
     pub reports: Sender<ShardReport>,
     pub strays_in: Receiver<Stray>,
     pub strays_out: Vec<Sender<Stray>>,
+    /// Work other shards hand this one, and the way to each shard's
+    /// ([`loopix_core::endpoint::Endpoint::poll_handoff`]).
+    pub handoffs_in: Receiver<Handoff>,
+    pub handoffs_out: Vec<Sender<Handoff>>,
     /// The node's stray buffers, shared by every shard.
     pub stray_buffers: StrayBuffers,
     /// Datagrams that waited in the socket longer than this are shed unread (`stale`);
@@ -119,7 +130,10 @@ pub(crate) struct State<C> {
     /// The shard's socket, for the kernel's counters.
     fd: std::os::fd::RawFd,
     packet_len: usize,
+    frame_len: usize,
     strays_out: Vec<Sender<Stray>>,
+    handoffs_in: Receiver<Handoff>,
+    handoffs_out: Vec<Sender<Handoff>>,
     stray_buffers: StrayBuffers,
     strays_forwarded: u64,
     strays_dropped: u64,
@@ -130,6 +144,8 @@ pub(crate) struct State<C> {
     max_socket_wait_ns: Option<u64>,
     send_errors: u64,
     recv_errors: u64,
+    /// See [`ShardReport::max_block_us`], ns.
+    max_block_ns: u64,
 }
 
 impl<C: ShardCore> State<C> {
@@ -153,7 +169,10 @@ impl<C: ShardCore> State<C> {
             journal: setup.journal,
             fd,
             packet_len: setup.packet_len,
+            frame_len: setup.frame_len,
             strays_out: setup.strays_out,
+            handoffs_in: setup.handoffs_in,
+            handoffs_out: setup.handoffs_out,
             stray_buffers: setup.stray_buffers,
             strays_forwarded: 0,
             strays_dropped: 0,
@@ -162,6 +181,7 @@ impl<C: ShardCore> State<C> {
             max_socket_wait_ns: setup.max_socket_wait.map(|d| d.as_nanos() as u64),
             send_errors: 0,
             recv_errors: 0,
+            max_block_ns: 0,
         };
         (st, chores, setup.socket)
     }
@@ -184,7 +204,36 @@ impl<C: ShardCore> State<C> {
     /// the same work released is sent, so every packet that leaves has its tag journaled.
     fn write_journal(&mut self) {
         if let Some(journal) = &mut self.journal {
+            let since = Instant::now();
             journal.write(&mut self.core);
+            self.blocked(since);
+        }
+    }
+
+    /// Records time spent waiting on something other than the network.
+    fn blocked(&mut self, since: Instant) {
+        self.max_block_ns = self.max_block_ns.max(since.elapsed().as_nanos() as u64);
+    }
+
+    /// Takes the work other shards handed this one.
+    fn take_handoffs(&mut self) {
+        if self.handoffs_out.len() <= 1 {
+            return;
+        }
+        let now = self.now_us();
+        while let Ok(h) = self.handoffs_in.try_recv() {
+            self.core.handle_handoff(now, h);
+        }
+    }
+
+    /// Hands on the core's work for other shards; what finds a shard's queue full is
+    /// counted (`handoff_full`).
+    fn send_handoffs(&mut self) {
+        while let Some((to, h)) = self.core.poll_handoff() {
+            let sent = self.handoffs_out.get(to).map(|tx| tx.try_send(h));
+            if !matches!(sent, Some(Ok(()))) {
+                self.core.count_refused(DropReason::HandoffFull);
+            }
         }
     }
 
@@ -206,17 +255,21 @@ impl<C: ShardCore> State<C> {
                 self.core.count_refused(DropReason::Stale);
                 continue;
             }
-            if self.is_stray(d) {
-                self.forward_stray(from, d);
+            if let Some(owner) = self.stray_owner(d) {
+                self.forward_stray(owner, from, d);
                 continue;
             }
             items[n] = (from, d);
             n += 1;
         }
+        // Handshakes handed here before this batch: a session is in place before any
+        // frame of it (its response left only once it was).
+        self.take_handoffs();
         let start = Instant::now();
         self.core.handle_datagrams(now, &items[..n]);
         self.receive_ns += start.elapsed().as_nanos() as u64;
         self.handed += n as u64;
+        self.send_handoffs();
     }
 
     /// Before unwrapping `n` datagrams: readies what falls due in the first half of the
@@ -231,12 +284,24 @@ impl<C: ShardCore> State<C> {
         }
     }
 
-    fn is_stray(&self, d: &[u8]) -> bool {
-        self.shards > 1 && d.len() == self.packet_len && owner_shard(d, self.shards) != self.index
+    /// The shard a datagram that reached this one belongs to, if another: a packet by
+    /// its α, a session frame by its receiver index. (An initiation belongs to whichever
+    /// shard the kernel's hash picked.)
+    fn stray_owner(&self, d: &[u8]) -> Option<usize> {
+        if self.shards <= 1 {
+            return None;
+        }
+        let owner = if d.len() == self.packet_len {
+            owner_shard(d, self.shards)
+        } else if d.len() == self.frame_len {
+            steered_shard(d, self.shards)?
+        } else {
+            return None;
+        };
+        (owner != self.index).then_some(owner)
     }
 
-    fn forward_stray(&mut self, from: SocketAddr, d: &[u8]) {
-        let owner = owner_shard(d, self.shards);
+    fn forward_stray(&mut self, owner: usize, from: SocketAddr, d: &[u8]) {
         let Some(bytes) = self.stray_buffers.copy_of(d) else {
             self.strays_dropped += 1;
             return;
@@ -260,13 +325,16 @@ impl<C: ShardCore> State<C> {
             };
             out.push_len(t.len, t.to);
         }
+        self.send_handoffs();
         !out.is_empty()
     }
 
     fn report(&self, last: bool) -> ShardReport {
+        let core = self.core.report(self.now_us());
         ShardReport {
             shard: self.index,
-            core: self.core.report(self.now_us()),
+            max_block_us: (self.max_block_ns / 1_000).max(core.store_wait_us),
+            core,
             links_heard: self.core.links_heard().into(),
             strays_forwarded: self.strays_forwarded,
             strays_dropped: self.strays_dropped,
@@ -321,6 +389,7 @@ impl Chores {
     /// Before sending: datagrams other shards passed on, what fell due at `now`, and the
     /// journal records for both (written before anything they released leaves).
     fn before_send<C: ShardCore>(&mut self, st: &mut State<C>, now_us: u64) {
+        st.take_handoffs();
         take_strays(st, &self.strays, &mut self.stray_batch);
         st.core.handle_timeout(now_us);
         st.write_journal();
@@ -328,9 +397,11 @@ impl Chores {
 
     /// After sending: the store's commit, control messages, the drain's end, reports.
     fn after_send<C: ShardCore>(&mut self, st: &mut State<C>) -> After {
+        let since = Instant::now();
         if let Err(e) = st.core.flush_storage() {
             tracing::error!(error = %e, "inbox flush failed");
         }
+        st.blocked(since);
         match self.control.try_recv() {
             Ok(Control::Reload { topology, seed }) => {
                 if let Err(e) = st.core.reload(&topology, Some(seed)) {
