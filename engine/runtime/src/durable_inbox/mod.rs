@@ -383,8 +383,8 @@ impl InboxStore for ShardInbox {
     }
 }
 
-/// A shard that stops hands its last writes to the writer (waiting a little for room:
-/// the shard is done with packets by now).
+/// A store dropped with writes not yet handed over (a shard's last turn found the
+/// writer's queue full) hands them over now, waiting a little for room.
 impl Drop for ShardInbox {
     fn drop(&mut self) {
         if self.pending.is_empty() {

@@ -10,11 +10,11 @@
 //! sequence to (client, time stored), oldest first over all clients. Sequences are given
 //! in the order packets are committed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use loopix_core::pipeline::latency_histogram::LatencyHistogram;
 use loopix_crypto::NodeId;
 use redb::{Database, TableDefinition};
@@ -89,10 +89,11 @@ pub struct WriterFaults {
     pub fail_first: u32,
 }
 
-/// The writer thread. Dropping every shard's store ends it, once it has committed what
-/// they sent ([`StoreWriter::join`]).
+/// The writer thread. [`StoreWriter::join`] ends it once it has committed what the shards
+/// sent.
 pub struct StoreWriter {
     thread: Option<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
     pub stats: Arc<StoreStats>,
 }
 
@@ -105,24 +106,34 @@ impl StoreWriter {
         faults: WriterFaults,
     ) -> std::io::Result<Self> {
         let stats = Arc::new(StoreStats::default());
-        let s = stats.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, halt) = (stats.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("loopix-store".into())
-            .spawn(move || run(&db, &writes, &done, next_seq, faults, &s))?;
+            .spawn(move || run(&db, &writes, &done, next_seq, faults, &s, &halt))?;
         Ok(Self {
             thread: Some(thread),
+            stop,
             stats,
         })
     }
 
-    /// Waits until the writer has committed everything the shards sent and stopped (after
-    /// every shard's store is dropped).
+    /// Once the shards have stopped (each handed over its last writes as it did): commits
+    /// everything they sent, and ends the writer.
     pub fn join(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
+
+/// How long the writer waits for writes before it looks whether it is asked to stop.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+
+/// Failed commits in a row after a stop is asked before the writer gives up (logging
+/// what it could not write): a disk that fails for this long will not come back in time.
+const RETRIES_WHEN_STOPPING: u32 = 50;
 
 fn run(
     db: &Database,
@@ -131,13 +142,18 @@ fn run(
     mut next_seq: u64,
     mut faults: WriterFaults,
     stats: &StoreStats,
+    stop: &AtomicBool,
 ) {
     let mut group: Vec<Writes> = Vec::new();
+    let mut failed_while_stopping = 0;
     loop {
         if group.is_empty() {
-            match writes.recv() {
+            match writes.recv_timeout(IDLE_WAIT) {
                 Ok(w) => group.push(w),
-                Err(_) => return, // every shard is gone and everything is committed
+                // Asked to stop, and everything sent is committed.
+                Err(RecvTimeoutError::Timeout) if stop.load(Ordering::SeqCst) => return,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
             }
         }
         while group.len() < MAX_GROUP {
@@ -179,6 +195,17 @@ fn run(
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "inbox commit failed; trying again");
+                if stop.load(Ordering::SeqCst) {
+                    failed_while_stopping += 1;
+                    if failed_while_stopping >= RETRIES_WHEN_STOPPING {
+                        let lost: usize = group.iter().map(|w| w.stores.len()).sum();
+                        tracing::error!(
+                            lost,
+                            "stopping with the store failing: packets not written"
+                        );
+                        return;
+                    }
+                }
                 std::thread::sleep(RETRY_AFTER);
             }
         }
