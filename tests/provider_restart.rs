@@ -1,6 +1,7 @@
-//! End-to-end: a provider killed with SIGKILL and restarted still delivers every message it
-//! had stored for an offline client; meanwhile an outsider without keys tries to pass as
-//! the mix or a client and draws nothing.
+//! End-to-end: a provider on two shards killed with SIGKILL and restarted still delivers
+//! every message it had stored for an offline client (its inbox on the client's home
+//! shard, the packets reaching either shard from the mix); meanwhile an outsider without
+//! keys tries to pass as the mix or a client and draws nothing.
 
 mod common;
 
@@ -69,7 +70,7 @@ provider = 1000
             1000,
             "provider.key",
             provider_metrics,
-            "inbox_path = \"inbox.redb\"\n",
+            "inbox_path = \"inbox.redb\"\nshards = 2\n",
         ),
     );
     let _mix = NodeProcess::start(&dir.path("mix.toml"), &dir.path("mix.log"));
@@ -189,9 +190,10 @@ provider = 1000
     // SIGKILL: no shutdown, no flush. Then start it again on the same store.
     drop(provider);
     let provider = NodeProcess::start(&dir.path("provider.toml"), &dir.path("provider-2.log"));
-    // The first report after start counts what the reopened store holds.
+    // Once both shards report, they count what the reopened store holds.
     let after = wait_metrics(provider_metrics, Duration::from_secs(10), |t| {
-        t.contains("loopix_inbox_packets{")
+        t.contains("loopix_inbox_packets{shard=\"0\"}")
+            && t.contains("loopix_inbox_packets{shard=\"1\"}")
     });
     let after = after.expect("the restarted provider reports");
     assert_eq!(
