@@ -12,9 +12,19 @@ use loopix_core::session::FrameLayout;
 use loopix_crypto::{Params, SessionPublic};
 use rand_core::{Rng, SeedableRng};
 
-#[test]
-fn a_killed_provider_keeps_every_stored_message() {
-    let dir = Dir::new("provider-restart");
+/// A mix and a provider (two shards, its `[faults]` these) with clients Alice (10000) and
+/// Bob (10001), running.
+struct Small {
+    dir: Dir,
+    _mix: NodeProcess,
+    provider: NodeProcess,
+    provider_addr: std::net::SocketAddr,
+    provider_metrics: std::net::SocketAddr,
+    provider_keys: String,
+}
+
+fn small_network(name: &str, provider_faults: &str) -> Small {
+    let dir = Dir::new(name);
     let (mix_keys, provider_keys) = (
         dir.node_keygen("mix.key").0,
         dir.node_keygen("provider.key").0,
@@ -66,20 +76,72 @@ provider = 1000
     dir.write("mix.toml", &node(1, "mix.key", mix_metrics, ""));
     dir.write(
         "provider.toml",
-        &node(
+        &(node(
             1000,
             "provider.key",
             provider_metrics,
             "inbox_path = \"inbox.redb\"\nshards = 2\n",
-        ),
+        ) + provider_faults),
     );
-    let _mix = NodeProcess::start(&dir.path("mix.toml"), &dir.path("mix.log"));
+    let mix = NodeProcess::start(&dir.path("mix.toml"), &dir.path("mix.log"));
     let provider = NodeProcess::start(&dir.path("provider.toml"), &dir.path("provider-1.log"));
     let up = |addr| wait_metrics(addr, Duration::from_secs(10), |_| true).is_some();
     assert!(
         up(mix_metrics) && up(provider_metrics),
         "nodes did not start"
     );
+    Small {
+        dir,
+        _mix: mix,
+        provider,
+        provider_addr,
+        provider_metrics,
+        provider_keys,
+    }
+}
+
+/// `loopix client` as Alice (10000) or Bob (10001).
+fn client(dir: &Dir, id: &str, key: &str) -> std::process::Command {
+    let mut c = loopix();
+    c.arg("client")
+        .arg("--topology")
+        .arg(dir.path("topology.toml"))
+        .args(["--id", id, "--key"])
+        .arg(dir.path(key));
+    c
+}
+
+/// Alice sends `messages` to Bob, who is offline, until they are all sent.
+fn alice_sends(dir: &Dir, messages: &[String]) {
+    let mut alice = client(dir, "10000", "alice.key");
+    alice.args(["--send-to", "10001"]);
+    for m in messages {
+        alice.args(["--message", m]);
+    }
+    let out = alice
+        .args(["--until-sent", "--duration-s", "20"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(
+        log.matches("queued message").count(),
+        messages.len(),
+        "{log}"
+    );
+    assert_eq!(log.matches("sent message").count(), messages.len(), "{log}");
+}
+
+#[test]
+fn a_killed_provider_keeps_every_stored_message() {
+    let Small {
+        dir,
+        _mix,
+        provider,
+        provider_addr,
+        provider_metrics,
+        provider_keys,
+    } = small_network("provider-restart", "");
 
     // An outsider with no keys tries, all the while Alice sends, to pass as the mix or as
     // a client: the old cleartext poll claiming the mix's id, made-up session frames, and
@@ -140,26 +202,7 @@ provider = 1000
 
     // Alice sends five messages to Bob, who is offline.
     let messages: Vec<String> = (1..=5).map(|i| format!("note {i} for bob")).collect();
-    let mut alice = loopix();
-    alice
-        .arg("client")
-        .arg("--topology")
-        .arg(dir.path("topology.toml"));
-    alice
-        .args(["--id", "10000", "--key"])
-        .arg(dir.path("alice.key"))
-        .args(["--send-to", "10001"]);
-    for m in &messages {
-        alice.args(["--message", m]);
-    }
-    let out = alice
-        .args(["--until-sent", "--duration-s", "20"])
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
-    assert_eq!(log.matches("queued message").count(), 5, "{log}");
-    assert_eq!(log.matches("sent message").count(), 5, "{log}");
+    alice_sends(&dir, &messages);
     let stored = wait_metrics(provider_metrics, Duration::from_secs(10), |t| {
         metric(t, "loopix_inbox_packets") >= 5
     });
@@ -254,16 +297,7 @@ provider = 1000
     );
 
     // Alice asks with a reply block; Bob answers through it, never learning where she is.
-    let client = |id: &str, key: &str| {
-        let mut c = loopix();
-        c.arg("client")
-            .arg("--topology")
-            .arg(dir.path("topology.toml"))
-            .args(["--id", id, "--key"])
-            .arg(dir.path(key));
-        c
-    };
-    let bob = client("10001", "bob.key")
+    let bob = client(&dir, "10001", "bob.key")
         .args([
             "--answer",
             "pong",
@@ -275,7 +309,7 @@ provider = 1000
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let alice = client("10000", "alice.key")
+    let alice = client(&dir, "10000", "alice.key")
         .args([
             "--send-to",
             "10001",
@@ -295,6 +329,40 @@ provider = 1000
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&alice.stderr)));
     assert_eq!(answer["message"], "pong", "{answer}");
     assert!(provider.terminate(), "provider exits 0 on SIGTERM");
+}
+
+/// A disk whose every commit takes a second: the provider's shards go on forwarding and
+/// releasing on time (the store's writer waits, not they), and the messages are stored
+/// once their commits are through.
+#[test]
+fn a_slow_disk_does_not_delay_what_the_provider_forwards() {
+    let net = small_network(
+        "provider-stall",
+        "\n[faults]\nstore_commit_delay_ms = 1000\n",
+    );
+    let messages: Vec<String> = (1..=5).map(|i| format!("stalled {i}")).collect();
+    alice_sends(&net.dir, &messages);
+    let stored = wait_metrics(net.provider_metrics, Duration::from_secs(20), |t| {
+        metric(t, "loopix_inbox_packets") >= 5
+    });
+    let t = stored.expect("the five messages were stored, a second a commit");
+    let value = |name: &str| -> f64 {
+        t.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with(&format!("{name}_")))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .fold(0.0, f64::max)
+    };
+    assert!(value("loopix_store_commit_max_seconds") >= 1.0, "{t}");
+    // The shards never waited on it: far below one commit.
+    let blocked = value("loopix_shard_max_block_seconds");
+    assert!(blocked < 0.1, "a shard waited {blocked} s\n{t}");
+    // Every packet released (Alice's forwarded to the mix, Bob's stored) left within
+    // 100 ms of its due time, though every commit took a second.
+    let bucket = |le: &str| value(&format!("loopix_delay_error_seconds_bucket{{le=\"{le}\"}}"));
+    let released = bucket("+Inf");
+    assert!(released >= 10.0, "{t}");
+    assert_eq!(bucket("0.1"), released, "released late: {t}");
+    assert!(net.provider.terminate(), "provider exits 0 on SIGTERM");
 }
 
 /// The `session_key` a node's keygen lines publish.
