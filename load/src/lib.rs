@@ -11,6 +11,7 @@ pub mod hostile;
 pub mod json;
 pub mod loadgen;
 pub mod measure;
+pub mod provider_load;
 pub mod scrape;
 pub mod setup;
 pub mod soak;

@@ -213,7 +213,7 @@ struct Blast {
 }
 
 /// Per-hop latency percentiles, µs.
-#[derive(Serialize, Debug, Default)]
+#[derive(Serialize, Debug, Default, Clone)]
 pub struct Percentiles {
     pub p50: f64,
     pub p99: f64,
@@ -348,7 +348,7 @@ impl Setup {
 }
 
 /// Percentiles of a latency histogram of ns, in µs.
-fn percentiles(hist: &Histogram<u64>) -> Percentiles {
+pub(crate) fn percentiles(hist: &Histogram<u64>) -> Percentiles {
     let q = |p: f64| hist.value_at_quantile(p) as f64 / 1e3;
     Percentiles {
         p50: q(0.5),
@@ -393,7 +393,7 @@ fn recovery_of(
 }
 
 /// The target's drops between two scrapes of its metrics, by reason (non-zero only).
-fn node_drops(before: &str, after: &str) -> BTreeMap<String, u64> {
+pub(crate) fn node_drops(before: &str, after: &str) -> BTreeMap<String, u64> {
     let b = crate::scrape::drops(before);
     crate::scrape::drops(after)
         .into_iter()
@@ -420,7 +420,7 @@ fn middle(mut v: Vec<f64>) -> Option<f64> {
 }
 
 /// The target's receive time per packet received between two scrapes, µs.
-fn node_receive_us_per_packet(before: &str, after: &str) -> Option<f64> {
+pub(crate) fn node_receive_us_per_packet(before: &str, after: &str) -> Option<f64> {
     use crate::scrape::sum;
     let delta = |name| Some(sum(after, name)? - sum(before, name)?);
     let packets = delta("loopix_packets_in_total")?;
@@ -490,24 +490,9 @@ pub fn find_capacity(args: &LoadgenArgs) -> Result<CapacityReport, String> {
     let mut warmup = Vec::new();
     let _ = try_rate(0.1 * floor_pps * shards as f64, &mut warmup)?;
     let warmup = warmup.pop().ok_or("warm-up step ran")?;
-    let (mut best, mut rate) = (0.0, 0.25 * floor_pps * shards as f64);
-    let top = 2.0 * floor_pps * shards as f64;
-    while rate <= top && try_rate(rate, &mut steps)? {
-        best = rate;
-        rate *= 1.15;
-    }
-    let mut failed = rate;
-    for _ in 0..args.refine {
-        if best == 0.0 || failed > top {
-            break;
-        }
-        let mid = (best + failed) / 2.0;
-        if try_rate(mid, &mut steps)? {
-            best = mid;
-        } else {
-            failed = mid;
-        }
-    }
+    let best = search_capacity(floor_pps * shards as f64, args.refine, |rate| {
+        try_rate(rate, &mut steps)
+    })?;
     Ok(CapacityReport {
         capacity_pps: best,
         shards,
@@ -521,9 +506,39 @@ pub fn find_capacity(args: &LoadgenArgs) -> Result<CapacityReport, String> {
     })
 }
 
+/// The highest rate `passes`, searched as every capacity tool here searches: from a quarter
+/// of `floor_pps` (the crypto floor of every shard) up by 15 % until a rate fails (or
+/// twice the floor passes), then `refine` bisections between the last pass and the
+/// failure. 0 when even the first rate fails.
+pub(crate) fn search_capacity(
+    floor_pps: f64,
+    refine: usize,
+    mut passes: impl FnMut(f64) -> Result<bool, String>,
+) -> Result<f64, String> {
+    let (mut best, mut rate) = (0.0, 0.25 * floor_pps);
+    let top = 2.0 * floor_pps;
+    while rate <= top && passes(rate)? {
+        best = rate;
+        rate *= 1.15;
+    }
+    let mut failed = rate;
+    for _ in 0..refine {
+        if best == 0.0 || failed > top {
+            break;
+        }
+        let mid = (best + failed) / 2.0;
+        if passes(mid)? {
+            best = mid;
+        } else {
+            failed = mid;
+        }
+    }
+    Ok(best)
+}
+
 /// The node's shard count, once its shards have reported (a node that has just started
 /// has not yet); gives up after 5 s.
-fn wait_for_shards(metrics: SocketAddr) -> Option<usize> {
+pub(crate) fn wait_for_shards(metrics: SocketAddr) -> Option<usize> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         if let Some(n) = crate::scrape::shards(metrics) {
@@ -685,7 +700,7 @@ struct Received {
     window_forwarded: Vec<u64>,
 }
 
-fn latency_histogram() -> Histogram<u64> {
+pub(crate) fn latency_histogram() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
 }
 

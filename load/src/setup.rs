@@ -37,6 +37,18 @@ pub struct LoadNodes {
     as_node: u64,
 }
 
+impl LoadNodes {
+    /// The generator as node `as_node` (with its key file `key`) loading `target`.
+    pub(crate) fn new(topology: PathBuf, target: NodeId, key: PathBuf, as_node: NodeId) -> Self {
+        Self {
+            topology,
+            target: target.0,
+            key,
+            as_node: as_node.0,
+        }
+    }
+}
+
 /// The prebuilt packets and how to recognise each after one hop.
 pub(crate) struct Pool {
     pub packets: Vec<Vec<u8>>,

@@ -7,7 +7,7 @@ mod sim_cli;
 
 use clap::{Parser, Subcommand};
 use loopix_authority as directory;
-use loopix_load::{json, loadgen, soak, speed};
+use loopix_load::{json, loadgen, provider_load, soak, speed};
 use loopix_runtime::service::{client, node};
 use loopix_testnet as testnet;
 
@@ -52,6 +52,9 @@ copy of the node from starting.")]
     Loadgen(loadgen::LoadgenArgs),
     /// Offer load to one node across key epochs, with replays (perf/soak.sh drives it).
     Soak(soak::SoakArgs),
+    /// Load a provider with a population of client sessions: handshakes, packets, polls
+    /// with acks, and deliveries from its mix (perf/provider.sh drives it).
+    ProviderLoad(provider_load::ProviderLoadArgs),
     /// Run a whole network on loopback and report on it (the default main job).
     Testnet(testnet::TestnetArgs),
     /// Anonymity experiments on the node's own mixing code (paper §4): entropy, Theorem 1,
@@ -94,6 +97,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Loadgen(args) => loadgen::run(args),
         Cmd::Sim(args) => sim_cli::run(args),
         Cmd::Soak(args) => soak::run(args),
+        Cmd::ProviderLoad(args) => provider_load::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
