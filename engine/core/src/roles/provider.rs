@@ -37,7 +37,7 @@ use crate::formats::wire::{self, ITEM_HEADER_LEN};
 use crate::network::link::{LINK_OVERHEAD, Links};
 use crate::network::node_addresses::NodeAddresses;
 use crate::network::topology::{Role, Topology};
-use crate::pipeline::hop::{Due, HopEngine, HopStats};
+use crate::pipeline::hop::{BATCH, Due, HopEngine, HopStats};
 use crate::pipeline::key_ring::EpochStats;
 use crate::pipeline::steering::home_shard;
 use crate::roles::answer_queue::{AnswerQueue, POLL_ANSWER_DELAY_US};
@@ -82,6 +82,9 @@ pub enum Handoff {
     /// A handshake of a client whose home the receiving shard is.
     Session(Box<Accepted>),
 }
+
+/// Where a client's packet starts in its frame's plaintext (after the kind byte).
+const PACKET_AT: usize = 1;
 
 /// Handoffs waiting for the driver before further ones are refused (`handoff_full`).
 const MAX_HANDOFFS: usize = 4096;
@@ -135,8 +138,9 @@ pub struct Provider<S: InboxStore, C: Codec = Processor> {
     sessions: Sessions,
     quota: ClientQuota,
     layout: FrameLayout,
-    /// Session plaintexts both ways, and handshake responses (a frame's length).
-    plain: Vec<u8>,
+    /// A receive batch's session plaintexts (and handshake responses), a frame's length
+    /// each.
+    plains: Vec<u8>,
     /// An answer item's plaintext, built while the poll's own is still read.
     item_plain: Vec<u8>,
     /// Handshake responses to send, and where.
@@ -199,7 +203,7 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
             .on_shard(config.shard, config.shards),
             quota: ClientQuota::new(&topology.network),
             layout,
-            plain: vec![0u8; layout.frame_len()],
+            plains: vec![0u8; BATCH * layout.frame_len()],
             item_plain: vec![0u8; layout.plaintext_len()],
             responses: VecDeque::new(),
             poll_size,
@@ -318,8 +322,9 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         &mut self.inbox
     }
 
-    /// A packet from a node (`client` None) or from `client`'s session.
-    fn handle_packet(&mut self, now_us: u64, client: Option<NodeId>, bytes: &[u8]) {
+    /// Unwraps packets together (in vector lanes where the batch allows), each from a
+    /// node's link or a client's session, and holds, stores or absorbs each.
+    fn unwrap(&mut self, now_us: u64, packets: &[&[u8]]) {
         let (clients, stats, links) = (&self.clients, &mut self.stats, &self.links);
         let route = |command| match command {
             Command::Relay { next, .. } if links.sends_to(next) => Ok(Due::Send(next)),
@@ -335,18 +340,20 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
             }
             _ => Err(DropReason::UnexpectedCommand),
         };
-        let held = self.engine.receive_batch(now_us, &[bytes], route, on_end);
-        if let Some(client) = client
-            && held > 0
-        {
-            *self.stats.per_client_in.entry(client).or_default() += 1;
-        }
+        self.engine.receive_batch(now_us, packets, route, on_end);
     }
 
-    /// A session frame: a handshake, or a client's packet or poll.
-    fn handle_frame(&mut self, now_us: u64, from: SocketAddr, bytes: &[u8]) {
-        let mut plain = std::mem::take(&mut self.plain);
-        match self.sessions.receive(now_us, from, bytes, &mut plain) {
+    /// A session frame: a handshake, or a client's packet or poll, opened into `plain` (a
+    /// frame's length). True when it is a client's packet, within its quota, left in
+    /// `plain` to be unwrapped with its batch (its bytes from [`PACKET_AT`]).
+    fn take_frame(
+        &mut self,
+        now_us: u64,
+        from: SocketAddr,
+        bytes: &[u8],
+        plain: &mut [u8],
+    ) -> bool {
+        match self.sessions.receive(now_us, from, bytes, plain) {
             Received::Response { len } if self.responses.len() < MAX_RESPONSES => {
                 self.responses.push_back((from, plain[..len].into()));
                 self.stats.sessions_started += 1;
@@ -374,8 +381,8 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
                     self.engine.count_drop(DropReason::RateLimited);
                 }
                 FrameKind::Packet => {
-                    let packet = &plain.body[..self.params.packet_len()];
-                    self.handle_packet(now_us, Some(client), packet);
+                    *self.stats.per_client_in.entry(client).or_default() += 1;
+                    return true;
                 }
                 FrameKind::Poll => self.handle_poll(now_us, client, index, plain.body),
                 FrameKind::Idle => self.stats.idle_frames += 1,
@@ -383,7 +390,7 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
             },
             Received::Dropped(reason) => self.engine.count_drop(reason),
         }
-        self.plain = plain;
+        false
     }
 
     /// A poll from `client` in session `session`: its acks, then N answer items.
@@ -551,21 +558,54 @@ impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
     }
 
     fn handle_datagram(&mut self, now_us: u64, from: SocketAddr, bytes: &[u8]) {
-        let packet_len = self.params.packet_len();
-        if bytes.len() == self.layout.frame_len() {
-            self.handle_frame(now_us, from, bytes);
-        } else if bytes.len() != packet_len + LINK_OVERHEAD {
-            self.engine.count_drop(DropReason::Malformed);
-        } else {
-            let opened = match self.addresses.node_at(&from) {
-                Some(node) => self.links.open(now_us, node, bytes),
-                None => Err(DropReason::UnknownPeer),
-            };
-            match opened {
-                Ok(()) => self.handle_packet(now_us, None, &bytes[..packet_len]),
-                Err(reason) => self.engine.refuse(reason),
+        self.handle_datagrams(now_us, &[(from, bytes)]);
+    }
+
+    /// A receive batch: links' packets and clients' packets (opened out of their frames
+    /// into the batch's plaintexts) are unwrapped together; handshakes and polls are
+    /// answered as they come.
+    fn handle_datagrams(&mut self, now_us: u64, datagrams: &[(SocketAddr, &[u8])]) {
+        let (packet_len, frame_len) = (self.params.packet_len(), self.layout.frame_len());
+        let mut plains = std::mem::take(&mut self.plains);
+        for chunk in datagrams.chunks(BATCH) {
+            // Where each packet of the chunk is: in its datagram, or in its plaintext slot.
+            let mut found = [None::<bool>; BATCH];
+            for (i, &(from, bytes)) in chunk.iter().enumerate() {
+                if bytes.len() == frame_len {
+                    let slot = &mut plains[i * frame_len..(i + 1) * frame_len];
+                    if self.take_frame(now_us, from, bytes, slot) {
+                        found[i] = Some(false);
+                    }
+                } else if bytes.len() != packet_len + LINK_OVERHEAD {
+                    self.engine.count_drop(DropReason::Malformed);
+                } else {
+                    let opened = match self.addresses.node_at(&from) {
+                        Some(node) => self.links.open(now_us, node, bytes),
+                        None => Err(DropReason::UnknownPeer),
+                    };
+                    match opened {
+                        Ok(()) => found[i] = Some(true),
+                        Err(reason) => self.engine.refuse(reason),
+                    }
+                }
             }
+            let mut packets: [&[u8]; BATCH] = [&[]; BATCH];
+            let mut n = 0;
+            for (i, &(_, bytes)) in chunk.iter().enumerate() {
+                let packet = match found[i] {
+                    Some(true) => &bytes[..packet_len],
+                    Some(false) => {
+                        let at = i * frame_len + PACKET_AT;
+                        &plains[at..at + packet_len]
+                    }
+                    None => continue,
+                };
+                packets[n] = packet;
+                n += 1;
+            }
+            self.unwrap(now_us, &packets[..n]);
         }
+        self.plains = plains;
     }
 
     fn handle_timeout(&mut self, now_us: u64) {
