@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod batch_io;
+pub mod blocking;
 pub mod client_driver;
 pub mod clock;
 pub mod config;

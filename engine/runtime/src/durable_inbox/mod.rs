@@ -27,13 +27,15 @@ use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use loopix_core::pipeline::steering::home_shard;
 use loopix_core::roles::inbox::{InboxStore, StoreRefused};
 use loopix_crypto::NodeId;
 use redb::{Database, ReadableDatabase, ReadableTable};
+
+use crate::blocking::Watch;
 
 use writer::{Committed, IDS, INBOX, STORED_AT, Writes};
 pub use writer::{StoreStats, StoreWriter, WriterFaults};
@@ -176,7 +178,7 @@ pub struct ShardInbox {
     /// This shard's share of the store's bound.
     total: usize,
     queue: usize,
-    /// The longest a call waited on the file or the writer's queue, ns.
+    /// The longest a call waited on the file or the writer's queue, ns ([`Watch`]).
     longest_wait_ns: Cell<u64>,
     /// The writer is gone: nothing more can be made durable.
     stopped: bool,
@@ -187,9 +189,9 @@ impl ShardInbox {
         e.batch <= self.committed_through
     }
 
-    /// Records how long a call that touched the file took.
-    fn waited(&self, since: Instant) {
-        let ns = since.elapsed().as_nanos() as u64;
+    /// Records how long a call that touched the file waited on it.
+    fn waited(&self, watch: &Watch) {
+        let ns = watch.waited_ns();
         if ns > self.longest_wait_ns.get() {
             self.longest_wait_ns.set(ns);
         }
@@ -288,9 +290,9 @@ impl InboxStore for ShardInbox {
         if !durable {
             return false;
         }
-        let since = Instant::now();
+        let watch = Watch::start();
         let found = self.committed(client, id);
-        self.waited(since);
+        self.waited(&watch);
         match found {
             Ok(Some(v)) if v.len() == 8 + out.len() => {
                 out.copy_from_slice(&v[8..]);
@@ -356,7 +358,7 @@ impl InboxStore for ShardInbox {
     /// Hands the writes since the last call to the writer (never waiting: if its queue is
     /// full they stay for the next call), and takes its news of what is durable.
     fn flush(&mut self) -> Result<(), String> {
-        let since = Instant::now();
+        let watch = Watch::start();
         self.take_commits();
         if !self.pending.is_empty() {
             let next = Writes::new(self.shard, self.pending.batch + 1);
@@ -371,7 +373,7 @@ impl InboxStore for ShardInbox {
                 }
             }
         }
-        self.waited(since);
+        self.waited(&watch);
         if self.stopped {
             return Err("the store's writer has stopped".into());
         }

@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Instant;
 
 fn temp(name: &str) -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!("loopix-inbox-{name}-{}.redb", std::process::id()));

@@ -26,6 +26,11 @@ pub(super) const STORED_AT: TableDefinition<u64, (u64, u64)> = TableDefinition::
 /// Batches one commit takes at most: bounds one transaction's size.
 const MAX_GROUP: usize = 256;
 
+/// The shortest time between two commits' starts: batches that come meanwhile wait and
+/// go in one transaction, so a busy node makes a few hundred fsyncs a second, not one per
+/// shard turn, and a packet becomes durable (and can be collected) within a few ms.
+const COMMIT_EVERY: Duration = Duration::from_millis(5);
+
 /// How long the writer waits before trying a failed commit again.
 const RETRY_AFTER: Duration = Duration::from_millis(100);
 
@@ -146,6 +151,7 @@ fn run(
 ) {
     let mut group: Vec<Writes> = Vec::new();
     let mut failed_while_stopping = 0;
+    let mut last_commit: Option<Instant> = None;
     loop {
         if group.is_empty() {
             match writes.recv_timeout(IDLE_WAIT) {
@@ -156,6 +162,12 @@ fn run(
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
+        let wait = last_commit.map_or(Duration::ZERO, |at| {
+            COMMIT_EVERY.saturating_sub(at.elapsed())
+        });
+        if !wait.is_zero() && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(wait);
+        }
         while group.len() < MAX_GROUP {
             match writes.try_recv() {
                 Ok(w) => group.push(w),
@@ -163,6 +175,7 @@ fn run(
             }
         }
         let started = Instant::now();
+        last_commit = Some(started);
         let fail = faults.fail_first > 0;
         faults.fail_first = faults.fail_first.saturating_sub(1);
         match commit(db, &group, next_seq, faults.commit_delay, fail) {

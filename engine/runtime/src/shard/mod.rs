@@ -26,6 +26,7 @@ use loopix_core::network::topology::Topology;
 use loopix_crypto::{EpochSeed, NodeId};
 
 use crate::batch_io::{BATCH, Batch};
+use crate::blocking::Watch;
 use crate::clock::NetworkClock;
 use crate::replay_journal::ReplayJournal;
 use crate::rx_timestamp::now_ns;
@@ -204,15 +205,15 @@ impl<C: ShardCore> State<C> {
     /// the same work released is sent, so every packet that leaves has its tag journaled.
     fn write_journal(&mut self) {
         if let Some(journal) = &mut self.journal {
-            let since = Instant::now();
+            let watch = Watch::start();
             journal.write(&mut self.core);
-            self.blocked(since);
+            self.blocked(&watch);
         }
     }
 
     /// Records time spent waiting on something other than the network.
-    fn blocked(&mut self, since: Instant) {
-        self.max_block_ns = self.max_block_ns.max(since.elapsed().as_nanos() as u64);
+    fn blocked(&mut self, watch: &Watch) {
+        self.max_block_ns = self.max_block_ns.max(watch.waited_ns());
     }
 
     /// Takes the work other shards handed this one.
@@ -397,11 +398,11 @@ impl Chores {
 
     /// After sending: the store's commit, control messages, the drain's end, reports.
     fn after_send<C: ShardCore>(&mut self, st: &mut State<C>) -> After {
-        let since = Instant::now();
+        let watch = Watch::start();
         if let Err(e) = st.core.flush_storage() {
             tracing::error!(error = %e, "inbox flush failed");
         }
-        st.blocked(since);
+        st.blocked(&watch);
         match self.control.try_recv() {
             Ok(Control::Reload { topology, seed }) => {
                 if let Err(e) = st.core.reload(&topology, Some(seed)) {

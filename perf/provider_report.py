@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Turns two `loopix provider-load --find-capacity --json` results (1 shard, all shards)
+into a markdown report with an SVG plot of the provider hop's p99 against offered load,
+and the summary object `perf/provider.sh --json` prints. Standard library only."""
+import json
+import sys
+
+from svg_chart import line_chart
+
+
+def at_capacity(run, key, default=None):
+    step = run.get("at_capacity")
+    return step.get(key, default) if step else default
+
+
+def main():
+    one, allc, report, as_json, backend = sys.argv[1:6]
+    r1, rn = json.load(open(one)), json.load(open(allc))
+    blocks = [s.get("max_shard_block_us") for r in (r1, rn) for s in r["steps"]]
+    blocks = [b for b in blocks if b is not None]
+    summary = {
+        "floor_pps": r1["floor_pps"],
+        "capacity_pps_1": r1["capacity_pps"],
+        "capacity_pps_all": rn["capacity_pps"],
+        "shards": rn["shards"],
+        "clients": rn["clients"],
+        "backend": backend,
+        "efficiency_1": r1["efficiency"],
+        "efficiency_all": rn["efficiency"],
+        "scaling": rn["capacity_pps"] / r1["capacity_pps"] if r1["capacity_pps"] else None,
+        "polls_per_s": at_capacity(rn, "polls_per_s"),
+        "handshakes_per_s": at_capacity(rn, "handshakes_per_s"),
+        "store_commits_per_s": at_capacity(rn, "store_commits_per_s"),
+        "store_commit_p99_us": at_capacity(rn, "store_commit_p99_us"),
+        "store_commit_max_us": at_capacity(rn, "store_commit_max_us"),
+        "max_shard_block_us": max(blocks) if blocks else None,
+        "lost": (at_capacity(r1, "lost", 0) or 0) + (at_capacity(rn, "lost", 0) or 0),
+        "p99_bound_us": r1["p99_bound_us"],
+        "report": report,
+    }
+    plot = report.replace(".md", ".svg")
+    series = [(f'{r["shards"]} shard(s)', [(s["offered_pps"], s["latency_us"]["p99"], s["passed"]) for s in r["steps"]])
+              for r in (r1, rn)]
+    bound = r1["p99_bound_us"]
+    line_chart(plot, series, "offered packets/s (unwrapped by the provider)", "p99 provider hop (us)",
+               hline=(bound, f"p99 bound {bound:.0f} us"), y_cap=bound * 4)
+    with open(report, "w") as f:
+        f.write("# Provider capacity report\n\n")
+        f.write(f"Produced by `perf/provider.sh`: {rn['clients']} client sessions; half of each step's "
+                f"packets from clients (relayed to the mix), half delivered by the mix (stored, collected "
+                f"by polls); polls at the default ratio. A step passes with loss < 0.1 % and the hop's "
+                f"p99 <= {bound:.0f} us.\n\n")
+        f.write("| | 1 shard | all shards |\n|---|---|---|\n")
+        f.write(f"| shards | 1 | {rn['shards']} |\n")
+        f.write(f"| I/O backend | {backend} | {backend} |\n")
+        f.write(f"| floor pps per core (loopix speed, same run) | {r1['floor_pps']:.0f} | {rn['floor_pps']:.0f} |\n")
+        f.write(f"| capacity pps | {r1['capacity_pps']:.0f} | {rn['capacity_pps']:.0f} |\n")
+        f.write(f"| efficiency (capacity / (floor x shards)) | {r1['efficiency']:.2f} | {rn['efficiency']:.2f} |\n\n")
+        f.write(f"![p99 against offered load]({plot.split('/')[-1]})\n\n")
+        for r in (r1, rn):
+            f.write(f"## {r['shards']} shard(s): steps\n\n"
+                    "| offered | lost | hop p99 us | polls/s | handshakes/s | node us/datagram | commits/s | "
+                    "commit p99 us | longest shard block us | pass |\n|---|---|---|---|---|---|---|---|---|---|\n")
+            fmt = lambda v, spec: "-" if v is None else format(v, spec)
+            for s in r["steps"]:
+                f.write(f"| {s['offered_pps']:.0f} | {s['lost']} | {s['latency_us']['p99']:.0f} | "
+                        f"{s['polls_per_s']:.0f} | {s['handshakes_per_s']:.1f} | "
+                        f"{fmt(s.get('node_receive_us_per_datagram'), '.1f')} | "
+                        f"{fmt(s.get('store_commits_per_s'), '.0f')} | {fmt(s.get('store_commit_p99_us'), '.0f')} | "
+                        f"{fmt(s.get('max_shard_block_us'), '.0f')} | {s['passed']} |\n")
+            f.write(f"\n(the floor is {r['floor_ns'] / 1000:.1f} us a packet; node us/datagram is the time in "
+                    f"the provider's receive path per datagram, polls and handshakes included)\n\n")
+    if as_json:
+        print(json.dumps(summary, indent=2))
+
+
+main()
