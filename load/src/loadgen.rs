@@ -507,16 +507,28 @@ pub fn find_capacity(args: &LoadgenArgs) -> Result<CapacityReport, String> {
 }
 
 /// The highest rate `passes`, searched as every capacity tool here searches: from a quarter
-/// of `floor_pps` (the crypto floor of every shard) up by 15 % until a rate fails (or
-/// twice the floor passes), then `refine` bisections between the last pass and the
-/// failure. 0 when even the first rate fails.
+/// of `floor_pps` (the crypto floor of every shard; halved until a rate passes, at most
+/// four times) up by 15 % until a rate fails (or twice the floor passes), then `refine`
+/// bisections between the last pass and the failure. 0 when no rate passes.
 pub(crate) fn search_capacity(
     floor_pps: f64,
     refine: usize,
     mut passes: impl FnMut(f64) -> Result<bool, String>,
 ) -> Result<f64, String> {
-    let (mut best, mut rate) = (0.0, 0.25 * floor_pps);
+    let mut rate = 0.25 * floor_pps;
     let top = 2.0 * floor_pps;
+    // A first rate that fails is halved (up to four times) until one passes: a node far
+    // from its floor still gets a figure, not a zero.
+    let mut halvings = 0;
+    while halvings < 4 && !passes(rate)? {
+        rate /= 2.0;
+        halvings += 1;
+    }
+    if halvings == 4 {
+        return Ok(0.0);
+    }
+    let mut best = rate;
+    rate *= 1.15;
     while rate <= top && passes(rate)? {
         best = rate;
         rate *= 1.15;
@@ -774,6 +786,25 @@ const WINDOW_NS: u64 = 100_000_000;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Against a node whose true capacity is `cap`: the search lands within 5 % below it,
+    /// from above a quarter of the floor and from below (halving first).
+    #[test]
+    fn the_capacity_search_lands_just_below_the_true_capacity() {
+        for cap in [1_000.0, 3_000.0, 30_000.0] {
+            let mut tried = Vec::new();
+            let found = search_capacity(20_000.0, 3, |r| {
+                tried.push(r);
+                Ok(r <= cap)
+            })
+            .unwrap();
+            assert!(
+                found <= cap && found > 0.95 * cap,
+                "{cap}: {found} ({tried:?})"
+            );
+        }
+        assert_eq!(search_capacity(20_000.0, 2, |_| Ok(false)).unwrap(), 0.0);
+    }
 
     #[test]
     fn recovery_is_the_first_clean_window_after_the_load_and_later_stalls_are_counted() {
