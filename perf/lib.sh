@@ -5,15 +5,9 @@
 #
 # After sourcing: $bin, $work, $metrics_port; start_node SHARDS [EXTRA_TOML_LINES];
 # stop_node; node_pid.
-#
-# RUSTFLAGS and CARGO_TARGET_DIR are honoured, so a build for another CPU class is measured
-# the same way (e.g. as an AVX2-only CPU: RUSTFLAGS='-C target-cpu=x86-64-v3'
-# CARGO_TARGET_DIR=/tmp/v3-target, with LOOPIX_KERNEL naming the lane kernel).
+# The build and the scratch directory come from perf/build.sh.
 
-cargo build --release -p loopix-tools >&2
-bin=${CARGO_TARGET_DIR:-$PWD/target}/release/loopix
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+source perf/build.sh
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mix_port=$(free_port); gen_port=$(free_port); metrics_port=$(free_port)
 # Epoch 0 starts now; each node publishes its keys for epochs 0..${epochs_published:-8}-1

@@ -39,10 +39,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-cargo build --release -p loopix-tools >&2
-bin=${CARGO_TARGET_DIR:-$PWD/target}/release/loopix
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+source perf/build.sh
 export LOOPIX_BACKEND=$backend
 cores=$(nproc)
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
