@@ -30,6 +30,9 @@ def main():
         "scaling": rn["capacity_pps"] / r1["capacity_pps"] if r1["capacity_pps"] else None,
         "polls_per_s": at_capacity(rn, "polls_per_s"),
         "handshakes_per_s": at_capacity(rn, "handshakes_per_s"),
+        "node_cpu_us_per_packet_1": at_capacity(r1, "node_cpu_us_per_packet"),
+        "cpu_efficiency_1": (r1["floor_ns"] / 1000 / at_capacity(r1, "node_cpu_us_per_packet"))
+        if at_capacity(r1, "node_cpu_us_per_packet") else None,
         "store_commits_per_s": at_capacity(rn, "store_commits_per_s"),
         "store_commit_p99_us": at_capacity(rn, "store_commit_p99_us"),
         "store_commit_max_us": at_capacity(rn, "store_commit_max_us"),
@@ -59,17 +62,19 @@ def main():
         f.write(f"![p99 against offered load]({plot.split('/')[-1]})\n\n")
         for r in (r1, rn):
             f.write(f"## {r['shards']} shard(s): steps\n\n"
-                    "| offered | lost | hop p99 us | polls/s | handshakes/s | node us/datagram | commits/s | "
-                    "commit p99 us | longest shard block us | pass |\n|---|---|---|---|---|---|---|---|---|---|\n")
+                    "| offered | lost | hop p99 us | polls/s | handshakes/s | node us/datagram | node CPU us/packet | "
+                    "commits/s | commit p99 us | longest shard block us | pass |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
             fmt = lambda v, spec: "-" if v is None else format(v, spec)
             for s in r["steps"]:
                 f.write(f"| {s['offered_pps']:.0f} | {s['lost']} | {s['latency_us']['p99']:.0f} | "
                         f"{s['polls_per_s']:.0f} | {s['handshakes_per_s']:.1f} | "
                         f"{fmt(s.get('node_receive_us_per_datagram'), '.1f')} | "
+                        f"{fmt(s.get('node_cpu_us_per_packet'), '.1f')} | "
                         f"{fmt(s.get('store_commits_per_s'), '.0f')} | {fmt(s.get('store_commit_p99_us'), '.0f')} | "
                         f"{fmt(s.get('max_shard_block_us'), '.0f')} | {s['passed']} |\n")
             f.write(f"\n(the floor is {r['floor_ns'] / 1000:.1f} us a packet; node us/datagram is the time in "
-                    f"the provider's receive path per datagram, polls and handshakes included)\n\n")
+                    f"the provider's receive path per datagram, polls and handshakes included; node CPU us/packet is "
+                    f"the provider process's CPU time, every thread, per packet offered to it)\n\n")
     if as_json:
         print(json.dumps(summary, indent=2))
 

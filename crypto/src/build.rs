@@ -203,6 +203,28 @@ pub fn fill_dummy<R: CryptoRng + ?Sized>(rng: &mut R, out: &mut [u8]) {
     rng.fill_bytes(&mut out[n..]);
 }
 
+/// Writes the group elements of `heads.len()` dummy packets at once: each valid and uniformly
+/// random, as [`fill_dummy`] writes them (`compress(2·x·B)` for a random `x`, and `2x` is as
+/// uniform as `x`), but at one field inversion for the lot (dalek's batched
+/// double-and-compress) instead of one each. A provider keeps a few ready for its answers.
+pub fn fill_dummy_alphas<R: CryptoRng + ?Sized>(rng: &mut R, heads: &mut [[u8; ALPHA_LEN]]) {
+    let points: Vec<RistrettoPoint> = heads
+        .iter()
+        .map(|_| {
+            let mut x = random_scalar(rng);
+            let p = RistrettoPoint::mul_base(&x);
+            x.zeroize();
+            p
+        })
+        .collect();
+    for (head, alpha) in heads
+        .iter_mut()
+        .zip(RistrettoPoint::double_and_compress_batch(&points))
+    {
+        *head = alpha.to_bytes();
+    }
+}
+
 fn check(params: &Params, path: &[Hop], payload: &[u8], out_len: usize) -> Result<(), BuildError> {
     check_path(path)?;
     check_sizes(params, payload, out_len)
@@ -327,5 +349,31 @@ fn write_body(keys: &[HopKeys], payload: &[u8], body: &mut [u8]) {
     body[PAYLOAD_TAG_LEN..PAYLOAD_TAG_LEN + payload.len()].copy_from_slice(payload);
     for k in keys.iter().rev() {
         lioness::encrypt(&k.payload, body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    /// Dummies' group elements made in a batch are valid, all different, and (as one at a
+    /// time) never the identity.
+    #[test]
+    fn dummy_alphas_in_a_batch_are_valid_and_distinct() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let mut heads = [[0u8; ALPHA_LEN]; 33];
+        fill_dummy_alphas(&mut rng, &mut heads);
+        let mut seen = std::collections::BTreeSet::new();
+        for h in &heads {
+            let p = crate::primitives::decompress(h).expect("a valid group element");
+            assert_ne!(compress(&p), [0u8; 32], "not the identity");
+            assert!(seen.insert(*h), "distinct");
+        }
+        // One at a time, the same kind of element.
+        let mut one = [0u8; 64];
+        fill_dummy(&mut rng, &mut one);
+        assert!(crate::primitives::decompress(one[..32].try_into().unwrap()).is_some());
     }
 }

@@ -53,7 +53,7 @@ pub mod surb;
 
 pub use build::{
     BuildError, Hop, MAX_STEER_TRIES, build, build_into, build_into_steered, build_into_traced,
-    check_sizes, fill_dummy,
+    check_sizes, fill_dummy, fill_dummy_alphas,
 };
 pub use command::{Command, MalformedCommand, NodeId};
 pub use epoch_seed::EpochSeed;

@@ -126,6 +126,10 @@ pub struct StepReport {
     pub generator_kernel_drops: u64,
     /// The provider's time on received batches per datagram, µs.
     pub node_receive_us_per_datagram: Option<f64>,
+    /// The provider process's CPU time (every thread: shards, store writer) per packet it
+    /// was offered to unwrap, µs: its cost against the crypto floor, whatever share of the
+    /// cores the generator beside it took.
+    pub node_cpu_us_per_packet: Option<f64>,
     /// Store commits a second, their p99 (histogram bound) and the longest, µs.
     pub store_commits_per_s: Option<f64>,
     pub store_commit_p99_us: Option<f64>,
@@ -632,6 +636,7 @@ impl Bench {
             generator_kernel_drops: self.own_kernel_drops().saturating_sub(own_drops_before),
             node_drops: node.drops,
             node_receive_us_per_datagram: node.receive_us,
+            node_cpu_us_per_packet: node.cpu_s.map(|cpu| cpu * 1e6 / total.max(1) as f64),
             store_commits_per_s: node.commits_per_s,
             store_commit_p99_us: node.commit_p99_us,
             store_commit_max_us: node.commit_max_us,
@@ -831,6 +836,8 @@ fn forwarded(
 struct NodeFigures {
     drops: BTreeMap<String, u64>,
     receive_us: Option<f64>,
+    /// Process CPU seconds over the step.
+    cpu_s: Option<f64>,
     commits_per_s: Option<f64>,
     commit_p99_us: Option<f64>,
     commit_max_us: Option<f64>,
@@ -854,6 +861,7 @@ impl NodeFigures {
         Self {
             drops: crate::loadgen::node_drops(b, a),
             receive_us: crate::loadgen::node_receive_us_per_packet(b, a),
+            cpu_s: delta("process_cpu_seconds_total"),
             commits_per_s: delta("loopix_store_commits_total").map(|n| n / elapsed.as_secs_f64()),
             commit_p99_us: buckets(b, commit)
                 .zip(buckets(a, commit))

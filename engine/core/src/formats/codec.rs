@@ -16,6 +16,10 @@ use rand_core::CryptoRng;
 
 /// A packet format: the unwrapping side is a value (it holds the hop's key), building and
 /// dummies are associated functions (senders hold only public keys).
+/// The bytes of a dummy a codec may make ahead, in batches ([`Codec::fill_dummy_heads`]):
+/// a Sphinx packet's group element.
+pub const DUMMY_HEAD_LEN: usize = loopix_crypto::params::ALPHA_LEN;
+
 pub trait Codec: Sized + 'static {
     /// How outputs name the codec they ran with.
     const NAME: &'static str;
@@ -112,6 +116,15 @@ pub trait Codec: Sized + 'static {
     /// Fills `out` with bytes no observer can tell from a packet of this codec.
     fn fill_dummy<R: CryptoRng + ?Sized>(rng: &mut R, out: &mut [u8]);
 
+    /// Writes the first [`DUMMY_HEAD_LEN`] bytes of `heads.len()` dummies at once (what
+    /// [`Codec::fill_dummy`] writes first; the rest of a dummy is random bytes): where a
+    /// codec can make them cheaper together (Sphinx: one field inversion for the lot).
+    fn fill_dummy_heads<R: CryptoRng + ?Sized>(rng: &mut R, heads: &mut [[u8; DUMMY_HEAD_LEN]]) {
+        for head in heads {
+            Self::fill_dummy(rng, head);
+        }
+    }
+
     /// An id that stays the same on every hop of one packet's path, so a simulator can
     /// tell an experiment which datagram is which (its ground truth). Sphinx makes every
     /// hop's bytes unlinkable, so it has none.
@@ -175,6 +188,10 @@ impl Codec for Processor {
 
     fn fill_dummy<R: CryptoRng + ?Sized>(rng: &mut R, out: &mut [u8]) {
         loopix_crypto::fill_dummy(rng, out)
+    }
+
+    fn fill_dummy_heads<R: CryptoRng + ?Sized>(rng: &mut R, heads: &mut [[u8; DUMMY_HEAD_LEN]]) {
+        loopix_crypto::fill_dummy_alphas(rng, heads)
     }
 
     type SurbOpener = SurbOpener;

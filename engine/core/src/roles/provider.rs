@@ -32,7 +32,7 @@ use rand_core::{Rng, SeedableRng};
 
 use crate::drops::DropReason;
 use crate::endpoint::{Endpoint, Transmit};
-use crate::formats::codec::Codec;
+use crate::formats::codec::{Codec, DUMMY_HEAD_LEN};
 use crate::formats::wire::{self, ITEM_HEADER_LEN};
 use crate::network::link::{LINK_OVERHEAD, Links};
 use crate::network::node_addresses::NodeAddresses;
@@ -82,6 +82,11 @@ pub enum Handoff {
     /// A handshake of a client whose home the receiving shard is.
     Session(Box<Accepted>),
 }
+
+/// Dummies' heads made at once: a Sphinx dummy's group element costs a scalar
+/// multiplication and, made alone, a field inversion; made 32 at a time, one inversion
+/// serves them all.
+const DUMMY_BATCH: usize = 32;
 
 /// Where a client's packet starts in its frame's plaintext (after the kind byte).
 const PACKET_AT: usize = 1;
@@ -153,6 +158,8 @@ pub struct Provider<S: InboxStore, C: Codec = Processor> {
     /// Work for other shards, and which.
     handoffs: VecDeque<(usize, Handoff)>,
     spare: Vec<Box<[u8]>>,
+    /// Dummies' heads made ahead ([`Codec::fill_dummy_heads`]), each used once.
+    dummy_heads: Vec<[u8; DUMMY_HEAD_LEN]>,
     stats: ProviderStats,
 }
 
@@ -213,6 +220,7 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
             events: VecDeque::with_capacity(MAX_EVENTS),
             handoffs: VecDeque::new(),
             spare: Vec::new(),
+            dummy_heads: Vec::with_capacity(DUMMY_BATCH),
             stats: ProviderStats::default(),
         })
     }
@@ -525,12 +533,24 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         let id = match real {
             Some(id) => id,
             None => {
-                C::fill_dummy(&mut self.rng, packet);
+                self.fill_dummy(packet);
                 self.stats.dummies_sent += 1;
                 self.rng.next_u64()
             }
         };
         wire::write_item_header(header, id, waiting);
+    }
+
+    /// A dummy packet, from the dummies' heads made ahead in batches: each used once.
+    fn fill_dummy(&mut self, packet: &mut [u8]) {
+        if self.dummy_heads.is_empty() {
+            self.dummy_heads.resize(DUMMY_BATCH, [0; DUMMY_HEAD_LEN]);
+            C::fill_dummy_heads(&mut self.rng, &mut self.dummy_heads);
+        }
+        let head = self.dummy_heads.pop().unwrap_or_default();
+        let n = head.len().min(packet.len());
+        packet[..n].copy_from_slice(&head[..n]);
+        self.rng.fill_bytes(&mut packet[n..]);
     }
 
     /// The next answer frame due.
