@@ -37,6 +37,8 @@ def main():
         "store_commit_p99_us": at_capacity(rn, "store_commit_p99_us"),
         "store_commit_max_us": at_capacity(rn, "store_commit_max_us"),
         "max_shard_block_us": max(blocks) if blocks else None,
+        "max_shard_block_store_us": max([s.get("max_shard_block_store_us") or 0 for r in (r1, rn) for s in r["steps"]], default=None),
+        "max_shard_block_journal_us": max([s.get("max_shard_block_journal_us") or 0 for r in (r1, rn) for s in r["steps"]], default=None),
         "lost": (at_capacity(r1, "lost", 0) or 0) + (at_capacity(rn, "lost", 0) or 0),
         "p99_bound_us": r1["p99_bound_us"],
         "report": report,

@@ -134,8 +134,11 @@ pub struct StepReport {
     pub store_commits_per_s: Option<f64>,
     pub store_commit_p99_us: Option<f64>,
     pub store_commit_max_us: Option<f64>,
-    /// The longest any shard waited on anything but the network, since it started, µs.
+    /// The longest any shard waited on anything but the network, since it started, µs;
+    /// and of that, on the store and on the replay journal.
     pub max_shard_block_us: Option<f64>,
+    pub max_shard_block_store_us: Option<f64>,
+    pub max_shard_block_journal_us: Option<f64>,
     pub passed: bool,
 }
 
@@ -641,6 +644,8 @@ impl Bench {
             store_commit_p99_us: node.commit_p99_us,
             store_commit_max_us: node.commit_max_us,
             max_shard_block_us: node.max_block_us,
+            max_shard_block_store_us: node.max_block_store_us,
+            max_shard_block_journal_us: node.max_block_journal_us,
         };
         eprintln!(
             "provider-load: {rate:.0}/s: lost {} of {} ({} forwarded of {}, {} collected of {}), hop p99 {:.0} us, {:.0} polls/s, {:.1} handshakes/s: {}",
@@ -842,6 +847,8 @@ struct NodeFigures {
     commit_p99_us: Option<f64>,
     commit_max_us: Option<f64>,
     max_block_us: Option<f64>,
+    max_block_store_us: Option<f64>,
+    max_block_journal_us: Option<f64>,
 }
 
 impl NodeFigures {
@@ -849,14 +856,18 @@ impl NodeFigures {
         let (Some(b), Some(a)) = (before, after) else {
             return Self::default();
         };
-        use crate::scrape::{buckets, quantile_bound, samples, sum};
+        use crate::scrape::{buckets, label, quantile_bound, samples, sum};
         let delta = |name| Some(sum(a, name)? - sum(b, name)?);
-        let max = |name: &str| {
+        let max_with = |name: &str, cause: Option<&str>| {
             samples(a)
-                .filter(|(n, _, _)| *n == name)
+                .filter(|(n, labels, _)| {
+                    *n == name && cause.is_none_or(|c| label(labels, "cause") == Some(c))
+                })
                 .map(|(_, _, v)| v)
                 .reduce(f64::max)
         };
+        let max = |name: &str| max_with(name, None);
+        let block = "loopix_shard_max_block_seconds";
         let commit = "loopix_store_commit_seconds";
         Self {
             drops: crate::loadgen::node_drops(b, a),
@@ -868,7 +879,9 @@ impl NodeFigures {
                 .and_then(|(b, a)| quantile_bound(&b, &a, 0.99))
                 .map(|s| s * 1e6),
             commit_max_us: max("loopix_store_commit_max_seconds").map(|s| s * 1e6),
-            max_block_us: max("loopix_shard_max_block_seconds").map(|s| s * 1e6),
+            max_block_us: max(block).map(|s| s * 1e6),
+            max_block_store_us: max_with(block, Some("store")).map(|s| s * 1e6),
+            max_block_journal_us: max_with(block, Some("journal")).map(|s| s * 1e6),
         }
     }
 }

@@ -307,12 +307,16 @@ pub fn render(s: &Snapshot) -> String {
     family(
         "loopix_shard_max_block_seconds",
         "gauge",
-        "The longest a shard waited on anything but the network since it started (its store, \
-         its replay journal's writes): a slow disk shows here before it costs packets.",
-        &mut s
-            .reports
-            .iter()
-            .map(|r| (shard(r), r.max_block_us as f64 / 1e6)),
+        "The longest a shard slept waiting on anything but the network since it started, by \
+         what it waited on (`store`: a provider's store; `journal`: the replay journal's \
+         writes): a slow disk shows here before it costs packets.",
+        &mut s.reports.iter().flat_map(|r| {
+            [
+                ("store", r.max_block_us.store),
+                ("journal", r.max_block_us.journal),
+            ]
+            .map(|(cause, us)| (format!("{},cause=\"{cause}\"", shard(r)), us as f64 / 1e6))
+        }),
     );
     family(
         "loopix_strays_forwarded_total",

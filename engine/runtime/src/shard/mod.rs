@@ -72,7 +72,7 @@ pub struct ShardReport {
     pub strays_dropped: u64,
     /// The longest the shard waited on anything but the network (its store, its journal's
     /// writes, a queue to another shard), µs: what a slow disk would make it lose.
-    pub max_block_us: u64,
+    pub max_block_us: Blocked,
     /// Nanoseconds the core spent on received batches (unwrap, replay check, hold): per
     /// packet, the engine's cost to set against `loopix speed`'s crypto floor. It is how a
     /// 25 % loss to stack placement was found (crypto/src/stack_position.rs).
@@ -88,6 +88,23 @@ pub struct ShardReport {
     pub recv_errors: u64,
     /// The last report, sent as the shard exits.
     pub last: bool,
+}
+
+/// The longest a shard waited on anything but the network, by what it waited on, µs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Blocked {
+    /// A provider's store: handing writes to its writer, reading a packet for a poll.
+    pub store: u64,
+    /// The replay journal's writes (page-cache appends, which a disk busy writing those
+    /// pages back can hold up).
+    pub journal: u64,
+}
+
+impl Blocked {
+    /// The longest of either.
+    pub fn max(&self) -> u64 {
+        self.store.max(self.journal)
+    }
 }
 
 /// Everything a shard starts with.
@@ -146,7 +163,7 @@ pub(crate) struct State<C> {
     send_errors: u64,
     recv_errors: u64,
     /// See [`ShardReport::max_block_us`], ns.
-    max_block_ns: u64,
+    max_block_ns: Blocked,
 }
 
 impl<C: ShardCore> State<C> {
@@ -182,7 +199,7 @@ impl<C: ShardCore> State<C> {
             max_socket_wait_ns: setup.max_socket_wait.map(|d| d.as_nanos() as u64),
             send_errors: 0,
             recv_errors: 0,
-            max_block_ns: 0,
+            max_block_ns: Blocked::default(),
         };
         (st, chores, setup.socket)
     }
@@ -207,13 +224,9 @@ impl<C: ShardCore> State<C> {
         if let Some(journal) = &mut self.journal {
             let watch = Watch::start();
             journal.write(&mut self.core);
-            self.blocked(&watch);
+            let ns = watch.waited_ns();
+            self.max_block_ns.journal = self.max_block_ns.journal.max(ns);
         }
-    }
-
-    /// Records time spent waiting on something other than the network.
-    fn blocked(&mut self, watch: &Watch) {
-        self.max_block_ns = self.max_block_ns.max(watch.waited_ns());
     }
 
     /// Takes the work other shards handed this one.
@@ -334,7 +347,10 @@ impl<C: ShardCore> State<C> {
         let core = self.core.report(self.now_us());
         ShardReport {
             shard: self.index,
-            max_block_us: (self.max_block_ns / 1_000).max(core.store_wait_us),
+            max_block_us: Blocked {
+                store: (self.max_block_ns.store / 1_000).max(core.store_wait_us),
+                journal: self.max_block_ns.journal / 1_000,
+            },
             core,
             links_heard: self.core.links_heard().into(),
             strays_forwarded: self.strays_forwarded,
@@ -402,7 +418,8 @@ impl Chores {
         if let Err(e) = st.core.flush_storage() {
             tracing::error!(error = %e, "inbox flush failed");
         }
-        st.blocked(&watch);
+        let ns = watch.waited_ns();
+        st.max_block_ns.store = st.max_block_ns.store.max(ns);
         match self.control.try_recv() {
             Ok(Control::Reload { topology, seed }) => {
                 if let Err(e) = st.core.reload(&topology, Some(seed)) {
