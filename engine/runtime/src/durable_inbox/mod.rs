@@ -9,8 +9,10 @@
 //! shard which of its batches are durable. A packet is handed out in a poll only once its
 //! batch is durable, so a crash (SIGKILL) can lose only packets no client has seen; a
 //! sender's acknowledgement (SURB-ACK) comes from its recipient, so such a loss is
-//! retransmitted. Polls read committed packets' bytes from the file (redb's readers do not
-//! wait for its writer).
+//! retransmitted. A durable packet's bytes stay in the shard's memory too (up to
+//! [`CACHED_PACKETS`] a shard), so a poll reads nothing from the file: a reader can wait on
+//! redb's writer while it commits. Packets beyond that, and those loaded at start, are read
+//! from the file.
 //!
 //! Bounds: per client; in all, split evenly over the shards (each holds `total / shards`);
 //! and per shard, the packets queued for the writer but not yet durable (`store_queue`):
@@ -54,6 +56,9 @@ pub struct StoreOptions {
 /// Batches queued for the writer, per shard, before a shard keeps its writes to itself
 /// until the next turn (its stores bounded by [`StoreOptions::queue`] meanwhile).
 const QUEUED_BATCHES_PER_SHARD: usize = 64;
+
+/// Durable packets a shard keeps in memory for polls (~40 MB at the default packet size).
+pub const CACHED_PACKETS: usize = 16_384;
 
 /// Packet buffers a shard keeps for reuse.
 const SPARE_BUFFERS: usize = 4096;
@@ -107,6 +112,7 @@ pub fn open(
                     id,
                     at_us,
                     batch: 0,
+                    bytes: None,
                 });
         }
     }
@@ -135,6 +141,7 @@ pub fn open(
                 to_writer: to_writer.clone(),
                 from_writer,
                 spare: Vec::new(),
+                cached: 0,
                 per_client: options.per_client,
                 total: options.total.div_ceil(shards),
                 queue: options.queue,
@@ -147,12 +154,14 @@ pub fn open(
 }
 
 /// A stored packet as a shard's memory holds it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Entry {
     id: u64,
     at_us: u64,
     /// The shard's batch it was written in (0: loaded from the file).
     batch: u64,
+    /// Its bytes, once durable, if the shard keeps them ([`CACHED_PACKETS`]).
+    bytes: Option<Box<[u8]>>,
 }
 
 /// The inboxes of one shard's clients. See the module docs.
@@ -174,6 +183,8 @@ pub struct ShardInbox {
     to_writer: Sender<Writes>,
     from_writer: Receiver<Committed>,
     spare: Vec<Box<[u8]>>,
+    /// Entries whose bytes are in memory.
+    cached: usize,
     per_client: usize,
     /// This shard's share of the store's bound.
     total: usize,
@@ -207,11 +218,37 @@ impl ShardInbox {
                 self.uncommitted -= stores;
                 self.in_flight.pop_front();
             }
-            for b in c.buffers {
-                if self.spare.len() < SPARE_BUFFERS {
-                    self.spare.push(b);
+            for (client, id, _, packet) in c.stores {
+                let entry = match self.cached < CACHED_PACKETS {
+                    true => self
+                        .index
+                        .get_mut(&client)
+                        .and_then(|q| q.iter_mut().rev().find(|e| e.id == id)),
+                    false => None,
+                };
+                match entry {
+                    Some(e) => {
+                        e.bytes = Some(packet);
+                        self.cached += 1;
+                    }
+                    None => self.recycle(packet),
                 }
             }
+        }
+    }
+
+    /// Keeps a packet buffer for a later store, if there is room.
+    fn recycle(&mut self, packet: Box<[u8]>) {
+        if self.spare.len() < SPARE_BUFFERS {
+            self.spare.push(packet);
+        }
+    }
+
+    /// An entry leaves the index: its bytes, if kept, are freed for reuse.
+    fn forget(&mut self, e: Entry) {
+        if let Some(b) = e.bytes {
+            self.cached -= 1;
+            self.recycle(b);
         }
     }
 
@@ -262,6 +299,7 @@ impl InboxStore for ShardInbox {
             id,
             at_us,
             batch: self.pending.batch,
+            bytes: None,
         });
         let mut buf = match self.spare.pop() {
             Some(b) if b.len() == packet.len() => b,
@@ -282,13 +320,20 @@ impl InboxStore for ShardInbox {
     }
 
     fn read(&self, client: NodeId, id: u64, out: &mut [u8]) -> bool {
-        let durable = self
+        let entry = self
             .index
             .get(&client)
             .and_then(|q| q.iter().find(|e| e.id == id))
-            .is_some_and(|e| self.is_durable(e));
-        if !durable {
+            .filter(|e| self.is_durable(e));
+        let Some(entry) = entry else {
             return false;
+        };
+        if let Some(bytes) = &entry.bytes {
+            if bytes.len() != out.len() {
+                return false;
+            }
+            out.copy_from_slice(bytes);
+            return true;
         }
         let watch = Watch::start();
         let found = self.committed(client, id);
@@ -316,9 +361,12 @@ impl InboxStore for ShardInbox {
         let Some(at) = q.iter().position(|e| e.id == id && e.batch <= through) else {
             return false;
         };
-        q.remove(at);
+        let removed = q.remove(at);
         if q.is_empty() {
             self.index.remove(&client);
+        }
+        if let Some(e) = removed {
+            self.forget(e);
         }
         self.entries -= 1;
         self.pending.removes.push((client, id));

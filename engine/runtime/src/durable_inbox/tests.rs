@@ -319,3 +319,32 @@ fn a_slow_disk_never_holds_a_shard() {
     close(w, s);
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Durable packets are kept in memory for polls up to the bound, and read from the file
+/// beyond it; an ack frees the memory.
+#[test]
+fn durable_packets_are_read_from_memory_up_to_the_bound_and_from_the_file_beyond() {
+    let path = temp("cache");
+    let o = StoreOptions {
+        queue: 100_000,
+        ..options(100_000, 1_000_000)
+    };
+    let (w, mut s) = one(&path, o, 0);
+    let c = NodeId(4);
+    let n = CACHED_PACKETS as u64 + 5;
+    for id in 0..n {
+        s.store(c, id, 0, &id.to_le_bytes()).unwrap();
+    }
+    settle(&mut s);
+    assert_eq!(s.cached, CACHED_PACKETS, "kept in memory up to the bound");
+    let mut buf = [0u8; 8];
+    for id in [0, n / 2, n - 1] {
+        assert!(s.read(c, id, &mut buf), "{id}");
+        assert_eq!(u64::from_le_bytes(buf), id);
+    }
+    assert!(s.ack(c, 0));
+    assert!(s.ack(c, n - 1));
+    assert_eq!(s.cached, CACHED_PACKETS - 1, "the acked kept one freed");
+    close(w, s);
+    std::fs::remove_file(&path).unwrap();
+}

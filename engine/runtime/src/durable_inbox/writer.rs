@@ -62,10 +62,11 @@ impl Writes {
     }
 }
 
-/// A shard's batch is durable; its packet buffers come back for reuse.
+/// A shard's batch is durable; its stores come back (their packets, for the shard to keep
+/// in memory for polls or reuse).
 pub(super) struct Committed {
     pub batch: u64,
-    pub buffers: Vec<Box<[u8]>>,
+    pub stores: Vec<Store>,
 }
 
 /// What the writer did, for the metrics (read off the packet path).
@@ -197,11 +198,10 @@ fn run(
                     stats
                         .removed
                         .fetch_add(w.removes.len() as u64, Ordering::Relaxed);
-                    let buffers = w.stores.into_iter().map(|s| s.3).collect();
                     // A shard that has stopped no longer needs to know.
                     let _ = done[w.shard].send(Committed {
                         batch: w.batch,
-                        buffers,
+                        stores: w.stores,
                     });
                 }
             }
