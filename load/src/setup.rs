@@ -153,13 +153,6 @@ impl Setup {
         debug_assert!(_sealed.is_ok());
         d
     }
-
-    /// Seals every packet of `pool` in place, packet `i` as sent at `at_us(i)`.
-    pub fn seal_pool(&self, pool: &mut Pool, at_us: impl Fn(usize) -> u64) {
-        for (i, p) in pool.packets.iter_mut().enumerate() {
-            *p = self.seal(at_us(i), p);
-        }
-    }
 }
 
 /// A UDP socket with a receive buffer big enough that bursts of forwarded packets are not

@@ -106,8 +106,12 @@ pub fn run(args: &SoakArgs) -> Result<(), String> {
         },
         count,
     )?;
-    setup.seal_pool(&mut pool, due_us);
     let replays = plan_replays(&setup, args.replays_per_epoch, count, &due_us);
+    let packet_len = setup.params.packet_len();
+    let sealed_replays =
+        seal_in_send_order(&mut pool.packets, &replays, &due_us, packet_len, |at, d| {
+            setup.seal_owned(at, d)
+        });
     let wait = start_us.saturating_sub(clock.now_us());
     eprintln!(
         "soak: {} replays planned; starting in {:.1} s; start_unix_ms={}",
@@ -115,7 +119,15 @@ pub fn run(args: &SoakArgs) -> Result<(), String> {
         wait as f64 / 1e6,
         start_us / 1000
     );
-    let report = blast(args, &setup, &clock, &pool, &replays, start_us)?;
+    let report = blast(
+        args,
+        &setup,
+        &clock,
+        &pool,
+        &replays,
+        &sealed_replays,
+        start_us,
+    )?;
     if args.json {
         crate::json::print(&report)?;
     } else {
@@ -170,6 +182,40 @@ fn plan_replays(
     plan
 }
 
+/// Seals every datagram of the run in the order it will be sent (replay `k` before pool
+/// packet `i` when it is due by then, as the sender sends them): the link counters rise in
+/// send order, as a real node's do. Sealing a replay later, with a counter past every
+/// packet still to come, would move the node's link window past them all, and the node
+/// would refuse the rest of the run as link replays: loss the generator made, blamed on the
+/// node. Pool packets are sealed in place; returns the sealed replays, in plan order.
+fn seal_in_send_order(
+    packets: &mut [Vec<u8>],
+    replays: &[(u64, usize, When)],
+    due_us: &dyn Fn(usize) -> u64,
+    packet_len: usize,
+    mut seal: impl FnMut(u64, Vec<u8>) -> Vec<u8>,
+) -> Vec<Vec<u8>> {
+    let mut sealed = Vec::with_capacity(replays.len());
+    for i in 0..=packets.len() {
+        let due = if i < packets.len() {
+            due_us(i)
+        } else {
+            u64::MAX
+        };
+        while let Some(&(at, j, _)) = replays.get(sealed.len())
+            && at <= due
+        {
+            // The same packet under a fresh trailer (a replay is of a packet sent before).
+            sealed.push(seal(at, packets[j][..packet_len].to_vec()));
+        }
+        if let Some(p) = packets.get_mut(i) {
+            let raw = std::mem::take(p);
+            *p = seal(due, raw);
+        }
+    }
+    sealed
+}
+
 /// Sends the pool and the replays at their times while a thread counts what comes back.
 fn blast(
     args: &SoakArgs,
@@ -177,6 +223,7 @@ fn blast(
     clock: &NetworkClock,
     pool: &Pool,
     replays: &[(u64, usize, When)],
+    sealed_replays: &[Vec<u8>],
     start_us: u64,
 ) -> Result<SoakReport, String> {
     let seconds = args.duration_s.ceil() as usize + 1;
@@ -201,19 +248,18 @@ fn blast(
             sent_per_s: vec![0; seconds],
             ..SoakReport::default()
         };
-        let mut next_replay = replays.iter().peekable();
+        let mut next_replay = replays.iter().zip(sealed_replays).peekable();
         // Sends every replay due by `by_us`, in order.
         let mut replays_due = |by_us: u64, report: &mut SoakReport| {
-            while let Some(&&(at, j, when)) = next_replay.peek()
+            while let Some(&(&(at, _, when), again)) = next_replay.peek()
                 && at <= by_us
             {
                 next_replay.next();
                 sleep_until(clock, at);
-                // The same packet under a fresh link trailer: the link takes it, so the
-                // node's replay filter (or its key's expiry) is what must refuse it.
-                let packet = &pool.packets[j][..setup.params.packet_len()];
-                let again = setup.seal(at, packet);
-                if setup.socket.send_to(&again, setup.target).is_ok() {
+                // The same packet under a fresh link trailer, sealed in send order: the
+                // link takes it, so the node's replay filter (or its key's expiry) is what
+                // must refuse it.
+                if setup.socket.send_to(again, setup.target).is_ok() {
                     report.replays_sent += 1;
                     *match when {
                         When::Within => &mut report.replays_within,
@@ -304,4 +350,55 @@ fn receive(
         }
     }
     (per_s, twice)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loopix_core::network::link::{LINK_OVERHEAD, Links};
+    use loopix_crypto::NodeId;
+    use loopix_sim::network::{NetworkSpec, generate};
+
+    /// A run's datagrams, pool packets and replays, sealed by the soak as a provider's
+    /// link to a layer-1 mix: the mix's link opens every pool packet in send order (none
+    /// is a link replay), so what the node refuses is the replays alone, for what they are.
+    #[test]
+    fn every_datagram_is_sealed_in_send_order() {
+        let spec = NetworkSpec {
+            layers: 1,
+            mixes_per_layer: 1,
+            providers: 1,
+            clients: 0,
+            ..NetworkSpec::default()
+        };
+        let net = generate(&spec, 7).unwrap();
+        let t = &net.topology;
+        let (mix, provider) = (NodeId(1), t.providers().next().unwrap().id);
+        let mut sender = Links::new(t, provider, &net.keys.sessions[&provider], 0).unwrap();
+        let mut receiver = Links::new(t, mix, &net.keys.sessions[&mix], 0).unwrap();
+        let packet_len = 64;
+        let count = 5_000;
+        let due = |i: usize| 1_000_000 + i as u64 * 100;
+        let mut packets: Vec<Vec<u8>> = (0..count).map(|i| vec![i as u8; packet_len]).collect();
+        // Replays of early packets, due long before the run's end.
+        let replays: Vec<(u64, usize, When)> = (0..20)
+            .map(|k| (due(k * 10) + 50_000, k * 10, When::Within))
+            .collect();
+        let sealed = seal_in_send_order(&mut packets, &replays, &due, packet_len, |at, mut d| {
+            d.resize(packet_len + LINK_OVERHEAD, 0);
+            sender.seal(at, mix, &mut d).unwrap();
+            d
+        });
+        assert_eq!(sealed.len(), replays.len());
+        // Delivered in send order: every pool packet opens.
+        let (mut next, mut refused) = (0, 0);
+        for (i, p) in packets.iter().enumerate() {
+            while next < replays.len() && replays[next].0 <= due(i) {
+                let _ = receiver.open(replays[next].0, provider, &sealed[next]);
+                next += 1;
+            }
+            refused += usize::from(receiver.open(due(i), provider, p).is_err());
+        }
+        assert_eq!(refused, 0, "pool packets refused by the link");
+    }
 }
