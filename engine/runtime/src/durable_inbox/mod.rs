@@ -375,19 +375,24 @@ impl InboxStore for ShardInbox {
 
     fn expire(&mut self, stored_before_us: u64, max: usize) -> usize {
         let through = self.committed_through;
-        let mut removed = 0;
+        let mut gone = Vec::new();
         for (&client, q) in &mut self.index {
-            while removed < max
+            while gone.len() < max
                 && q.front()
                     .is_some_and(|e| e.batch <= through && e.at_us < stored_before_us)
             {
                 if let Some(e) = q.pop_front() {
                     self.pending.removes.push((client, e.id));
-                    removed += 1;
+                    gone.push(e);
                 }
             }
         }
         self.index.retain(|_, q| !q.is_empty());
+        let removed = gone.len();
+        // Their bytes, if kept in memory, are freed like an acknowledged packet's.
+        for e in gone {
+            self.forget(e);
+        }
         self.entries -= removed;
         removed
     }

@@ -345,6 +345,9 @@ fn durable_packets_are_read_from_memory_up_to_the_bound_and_from_the_file_beyond
     assert!(s.ack(c, 0));
     assert!(s.ack(c, n - 1));
     assert_eq!(s.cached, CACHED_PACKETS - 1, "the acked kept one freed");
+    // Expiry frees what it removes as an ack does (all were stored at 0).
+    assert_eq!(s.expire(1, 10), 10);
+    assert_eq!(s.cached, CACHED_PACKETS - 11, "expired kept ones freed");
     close(w, s);
     std::fs::remove_file(&path).unwrap();
 }
