@@ -340,7 +340,7 @@ impl Bench {
             provider_addr: provider.address,
             provider: provider.id,
             setup,
-            topology: topology.clone(),
+            topology,
             layout,
             clients,
             sockets,
@@ -394,7 +394,7 @@ impl Bench {
     /// loss), before any load.
     fn establish(&self) -> Result<(), String> {
         let clock = NetworkClock::start();
-        let mut rng = ChaCha20Rng::from_os_rng_or_seed();
+        let mut rng = os_seeded()?;
         let mut frame = vec![0u8; self.layout.frame_len()];
         let deadline = Instant::now() + Duration::from_secs(30);
         let stop = AtomicBool::new(false);
@@ -589,12 +589,13 @@ impl Bench {
         let mut rx = self.setup.socket.try_clone().map_err(|e| e.to_string())?;
         rx.set_read_timeout(Some(Duration::from_millis(20)))
             .map_err(|e| e.to_string())?;
+        let mut rng = os_seeded()?;
         let started = Instant::now();
         let (sent, (forwarded, latency), items) = std::thread::scope(|s| {
             let forwarder = s.spawn(|| forwarded(&mut rx, &client_pool, &sent_at, &stop));
             let answers =
                 s.spawn(|| self.receive_answers(&stop, Some((&delivery_pool, &collected))));
-            let sent = self.send(args, half, &client_pool, &delivery_pool, &sent_at);
+            let sent = self.send(args, half, &client_pool, &delivery_pool, &sent_at, &mut rng);
             self.drain(&collected, sent[DELIVERY]);
             // The last forwarded packets' way back.
             std::thread::sleep(Duration::from_millis(200));
@@ -671,9 +672,9 @@ impl Bench {
         client_pool: &Pool,
         delivery_pool: &Pool,
         sent_at: &[AtomicU64],
+        rng: &mut ChaCha20Rng,
     ) -> [u64; 4] {
         let clock = NetworkClock::start();
-        let mut rng = ChaCha20Rng::from_os_rng_or_seed();
         let mut schedule = Schedule::new([
             1.0 / half,
             1.0 / half,
@@ -722,7 +723,7 @@ impl Bench {
                 }
                 POLL if self.poll(c, &mut plain, &mut frame) => sent[kind] += 1,
                 HANDSHAKE => {
-                    self.handshake(c, clock.now_us(), &mut rng, &mut frame);
+                    self.handshake(c, clock.now_us(), rng, &mut frame);
                     sent[kind] += 1;
                 }
                 _ => {}
@@ -907,14 +908,9 @@ fn recv_nonblocking(s: &UdpSocket, buf: &mut [u8]) -> std::io::Result<usize> {
     }
 }
 
-trait FromOsRng {
-    fn from_os_rng_or_seed() -> Self;
-}
-
-impl FromOsRng for ChaCha20Rng {
-    fn from_os_rng_or_seed() -> Self {
-        let mut seed = [0u8; 32];
-        let _ = getrandom::fill(&mut seed);
-        ChaCha20Rng::from_seed(seed)
-    }
+/// A generator's RNG seeded from the OS (its clients' handshake randomness).
+fn os_seeded() -> Result<ChaCha20Rng, String> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| format!("no OS randomness: {e}"))?;
+    Ok(ChaCha20Rng::from_seed(seed))
 }

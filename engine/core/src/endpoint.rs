@@ -103,6 +103,10 @@ pub trait Endpoint {
     }
     /// Work another shard handed this one ([`Endpoint::poll_handoff`]), at `now_us`.
     fn handle_handoff(&mut self, _now_us: u64, _handoff: Handoff) {}
+    /// Work from [`Endpoint::poll_handoff`] the driver could not hand on (the shard's
+    /// queue was full): dropped and counted by the core, as its own drops are (not as a
+    /// datagram received and refused: it was received once already).
+    fn handoff_refused(&mut self, _handoff: Handoff) {}
     /// The next thing it tells its driver besides datagrams (a client's deliveries and
     /// acknowledgements, a provider's stored packets), until `None`.
     fn poll_event(&mut self) -> Option<RoleEvent> {
@@ -212,6 +216,10 @@ macro_rules! forward_driver_methods {
 
         fn handle_handoff(&mut $this, now_us: u64, handoff: crate::endpoint::Handoff) {
             $inner.handle_handoff(now_us, handoff);
+        }
+
+        fn handoff_refused(&mut $this, handoff: crate::endpoint::Handoff) {
+            $inner.handoff_refused(handoff);
         }
     };
 }

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 
+use loopix_core::drops::DropReason;
 use loopix_core::endpoint::Endpoint;
 use loopix_core::formats::wire::read_item;
 use loopix_core::network::topology::Topology;
@@ -403,4 +404,40 @@ fn a_replayed_initiation_is_refused_whichever_shard_reads_it() {
         .map(|s| net.shards.shards[s].sessions())
         .sum();
     assert_eq!(others, 0, "no session off its home");
+}
+
+/// A handoff the driver could not hand on (the other shard's queue full) is counted by the
+/// core as `handoff_full`, once, and not as a datagram received again.
+#[test]
+fn a_refused_handoff_is_one_drop_and_no_new_datagram() {
+    let mut net = Net::new(43);
+    for i in 0..CLIENTS {
+        net.handshake(i);
+    }
+    let homes: Vec<usize> = net
+        .clients
+        .iter()
+        .map(|c| home_shard(c.id, SHARDS))
+        .collect();
+    let (from, to) = (0..CLIENTS)
+        .flat_map(|a| (0..CLIENTS).map(move |b| (a, b)))
+        .find(|&(a, b)| homes[a] != homes[b])
+        .expect("clients on two shards");
+    // The packet reaches the sender's home (its session's shard); its delivery is for
+    // another shard, and the driver finds that shard's queue full.
+    net.message(from, to);
+    let shard = &mut net.shards.shards[homes[from]];
+    shard.handle_timeout(net.now);
+    let mut buf = vec![0u8; shard.max_datagram_len()];
+    while shard.poll_transmit(net.now, &mut buf).is_some() {}
+    let (dest, handoff) = shard.poll_handoff().expect("a delivery for the recipient's home");
+    assert_eq!(dest, homes[to]);
+    let before = shard.stats().hop;
+    shard.handoff_refused(handoff);
+    let after = shard.stats().hop;
+    assert_eq!(after.received, before.received, "not a datagram received");
+    assert_eq!(
+        after.drops.get(DropReason::HandoffFull),
+        before.drops.get(DropReason::HandoffFull) + 1
+    );
 }

@@ -88,6 +88,14 @@ pub enum Handoff {
 /// serves them all.
 const DUMMY_BATCH: usize = 32;
 
+/// Where a received packet is: in its datagram (from a node's link), or in its frame's
+/// plaintext slot of the batch (from a client's session).
+#[derive(Clone, Copy)]
+enum Found {
+    InDatagram,
+    InPlain,
+}
+
 /// Where a client's packet starts in its frame's plaintext (after the kind byte).
 const PACKET_AT: usize = 1;
 
@@ -507,12 +515,27 @@ impl<S: InboxStore, C: Codec> Provider<S, C> {
         }
     }
 
-    /// Queues work for shard `to`, or counts it dropped if too much is waiting.
+    /// Queues work for shard `to`, or drops it if too much is waiting.
     fn hand_off(&mut self, to: usize, handoff: Handoff) {
         if self.handoffs.len() < MAX_HANDOFFS {
             self.handoffs.push_back((to, handoff));
         } else {
-            self.engine.count_drop(DropReason::HandoffFull);
+            self.drop_handoff(handoff);
+        }
+    }
+
+    /// Counts a handoff that found no room (`handoff_full`); a packet's buffer is kept.
+    fn drop_handoff(&mut self, handoff: Handoff) {
+        self.engine.count_drop(DropReason::HandoffFull);
+        if let Handoff::Deliver { packet, .. } = handoff {
+            self.keep_spare(packet);
+        }
+    }
+
+    /// Keeps a packet buffer for a later handoff, if there is room.
+    fn keep_spare(&mut self, packet: Box<[u8]>) {
+        if self.spare.len() < SPARE_BUFFERS {
+            self.spare.push(packet);
         }
     }
 
@@ -588,13 +611,13 @@ impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
         let (packet_len, frame_len) = (self.params.packet_len(), self.layout.frame_len());
         let mut plains = std::mem::take(&mut self.plains);
         for chunk in datagrams.chunks(BATCH) {
-            // Where each packet of the chunk is: in its datagram, or in its plaintext slot.
-            let mut found = [None::<bool>; BATCH];
+            // Where each packet of the chunk is, if it has one to unwrap.
+            let mut found = [None::<Found>; BATCH];
             for (i, &(from, bytes)) in chunk.iter().enumerate() {
                 if bytes.len() == frame_len {
                     let slot = &mut plains[i * frame_len..(i + 1) * frame_len];
                     if self.take_frame(now_us, from, bytes, slot) {
-                        found[i] = Some(false);
+                        found[i] = Some(Found::InPlain);
                     }
                 } else if bytes.len() != packet_len + LINK_OVERHEAD {
                     self.engine.count_drop(DropReason::Malformed);
@@ -604,7 +627,7 @@ impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
                         None => Err(DropReason::UnknownPeer),
                     };
                     match opened {
-                        Ok(()) => found[i] = Some(true),
+                        Ok(()) => found[i] = Some(Found::InDatagram),
                         Err(reason) => self.engine.refuse(reason),
                     }
                 }
@@ -613,8 +636,8 @@ impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
             let mut n = 0;
             for (i, &(_, bytes)) in chunk.iter().enumerate() {
                 let packet = match found[i] {
-                    Some(true) => &bytes[..packet_len],
-                    Some(false) => {
+                    Some(Found::InDatagram) => &bytes[..packet_len],
+                    Some(Found::InPlain) => {
                         let at = i * frame_len + PACKET_AT;
                         &plains[at..at + packet_len]
                     }
@@ -692,9 +715,7 @@ impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
                 } else {
                     self.engine.count_drop(DropReason::UnknownClient);
                 }
-                if self.spare.len() < SPARE_BUFFERS {
-                    self.spare.push(packet);
-                }
+                self.keep_spare(packet);
             }
             Handoff::Session(accepted) => match self.sessions.take(now_us, accepted) {
                 Ok(response) if self.responses.len() < MAX_RESPONSES => {
@@ -705,6 +726,10 @@ impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
                 Err(reason) => self.engine.count_drop(reason),
             },
         }
+    }
+
+    fn handoff_refused(&mut self, handoff: Handoff) {
+        self.drop_handoff(handoff);
     }
 
     crate::endpoint::node_driver_methods!();

@@ -71,7 +71,7 @@ pub struct ShardReport {
     /// Strays dropped: no free buffer, or the owner's queue full.
     pub strays_dropped: u64,
     /// The longest the shard waited on anything but the network (its store, its journal's
-    /// writes, a queue to another shard), µs: what a slow disk would make it lose.
+    /// writes), µs: what a slow disk would make it lose.
     pub max_block_us: Blocked,
     /// Nanoseconds the core spent on received batches (unwrap, replay check, hold): per
     /// packet, the engine's cost to set against `loopix speed`'s crypto floor. It is how a
@@ -98,13 +98,6 @@ pub struct Blocked {
     /// The replay journal's writes (page-cache appends, which a disk busy writing those
     /// pages back can hold up).
     pub journal: u64,
-}
-
-impl Blocked {
-    /// The longest of either.
-    pub fn max(&self) -> u64 {
-        self.store.max(self.journal)
-    }
 }
 
 /// Everything a shard starts with.
@@ -240,13 +233,16 @@ impl<C: ShardCore> State<C> {
         }
     }
 
-    /// Hands on the core's work for other shards; what finds a shard's queue full is
-    /// counted (`handoff_full`).
+    /// Hands on the core's work for other shards; what finds a shard's queue full goes
+    /// back to the core, which counts it (`handoff_full`).
     fn send_handoffs(&mut self) {
         while let Some((to, h)) = self.core.poll_handoff() {
-            let sent = self.handoffs_out.get(to).map(|tx| tx.try_send(h));
-            if !matches!(sent, Some(Ok(()))) {
-                self.core.count_refused(DropReason::HandoffFull);
+            let Some(tx) = self.handoffs_out.get(to) else {
+                self.core.handoff_refused(h);
+                continue;
+            };
+            if let Err(e) = tx.try_send(h) {
+                self.core.handoff_refused(e.into_inner());
             }
         }
     }
