@@ -430,7 +430,9 @@ fn a_refused_handoff_is_one_drop_and_no_new_datagram() {
     shard.handle_timeout(net.now);
     let mut buf = vec![0u8; shard.max_datagram_len()];
     while shard.poll_transmit(net.now, &mut buf).is_some() {}
-    let (dest, handoff) = shard.poll_handoff().expect("a delivery for the recipient's home");
+    let (dest, handoff) = shard
+        .poll_handoff()
+        .expect("a delivery for the recipient's home");
     assert_eq!(dest, homes[to]);
     let before = shard.stats().hop;
     shard.handoff_refused(handoff);
