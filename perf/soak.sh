@@ -15,7 +15,10 @@
 # started again on the same replay journals. Writes perf/reports/soak-<time>.md; with
 # --json prints one object: offered_pps, forwarded_pps, loss (honest packets outside the
 # restart window), restart_loss, epochs_crossed, replays_sent, replays_forwarded,
-# max_rss_bytes, rss_growth (per node process, from 3 s after its start), filter_bytes_per_tag.
+# max_rss_bytes, rss_growth (per node process, from 3 s after its start), filter_bytes_per_tag,
+# and loss_by_side (every lost packet put on the generator, the node or neither, with the
+# node's counters added up across the restart). The report plots packets sent and forwarded
+# in each second of send time, the restart marked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 json=0; epoch_s=30; grace_s=5; duration_s=100; pct=70; capacity=
@@ -67,7 +70,7 @@ echo "soak: capacity $capacity packets/s; offering $rate ($pct %) for $duration_
 sampler=$!
 
 "$bin" soak --topology "$work/topology.toml" --target 1 --as 1000 --key "$work/gen.key" --rate "$rate" \
-  --duration-s "$duration_s" --json > "$work/soak.json" 2> "$work/soak.log" &
+  --duration-s "$duration_s" --metrics "127.0.0.1:$metrics_port" --json > "$work/soak.json" 2> "$work/soak.log" &
 soak_pid=$!
 start_ms=
 for _ in $(seq 6000); do

@@ -6,6 +6,8 @@ usage: soak_report.py WORK REPORT JSON START_MS KILL_MS READY_MS RATE CAPACITY P
 import json
 import sys
 
+from svg_chart import line_chart
+
 
 def metric_sum(text, name):
     total = 0.0
@@ -57,7 +59,18 @@ def summarise(work, start_ms, kill_ms, ready_ms):
         "filter_bytes_per_tag": metric_sum(metrics, "loopix_replay_filter_bytes") / rated if rated else None,
         "sent": soak["sent"],
         "forwarded": soak["forwarded"],
+        "loss_by_side": soak.get("loss_by_side"),
     }
+
+
+def plot(work, path, kill_s):
+    """Packets sent and forwarded in each second of send time; the kill as a dashed line's
+    label (the chart draws horizontal lines only, so the kill second is in the legend)."""
+    soak = json.load(open(f"{work}/soak.json"))
+    sent = [(s, n, True) for s, n in enumerate(soak["sent_per_s"])]
+    fwd = [(s, n, s != kill_s) for s, n in enumerate(soak["forwarded_per_s"])]
+    line_chart(path, [("sent", sent), (f"forwarded (open circle: the kill, second {kill_s})", fwd)],
+               "second of send time", "packets")
 
 
 def main():
@@ -71,6 +84,9 @@ def main():
               "grace_s": grace_s, "shards": shards, "curve_backend": speed.get("curve_backend")})
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     r["cpu"] = cpu
+    svg = report.replace(".md", ".svg")
+    plot(work, svg, (kill_ms - start_ms) // 1000)
+    side = r["loss_by_side"] or {}
     with open(report, "w") as f:
         f.write(f"# Soak, {shards} shard(s), epochs of {epoch_s} s with {grace_s} s of grace\n\n")
         f.write(f"CPU: {cpu}; curve backend: {r['curve_backend']}.\n\n")
@@ -88,11 +104,15 @@ def main():
             ("max RSS (bytes)", r["max_rss_bytes"], ""),
             ("RSS spread per process after start", r["rss_growth"], "<= 5 %"),
             ("replay filter bytes per tag", r["filter_bytes_per_tag"], ""),
+            ("lost, whole run (generator / node / neither)",
+             f"{side.get('lost')} ({side.get('generator')} / {side.get('node')} / {side.get('unattributed')})",
+             "neither: the restart"),
         ]
         for name, value, target in rows:
             if isinstance(value, float):
                 value = f"{value:.5f}"
             f.write(f"| {name} | {value} | {target} |\n")
+        f.write(f"\n![packets per second]({svg.rsplit('/', 1)[-1]})\n")
         f.write("\n```json\n" + json.dumps(r, indent=1) + "\n```\n")
     if as_json:
         print(json.dumps(r))

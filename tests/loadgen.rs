@@ -1,4 +1,5 @@
-//! End-to-end: `loopix loadgen` against a 2-shard mix process measures the hop.
+//! End-to-end: `loopix loadgen` against a mix process measures the hop, and puts every
+//! lost packet on the side that lost it.
 
 mod common;
 
@@ -9,29 +10,7 @@ use common::{Dir, NodeProcess, free_tcp, free_udp, loopix, wait_metrics};
 #[test]
 fn loadgen_measures_a_node_without_loss_at_a_modest_rate() {
     let dir = Dir::new("loadgen");
-    let keys = ["mix.key", "gen.key"].map(|k| dir.node_keygen(k).0);
-    let (mix, generator, metrics) = (free_udp(), free_udp(), free_tcp());
-    dir.write(
-        "topology.toml",
-        &format!(
-            "[network]\nlayers = 1\nmu_per_s = 10.0\nlambda_payload_per_s = 0.0\nlambda_loop_per_s = 0.0\n\
-             lambda_drop_per_s = 0.0\nlambda_mix_loop_per_s = 0.0\npoll_size = 4\npoll_rate_per_s = 1.0\n\
-             epoch_start = {}\n\n\
-             [[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"{mix}\"\n{}\n\
-             [[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"{generator}\"\n{}",
-            common::now_s(), keys[0], keys[1]
-        ),
-    );
-    dir.write(
-        "mix.toml",
-        &format!("topology = \"topology.toml\"\nid = 1\nkey_file = \"mix.key\"\nshards = 2\nmetrics = \"{metrics}\"\n[limits]\nmax_packets_per_s = 30000\n"),
-    );
-    let node = NodeProcess::start(&dir.path("mix.toml"), &dir.path("mix.log"));
-    assert!(
-        wait_metrics(metrics, Duration::from_secs(10), |t| t
-            .contains("shard=\"1\""))
-        .is_some()
-    );
+    let (node, metrics) = start_mix(&dir, 2, "[limits]\nmax_packets_per_s = 30000\n");
     let v = loadgen(
         &dir.path("topology.toml"),
         &[
@@ -51,7 +30,15 @@ fn loadgen_measures_a_node_without_loss_at_a_modest_rate() {
     let p99 = v["latency_us"]["p99"].as_f64().unwrap();
     assert!(p50 > 0.0 && p99 >= p50 && v["latency_us"]["p999"].as_f64().unwrap() >= p99);
     assert!(v["offered_pps"].as_f64().unwrap() > 900.0);
-    assert!(v["node_drops"].as_object().unwrap().is_empty(), "{v:#}");
+    let side = &v["loss_by_side"];
+    assert_eq!(side["lost"], 0, "{v:#}");
+    assert!(
+        side["node_counters"]["drops"]
+            .as_object()
+            .unwrap()
+            .is_empty(),
+        "{v:#}"
+    );
     // The node timed its receive work: every packet costs at least the microseconds of its
     // two multiplications, and far less than a second.
     let per_packet = v["node_receive_us_per_packet"]
@@ -78,6 +65,108 @@ fn loadgen_measures_a_node_without_loss_at_a_modest_rate() {
     assert_eq!(v["send_quantum_us"], 1000);
     capacity_mode_agrees_with_its_own_steps(&dir.path("topology.toml"), &metrics.to_string());
     assert!(node.terminate());
+}
+
+/// Every lost packet is put on the side that lost it. A generator that stops reading (its
+/// receive buffer one datagram deep) loses what the node forwarded: that loss is the
+/// generator's, never the node's. A node that drops a fifth of what it sends (fault
+/// injection, counted) loses that: the node's, never the generator's.
+#[test]
+fn every_lost_packet_is_put_on_the_side_that_lost_it() {
+    let dir = Dir::new("loadgen-attribution");
+    let (node, metrics) = start_mix(&dir, 1, "");
+    let metrics = metrics.to_string();
+    let topology = dir.path("topology.toml");
+    let common = ["--rate", "1000", "--duration-s", "1", "--metrics", &metrics];
+    let stalled = [
+        "--receive-buffer-bytes",
+        "2048",
+        "--stall-receiver-ms",
+        "1300",
+    ];
+    let v = loadgen(&topology, &[&common[..], &stalled[..]].concat());
+    let side = &v["loss_by_side"];
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    let lost = n(&side["lost"]);
+    assert!(lost > 500, "the stalled generator lost little: {v:#}");
+    assert_eq!(lost, n(&v["sent"]) - n(&v["forwarded"]), "{v:#}");
+    assert_eq!(
+        (
+            n(&side["generator"]),
+            n(&side["node"]),
+            n(&side["unattributed"])
+        ),
+        (lost, 0, 0),
+        "{v:#}"
+    );
+    assert!(
+        n(&side["generator_counts"]["kernel_drops"]) >= lost,
+        "{v:#}"
+    );
+    // The node forwarded every packet and dropped none.
+    let counters = &side["node_counters"];
+    assert_eq!(n(&counters["packets_out"]), 1000, "{v:#}");
+    assert!(counters["drops"].as_object().unwrap().is_empty(), "{v:#}");
+    assert!(node.terminate());
+
+    let (node, metrics) = start_mix(&dir, 1, "[faults]\ndrop_fraction = 0.2\n");
+    let metrics = metrics.to_string();
+    let v = loadgen(
+        &topology,
+        &["--rate", "1000", "--duration-s", "1", "--metrics", &metrics],
+    );
+    let side = &v["loss_by_side"];
+    let lost = n(&side["lost"]);
+    assert!((100..400).contains(&lost), "a fifth dropped: {v:#}");
+    assert_eq!(
+        (
+            n(&side["generator"]),
+            n(&side["node"]),
+            n(&side["unattributed"])
+        ),
+        (0, lost, 0),
+        "{v:#}"
+    );
+    assert_eq!(n(&side["node_counters"]["fault_drops"]), lost, "{v:#}");
+    assert!(node.terminate());
+}
+
+/// Writes a one-layer topology (mix 1, the generator as provider 1000) unless `dir` has
+/// one, and starts the mix on `shards` shards with `node_toml` (limits, faults) added to
+/// its config; returns it and its metrics address once every shard reports.
+fn start_mix(dir: &Dir, shards: usize, node_toml: &str) -> (NodeProcess, std::net::SocketAddr) {
+    if !dir.path("topology.toml").exists() {
+        let keys = ["mix.key", "gen.key"].map(|k| dir.node_keygen(k).0);
+        let (mix, generator) = (free_udp(), free_udp());
+        dir.write(
+            "topology.toml",
+            &format!(
+                "[network]\nlayers = 1\nmu_per_s = 10.0\nlambda_payload_per_s = 0.0\nlambda_loop_per_s = 0.0\n\
+                 lambda_drop_per_s = 0.0\nlambda_mix_loop_per_s = 0.0\npoll_size = 4\npoll_rate_per_s = 1.0\n\
+                 epoch_start = {}\n\n\
+                 [[nodes]]\nid = 1\nrole = \"mix\"\nlayer = 1\naddress = \"{mix}\"\n{}\n\
+                 [[nodes]]\nid = 1000\nrole = \"provider\"\naddress = \"{generator}\"\n{}",
+                common::now_s(),
+                keys[0],
+                keys[1]
+            ),
+        );
+    }
+    let metrics = free_tcp();
+    dir.write(
+        "mix.toml",
+        &format!(
+            "topology = \"topology.toml\"\nid = 1\nkey_file = \"mix.key\"\nshards = {shards}\nmetrics = \"{metrics}\"\n{node_toml}"
+        ),
+    );
+    let node = NodeProcess::start(&dir.path("mix.toml"), &dir.path("mix.log"));
+    let last_shard = format!("shard=\"{}\"", shards - 1);
+    assert!(
+        wait_metrics(metrics, Duration::from_secs(10), |t| t
+            .contains(&last_shard))
+        .is_some()
+    );
+    (node, metrics)
 }
 
 /// `--find-capacity` with short single runs and a loose bound. The capacity depends on the

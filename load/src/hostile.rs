@@ -67,6 +67,11 @@ pub struct HostileCounts {
 }
 
 impl HostileCounts {
+    /// Datagrams the node must refuse: every kind but the valid packets.
+    pub fn refused(&self) -> u64 {
+        self.replays + self.sealed_junk + self.junk + self.max_delay
+    }
+
     /// The counts of the first `n` datagrams of a hostile pool.
     pub fn of_first(n: usize) -> Self {
         let mut c = Self::default();

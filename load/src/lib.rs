@@ -6,6 +6,7 @@
 //! seals with that node's link keys, and sends prebuilt packets whose second hop is itself,
 //! so what it measures is the target's processing.
 
+pub mod attribution;
 pub mod handshake_flood;
 pub mod hostile;
 pub mod json;

@@ -8,7 +8,6 @@
 //! check (known from building, no key needed) and records the per-hop latency in an HDR
 //! histogram. Every packet in the pool is sent once: a second copy would be a replay.
 
-use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +21,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use serde::Serialize;
 
+use crate::attribution::{GeneratorCounts, LossBySide, node_counters, own_kernel_drops};
 use crate::hostile::HostileCounts;
 use crate::setup::{LoadNodes, Pool, Setup};
 
@@ -89,6 +89,14 @@ pub struct LoadgenArgs {
     /// Seconds of the recovery tail (with --then-rate).
     #[arg(long, default_value_t = 3.0)]
     then_s: f64,
+    /// The generator's receive buffer, bytes: bursts of forwarded packets must fit, or
+    /// the loss is the generator's own (it is reported as such, under `loss_by_side`).
+    #[arg(long, default_value_t = 8 << 20)]
+    receive_buffer_bytes: usize,
+    /// Fault injection, to test the loss attribution: the receiver starts reading this
+    /// long after the load starts, as a generator that fell behind would.
+    #[arg(long, default_value_t = 0, hide = true)]
+    stall_receiver_ms: u64,
 }
 
 /// What `--find-capacity --json` prints.
@@ -138,8 +146,9 @@ pub struct LoadReport {
     pub latency_us: Percentiles,
     pub duration_s: f64,
     pub poisson: bool,
-    /// The target's drop counters during the run by reason, if `--metrics` was given.
-    pub node_drops: BTreeMap<String, u64>,
+    /// Every lost valid packet by side (the generator's, the node's, neither's), with the
+    /// node's counters during the run if `--metrics` was given.
+    pub loss_by_side: LossBySide,
     /// The hold each packet asked for at the target, µs (subtracted from the latency).
     pub hold_us: u32,
     /// `--send-quantum-us`: 0 for exact spacing.
@@ -261,9 +270,7 @@ pub fn run(args: &LoadgenArgs) -> Result<(), String> {
         if let Some(us) = report.node_receive_us_per_packet {
             println!("node spent {us:.1} us per packet received (unwrap, replay check, hold)");
         }
-        for (reason, n) in &report.node_drops {
-            println!("node dropped {n} ({reason})");
-        }
+        println!("{}", report.loss_by_side.summary());
     }
     Ok(())
 }
@@ -273,7 +280,11 @@ impl Setup {
         if !(args.rate > 0.0 && args.duration_s > 0.0) {
             return Err("--rate and --duration-s must be positive".into());
         }
-        Self::for_nodes(&args.nodes, args.hold_us)
+        let setup = Self::for_nodes(&args.nodes, args.hold_us)?;
+        socket2::SockRef::from(&setup.socket)
+            .set_recv_buffer_size(args.receive_buffer_bytes)
+            .map_err(|e| format!("--receive-buffer-bytes: {e}"))?;
+        Ok(setup)
     }
 
     /// One run at `rate` for `duration_s`, with a fresh pool (a packet is never sent twice).
@@ -287,6 +298,7 @@ impl Setup {
         // Building saturates every core; start the load on a quiet machine.
         std::thread::sleep(Duration::from_millis(args.settle_ms));
         let before = args.metrics.and_then(crate::scrape::scrape);
+        let own_drops_before = own_kernel_drops([&self.socket]);
         let pace = Pace {
             rate,
             poisson: args.poisson,
@@ -295,18 +307,28 @@ impl Setup {
             quantum_ns: f64::from(args.send_quantum_us) * 1e3,
             tail_from: count,
             tail_rate: args.then_rate,
+            receiver_stall: Duration::from_millis(args.stall_receiver_ms),
         };
         let blast = blast(&pace, &self.socket, self.target, &pool)?;
         let after = args.metrics.and_then(crate::scrape::scrape);
-        let (node_delay_error_p99_us, node_receive_us_per_packet, node_drops) =
-            match (before, after) {
-                (Some(b), Some(a)) => (
-                    node_delay_error_p99_us(&b, &a),
-                    node_receive_us_per_packet(&b, &a),
-                    node_drops(&b, &a),
-                ),
-                _ => (None, None, BTreeMap::new()),
-            };
+        let generator = GeneratorCounts {
+            kernel_drops: own_kernel_drops([&self.socket]).saturating_sub(own_drops_before),
+            send_errors: pool.packets.len() as u64 - blast.sent,
+        };
+        let hostile = args.hostile.then(|| HostileCounts::of_first(count));
+        let loss_by_side = LossBySide::attribute(
+            blast.valid_sent.saturating_sub(blast.forwarded),
+            generator,
+            node_counters(before.as_deref(), after.as_deref()),
+            hostile.map_or(0, |h| h.refused()),
+        );
+        let (node_delay_error_p99_us, node_receive_us_per_packet) = match (before, after) {
+            (Some(b), Some(a)) => (
+                node_delay_error_p99_us(&b, &a),
+                node_receive_us_per_packet(&b, &a),
+            ),
+            _ => (None, None),
+        };
         let (recovery_ms, late_windows) = recovery(&blast, args.p99_bound_us);
         let tail = (tail_count > 0).then(|| TailReport {
             rate_pps: args.then_rate,
@@ -331,7 +353,7 @@ impl Setup {
             latency_us: percentiles(&blast.latency),
             duration_s,
             poisson: args.poisson,
-            node_drops,
+            loss_by_side,
             hold_us: args.hold_us,
             send_quantum_us: args.send_quantum_us,
             node_delay_error_p99_us,
@@ -341,7 +363,7 @@ impl Setup {
                 max: blast.lateness.max() as f64 / 1e3,
             },
             max_latency_us_per_window: blast.window_max.iter().map(|&ns| ns as f64 / 1e3).collect(),
-            hostile: args.hostile.then(|| HostileCounts::of_first(count)),
+            hostile,
             tail,
         })
     }
@@ -392,16 +414,6 @@ fn recovery_of(
     (Some(ms), late)
 }
 
-/// The target's drops between two scrapes of its metrics, by reason (non-zero only).
-pub(crate) fn node_drops(before: &str, after: &str) -> BTreeMap<String, u64> {
-    let b = crate::scrape::drops(before);
-    crate::scrape::drops(after)
-        .into_iter()
-        .map(|(k, v)| (k.clone(), v - b.get(&k).copied().unwrap_or(0)))
-        .filter(|(_, v)| *v > 0)
-        .collect()
-}
-
 /// The target's delay fidelity between two scrapes: the bound, µs, under which 99 % of
 /// |actual - requested hold| fell; `None` if nothing was held or it lies above 100 ms.
 fn node_delay_error_p99_us(before: &str, after: &str) -> Option<f64> {
@@ -439,6 +451,8 @@ struct Pace {
     /// Packets from this index on are the recovery tail, sent at `tail_rate`.
     tail_from: usize,
     tail_rate: f64,
+    /// `--stall-receiver-ms`.
+    receiver_stall: Duration,
 }
 
 /// Ramps the rate by 15 % from a quarter of the floor until a step fails, then bisects
@@ -739,6 +753,7 @@ fn receive(
     };
     let mut seen = vec![false; pool.packets.len()];
     let mut buf = vec![0u8; 65_536];
+    std::thread::sleep(pace.receiver_stall);
     while !done.load(Ordering::SeqCst) {
         let Ok((n, arrived_ns)) = loopix_runtime::rx_timestamp::recv(rx, &mut buf) else {
             continue;

@@ -15,7 +15,7 @@
 //! provider's key files, one key file per client); `perf/provider.sh` starts the provider
 //! on it and runs `--find-capacity` for 1 shard and for all.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -37,6 +37,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use serde::Serialize;
 
+use crate::attribution::{GeneratorCounts, LossBySide, node_counters, own_kernel_drops};
 use crate::setup::{LoadNodes, Pool, Setup, build_pool};
 
 /// Options of `loopix provider-load`.
@@ -109,7 +110,7 @@ pub struct StepReport {
     /// Packets the mix delivered, and collected by their clients' polls.
     pub delivered_sent: u64,
     pub collected: u64,
-    /// Sent and neither forwarded nor collected.
+    /// Meant to be sent and neither forwarded nor collected (a failed send included).
     pub lost: u64,
     pub loss: f64,
     /// A client packet's hop through the provider, µs.
@@ -119,11 +120,9 @@ pub struct StepReport {
     pub handshakes_per_s: f64,
     pub handshakes_done: u64,
     pub cookies: u64,
-    /// The provider's drops during the step, by reason.
-    pub node_drops: BTreeMap<String, u64>,
-    /// Datagrams the generator's own sockets dropped (receive buffers full): loss that is
-    /// ours, not the provider's.
-    pub generator_kernel_drops: u64,
+    /// Every lost packet by side: the generator's own (its sockets' receive buffers full),
+    /// the provider's (its drops, with its counters over the step), or neither's.
+    pub loss_by_side: LossBySide,
     /// The provider's time on received batches per datagram, µs.
     pub node_receive_us_per_datagram: Option<f64>,
     /// The provider process's CPU time (every thread: shards, store writer) per packet it
@@ -579,7 +578,7 @@ impl Bench {
         // Building saturates every core; start on a quiet machine.
         std::thread::sleep(Duration::from_millis(300));
         let before = self.metrics.and_then(crate::scrape::scrape);
-        let own_drops_before = self.own_kernel_drops();
+        let own_drops_before = own_kernel_drops(self.all_sockets());
         let handshakes_before = self.handshakes_done.load(Ordering::Relaxed);
         let cookies_before = self.cookies.load(Ordering::Relaxed);
 
@@ -613,8 +612,13 @@ impl Bench {
             .filter(|c| c.load(Ordering::Relaxed))
             .count() as u64;
         let [client_sent, delivered_sent, polls, handshakes] = sent;
-        let lost = client_sent.saturating_sub(forwarded) + delivered_sent.saturating_sub(collected);
-        let total = client_sent + delivered_sent;
+        // A packet whose send failed is lost too: the generator's loss.
+        let send_errors = (client_pool.packets.len() as u64).saturating_sub(client_sent)
+            + (delivery_pool.packets.len() as u64).saturating_sub(delivered_sent);
+        let lost = client_sent.saturating_sub(forwarded)
+            + delivered_sent.saturating_sub(collected)
+            + send_errors;
+        let total = client_sent + delivered_sent + send_errors;
         let latency_us = crate::loadgen::percentiles(&latency);
         let loss = if total == 0 {
             0.0
@@ -637,8 +641,16 @@ impl Bench {
             handshakes_per_s: handshakes as f64 / load_s,
             handshakes_done: self.handshakes_done.load(Ordering::Relaxed) - handshakes_before,
             cookies: self.cookies.load(Ordering::Relaxed) - cookies_before,
-            generator_kernel_drops: self.own_kernel_drops().saturating_sub(own_drops_before),
-            node_drops: node.drops,
+            loss_by_side: LossBySide::attribute(
+                lost,
+                GeneratorCounts {
+                    kernel_drops: own_kernel_drops(self.all_sockets())
+                        .saturating_sub(own_drops_before),
+                    send_errors,
+                },
+                node_counters(before.as_deref(), after.as_deref()),
+                0,
+            ),
             node_receive_us_per_datagram: node.receive_us,
             node_cpu_us_per_packet: node.cpu_s.map(|cpu| cpu * 1e6 / total.max(1) as f64),
             store_commits_per_s: node.commits_per_s,
@@ -753,15 +765,11 @@ impl Bench {
         }
     }
 
-    /// Datagrams the kernel dropped at the generator's own sockets (its receive buffers).
-    fn own_kernel_drops(&self) -> u64 {
-        let fds = self
-            .sockets
+    /// The generator's sockets: its clients' and the one playing the mix.
+    fn all_sockets(&self) -> impl Iterator<Item = &UdpSocket> {
+        self.sockets
             .iter()
             .chain(std::iter::once(&self.setup.socket))
-            .map(|s| s.as_raw_fd());
-        fds.filter_map(loopix_runtime::socket_stats::kernel_drops)
-            .sum()
     }
 
     /// Ramps the rate as `loopix loadgen --find-capacity` does.
@@ -840,7 +848,6 @@ fn forwarded(
 /// The provider's own figures over a step, from two scrapes of its metrics.
 #[derive(Default)]
 struct NodeFigures {
-    drops: BTreeMap<String, u64>,
     receive_us: Option<f64>,
     /// Process CPU seconds over the step.
     cpu_s: Option<f64>,
@@ -871,7 +878,6 @@ impl NodeFigures {
         let block = "loopix_shard_max_block_seconds";
         let commit = "loopix_store_commit_seconds";
         Self {
-            drops: crate::loadgen::node_drops(b, a),
             receive_us: crate::loadgen::node_receive_us_per_packet(b, a),
             cpu_s: delta("process_cpu_seconds_total"),
             commits_per_s: delta("loopix_store_commits_total").map(|n| n / elapsed.as_secs_f64()),

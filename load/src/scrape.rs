@@ -1,6 +1,5 @@
 //! Reading a node's Prometheus metrics over HTTP (loadgen, testnet).
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -55,18 +54,6 @@ pub fn sum(text: &str, name: &str) -> Option<f64> {
         .filter(|(n, _, _)| *n == name)
         .map(|(_, _, v)| v)
         .reduce(|a, b| a + b)
-}
-
-/// A scrape's drop counters summed over shards, by reason.
-pub fn drops(text: &str) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for (name, labels, v) in samples(text) {
-        if name == "loopix_packets_dropped_total" {
-            let reason = label(labels, "reason").unwrap_or("?").to_string();
-            *out.entry(reason).or_default() += v as u64;
-        }
-    }
-    out
 }
 
 /// A scrape's cumulative `_bucket` counts of histogram `name`: (upper bound in seconds,

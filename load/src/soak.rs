@@ -20,6 +20,7 @@ use loopix_crypto::params::{HEADER_LEN, MAC_LEN};
 use loopix_runtime::clock::NetworkClock;
 use serde::Serialize;
 
+use crate::attribution::{GeneratorCounts, LossBySide, own_kernel_drops, watch_node};
 use crate::setup::{LoadNodes, Pool, Setup, build_pool};
 
 /// Options of `loopix soak`.
@@ -39,6 +40,11 @@ pub struct SoakArgs {
     /// Seconds between building the packets and the first send (the node settles).
     #[arg(long, default_value_t = 2)]
     settle_s: u64,
+    /// The target's metrics address: its counters (scraped every second, added up
+    /// across a restart) are reported beside the generator's, and every lost packet is put
+    /// on a side.
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -75,6 +81,8 @@ pub struct SoakReport {
     pub replays_after: u64,
     /// Packets that came back more than once: a replay let through.
     pub replays_forwarded: u64,
+    /// Every lost packet by side; the replays are refusals the generator asked for.
+    pub loss_by_side: LossBySide,
 }
 
 /// Builds, runs and reports.
@@ -140,6 +148,7 @@ pub fn run(args: &SoakArgs) -> Result<(), String> {
             report.replays_sent,
             report.replays_forwarded
         );
+        println!("{}", report.loss_by_side.summary());
     }
     Ok(())
 }
@@ -237,11 +246,16 @@ fn blast(
     rx.set_read_timeout(Some(Duration::from_millis(50)))
         .map_err(|e| e.to_string())?;
     let gap_us = 1e6 / args.rate;
+    let own_drops_before = own_kernel_drops([&setup.socket]);
     std::thread::scope(|s| {
         let receiver = {
             let (sent_at_s, done) = (Arc::clone(&sent_at_s), Arc::clone(&done));
             s.spawn(move || receive(&rx, pool, &sent_at_s, &done, seconds))
         };
+        let watcher = args.metrics.map(|addr| {
+            let done = Arc::clone(&done);
+            s.spawn(move || watch_node(addr, Duration::from_secs(1), &done))
+        });
         let mut report = SoakReport {
             start_unix_ms: start_us / 1000,
             duration_s: args.duration_s,
@@ -296,12 +310,23 @@ fn blast(
         let (forwarded_per_s, twice) = receiver
             .join()
             .map_err(|_| "receiver panicked".to_string())?;
+        let node = watcher.and_then(|w| w.join().ok().flatten());
         report.forwarded = forwarded_per_s.iter().sum();
         report.forwarded_per_s = forwarded_per_s;
         report.replays_forwarded = twice;
         report.offered_pps = report.sent as f64 / args.duration_s;
         report.forwarded_pps = report.forwarded as f64 / args.duration_s;
         report.loss = 1.0 - report.forwarded as f64 / report.sent.max(1) as f64;
+        let attempted = pool.packets.len() as u64;
+        report.loss_by_side = LossBySide::attribute(
+            attempted.saturating_sub(report.forwarded),
+            GeneratorCounts {
+                kernel_drops: own_kernel_drops([&setup.socket]).saturating_sub(own_drops_before),
+                send_errors: attempted - report.sent,
+            },
+            node,
+            report.replays_sent,
+        );
         let end_us = start_us + (args.duration_s * 1e6) as u64;
         report.epochs_crossed = setup.epochs.epoch_at(end_us) - setup.epochs.epoch_at(start_us);
         Ok(report)
