@@ -58,6 +58,13 @@ pub enum BuildError {
     /// No packet whose last hop's α the caller accepts was found in
     /// [`MAX_STEER_TRIES`] tries (see [`build_into_steered`]).
     Unsteerable { tries: usize },
+    /// A batch needs one output buffer and one MAC slot per job
+    /// ([`crate::build_batch`]).
+    BatchLength {
+        jobs: usize,
+        outs: usize,
+        macs: usize,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -80,6 +87,10 @@ impl fmt::Display for BuildError {
             Self::Unsteerable { tries } => {
                 write!(f, "no acceptable last-hop group element in {tries} tries")
             }
+            Self::BatchLength { jobs, outs, macs } => write!(
+                f,
+                "a batch of {jobs} jobs with {outs} output buffers and {macs} MAC slots"
+            ),
         }
     }
 }
@@ -185,7 +196,7 @@ pub(crate) fn write_header<R: CryptoRng + ?Sized>(
     Ok(write_routing(
         path,
         &keys[..path.len()],
-        rng,
+        |pad| rng.fill_bytes(pad),
         &mut header[ALPHA_LEN..HEADER_LEN],
     ))
 }
@@ -225,7 +236,12 @@ pub fn fill_dummy_alphas<R: CryptoRng + ?Sized>(rng: &mut R, heads: &mut [[u8; A
     }
 }
 
-fn check(params: &Params, path: &[Hop], payload: &[u8], out_len: usize) -> Result<(), BuildError> {
+pub(crate) fn check(
+    params: &Params,
+    path: &[Hop],
+    payload: &[u8],
+    out_len: usize,
+) -> Result<(), BuildError> {
     check_path(path)?;
     check_sizes(params, payload, out_len)
 }
@@ -298,12 +314,21 @@ fn header_keystream(k: &HopKeys) -> Zeroizing<[u8; BETA_LEN + ROUTING_LEN]> {
     stream
 }
 
-/// Writes β and γ for the first hop into `routing` (`BETA_LEN + MAC_LEN` bytes).
-/// Returns the MAC the second hop will check (zeros for a one-hop path).
-fn write_routing<R: CryptoRng + ?Sized>(
+/// Random bytes the innermost β carries after the last hop's routing field, for a path of
+/// `hops` hops: the rest of β, less the filler. [`write_routing`] asks `pad` for exactly
+/// this many.
+pub(crate) fn padding_len(hops: usize) -> usize {
+    BETA_LEN - hops * ROUTING_LEN
+}
+
+/// Writes β and γ for the first hop into `routing` (`BETA_LEN + MAC_LEN` bytes), the
+/// innermost β's random padding written by `pad` ([`padding_len`] bytes; a sender's RNG,
+/// or bytes drawn from it before, in a batch). Returns the MAC the second hop will check
+/// (zeros for a one-hop path).
+pub(crate) fn write_routing(
     path: &[Hop],
     keys: &[HopKeys],
-    rng: &mut R,
+    pad: impl FnOnce(&mut [u8]),
     routing: &mut [u8],
 ) -> [u8; MAC_LEN] {
     let n = path.len();
@@ -311,7 +336,7 @@ fn write_routing<R: CryptoRng + ?Sized>(
     let head_len = BETA_LEN - filler_len;
     let mut beta = [0u8; BETA_LEN];
     beta[..COMMAND_LEN].copy_from_slice(&path[n - 1].command.encode());
-    rng.fill_bytes(&mut beta[ROUTING_LEN..head_len]);
+    pad(&mut beta[ROUTING_LEN..head_len]);
     xor(
         &mut beta[..head_len],
         &header_keystream(&keys[n - 1])[..head_len],
@@ -344,7 +369,7 @@ fn filler(keys: &[HopKeys], out: &mut [u8]) {
 }
 
 /// Zero tag, payload, zero padding; then one LIONESS layer per hop, last hop innermost.
-fn write_body(keys: &[HopKeys], payload: &[u8], body: &mut [u8]) {
+pub(crate) fn write_body(keys: &[HopKeys], payload: &[u8], body: &mut [u8]) {
     body.fill(0);
     body[PAYLOAD_TAG_LEN..PAYLOAD_TAG_LEN + payload.len()].copy_from_slice(payload);
     for k in keys.iter().rev() {

@@ -29,7 +29,7 @@ const HALF_BYTES: [u8; 32] = [
 
 /// 1/2 modulo the group order (a constant: inverting a scalar per packet would cost more
 /// than the batching saves).
-fn half() -> Scalar {
+pub(crate) fn half() -> Scalar {
     Scalar::from_bytes_mod_order(HALF_BYTES)
 }
 

@@ -35,6 +35,7 @@
 //! ```
 
 pub mod build;
+pub mod build_batch;
 pub mod command;
 pub mod epoch_seed;
 pub mod handshake_mac;
@@ -55,6 +56,7 @@ pub use build::{
     BuildError, Hop, MAX_STEER_TRIES, build, build_into, build_into_steered, build_into_traced,
     check_sizes, fill_dummy, fill_dummy_alphas,
 };
+pub use build_batch::{BuildJob, build_batch};
 pub use command::{Command, MalformedCommand, NodeId};
 pub use epoch_seed::EpochSeed;
 pub use identity_key::{IdentityPublic, IdentitySecret, InvalidIdentityKey, SIGNATURE_LEN};

@@ -12,8 +12,9 @@ use clap::Args;
 use loopix_core::network::epoch::EpochSchedule;
 use loopix_core::network::link::{LINK_OVERHEAD, Links};
 use loopix_core::network::topology::{NodeEntry, Topology};
+use loopix_crypto::lanes::Kernel;
 use loopix_crypto::params::MAC_LEN;
-use loopix_crypto::{Command, Hop, NodeId, Params, build_into_traced};
+use loopix_crypto::{BuildError, BuildJob, Command, Hop, NodeId, Params, build_batch};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -169,7 +170,14 @@ pub(crate) fn bind_large(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     Ok(s.into())
 }
 
-/// Builds `count` distinct packets on every core, packet `i` along `path_of(i)`.
+/// A built packet and the MAC its second hop checks.
+type Built = (Vec<u8>, [u8; MAC_LEN]);
+
+/// Packets built at once: two runs of the widest lane kernel.
+const BUILD_BATCH: usize = 32;
+
+/// Builds `count` distinct packets on every core, packet `i` along `path_of(i)`, in
+/// batches (`build_batch`, this CPU's lane kernel).
 pub(crate) fn build_pool(
     params: &Params,
     path_of: &(dyn Fn(usize) -> [Hop; 2] + Sync),
@@ -179,7 +187,8 @@ pub(crate) fn build_pool(
     let chunk = count.div_ceil(threads).max(1);
     let mut base_seed = [0u8; 32];
     getrandom::fill(&mut base_seed).map_err(|e| format!("no OS randomness: {e}"))?;
-    let parts: Vec<Vec<(Vec<u8>, [u8; MAC_LEN])>> = std::thread::scope(|s| {
+    let kernel = Kernel::detect();
+    let parts: Vec<Result<Vec<Built>, BuildError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
@@ -192,27 +201,43 @@ pub(crate) fn build_pool(
                     let mut rng = ChaCha20Rng::from_seed(seed);
                     let first = t * chunk;
                     let n = chunk.min(count.saturating_sub(first));
-                    (first..first + n)
-                        .filter_map(|i| {
-                            let mut p = vec![0u8; params.packet_len()];
-                            let path = path_of(i);
-                            build_into_traced(params, &path, b"loadgen", &mut rng, &mut p)
-                                .ok()
-                                .map(|m| (p, m))
-                        })
-                        .collect()
+                    let mut built = Vec::with_capacity(n);
+                    let ids: Vec<usize> = (first..first + n).collect();
+                    for batch in ids.chunks(BUILD_BATCH) {
+                        let paths: Vec<[Hop; 2]> = batch.iter().map(|&i| path_of(i)).collect();
+                        let jobs: Vec<BuildJob<'_>> = paths
+                            .iter()
+                            .map(|p| BuildJob {
+                                path: p,
+                                payload: b"loadgen",
+                            })
+                            .collect();
+                        let mut packets = vec![vec![0u8; params.packet_len()]; batch.len()];
+                        let mut macs = vec![[0u8; MAC_LEN]; batch.len()];
+                        let mut outs: Vec<&mut [u8]> =
+                            packets.iter_mut().map(|p| &mut p[..]).collect();
+                        build_batch(params, kernel, &jobs, &mut rng, &mut outs, &mut macs)?;
+                        built.extend(packets.into_iter().zip(macs));
+                    }
+                    Ok(built)
                 })
             })
             .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Ok(Vec::new())))
+            .collect()
     });
     let mut pool = Pool {
         packets: Vec::with_capacity(count),
         by_mac: HashMap::with_capacity(count),
     };
-    for (p, mac) in parts.into_iter().flatten() {
-        pool.by_mac.insert(mac, pool.packets.len() as u32);
-        pool.packets.push(p);
+    for part in parts {
+        let part = part.map_err(|e| format!("building the packet pool: {e}"))?;
+        for (p, mac) in part {
+            pool.by_mac.insert(mac, pool.packets.len() as u32);
+            pool.packets.push(p);
+        }
     }
     if pool.packets.len() < count {
         return Err("could not build the packet pool".into());

@@ -58,6 +58,11 @@ pub struct SpeedReport {
     pub floor_ns: f64,
     pub process_ns: f64,
     pub build_ns: f64,
+    /// Building packets along the same path with `build_batch` in batches of 4, 8, 16
+    /// and 32, ns per packet; the best, and its ratio to `build_ns`.
+    pub build_batch_ns: BTreeMap<&'static str, f64>,
+    pub build_batch_ns_per_packet: f64,
+    pub build_batch_over_build: f64,
     pub process_over_floor: f64,
     pub packets_per_sec_per_core: f64,
     pub floor_packets_per_sec_per_core: f64,
@@ -97,6 +102,14 @@ const BATCH_SIZES: [(&str, usize); 3] = [
     ("process_batch_4", 4),
     ("process_batch_8", 8),
     ("process_batch_16", 16),
+];
+
+/// Batch sizes measured through `build_batch`.
+const BUILD_BATCH_SIZES: [(&str, usize); 4] = [
+    ("build_batch_4", 4),
+    ("build_batch_8", 8),
+    ("build_batch_16", 16),
+    ("build_batch_32", 32),
 ];
 
 /// The primitives of one relay hop, and how many times it calls each.
@@ -148,11 +161,24 @@ pub fn measure(params: &Params, hops: usize, rounds: usize, round: Duration) -> 
     for (name, k) in BATCH_SIZES {
         cases.push(batch_case(&fx, name, k));
     }
+    let n_build_batch = cases.len();
+    for (name, k) in BUILD_BATCH_SIZES {
+        cases.push(build_batch_case(&fx, name, k));
+    }
     run_round_robin(&mut cases, rounds, round);
-    let batch_ns: BTreeMap<&'static str, f64> = cases[n_batch..]
+    let batch_ns: BTreeMap<&'static str, f64> = cases[n_batch..n_build_batch]
         .iter()
         .map(|c| (c.name, c.median_ns()))
         .collect();
+    let build_batch_ns: BTreeMap<&'static str, f64> = cases[n_build_batch..]
+        .iter()
+        .map(|c| (c.name, c.median_ns()))
+        .collect();
+    let build_batch_ns_per_packet = build_batch_ns
+        .values()
+        .copied()
+        .fold(f64::INFINITY, f64::min);
+    let build_ns = cases[n_ref + 1].median_ns();
     let batch_ns_per_packet = batch_ns.values().copied().fold(f64::INFINITY, f64::min);
 
     let primitives: BTreeMap<_, _> = cases[..n_floor]
@@ -168,7 +194,10 @@ pub fn measure(params: &Params, hops: usize, rounds: usize, round: Duration) -> 
     SpeedReport {
         floor_ns,
         process_ns,
-        build_ns: cases[n_ref + 1].median_ns(),
+        build_ns,
+        build_batch_ns,
+        build_batch_ns_per_packet,
+        build_batch_over_build: build_batch_ns_per_packet / build_ns,
         process_over_floor: process_ns / floor_ns,
         packets_per_sec_per_core: 1e9 / process_ns,
         floor_packets_per_sec_per_core: 1e9 / floor_ns,
@@ -403,6 +432,28 @@ fn build_case(fx: &Fixture) -> Case<'_> {
     })
 }
 
+/// `k` packets along the fixture's path at once, in the lanes of this CPU's kernel.
+fn build_batch_case<'a>(fx: &'a Fixture, name: &'static str, k: usize) -> Case<'a> {
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let mut bufs = vec![vec![0u8; fx.params.packet_len()]; k];
+    let mut macs = vec![[0u8; loopix_crypto::params::MAC_LEN]; k];
+    let jobs = vec![
+        loopix_crypto::BuildJob {
+            path: &fx.path,
+            payload: b"speed",
+        };
+        k
+    ];
+    let kernel = fx.processor.kernel();
+    Case::simple(name, move || {
+        let mut outs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+        let r =
+            loopix_crypto::build_batch(&fx.params, kernel, &jobs, &mut rng, &mut outs, &mut macs);
+        let _ = black_box(r);
+    })
+    .per_call(k)
+}
+
 /// Which curve25519-dalek backend this binary uses on this CPU, and how it got it:
 /// compiled in for the build host's CPU, or picked at run time by dalek.
 fn curve_backend() -> &'static str {
@@ -491,6 +542,16 @@ fn print_table(out: &mut impl Write, r: &SpeedReport) -> io::Result<()> {
         "{:<34} {:>12.0} ns  ({} hops)",
         "build one packet", r.build_ns, r.hops
     )?;
+    for (name, ns) in &r.build_batch_ns {
+        writeln!(
+            out,
+            "{:<34} {:>12.0} ns  ({:.2} of one at a time, {} kernel)",
+            format!("{name} (per packet)"),
+            ns,
+            ns / r.build_ns,
+            r.batch_kernel
+        )?;
+    }
     writeln!(
         out,
         "{:<34} {:>12.0} ns  (stack position {}; {:.0} ns at the slowest)",
