@@ -1,8 +1,15 @@
 #!/usr/bin/env python3
-"""Turns two `loopix loadgen --find-capacity --json` results (1 shard, all shards) into a
-markdown report with an SVG plot of p99 per-hop latency against offered load, and the
-summary object `perf/capacity.sh --json` prints. Standard library only."""
+"""Turns the `loopix loadgen --find-capacity --json` results of perf/capacity.sh (N searches
+with 1 shard, N with all shards) into a markdown report with an SVG plot of p99 per-hop
+latency against offered load, and the summary object `perf/capacity.sh --json` prints: each
+capacity as the median and spread of the N searches, with the node's and the generator's CPU
+per packet at the top. Standard library only.
+
+usage: capacity_report.py WORK SHARDS N REPORT JSON STALLS BACKEND
+(reads WORK/capacity-1-{1..N}.json, WORK/capacity-SHARDS-{1..N}.json, WORK/speed.json)
+"""
 import json
+import statistics
 import sys
 
 from svg_chart import line_chart
@@ -23,55 +30,120 @@ def p99_at_80pct(run):
     return step["p99_us"]
 
 
-def main():
-    one, allc, report, as_json = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
-    r1, rn = json.load(open(one)), json.load(open(allc))
-    stalls = json.load(open(sys.argv[5])) if len(sys.argv) > 5 and sys.argv[5] else None
-    backend = sys.argv[6] if len(sys.argv) > 6 else "auto"
+def at_top(run, field):
+    """A figure of the step at the capacity (None if no step passed or it was not measured)."""
+    top = run.get("at_capacity")
+    return top.get(field) if top else None
+
+
+def spread(values):
+    """Median, min and max of the values that exist; None for an empty list."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def median_run(runs):
+    """The search whose capacity is the median (the lower one of an even count)."""
+    ordered = sorted(runs, key=lambda r: r["capacity_pps"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def summarise(one, allc, stalls, backend, speed, report):
     allowed = {c["cpu"]: c["max_load_within_bound"] for c in stalls["cpus"]} if stalls else {}
-    summary = {
-        "floor_pps": r1["floor_pps"],
-        "capacity_pps_1": r1["capacity_pps"],
-        "capacity_pps_all": rn["capacity_pps"],
-        "shards": rn["shards"],
+    floor_pps = statistics.median(r["floor_pps"] for r in one + allc)
+    floor_us = 1e6 / floor_pps
+    cap1, capn = spread([r["capacity_pps"] for r in one]), spread([r["capacity_pps"] for r in allc])
+    node1 = spread([at_top(r, "node_cpu_us_per_packet") for r in one])
+    noden = spread([at_top(r, "node_cpu_us_per_packet") for r in allc])
+    gen1 = spread([at_top(r, "generator_cpu_us_per_packet") for r in one])
+    genn = spread([at_top(r, "generator_cpu_us_per_packet") for r in allc])
+    shards = allc[0]["shards"]
+    m1, mn = median_run(one), median_run(allc)
+    return {
+        "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
+        "curve_backend": speed.get("curve_backend"),
+        "lanes_kernel": speed.get("lanes_kernel"),
         "backend": backend,
-        "p99_us_at_80pct": p99_at_80pct(r1),
-        "efficiency_1": r1["efficiency"],
-        "efficiency_all": rn["efficiency"],
-        "scaling": rn["capacity_pps"] / r1["capacity_pps"] if r1["capacity_pps"] else None,
-        "p99_bound_us": r1["p99_bound_us"],
+        "searches": len(one),
+        "floor_pps": floor_pps,
+        "capacity_pps_1": cap1["median"],
+        "capacity_pps_all": capn["median"],
+        "capacity_pps_1_spread": cap1,
+        "capacity_pps_all_spread": capn,
+        "shards": shards,
+        "p99_us_at_80pct": p99_at_80pct(m1),
+        "efficiency_1": cap1["median"] / floor_pps,
+        "efficiency_all": capn["median"] / (floor_pps * shards),
+        "scaling": capn["median"] / cap1["median"] if cap1["median"] else None,
+        "node_cpu_us_per_packet_1": node1 and node1["median"],
+        "node_cpu_us_per_packet_1_spread": node1,
+        "node_cpu_us_per_packet_all_spread": noden,
+        # The floor over the node's CPU per packet at the 1-shard top: 1.0 would be an
+        # engine that costs exactly the crypto floor.
+        "cpu_efficiency_1": floor_us / node1["median"] if node1 else None,
+        "generator_cpu_us_per_packet_1_spread": gen1,
+        "generator_cpu_us_per_packet_all_spread": genn,
+        "p99_bound_us": m1["p99_bound_us"],
         "perfect_engine_max_load": allowed,
         "report": report,
-    }
+    }, m1, mn, allowed
+
+
+def fmt(s, digits=0):
+    if s is None:
+        return "-"
+    if len(s["runs"]) == 1:
+        return f"{s['median']:.{digits}f}"
+    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f} - {s['max']:.{digits}f})"
+
+
+def main():
+    work, shards, n, report, as_json = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
+    stalls = json.load(open(sys.argv[6])) if len(sys.argv) > 6 and sys.argv[6] else None
+    backend = sys.argv[7] if len(sys.argv) > 7 else "auto"
+    speed = json.load(open(f"{work}/speed.json"))
+    one = [json.load(open(f"{work}/capacity-1-{i}.json")) for i in range(1, n + 1)]
+    allc = [json.load(open(f"{work}/capacity-{shards}-{i}.json")) for i in range(1, n + 1)]
+    summary, m1, mn, allowed = summarise(one, allc, stalls, backend, speed, report)
     plot = report.replace(".md", ".svg")
-    svg([r1, rn], r1["p99_bound_us"], plot)
+    svg([m1, mn], m1["p99_bound_us"], plot)
     with open(report, "w") as f:
         f.write("# Capacity report\n\n")
-        f.write(f"Produced by `perf/capacity.sh` (loss < 0.1 %, p99 <= {r1['p99_bound_us']:.0f} us).\n\n")
+        f.write(f"Produced by `perf/capacity.sh --repeats {n}` (loss < 0.1 %, p99 <= {m1['p99_bound_us']:.0f} us). "
+                f"CPU: {summary['cpu']}; curve backend {summary['curve_backend']}; lane kernel "
+                f"{summary['lanes_kernel']}. Figures with N > 1 searches are the median (min - max).\n\n")
         f.write("| | 1 shard | all shards |\n|---|---|---|\n")
-        f.write(f"| shards | 1 | {rn['shards']} |\n")
+        f.write(f"| shards | 1 | {shards} |\n")
         f.write(f"| I/O backend (`--backend`) | {backend} | {backend} |\n")
-        f.write(f"| floor pps per core (loopix speed, same run) | {r1['floor_pps']:.0f} | {rn['floor_pps']:.0f} |\n")
-        f.write(f"| capacity pps | {r1['capacity_pps']:.0f} | {rn['capacity_pps']:.0f} |\n")
-        f.write(f"| efficiency (capacity / (floor x shards)) | {r1['efficiency']:.2f} | {rn['efficiency']:.2f} |\n\n")
+        f.write(f"| floor pps per core (loopix speed, same run) | {summary['floor_pps']:.0f} | {summary['floor_pps']:.0f} |\n")
+        f.write(f"| capacity pps | {fmt(summary['capacity_pps_1_spread'])} | {fmt(summary['capacity_pps_all_spread'])} |\n")
+        f.write(f"| efficiency (capacity / (floor x shards)) | {summary['efficiency_1']:.2f} | {summary['efficiency_all']:.2f} |\n")
+        f.write(f"| node CPU us per packet at the top (floor {1e6 / summary['floor_pps']:.1f}) | "
+                f"{fmt(summary['node_cpu_us_per_packet_1_spread'], 1)} | {fmt(summary['node_cpu_us_per_packet_all_spread'], 1)} |\n")
+        f.write(f"| generator CPU us per packet at the top | {fmt(summary['generator_cpu_us_per_packet_1_spread'], 1)} | "
+                f"{fmt(summary['generator_cpu_us_per_packet_all_spread'], 1)} |\n\n")
         if allowed:
             loads = ", ".join(f"cpu {c} {x:.0%}" for c, x in sorted(allowed.items()))
             f.write(f"The machine's own CPU pauses (`perf/stalls.sh --seconds 5`, just before): an engine costing "
                     f"exactly the floor ({stalls['service_us']:.1f} us) a packet, fed in the same bursts, would keep "
-                    f"p99 within {r1['p99_bound_us']:.0f} us up to {loads} of its capacity.\n\n")
-        f.write(f"![p99 against offered load]({plot.split('/')[-1]})\n\n")
-        for r in (r1, rn):
-            f.write(f"## {r['shards']} shard(s): steps\n\n| offered | forwarded | loss | p99 us | node us/packet | pass |\n"
-                    "|---|---|---|---|---|---|\n")
+                    f"p99 within {m1['p99_bound_us']:.0f} us up to {loads} of its capacity.\n\n")
+        f.write(f"![p99 against offered load]({plot.split('/')[-1]}) (the median search of each)\n\n")
+        for r in (m1, mn):
+            f.write(f"## {r['shards']} shard(s), the median search: steps\n\n"
+                    "| offered | forwarded | loss | p99 us | node receive us/packet | node CPU us/packet | pass |\n"
+                    "|---|---|---|---|---|---|---|\n")
             for s in [r["warmup"]] + r["steps"]:
-                node = s.get("node_receive_us_per_packet")
-                node = "-" if node is None else f"{node:.1f}"
+                cell = lambda v: "-" if v is None else f"{v:.1f}"
                 f.write(f"| {s['offered_pps']:.0f} | {s['forwarded_pps']:.0f} | {s['loss']:.4f} | {s['p99_us']:.0f} | "
-                        f"{node} | {s['passed']} |\n")
-            f.write(f"\n(the first row is the unjudged warm-up; node us/packet is the time in the core's "
+                        f"{cell(s.get('node_receive_us_per_packet'))} | {cell(s.get('node_cpu_us_per_packet'))} | {s['passed']} |\n")
+            f.write(f"\n(the first row is the unjudged warm-up; node receive us/packet is the time in the core's "
                     f"receive_batch per packet, the floor being {r['floor_ns'] / 1000:.1f} us)\n\n")
+        f.write("```json\n" + json.dumps(summary, indent=1) + "\n```\n")
     if as_json:
         print(json.dumps(summary, indent=2))
 
 
-main()
+if __name__ == "__main__":
+    main()

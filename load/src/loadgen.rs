@@ -116,10 +116,12 @@ pub struct CapacityReport {
     /// perf/README.md), which would otherwise fail the first step.
     pub warmup: Step,
     pub steps: Vec<Step>,
+    /// The step at the capacity (the best that passed), if one did.
+    pub at_capacity: Option<Step>,
 }
 
 /// One rate tried, `repeats` times: medians, and every run's p99.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, Clone)]
 pub struct Step {
     pub offered_pps: f64,
     pub forwarded_pps: f64,
@@ -129,6 +131,11 @@ pub struct Step {
     /// Median time the node spent unwrapping and holding a packet at this rate (its
     /// metrics), to set against the floor: batches grow with the load.
     pub node_receive_us_per_packet: Option<f64>,
+    /// Median CPU time of the node's process (every thread) and of the generator's, per
+    /// packet: on a VM whose pauses decide the latency bound, the node's CPU per packet
+    /// is the figure that does not move with them.
+    pub node_cpu_us_per_packet: Option<f64>,
+    pub generator_cpu_us_per_packet: Option<f64>,
     pub passed: bool,
 }
 
@@ -164,6 +171,13 @@ pub struct LoadReport {
     /// `loopix_receive_seconds_total` over `loopix_packets_in_total`): the engine's cost
     /// per hop, to set against `floor_ns`.
     pub node_receive_us_per_packet: Option<f64>,
+    /// The target process's CPU time (every thread) per packet it received during the
+    /// run, µs (`process_cpu_seconds_total`, in clock ticks: meaningful over a second or
+    /// more of load).
+    pub node_cpu_us_per_packet: Option<f64>,
+    /// The generator's own CPU time (sending and receiving, not building) per packet
+    /// sent, µs.
+    pub generator_cpu_us_per_packet: Option<f64>,
     /// The worst per-hop latency of the packets sent in each 100 ms of the run, µs: shows
     /// whether a tail is a stall at one moment or spread over the run.
     pub max_latency_us_per_window: Vec<f64>,
@@ -299,6 +313,7 @@ impl Setup {
         std::thread::sleep(Duration::from_millis(args.settle_ms));
         let before = args.metrics.and_then(crate::scrape::scrape);
         let own_drops_before = own_kernel_drops([&self.socket]);
+        let own_cpu_before = crate::measure::process_cpu_s();
         let pace = Pace {
             rate,
             poisson: args.poisson,
@@ -310,6 +325,9 @@ impl Setup {
             receiver_stall: Duration::from_millis(args.stall_receiver_ms),
         };
         let blast = blast(&pace, &self.socket, self.target, &pool)?;
+        let generator_cpu_s = own_cpu_before
+            .zip(crate::measure::process_cpu_s())
+            .map(|(b, a)| a - b);
         let after = args.metrics.and_then(crate::scrape::scrape);
         let generator = GeneratorCounts {
             kernel_drops: own_kernel_drops([&self.socket]).saturating_sub(own_drops_before),
@@ -322,13 +340,15 @@ impl Setup {
             node_counters(before.as_deref(), after.as_deref()),
             hostile.map_or(0, |h| h.refused()),
         );
-        let (node_delay_error_p99_us, node_receive_us_per_packet) = match (before, after) {
-            (Some(b), Some(a)) => (
-                node_delay_error_p99_us(&b, &a),
-                node_receive_us_per_packet(&b, &a),
-            ),
-            _ => (None, None),
-        };
+        let (node_delay_error_p99_us, node_receive_us_per_packet, node_cpu_us_per_packet) =
+            match (before, after) {
+                (Some(b), Some(a)) => (
+                    node_delay_error_p99_us(&b, &a),
+                    node_receive_us_per_packet(&b, &a),
+                    node_cpu_us_per_packet(&b, &a),
+                ),
+                _ => (None, None, None),
+            };
         let (recovery_ms, late_windows) = recovery(&blast, args.p99_bound_us);
         let tail = (tail_count > 0).then(|| TailReport {
             rate_pps: args.then_rate,
@@ -358,6 +378,9 @@ impl Setup {
             send_quantum_us: args.send_quantum_us,
             node_delay_error_p99_us,
             node_receive_us_per_packet,
+            node_cpu_us_per_packet,
+            generator_cpu_us_per_packet: generator_cpu_s
+                .map(|s| s * 1e6 / blast.sent.max(1) as f64),
             send_lateness_us: Lateness {
                 p99: blast.lateness.value_at_quantile(0.99) as f64 / 1e3,
                 max: blast.lateness.max() as f64 / 1e3,
@@ -439,6 +462,14 @@ pub(crate) fn node_receive_us_per_packet(before: &str, after: &str) -> Option<f6
     (packets > 0.0).then(|| delta("loopix_receive_seconds_total").map(|s| s * 1e6 / packets))?
 }
 
+/// The target process's CPU time per packet it received between two scrapes, µs.
+pub(crate) fn node_cpu_us_per_packet(before: &str, after: &str) -> Option<f64> {
+    use crate::scrape::sum;
+    let delta = |name| Some(sum(after, name)? - sum(before, name)?);
+    let packets = delta("loopix_packets_in_total")?;
+    (packets > 0.0).then(|| delta("process_cpu_seconds_total").map(|s| s * 1e6 / packets))?
+}
+
 /// How the sender paces.
 struct Pace {
     rate: f64,
@@ -497,6 +528,16 @@ pub fn find_capacity(args: &LoadgenArgs) -> Result<CapacityReport, String> {
                     .filter_map(|r| r.node_receive_us_per_packet)
                     .collect(),
             ),
+            node_cpu_us_per_packet: middle(
+                runs.iter()
+                    .filter_map(|r| r.node_cpu_us_per_packet)
+                    .collect(),
+            ),
+            generator_cpu_us_per_packet: middle(
+                runs.iter()
+                    .filter_map(|r| r.generator_cpu_us_per_packet)
+                    .collect(),
+            ),
             passed,
         });
         Ok(passed)
@@ -507,6 +548,11 @@ pub fn find_capacity(args: &LoadgenArgs) -> Result<CapacityReport, String> {
     let best = search_capacity(floor_pps * shards as f64, args.refine, |rate| {
         try_rate(rate, &mut steps)
     })?;
+    let at_capacity = steps
+        .iter()
+        .filter(|s| s.passed)
+        .max_by(|a, b| a.offered_pps.total_cmp(&b.offered_pps))
+        .cloned();
     Ok(CapacityReport {
         capacity_pps: best,
         shards,
@@ -517,6 +563,7 @@ pub fn find_capacity(args: &LoadgenArgs) -> Result<CapacityReport, String> {
         refine: args.refine,
         warmup,
         steps,
+        at_capacity,
     })
 }
 
