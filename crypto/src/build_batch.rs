@@ -2,7 +2,7 @@
 //! variable-base multiplication and one encoding per hop, 80 % of a 6-hop build. A batch
 //! does each hop's multiplications for up to [`MAX_LANES`] packets in one run of a lane
 //! kernel (the kernel that unwraps batches, [`crate::lanes`]), and the first hop's group
-//! elements with one field inversion for the lot. What it writes is byte for byte what
+//! elements in lanes too (or, with no kernel, at one field inversion for the lot). What it writes is byte for byte what
 //! [`build_into_traced`](crate::build_into_traced) writes for each packet in turn from the
 //! same RNG: the randomness is drawn in the same order (each packet's scalar, then its
 //! routing padding) before any multiplication.
@@ -11,6 +11,7 @@
 //! steered build (a node's own loops, [`crate::build::build_into_steered`]) draws until it
 //! likes the result and stays one at a time.
 
+use curve25519_dalek::constants::RISTRETTO_BASEPOINT_COMPRESSED;
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
 use rand_core::CryptoRng;
@@ -18,7 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::build::{BuildError, Hop, check, padding_len, write_body, write_routing};
 use crate::keys::{HopKeys, half, random_scalar};
-use crate::lanes::{Kernel, MAX_LANES, mul_encoded};
+use crate::lanes::{Kernel, MAX_LANES, Points, mul_encoded};
 use crate::params::{ALPHA_LEN, BETA_LEN, HEADER_LEN, MAC_LEN, MAX_HOPS, Params};
 use crate::primitives::{compress, mul};
 
@@ -78,12 +79,7 @@ fn build_run<R: CryptoRng + ?Sized>(
         xs[j] = random_scalar(rng);
         rng.fill_bytes(&mut pads[j][..padding_len(job.path.len())]);
     }
-    // α = x·B for each, as (x/2)·B doubled: one inversion for the run.
-    let halves: Vec<RistrettoPoint> = xs[..n]
-        .iter()
-        .map(|x| RistrettoPoint::mul_base(&(x * half())))
-        .collect();
-    let alphas = RistrettoPoint::double_and_compress_batch(&halves);
+    let alphas = first_alphas(kernel, &xs[..n]);
     // Each hop's shared secrets, the packets that still have that hop in lanes.
     let mut keys: Box<[[HopKeys; MAX_HOPS]; MAX_LANES]> = Box::default();
     let longest = jobs.iter().map(|j| j.path.len()).max().unwrap_or(0);
@@ -99,7 +95,15 @@ fn build_run<R: CryptoRng + ?Sized>(
             }
         }
         let mut secrets = Zeroizing::new([None; MAX_LANES]);
-        if kernel != Kernel::Portable && m >= kernel.lanes_from() {
+        // One key for them all (packets along one path): decoded once.
+        let mut shared = Zeroizing::new([[0u8; 32]; MAX_LANES]);
+        if points[..m].iter().all(|p| *p == points[0])
+            && mul_one_point(kernel, &points[0], &scalars[..m], &mut shared[..m])
+        {
+            for (s, p) in secrets.iter_mut().zip(&shared[..m]) {
+                *s = Some(*p);
+            }
+        } else if kernel != Kernel::Portable && m >= kernel.lanes_from() {
             mul_encoded(kernel, &points[..m], &scalars[..m], &mut secrets[..m]);
         }
         for (k, &j) in who[..m].iter().enumerate() {
@@ -114,7 +118,7 @@ fn build_run<R: CryptoRng + ?Sized>(
     }
     for (j, job) in jobs.iter().enumerate() {
         let (header, body) = outs[j].split_at_mut(HEADER_LEN);
-        header[..ALPHA_LEN].copy_from_slice(alphas[j].as_bytes());
+        header[..ALPHA_LEN].copy_from_slice(&alphas[j]);
         job.path[0].phase.mark(&mut header[..ALPHA_LEN]);
         let hops = job.path.len();
         let pad = &pads[j][..padding_len(hops)];
@@ -126,4 +130,47 @@ fn build_run<R: CryptoRng + ?Sized>(
         );
         write_body(&keys[j][..hops], job.payload, body);
     }
+}
+
+/// Each packet's first group element, `compress(x·B)`: in lanes (a lane multiplication
+/// costs about half of dalek's fixed-base one on IFMA); else as `(x/2)·B` doubled, at one
+/// field inversion for them all.
+fn first_alphas(kernel: Kernel, xs: &[Scalar]) -> [[u8; ALPHA_LEN]; MAX_LANES] {
+    let mut alphas = [[0u8; ALPHA_LEN]; MAX_LANES];
+    let base = RISTRETTO_BASEPOINT_COMPRESSED.to_bytes();
+    if mul_one_point(kernel, &base, xs, &mut alphas) {
+        return alphas;
+    }
+    let halves: Vec<RistrettoPoint> = xs
+        .iter()
+        .map(|x| RistrettoPoint::mul_base(&(x * half())))
+        .collect();
+    for (a, c) in alphas
+        .iter_mut()
+        .zip(RistrettoPoint::double_and_compress_batch(&halves))
+    {
+        *a = c.to_bytes();
+    }
+    alphas
+}
+
+/// `compress(point·x)` for each `x` into `out`, in lanes with `point` decoded once for
+/// every run; false (nothing written) where the kernel does not run or there are too few
+/// to be worth a run. `point` is a valid, non-identity encoding (a key, or the base point).
+fn mul_one_point(kernel: Kernel, point: &[u8; 32], xs: &[Scalar], out: &mut [[u8; 32]]) -> bool {
+    let lanes = kernel.lanes();
+    if xs.len() < kernel.lanes_from() {
+        return false;
+    }
+    let Some(points) = Points::decode(kernel, &[*point; MAX_LANES][..lanes]) else {
+        return false;
+    };
+    for (x, out) in xs.chunks(lanes).zip(out.chunks_mut(lanes)) {
+        let mut scalars = Zeroizing::new([Scalar::ONE; MAX_LANES]);
+        scalars[..x.len()].copy_from_slice(x);
+        let mut products = Zeroizing::new([[0u8; 32]; MAX_LANES]);
+        points.mul_encode(&scalars[..lanes], &mut products[..lanes]);
+        out.copy_from_slice(&products[..out.len()]);
+    }
+    true
 }
