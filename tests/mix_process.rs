@@ -240,6 +240,25 @@ fn both_shards_work_and_the_counters_add_up() {
     assert!(m.contains("loopix_kernel_drops_total{shard=\"1\"}"));
     assert_eq!(metric(&m, "loopix_socket_errors_total"), 0, "{m}");
     assert!(m.contains("loopix_socket_errors_total{shard=\"0\",op=\"send\"}"));
+    // The lane kernel was chosen by a measurement at start: every kernel this CPU runs is
+    // listed with its cost, exactly one of them chosen, the one the build info names.
+    let kernels: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("loopix_lane_kernel_seconds_per_packet{"))
+        .collect();
+    assert!(!kernels.is_empty(), "{m}");
+    let chosen: Vec<&&str> = kernels
+        .iter()
+        .filter(|l| l.contains("chosen=\"true\""))
+        .collect();
+    assert_eq!(chosen.len(), 1, "{kernels:?}");
+    let name = chosen[0].split('"').nth(1).unwrap();
+    assert!(m.contains(&format!("kernel=\"{name}\",backend=")), "{m}");
+    assert!(
+        kernels
+            .iter()
+            .all(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() > 0.0)
+    );
     // The provider's link in is alive: heard within the last minute.
     let heard = m
         .lines()

@@ -84,6 +84,11 @@ pub struct SpeedReport {
     /// The lane kernel this CPU runs (`loopix_crypto::lanes`); `batch_kernel` is the same.
     pub lanes_kernel: &'static str,
     pub batch_kernel: &'static str,
+    /// The start-up measurement the lane kernel was chosen by (every kernel this CPU runs,
+    /// ns per packet of a batch's public-key work), and how it was chosen: "measurement",
+    /// or "fixed before" (`LOOPIX_KERNEL`).
+    pub kernel_measured_ns: BTreeMap<&'static str, f64>,
+    pub kernel_chosen_by: &'static str,
     /// Real processing through `process_batch` in batches of 4, 8 and 16, ns per packet.
     pub batch_ns: BTreeMap<&'static str, f64>,
     /// The best of them, and its ratio to the floor.
@@ -149,6 +154,7 @@ pub fn run(args: &SpeedArgs) -> Result<(), String> {
 /// Measures every case round-robin and assembles the report.
 pub fn measure(params: &Params, hops: usize, rounds: usize, round: Duration) -> SpeedReport {
     let stack = loopix_crypto::stack_position::calibrate();
+    let calibration = loopix_crypto::lanes::calibrate::calibrate();
     let fx = Fixture::new(params, hops);
     let mut cases = primitive_cases(&fx);
     let n_floor = cases.len();
@@ -215,6 +221,16 @@ pub fn measure(params: &Params, hops: usize, rounds: usize, round: Duration) -> 
         curve_backend: curve_backend(),
         lanes_kernel: Kernel::detect().name(),
         batch_kernel: fx.processor.kernel().name(),
+        kernel_measured_ns: calibration
+            .ns_per_packet
+            .iter()
+            .map(|(k, ns)| (k.name(), *ns))
+            .collect(),
+        kernel_chosen_by: if calibration.fixed_before {
+            "fixed before"
+        } else {
+            "measurement"
+        },
         batch_over_floor: batch_ns_per_packet / floor_ns,
         batch_ns,
         batch_ns_per_packet,
@@ -529,6 +545,19 @@ fn print_table(out: &mut impl Write, r: &SpeedReport) -> io::Result<()> {
         out,
         "{:<34} {:>12.3}",
         "best batch / floor", r.batch_over_floor
+    )?;
+    let measured: Vec<String> = r
+        .kernel_measured_ns
+        .iter()
+        .map(|(k, ns)| format!("{k} {ns:.0}"))
+        .collect();
+    writeln!(
+        out,
+        "{:<34} {} (by {}; measured at start, ns per packet: {})",
+        "lane kernel",
+        r.batch_kernel,
+        r.kernel_chosen_by,
+        measured.join(", ")
     )?;
     writeln!(
         out,

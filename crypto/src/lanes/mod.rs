@@ -22,6 +22,7 @@ use crate::primitives::{compress, decompress, mul};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+pub mod calibrate;
 #[cfg(target_arch = "x86_64")]
 mod curve;
 #[cfg(target_arch = "x86_64")]
@@ -113,10 +114,10 @@ impl Kernel {
         }
     }
 
-    /// The default on this CPU: eight lanes of IFMA where it has them, else eight lanes of
-    /// AVX2 where it has those, else one packet at a time. The 16-lane IFMA run and the
-    /// 4-lane AVX2 run did not beat those where we measured them (crypto/SPEC.md,
-    /// "Lanes"); they run when `LOOPIX_KERNEL` names them.
+    /// The default on this CPU before any measurement: eight lanes of IFMA where it has
+    /// them, else eight lanes of AVX2 where it has those, else one packet at a time. A
+    /// process that calibrates ([`calibrate::calibrate`]) keeps it unless another kernel
+    /// measures clearly faster on the CPU at hand.
     pub fn best() -> Self {
         if Self::Ifma8.runs_here() {
             Self::Ifma8

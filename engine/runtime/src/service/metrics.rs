@@ -162,6 +162,19 @@ pub fn render(s: &Snapshot) -> String {
             1.0,
         )),
     );
+    if let Some(c) = loopix_crypto::lanes::calibrate::calibration() {
+        family(
+            "loopix_lane_kernel_seconds_per_packet",
+            "gauge",
+            "Each lane kernel this CPU runs, as measured at start: a batch's public-key work per packet (decode, two multiplications and encodings). The node unwraps with the fastest (chosen=\"true\"), unless LOOPIX_KERNEL named one.",
+            &mut c.ns_per_packet.iter().map(|(k, ns)| {
+                (
+                    format!("kernel=\"{}\",chosen=\"{}\"", k.name(), *k == c.chosen),
+                    ns / 1e9,
+                )
+            }),
+        );
+    }
     let shard = |r: &ShardReport| format!("shard=\"{}\"", r.shard);
     family(
         "loopix_shards",

@@ -194,6 +194,22 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         }
         None => tracing::info!(%backend, "I/O backend"),
     }
+    let lanes = loopix_crypto::lanes::calibrate::calibrate();
+    let measured: Vec<String> = lanes
+        .ns_per_packet
+        .iter()
+        .map(|(k, ns)| format!("{} {:.0} ns", k.name(), ns))
+        .collect();
+    tracing::info!(
+        kernel = lanes.chosen.name(),
+        chosen_by = if lanes.fixed_before {
+            "fixed before (LOOPIX_KERNEL)"
+        } else {
+            "measurement"
+        },
+        measured = measured.join(", "),
+        "lane kernel"
+    );
     let (node, store) = start(&cfg, &seed, &session_key, &syncer, backend)?;
     let stack = loopix_crypto::stack_position::calibrate();
     tracing::info!(
