@@ -17,6 +17,8 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"{sys.argv[1]}: floor {r['floor_ns']/1e3:.1f} us, process {r['process_ns']/1e3:.1f} us "
       f"({r['process_over_floor']:.3f} x floor), build {r['build_ns']/1e3:.1f} us, "
-      f"{r['packets_per_sec_per_core']:.0f} packets/s/core, {r['curve_backend']}")
+      f"{r['packets_per_sec_per_core']:.0f} packets/s/core, {r['curve_backend']}; "
+      f"batches {r['batch_over_floor']:.3f} x floor ({r['batch_kernel']}, by {r['kernel_chosen_by']}), "
+      f"build_batch {r['build_batch_ns_per_packet']/1e3:.1f} us ({r['build_batch_over_build']:.3f} x build)")
 PY
 done
