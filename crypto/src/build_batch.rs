@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::build::{BuildError, Hop, check, padding_len, write_body, write_routing};
 use crate::keys::{HopKeys, half, random_scalar};
-use crate::lanes::{Kernel, MAX_LANES, Points, mul_encoded};
+use crate::lanes::{Kernel, MAX_LANES, mul_encoded, mul_one_point};
 use crate::params::{ALPHA_LEN, BETA_LEN, HEADER_LEN, MAC_LEN, MAX_HOPS, Params};
 use crate::primitives::{compress, mul};
 
@@ -152,25 +152,4 @@ fn first_alphas(kernel: Kernel, xs: &[Scalar]) -> [[u8; ALPHA_LEN]; MAX_LANES] {
         *a = c.to_bytes();
     }
     alphas
-}
-
-/// `compress(point·x)` for each `x` into `out`, in lanes with `point` decoded once for
-/// every run; false (nothing written) where the kernel does not run or there are too few
-/// to be worth a run. `point` is a valid, non-identity encoding (a key, or the base point).
-fn mul_one_point(kernel: Kernel, point: &[u8; 32], xs: &[Scalar], out: &mut [[u8; 32]]) -> bool {
-    let lanes = kernel.lanes();
-    if xs.len() < kernel.lanes_from() {
-        return false;
-    }
-    let Some(points) = Points::decode(kernel, &[*point; MAX_LANES][..lanes]) else {
-        return false;
-    };
-    for (x, out) in xs.chunks(lanes).zip(out.chunks_mut(lanes)) {
-        let mut scalars = Zeroizing::new([Scalar::ONE; MAX_LANES]);
-        scalars[..x.len()].copy_from_slice(x);
-        let mut products = Zeroizing::new([[0u8; 32]; MAX_LANES]);
-        points.mul_encode(&scalars[..lanes], &mut products[..lanes]);
-        out.copy_from_slice(&products[..out.len()]);
-    }
-    true
 }

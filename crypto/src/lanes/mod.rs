@@ -315,3 +315,31 @@ pub fn mul_encoded(
         }
     }
 }
+
+/// `compress(point·x)` for each `x` in `scalars` into `out`, in lanes with `point` decoded
+/// once for every run (a key shared by a batch, or the base point); false (nothing
+/// written) where the kernel does not run or there are fewer scalars than are worth a
+/// run. `point` is a valid, non-identity encoding.
+pub fn mul_one_point(
+    kernel: Kernel,
+    point: &[u8; 32],
+    scalars: &[Scalar],
+    out: &mut [[u8; 32]],
+) -> bool {
+    let lanes = kernel.lanes();
+    if scalars.len() < kernel.lanes_from() || out.len() < scalars.len() {
+        return false;
+    }
+    let Some(points) = Points::decode(kernel, &[*point; MAX_LANES][..lanes]) else {
+        return false;
+    };
+    for (x, out) in scalars.chunks(lanes).zip(out.chunks_mut(lanes)) {
+        let mut padded = Zeroizing::new([Scalar::ONE; MAX_LANES]);
+        padded[..x.len()].copy_from_slice(x);
+        let mut products = Zeroizing::new([[0u8; 32]; MAX_LANES]);
+        points.mul_encode(&padded[..lanes], &mut products[..lanes]);
+        let n = x.len();
+        out[..n].copy_from_slice(&products[..n]);
+    }
+    true
+}
