@@ -15,8 +15,9 @@
 # Writes perf/reports/overload-<time>.md and prints where it went; with --json prints one
 # object: offered_pps, admitted_pps, kernel_drops, counted_drops (and by reason), stale,
 # rss_start_bytes, rss_max_bytes, rss_growth, admitted_latency_us {p50, p99}, metrics_ok,
-# accounted (forwarded + held + counted drops + kernel drops over offered), recovery_ms,
-# cpu and curve_backend.
+# accounted (forwarded + held + counted drops + kernel drops over offered),
+# valid_lost_by_side (each lost valid packet on the generator, the node or neither),
+# recovery_ms, cpu and curve_backend.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 json=0; x=3; duration=60; capacity=; wait_ms=

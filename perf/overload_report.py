@@ -80,6 +80,10 @@ def main():
         "rss_growth": max(rss + [rss_start]) / rss_start - 1,
         "admitted_latency_us": {"p50": load["latency_us"]["p50"], "p99": load["latency_us"]["p99"]},
         "valid_loss": load["loss"],
+        # Every lost valid packet on a side: the generator's own, the node's (its drops
+        # beyond the refusals the hostile mix asked for), or neither's.
+        "valid_lost_by_side": {k: load["loss_by_side"][k] for k in ("lost", "generator", "node", "unattributed")}
+        if load.get("loss_by_side") else None,
         "metrics_ok": bool(probes) and all(p == "1" for p in probes),
         "metrics_probes": len(probes),
         "recovery_ms": tail.get("recovery_ms"),
@@ -97,7 +101,7 @@ def main():
                 f"{capacity:.0f} packets/s (the crypto floor, `loopix speed`).\n\n")
         f.write("| | |\n|---|---|\n")
         for k in ["max_socket_wait_ms", "offered_pps", "admitted_pps", "offered_datagrams", "forwarded", "held_at_end", "counted_drops",
-                  "stale", "kernel_drops", "accounted", "rss_start_bytes", "rss_max_bytes", "rss_growth",
+                  "stale", "kernel_drops", "accounted", "valid_lost_by_side", "rss_start_bytes", "rss_max_bytes", "rss_growth",
                   "admitted_latency_us", "valid_loss", "metrics_ok", "metrics_probes", "recovery_ms", "late_windows_after_recovery",
                   "tail_latency_us"]:
             f.write(f"| {k} | {summary[k]} |\n")
