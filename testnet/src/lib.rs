@@ -197,6 +197,9 @@ pub struct Summary {
     /// Fragment packets sent again because their ack was late, and acks the clients sent.
     pub retransmitted: u64,
     pub acks_sent: u64,
+    /// Acks not sent because their reply block's key was gone by then (the fragment
+    /// waited past its epoch's grace): the sender sent the fragment again instead.
+    pub acks_expired: u64,
     /// What one real message cost in packets on the wire: its fragments' sends (first and
     /// again) and the acks of what arrived, over the messages sent. Acks and resends take
     /// payload and drop ticks, so the wire's rate is unchanged; this is how many of those
@@ -1056,6 +1059,7 @@ struct Traffic {
     fragments_sent: u64,
     retransmitted: u64,
     acks_sent: u64,
+    acks_expired: u64,
 }
 
 fn drive(
@@ -1193,6 +1197,7 @@ fn collect(c: &RunningClient, t: &mut Traffic) {
                 t.fragments_sent += stats.sent_real;
                 t.retransmitted += stats.retransmitted;
                 t.acks_sent += stats.acks_sent;
+                t.acks_expired += stats.acks_expired;
             }
             _ => {}
         }
@@ -1284,6 +1289,7 @@ impl Traffic {
             gave_up_real: gave_up,
             retransmitted: self.retransmitted,
             acks_sent: self.acks_sent,
+            acks_expired: self.acks_expired,
             packets_per_message: if sent == 0 {
                 0.0
             } else {

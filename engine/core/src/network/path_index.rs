@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use loopix_crypto::{Command, Hop, NodeId, PublicKey};
+use loopix_crypto::{Command, Hop, KeyPhase, NodeId, PublicKey};
 use rand_core::Rng;
 
 use crate::network::epoch::EpochSchedule;
@@ -63,6 +63,17 @@ pub enum PathError {
 }
 
 impl PathIndex {
+    /// Whether a node holds a key of `phase` at `now_us`: the current epoch's, or within a
+    /// grace, its neighbour's. A packet (or reply block) whose first hop is under a key of
+    /// any other phase is refused there, as [`crate::drops::DropReason::ExpiredKey`].
+    pub fn phase_in_use(&self, now_us: u64, phase: KeyPhase) -> bool {
+        self.epochs
+            .live(now_us)
+            .into_iter()
+            .flatten()
+            .any(|e| KeyPhase::of_epoch(e) == phase)
+    }
+
     /// Indexes `topology`.
     pub fn new(topology: &Topology) -> Self {
         let mut keys = Vec::new();

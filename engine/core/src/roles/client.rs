@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use loopix_crypto::{Command, Hop, NodeId, Params, Processor, SURB_LEN, SessionSecret};
+use loopix_crypto::{Command, Hop, KeyPhase, NodeId, Params, Processor, SURB_LEN, SessionSecret};
 
 use crate::formats::codec::Codec;
 use crate::roles::acks::{Fragment, Unacked, ack_timeout_us};
@@ -154,6 +154,11 @@ pub struct ClientStats {
     pub acks_sent: u64,
     /// Acks it could not send (its queue of reply blocks was full).
     pub acks_dropped: u64,
+    /// Acks not sent because their reply block's first hop no longer holds the key the
+    /// block was made under (the fragment waited past its epoch's grace: the recipient
+    /// was offline, or polled late). The provider would only refuse them; the sender
+    /// sends the fragment again with a fresh block.
+    pub acks_expired: u64,
     /// Replies that matched no fragment waiting (an ack of an attempt already resent or
     /// given up), or did not open.
     pub acks_unmatched: u64,
@@ -592,6 +597,7 @@ impl<C: Codec> Client<C> {
 
     /// Writes the body for `emission` into `body`; returns what it is.
     fn emit(&mut self, now_us: u64, emission: Emission, body: &mut [u8]) -> FrameKind {
+        self.forget_expired_acks(now_us);
         let built = match emission {
             Emission::Poll => {
                 self.write_poll(body);
@@ -696,6 +702,17 @@ impl<C: Codec> Client<C> {
             .ok()?;
         let (surb, opener) = C::build_surb(&self.surb_path, &mut self.rng).ok()?;
         Some((ack_id, surb, opener))
+    }
+
+    /// Drops the acks whose reply block's first hop (this client's provider) holds no key
+    /// of the block's phase any more: sent, they would only be refused there.
+    fn forget_expired_acks(&mut self, now_us: u64) {
+        let before = self.ack_replies.len();
+        let paths = &self.paths;
+        self.ack_replies.retain(|r| {
+            KeyPhase::of_packet(&r.surb).is_none_or(|phase| paths.phase_in_use(now_us, phase))
+        });
+        self.stats.acks_expired += (before - self.ack_replies.len()) as u64;
     }
 
     /// The next ack, along the reply block it came with.
