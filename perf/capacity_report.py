@@ -12,6 +12,7 @@ import json
 import statistics
 import sys
 
+from distribution import fmt, median_run, spread
 from svg_chart import line_chart
 
 
@@ -36,20 +37,6 @@ def at_top(run, field):
     return top.get(field) if top else None
 
 
-def spread(values):
-    """Median, min and max of the values that exist; None for an empty list."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
-
-
-def median_run(runs):
-    """The search whose capacity is the median (the lower one of an even count)."""
-    ordered = sorted(runs, key=lambda r: r["capacity_pps"])
-    return ordered[(len(ordered) - 1) // 2]
-
-
 def summarise(one, allc, stalls, backend, speed, report):
     allowed = {c["cpu"]: c["max_load_within_bound"] for c in stalls["cpus"]} if stalls else {}
     floor_pps = statistics.median(r["floor_pps"] for r in one + allc)
@@ -60,7 +47,7 @@ def summarise(one, allc, stalls, backend, speed, report):
     gen1 = spread([at_top(r, "generator_cpu_us_per_packet") for r in one])
     genn = spread([at_top(r, "generator_cpu_us_per_packet") for r in allc])
     shards = allc[0]["shards"]
-    m1, mn = median_run(one), median_run(allc)
+    m1, mn = median_run(one, "capacity_pps"), median_run(allc, "capacity_pps")
     return {
         "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
         "curve_backend": speed.get("curve_backend"),
@@ -89,14 +76,6 @@ def summarise(one, allc, stalls, backend, speed, report):
         "perfect_engine_max_load": allowed,
         "report": report,
     }, m1, mn, allowed
-
-
-def fmt(s, digits=0):
-    if s is None:
-        return "-"
-    if len(s["runs"]) == 1:
-        return f"{s['median']:.{digits}f}"
-    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f} - {s['max']:.{digits}f})"
 
 
 def main():

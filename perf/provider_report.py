@@ -1,10 +1,17 @@
 #!/usr/bin/env python3
-"""Turns two `loopix provider-load --find-capacity --json` results (1 shard, all shards)
-into a markdown report with an SVG plot of the provider hop's p99 against offered load,
-and the summary object `perf/provider.sh --json` prints. Standard library only."""
+"""Turns the `loopix provider-load --find-capacity --json` results of perf/provider.sh (N
+searches with 1 shard, N with all shards) into a markdown report with an SVG plot of the
+provider hop's p99 against offered load (the median search of each), and the summary
+object `perf/provider.sh --json` prints: the capacities as medians with their spread, the
+other figures the median search's. Standard library only.
+
+usage: provider_report.py WORK SHARDS N REPORT JSON BACKEND
+(reads WORK/provider-1-{1..N}.json and WORK/provider-SHARDS-{1..N}.json)
+"""
 import json
 import sys
 
+from distribution import fmt, median_run, spread
 from svg_chart import line_chart
 
 
@@ -14,20 +21,29 @@ def at_capacity(run, key, default=None):
 
 
 def main():
-    one, allc, report, as_json, backend = sys.argv[1:6]
-    r1, rn = json.load(open(one)), json.load(open(allc))
+    work, shards, n, report, as_json, backend = sys.argv[1:7]
+    n, as_json = int(n), as_json == "1"
+    ones = [json.load(open(f"{work}/provider-1-{i}.json")) for i in range(1, n + 1)]
+    alls = [json.load(open(f"{work}/provider-{shards}-{i}.json")) for i in range(1, n + 1)]
+    r1, rn = median_run(ones, "capacity_pps"), median_run(alls, "capacity_pps")
+    cap1, capn = spread([r["capacity_pps"] for r in ones]), spread([r["capacity_pps"] for r in alls])
+    cpu1 = spread([at_capacity(r, "node_cpu_us_per_packet") for r in ones])
     blocks = [s.get("max_shard_block_us") for r in (r1, rn) for s in r["steps"]]
     blocks = [b for b in blocks if b is not None]
     summary = {
         "floor_pps": r1["floor_pps"],
-        "capacity_pps_1": r1["capacity_pps"],
-        "capacity_pps_all": rn["capacity_pps"],
+        "searches": n,
+        "capacity_pps_1": cap1["median"],
+        "capacity_pps_all": capn["median"],
+        "capacity_pps_1_spread": cap1,
+        "capacity_pps_all_spread": capn,
+        "node_cpu_us_per_packet_1_spread": cpu1,
         "shards": rn["shards"],
         "clients": rn["clients"],
         "backend": backend,
-        "efficiency_1": r1["efficiency"],
-        "efficiency_all": rn["efficiency"],
-        "scaling": rn["capacity_pps"] / r1["capacity_pps"] if r1["capacity_pps"] else None,
+        "efficiency_1": cap1["median"] / r1["floor_pps"],
+        "efficiency_all": capn["median"] / (rn["floor_pps"] * rn["shards"]),
+        "scaling": capn["median"] / cap1["median"] if cap1["median"] else None,
         "polls_per_s": at_capacity(rn, "polls_per_s"),
         "handshakes_per_s": at_capacity(rn, "handshakes_per_s"),
         "node_cpu_us_per_packet_1": at_capacity(r1, "node_cpu_us_per_packet"),
@@ -59,21 +75,23 @@ def main():
         f.write(f"| shards | 1 | {rn['shards']} |\n")
         f.write(f"| I/O backend | {backend} | {backend} |\n")
         f.write(f"| floor pps per core (loopix speed, same run) | {r1['floor_pps']:.0f} | {rn['floor_pps']:.0f} |\n")
-        f.write(f"| capacity pps | {r1['capacity_pps']:.0f} | {rn['capacity_pps']:.0f} |\n")
-        f.write(f"| efficiency (capacity / (floor x shards)) | {r1['efficiency']:.2f} | {rn['efficiency']:.2f} |\n\n")
+        f.write(f"| capacity pps ({n} search(es): median (min - max)) | {fmt(cap1)} | {fmt(capn)} |\n")
+        f.write(f"| efficiency (median capacity / (floor x shards)) | {summary['efficiency_1']:.2f} | "
+                f"{summary['efficiency_all']:.2f} |\n")
+        f.write(f"| provider CPU us per packet at the top | {fmt(cpu1, 1)} | - |\n\n")
         f.write(f"![p99 against offered load]({plot.split('/')[-1]})\n\n")
         for r in (r1, rn):
             f.write(f"## {r['shards']} shard(s): steps\n\n"
                     "| offered | lost | hop p99 us | polls/s | handshakes/s | node us/datagram | node CPU us/packet | "
                     "commits/s | commit p99 us | longest shard block us | pass |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
-            fmt = lambda v, spec: "-" if v is None else format(v, spec)
+            cell = lambda v, spec: "-" if v is None else format(v, spec)
             for s in r["steps"]:
                 f.write(f"| {s['offered_pps']:.0f} | {s['lost']} | {s['latency_us']['p99']:.0f} | "
                         f"{s['polls_per_s']:.0f} | {s['handshakes_per_s']:.1f} | "
-                        f"{fmt(s.get('node_receive_us_per_datagram'), '.1f')} | "
-                        f"{fmt(s.get('node_cpu_us_per_packet'), '.1f')} | "
-                        f"{fmt(s.get('store_commits_per_s'), '.0f')} | {fmt(s.get('store_commit_p99_us'), '.0f')} | "
-                        f"{fmt(s.get('max_shard_block_us'), '.0f')} | {s['passed']} |\n")
+                        f"{cell(s.get('node_receive_us_per_datagram'), '.1f')} | "
+                        f"{cell(s.get('node_cpu_us_per_packet'), '.1f')} | "
+                        f"{cell(s.get('store_commits_per_s'), '.0f')} | {cell(s.get('store_commit_p99_us'), '.0f')} | "
+                        f"{cell(s.get('max_shard_block_us'), '.0f')} | {s['passed']} |\n")
             f.write(f"\n(the floor is {r['floor_ns'] / 1000:.1f} us a packet; node us/datagram is the time in "
                     f"the provider's receive path per datagram, polls and handshakes included; node CPU us/packet is "
                     f"the provider process's CPU time, every thread, per packet offered to it)\n\n")
