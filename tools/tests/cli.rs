@@ -37,7 +37,13 @@ fn speed_json_has_the_documented_fields() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    for field in ["floor_ns", "process_ns", "build_ns"] {
+    for field in [
+        "floor_ns",
+        "process_ns",
+        "build_ns",
+        "build_batch_ns_per_packet",
+        "build_batch_over_build",
+    ] {
         assert!(
             v[field].as_f64().is_some_and(|ns| ns > 0.0),
             "{field}: {}",
@@ -48,6 +54,29 @@ fn speed_json_has_the_documented_fields() {
     assert_eq!(v["packet_bytes"], 304 + 16 + 64);
     let prims = v["primitives"].as_object().expect("primitives map");
     assert!(prims.contains_key("ristretto_scalar_mul") && prims.contains_key("lioness_decrypt"));
+    // Every batch size built, and the kernel choice with the measurement behind it: the
+    // chosen kernel among those measured, each at a positive cost.
+    let sizes = v["build_batch_ns"].as_object().expect("build_batch_ns map");
+    assert_eq!(sizes.len(), 4, "{sizes:?}");
+    let measured = v["kernel_measured_ns"]
+        .as_object()
+        .expect("kernel_measured_ns");
+    assert!(
+        measured
+            .values()
+            .all(|ns| ns.as_f64().is_some_and(|ns| ns > 0.0))
+    );
+    let kernel = v["batch_kernel"].as_str().unwrap();
+    assert!(
+        measured.contains_key(kernel),
+        "{kernel} not among {measured:?}"
+    );
+    let by = if std::env::var_os("LOOPIX_KERNEL").is_some() {
+        "fixed before"
+    } else {
+        "measurement"
+    };
+    assert_eq!(v["kernel_chosen_by"], by);
 }
 
 #[test]
