@@ -12,7 +12,7 @@ import json
 import statistics
 import sys
 
-from distribution import fmt, median_run, spread
+from distribution import at_capacity, fmt, median_run, spread
 from svg_chart import line_chart
 
 
@@ -31,21 +31,15 @@ def p99_at_80pct(run):
     return step["p99_us"]
 
 
-def at_top(run, field):
-    """A figure of the step at the capacity (None if no step passed or it was not measured)."""
-    top = run.get("at_capacity")
-    return top.get(field) if top else None
-
-
 def summarise(one, allc, stalls, backend, speed, report):
     allowed = {c["cpu"]: c["max_load_within_bound"] for c in stalls["cpus"]} if stalls else {}
     floor_pps = statistics.median(r["floor_pps"] for r in one + allc)
     floor_us = 1e6 / floor_pps
     cap1, capn = spread([r["capacity_pps"] for r in one]), spread([r["capacity_pps"] for r in allc])
-    node1 = spread([at_top(r, "node_cpu_us_per_packet") for r in one])
-    noden = spread([at_top(r, "node_cpu_us_per_packet") for r in allc])
-    gen1 = spread([at_top(r, "generator_cpu_us_per_packet") for r in one])
-    genn = spread([at_top(r, "generator_cpu_us_per_packet") for r in allc])
+    node1 = spread([at_capacity(r, "node_cpu_us_per_packet") for r in one])
+    noden = spread([at_capacity(r, "node_cpu_us_per_packet") for r in allc])
+    gen1 = spread([at_capacity(r, "generator_cpu_us_per_packet") for r in one])
+    genn = spread([at_capacity(r, "generator_cpu_us_per_packet") for r in allc])
     shards = allc[0]["shards"]
     m1, mn = median_run(one, "capacity_pps"), median_run(allc, "capacity_pps")
     return {

@@ -1,5 +1,6 @@
-"""Figures of N runs of one measurement, as the perf reports quote them: the median with
-its spread, and the run whose result is the median (standard library only)."""
+"""Figures of N capacity searches, as the perf reports quote them: the median with its
+spread, the search whose result is the median, and a search's figure at its capacity
+(standard library only)."""
 import statistics
 
 
@@ -15,6 +16,13 @@ def median_run(runs, key):
     """The run whose `key` is the median (the lower one of an even count)."""
     ordered = sorted(runs, key=lambda r: r[key])
     return ordered[(len(ordered) - 1) // 2]
+
+
+def at_capacity(run, key, default=None):
+    """A figure of the step at a search's capacity (`default` if no step passed or the
+    step did not measure it)."""
+    step = run.get("at_capacity")
+    return step.get(key, default) if step else default
 
 
 def fmt(s, digits=0):
@@ -33,5 +41,6 @@ if __name__ == "__main__":
     assert spread([None]) is None
     runs = [{"c": 5}, {"c": 1}, {"c": 3}, {"c": 4}]
     assert median_run(runs, "c") == {"c": 3}
+    assert at_capacity({"at_capacity": {"x": 1}}, "x") == 1 and at_capacity({"at_capacity": None}, "x", 0) == 0
     assert fmt(spread([2.0])) == "2" and fmt(s, 1) == "2.0 (1.0 - 3.0)" and fmt(None) == "-"
     print("distribution: self-test passed")

@@ -11,13 +11,8 @@ usage: provider_report.py WORK SHARDS N REPORT JSON BACKEND
 import json
 import sys
 
-from distribution import fmt, median_run, spread
+from distribution import at_capacity, fmt, median_run, spread
 from svg_chart import line_chart
-
-
-def at_capacity(run, key, default=None):
-    step = run.get("at_capacity")
-    return step.get(key, default) if step else default
 
 
 def main():

@@ -7,7 +7,6 @@
 
 use core::fmt;
 
-use curve25519_dalek::constants::RISTRETTO_BASEPOINT_COMPRESSED;
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
 use rand_core::CryptoRng;
@@ -16,7 +15,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::command::Command;
 use crate::key_phase::KeyPhase;
 use crate::keys::{HopKeys, PublicKey, random_scalar};
-use crate::lanes::{Kernel, MAX_LANES, mul_one_point};
+use crate::lanes::{Kernel, MAX_LANES, mul_base_encoded};
 use crate::lioness;
 use crate::params::{
     ALPHA_LEN, BETA_LEN, COMMAND_LEN, HEADER_LEN, MAC_LEN, MAX_HOPS, PAYLOAD_TAG_LEN, Params,
@@ -218,32 +217,17 @@ pub fn fill_dummy<R: CryptoRng + ?Sized>(rng: &mut R, out: &mut [u8]) {
 }
 
 /// Writes the group elements of `heads.len()` dummy packets at once: each valid and uniformly
-/// random, as [`fill_dummy`] writes them, but in the lanes of this process's kernel
-/// (`compress(x·B)` for a random `x`, the base point decoded once) where it runs, else as
-/// `compress(2·x·B)` (`2x` is as uniform as `x`) at one field inversion for the lot (dalek's
-/// batched double-and-compress) instead of one each. A provider keeps a few ready for its
-/// answers.
+/// random, as [`fill_dummy`] writes them (`compress(x·B)` for a random `x`), but up to 16 at
+/// a time in the lanes of this process's kernel, or at one field inversion for them all
+/// ([`crate::lanes::mul_base_encoded`]). A provider keeps a few ready for its answers.
 pub fn fill_dummy_alphas<R: CryptoRng + ?Sized>(rng: &mut R, heads: &mut [[u8; ALPHA_LEN]]) {
     let kernel = Kernel::detect();
-    let base = RISTRETTO_BASEPOINT_COMPRESSED.to_bytes();
     for heads in heads.chunks_mut(MAX_LANES) {
         let mut xs = Zeroizing::new([Scalar::ZERO; MAX_LANES]);
         for x in &mut xs[..heads.len()] {
             *x = random_scalar(rng);
         }
-        if mul_one_point(kernel, &base, &xs[..heads.len()], heads) {
-            continue;
-        }
-        let points: Vec<RistrettoPoint> = xs[..heads.len()]
-            .iter()
-            .map(RistrettoPoint::mul_base)
-            .collect();
-        for (head, alpha) in heads
-            .iter_mut()
-            .zip(RistrettoPoint::double_and_compress_batch(&points))
-        {
-            *head = alpha.to_bytes();
-        }
+        mul_base_encoded(kernel, &xs[..heads.len()], heads);
     }
 }
 

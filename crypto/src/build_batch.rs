@@ -11,15 +11,13 @@
 //! steered build (a node's own loops, [`crate::build::build_into_steered`]) draws until it
 //! likes the result and stays one at a time.
 
-use curve25519_dalek::constants::RISTRETTO_BASEPOINT_COMPRESSED;
-use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
 use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
 use crate::build::{BuildError, Hop, check, padding_len, write_body, write_routing};
-use crate::keys::{HopKeys, half, random_scalar};
-use crate::lanes::{Kernel, MAX_LANES, mul_encoded, mul_one_point};
+use crate::keys::{HopKeys, random_scalar};
+use crate::lanes::{Kernel, MAX_LANES, mul_base_encoded, mul_encoded, mul_one_point};
 use crate::params::{ALPHA_LEN, BETA_LEN, HEADER_LEN, MAC_LEN, MAX_HOPS, Params};
 use crate::primitives::{compress, mul};
 
@@ -79,7 +77,9 @@ fn build_run<R: CryptoRng + ?Sized>(
         xs[j] = random_scalar(rng);
         rng.fill_bytes(&mut pads[j][..padding_len(job.path.len())]);
     }
-    let alphas = first_alphas(kernel, &xs[..n]);
+    // Each packet's first group element, x·B.
+    let mut alphas = [[0u8; ALPHA_LEN]; MAX_LANES];
+    mul_base_encoded(kernel, &xs[..n], &mut alphas[..n]);
     // Each hop's shared secrets, the packets that still have that hop in lanes.
     let mut keys: Box<[[HopKeys; MAX_HOPS]; MAX_LANES]> = Box::default();
     let longest = jobs.iter().map(|j| j.path.len()).max().unwrap_or(0);
@@ -130,26 +130,4 @@ fn build_run<R: CryptoRng + ?Sized>(
         );
         write_body(&keys[j][..hops], job.payload, body);
     }
-}
-
-/// Each packet's first group element, `compress(x·B)`: in lanes (a lane multiplication
-/// costs about half of dalek's fixed-base one on IFMA); else as `(x/2)·B` doubled, at one
-/// field inversion for them all.
-fn first_alphas(kernel: Kernel, xs: &[Scalar]) -> [[u8; ALPHA_LEN]; MAX_LANES] {
-    let mut alphas = [[0u8; ALPHA_LEN]; MAX_LANES];
-    let base = RISTRETTO_BASEPOINT_COMPRESSED.to_bytes();
-    if mul_one_point(kernel, &base, xs, &mut alphas) {
-        return alphas;
-    }
-    let halves: Vec<RistrettoPoint> = xs
-        .iter()
-        .map(|x| RistrettoPoint::mul_base(&(x * half())))
-        .collect();
-    for (a, c) in alphas
-        .iter_mut()
-        .zip(RistrettoPoint::double_and_compress_batch(&halves))
-    {
-        *a = c.to_bytes();
-    }
-    alphas
 }

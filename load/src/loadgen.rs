@@ -456,18 +456,21 @@ fn middle(mut v: Vec<f64>) -> Option<f64> {
 
 /// The target's receive time per packet received between two scrapes, µs.
 pub(crate) fn node_receive_us_per_packet(before: &str, after: &str) -> Option<f64> {
-    use crate::scrape::sum;
-    let delta = |name| Some(sum(after, name)? - sum(before, name)?);
-    let packets = delta("loopix_packets_in_total")?;
-    (packets > 0.0).then(|| delta("loopix_receive_seconds_total").map(|s| s * 1e6 / packets))?
+    node_us_per_packet_in(before, after, "loopix_receive_seconds_total")
 }
 
 /// The target process's CPU time per packet it received between two scrapes, µs.
 pub(crate) fn node_cpu_us_per_packet(before: &str, after: &str) -> Option<f64> {
+    node_us_per_packet_in(before, after, "process_cpu_seconds_total")
+}
+
+/// The increase of the seconds counter `seconds` between two scrapes over the packets the
+/// target received meanwhile, µs; `None` if it received none.
+fn node_us_per_packet_in(before: &str, after: &str, seconds: &str) -> Option<f64> {
     use crate::scrape::sum;
     let delta = |name| Some(sum(after, name)? - sum(before, name)?);
     let packets = delta("loopix_packets_in_total")?;
-    (packets > 0.0).then(|| delta("process_cpu_seconds_total").map(|s| s * 1e6 / packets))?
+    (packets > 0.0).then(|| delta(seconds).map(|s| s * 1e6 / packets))?
 }
 
 /// How the sender paces.
@@ -509,6 +512,9 @@ pub fn find_capacity(args: &LoadgenArgs) -> Result<CapacityReport, String> {
         // At least one run, so every median exists; NaN would fail the step, not pass it.
         let median =
             |f: fn(&LoadReport) -> f64| middle(runs.iter().map(f).collect()).unwrap_or(f64::NAN);
+        // The median of a figure only some runs measured (the node's, from its metrics).
+        let measured =
+            |f: fn(&LoadReport) -> Option<f64>| middle(runs.iter().filter_map(f).collect());
         let (loss, p99) = (median(|r| r.loss), median(|r| r.latency_us.p99));
         let passed = loss < CAPACITY_MAX_LOSS && p99 <= args.p99_bound_us;
         let p99_us_runs: Vec<f64> = runs.iter().map(|r| r.latency_us.p99).collect();
@@ -523,21 +529,9 @@ pub fn find_capacity(args: &LoadgenArgs) -> Result<CapacityReport, String> {
             loss,
             p99_us: p99,
             p99_us_runs,
-            node_receive_us_per_packet: middle(
-                runs.iter()
-                    .filter_map(|r| r.node_receive_us_per_packet)
-                    .collect(),
-            ),
-            node_cpu_us_per_packet: middle(
-                runs.iter()
-                    .filter_map(|r| r.node_cpu_us_per_packet)
-                    .collect(),
-            ),
-            generator_cpu_us_per_packet: middle(
-                runs.iter()
-                    .filter_map(|r| r.generator_cpu_us_per_packet)
-                    .collect(),
-            ),
+            node_receive_us_per_packet: measured(|r| r.node_receive_us_per_packet),
+            node_cpu_us_per_packet: measured(|r| r.node_cpu_us_per_packet),
+            generator_cpu_us_per_packet: measured(|r| r.generator_cpu_us_per_packet),
             passed,
         });
         Ok(passed)

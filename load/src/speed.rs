@@ -172,25 +172,13 @@ pub fn measure(params: &Params, hops: usize, rounds: usize, round: Duration) -> 
         cases.push(build_batch_case(&fx, name, k));
     }
     run_round_robin(&mut cases, rounds, round);
-    let batch_ns: BTreeMap<&'static str, f64> = cases[n_batch..n_build_batch]
-        .iter()
-        .map(|c| (c.name, c.median_ns()))
-        .collect();
-    let build_batch_ns: BTreeMap<&'static str, f64> = cases[n_build_batch..]
-        .iter()
-        .map(|c| (c.name, c.median_ns()))
-        .collect();
-    let build_batch_ns_per_packet = build_batch_ns
-        .values()
-        .copied()
-        .fold(f64::INFINITY, f64::min);
+    let batch_ns = medians(&cases[n_batch..n_build_batch]);
+    let build_batch_ns = medians(&cases[n_build_batch..]);
+    let build_batch_ns_per_packet = fastest(&build_batch_ns);
     let build_ns = cases[n_ref + 1].median_ns();
-    let batch_ns_per_packet = batch_ns.values().copied().fold(f64::INFINITY, f64::min);
+    let batch_ns_per_packet = fastest(&batch_ns);
 
-    let primitives: BTreeMap<_, _> = cases[..n_floor]
-        .iter()
-        .map(|c| (c.name, c.median_ns()))
-        .collect();
+    let primitives = medians(&cases[..n_floor]);
     let floor_ns = FLOOR
         .iter()
         .map(|(name, calls)| primitives[name] * f64::from(*calls))
@@ -212,10 +200,7 @@ pub fn measure(params: &Params, hops: usize, rounds: usize, round: Duration) -> 
         payload_bytes: params.payload_bytes(),
         primitives,
         calls_per_hop: FLOOR.iter().copied().collect(),
-        reference: cases[n_floor..n_ref]
-            .iter()
-            .map(|c| (c.name, c.median_ns()))
-            .collect(),
+        reference: medians(&cases[n_floor..n_ref]),
         link_ns,
         link_over_floor: link_ns / floor_ns,
         curve_backend: curve_backend(),
@@ -226,11 +211,7 @@ pub fn measure(params: &Params, hops: usize, rounds: usize, round: Duration) -> 
             .iter()
             .map(|(k, ns)| (k.name(), *ns))
             .collect(),
-        kernel_chosen_by: if calibration.fixed_before {
-            "fixed before"
-        } else {
-            "measurement"
-        },
+        kernel_chosen_by: calibration.chosen_by(),
         batch_over_floor: batch_ns_per_packet / floor_ns,
         batch_ns,
         batch_ns_per_packet,
@@ -239,6 +220,16 @@ pub fn measure(params: &Params, hops: usize, rounds: usize, round: Duration) -> 
         mul_ns_at_position: stack.chosen_ns,
         mul_ns_worst_position: stack.worst_ns,
     }
+}
+
+/// Each case's median, ns per operation, by name.
+fn medians(cases: &[Case<'_>]) -> BTreeMap<&'static str, f64> {
+    cases.iter().map(|c| (c.name, c.median_ns())).collect()
+}
+
+/// The lowest of `ns` (a batch size's best).
+fn fastest(ns: &BTreeMap<&'static str, f64>) -> f64 {
+    ns.values().copied().fold(f64::INFINITY, f64::min)
 }
 
 /// Inputs shared by the cases: a node key, a point, a packet pool, a path.

@@ -33,6 +33,18 @@ pub struct Calibration {
     pub ns_per_packet: Vec<(Kernel, f64)>,
 }
 
+impl Calibration {
+    /// How the kernel was chosen, as `loopix speed` and the start-up log say it:
+    /// "measurement", or "fixed before" (`LOOPIX_KERNEL`).
+    pub fn chosen_by(&self) -> &'static str {
+        if self.fixed_before {
+            "fixed before"
+        } else {
+            "measurement"
+        }
+    }
+}
+
 static CALIBRATION: std::sync::OnceLock<Calibration> = std::sync::OnceLock::new();
 
 /// Measures every kernel this CPU runs (once per process; later calls return the first

@@ -67,11 +67,7 @@ impl PathIndex {
     /// grace, its neighbour's. A packet (or reply block) whose first hop is under a key of
     /// any other phase is refused there, as [`crate::drops::DropReason::ExpiredKey`].
     pub fn phase_in_use(&self, now_us: u64, phase: KeyPhase) -> bool {
-        self.epochs
-            .live(now_us)
-            .into_iter()
-            .flatten()
-            .any(|e| KeyPhase::of_epoch(e) == phase)
+        self.epochs.live(now_us)[phase.index()].is_some()
     }
 
     /// Indexes `topology`.

@@ -202,11 +202,7 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         .collect();
     tracing::info!(
         kernel = lanes.chosen.name(),
-        chosen_by = if lanes.fixed_before {
-            "fixed before (LOOPIX_KERNEL)"
-        } else {
-            "measurement"
-        },
+        chosen_by = lanes.chosen_by(),
         measured = measured.join(", "),
         "lane kernel"
     );
