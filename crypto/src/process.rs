@@ -124,6 +124,16 @@ impl Processor {
         self.kernel
     }
 
+    /// Packets in one run of the lane kernel: what a batch holds to be unwrapped at the
+    /// kernel's best cost per packet (1 where this CPU unwraps one at a time).
+    pub fn lanes(&self) -> usize {
+        if self.kernel.runs_here() {
+            self.kernel.lanes()
+        } else {
+            1
+        }
+    }
+
     /// The network parameters this processor expects.
     pub fn params(&self) -> &Params {
         &self.params

@@ -23,6 +23,8 @@
 //!                              # (left out: measured on this CPU at start)
 //! journal_tags = 65536         # replay hashes a shard buffers between two writes
 //! slot_us = 100                # timing wheel slot
+//! gather_us = 1000             # longest a packet waits for others to fill a run of vector
+//!                              # lanes (its delay counts from arrival; 0: never; <= 10000)
 //! horizon_ms = 600000          # longest delay accepted
 //! max_socket_wait_ms = 100     # datagrams that waited longer in the socket are shed (0: never)
 //! inbox_per_client = 10000     # providers: packets kept per client
@@ -271,6 +273,7 @@ struct RawLimits {
     max_packets_per_s: Option<u32>,
     journal_tags: usize,
     slot_us: u64,
+    gather_us: u64,
     horizon_ms: u64,
     max_socket_wait_ms: u64,
     inbox_per_client: usize,
@@ -289,6 +292,7 @@ impl Default for RawLimits {
             max_packets_per_s: None,
             journal_tags: 65_536,
             slot_us: d.wheel.slot_us,
+            gather_us: d.gather_us,
             horizon_ms: d.wheel.horizon_us / 1000,
             max_socket_wait_ms: DEFAULT_MAX_SOCKET_WAIT_MS,
             inbox_per_client: InboxLimits::default().per_client,
@@ -311,6 +315,10 @@ pub const DEFAULT_MAX_SOCKET_WAIT_MS: u64 = 100;
 /// A shard's stores waiting for the writer: at a shard's whole floor rate of deliveries
 /// (~25,000 packets/s), over two seconds of a stalled disk.
 pub const DEFAULT_STORE_QUEUE: usize = 65_536;
+
+/// The longest `limits.gather_us`: a hundredth of the mean delay of a fast network
+/// (µ = 1,000/s). A packet whose delay is shorter than its wait leaves late.
+pub const MAX_GATHER_US: u64 = 10_000;
 
 fn one() -> usize {
     1
@@ -502,6 +510,15 @@ impl RawLimits {
                 "must be at least 1 (0 would refuse every client under load)",
             ));
         }
+        if self.gather_us > MAX_GATHER_US {
+            return Err(err(
+                "limits.gather_us",
+                format!(
+                    "must be at most {MAX_GATHER_US}: a packet whose delay is shorter than \
+                     its wait leaves late"
+                ),
+            ));
+        }
         let wheel = WheelConfig {
             slot_us: self.slot_us,
             horizon_us: self.horizon_ms.saturating_mul(1000),
@@ -519,6 +536,7 @@ impl RawLimits {
             wheel,
             // The network's delay horizon applies too; the core takes the shorter.
             max_delay_us: wheel.horizon_us,
+            gather_us: self.gather_us,
         })
     }
 }
@@ -689,6 +707,16 @@ mod tests {
             parse("threshold = 1\nallow_minority_threshold = true\n"),
             Ok(1)
         );
+    }
+
+    #[test]
+    fn the_gather_window_defaults_to_the_cores_and_is_bounded() {
+        let d = loopix_core::pipeline::hop::DEFAULT_GATHER_US;
+        assert_eq!(parse_with("").unwrap().limits.gather_us, d);
+        let off = parse_with("[limits]\ngather_us = 0\n").unwrap();
+        assert_eq!(off.limits.gather_us, 0);
+        let e = parse_with("[limits]\ngather_us = 10001\n").unwrap_err();
+        assert!(e.to_string().starts_with("limits.gather_us:"), "{e}");
     }
 
     #[test]

@@ -171,6 +171,7 @@ pub fn limits() -> HopLimits {
         },
         journal_tags: 4_096,
         max_delay_us: u64::MAX,
+        gather_us: loopix_core::pipeline::hop::DEFAULT_GATHER_US,
     }
 }
 

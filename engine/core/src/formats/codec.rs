@@ -62,6 +62,12 @@ pub trait Codec: Sized + 'static {
         0
     }
 
+    /// Packets in one run of the codec's vector lanes (1: it has none). What a hop lets
+    /// packets wait for ([`crate::pipeline::gather`]).
+    fn lanes(&self) -> usize {
+        1
+    }
+
     /// Writes a packet along `path` carrying `payload` into `out`.
     fn build_into<R: CryptoRng + ?Sized>(
         params: &Params,
@@ -163,6 +169,10 @@ impl Codec for Processor {
 
     fn lanes_taken(&self, n: usize) -> usize {
         Processor::lanes_taken(self, n)
+    }
+
+    fn lanes(&self) -> usize {
+        Processor::lanes(self)
     }
 
     fn build_into<R: CryptoRng + ?Sized>(

@@ -4,6 +4,7 @@
 //! injection a test wraps around its sending.
 
 pub mod faults;
+pub mod gather;
 pub mod hop;
 pub mod key_ring;
 pub mod latency_histogram;

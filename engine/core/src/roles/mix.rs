@@ -293,6 +293,8 @@ impl<C: Codec> Endpoint for Mix<C> {
     }
 
     fn handle_timeout(&mut self, now_us: u64) {
+        // Packets that waited to fill a run of lanes and are due now.
+        self.unwrap_batch(now_us, &[]);
         self.engine.handle_timeout(now_us);
         if self.loop_timer.is_none() && !self.loops_may_start(now_us) {
             return;

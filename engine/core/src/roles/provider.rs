@@ -652,6 +652,8 @@ impl<S: InboxStore, C: Codec> Endpoint for Provider<S, C> {
     }
 
     fn handle_timeout(&mut self, now_us: u64) {
+        // Packets that waited to fill a run of lanes and are due now.
+        self.unwrap(now_us, &[]);
         self.engine.handle_timeout(now_us);
         if now_us >= self.next_sweep_us {
             self.next_sweep_us = now_us + EXPIRY_SWEEP_US;

@@ -114,6 +114,7 @@ impl<C: Codec> MixHarness<C> {
             },
             journal_tags: 0,
             max_delay_us: u64::MAX,
+            gather_us: loopix_core::pipeline::hop::DEFAULT_GATHER_US,
         };
         let delay_horizon_us = net.topology.network.delay_horizon_us();
         let core = RoleConfig::node(
