@@ -13,7 +13,8 @@
 # the floor, and the p99 of the time a packet spent beyond its delay. --json prints one
 # object: `cpu`, `curve_backend`, `lanes_kernel`, `floor_ns`, `gather_us`, and `steps`, each
 # with `load`, `offered_pps`, `gather_us`, `in_pps`, `lanes_share`, `node_cpu_us_per_packet`,
-# `node_cpu_over_floor`, `p99_us`, `lost`.
+# `node_cpu_over_floor`, `p99_us`, `lost`. Either way the object is kept in
+# perf/reports/gather-<time>.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 json=0; loads=0.2,0.4,0.7,1.0,2.0; duration=6
@@ -65,7 +66,9 @@ PY
   done
   stop_node
 done
-python3 - "$work/speed.json" "$steps" "$json" <<'PY'
+mkdir -p perf/reports
+report=perf/reports/gather-$(date -u +%Y%m%dT%H%M%SZ).json
+python3 - "$work/speed.json" "$steps" "$json" "$report" <<'PY'
 import json, sys
 speed = json.load(open(sys.argv[1]))
 steps = [json.loads(l) for l in open(sys.argv[2])]
@@ -73,6 +76,8 @@ out = {k: speed.get(k) for k in ("curve_backend", "lanes_kernel", "floor_ns")}
 out["cpu"] = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 out["gather_us"] = 1000
 out["steps"] = steps
+with open(sys.argv[4], "w") as f:
+    json.dump(out, f, indent=1)
 if sys.argv[3] == "1":
     print(json.dumps(out, indent=1))
     sys.exit()
