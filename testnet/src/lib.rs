@@ -1,8 +1,8 @@
 //! `loopix testnet`: a whole Loopix network on loopback, from nothing.
 //!
 //! Generates keys and a topology in a fresh directory, starts every mix and provider as
-//! its own `loopix node` process, runs the clients (in this process, each on its own
-//! thread and socket) exchanging real messages under cover traffic, and ends with a
+//! its own `loopix node` process, runs the clients (in this process, each with its own
+//! socket, on a thread per core) exchanging real messages under cover traffic, and ends with a
 //! summary: real messages sent, delivered, lost, duplicated; end-to-end latency; packets
 //! and drops per node. Ctrl-C stops everything; child nodes also die with this process
 //! (PR_SET_PDEATHSIG), so none is left behind.
@@ -27,6 +27,7 @@ use loopix_core::roles::client::{Client, ClientEvent};
 use loopix_core::session::FrameLayout;
 use loopix_crypto::{IdentitySecret, NodeId};
 use loopix_runtime::client_driver::{ClientOutput, RunningClient, follow_directory};
+use loopix_runtime::client_host::{ClientHost, host_threads};
 use loopix_runtime::directory_client::{
     AuthorityAddress, DirectoryConfig, DirectorySync, DirectoryWatch,
 };
@@ -1014,6 +1015,9 @@ fn start_clients(args: &TestnetArgs, layout: &Layout) -> Result<StartedClients, 
         }
     };
     let mut out = Vec::new();
+    // The clients share a thread per core, not one each.
+    let mut host =
+        ClientHost::new(host_threads(layout.client_keys.len())).map_err(|e| e.to_string())?;
     for (id, key) in &layout.client_keys {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
@@ -1025,8 +1029,9 @@ fn start_clients(args: &TestnetArgs, layout: &Layout) -> Result<StartedClients, 
             ..RoleConfig::client(*id, key.clone()).seeded(seed)
         };
         let client = Client::new(&topology, config).map_err(|e| e.to_string())?;
-        let running =
-            RunningClient::start(client, layout.client_bind).map_err(|e| e.to_string())?;
+        let running = host
+            .start(client, layout.client_bind)
+            .map_err(|e| e.to_string())?;
         out.push(running);
     }
     let switched = Arc::new(AtomicU64::new(0));

@@ -1,18 +1,17 @@
-//! Runs a client core over a plain UDP socket on a thread of its own: clients are many and
-//! light, so they need no executor. The thread sleeps in `recv` until the core's next
-//! deadline, feeds it every datagram with its source (the core keeps only its provider's
-//! that authenticate), sends what it emits where it says, and passes its events out over
-//! a channel.
+//! A running client as its owner sees it: commands in, outputs and events out, its health,
+//! and a stop that lets its last acknowledgements leave. Clients are many and light, so
+//! they need no executor: they run on the threads of a [`crate::client_host::ClientHost`],
+//! which feeds each client core every datagram with its source (the core keeps only its
+//! provider's that authenticate), fires its timers, sends what it emits where it says and
+//! passes its events out over a channel.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, unbounded};
-use loopix_core::endpoint::Endpoint;
+use crossbeam_channel::{Receiver, Sender};
 use loopix_core::roles::client::{Client, ClientEvent, ClientStats, ReplyBlock};
 use loopix_crypto::NodeId;
 
@@ -52,7 +51,7 @@ pub enum ClientOutput {
     Stopped(Box<ClientStats>),
 }
 
-/// A client running on its own thread.
+/// A client running on a host's thread ([`crate::client_host::ClientHost`]).
 pub struct RunningClient {
     pub id: NodeId,
     pub local_addr: SocketAddr,
@@ -60,7 +59,8 @@ pub struct RunningClient {
     pub output: Receiver<ClientOutput>,
     stop: Arc<AtomicBool>,
     health: Arc<DriverHealth>,
-    thread: Option<JoinHandle<()>>,
+    /// Disconnected once the client has stopped.
+    done: Receiver<()>,
 }
 
 /// What the driver saw go wrong around the client core. How late the client's timers
@@ -96,35 +96,32 @@ impl DriverHealth {
 /// A timer this late counts in [`DriverHealth::late`].
 pub const LATE: Duration = Duration::from_millis(50);
 
-/// The longest the client thread sleeps, so commands and stop are seen promptly.
-const MAX_WAIT: Duration = Duration::from_millis(5);
-/// After a stop, how long the client keeps running for its next poll to acknowledge what
-/// it received (polls keep their Poisson times: none is sent early for it).
-const ACK_DRAIN: Duration = Duration::from_secs(5);
-
 impl RunningClient {
-    /// Binds a socket on `bind` and starts `client` (it knows where its provider is).
+    /// Binds a socket on `bind` and starts `client` (it knows where its provider is) on a
+    /// thread of its own: a host of one. Many clients: [`crate::client_host::ClientHost`].
     pub fn start(client: Client, bind: SocketAddr) -> io::Result<Self> {
-        let socket = UdpSocket::bind(bind)?;
-        let local_addr = socket.local_addr()?;
-        let (commands, command_rx) = unbounded();
-        let (output_tx, output) = unbounded();
-        let stop = Arc::new(AtomicBool::new(false));
-        let health = Arc::new(DriverHealth::default());
-        let id = client.id();
-        let (flag, seen) = (Arc::clone(&stop), Arc::clone(&health));
-        let thread = std::thread::Builder::new()
-            .name(format!("loopix-client-{}", id.0))
-            .spawn(move || drive(client, socket, command_rx, output_tx, flag, &seen))?;
-        Ok(Self {
+        crate::client_host::ClientHost::new(1)?.start(client, bind)
+    }
+
+    /// The handle of a client a host runs.
+    pub(crate) fn hosted(
+        id: NodeId,
+        local_addr: SocketAddr,
+        commands: Sender<ClientCommand>,
+        output: Receiver<ClientOutput>,
+        stop: Arc<AtomicBool>,
+        health: Arc<DriverHealth>,
+        done: Receiver<()>,
+    ) -> Self {
+        Self {
             id,
             local_addr,
             commands,
             output,
             stop,
             health,
-            thread: Some(thread),
-        })
+            done,
+        }
     }
 
     /// Queues a message; the answer arrives on `output` as [`ClientOutput::Queued`].
@@ -174,20 +171,19 @@ impl RunningClient {
         )
     }
 
-    /// Asks the thread to stop (see [`Self::stop`]) without waiting: stopping many clients,
+    /// Asks the client to stop (see [`Self::stop`]) without waiting: stopping many clients,
     /// ask them all first, so their last polls overlap.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
     }
 
-    /// Stops the thread once the items it received are acknowledged (its next poll, at
-    /// most 5 s on); its last output is [`ClientOutput::Stopped`], whose `unacked_items`
-    /// says if some were not.
+    /// Stops the client once the items it received are acknowledged (its next poll, at
+    /// most 5 s on) and returns then; its last output is [`ClientOutput::Stopped`], whose
+    /// `unacked_items` says if some were not.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // Nothing is ever sent: this returns when the host drops the client's end.
+        let _ = self.done.recv();
     }
 }
 
@@ -195,90 +191,6 @@ impl Drop for RunningClient {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn drive(
-    mut client: Client,
-    socket: UdpSocket,
-    commands: Receiver<ClientCommand>,
-    output: Sender<ClientOutput>,
-    stop: Arc<AtomicBool>,
-    health: &DriverHealth,
-) {
-    let clock = crate::clock::NetworkClock::start();
-    let now_us = || clock.now_us();
-    let mut buf = vec![0u8; client.max_datagram_len() + 1];
-    let mut inb = vec![0u8; 65_536];
-    let mut drain_until = None;
-    loop {
-        if stop.load(Ordering::SeqCst) {
-            if drain_until.is_none() {
-                // Nothing new leaves once stopping: what is reported unsent stays unsent.
-                let withheld = client.withhold_unsent();
-                if !withheld.is_empty() {
-                    let _ = output.send(ClientOutput::Withheld(withheld));
-                }
-            }
-            let until = *drain_until.get_or_insert_with(|| std::time::Instant::now() + ACK_DRAIN);
-            if !client.acks_pending() || std::time::Instant::now() >= until {
-                break;
-            }
-        }
-        while let Ok(command) = commands.try_recv() {
-            let out = match command {
-                ClientCommand::Send {
-                    to,
-                    message,
-                    replies,
-                } => {
-                    ClientOutput::Queued(client.send_with_replies(now_us(), to, &message, replies))
-                }
-                ClientCommand::Reply { block, data } => match client.reply(&block, &data) {
-                    Ok(()) => continue,
-                    Err(e) => ClientOutput::ReplyRefused(e),
-                },
-                ClientCommand::Topology(topology) => match client.reload(&topology) {
-                    Ok(()) => continue,
-                    Err(e) => ClientOutput::TopologyRefused(e),
-                },
-            };
-            let _ = output.send(out);
-        }
-        let now = now_us();
-        if let Some(t) = client.poll_timeout().filter(|&t| t <= now) {
-            health.record(t, now);
-            client.handle_timeout(now);
-        }
-        while let Some(t) = client.poll_transmit(now, &mut buf) {
-            if socket.send_to(&buf[..t.len], t.to).is_err() {
-                health.send_errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        while let Some(e) = client.poll_event() {
-            let _ = output.send(ClientOutput::Event(e));
-        }
-        // Stopping: once a poll has carried the acknowledgements, leave before its answer
-        // brings items that would go unacknowledged (they stay stored for the next run).
-        if drain_until.is_some() && !client.acks_pending() {
-            break;
-        }
-        let wait = client.poll_timeout().map_or(MAX_WAIT, |t| {
-            Duration::from_micros(t.saturating_sub(now_us()))
-        });
-        let _ = socket.set_read_timeout(Some(wait.clamp(Duration::from_micros(100), MAX_WAIT)));
-        match socket.recv_from(&mut inb) {
-            Ok((n, from)) => client.handle_datagram(now_us(), from, &inb[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => {
-                health.recv_errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-    let _ = output.send(ClientOutput::Stopped(Box::new(client.stats())));
 }
 
 /// Hands every topology `sync` brings (one per epoch boundary) to each of `clients`,

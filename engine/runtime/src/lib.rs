@@ -4,6 +4,7 @@ pub mod backend;
 pub mod batch_io;
 pub mod blocking;
 pub mod client_driver;
+pub mod client_host;
 pub mod clock;
 pub mod config;
 pub mod delivered_log;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::client_driver::{ClientOutput, RunningClient, follow_directory};
+use crate::client_host::{ClientHost, host_threads};
 use crate::delivered_log::DeliveredLog;
 use crate::directory_client::{
     AuthorityAddress, DirectoryClient, DirectoryConfig, DirectorySync, NotYet,
@@ -543,6 +544,8 @@ fn start(
     delivered_before: Vec<Vec<u64>>,
 ) -> Result<Vec<RunningClient>, String> {
     let mut out = Vec::new();
+    // The clients share a thread per core, not one each.
+    let mut host = ClientHost::new(host_threads(args.ids.len())).map_err(|e| e.to_string())?;
     let each = args
         .ids
         .iter()
@@ -582,7 +585,7 @@ fn start(
         }
         .parse()
         .map_err(|_| "addr")?;
-        out.push(RunningClient::start(client, bind).map_err(|e| e.to_string())?);
+        out.push(host.start(client, bind).map_err(|e| e.to_string())?);
     }
     Ok(out)
 }
