@@ -105,7 +105,10 @@ fn the_operator_guides_walkthrough_runs_as_written() {
         std::env::var("PATH").unwrap_or_default()
     );
     let script = format!("set -euo pipefail\n{}", blocks.concat());
-    let out = Command::new("bash")
+    // Output to files, not pipes: a step that fails leaves the processes started before it
+    // running (until `Cleanup`), and they would hold a pipe open, and the test, forever.
+    let (out_path, err_path) = (dir.path("walk.stdout"), dir.path("walk.stderr"));
+    let status = Command::new("bash")
         .arg("-c")
         .arg(&script)
         .env("PATH", path)
@@ -113,10 +116,12 @@ fn the_operator_guides_walkthrough_runs_as_written() {
         .env("AUTH", &auth)
         .env("BASE", free_base().to_string())
         .env_remove("LOOPIX_LOG")
-        .output()
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .status()
         .expect("bash runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     let logs: String = ["authority.log", "node-1/log", "node-100/log"]
         .iter()
         .map(|f| {
@@ -127,7 +132,7 @@ fn the_operator_guides_walkthrough_runs_as_written() {
         })
         .collect();
     assert!(
-        out.status.success(),
+        status.success(),
         "the walk-through failed\n{stdout}\n{stderr}\n{logs}"
     );
     // Each node's check said where it stood before any node ran.

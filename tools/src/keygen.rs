@@ -9,8 +9,9 @@
 //!   epochs E..E+N in the topology's `[[nodes]]` entry, and, as a comment (the lines
 //!   paste into a topology as they are), the `identity_key` an
 //!   authority's registry lists for it (Ed25519: its uploads to the directory are signed
-//!   with it). E defaults to the current epoch of `--epoch-s`/`--epoch-start` (the
-//!   topology defaults) on this machine's clock.
+//!   with it). E defaults to the oldest epoch whose key is in use now on
+//!   `--epoch-s`/`--epoch-start`/`--epoch-grace-s` (the topology defaults) and this
+//!   machine's clock: the current one, or in the first grace of an epoch the one before.
 //! - `loopix keygen --epochs N --publish node.key [--first-epoch E]` prints those lines
 //!   again, for more epochs, from an existing seed file (which it does not change).
 //!
@@ -20,6 +21,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use loopix_core::network::epoch::EpochSchedule;
 use loopix_core::network::topology::{EpochKeys, client_keys_toml, node_keys_toml};
 use loopix_crypto::{EpochSeed, IdentitySecret, SecretKey, SessionSecret};
 use loopix_runtime::clock::NetworkClock;
@@ -54,6 +56,10 @@ pub struct KeygenArgs {
     /// The topology's `epoch_start` (unix s).
     #[arg(long, default_value_t = 0)]
     epoch_start: u64,
+    /// The topology's `epoch_grace_s`: in the first this many seconds of an epoch the
+    /// previous epoch's key is still in use, and a new key file starts there.
+    #[arg(long, default_value_t = 60)]
+    epoch_grace_s: u64,
 }
 
 /// Makes the key (or prints the published keys) `args` asks for.
@@ -61,8 +67,16 @@ pub fn run(args: &KeygenArgs) -> Result<(), String> {
     let first = match args.first_epoch {
         Some(e) => e,
         None => {
-            let now_s = NetworkClock::start().now_us() / 1_000_000;
-            now_s.saturating_sub(args.epoch_start) / args.epoch_s.max(1)
+            // The oldest epoch whose key is in use now: a node refuses a key file without
+            // it (within a grace the previous epoch's packets are still arriving).
+            const S: u64 = 1_000_000;
+            let schedule = EpochSchedule::new(
+                args.epoch_start.saturating_mul(S),
+                args.epoch_s.saturating_mul(S),
+                args.epoch_grace_s.saturating_mul(S),
+            )
+            .map_err(|e| format!("--epoch-s, --epoch-grace-s: {e}"))?;
+            schedule.oldest_live(NetworkClock::start().now_us())
         }
     };
     if let Some(path) = &args.publish {

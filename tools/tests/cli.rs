@@ -140,6 +140,54 @@ fn keygen_writes_an_owner_only_key_and_prints_the_public_keys() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A node key made in the first grace of an epoch starts at the epoch before, whose key is
+/// still in use (a node refuses a key file without it); made later in the epoch, at the
+/// epoch itself. A grace of half an epoch or more is refused, saying why.
+#[test]
+fn keygen_starts_at_the_oldest_epoch_in_use() {
+    let dir = scratch("keygen-grace");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let first_epoch = |name: &str, since_start_s: u64, grace_s: u64| {
+        let key = dir.join(name);
+        let start = (now - since_start_s).to_string();
+        let grace = grace_s.to_string();
+        let out = loopix(&[
+            "keygen",
+            "--epochs",
+            "2",
+            "--out",
+            key.to_str().unwrap(),
+            "--epoch-s",
+            "100",
+            "--epoch-start",
+            &start,
+            "--epoch-grace-s",
+            &grace,
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let first = text
+            .lines()
+            .find_map(|l| l.strip_prefix("first_epoch = "))
+            .map(|e| e.trim().parse::<u64>().unwrap());
+        (first, err)
+    };
+    // 110 s after the start of 100 s epochs: 10 s into epoch 1, within a 30 s grace.
+    assert_eq!(first_epoch("in-grace.key", 110, 30).0, Some(0));
+    // 150 s: halfway through epoch 1, past the grace.
+    assert_eq!(first_epoch("past-grace.key", 150, 30).0, Some(1));
+    let (first, err) = first_epoch("bad.key", 150, 50);
+    assert_eq!(first, None);
+    assert!(
+        err.contains("--epoch-grace-s") && err.contains("half an epoch"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// `keygen | head -1` (a reader that closes the pipe) is no crash, and a node key of no
 /// epochs is refused.
 #[test]

@@ -38,6 +38,15 @@ pub enum ScheduleError {
     GraceTooLong,
 }
 
+impl std::fmt::Display for ScheduleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::TooShort => "epochs must last at least a second",
+            Self::GraceTooLong => "the grace must be less than half an epoch",
+        })
+    }
+}
+
 impl EpochSchedule {
     /// A schedule, if its grace leaves at most two keys in use at once.
     pub fn new(start_us: u64, length_us: u64, grace_us: u64) -> Result<Self, ScheduleError> {
