@@ -13,6 +13,7 @@ import statistics
 import sys
 
 from distribution import at_capacity, fmt, median_run, spread
+from machine import cpu_model
 from svg_chart import line_chart
 
 
@@ -43,7 +44,7 @@ def summarise(one, allc, stalls, backend, speed, report):
     shards = allc[0]["shards"]
     m1, mn = median_run(one, "capacity_pps"), median_run(allc, "capacity_pps")
     return {
-        "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
+        "cpu": cpu_model(),
         "curve_backend": speed.get("curve_backend"),
         "lanes_kernel": speed.get("lanes_kernel"),
         "backend": backend,

@@ -70,10 +70,12 @@ mkdir -p perf/reports
 report=perf/reports/gather-$(date -u +%Y%m%dT%H%M%SZ).json
 python3 - "$work/speed.json" "$steps" "$json" "$report" <<'PY'
 import json, sys
+sys.path.insert(0, "perf")
+from machine import cpu_model
 speed = json.load(open(sys.argv[1]))
 steps = [json.loads(l) for l in open(sys.argv[2])]
 out = {k: speed.get(k) for k in ("curve_backend", "lanes_kernel", "floor_ns")}
-out["cpu"] = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+out["cpu"] = cpu_model()
 out["gather_us"] = 1000
 out["steps"] = steps
 with open(sys.argv[4], "w") as f:

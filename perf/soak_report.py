@@ -6,6 +6,7 @@ usage: soak_report.py WORK REPORT JSON START_MS KILL_MS READY_MS RATE CAPACITY P
 import json
 import sys
 
+from machine import cpu_model
 from svg_chart import line_chart
 
 
@@ -82,8 +83,7 @@ def main():
     speed = json.load(open(f"{work}/speed.json"))
     r.update({"rate_pps": rate, "capacity_pps": capacity, "pct": pct, "epoch_s": epoch_s,
               "grace_s": grace_s, "shards": shards, "curve_backend": speed.get("curve_backend")})
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    r["cpu"] = cpu
+    cpu = r["cpu"] = cpu_model()
     svg = report.replace(".md", ".svg")
     plot(work, svg, (kill_ms - start_ms) // 1000)
     side = r["loss_by_side"] or {}
