@@ -55,12 +55,12 @@ pub enum ClientOutput {
 pub struct RunningClient {
     pub id: NodeId,
     pub local_addr: SocketAddr,
-    commands: Sender<ClientCommand>,
+    pub(crate) commands: Sender<ClientCommand>,
     pub output: Receiver<ClientOutput>,
-    stop: Arc<AtomicBool>,
-    health: Arc<DriverHealth>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) health: Arc<DriverHealth>,
     /// Disconnected once the client has stopped.
-    done: Receiver<()>,
+    pub(crate) done: Receiver<()>,
 }
 
 /// What the driver saw go wrong around the client core. How late the client's timers
@@ -101,27 +101,6 @@ impl RunningClient {
     /// thread of its own: a host of one. Many clients: [`crate::client_host::ClientHost`].
     pub fn start(client: Client, bind: SocketAddr) -> io::Result<Self> {
         crate::client_host::ClientHost::new(1)?.start(client, bind)
-    }
-
-    /// The handle of a client a host runs.
-    pub(crate) fn hosted(
-        id: NodeId,
-        local_addr: SocketAddr,
-        commands: Sender<ClientCommand>,
-        output: Receiver<ClientOutput>,
-        stop: Arc<AtomicBool>,
-        health: Arc<DriverHealth>,
-        done: Receiver<()>,
-    ) -> Self {
-        Self {
-            id,
-            local_addr,
-            commands,
-            output,
-            stop,
-            health,
-            done,
-        }
     }
 
     /// Queues a message; the answer arrives on `output` as [`ClientOutput::Queued`].

@@ -91,9 +91,15 @@ impl ClientHost {
         thread
             .send(slot)
             .map_err(|_| io::Error::other("the client host's thread has stopped"))?;
-        Ok(RunningClient::hosted(
-            id, local_addr, commands, output, stop, health, done,
-        ))
+        Ok(RunningClient {
+            id,
+            local_addr,
+            commands,
+            output,
+            stop,
+            health,
+            done,
+        })
     }
 }
 
