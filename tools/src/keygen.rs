@@ -69,13 +69,9 @@ pub fn run(args: &KeygenArgs) -> Result<(), String> {
         None => {
             // The oldest epoch whose key is in use now: a node refuses a key file without
             // it (within a grace the previous epoch's packets are still arriving).
-            const S: u64 = 1_000_000;
-            let schedule = EpochSchedule::new(
-                args.epoch_start.saturating_mul(S),
-                args.epoch_s.saturating_mul(S),
-                args.epoch_grace_s.saturating_mul(S),
-            )
-            .map_err(|e| format!("--epoch-s, --epoch-grace-s: {e}"))?;
+            let schedule =
+                EpochSchedule::from_secs(args.epoch_start, args.epoch_s, args.epoch_grace_s)
+                    .map_err(|e| format!("--epoch-s, --epoch-grace-s: {e}"))?;
             schedule.oldest_live(NetworkClock::start().now_us())
         }
     };

@@ -317,13 +317,7 @@ fn parse_schedule(bytes: &[u8]) -> Result<EpochSchedule, String> {
     let [start, length, grace] = n[..] else {
         return Err(format!("schedule: not three numbers: {text:?}"));
     };
-    const S: u64 = 1_000_000;
-    EpochSchedule::new(
-        start.saturating_mul(S),
-        length.saturating_mul(S),
-        grace.saturating_mul(S),
-    )
-    .map_err(|e| format!("schedule: {e:?}"))
+    EpochSchedule::from_secs(start, length, grace).map_err(|e| format!("schedule: {e:?}"))
 }
 
 /// The `GET /schedule` answer for `epochs`.

@@ -149,10 +149,9 @@ pub fn generate_at(
 }
 
 fn network(s: &NetworkSpec) -> Result<Network, TopologyError> {
-    const S: u64 = 1_000_000;
     let params = Params::new(s.payload_bytes)
         .map_err(|e| TopologyError::new("network.payload_bytes", e.to_string()))?;
-    let epochs = EpochSchedule::new(s.epoch_start_s * S, s.epoch_s * S, s.epoch_grace_s * S)
+    let epochs = EpochSchedule::from_secs(s.epoch_start_s, s.epoch_s, s.epoch_grace_s)
         .map_err(|e| TopologyError::new("network.epoch_s", format!("{e:?}")))?;
     Ok(Network {
         params,

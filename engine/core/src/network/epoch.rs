@@ -63,6 +63,17 @@ impl EpochSchedule {
         })
     }
 
+    /// [`Self::new`] from whole seconds, as topologies, directories and the command line
+    /// give a schedule.
+    pub fn from_secs(start_s: u64, length_s: u64, grace_s: u64) -> Result<Self, ScheduleError> {
+        const S: u64 = 1_000_000;
+        Self::new(
+            start_s.saturating_mul(S),
+            length_s.saturating_mul(S),
+            grace_s.saturating_mul(S),
+        )
+    }
+
     /// The epoch `now_us` falls in (epoch 0 before the start).
     pub fn epoch_at(&self, now_us: u64) -> u64 {
         now_us.saturating_sub(self.start_us) / self.length_us

@@ -493,13 +493,8 @@ impl RawNetwork {
             let max = crate::formats::wire::MAX_POLL_SIZE;
             return Err(err("network.poll_size", format!("must be in 1..={max}")));
         }
-        const S: u64 = 1_000_000;
-        let epochs = EpochSchedule::new(
-            self.epoch_start.saturating_mul(S),
-            self.epoch_s.saturating_mul(S),
-            self.epoch_grace_s.saturating_mul(S),
-        )
-        .map_err(|e| match e {
+        let epochs = EpochSchedule::from_secs(self.epoch_start, self.epoch_s, self.epoch_grace_s)
+            .map_err(|e| match e {
             ScheduleError::TooShort => err("network.epoch_s", "must be at least 1"),
             ScheduleError::GraceTooLong => err(
                 "network.epoch_grace_s",
