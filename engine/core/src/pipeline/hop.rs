@@ -13,7 +13,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::ops::Range;
 
 use loopix_crypto::{Command, EpochSeed, KeyPhase, NodeId, ProcessError, Processor};
 
@@ -286,24 +285,24 @@ impl<C: Codec> HopEngine<C> {
         if n == 0 {
             return 0;
         }
-        let held = self.unwrap_front(now_us, phase, 0..n, route, on_end);
+        let held = self.unwrap_front(now_us, phase, n, route, on_end);
         self.gather.area_mut(phase).take_front(n);
         held
     }
 
+    /// Unwraps the first `n` packets of `phase`'s area (which keeps them).
     fn unwrap_front(
         &mut self,
         now_us: u64,
         phase: KeyPhase,
-        range: Range<usize>,
+        n: usize,
         route: &mut impl FnMut(Command) -> Result<Due, DropReason>,
         on_end: &mut impl FnMut(Command, &[u8]) -> Result<(), DropReason>,
     ) -> usize {
+        let range = 0..n;
         let state = &mut self.keys.phases[phase.index()];
         let Some((_, _, codec)) = &state.key else {
-            self.stats
-                .drops
-                .add_n(DropReason::ExpiredKey, range.len() as u64);
+            self.stats.drops.add_n(DropReason::ExpiredKey, n as u64);
             return 0;
         };
         let mut full = [false; BATCH];
@@ -924,8 +923,8 @@ mod tests {
             .collect();
         let last_at = 2 * run as u64 * 10;
         let held = offer_each(&mut engine, S, 10, &packets);
-        let waiting = usize::from(run > 1) * (packets.len() - held);
         if run > 1 {
+            let waiting = packets.len() - held;
             // The first run went one at a time (no history yet) or as a run; after the
             // traffic showed its rate, packets wait: whole runs go, a partial one waits.
             assert!(held < packets.len(), "some packets wait for company");
