@@ -22,7 +22,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use loopix_core::network::epoch::EpochSchedule;
-use loopix_core::network::topology::{EpochKeys, client_keys_toml, node_keys_toml};
+use loopix_core::network::topology::{
+    DEFAULT_EPOCH_GRACE_S, DEFAULT_EPOCH_S, EpochKeys, client_keys_toml, node_keys_toml,
+};
 use loopix_crypto::{EpochSeed, IdentitySecret, SecretKey, SessionSecret};
 use loopix_runtime::clock::NetworkClock;
 use loopix_runtime::key_file::{
@@ -51,14 +53,14 @@ pub struct KeygenArgs {
     #[arg(long)]
     first_epoch: Option<u64>,
     /// Epoch length the topology uses, s (to find the current epoch).
-    #[arg(long, default_value_t = 1200)]
+    #[arg(long, default_value_t = DEFAULT_EPOCH_S)]
     epoch_s: u64,
     /// The topology's `epoch_start` (unix s).
     #[arg(long, default_value_t = 0)]
     epoch_start: u64,
     /// The topology's `epoch_grace_s`: in the first this many seconds of an epoch the
     /// previous epoch's key is still in use, and a new key file starts there.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = DEFAULT_EPOCH_GRACE_S)]
     epoch_grace_s: u64,
 }
 

@@ -211,15 +211,21 @@ pub(crate) struct RawNetwork {
     epoch_grace_s: u64,
 }
 
-/// Twenty minutes, as Katzenpost: long enough that the two keys live around a boundary
-/// are a small share of the time, short enough that a seized key opens little.
+/// `epoch_s` when a topology leaves it out. Twenty minutes, as Katzenpost: long enough that
+/// the two keys live around a boundary are a small share of the time, short enough that a
+/// seized key opens little.
+pub const DEFAULT_EPOCH_S: u64 = 1200;
+
+/// `epoch_grace_s` when a topology leaves it out. See [`crate::network::epoch`] for what
+/// the grace must cover.
+pub const DEFAULT_EPOCH_GRACE_S: u64 = 60;
+
 fn default_epoch_s() -> u64 {
-    1200
+    DEFAULT_EPOCH_S
 }
 
-/// See [`crate::network::epoch`] for what the grace must cover.
 fn default_epoch_grace_s() -> u64 {
-    60
+    DEFAULT_EPOCH_GRACE_S
 }
 
 fn default_payload_bytes() -> usize {
