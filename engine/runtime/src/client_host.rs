@@ -206,7 +206,9 @@ impl Worker {
             let _ = slot
                 .output
                 .send(ClientOutput::Stopped(Box::new(slot.client.stats())));
-            self.free.push(i);
+            if i < self.slots.len() {
+                self.free.push(i); // a freed slot, still free; a new index was never taken
+            }
             return;
         }
         if i == self.slots.len() {
