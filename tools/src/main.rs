@@ -4,6 +4,7 @@ mod keygen;
 mod logging;
 mod plot;
 mod sim_cli;
+mod stress_cli;
 
 use clap::{Parser, Subcommand};
 use loopix_authority as directory;
@@ -57,6 +58,9 @@ copy of the node from starting.")]
     ProviderLoad(provider_load::ProviderLoadArgs),
     /// Run a whole network on loopback and report on it (the default main job).
     Testnet(testnet::TestnetArgs),
+    /// Start a network and load it with many real clients in steps (client counts and
+    /// message rates): delivery, latency, fairness, Poisson fidelity, pools, CPU per client.
+    Stress(testnet::stress::StressArgs),
     /// Anonymity experiments on the node's own mixing code (paper §4): entropy, Theorem 1,
     /// the network challenge, and a parameter calculator.
     Sim(sim_cli::SimArgs),
@@ -95,6 +99,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Keygen(args) => keygen::run(args),
         Cmd::Node(args) => node::run(args),
         Cmd::Testnet(args) => testnet::run(args),
+        Cmd::Stress(args) => stress_cli::run(args),
         Cmd::Client(args) => client::run(args),
         Cmd::Directory(args) => directory::run(args),
         Cmd::Loadgen(args) => loadgen::run(args),

@@ -46,6 +46,9 @@ pub enum ClientOutput {
     /// Stopping: these messages' fragments never sent were taken back (none of them will
     /// leave; a message some of whose fragments left will not arrive whole).
     Withheld(Vec<u64>),
+    /// Stopping: when its datagrams left, µs on its host's clock (only from a host
+    /// recording them: [`crate::client_host::ClientHost::recording_departures`]).
+    Departures(Vec<u64>),
     /// Final counters, as the client stops.
     /// (Boxed: sent once, and the other outputs stay small.)
     Stopped(Box<ClientStats>),

@@ -45,6 +45,8 @@ pub fn host_threads(clients: usize) -> usize {
 pub struct ClientHost {
     threads: Vec<Sender<Slot>>,
     next: usize,
+    /// Departure times each client keeps (see [`Self::recording_departures`]).
+    departures: usize,
 }
 
 impl ClientHost {
@@ -60,7 +62,20 @@ impl ClientHost {
                 Ok(joins)
             })
             .collect::<io::Result<_>>()?;
-        Ok(Self { threads, next: 0 })
+        Ok(Self {
+            threads,
+            next: 0,
+            departures: 0,
+        })
+    }
+
+    /// Clients started from now on keep the times of their first `per_client` datagrams
+    /// sent (µs on the host's clock) and hand them over as they stop
+    /// ([`ClientOutput::Departures`]): what the wire saw of their Poisson streams, for a
+    /// test of them. The room is taken once, as the client starts.
+    pub fn recording_departures(mut self, per_client: usize) -> Self {
+        self.departures = per_client;
+        self
     }
 
     /// Binds a socket on `bind` and runs `client` (it knows where its provider is) on the
@@ -84,6 +99,7 @@ impl ClientHost {
             health: Arc::clone(&health),
             drain_until: None,
             armed: None,
+            departures: Vec::with_capacity(self.departures),
             _done: done_tx,
         };
         let thread = &self.threads[self.next % self.threads.len()];
@@ -115,6 +131,8 @@ struct Slot {
     drain_until: Option<Instant>,
     /// The deadline of this client's entry in the timer heap (others are stale).
     armed: Option<u64>,
+    /// When its datagrams left, up to the capacity taken at the start.
+    departures: Vec<u64>,
     /// Dropped when the client has stopped: what [`RunningClient::stop`] waits for.
     _done: Sender<()>,
 }
@@ -326,6 +344,8 @@ impl Worker {
         while let Some(t) = slot.client.poll_transmit(now, &mut self.datagram) {
             if slot.socket.send_to(&self.datagram[..t.len], t.to).is_err() {
                 slot.health.send_errors.fetch_add(1, Ordering::Relaxed);
+            } else if slot.departures.len() < slot.departures.capacity() {
+                slot.departures.push(now);
             }
         }
         while let Some(e) = slot.client.poll_event() {
@@ -363,6 +383,11 @@ impl Worker {
             return;
         };
         let _ = self.poll.registry().deregister(&mut slot.socket);
+        if !slot.departures.is_empty() {
+            let _ = slot.output.send(ClientOutput::Departures(std::mem::take(
+                &mut slot.departures,
+            )));
+        }
         let _ = slot
             .output
             .send(ClientOutput::Stopped(Box::new(slot.client.stats())));
