@@ -586,9 +586,9 @@ fn spawn_authority(layout: &Layout, i: usize) -> Result<Child, String> {
 }
 
 impl Nodes {
-    /// The node processes' ids.
-    pub(crate) fn pids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.children.iter().map(|(_, c)| c.id())
+    /// Each node's process id.
+    pub(crate) fn pids(&self) -> impl Iterator<Item = (NodeId, u32)> + '_ {
+        self.children.iter().map(|(id, c)| (*id, c.id()))
     }
 
     pub(crate) fn spawn(layout: &Layout) -> Result<Self, String> {
