@@ -126,5 +126,10 @@ fn network_adversary_wins_only_without_mixing() {
     assert!(mixed.challenge_packets > 100 && bare.challenge_packets > 100);
     assert!(mixed.guess_accuracy < 0.65, "seed {seed}: {mixed:?}");
     assert!(bare.guess_accuracy > 0.8, "seed {seed}: {bare:?}");
-    assert!(bare.epsilon_mean > 10.0 * mixed.epsilon_mean, "seed {seed}");
+    // Over seeds 1-6 and 16 the ratio ran from 9.5 to 37 (a few bare packets that happen
+    // to share a pool pull the bare mean down); 5 leaves room for that spread.
+    assert!(
+        bare.epsilon_mean > 5.0 * mixed.epsilon_mean,
+        "seed {seed}: {mixed:?} {bare:?}"
+    );
 }

@@ -181,3 +181,63 @@ fn the_same_seed_gives_the_same_run() {
     assert_eq!(a, b);
     assert_ne!(a.0, c.0);
 }
+
+/// Cover is built ahead in batches: most of each batch goes out on later ticks, loops
+/// built ahead still come back and drops are still absorbed, and with a key grace so short
+/// that stashed packets outlive it, they are discarded (counted) rather than sent late
+/// enough to meet a hop without their key: nothing is dropped anywhere.
+#[test]
+fn cover_built_ahead_in_batches_is_used_and_never_sent_stale() {
+    let seed = seed_from_env(9);
+    let run = |epoch_grace_s: u64, rate: f64| {
+        let spec = NetworkSpec {
+            clients: 10,
+            lambda_payload_per_s: rate,
+            lambda_loop_per_s: rate,
+            lambda_drop_per_s: rate,
+            poll_rate_per_s: 5.0,
+            epoch_s: 60,
+            epoch_grace_s,
+            published_epochs: 10,
+            ..NetworkSpec::default()
+        };
+        let mut sim = sim(&spec, seed, LinkModel::default());
+        sim.run_until(150 * S);
+        let (mut cover, mut batches, mut discarded, mut loops, mut back) = (0, 0, 0, 0, 0);
+        for c in 0..u64::from(spec.clients) {
+            let s = sim.client(client(c)).unwrap().stats();
+            assert_eq!(s.build_failed, 0, "seed {seed}");
+            cover += s.sent_loop + s.sent_drop;
+            batches += s.cover_batches;
+            discarded += s.cover_discarded;
+            loops += s.sent_loop;
+            back += s.loops_returned;
+        }
+        for m in mixes(&spec) {
+            let s = sim.mix(m).unwrap().stats();
+            assert_eq!(s.hop.drops.total(), 0, "seed {seed}: mix {m:?}: {s:?}");
+        }
+        for p in 0..u64::from(spec.providers) {
+            let s = sim.provider(provider(p)).unwrap().stats();
+            assert_eq!(s.hop.drops.total(), 0, "seed {seed}: provider {p}");
+        }
+        assert!(back as f64 >= 0.95 * loops as f64, "{back}/{loops}");
+        (cover, batches, discarded)
+    };
+    // A 20 s grace: stashed packets may wait 5 s, and at 2 a second each batch is used.
+    let (cover, batches, discarded) = run(20, 2.0);
+    assert!(
+        batches > 0 && cover >= 7 * batches,
+        "{cover} sent from {batches} batches"
+    );
+    assert!(
+        discarded <= batches,
+        "{discarded} discarded of {batches} batches"
+    );
+    // A 2 s grace: packets may wait 0.5 s; at 0.5 a second most of each batch is too old.
+    let (cover, batches, discarded) = run(2, 0.5);
+    assert!(
+        discarded > 2 * cover,
+        "{discarded} discarded, {cover} sent ({batches} batches)"
+    );
+}

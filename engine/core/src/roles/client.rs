@@ -17,6 +17,9 @@
 //! used), and the sender sends a fragment again, as a fresh packet, until its ack comes or
 //! it runs out of attempts (then the user hears `GaveUp`). The recipient delivers each
 //! message once, however often its fragments arrive, and acks every copy.
+//!
+//! Cover packets are built ahead in batches ([`crate::roles::cover_stash`]): about half the
+//! cost of building each as its tick comes, with the ticks, and so the wire, unchanged.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -25,6 +28,7 @@ use loopix_crypto::{Command, Hop, KeyPhase, NodeId, Params, Processor, SURB_LEN,
 
 use crate::formats::codec::Codec;
 use crate::roles::acks::{Fragment, Unacked, ack_timeout_us};
+use crate::roles::cover_stash::{COVER_BATCH, CoverKind, CoverStash, Prebuilt};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -171,6 +175,10 @@ pub struct ClientStats {
     pub replies_received: u64,
     /// Reply blocks whose keys were forgotten to make room for newer ones.
     pub reply_blocks_forgotten: u64,
+    /// Batches of cover packets built ahead, and those packets never sent: too old, or
+    /// the topology changed.
+    pub cover_batches: u64,
+    pub cover_discarded: u64,
     /// Delivered messages whose envelope did not parse (dropped, not delivered).
     pub malformed_messages: u64,
     pub session: ClientSessionStats,
@@ -306,6 +314,9 @@ pub struct Client<C: Codec = Processor> {
     loops: LoopMonitor,
     events: VecDeque<ClientEvent>,
     path: Vec<Hop>,
+    /// Cover built ahead, and the paths of a batch being built.
+    stash: Option<CoverStash>,
+    batch_paths: Vec<Vec<Hop>>,
     scratch: Vec<u8>,
     body: Vec<u8>,
     stats: ClientStats,
@@ -368,6 +379,12 @@ impl<C: Codec> Client<C> {
             loops: LoopMonitor::new(256, 60_000_000),
             events: VecDeque::new(),
             path: Vec::with_capacity(loopix_crypto::MAX_HOPS),
+            stash: config
+                .prebuild_cover
+                .then(|| CoverStash::new(n.params.packet_len(), n.epochs.grace_us)),
+            batch_paths: (0..COVER_BATCH)
+                .map(|_| Vec::with_capacity(loopix_crypto::MAX_HOPS))
+                .collect(),
             scratch: vec![0u8; n.params.packet_len()],
             body: vec![0u8; n.params.payload_bytes()],
             stats: ClientStats::default(),
@@ -388,6 +405,9 @@ impl<C: Codec> Client<C> {
             .ok_or(BuildError::NoProvider(me.provider))?;
         self.provider_addr = provider.address;
         self.paths = PathIndex::new(topology);
+        if let Some(stash) = &mut self.stash {
+            stash.clear(); // built along the old topology's paths and keys
+        }
         Ok(())
     }
 
@@ -494,6 +514,7 @@ impl<C: Codec> Client<C> {
             session: self.session.stats(),
             unacked_items: self.pending_acks.len() as u64,
             awaiting_ack: self.unacked.as_ref().map_or(0, |u| u.len() as u64),
+            cover_discarded: self.stash.as_ref().map_or(0, |s| s.discarded),
             ..self.stats
         }
     }
@@ -846,6 +867,14 @@ impl<C: Codec> Client<C> {
     }
 
     fn write_loop(&mut self, now_us: u64, buf: &mut [u8]) -> bool {
+        if self.stash.is_some() {
+            let Some((nonce, delay_us)) = self.write_prebuilt(CoverKind::Loop, now_us, buf) else {
+                return false;
+            };
+            self.loops.sent(nonce, now_us, delay_us);
+            self.stats.sent_loop += 1;
+            return true;
+        }
         let nonce = self.rng.next_u64();
         let mut body = [0u8; 16];
         payload::write_loop(&mut body, nonce);
@@ -868,14 +897,108 @@ impl<C: Codec> Client<C> {
     }
 
     fn write_drop(&mut self, now_us: u64, buf: &mut [u8]) -> bool {
-        let ok = self
-            .paths
-            .drop_path(&mut self.rng, now_us, self.provider, &mut self.path);
-        let built = self.build_on(ok, &[], buf);
+        let built = if self.stash.is_some() {
+            self.write_prebuilt(CoverKind::Drop, now_us, buf).is_some()
+        } else {
+            let ok = self
+                .paths
+                .drop_path(&mut self.rng, now_us, self.provider, &mut self.path);
+            self.build_on(ok, &[], buf)
+        };
         if built {
             self.stats.sent_drop += 1;
         }
         built
+    }
+
+    /// Writes a stashed cover packet of `kind` into `buf`, building a batch first if none
+    /// is ready; returns the loop nonce its body carries and the delays its path asked for.
+    fn write_prebuilt(
+        &mut self,
+        kind: CoverKind,
+        now_us: u64,
+        buf: &mut [u8],
+    ) -> Option<(u64, u64)> {
+        let ready = self.stash.as_mut()?.take(kind, now_us);
+        let p = match ready {
+            Some(p) => p,
+            None => {
+                self.build_cover_batch(kind, now_us);
+                self.stash.as_mut()?.take(kind, now_us)?
+            }
+        };
+        let len = self.params.packet_len();
+        buf[..len].copy_from_slice(&p.bytes[..len]);
+        let sent = (p.nonce, p.requested_delay_us);
+        self.stash.as_mut()?.recycle(p.bytes);
+        Some(sent)
+    }
+
+    /// Builds up to [`COVER_BATCH`] packets of `kind` together and stashes them; paths
+    /// are drawn until one cannot be made (a failure counted when none could).
+    fn build_cover_batch(&mut self, kind: CoverKind, now_us: u64) {
+        let Some(stash) = self.stash.as_mut() else {
+            return;
+        };
+        let mut nonces = [0u64; COVER_BATCH];
+        let mut bodies = [[0u8; 16]; COVER_BATCH];
+        let mut n = 0;
+        for (i, path) in self.batch_paths.iter_mut().enumerate() {
+            let ok = match kind {
+                CoverKind::Drop => self
+                    .paths
+                    .drop_path(&mut self.rng, now_us, self.provider, path),
+                CoverKind::Loop => {
+                    nonces[i] = self.rng.next_u64();
+                    payload::write_loop(&mut bodies[i], nonces[i]);
+                    self.paths.client_path(
+                        &mut self.rng,
+                        now_us,
+                        self.provider,
+                        self.id,
+                        Command::LoopReturn,
+                        path,
+                    )
+                }
+            };
+            if ok.is_err() {
+                break;
+            }
+            n += 1;
+        }
+        if n == 0 {
+            self.stats.build_failed += 1;
+            return;
+        }
+        let mut bufs: [Vec<u8>; COVER_BATCH] =
+            std::array::from_fn(|i| if i < n { stash.buffer() } else { Vec::new() });
+        let jobs: [loopix_crypto::BuildJob<'_>; COVER_BATCH] =
+            std::array::from_fn(|i| loopix_crypto::BuildJob {
+                path: &self.batch_paths[i],
+                payload: match kind {
+                    CoverKind::Drop => &[],
+                    CoverKind::Loop => &bodies[i],
+                },
+            });
+        let mut outs = bufs.each_mut().map(Vec::as_mut_slice);
+        let built = C::build_batch_into(&self.params, &jobs[..n], &mut self.rng, &mut outs[..n]);
+        for (i, bytes) in bufs.into_iter().enumerate().take(n) {
+            if built.is_err() {
+                stash.recycle(bytes);
+                continue;
+            }
+            stash.keep(
+                kind,
+                Prebuilt {
+                    bytes,
+                    built_at_us: now_us,
+                    nonce: nonces[i],
+                    requested_delay_us: requested_delay_us(&self.batch_paths[i]),
+                },
+            );
+        }
+        self.stats.build_failed += u64::from(built.is_err());
+        self.stats.cover_batches += u64::from(built.is_ok());
     }
 
     /// Builds along `self.path` when the path could be made; counts a failure (e.g. the

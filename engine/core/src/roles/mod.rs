@@ -12,6 +12,7 @@ pub mod acks;
 pub mod answer_queue;
 pub mod client;
 pub mod client_quota;
+pub mod cover_stash;
 pub mod inbox;
 pub mod loops;
 pub mod mix;
@@ -82,6 +83,9 @@ pub struct RoleConfig {
     pub max_buffered_fragments: usize,
     /// Clients: acknowledgements and retransmission ([`crate::roles::acks`]).
     pub acks: AckConfig,
+    /// Clients: build cover packets ahead in batches ([`crate::roles::cover_stash`]);
+    /// off, each is built as its tick comes.
+    pub prebuild_cover: bool,
     /// Providers: how long a packet waits in an inbox for its client before it is deleted
     /// unread (counted as `inbox_expired`), µs.
     pub inbox_ttl_us: u64,
@@ -118,6 +122,7 @@ impl RoleConfig {
             loop_grace_us: crate::roles::loops::LOOP_GRACE_US,
             max_buffered_fragments: 100_000,
             acks: AckConfig::OFF,
+            prebuild_cover: true,
             inbox_ttl_us: crate::roles::inbox::DEFAULT_INBOX_TTL_US,
             handshakes: HandshakeLimits::default(),
         }
