@@ -93,3 +93,81 @@ fn a_short_sweep_delivers_every_message_once_and_reports_consistent_figures() {
     }
     let _ = std::fs::remove_dir_all(&report_dir);
 }
+
+/// `loopix stress --attach` loads a network another process started and runs: a testnet
+/// that runs no clients of its own but writes spare clients' keys and its nodes' metrics
+/// addresses. Every message is delivered once, and the nodes' counters are scraped.
+#[test]
+fn a_sweep_attached_to_a_running_testnet_delivers_every_message_once() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = std::env::temp_dir().join(format!("loopix-stress-attach-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut testnet = Command::new(env!("CARGO_BIN_EXE_loopix"))
+        .args([
+            "testnet",
+            "--clients",
+            "0",
+            "--spare-clients",
+            "6",
+            "--duration-s",
+            "300",
+            "--drain-s",
+            "0",
+            "--dir",
+        ])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start loopix testnet");
+    let mut lines = BufReader::new(testnet.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("the testnet says when its network is up")
+            .unwrap();
+        if line.contains("network up") {
+            break;
+        }
+    }
+    // Keep reading its stderr, so it never blocks on a full pipe.
+    let drain = std::thread::spawn(move || lines.count());
+    let out = Command::new(env!("CARGO_BIN_EXE_loopix"))
+        .args([
+            "stress",
+            "--clients",
+            "6",
+            "--step-s",
+            "6",
+            "--drain-s",
+            "20",
+            "--json",
+            "--attach",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("run loopix stress");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(testnet.id() as i32, libc::SIGINT) };
+    let status = testnet.wait().unwrap();
+    drain.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "loopix stress --attach failed: {stderr}"
+    );
+    assert!(status.success(), "the testnet stopped cleanly on SIGINT");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["started_network"], false);
+    let step = &report["steps"][0];
+    let n = |k: &str| step[k].as_u64().unwrap();
+    assert!(n("sent") > 0);
+    assert_eq!(n("delivered"), n("sent"), "{step}");
+    assert_eq!(n("duplicates") + n("misdelivered"), 0);
+    let nodes = step["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 8, "every node scraped through metrics.toml");
+    assert!(nodes.iter().all(|n| n["packets_in"].as_u64().unwrap() > 0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

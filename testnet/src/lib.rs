@@ -36,6 +36,11 @@ pub struct TestnetArgs {
     /// Clients, run in this process.
     #[arg(long, default_value_t = 10)]
     pub clients: u32,
+    /// Clients registered beyond those run here: their keys are written to the network's
+    /// directory (`clients/`) with everyone's, for `loopix stress --attach <dir>` or
+    /// `loopix client` to run against this network while it runs.
+    #[arg(long, default_value_t = 0)]
+    pub spare_clients: u32,
     /// How long clients send real messages, in seconds.
     #[arg(long, default_value_t = 30.0)]
     pub duration_s: f64,
@@ -214,7 +219,7 @@ fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String>
         layout,
         mut nodes,
         vnet,
-    } = Running::start(net, args.clients, run_s)?;
+    } = Running::start(net, args.clients + args.spare_clients, args.clients, run_s)?;
     progress(&format!(
         "network up: {} nodes in {}",
         layout.node_addrs.len(),
@@ -266,7 +271,7 @@ fn run_network(args: &TestnetArgs, stop: &AtomicBool) -> Result<Summary, String>
     let switched = Arc::clone(&population.switched);
     let socket_errors = population.stop(&mut traffic);
     let exits = nodes.stop();
-    let window_s = stress::late_window_s(net);
+    let window_s = stress::late_window_s(&layout.topology.network);
     let j = traffic.judge(window_s, args.drain_s, net.ack_attempts > 0);
     let nodes: Vec<NodeSummary> = node_stats
         .into_iter()

@@ -132,16 +132,32 @@ pub(crate) struct Running {
 }
 
 impl Running {
+    /// A network started elsewhere: no processes to watch.
+    pub(crate) fn attached(layout: Layout) -> Self {
+        Self {
+            layout,
+            nodes: Nodes::none(),
+            vnet: None,
+        }
+    }
+
     /// Writes a network for `clients` clients (keys published for `run_s` seconds and
     /// more), starts it and waits until every node is ready. With `--netns`, this thread
     /// moves into the clients' host.
-    pub(crate) fn start(args: &NetworkArgs, clients: u32, run_s: f64) -> Result<Self, String> {
+    /// The keys of all clients but the first `run_here` (which this process runs) are
+    /// written for others to use ([`CLIENT_KEY_DIR`]).
+    pub(crate) fn start(
+        args: &NetworkArgs,
+        clients: u32,
+        run_here: u32,
+        run_s: f64,
+    ) -> Result<Self, String> {
         let vnet = if args.netns {
             Some(virtual_net(args, clients)?)
         } else {
             None
         };
-        let layout = prepare(args, clients, run_s, vnet.as_ref())?;
+        let layout = prepare(args, clients, run_here, run_s, vnet.as_ref())?;
         let mut nodes = Nodes::spawn(&layout)?;
         // With a directory, a node binds once a document lists it: every node's upload and
         // the authority's first document come first.
@@ -269,6 +285,7 @@ pub(crate) fn spec(args: &NetworkArgs, clients: u32, run_s: f64) -> NetworkSpec 
 pub(crate) fn prepare(
     args: &NetworkArgs,
     clients: u32,
+    run_here: u32,
     run_s: f64,
     net: Option<&crate::netns::VirtualNet>,
 ) -> Result<Layout, String> {
@@ -396,6 +413,7 @@ pub(crate) fn prepare(
             hosts.insert(name.clone(), net.handle(&name)?);
         }
     }
+    write_attachable(&dir, keys.clients.iter().skip(run_here as usize), &metrics)?;
     let client_bind = if net.is_some() {
         "0.0.0.0:0"
     } else {
@@ -411,6 +429,107 @@ pub(crate) fn prepare(
         metrics,
         client_keys: keys.clients,
     })
+}
+
+/// Where a network's client keys are (`client-<id>.key`, mode 0600), beside its
+/// topology, and the file naming each node's metrics address: what `loopix stress
+/// --attach` reads to load a network it did not start.
+pub const CLIENT_KEY_DIR: &str = "clients";
+pub const METRICS_FILE: &str = "metrics.toml";
+
+/// Writes the keys of `clients` and every node's metrics address into `dir`.
+fn write_attachable<'a>(
+    dir: &Path,
+    clients: impl Iterator<Item = (&'a NodeId, &'a loopix_crypto::SecretKey)>,
+    metrics: &BTreeMap<NodeId, SocketAddr>,
+) -> Result<(), String> {
+    let keys = dir.join(CLIENT_KEY_DIR);
+    std::fs::create_dir_all(&keys).map_err(|e| format!("{}: {e}", keys.display()))?;
+    for (id, key) in clients {
+        let path = keys.join(format!("client-{}.key", id.0));
+        let _ = std::fs::remove_file(&path);
+        loopix_runtime::key_file::write_client_key(&path, key)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let mut text = String::from("# Each node's metrics address, by node id.\n[metrics]\n");
+    for (id, addr) in metrics {
+        text += &format!("{} = \"{addr}\"\n", id.0);
+    }
+    write(&dir.join(METRICS_FILE), &text)
+}
+
+/// A network this process did not start, to load: its topology file, the clients whose
+/// key files are in `keys_dir` (`client-<id>.key`), and the nodes' metrics addresses
+/// (those given are scraped). Clients bind `bind`.
+pub(crate) fn attach(
+    topology_path: &Path,
+    keys_dir: &Path,
+    metrics: BTreeMap<NodeId, SocketAddr>,
+    bind: SocketAddr,
+) -> Result<Layout, String> {
+    let text = std::fs::read_to_string(topology_path)
+        .map_err(|e| format!("{}: {e}", topology_path.display()))?;
+    let topology =
+        Topology::from_toml(&text).map_err(|e| format!("{}: {e}", topology_path.display()))?;
+    let mut client_keys = BTreeMap::new();
+    for c in &topology.clients {
+        let path = keys_dir.join(format!("client-{}.key", c.id.0));
+        if path.exists() {
+            let key = loopix_runtime::key_file::read_client_key(&path)?;
+            if key.public_key() != c.public_key {
+                return Err(format!(
+                    "{}: not the key the topology lists for client {}",
+                    path.display(),
+                    c.id.0
+                ));
+            }
+            client_keys.insert(c.id, key);
+        }
+    }
+    if client_keys.is_empty() {
+        return Err(format!(
+            "{}: no key file (client-<id>.key) of any client of {}",
+            keys_dir.display(),
+            topology_path.display()
+        ));
+    }
+    if let Some(id) = metrics.keys().find(|id| topology.node(**id).is_none()) {
+        return Err(format!("--metrics: node {} is not in the topology", id.0));
+    }
+    Ok(Layout {
+        dir: topology_path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        node_addrs: topology.nodes.iter().map(|n| (n.id, n.address)).collect(),
+        topology,
+        authorities: Vec::new(),
+        hosts: BTreeMap::new(),
+        client_bind: bind,
+        metrics,
+        client_keys,
+    })
+}
+
+/// The metrics addresses a network's [`METRICS_FILE`] names.
+pub(crate) fn read_metrics_file(path: &Path) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    #[derive(serde::Deserialize)]
+    struct File {
+        metrics: BTreeMap<String, String>,
+    }
+    let file: File = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    file.metrics
+        .iter()
+        .map(|(id, addr)| {
+            let id = id
+                .parse()
+                .map_err(|_| format!("{}: {id} is not a node id", path.display()))?;
+            let addr = addr
+                .parse()
+                .map_err(|_| format!("{}: {addr} is not an address", path.display()))?;
+            Ok((NodeId(id), addr))
+        })
+        .collect()
 }
 
 /// A third of an epoch, at most the topology default (60 s): less than half, as a
@@ -586,6 +705,15 @@ fn spawn_authority(layout: &Layout, i: usize) -> Result<Child, String> {
 }
 
 impl Nodes {
+    /// No processes (a network started elsewhere).
+    pub(crate) fn none() -> Self {
+        Self {
+            children: Vec::new(),
+            authorities: Vec::new(),
+            restarts: BTreeMap::new(),
+        }
+    }
+
     /// Each node's process id.
     pub(crate) fn pids(&self) -> impl Iterator<Item = (NodeId, u32)> + '_ {
         self.children.iter().map(|(id, c)| (*id, c.id()))
@@ -764,4 +892,49 @@ pub(crate) fn fill_from_metrics(s: &mut NodeSummary, text: &str) {
     }
     s.loop_overhead_ms =
         (s.loops_back > 0).then(|| s.loop_overhead_s_sum * 1e3 / s.loops_back as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_takes_the_clients_whose_keys_are_there_and_refuses_a_wrong_key() {
+        let dir = std::env::temp_dir().join(format!("loopix-attach-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = NetworkSpec {
+            clients: 3,
+            ..NetworkSpec::default()
+        };
+        let addr = |id: NodeId| SocketAddr::from(([127, 0, 0, 1], 9000 + id.0 as u16));
+        let Generated { topology, keys } = generate_at(&spec, 1, addr).unwrap();
+        write(&dir.join("topology.toml"), &topology.to_toml()).unwrap();
+        let metrics: BTreeMap<NodeId, SocketAddr> =
+            topology.nodes.iter().map(|n| (n.id, addr(n.id))).collect();
+        // The first client runs elsewhere: only the other two keys are written.
+        write_attachable(&dir, keys.clients.iter().skip(1), &metrics).unwrap();
+        let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let keys_dir = dir.join(CLIENT_KEY_DIR);
+        let read = read_metrics_file(&dir.join(METRICS_FILE)).unwrap();
+        assert_eq!(read, metrics);
+        let layout = attach(&dir.join("topology.toml"), &keys_dir, read, bind).unwrap();
+        let ids: Vec<NodeId> = keys.clients.keys().copied().collect();
+        assert_eq!(
+            layout.client_keys.keys().copied().collect::<Vec<_>>(),
+            ids[1..]
+        );
+        assert_eq!(layout.node_addrs.len(), topology.nodes.len());
+        // A node the topology does not list cannot be scraped.
+        let stray = BTreeMap::from([(NodeId(999_999), bind)]);
+        assert!(attach(&dir.join("topology.toml"), &keys_dir, stray, bind).is_err());
+        // Another client's key under this client's name is refused.
+        let first = keys_dir.join(format!("client-{}.key", ids[0].0));
+        loopix_runtime::key_file::write_client_key(&first, &keys.clients[&ids[2]]).unwrap();
+        let Err(e) = attach(&dir.join("topology.toml"), &keys_dir, BTreeMap::new(), bind) else {
+            panic!("another client's key was taken");
+        };
+        assert!(e.contains("not the key"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -142,11 +142,14 @@ fn plot(r: &StressReport, dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 fn print(r: &StressReport, plots: &[PathBuf]) {
     println!(
-        "loopix stress: {} layers x {} mixes, {} providers, {} shards each; {} ({}, {})",
+        "loopix stress: {} layers x {} mixes, {} providers{}; {} ({}, {})",
         r.layers,
         r.mixes_per_layer,
         r.providers,
-        r.shards,
+        match r.shards {
+            Some(n) => format!(", {n} shards each"),
+            None => " (attached: node CPU not measured)".into(),
+        },
         r.cpu_model,
         r.curve_backend,
         r.lanes_kernel

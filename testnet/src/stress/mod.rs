@@ -25,8 +25,9 @@ use loopix_core::network::topology::Role;
 use loopix_crypto::NodeId;
 use serde::Serialize;
 
-use crate::network::{Layout, NetworkArgs, NodeSummary, Nodes, Running};
+use crate::network::{self, Layout, NetworkArgs, NodeSummary, Nodes, Running};
 use figures::{KsTest, cdf, gaps_us, jain, ks_exponential, percentile};
+use loopix_core::network::topology::Network;
 use population::{Plan, Population, drive};
 use traffic::Judged;
 
@@ -58,6 +59,26 @@ pub struct StressArgs {
     /// Where to write `stress.json` and the plots (default: the network's directory).
     #[arg(long)]
     pub report_dir: Option<PathBuf>,
+    /// Load a network this command did not start, from the directory `loopix testnet
+    /// --dir` wrote: its `topology.toml`, `clients/client-<id>.key` and `metrics.toml`
+    /// (the network options above are then the topology's, not the flags').
+    #[arg(long, conflicts_with_all = ["topology", "client_keys"])]
+    pub attach: Option<PathBuf>,
+    /// Load a network this command did not start: its topology file (with
+    /// `--client-keys`).
+    #[arg(long, requires = "client_keys")]
+    pub topology: Option<PathBuf>,
+    /// With `--topology`: a directory of the clients' key files, `client-<id>.key`; the
+    /// clients whose keys are there are the ones the steps run.
+    #[arg(long, requires = "topology")]
+    pub client_keys: Option<PathBuf>,
+    /// With `--topology`: a node's metrics address, as `<id>=<host:port>`, to scrape its
+    /// counters and pool (repeat, or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    pub metrics: Vec<String>,
+    /// Where the clients bind (a network on other hosts: an address those hosts reach).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub bind: std::net::SocketAddr,
 }
 
 /// What `--json` prints.
@@ -69,7 +90,10 @@ pub struct StressReport {
     pub layers: u8,
     pub mixes_per_layer: u32,
     pub providers: u32,
-    pub shards: usize,
+    /// Shards per node process (a network this command started; else unknown).
+    pub shards: Option<usize>,
+    /// Whether this command started the network (its node processes' CPU is measured).
+    pub started_network: bool,
     /// λP + λL + λD + the poll rate: the datagrams a second each client sends its provider.
     pub client_datagrams_per_s: f64,
     pub mu_per_s: f64,
@@ -126,8 +150,9 @@ pub struct Step {
     pub cpu_clients_s: f64,
     pub cpu_nodes_s: f64,
     pub wall_s: f64,
-    /// Clients per core of CPU used (clients and nodes together), and its ratio to the
-    /// floor's (`floor_clients_per_core`).
+    /// Clients per core of CPU used (clients and nodes together; on a network this
+    /// command did not start, the clients' alone), and its ratio to the floor's
+    /// (`floor_clients_per_core`).
     pub clients_per_core: f64,
     pub over_floor: f64,
     /// A node that died during the step: the sweep stopped there.
@@ -181,33 +206,47 @@ pub fn run(args: &StressArgs) -> Result<StressReport, String> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
     }
-    let net = &args.network;
-    let hops = usize::from(net.layers) + 2;
-    let params = loopix_crypto::Params::new(net.payload_bytes).map_err(|e| e.to_string())?;
-    progress("measuring the crypto floor");
-    let speed = loopix_load::speed::measure(&params, hops, 3, Duration::from_millis(30));
-    let packets_per_client_s = 3.0 * net.lambda_per_s;
-    let floor_ns_per_client_s =
-        packets_per_client_s * (speed.build_ns + hops as f64 * speed.floor_ns);
-    let steps_n = args.clients.len() * args.message_interval_s.len();
-    let run_s = steps_n as f64 * (args.step_s + args.drain_s + 15.0);
     let largest = *args.clients.iter().max().unwrap_or(&1);
-    let mut running = Running::start(net, largest, run_s)?;
+    let mut running = match attached(args)? {
+        Some(layout) => Running::attached(layout),
+        None => {
+            let steps_n = args.clients.len() * args.message_interval_s.len();
+            let run_s = steps_n as f64 * (args.step_s + args.drain_s + 15.0);
+            Running::start(&args.network, largest, 0, run_s)?
+        }
+    };
+    let started_network = running.nodes.pids().next().is_some();
     progress(&format!(
-        "network up: {} nodes in {}",
+        "network {}: {} nodes, {} clients' keys, in {}",
+        if started_network { "up" } else { "attached" },
         running.layout.node_addrs.len(),
+        running.layout.client_keys.len(),
         running.layout.dir.display()
     ));
+    let topology = &running.layout.topology;
+    let network = &topology.network;
+    let hops = usize::from(network.layers) + 2;
+    progress("measuring the crypto floor");
+    let speed = loopix_load::speed::measure(&network.params, hops, 3, Duration::from_millis(30));
+    let packets_per_client_s =
+        network.lambda_payload_per_s + network.lambda_loop_per_s + network.lambda_drop_per_s;
+    let floor_ns_per_client_s =
+        packets_per_client_s * (speed.build_ns + hops as f64 * speed.floor_ns);
     let mut report = StressReport {
         cpu_model: cpu_model(),
         curve_backend: speed.curve_backend,
         lanes_kernel: speed.lanes_kernel,
-        layers: net.layers,
-        mixes_per_layer: net.mixes_per_layer,
-        providers: net.providers,
-        shards: net.shards,
-        client_datagrams_per_s: packets_per_client_s + net.poll_rate_per_s,
-        mu_per_s: net.mu_per_s,
+        layers: network.layers,
+        mixes_per_layer: topology
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Mix { layer: 1 })
+            .count() as u32,
+        providers: topology.providers().count() as u32,
+        shards: started_network.then_some(args.network.shards),
+        started_network,
+        client_datagrams_per_s: packets_per_client_s + network.poll_rate_per_s,
+        mu_per_s: network.mu_per_s,
         build_ns: speed.build_ns,
         hop_ns: speed.floor_ns,
         floor_ns_per_client_s,
@@ -216,6 +255,12 @@ pub fn run(args: &StressArgs) -> Result<StressReport, String> {
         dir: running.layout.dir.display().to_string(),
         report_dir: String::new(),
     };
+    if largest as usize > running.layout.client_keys.len() {
+        return Err(format!(
+            "--clients {largest}: the network has keys for {} clients",
+            running.layout.client_keys.len()
+        ));
+    }
     'sweep: for &interval in &args.message_interval_s {
         for &clients in &args.clients {
             if stop.load(Ordering::SeqCst) {
@@ -226,14 +271,14 @@ pub fn run(args: &StressArgs) -> Result<StressReport, String> {
                 duration: Duration::from_secs_f64(args.step_s),
                 drain: Duration::from_secs_f64(args.drain_s),
                 message_interval_s: interval,
-                ack_attempts: net.ack_attempts,
+                ack_attempts: args.network.ack_attempts,
                 departures_per_client: args.departures_per_client,
             };
             progress(&format!(
                 "step: {clients} clients, a message every {interval} s each, {} s",
                 args.step_s
             ));
-            let step = run_step(&mut running, net, &plan, &report, &stop)?;
+            let step = run_step(&mut running, &plan, &report, &stop)?;
             progress(&format!(
                 "step done: {} sent, {} delivered, {} lost, {} in flight; p50 {:.0} ms, p99 {:.0} ms; \
                  {} timers late; {:.0} clients per core ({:.2}x the floor)",
@@ -270,7 +315,6 @@ pub fn run(args: &StressArgs) -> Result<StressReport, String> {
 /// One step: fresh clients, their messages, the drain, the figures.
 fn run_step(
     running: &mut Running,
-    net: &NetworkArgs,
     plan: &Plan,
     report: &StressReport,
     stop: &AtomicBool,
@@ -310,7 +354,7 @@ fn run_step(
         .collect();
     let cpu_nodes_s: f64 = cpu_by_node.values().sum();
     let after = running.nodes.scrape(layout);
-    let window_s = late_window_s(net);
+    let window_s = late_window_s(&layout.topology.network);
     let acks = plan.ack_attempts > 0;
     let j: Judged = traffic.judge(window_s, plan.drain.as_secs_f64(), acks);
     let shares: Vec<f64> = j
@@ -366,8 +410,35 @@ const KS_GAPS: usize = 20_000;
 
 /// How long after leaving a message must have arrived to count as lost when missing:
 /// four mean path delays ((layers + 2) / µ) and two poll intervals.
-pub(crate) fn late_window_s(net: &NetworkArgs) -> f64 {
-    4.0 * (f64::from(net.layers) + 2.0) / net.mu_per_s + 2.0 / net.poll_rate_per_s.max(1e-3)
+pub(crate) fn late_window_s(network: &Network) -> f64 {
+    4.0 * (f64::from(network.layers) + 2.0) / network.mu_per_s
+        + 2.0 / network.poll_rate_per_s.max(1e-3)
+}
+
+/// The network `--attach` or `--topology` names, if one does.
+fn attached(args: &StressArgs) -> Result<Option<Layout>, String> {
+    let (topology, keys, mut metrics) = match (&args.attach, &args.topology, &args.client_keys) {
+        (Some(dir), _, _) => (
+            dir.join("topology.toml"),
+            dir.join(network::CLIENT_KEY_DIR),
+            network::read_metrics_file(&dir.join(network::METRICS_FILE))?,
+        ),
+        (None, Some(topology), Some(keys)) => (topology.clone(), keys.clone(), BTreeMap::new()),
+        _ => return Ok(None),
+    };
+    for m in &args.metrics {
+        let (id, addr) = m
+            .split_once('=')
+            .ok_or_else(|| format!("--metrics {m}: give <id>=<host:port>"))?;
+        let id = id
+            .parse()
+            .map_err(|_| format!("--metrics {m}: {id} is not a node id"))?;
+        let addr = addr
+            .parse()
+            .map_err(|_| format!("--metrics {m}: {addr} is not an address"))?;
+        metrics.insert(NodeId(id), addr);
+    }
+    network::attach(&topology, &keys, metrics, args.bind).map(Some)
 }
 
 /// Adds every mix's pool size and λ/µ now to `pools` (sums and a count).
