@@ -123,6 +123,31 @@ impl NetworkArgs {
     }
 }
 
+/// Where a network's nodes and authorities are.
+pub(crate) enum Placement<'a> {
+    /// Free ports on 127.0.0.1.
+    Loopback,
+    /// A host each, in network namespaces of this machine.
+    Namespaces(&'a crate::netns::VirtualNet),
+    /// A host each, at the address this names for a host (`node-<id>`, `directory-<i>`):
+    /// hosts another program runs.
+    Hosts(&'a dyn Fn(&str) -> Option<std::net::IpAddr>),
+}
+
+impl Placement<'_> {
+    fn addr(&self, host: &str) -> Option<std::net::IpAddr> {
+        match self {
+            Self::Loopback => None,
+            Self::Namespaces(n) => n.addr(host),
+            Self::Hosts(f) => f(host),
+        }
+    }
+
+    fn hosted(&self) -> bool {
+        !matches!(self, Self::Loopback)
+    }
+}
+
 /// A network started: its files and addresses, its node processes, and with `--netns` the
 /// namespaces they run in.
 pub(crate) struct Running {
@@ -157,7 +182,11 @@ impl Running {
         } else {
             None
         };
-        let layout = prepare(args, clients, run_here, run_s, vnet.as_ref())?;
+        let place = match &vnet {
+            Some(n) => Placement::Namespaces(n),
+            None => Placement::Loopback,
+        };
+        let layout = prepare(args, clients, run_here, run_s, &place)?;
         let mut nodes = Nodes::spawn(&layout)?;
         // With a directory, a node binds once a document lists it: every node's upload and
         // the authority's first document come first.
@@ -287,8 +316,12 @@ pub(crate) fn prepare(
     clients: u32,
     run_here: u32,
     run_s: f64,
-    net: Option<&crate::netns::VirtualNet>,
+    place: &Placement<'_>,
 ) -> Result<Layout, String> {
+    let net = match place {
+        Placement::Namespaces(n) => Some(*n),
+        _ => None,
+    };
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!(
@@ -305,16 +338,17 @@ pub(crate) fn prepare(
         + u64::from(args.providers)) as usize;
     let ids = node_ids(&spec);
     let host = |id: NodeId| {
-        net.and_then(|n| n.addr(&format!("node-{}", id.0)))
+        place
+            .addr(&format!("node-{}", id.0))
             .ok_or_else(|| format!("no host for node {}", id.0))
     };
-    let node_addrs: BTreeMap<NodeId, SocketAddr> = match net {
-        None => ids
+    let node_addrs: BTreeMap<NodeId, SocketAddr> = match place.hosted() {
+        false => ids
             .iter()
             .copied()
             .zip(free_udp_ports(node_count)?)
             .collect(),
-        Some(_) => ids
+        true => ids
             .iter()
             .map(|&id| Ok((id, SocketAddr::new(host(id)?, 9000))))
             .collect::<Result<_, String>>()?,
@@ -336,7 +370,7 @@ pub(crate) fn prepare(
         let publics = identities.iter().map(|(&id, k)| (id, k.public())).collect();
         let registry = registry_toml(&topology, &publics);
         for i in 0..args.authorities {
-            let address = match net.and_then(|n| n.addr(&format!("directory-{i}"))) {
+            let address = match place.addr(&format!("directory-{i}")) {
                 Some(ip) => SocketAddr::new(ip, 8000),
                 None => free_tcp_port(&mut held_ports)?,
             };
@@ -362,9 +396,9 @@ pub(crate) fn prepare(
         let _ = std::fs::remove_file(&key_path);
         loopix_runtime::key_file::write_seed(&key_path, &seed, &session, identities.get(&n.id))
             .map_err(|e| format!("{}: {e}", key_path.display()))?;
-        let metrics_addr = match net {
-            Some(_) => SocketAddr::new(host(n.id)?, 9100),
-            None => free_tcp_port(&mut held_ports)?,
+        let metrics_addr = match place.hosted() {
+            true => SocketAddr::new(host(n.id)?, 9100),
+            false => free_tcp_port(&mut held_ports)?,
         };
         metrics.insert(n.id, metrics_addr);
         let shards = args.shards;
@@ -377,7 +411,7 @@ pub(crate) fn prepare(
             n.id.0, n.id.0, args.backend
         );
         // With hosts, the links themselves are slow and lossy; on loopback the nodes are.
-        if net.is_none() && (args.link_loss > 0.0 || args.link_delay_ms > 0) {
+        if !place.hosted() && (args.link_loss > 0.0 || args.link_delay_ms > 0) {
             config += &format!(
                 "\n[faults]\ndrop_fraction = {}\nextra_delay_ms = {}\n",
                 args.link_loss, args.link_delay_ms
@@ -414,7 +448,7 @@ pub(crate) fn prepare(
         }
     }
     write_attachable(&dir, keys.clients.iter().skip(run_here as usize), &metrics)?;
-    let client_bind = if net.is_some() {
+    let client_bind = if place.hosted() {
         "0.0.0.0:0"
     } else {
         "127.0.0.1:0"
@@ -560,7 +594,7 @@ fn prepare_authority(
     })
 }
 
-fn node_ids(spec: &NetworkSpec) -> Vec<NodeId> {
+pub(crate) fn node_ids(spec: &NetworkSpec) -> Vec<NodeId> {
     let mixes = u64::from(spec.layers) * u64::from(spec.mixes_per_layer);
     let providers =
         (0..u64::from(spec.providers)).map(|p| NodeId(loopix_sim::network::FIRST_PROVIDER + p));

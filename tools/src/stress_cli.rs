@@ -9,6 +9,12 @@ use loopix_testnet::stress::{self, StressArgs, StressReport};
 use crate::plot::{Labels, Series, line_chart};
 
 pub fn run(args: &StressArgs) -> Result<(), String> {
+    if let Some(out) = &args.write_shadow {
+        let loopix = std::env::current_exe().map_err(|e| e.to_string())?;
+        let config = stress::shadow::write(args, out, &loopix)?;
+        println!("{}", config.display());
+        return Ok(());
+    }
     let report = stress::run(args)?;
     let plots = plot(&report, Path::new(&report.report_dir))?;
     if args.json {

@@ -12,6 +12,7 @@
 
 pub mod figures;
 pub(crate) mod population;
+pub mod shadow;
 pub(crate) mod traffic;
 
 use std::collections::BTreeMap;
@@ -79,6 +80,21 @@ pub struct StressArgs {
     /// Where the clients bind (a network on other hosts: an address those hosts reach).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub bind: std::net::SocketAddr,
+    /// Do not measure the crypto floor (under a simulator's clock it means nothing); the
+    /// floor figures are then 0.
+    #[arg(long)]
+    pub skip_floor: bool,
+    /// Write this network for Shadow instead of running it: the network in `<dir>/net`
+    /// (every node on a host of its own) and `<dir>/shadow.yaml`, which runs every node
+    /// and `--client-hosts` hosts of `loopix stress` (see perf/shadow/).
+    #[arg(long)]
+    pub write_shadow: Option<PathBuf>,
+    /// With `--write-shadow`: hosts the clients are spread over, each a `loopix stress`.
+    #[arg(long, default_value_t = 1)]
+    pub client_hosts: u32,
+    /// With `--write-shadow`: Shadow's seed (two runs with one seed run alike).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// What `--json` prints.
@@ -226,16 +242,26 @@ pub fn run(args: &StressArgs) -> Result<StressReport, String> {
     let topology = &running.layout.topology;
     let network = &topology.network;
     let hops = usize::from(network.layers) + 2;
-    progress("measuring the crypto floor");
-    let speed = loopix_load::speed::measure(&network.params, hops, 3, Duration::from_millis(30));
+    let (build_ns, hop_ns, curve_backend, lanes_kernel) = if args.skip_floor {
+        (0.0, 0.0, "not measured", "not measured")
+    } else {
+        progress("measuring the crypto floor");
+        let speed =
+            loopix_load::speed::measure(&network.params, hops, 3, Duration::from_millis(30));
+        (
+            speed.build_ns,
+            speed.floor_ns,
+            speed.curve_backend,
+            speed.lanes_kernel,
+        )
+    };
     let packets_per_client_s =
         network.lambda_payload_per_s + network.lambda_loop_per_s + network.lambda_drop_per_s;
-    let floor_ns_per_client_s =
-        packets_per_client_s * (speed.build_ns + hops as f64 * speed.floor_ns);
+    let floor_ns_per_client_s = packets_per_client_s * (build_ns + hops as f64 * hop_ns);
     let mut report = StressReport {
         cpu_model: cpu_model(),
-        curve_backend: speed.curve_backend,
-        lanes_kernel: speed.lanes_kernel,
+        curve_backend,
+        lanes_kernel,
         layers: network.layers,
         mixes_per_layer: topology
             .nodes
@@ -247,10 +273,14 @@ pub fn run(args: &StressArgs) -> Result<StressReport, String> {
         started_network,
         client_datagrams_per_s: packets_per_client_s + network.poll_rate_per_s,
         mu_per_s: network.mu_per_s,
-        build_ns: speed.build_ns,
-        hop_ns: speed.floor_ns,
+        build_ns,
+        hop_ns,
         floor_ns_per_client_s,
-        floor_clients_per_core: 1e9 / floor_ns_per_client_s,
+        floor_clients_per_core: if floor_ns_per_client_s > 0.0 {
+            1e9 / floor_ns_per_client_s
+        } else {
+            0.0
+        },
         steps: Vec::new(),
         dir: running.layout.dir.display().to_string(),
         report_dir: String::new(),
@@ -398,7 +428,11 @@ fn run_step(
         cpu_nodes_s,
         wall_s,
         clients_per_core,
-        over_floor: clients_per_core / report.floor_clients_per_core,
+        over_floor: if report.floor_clients_per_core > 0.0 {
+            clients_per_core / report.floor_clients_per_core
+        } else {
+            0.0
+        },
         node_died: traffic.node_died.clone(),
     })
 }
