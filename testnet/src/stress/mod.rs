@@ -149,7 +149,7 @@ pub struct Step {
     pub retransmitted: u64,
     pub gave_up: u64,
     pub latency_ms: StepLatency,
-    /// (latency ms, share of delivered messages at or below it), 20 points.
+    /// (latency ms, share of delivered messages at or below it), 100 points.
     pub latency_cdf_ms: Vec<(f64, f64)>,
     /// Jain's index of the clients' delivered shares (delivered / sent of each sender).
     pub jain_fairness: Option<f64>,
@@ -416,7 +416,7 @@ fn run_step(
             p99: percentile(&j.latencies_ms, 0.99),
             max: percentile(&j.latencies_ms, 1.0),
         },
-        latency_cdf_ms: cdf(&j.latencies_ms, 20),
+        latency_cdf_ms: cdf(&j.latencies_ms, 100),
         jain_fairness: jain(&shares),
         client_timers_late: lag.1,
         client_timer_lag_max_ms: lag.0 as f64 / 1e3,
