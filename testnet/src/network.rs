@@ -402,14 +402,23 @@ pub(crate) fn prepare(
         };
         metrics.insert(n.id, metrics_addr);
         let shards = args.shards;
+        // A simulator's sockets (Shadow's) have no receive timestamps to shed by.
+        let max_socket_wait_ms = match place {
+            Placement::Hosts(_) => 0,
+            _ => TESTNET_MAX_SOCKET_WAIT_MS,
+        };
         let extra = match n.role {
             Role::Mix { .. } => String::new(),
             Role::Provider => format!("inbox_path = \"node-{}.redb\"\n", n.id.0),
         };
         let mut config = format!(
-            "{topology_line}id = {}\nkey_file = \"node-{}.key\"\nshards = {shards}\nmetrics = \"{metrics_addr}\"\ngrace_ms = 1000\nbackend = \"{}\"\n{extra}[limits]\npool_packets = 16384\nmax_packets_per_s = 500\nmax_socket_wait_ms = {TESTNET_MAX_SOCKET_WAIT_MS}\n",
+            "{topology_line}id = {}\nkey_file = \"node-{}.key\"\nshards = {shards}\nmetrics = \"{metrics_addr}\"\ngrace_ms = 1000\nbackend = \"{}\"\n{extra}[limits]\npool_packets = 16384\nmax_packets_per_s = 500\nmax_socket_wait_ms = {max_socket_wait_ms}\n",
             n.id.0, n.id.0, args.backend
         );
+        if let Placement::Hosts(_) = place {
+            // Hosts another program runs are a simulator's: its clock measures no CPU.
+            config += "measure_unwrap_rate = false\n";
+        }
         // With hosts, the links themselves are slow and lossy; on loopback the nodes are.
         if !place.hosted() && (args.link_loss > 0.0 || args.link_delay_ms > 0) {
             config += &format!(

@@ -21,6 +21,8 @@
 //! pool_packets = 65536         # packets held at once, per shard
 //! max_packets_per_s = 40000    # most a shard can unwrap: sizes its replay filters
 //!                              # (left out: measured on this CPU at start)
+//! measure_unwrap_rate = true   # false: skip that 150 ms measurement (under a simulator's
+//!                              # clock it measures nothing); max_packets_per_s then rules
 //! journal_tags = 65536         # replay hashes a shard buffers between two writes
 //! slot_us = 100                # timing wheel slot
 //! gather_us = 1000             # longest a packet waits for others to fill a run of vector
@@ -97,6 +99,9 @@ pub struct NodeConfig {
     pub max_packets_per_s: Option<u32>,
     /// What a shard unwraps per second on this CPU, as measured at start (0: not yet).
     pub measured_packets_per_s: u32,
+    /// Whether to measure it at start: a simulator's clock (Shadow's, where computing
+    /// takes no simulated time) makes the 150 ms measurement endless and meaningless.
+    pub measure_unwrap_rate: bool,
     /// Datagrams that waited in a shard's socket longer than this are shed unread.
     pub max_socket_wait: Option<std::time::Duration>,
     pub limits: HopLimits,
@@ -271,6 +276,7 @@ impl RawFaults {
 struct RawLimits {
     pool_packets: u32,
     max_packets_per_s: Option<u32>,
+    measure_unwrap_rate: bool,
     journal_tags: usize,
     slot_us: u64,
     gather_us: u64,
@@ -290,6 +296,7 @@ impl Default for RawLimits {
         Self {
             pool_packets: d.pool_packets,
             max_packets_per_s: None,
+            measure_unwrap_rate: true,
             journal_tags: 65_536,
             slot_us: d.wheel.slot_us,
             gather_us: d.gather_us,
@@ -464,6 +471,7 @@ impl NodeConfig {
             replay_sync_ms: raw.replay_sync_ms,
             max_packets_per_s: raw.limits.max_packets_per_s,
             measured_packets_per_s: 0,
+            measure_unwrap_rate: raw.limits.measure_unwrap_rate,
             max_socket_wait: (raw.limits.max_socket_wait_ms > 0)
                 .then(|| std::time::Duration::from_millis(raw.limits.max_socket_wait_ms)),
             limits,
@@ -810,6 +818,10 @@ mod tests {
             "no measurement"
         );
         assert!(cfg.replay_dir.ends_with("replay-1"));
+        assert!(cfg.measure_unwrap_rate, "measured unless told not to");
+        let unmeasured =
+            parse_with("[limits]\nmax_packets_per_s = 500\nmeasure_unwrap_rate = false\n").unwrap();
+        assert!(!unmeasured.measure_unwrap_rate);
         let e = parse_with("[limits]\nmax_packets_per_s = 0\n").unwrap_err();
         assert_eq!(e.field, "limits.max_packets_per_s");
         let e = parse_with("[limits]\nreplay_tags = 5\n").unwrap_err();

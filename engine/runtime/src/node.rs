@@ -76,7 +76,15 @@ impl RunningNode {
         let sockets = bind_group(layout.listen, layout.shards, layout.recv_buffer_bytes)?;
         if layout.max_socket_wait.is_some() {
             for s in &sockets {
-                crate::rx_timestamp::enable(s)?;
+                crate::rx_timestamp::enable(s).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "receive timestamps (SO_TIMESTAMPNS), which \
+                             limits.max_socket_wait_ms needs (0 turns shedding off): {e}"
+                        ),
+                    )
+                })?;
             }
         }
         let local_addr = sockets[0].local_addr()?;

@@ -21,7 +21,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// owns the rule: a mix steers its own loops back to their shard by it.
 pub use loopix_core::pipeline::steering::{owner_shard, steered_shard};
 
-/// Binds `shards` sockets to `addr` as one steered SO_REUSEPORT group, index = shard.
+/// Binds `shards` sockets to `addr` as one steered SO_REUSEPORT group, index = shard. One
+/// shard binds a plain socket: nothing to steer, and no group another process could join
+/// (nor a socket option some stacks lack: Shadow's).
 pub fn bind_group(
     addr: SocketAddr,
     shards: usize,
@@ -31,7 +33,9 @@ pub fn bind_group(
     let mut addr = addr;
     for _ in 0..shards {
         let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        s.set_reuse_port(true)?;
+        if shards > 1 {
+            s.set_reuse_port(true)?;
+        }
         s.set_nonblocking(true)?;
         let granted = crate::socket_stats::request_receive_buffer(&s, recv_buffer_bytes)?;
         if granted < recv_buffer_bytes && sockets.is_empty() {
@@ -49,7 +53,9 @@ pub fn bind_group(
         }
         sockets.push(UdpSocket::from(s));
     }
-    if let Some(first) = sockets.first() {
+    if let Some(first) = sockets.first()
+        && shards > 1
+    {
         attach_steering(first, shards)?;
     }
     Ok(sockets)

@@ -394,7 +394,12 @@ fn run_step(
         .collect();
     let mut gaps = gaps_us(&traffic.departures, 2, KS_GAPS);
     let cores_used = (cpu_clients_s + cpu_nodes_s) / wall_s.max(1e-9);
-    let clients_per_core = plan.clients as f64 / cores_used.max(1e-9);
+    // No CPU seen (a simulator's clock): no figure.
+    let clients_per_core = if cores_used > 0.0 {
+        plan.clients as f64 / cores_used
+    } else {
+        0.0
+    };
     Ok(Step {
         clients: plan.clients as u32,
         message_interval_s: plan.message_interval_s,

@@ -220,6 +220,8 @@ mod tests {
             assert_eq!(p["args"][0], "node");
             let config = std::fs::read_to_string(p["args"][2].as_str().unwrap()).unwrap();
             assert!(config.contains("backend = \"portable\""), "{config}");
+            assert!(config.contains("measure_unwrap_rate = false"), "{config}");
+            assert!(config.contains("max_socket_wait_ms = 0"), "{config}");
             // It listens at its host's address.
             let topology = std::fs::read_to_string(out.join("net/topology.toml")).unwrap();
             assert!(topology.contains(node["ip_addr"].as_str().unwrap()));

@@ -127,7 +127,10 @@ pub fn run(args: &NodeArgs) -> Result<(), String> {
         .choose()
         .map_err(|e| format!("{}: {e}", args.config.display()))?;
     // The replay filters hold every tag a shard can take: sized from what this CPU unwraps.
-    let measured = unwrap_rate::measure(&cfg.topology.network.params);
+    let measured = match cfg.measure_unwrap_rate {
+        true => unwrap_rate::measure(&cfg.topology.network.params),
+        false => 0, // the configured max_packets_per_s, or the default, sizes them
+    };
     let (rate, rate_warning) = cfg.size_replay_filters(measured);
     let session_key =
         node_session_key(&cfg).map_err(|e| format!("{}: {e}", args.config.display()))?;
