@@ -39,6 +39,100 @@ enum SimCmd {
     /// each checked against the invariants (no duplicate, no silent loss, no replay
     /// forwarded, every drop counted); exits non-zero naming each failing seed.
     Chaos(ChaosArgs),
+    /// A whole network at scale in virtual time (the real core, the stand-in codec):
+    /// delivery, latency, fairness, the Poisson test of departures, each node's load and
+    /// each mix's pool against λ/µ, and what the run cost this machine.
+    Scale(ScaleArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct ScaleArgs {
+    #[arg(long, default_value_t = 3)]
+    layers: u8,
+    #[arg(long, default_value_t = 2)]
+    mixes_per_layer: u32,
+    #[arg(long, default_value_t = 2)]
+    providers: u32,
+    #[arg(long, default_value_t = 100)]
+    clients: u32,
+    /// Simulated seconds of messages, then of drain.
+    #[arg(long, default_value_t = 60)]
+    duration_s: u64,
+    #[arg(long, default_value_t = 20)]
+    drain_s: u64,
+    /// Mean seconds between one client's real messages.
+    #[arg(long, default_value_t = 2.0)]
+    message_interval_s: f64,
+    /// The seed: one seed, one report.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print one JSON object: the report (`sent`, `delivered`, `lost`, `in_flight`,
+    /// `latency_ms`, `jain_fairness`, `poisson`, `pool_over_expected`, `per_node` ...) and
+    /// `wall_s`, what it took this machine.
+    #[arg(long)]
+    json: bool,
+}
+
+fn scale_cmd(a: &ScaleArgs) -> Result<(), String> {
+    use loopix_sim::scale::{ScaleConfig, run};
+    let config = ScaleConfig {
+        layers: a.layers,
+        mixes_per_layer: a.mixes_per_layer,
+        providers: a.providers,
+        clients: a.clients,
+        duration_s: a.duration_s,
+        drain_s: a.drain_s,
+        message_interval_s: a.message_interval_s,
+        seed: a.seed,
+        ..ScaleConfig::default()
+    };
+    let started = std::time::Instant::now();
+    let r = run(&config)?;
+    let wall_s = started.elapsed().as_secs_f64();
+    let simulated = f64::from(r.nodes + r.clients);
+    if a.json {
+        json::print(&serde_json::json!({
+            "config": config,
+            "report": r,
+            "wall_s": wall_s,
+            "wall_ms_per_simulated_s_per_node_or_client":
+                wall_s * 1e3 / r.simulated_s.max(1) as f64 / simulated,
+        }))?;
+    } else {
+        println!(
+            "{} nodes, {} clients, {} simulated s (seed {}): {} messages sent, {} delivered, \
+             {} lost, {} in flight, {} duplicated; latency p50 {:.0} ms, p99 {:.0} ms; \
+             Jain {:.4}; departures KS D {:.4} ({}); pools / λ/µ {:.3}; {} datagrams; \
+             {wall_s:.1} s of this machine",
+            r.nodes,
+            r.clients,
+            r.simulated_s,
+            a.seed,
+            r.sent,
+            r.delivered,
+            r.lost,
+            r.in_flight,
+            r.duplicates,
+            r.latency_ms.p50,
+            r.latency_ms.p99,
+            r.jain_fairness.unwrap_or(0.0),
+            r.poisson.map_or(f64::NAN, |k| k.d),
+            if r.poisson.is_some_and(|k| k.poisson) {
+                "Poisson"
+            } else {
+                "not Poisson"
+            },
+            r.pool_over_expected.unwrap_or(f64::NAN),
+            r.datagrams,
+        );
+    }
+    if r.duplicates + r.misdelivered > 0 {
+        return Err(format!(
+            "{} duplicated, {} misdelivered",
+            r.duplicates, r.misdelivered
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Args, Debug, Clone)]
@@ -283,6 +377,7 @@ pub fn run(args: &SimArgs) -> Result<(), String> {
         SimCmd::Network(a) => with_codec!(network_cmd, a),
         SimCmd::Params(a) => with_codec!(params_cmd, a),
         SimCmd::Chaos(a) => chaos_cmd(a),
+        SimCmd::Scale(a) => scale_cmd(a),
     }
 }
 

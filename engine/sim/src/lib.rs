@@ -5,7 +5,9 @@
 pub mod anonymity;
 pub mod chaos;
 pub mod committing_inbox;
+pub mod figures;
 pub mod network;
+pub mod scale;
 pub mod sim;
 pub mod stats;
 

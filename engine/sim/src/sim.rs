@@ -158,6 +158,8 @@ pub struct Sim<C: Codec = Processor> {
     rng: ChaCha20Rng,
     buf: Vec<u8>,
     record_wire: bool,
+    /// With `record_wire`: only datagrams from the parties this accepts.
+    wire_from: Option<fn(NodeId) -> bool>,
     pub log: Log,
     /// What a node is rebuilt from when it restarts, and what it kept on disk.
     topology: Topology,
@@ -281,6 +283,7 @@ impl<C: Codec> Sim<C> {
             rng: ChaCha20Rng::seed_from_u64(seed),
             buf: Vec::new(),
             record_wire: false,
+            wire_from: None,
             log: Log::default(),
             topology: net.topology.clone(),
             recipes: BTreeMap::new(),
@@ -582,6 +585,14 @@ impl<C: Codec> Sim<C> {
     /// Keeps a [`WireRecord`] of every datagram from now on.
     pub fn record_wire(&mut self, on: bool) {
         self.record_wire = on;
+        self.wire_from = None;
+    }
+
+    /// Keeps a [`WireRecord`] of every datagram sent by a party `from` accepts (a large
+    /// run keeps only what it measures, e.g. the clients' departures).
+    pub fn record_wire_from(&mut self, from: fn(NodeId) -> bool) {
+        self.record_wire = true;
+        self.wire_from = Some(from);
     }
 
     /// The node with this id.
@@ -825,7 +836,7 @@ impl<C: Codec> Sim<C> {
 
     fn route(&mut self, from: NodeId, t: Transmit, bytes: Vec<u8>) {
         let to_id = self.by_address.get(&t.to).copied().unwrap_or(UNKNOWN);
-        if self.record_wire {
+        if self.record_wire && self.wire_from.is_none_or(|keep| keep(from)) {
             self.log.wire.push(WireRecord {
                 at_us: self.now_us,
                 from,

@@ -10,7 +10,7 @@
 //! Poisson process they should be, every node's packets and drops over the step, each
 //! mix's pool against λ/µ, and the CPU a client-second cost against the crypto floor.
 
-pub mod figures;
+pub use loopix_sim::figures;
 pub(crate) mod population;
 pub mod shadow;
 pub(crate) mod traffic;

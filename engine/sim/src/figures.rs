@@ -1,6 +1,7 @@
-//! The statistics a stress step reports, pure functions of what it recorded: latency
-//! percentiles and CDF, Jain's fairness index, and a Kolmogorov-Smirnov test of the
-//! clients' departures against the Poisson process they should be.
+//! The statistics a run of a network reports, from either driver (`loopix stress` over
+//! real processes, [`crate::scale`] in virtual time): latency percentiles and CDF, Jain's
+//! fairness index, and a Kolmogorov-Smirnov test of the clients' departures against the
+//! Poisson process they should be.
 
 use serde::Serialize;
 
