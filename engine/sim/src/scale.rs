@@ -138,6 +138,9 @@ pub fn run(cfg: &ScaleConfig) -> Result<ScaleReport, String> {
         lambda_loop_per_s: cfg.lambda_per_s,
         lambda_drop_per_s: cfg.lambda_per_s,
         poll_rate_per_s: cfg.poll_rate_per_s,
+        // A run is shorter than an epoch: one epoch's keys (every client keeps every
+        // node's, so each epoch more costs a client a hundred nodes' worth).
+        published_epochs: 1,
         ..NetworkSpec::default()
     };
     let net = generate(&spec, cfg.seed).map_err(|e| e.to_string())?;
@@ -366,11 +369,13 @@ pub fn run(cfg: &ScaleConfig) -> Result<ScaleReport, String> {
     })
 }
 
-/// Pools, filters and a wheel for a busy simulated node.
+/// Pools, filters and a wheel for a simulated node: room for a few thousand packets a
+/// second held for Exp(µ) (an overflow is counted as a drop, so a run that needs more
+/// says so), kept small because a network of a hundred nodes holds a hundred of each.
 fn limits() -> HopLimits {
     HopLimits {
-        pool_packets: 1 << 17,
-        replay_tags: 1 << 22,
+        pool_packets: 8_192,
+        replay_tags: 1 << 20,
         wheel: WheelConfig {
             slot_us: 100,
             horizon_us: 600 * S,
