@@ -47,17 +47,22 @@ enum SimCmd {
 
 #[derive(Args, Debug, Clone)]
 struct ScaleArgs {
+    /// Mix layers.
     #[arg(long, default_value_t = 3)]
     layers: u8,
+    /// Mixes in each layer.
     #[arg(long, default_value_t = 2)]
     mixes_per_layer: u32,
+    /// Providers (the clients are spread over them).
     #[arg(long, default_value_t = 2)]
     providers: u32,
+    /// Clients, each the real client core.
     #[arg(long, default_value_t = 100)]
     clients: u32,
-    /// Simulated seconds of messages, then of drain.
+    /// Simulated seconds during which clients are given messages.
     #[arg(long, default_value_t = 60)]
     duration_s: u64,
+    /// Simulated seconds after that for the last messages to arrive.
     #[arg(long, default_value_t = 20)]
     drain_s: u64,
     /// Mean seconds between one client's real messages.
