@@ -241,3 +241,38 @@ fn cover_built_ahead_in_batches_is_used_and_never_sent_stale() {
         "{discarded} discarded, {cover} sent ({batches} batches)"
     );
 }
+
+/// Every client of a network needs every other's key: indexes built from the same clients
+/// share one table (else N clients hold N² entries), and an index of a topology whose
+/// client changed its key builds a new table and paths to the new key.
+#[test]
+fn path_indexes_of_one_topology_share_the_client_table_and_never_a_stale_one() {
+    use loopix_core::network::path_index::PathIndex;
+    let spec = NetworkSpec {
+        clients: 3,
+        ..NetworkSpec::default()
+    };
+    let net = loopix_sim::generate(&spec, 1).unwrap();
+    let a = PathIndex::new(&net.topology);
+    let b = PathIndex::new(&net.topology);
+    assert!(a.shares_clients_with(&b));
+    let other = loopix_sim::generate(&spec, 2).unwrap();
+    let mut changed = net.topology.clone();
+    changed.clients[0].public_key = other.topology.clients[0].public_key;
+    let c = PathIndex::new(&changed);
+    assert!(
+        !c.shares_clients_with(&a),
+        "a changed key is never served from the old table"
+    );
+    let id = changed.clients[0].id;
+    let hop = |index: &PathIndex| {
+        let (owner, _) = index.client(id).unwrap();
+        index
+            .hop_at(owner, 0, loopix_crypto::Command::Final)
+            .unwrap()
+            .key
+    };
+    assert!(hop(&c) == changed.clients[0].public_key);
+    assert!(hop(&a) == net.topology.clients[0].public_key);
+    assert!(hop(&a) != hop(&c));
+}

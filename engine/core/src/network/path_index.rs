@@ -3,7 +3,9 @@
 //! topology: one mix per layer, chosen uniformly, each hop's delay drawn from Exp(µ), and
 //! each node hop under its key for the epoch that hop will fall in.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use loopix_crypto::{Command, Hop, KeyPhase, NodeId, PublicKey};
 use rand_core::Rng;
@@ -16,8 +18,46 @@ use crate::roles::rate::exp_us;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HopOwner {
     pub id: NodeId,
-    /// Index into the index's key table.
-    keys: usize,
+    /// Index into the index's table of node keys; `None` for a client (its key is in the
+    /// client table).
+    keys: Option<usize>,
+}
+
+/// Every client of a topology, by id: its key and its provider. Every client of a network
+/// needs all of them (to build a path to any recipient), so clients built from one
+/// topology share one table: held per client, N clients would hold N² entries.
+type ClientTable = BTreeMap<NodeId, (PublicKey, NodeId)>;
+
+thread_local! {
+    /// The last client table built on this thread, for the next index of the same clients.
+    static LAST_CLIENTS: RefCell<Option<Arc<ClientTable>>> = const { RefCell::new(None) };
+}
+
+/// The client table of `topology`: the last one built on this thread if it lists exactly
+/// these clients, else a new one.
+fn client_table(topology: &Topology) -> Arc<ClientTable> {
+    LAST_CLIENTS.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some(table) = last.as_ref()
+            && table.len() == topology.clients.len()
+            && topology.clients.iter().all(|c| {
+                table
+                    .get(&c.id)
+                    .is_some_and(|(key, provider)| *key == c.public_key && *provider == c.provider)
+            })
+        {
+            return Arc::clone(table);
+        }
+        let table: Arc<ClientTable> = Arc::new(
+            topology
+                .clients
+                .iter()
+                .map(|c| (c.id, (c.public_key, c.provider)))
+                .collect(),
+        );
+        *last = Some(Arc::clone(&table));
+        table
+    })
 }
 
 /// The path-building view of a topology.
@@ -25,19 +65,14 @@ pub struct HopOwner {
 pub struct PathIndex {
     layers: Vec<Vec<HopOwner>>,
     providers: Vec<HopOwner>,
-    /// Each client and its provider, by id: looked up for every packet a client sends.
-    clients: BTreeMap<NodeId, (HopOwner, NodeId)>,
-    /// Every hop owner's keys: nodes' per epoch, clients' one key.
-    keys: Vec<OwnerKeys>,
+    /// Each client's key and provider, by id: looked up for every packet a client sends
+    /// (shared by every index built from the same clients).
+    clients: Arc<ClientTable>,
+    /// Every node's keys, per epoch.
+    keys: Vec<EpochKeys>,
     epochs: EpochSchedule,
     mu_per_s: f64,
     delay_horizon_us: u64,
-}
-
-#[derive(Clone, Debug)]
-enum OwnerKeys {
-    Epochs(EpochKeys),
-    Fixed(PublicKey),
 }
 
 /// The delays a path asks its hops to hold it, in all, µs.
@@ -72,28 +107,17 @@ impl PathIndex {
 
     /// Indexes `topology`.
     pub fn new(topology: &Topology) -> Self {
-        let mut keys = Vec::new();
-        let mut owner = |id, k| {
-            keys.push(k);
-            HopOwner {
-                id,
-                keys: keys.len() - 1,
-            }
-        };
+        let mut keys = Vec::with_capacity(topology.nodes.len());
         let mut nodes = BTreeMap::new();
         for n in &topology.nodes {
-            nodes.insert(n.id, owner(n.id, OwnerKeys::Epochs(n.epoch_keys.clone())));
+            keys.push(n.epoch_keys.clone());
+            let owner = HopOwner {
+                id: n.id,
+                keys: Some(keys.len() - 1),
+            };
+            nodes.insert(n.id, owner);
         }
-        let clients = topology
-            .clients
-            .iter()
-            .map(|c| {
-                (
-                    c.id,
-                    (owner(c.id, OwnerKeys::Fixed(c.public_key)), c.provider),
-                )
-            })
-            .collect();
+        let clients = client_table(topology);
         let layers = (1..=topology.network.layers)
             .map(|l| topology.mixes_in_layer(l).map(|n| nodes[&n.id]).collect())
             .collect();
@@ -129,9 +153,16 @@ impl PathIndex {
         self.providers.iter().copied().find(|p| p.id == id)
     }
 
+    /// Whether `other` holds the same client table (built from the same clients on this
+    /// thread): what keeps many clients' memory linear in their number.
+    pub fn shares_clients_with(&self, other: &PathIndex) -> bool {
+        Arc::ptr_eq(&self.clients, &other.clients)
+    }
+
     /// A client and its provider.
     pub fn client(&self, id: NodeId) -> Option<(HopOwner, NodeId)> {
-        self.clients.get(&id).copied()
+        let &(_, provider) = self.clients.get(&id)?;
+        Some((HopOwner { id, keys: None }, provider))
     }
 
     /// A uniformly chosen provider.
@@ -146,11 +177,18 @@ impl PathIndex {
 
     /// `owner` as a hop told `command`, under the key it unwraps with at `at_us`.
     pub fn hop_at(&self, owner: HopOwner, at_us: u64, command: Command) -> Result<Hop, PathError> {
-        match &self.keys[owner.keys] {
-            OwnerKeys::Fixed(key) => Ok(Hop::new(*key, command)),
-            OwnerKeys::Epochs(keys) => {
+        match owner.keys {
+            // A client's one key, for good.
+            None => {
+                let (key, _) = self
+                    .clients
+                    .get(&owner.id)
+                    .ok_or(PathError::UnknownPeer(owner.id))?;
+                Ok(Hop::new(*key, command))
+            }
+            Some(i) => {
                 let epoch = self.epochs.epoch_at(at_us);
-                keys.hop(epoch, command).ok_or(PathError::NoKey {
+                self.keys[i].hop(epoch, command).ok_or(PathError::NoKey {
                     node: owner.id,
                     epoch,
                 })
