@@ -5,6 +5,12 @@
 
 use serde::Serialize;
 
+/// How long after leaving a message must have arrived to count as lost when missing, s:
+/// four mean path delays ((layers + 2) / µ) and two poll intervals.
+pub fn late_window_s(layers: u8, mu_per_s: f64, poll_rate_per_s: f64) -> f64 {
+    4.0 * (f64::from(layers) + 2.0) / mu_per_s + 2.0 / poll_rate_per_s.max(1e-3)
+}
+
 /// The `p`-quantile (0..=1) of `sorted`, nearest rank; 0 when empty.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

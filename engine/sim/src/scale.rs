@@ -22,7 +22,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::figures::{KsTest, gaps_us, jain, ks_exponential, percentile};
+use crate::figures::{KsTest, gaps_us, jain, ks_exponential, late_window_s, percentile};
 use crate::network::{FIRST_CLIENT, NetworkSpec, generate};
 use crate::sim::{LinkModel, Sim, SimOptions};
 
@@ -271,9 +271,7 @@ pub fn run(cfg: &ScaleConfig) -> Result<ScaleReport, String> {
     }
     // Judged as loopix stress judges: missing and left whole more than the late window
     // before the end is lost; otherwise still in flight.
-    let window_us = ((4.0 * (f64::from(cfg.layers) + 2.0) / cfg.mu_per_s
-        + 2.0 / cfg.poll_rate_per_s.max(1e-3))
-        * 1e6) as u64;
+    let window_us = (late_window_s(cfg.layers, cfg.mu_per_s, cfg.poll_rate_per_s) * 1e6) as u64;
     let (mut delivered, mut lost, mut in_flight, mut duplicates) = (0, 0, 0, 0);
     let mut per_sender: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
     for g in given.values() {

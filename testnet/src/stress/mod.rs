@@ -447,11 +447,9 @@ fn run_step(
 /// hundreds of thousands it would reject the timers' millisecond granularity alone.
 const KS_GAPS: usize = 20_000;
 
-/// How long after leaving a message must have arrived to count as lost when missing:
-/// four mean path delays ((layers + 2) / µ) and two poll intervals.
+/// How long after leaving a message must have arrived ([`figures::late_window_s`]).
 pub(crate) fn late_window_s(network: &Network) -> f64 {
-    4.0 * (f64::from(network.layers) + 2.0) / network.mu_per_s
-        + 2.0 / network.poll_rate_per_s.max(1e-3)
+    figures::late_window_s(network.layers, network.mu_per_s, network.poll_rate_per_s)
 }
 
 /// The network `--attach` or `--topology` names, if one does.
